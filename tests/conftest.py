@@ -1,0 +1,87 @@
+import dataclasses
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from zimage.config import Settings
+
+
+def wait_for(predicate, timeout=30.0, interval=0.05, message="condition"):
+    """Poll `predicate` until it returns a truthy value; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from zimage.testing.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture
+def model_copy(tiny_model_dir, tmp_path) -> Path:
+    """A private copy of the tiny model that a test may damage."""
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+
+
+@pytest.fixture
+def settings(tiny_model_dir, tmp_path) -> Settings:
+    return Settings(model=str(tiny_model_dir), outputs_dir=str(tmp_path / "outputs"),
+                    cache_dir=str(tmp_path / "cache"), idle_unload_s=0, idle_drop_s=0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    def __init__(self, settings: Settings, manager_factory=None):
+        import uvicorn
+
+        from zimage.server import create_app, create_manager
+
+        self.settings = dataclasses.replace(settings, port=free_port())
+        self.manager = (manager_factory or create_manager)(self.settings).start()
+        app = create_app(self.settings, self.manager)
+        config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, 30, message="uvicorn to start")
+        self.url = f"http://127.0.0.1:{self.settings.port}"
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.manager.close()
+
+
+@pytest.fixture
+def start_server():
+    servers = []
+
+    def start(settings: Settings, **kw) -> RunningServer:
+        srv = RunningServer(settings, **kw)
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def server(start_server, settings) -> RunningServer:
+    return start_server(settings)

@@ -1,0 +1,47 @@
+"""`python -m zimage serve [flags]` (the same as webui.py) and `python -m zimage make-tiny-model DIR`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import ConfigError, load_settings
+
+
+def serve_main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from .server import serve
+
+    try:
+        serve(settings)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        return serve_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m zimage")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="start the web UI (flags as webui.py)")
+    tiny = sub.add_parser("make-tiny-model", help="write the tiny random Z-Image pipeline (a few MB)")
+    tiny.add_argument("dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "make-tiny-model":
+        from .testing.tiny_model import make_tiny_model
+
+        print(make_tiny_model(args.dir, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""HTTP routes beside the page: validate, call the manager, shape JSON. Nothing else.
+
+Keeps the seed article's shapes: `GET /health`, `POST /generate` with
+`{prompt, width, height, num_inference_steps, seed}`, so its curl warm-up works unchanged.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from .errors import BadRequestBody, BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
+from .generate import GenerationRequest, png_bytes
+from .manager import PipelineManager
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024      # a 4000-character prompt is ~16 KB of JSON even in 4-byte UTF-8
+API_PATHS = ("/health", "/generate", "/preload", "/unload")
+
+
+def error_response(err: ZImageError) -> JSONResponse:
+    headers = {}
+    retry = getattr(err, "retry_after_s", None)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return JSONResponse({"error": err.to_dict()}, status_code=err.http_status, headers=headers)
+
+
+async def read_json(request: Request, required: bool = True):
+    """The body as JSON, refusing other content types (a cross-site form post needs no preflight)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KB.",
+                               "Shorten the prompt.")
+    if not body and not required:
+        return {}
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype or 'none'}.",
+                                   "Send the body as JSON with -H 'Content-Type: application/json'.")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequestBody(f"The body is not valid JSON: {e}.") from None
+
+
+def build_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
+    router = APIRouter()
+
+    def health_body() -> dict:
+        status = manager.status()
+        body = {"status": status.health, "timestamp": datetime.now(timezone.utc).isoformat(),
+                "load_count": manager.load_count}
+        body.update(status.to_dict())
+        return body
+
+    @router.get("/health")
+    async def health():
+        return health_body()
+
+    @router.post("/generate")
+    async def generate(request: Request):
+        try:
+            data = await read_json(request)
+            req = GenerationRequest.from_mapping(data, max_prompt_chars)
+            job = manager.submit(req)
+            started = time.perf_counter()
+            result = await asyncio.wrap_future(job.future)
+        except ZImageError as e:
+            return error_response(e)
+        r = result.request
+        body = {
+            "images": [base64.b64encode(png_bytes(item)).decode("ascii") for item in result.images],
+            "seed": r.seed, "seeds": [item.seed for item in result.images],
+            "width": r.width, "height": r.height, "num_inference_steps": r.num_inference_steps,
+            "guidance_scale": r.guidance_scale, "seconds": round(result.seconds, 3),
+            "total_seconds": round(time.perf_counter() - started, 3),
+            "files": [str(item.path) for item in result.images if item.path is not None],
+            "info": result.images[0].infotext if result.images else "",
+        }
+        if result.save_error:
+            body["warning"] = result.save_error
+        return body
+
+    @router.post("/preload")
+    async def preload(request: Request):
+        try:
+            data = await read_json(request, required=False)
+            wait = bool(data.get("wait", False)) if isinstance(data, dict) else False
+            job = manager.preload()
+            if wait:
+                await asyncio.wrap_future(job.future)
+        except ZImageError as e:
+            return error_response(e)
+        return JSONResponse(health_body(), status_code=200 if wait else 202)
+
+    @router.post("/unload")
+    async def unload(request: Request):
+        try:
+            data = await read_json(request, required=False)
+            to = data.get("to", "none") if isinstance(data, dict) else None
+            if to not in ("cpu", "none"):
+                raise InvalidRequest("to", "must be \"cpu\" (keep in RAM) or \"none\"")
+            await asyncio.wrap_future(manager.unload(to).future)
+        except ZImageError as e:
+            return error_response(e)
+        return health_body()
+
+    return router

@@ -1,0 +1,175 @@
+"""All settings in one frozen dataclass. Precedence: CLI > env ZIMAGE_* > config TOML > defaults.
+
+`configs/default.toml` (next to the package) is read first when present; `--config FILE` (or
+ZIMAGE_CONFIG) names one more TOML file that overrides it. Keys in TOML and env names follow the
+field names: `idle_unload_s = 60` in TOML, `ZIMAGE_IDLE_UNLOAD_S=60` in the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
+ENV_PREFIX = "ZIMAGE_"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting and where it came from."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    model: str = DEFAULT_MODEL              # ModelScope id or a local folder
+    preload: bool = False                   # start loading the model at startup
+    low_vram: bool = False                  # diffusers model CPU offload
+    idle_unload_s: float = 3600.0           # idle seconds before the model leaves the GPU (0 = never)
+    idle_drop_s: float = 7200.0             # idle seconds before the RAM copy is dropped too (0 = never)
+    outputs_dir: str = "outputs"
+    cache_dir: str = ""                     # "" = MODELSCOPE_CACHE or modelscope's default
+    demo: bool = False                      # run on the tiny random model (noise images, CPU friendly)
+    queue_max: int = 8                      # generation jobs that may wait; more get 429
+    auth: str = ""                          # "user:pass"; required when host is not loopback
+    device: str = "auto"                    # auto | cuda | cuda:N | cpu
+    dtype: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
+    max_prompt_chars: int = 4000
+    config: str = ""                        # the extra TOML file this was read from, if any
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    @property
+    def auth_pair(self) -> tuple[str, str] | None:
+        if not self.auth:
+            return None
+        user, _, password = self.auth.partition(":")
+        return user, password
+
+    def validate(self) -> "Settings":
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1-65535, got {self.port}")
+        if self.idle_unload_s < 0 or self.idle_drop_s < 0:
+            raise ConfigError("idle_unload_s and idle_drop_s must be >= 0 (0 = never)")
+        if self.queue_max < 1:
+            raise ConfigError(f"queue_max must be >= 1, got {self.queue_max}")
+        if self.auth and (":" not in self.auth or not self.auth.split(":", 1)[0]):
+            raise ConfigError("auth must look like user:password")
+        if not self.is_loopback and not self.auth:
+            raise ConfigError(
+                f"Listening on {self.host} exposes the app to your network: set --auth user:password too.")
+        if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
+            raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
+        return self
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    default = _FIELDS[name].default
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"{name} from {source}: {value!r} is not a valid {kind.__name__}") from None
+
+
+def _from_toml(path: Path) -> dict:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    unknown = set(data) - set(_FIELDS)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown settings {sorted(unknown)}")
+    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+
+
+def _from_env(env: Mapping[str, str]) -> dict:
+    out = {}
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            out[name] = _coerce(name, env[key], key)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """CLI flags; every default is SUPPRESS so only flags the user typed override other sources."""
+    p = argparse.ArgumentParser(prog="webui.py", description="Z-Image-Turbo web UI",
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; others need --auth)")
+    p.add_argument("--listen", action="store_const", const="0.0.0.0", dest="host",
+                   help="bind 0.0.0.0 (needs --auth)")
+    p.add_argument("--port", type=int, help="port (default 7860)")
+    p.add_argument("--model", help="ModelScope id or local folder (default %s)" % DEFAULT_MODEL)
+    p.add_argument("--preload", action="store_true", help="load the model at startup")
+    p.add_argument("--low-vram", action="store_true", dest="low_vram", help="CPU offload for small GPUs")
+    p.add_argument("--idle-unload", type=float, dest="idle_unload_s", metavar="SECONDS",
+                   help="move the model off the GPU after this many idle seconds (0 = never, default 3600)")
+    p.add_argument("--idle-drop", type=float, dest="idle_drop_s", metavar="SECONDS",
+                   help="drop the RAM copy too after this many idle seconds (0 = never, default 7200)")
+    p.add_argument("--outputs", dest="outputs_dir", metavar="DIR", help="where images are saved")
+    p.add_argument("--cache-dir", dest="cache_dir", metavar="DIR", help="model cache (default MODELSCOPE_CACHE)")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file")
+    p.add_argument("--demo", action="store_true", help="tiny random model: try the app on a CPU")
+    p.add_argument("--queue-max", type=int, dest="queue_max", help="waiting generation jobs before 429")
+    p.add_argument("--auth", metavar="USER:PASS", help="require a login (page) and HTTP Basic (API)")
+    p.add_argument("--device", help="auto, cuda, cuda:N or cpu")
+    p.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
+    return p
+
+
+def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+                  default_config: Path | None = DEFAULT_CONFIG) -> Settings:
+    env = os.environ if env is None else env
+    cli = vars(build_parser().parse_args(list(argv or [])))
+    cli = {k: _coerce(k, v, "command line") for k, v in cli.items()}
+    env_values = _from_env(env)
+    values: dict = {}
+    if default_config is not None and default_config.exists():
+        values.update(_from_toml(default_config))
+    extra_config = cli.get("config") or env_values.get("config") or ""
+    if extra_config:
+        values.update(_from_toml(Path(extra_config).expanduser()))
+    values.update(env_values)
+    values.update(cli)
+    return dataclasses.replace(Settings(), **values).validate()

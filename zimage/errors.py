@@ -1,0 +1,102 @@
+"""Typed errors. Each carries a message a user can act on, a hint (what to do) and one HTTP status.
+
+The page shows `message` and `hint`; the JSON API answers `{"error": {...}}` with `http_status`.
+Tracebacks are logged, never shown.
+"""
+from __future__ import annotations
+
+
+class ZImageError(Exception):
+    http_status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, hint: str = "", **details):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def to_dict(self) -> dict:
+        out = {"code": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        out.update(self.details)
+        return out
+
+    def user_text(self) -> str:
+        return f"{self.message} {self.hint}".strip()
+
+
+class InvalidRequest(ZImageError):
+    """A request field is missing, of the wrong type or out of range."""
+    http_status = 422
+    code = "invalid_request"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}", field=field)
+        self.field = field
+
+
+class BadRequestBody(ZImageError):
+    """The body is not JSON, not an object, or of the wrong content type."""
+    http_status = 400
+    code = "bad_body"
+
+
+class QueueFull(ZImageError):
+    http_status = 429
+    code = "queue_full"
+
+    def __init__(self, waiting: int, retry_after_s: int):
+        super().__init__(f"The generation queue is full ({waiting} jobs waiting).",
+                         "Try again in a few seconds.", retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+class ModelUnavailable(ZImageError):
+    """The model could not be found or downloaded."""
+    http_status = 503
+    code = "model_unavailable"
+
+
+class ModelLoadFailed(ZImageError):
+    """The model files are there but could not be loaded (corrupt, incomplete, unsupported)."""
+    http_status = 503
+    code = "model_load_failed"
+
+
+class OutOfMemory(ZImageError):
+    http_status = 507
+    code = "out_of_memory"
+
+
+class Cancelled(ZImageError):
+    http_status = 409
+    code = "cancelled"
+
+    def __init__(self, message: str = "The generation was stopped."):
+        super().__init__(message)
+
+
+class IllegalTransition(ZImageError):
+    """A programming error: the state machine refused a transition."""
+    http_status = 409
+    code = "illegal_transition"
+
+
+class ManagerClosed(ZImageError):
+    http_status = 503
+    code = "shutting_down"
+
+    def __init__(self):
+        super().__init__("The server is shutting down.")
+
+
+class UnsupportedMediaType(ZImageError):
+    http_status = 415
+    code = "unsupported_media_type"
+
+
+class BodyTooLarge(ZImageError):
+    http_status = 413
+    code = "body_too_large"

@@ -1,0 +1,261 @@
+"""One generation: the validated request, running it on a pipeline, and saving PNGs with metadata.
+
+`GenerationRequest.from_mapping` is the one validator that the page and every HTTP route share.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import Cancelled, InvalidRequest, ZImageError
+
+log = logging.getLogger(__name__)
+
+MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 256, 2048, 16
+MIN_STEPS, MAX_STEPS = 1, 50
+MAX_IMAGES = 4
+MAX_GUIDANCE = 20.0
+MAX_SEED = 2**32 - 1
+MODEL_LABEL = "Z-Image-Turbo"
+SAMPLER_LABEL = "Euler (flow match)"
+
+
+class OutputNotWritable(ZImageError):
+    """The image was made but could not be saved; the API still returns it."""
+    http_status = 507
+    code = "output_not_writable"
+
+
+def _int_field(data: Mapping, name: str, default: int, lo: int, hi: int) -> int:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(name, f"must be an integer, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise InvalidRequest(name, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _size_field(data: Mapping, name: str, default: int) -> int:
+    value = _int_field(data, name, default, MIN_SIZE, MAX_SIZE)
+    if value % SIZE_MULTIPLE:
+        raise InvalidRequest(name, f"must be a multiple of {SIZE_MULTIPLE}, got {value}")
+    return value
+
+
+def _str_field(data: Mapping, name: str, default: str | None, max_chars: int) -> str:
+    if name not in data and default is None:
+        raise InvalidRequest(name, "is required")
+    value = data.get(name, default)
+    if value is None and default is not None:
+        value = default
+    if not isinstance(value, str):
+        raise InvalidRequest(name, f"must be a string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise InvalidRequest(name, f"is too long ({len(value)} characters, at most {max_chars})")
+    if "\x00" in value:
+        raise InvalidRequest(name, "must not contain NUL characters")
+    return value
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 1024
+    height: int = 1024
+    num_inference_steps: int = 9
+    guidance_scale: float = 0.0
+    seed: int = -1                 # -1 = random
+    num_images: int = 1
+
+    FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
+              "guidance_scale", "seed", "num_images")
+
+    @classmethod
+    def from_mapping(cls, data: Any, max_prompt_chars: int = 4000) -> "GenerationRequest":
+        """Validate untrusted input (a JSON body or the page's fields). Errors name the field."""
+        if not isinstance(data, Mapping):
+            raise InvalidRequest("body", "must be a JSON object")
+        unknown = sorted(set(data) - set(cls.FIELDS))
+        if unknown:
+            raise InvalidRequest(unknown[0], f"is not a known field (known: {', '.join(cls.FIELDS)})")
+        prompt = _str_field(data, "prompt", None, max_prompt_chars)
+        if not prompt.strip():
+            raise InvalidRequest("prompt", "must not be empty")
+        guidance = data.get("guidance_scale", 0.0)
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+            raise InvalidRequest("guidance_scale", "must be a finite number")
+        if not 0.0 <= guidance <= MAX_GUIDANCE:
+            raise InvalidRequest("guidance_scale", f"must be between 0 and {MAX_GUIDANCE:g}, got {guidance}")
+        seed = data.get("seed", -1)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not (seed == -1 or 0 <= seed <= MAX_SEED):
+            raise InvalidRequest("seed", f"must be -1 (random) or an integer 0-{MAX_SEED}")
+        return cls(
+            prompt=prompt,
+            negative_prompt=_str_field(data, "negative_prompt", "", max_prompt_chars),
+            width=_size_field(data, "width", 1024),
+            height=_size_field(data, "height", 1024),
+            num_inference_steps=_int_field(data, "num_inference_steps", 9, MIN_STEPS, MAX_STEPS),
+            guidance_scale=float(guidance),
+            seed=seed,
+            num_images=_int_field(data, "num_images", 1, 1, MAX_IMAGES),
+        )
+
+    def with_resolved_seed(self) -> "GenerationRequest":
+        """Replace seed -1 with a concrete random seed, so the result can be reproduced."""
+        if self.seed >= 0:
+            return self
+        return replace(self, seed=secrets.randbelow(MAX_SEED - MAX_IMAGES))
+
+    def seeds(self) -> list[int]:
+        """One seed per image, A1111-style: seed, seed+1, ..."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Any          # PIL.Image.Image
+    seed: int
+    infotext: str
+    path: Path | None   # where it was saved, None when saving failed
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    request: GenerationRequest
+    images: list[GeneratedImage]
+    seconds: float
+    save_error: str = ""
+
+
+def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL) -> str:
+    """A1111's `parameters` text, which PNG Info, SD.Next, Forge and others read back."""
+    lines = [req.prompt]
+    if req.negative_prompt:
+        lines.append(f"Negative prompt: {req.negative_prompt}")
+    lines.append(f"Steps: {req.num_inference_steps}, Sampler: {SAMPLER_LABEL}, CFG scale: {req.guidance_scale:g}, "
+                 f"Seed: {seed}, Size: {req.width}x{req.height}, Model: {model}")
+    return "\n".join(lines)
+
+
+def run_pipeline(pipe, req: GenerationRequest, should_stop: Callable[[], bool],
+                 on_step: Callable[[int, int], None] | None = None) -> list:
+    """Run the diffusers pipeline for an already seeded request; return PIL images.
+
+    Raises Cancelled when `should_stop` turned true: ZImagePipeline skips the remaining steps but
+    still decodes the half-denoised latents, which must not be shown as a result.
+    """
+    import torch
+
+    stopped = False
+
+    def on_step_end(pipeline, step, _timestep, callback_kwargs):
+        nonlocal stopped
+        if on_step is not None:
+            on_step(step + 1, req.num_inference_steps)
+        if should_stop():
+            stopped = True
+            pipeline._interrupt = True   # the pipeline's own interrupt flag, checked before each step
+        return callback_kwargs           # the loop pops from what we return
+
+    if should_stop():
+        raise Cancelled()
+    # Noise drawn on the CPU: the same seed gives the same picture on every device.
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in req.seeds()]
+    with torch.inference_mode():
+        out = pipe(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt or None,
+            width=req.width, height=req.height,
+            num_inference_steps=req.num_inference_steps,
+            guidance_scale=req.guidance_scale,
+            num_images_per_prompt=req.num_images,
+            generator=generators,
+            callback_on_step_end=on_step_end,
+        )
+    if stopped:
+        raise Cancelled()
+    return list(out.images)
+
+
+class OutputStore:
+    """Saves images under one folder and nowhere else; never overwrites an existing file."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def save(self, image, seed: int, text: str) -> Path:
+        from PIL.PngImagePlugin import PngInfo
+
+        day = self.root / datetime.now().strftime("%Y-%m-%d")
+        day.mkdir(parents=True, exist_ok=True)
+        meta = PngInfo()
+        meta.add_text("parameters", text)
+        stamp = datetime.now().strftime("%H%M%S")
+        for n in range(10_000):
+            path = day / f"{stamp}-{seed}{'-' + str(n) if n else ''}.png"
+            try:
+                # "xb": exclusive create, so a file that exists is never overwritten.
+                with open(path, "xb") as fh:
+                    image.save(fh, format="PNG", pnginfo=meta)
+                return path
+            except FileExistsError:
+                continue
+            except OSError:
+                # A half-written file (disk full) is removed so it is not mistaken for an image.
+                path.unlink(missing_ok=True)
+                raise
+        raise OSError(f"no free file name in {day}")
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+
+def generate(pipe, req: GenerationRequest, store: OutputStore, should_stop: Callable[[], bool],
+             on_step: Callable[[int, int], None] | None = None, model_label: str = MODEL_LABEL) -> GenerationResult:
+    """Run a seeded request and save its images. A failed save keeps the images and reports why."""
+    started = time.perf_counter()
+    images = run_pipeline(pipe, req, should_stop, on_step)
+    seconds = time.perf_counter() - started
+    results, save_error = [], ""
+    for image, seed in zip(images, req.seeds()):
+        text = infotext(req, seed, model_label)
+        path = None
+        if not save_error:
+            try:
+                path = store.save(image, seed, text)
+            except OSError as e:
+                save_error = (f"Could not save to {store.root}: {e.strerror or e}. "
+                              "The image is shown but not saved; free disk space or pick another --outputs folder.")
+                log.warning("saving output failed: %s", e)
+        results.append(GeneratedImage(image=image, seed=seed, infotext=text, path=path))
+    return GenerationResult(request=req, images=results, seconds=seconds, save_error=save_error)
+
+
+def png_bytes(item: GeneratedImage) -> bytes:
+    """The PNG as saved (metadata included); re-encoded only when saving failed."""
+    if item.path is not None and item.path.exists():
+        return item.path.read_bytes()
+    import io
+
+    from PIL.PngImagePlugin import PngInfo
+
+    meta = PngInfo()
+    meta.add_text("parameters", item.infotext)
+    buf = io.BytesIO()
+    item.image.save(buf, format="PNG", pnginfo=meta)
+    return buf.getvalue()
+
+
+def outputs_writable(root: Path) -> bool:
+    return os.access(root, os.W_OK) if root.exists() else True

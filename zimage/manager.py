@@ -1,0 +1,410 @@
+"""PipelineManager: the single owner of the one shared pipeline, its state machine and its worker.
+
+Everything that touches the pipeline (page, HTTP API, preload, unload, low-VRAM switch, idle unload)
+is a Job run one at a time on one worker thread: diffusers pipelines are not thread-safe (the
+scheduler keeps step state), and an unload queued behind a generation can never pull the model from
+under it. Readers get an immutable `Status` snapshot without waiting for the worker.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from .config import Settings
+from .errors import Cancelled, ManagerClosed, ModelLoadFailed, OutOfMemory, QueueFull, ZImageError
+from .generate import GenerationRequest, GenerationResult, OutputStore, generate
+from .state import READY_STATES, LoadStage, LoadState, Status
+
+log = logging.getLogger(__name__)
+
+GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE = "generate", "load", "unload", "low_vram", "idle"
+DEMO_NOTE = "Demo mode: a tiny model with random weights, so every image is noise."
+
+
+@dataclass(eq=False)
+class Job:
+    kind: str
+    fn: Callable[["Job"], Any]
+    owner: str | None = None
+    id: int = 0
+    future: Future = field(default_factory=Future)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    phase: str = "waiting"           # waiting | loading | generating | done
+    step: int = 0
+    total_steps: int = 0
+    queue_position: int = 0          # 1 = next to run; 0 once running
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+
+class PipelineManager:
+    def __init__(self, settings: Settings, *, placement_factory: Callable[[], Any] | None = None,
+                 resolver: Callable[..., Any] | None = None, loader: Callable[..., Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic, idle_poll_s: float = 1.0):
+        from .hub import resolve_model_dir
+        from .loader import load_pipeline
+
+        self.settings = settings
+        self._placement_factory = placement_factory or self._torch_placement
+        self._resolver = resolver or resolve_model_dir
+        self._loader = loader or load_pipeline
+        self._clock = clock
+        self._idle_poll_s = idle_poll_s
+        self._store = OutputStore(settings.outputs_dir)
+        self._model_label = "Z-Image-Turbo (demo, random weights)" if settings.demo else "Z-Image-Turbo"
+
+        self._lock = threading.Lock()                  # guards the fields below, never held during work
+        self._wakeup = threading.Condition(self._lock)
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._current: Job | None = None
+        self._pending_generations = 0
+        self._load_job: Job | None = None
+        self._closed = False
+        self._ids = itertools.count(1)
+        self._last_activity = clock()
+        self._job_seconds = 5.0                        # running mean, for Retry-After
+        self._low_vram = settings.low_vram
+        self._status = Status(model=settings.model, low_vram=settings.low_vram,
+                              note=DEMO_NOTE if settings.demo else "")
+
+        # Worker-only fields: touched by the worker thread alone.
+        self._pipe = None
+        self._placement = None
+
+        self._worker = threading.Thread(target=self._worker_loop, name="zimage-gpu-worker", daemon=True)
+        self._idle_thread = threading.Thread(target=self._idle_loop, name="zimage-idle", daemon=True)
+        self.load_count = 0                            # completed weight loads from disk, for tests and /health
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "PipelineManager":
+        self._worker.start()
+        self._idle_thread.start()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = list(self._waiting), collections.deque()
+            if self._current:
+                self._current.cancel_event.set()
+            self._wakeup.notify_all()
+        for job in waiting:
+            job.future.set_exception(ManagerClosed())
+        if self._worker.is_alive():
+            self._worker.join(timeout)
+
+    # ---- reading -----------------------------------------------------------------------------
+    def status(self) -> Status:
+        with self._lock:
+            return replace(self._status, busy=self._current is not None,
+                           queue_length=self._pending_generations)
+
+    @property
+    def gpu_device(self) -> str | None:
+        return self._placement.gpu_device if self._placement is not None else None
+
+    # ---- operations (all return immediately with a Job; wait on job.future) -------------------
+    def preload(self) -> Job:
+        """Load the model (once, however many callers ask at the same time)."""
+        with self._lock:
+            if self._load_job is not None and not self._load_job.future.done():
+                return self._load_job
+            job = self._enqueue_locked(LOAD, self._run_load)
+            self._load_job = job
+            self._last_activity = self._clock()
+            return job
+
+    def ensure_ready(self, timeout: float | None = None) -> Status:
+        self.preload().future.result(timeout)
+        return self.status()
+
+    def unload(self, to: str = "none") -> Job:
+        if to not in ("cpu", "none"):
+            raise ValueError(f"unload target must be 'cpu' or 'none', got {to!r}")
+        with self._lock:
+            return self._enqueue_locked(UNLOAD, lambda job: self._run_unload(to))
+
+    def set_low_vram(self, enabled: bool) -> Job:
+        with self._lock:
+            self._low_vram = bool(enabled)
+            self._status = replace(self._status, low_vram=self._low_vram)
+            return self._enqueue_locked(LOW_VRAM, self._run_apply_placement)
+
+    def submit(self, req: GenerationRequest, owner: str | None = None) -> Job:
+        """Queue a generation. Raises QueueFull when `queue_max` jobs already wait."""
+        req = req.with_resolved_seed()
+        with self._lock:
+            waiting = self._pending_generations - (1 if self._current and self._current.kind == GENERATE else 0)
+            if waiting >= self.settings.queue_max:
+                retry = max(1, round(self._job_seconds * (waiting + 1)))
+                raise QueueFull(waiting, retry)
+            self._pending_generations += 1
+            self._last_activity = self._clock()
+            job = self._enqueue_locked(GENERATE, lambda j: self._run_generate(j, req), owner=owner)
+            job.total_steps = req.num_inference_steps
+            return job
+
+    def generate(self, req: GenerationRequest, owner: str | None = None,
+                 timeout: float | None = None) -> GenerationResult:
+        return self.submit(req, owner).future.result(timeout)
+
+    def cancel(self, owner: str | None = None) -> int:
+        """Stop the generations of `owner` (all when None): waiting ones are dropped, a running one
+        stops after its current step. Returns how many jobs were cancelled."""
+        count = 0
+        with self._lock:
+            jobs = list(self._waiting) + ([self._current] if self._current else [])
+            for job in jobs:
+                if job.kind == GENERATE and (owner is None or job.owner == owner) and not job.cancelled:
+                    job.cancel_event.set()
+                    count += 1
+        return count
+
+    def cancel_job(self, job: Job) -> None:
+        job.cancel_event.set()
+
+    # ---- the worker --------------------------------------------------------------------------
+    def _enqueue_locked(self, kind: str, fn: Callable[[Job], Any], owner: str | None = None) -> Job:
+        if self._closed:
+            raise ManagerClosed()
+        job = Job(kind=kind, fn=fn, owner=owner, id=next(self._ids))
+        self._waiting.append(job)
+        self._renumber_locked()
+        self._wakeup.notify_all()
+        return job
+
+    def _renumber_locked(self) -> None:
+        for position, job in enumerate(self._waiting, 1):
+            job.queue_position = position
+
+    def _worker_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._closed:
+                    self._wakeup.wait()
+                if self._closed:
+                    return
+                job = self._waiting.popleft()
+                self._renumber_locked()
+                job.queue_position = 0
+                self._current = job
+            started = self._clock()
+            try:
+                if job.cancelled:
+                    raise Cancelled()
+                job.future.set_result(job.fn(job))
+            except BaseException as e:   # every failure goes to the caller; the worker lives on
+                if not isinstance(e, ZImageError):
+                    log.exception("job %s failed", job.kind)
+                job.future.set_exception(e)
+            finally:
+                job.phase = "done"
+                with self._lock:
+                    self._current = None
+                    if job.kind == GENERATE:
+                        self._pending_generations -= 1
+                        self._job_seconds = 0.8 * self._job_seconds + 0.2 * (self._clock() - started)
+                    if job.kind in (GENERATE, LOAD):
+                        self._last_activity = self._clock()
+
+    # ---- state changes (worker thread only) --------------------------------------------------
+    def _set(self, **changes) -> None:
+        with self._lock:
+            self._status = self._status.evolve(**changes)
+
+    def _torch_placement(self):
+        from .devices import TorchPlacement
+
+        return TorchPlacement(self.settings.device)
+
+    def _get_placement(self):
+        if self._placement is None:
+            self._placement = self._placement_factory()
+        return self._placement
+
+    def _target_state(self) -> LoadState:
+        placement = self._get_placement()
+        if placement.gpu_device is None:
+            return LoadState.ON_CPU
+        return LoadState.OFFLOADED if self._low_vram else LoadState.ON_GPU
+
+    def _report_load(self, stage: LoadStage, done: int, total: int, name: str) -> None:
+        self._set(state=LoadState.LOADING, stage=stage, bytes_done=done, bytes_total=total,
+                  progress=(done / total) if total else 1.0, current_file=name)
+
+    def _run_load(self, job: Job | None = None) -> Status:
+        if job is not None:
+            job.phase = "loading"
+        try:
+            if self._pipe is None:
+                self._load_from_disk()
+            self._run_apply_placement()
+        except ZImageError as e:
+            self._fail(e)
+            raise
+        except MemoryError as e:
+            err = OutOfMemory("Not enough RAM to load the model.",
+                              "Close other programs, or use a machine with more memory.")
+            self._fail(err)
+            raise err from e
+        except Exception as e:
+            log.exception("loading failed")
+            err = ModelLoadFailed(f"Loading the model failed: {e.__class__.__name__}: {str(e)[:300]}",
+                                  "Press Preload to retry; if it fails again, download the model again.")
+            self._fail(err)
+            raise err from e
+        return self.status()
+
+    def _fail(self, error: ZImageError) -> None:
+        self._drop_pipeline()
+        self._set(state=LoadState.ERROR, stage=None, message=error.message, hint=error.hint,
+                  device=None, progress=0.0)
+
+    def _load_from_disk(self) -> None:
+        from .devices import resolve_dtype
+        from .hub import DownloadProgress
+
+        def on_download(p: DownloadProgress) -> None:
+            self._set(state=LoadState.DOWNLOADING, stage=LoadStage.DOWNLOAD, bytes_done=p.bytes_done,
+                      bytes_total=p.bytes_total, current_file=p.current_file,
+                      progress=(p.bytes_done / p.bytes_total) if p.bytes_total else 0.0)
+
+        def on_download_start() -> None:
+            self._set(state=LoadState.DOWNLOADING, stage=LoadStage.DOWNLOAD, progress=0.0, message="", hint="")
+
+        model_dir = self._resolver(self.settings.model, self.settings.cache_dir, on_progress=on_download,
+                                   on_download_start=on_download_start)
+        self._set(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.0, bytes_done=0, bytes_total=0,
+                  message="", hint="")
+        placement = self._get_placement()
+        dtype = resolve_dtype(self.settings.dtype, placement.gpu_device is not None)
+        self._pipe = self._loader(model_dir, dtype, on_progress=self._report_load)
+        self.load_count += 1
+        self._set(state=LoadState.LOADING, stage=LoadStage.BUILD, progress=1.0)
+        log.info("model loaded from %s", model_dir)
+
+    def _run_apply_placement(self, job: Job | None = None) -> Status:
+        """Put the loaded pipeline where the settings say (GPU, offloaded or CPU); no disk reads."""
+        if self._pipe is None:
+            with self._lock:   # the low-VRAM flag is shown even before a model is loaded
+                self._status = replace(self._status, low_vram=self._low_vram)
+            return self.status()
+        placement = self._get_placement()
+        target = self._target_state()
+        current = self._status.state
+        if current == target:
+            return self.status()
+        if current == LoadState.OFFLOADED:
+            placement.disable_offload(self._pipe)
+        if target == LoadState.ON_CPU:
+            placement.move(self._pipe, "cpu")
+            self._set(state=LoadState.ON_CPU, stage=None, device="cpu", progress=1.0)
+        elif target == LoadState.OFFLOADED:
+            if current == LoadState.ON_GPU:
+                placement.move(self._pipe, "cpu")
+            placement.enable_offload(self._pipe)
+            self._set(state=LoadState.OFFLOADED, stage=None, device=placement.gpu_device, progress=1.0)
+        else:
+            self._set(state=LoadState.LOADING, stage=LoadStage.MOVE, progress=0.0)
+            placement.move(self._pipe, placement.gpu_device, functools.partial(self._report_load, LoadStage.MOVE))
+            self._set(state=LoadState.ON_GPU, stage=None, device=placement.gpu_device, progress=1.0)
+        return self.status()
+
+    def _run_unload(self, to: str) -> Status:
+        state = self._status.state
+        if to == "none" or self._pipe is None:
+            self._drop_pipeline()
+            self._set(state=LoadState.UNLOADED, stage=None, device=None, progress=0.0, message="", hint="",
+                      bytes_done=0, bytes_total=0, current_file="")
+        elif state in (LoadState.ON_GPU, LoadState.OFFLOADED):
+            placement = self._get_placement()
+            if state == LoadState.OFFLOADED:
+                placement.disable_offload(self._pipe)
+            placement.move(self._pipe, "cpu")
+            self._set(state=LoadState.ON_CPU, stage=None, device="cpu")
+        return self.status()
+
+    def _drop_pipeline(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None and self._status.state == LoadState.OFFLOADED:
+            self._get_placement().disable_offload(pipe)
+        del pipe
+        if self._placement is not None:
+            self._placement.free_memory()
+
+    def _run_generate(self, job: Job, req: GenerationRequest) -> GenerationResult:
+        if self._status.state not in READY_STATES or self._status.state != self._target_state() or self._pipe is None:
+            self._run_load(job)
+        job.phase = "generating"
+
+        def on_step(step: int, total: int) -> None:
+            job.step, job.total_steps = step, total
+
+        oom = False
+        try:
+            result = generate(self._pipe, req, self._store, job.cancel_event.is_set, on_step, self._model_label)
+        except Exception as e:
+            if not _is_oom(e):
+                raise
+            oom = True
+        if oom:
+            # Freed outside the except block: the traceback would keep the step's tensors alive.
+            self._get_placement().free_memory()
+            raise OutOfMemory(
+                f"The GPU ran out of memory at {req.width}x{req.height} x {req.num_images}.",
+                "Turn on Low VRAM, or lower the size or the number of images.")
+        with self._lock:
+            self._status = replace(self._status, last_image_s=round(result.seconds / len(result.images), 3))
+        return result
+
+    # ---- idle unload -------------------------------------------------------------------------
+    def _idle_action(self, idle_s: float) -> str | None:
+        """What idle unload should do now: "cpu" (leave the GPU), "none" (drop) or nothing."""
+        s = self.settings
+        state = self._status.state
+        has_gpu = self._placement is not None and self._placement.gpu_device is not None
+        if state in (LoadState.ON_GPU, LoadState.OFFLOADED) and s.idle_unload_s and idle_s >= s.idle_unload_s:
+            return "cpu"
+        if state == LoadState.ON_CPU:
+            if not has_gpu and s.idle_unload_s and idle_s >= s.idle_unload_s:
+                return "none"    # no GPU to leave: the RAM copy is the loaded model
+            if s.idle_drop_s and idle_s >= s.idle_drop_s:
+                return "none"
+        return None
+
+    def _run_idle(self, job: Job) -> Status:
+        # Re-checked on the worker: a request that arrived since the check wins.
+        with self._lock:
+            busy = bool(self._waiting)
+            idle_s = self._clock() - self._last_activity
+        action = None if busy else self._idle_action(idle_s)
+        if action:
+            log.info("idle for %.0f s: unloading to %s", idle_s, action)
+            return self._run_unload(action)
+        return self.status()
+
+    def _idle_loop(self) -> None:
+        while True:
+            with self._lock:
+                self._wakeup.wait(self._idle_poll_s)
+                if self._closed:
+                    return
+                quiet = self._current is None and not self._waiting
+                idle_s = self._clock() - self._last_activity
+                if quiet and self._idle_action(idle_s):
+                    self._enqueue_locked(IDLE, self._run_idle)
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()

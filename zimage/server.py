@@ -1,0 +1,84 @@
+"""Assembling and running the server: our API routes and guards, the Gradio page, uvicorn."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+from .cache import modelscope_cache_base
+from .config import ConfigError, Settings
+from .manager import PipelineManager
+
+log = logging.getLogger(__name__)
+
+DEMO_MODEL_DIR = Path("~/.cache/zimage-webui/tiny-model").expanduser()
+
+
+def demo_resolver(model: str, cache_dir: str = "", **_) -> Path:
+    """--demo: the tiny random pipeline, written on first use (a few MB, seconds)."""
+    from .cache import quick_check
+    from .testing.tiny_model import make_tiny_model
+
+    path = Path(model)
+    if quick_check(path):
+        make_tiny_model(path)
+    return path
+
+
+def create_manager(settings: Settings) -> PipelineManager:
+    if settings.demo:
+        settings = dataclasses.replace(settings, model=str(DEMO_MODEL_DIR))
+        return PipelineManager(settings, resolver=demo_resolver)
+    return PipelineManager(settings)
+
+
+def outputs_dir_checked(settings: Settings) -> Path:
+    """The outputs folder is served to the page, so it must not be the home folder or hold the cache."""
+    out = Path(settings.outputs_dir).expanduser().resolve()
+    home = Path.home().resolve()
+    cache = modelscope_cache_base(settings.cache_dir).resolve()
+    if out in (Path("/"), home) or out in cache.parents or out == cache:
+        raise ConfigError(f"--outputs {out} would expose your files to the page; pick a dedicated folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def create_app(settings: Settings, manager: PipelineManager):
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from .api import API_PATHS, build_router
+    from .security import GuardMiddleware
+    from .ui import build_ui
+
+    outputs = outputs_dir_checked(settings)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(build_router(manager, settings.max_prompt_chars))   # before the "/" mount
+    demo = build_ui(manager, settings)
+    demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
+    app = gr.mount_gradio_app(
+        app, demo, path="/", server_name=settings.host, server_port=settings.port,
+        auth=settings.auth_pair, allowed_paths=[str(outputs)],
+        blocked_paths=[str(modelscope_cache_base(settings.cache_dir)), str(Path.home() / ".ssh")],
+        max_file_size="1mb", ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=False,
+        footer_links=[],
+    )
+    app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
+                       auth=settings.auth_pair)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    manager = create_manager(settings).start()
+    app = create_app(settings, manager)
+    if settings.preload:
+        manager.preload()
+    log.info("serving on http://%s:%d", settings.host, settings.port)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        manager.close()
