@@ -1,0 +1,270 @@
+import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import wait_for
+from zimage.errors import Cancelled, ModelLoadFailed, ModelUnavailable, QueueFull
+from zimage.generate import GenerationRequest
+from zimage.manager import PipelineManager
+from zimage.state import LoadState
+
+SMALL = {"prompt": "a cat", "width": 256, "height": 256, "num_inference_steps": 2, "seed": 3}
+
+
+def req(**kw):
+    return GenerationRequest.from_mapping(dict(SMALL, **kw))
+
+
+class FakeGpuPlacement:
+    """Stands in for CUDA on a CPU machine: records what the manager asks, keeps tensors on the CPU."""
+
+    gpu_device = "cuda:0"
+
+    def __init__(self):
+        self.calls = []
+
+    def move(self, pipe, device, on_progress=None):
+        self.calls.append(("move", device))
+        if on_progress:
+            on_progress(1, 2, "transformer")
+            on_progress(2, 2, "vae")
+
+    def enable_offload(self, pipe):
+        self.calls.append(("offload", True))
+
+    def disable_offload(self, pipe):
+        self.calls.append(("offload", False))
+
+    def free_memory(self):
+        self.calls.append(("free",))
+
+
+@pytest.fixture
+def make_manager(settings):
+    managers = []
+
+    def make(**overrides):
+        placement = overrides.pop("placement", None)
+        s = dataclasses.replace(settings, **overrides)
+        m = PipelineManager(s, placement_factory=(lambda: placement) if placement else None,
+                            idle_poll_s=0.05).start()
+        managers.append(m)
+        return m
+
+    yield make
+    for m in managers:
+        m.close()
+
+
+class Gate:
+    """Blocks the tiny pipeline's transformer until released, to hold a generation mid-run."""
+
+    def __init__(self, manager):
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        manager.ensure_ready(60)
+        manager._pipe.transformer.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_):
+        self.entered.set()
+        assert self.release.wait(30)
+
+
+def test_preload_reaches_on_cpu_and_generates(make_manager):
+    m = make_manager()
+    assert m.status().state == LoadState.UNLOADED
+    status = m.ensure_ready(60)
+    assert status.state == LoadState.ON_CPU and status.device == "cpu" and status.ready
+    result = m.generate(req(num_images=2), timeout=60)
+    assert [i.seed for i in result.images] == [3, 4]
+    assert all(i.image.size == (256, 256) and i.path.exists() for i in result.images)
+    assert m.status().last_image_s > 0
+
+
+def test_loading_reports_stage_and_advancing_progress(make_manager):
+    m = make_manager()
+    seen = []
+    original = m._set
+
+    def spy(**changes):
+        original(**changes)
+        s = m._status
+        seen.append((s.state, s.stage, s.progress))
+    m._set = spy
+    m.ensure_ready(60)
+    loading = [(stage.value, p) for state, stage, p in seen if state == LoadState.LOADING]
+    read = [p for stage, p in loading if stage == "read weights"]
+    assert read[0] == 0.0 and read[-1] == 1.0 and read == sorted(read) and len(set(read)) >= 3
+    assert ("build", 1.0) in loading
+
+
+def test_concurrent_requests_and_preloads_load_once(make_manager):
+    m = make_manager()
+    with ThreadPoolExecutor(8) as pool:
+        preloads = [pool.submit(lambda: m.preload().future.result(60)) for _ in range(4)]
+        gens = [pool.submit(m.generate, req(seed=i), None, 60) for i in range(4)]
+        for f in preloads + gens:
+            f.result()
+    assert m.load_count == 1
+    assert sorted(f.result().images[0].seed for f in gens) == [0, 1, 2, 3]
+
+
+def test_same_seed_same_image_and_distinct_seeds_differ(make_manager):
+    m = make_manager()
+    a, b, c = (m.generate(req(seed=s), timeout=60).images[0].image for s in (11, 11, 12))
+    assert a.tobytes() == b.tobytes() and a.tobytes() != c.tobytes()
+
+
+def test_queue_is_bounded(make_manager):
+    m = make_manager(queue_max=2)
+    gate = Gate(m)
+    running = m.submit(req())
+    assert gate.entered.wait(30)
+    waiting = [m.submit(req()) for _ in range(2)]
+    with pytest.raises(QueueFull) as e:
+        m.submit(req())
+    assert e.value.retry_after_s >= 1 and e.value.http_status == 429
+    assert m.status().queue_length == 3
+    gate.release.set()
+    for job in [running] + waiting:
+        job.future.result(60)
+    assert m.status().queue_length == 0
+
+
+def test_stop_interrupts_and_is_reported_as_cancelled(make_manager):
+    m = make_manager()
+    gate = Gate(m)
+    job = m.submit(req(num_inference_steps=8), owner="tab-1")
+    queued = m.submit(req(), owner="tab-1")
+    other = m.submit(req(), owner="tab-2")
+    assert gate.entered.wait(30)
+    assert m.cancel(owner="tab-1") == 2
+    gate.release.set()
+    with pytest.raises(Cancelled):
+        job.future.result(60)
+    with pytest.raises(Cancelled):
+        queued.future.result(60)
+    assert job.step < 8                      # stopped between steps, not run to the end
+    assert other.future.result(60).images    # another tab's job is untouched
+    before = len(list((m._store.root).rglob("*.png")))
+    assert before == 1                       # the cancelled image was not saved
+
+
+def test_unload_waits_for_the_running_generation(make_manager):
+    m = make_manager()
+    gate = Gate(m)
+    job = m.submit(req())
+    assert gate.entered.wait(30)
+    unload = m.unload("none")
+    assert not unload.future.done() and m.status().state == LoadState.ON_CPU
+    gate.release.set()
+    assert job.future.result(60).images
+    unload.future.result(30)
+    assert m.status().state == LoadState.UNLOADED and m._pipe is None
+
+
+def test_idle_unload_then_lazy_reload_on_cpu(make_manager):
+    m = make_manager(idle_unload_s=0.3)
+    m.generate(req(), timeout=60)
+    wait_for(lambda: m.status().state == LoadState.UNLOADED, 10, message="idle unload")
+    result = m.generate(req(seed=9), timeout=60)
+    assert result.images[0].seed == 9 and m.load_count == 2
+    assert m.status().state == LoadState.ON_CPU
+
+
+def test_gpu_path_idle_keeps_ram_copy_then_drops(make_manager):
+    gpu = FakeGpuPlacement()
+    m = make_manager(placement=gpu, idle_unload_s=0.3, idle_drop_s=1.0)
+    assert m.ensure_ready(60).state == LoadState.ON_GPU
+    assert ("move", "cuda:0") in gpu.calls
+    wait_for(lambda: m.status().state == LoadState.ON_CPU, 10, message="leave the GPU")
+    assert gpu.calls[-1] == ("move", "cpu") and m._pipe is not None
+    # A request now comes back from RAM, without reading the disk again.
+    m.generate(req(), timeout=60)
+    assert m.status().state == LoadState.ON_GPU and m.load_count == 1
+    wait_for(lambda: m.status().state == LoadState.UNLOADED, 10, message="drop after idle_drop_s")
+    assert m._pipe is None
+
+
+def test_gpu_path_low_vram_switches_without_reloading(make_manager):
+    gpu = FakeGpuPlacement()
+    m = make_manager(placement=gpu)
+    m.ensure_ready(60)
+    m.set_low_vram(True).future.result(30)
+    s = m.status()
+    assert s.state == LoadState.OFFLOADED and s.low_vram and s.device == "cuda:0"
+    assert gpu.calls[-2:] == [("move", "cpu"), ("offload", True)]
+    m.generate(req(), timeout=60)
+    assert m.status().state == LoadState.OFFLOADED
+    m.set_low_vram(False).future.result(30)
+    assert m.status().state == LoadState.ON_GPU
+    assert gpu.calls[-2:] == [("offload", False), ("move", "cuda:0")]
+    m.unload("cpu").future.result(30)
+    assert m.status().state == LoadState.ON_CPU
+    assert m.load_count == 1
+
+
+def test_low_vram_from_start_loads_offloaded(make_manager):
+    gpu = FakeGpuPlacement()
+    m = make_manager(placement=gpu, low_vram=True)
+    assert m.ensure_ready(60).state == LoadState.OFFLOADED
+    assert ("offload", True) in gpu.calls and ("move", "cuda:0") not in gpu.calls
+
+
+def test_missing_model_is_an_error_state_with_a_hint_and_retry_works(make_manager, tmp_path, tiny_model_dir):
+    import shutil
+
+    target = tmp_path / "later"
+    m = make_manager(model=str(target))
+    with pytest.raises(ModelUnavailable):
+        m.ensure_ready(30)
+    s = m.status()
+    assert s.state == LoadState.ERROR and "not found" in s.message and s.hint
+    with pytest.raises(ModelUnavailable):
+        m.generate(req(), timeout=30)
+    shutil.copytree(tiny_model_dir, target)
+    assert m.ensure_ready(60).state == LoadState.ON_CPU and m.status().message == ""
+
+
+def test_truncated_shard_names_the_file(make_manager, model_copy):
+    f = sorted((model_copy / "transformer").glob("*.safetensors"))[0]
+    f.write_bytes(f.read_bytes()[:1000])
+    m = make_manager(model=str(model_copy))
+    with pytest.raises(ModelLoadFailed) as e:
+        m.ensure_ready(30)
+    assert f"transformer/{f.name}" in e.value.details["files"]
+    assert m.status().state == LoadState.ERROR
+
+
+def test_no_network_gives_a_clear_error(make_manager, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("MODELSCOPE_DOWNLOAD_INTRA_CLOUD", "false")
+    m = make_manager(model="Tongyi-MAI/Z-Image-Turbo")
+    with pytest.raises(ModelUnavailable):
+        m.ensure_ready(120)
+    s = m.status()
+    assert s.state == LoadState.ERROR and "Could not download" in s.message and "network" in s.hint
+
+
+def test_oom_during_generation_is_reported_and_server_keeps_working(make_manager, monkeypatch):
+    import torch
+
+    from zimage.errors import OutOfMemory
+
+    m = make_manager()
+    m.ensure_ready(60)
+    calls = {"n": 0}
+    real_call = type(m._pipe).__call__
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_call(self, *a, **kw)
+    monkeypatch.setattr(type(m._pipe), "__call__", flaky)
+    with pytest.raises(OutOfMemory) as e:
+        m.generate(req(), timeout=60)
+    assert "Low VRAM" in e.value.hint
+    assert m.generate(req(), timeout=60).images
