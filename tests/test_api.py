@@ -1,6 +1,7 @@
 import base64
 import io
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -65,6 +66,7 @@ def test_generate_returns_png_of_the_asked_size_with_metadata(server):
     assert len(body["files"]) == 2 and body["seconds"] > 0
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_seed_article_curl_warmup_verbatim(server):
     cmd = ["curl", "-s", "-X", "POST", f"http://localhost:{server.settings.port}/generate",
            "-H", "Content-Type: application/json", "-d", SEED_WARMUP]

@@ -132,9 +132,6 @@ def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
 
     with gr.Blocks(title="Z-Image-Turbo", analytics_enabled=False) as demo:
         gr.Markdown("## Z-Image-Turbo")
-        if settings.demo:
-            gr.Markdown("**Demo mode:** a tiny model with random weights runs on the CPU. Images are noise; "
-                        "the app around them is real.", elem_id="demo-banner")
         with gr.Row():
             with gr.Column(scale=3):
                 status_box = gr.HTML(status_html(), elem_id="status-panel")

@@ -1,0 +1,76 @@
+"""The page in a real browser (Playwright driving Debian's chromium), on the tiny model."""
+import os
+import re
+
+import pytest
+
+from conftest import wait_for
+
+CHROMIUM = os.environ.get("ZIMAGE_CHROMIUM", "/usr/bin/chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server.url)
+        page.wait_for_selector("#status-panel")
+        yield page
+        browser.close()
+
+
+def state_of(page) -> str:
+    return page.get_attribute("#status-panel .zi-state", "data-state")
+
+
+def set_slider(page, elem_id: str, value: int) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_preload_progress_generate_unload(page, server):
+    assert state_of(page) == "unloaded"
+    page.click("#preload-btn")
+    wait_for(lambda: state_of(page) == "on_cpu", 60, message="status panel to show ready")
+    assert "Ready (CPU / RAM)" in page.inner_text("#status-panel")
+    page.fill("#prompt textarea", "a lighthouse at dusk")
+    set_slider(page, "width", 256)
+    set_slider(page, "height", 256)
+    page.locator("#seed input").fill("1234")
+    page.click("#generate-btn")
+    page.wait_for_selector("#gallery img", timeout=60_000)
+    wait_for(lambda: "seeds 1234" in page.inner_text("#result-info"), 30, message="result info")
+    files = list((server.manager._store.root).rglob("*-1234.png"))
+    assert len(files) == 1
+    page.locator("#unload-to label", has_text="Free VRAM and RAM").click()
+    page.click("#unload-btn")
+    wait_for(lambda: state_of(page) == "unloaded", 30, message="unloaded")
+    assert server.manager.load_count == 1
+
+
+def test_stop_during_a_long_generation(page, server):
+    server.manager.ensure_ready(60)
+    page.fill("#prompt textarea", "a long one")
+    set_slider(page, "steps", 50)
+    page.click("#generate-btn")
+    wait_for(lambda: re.search(r"Step \d+/50", page.inner_text("body")), 60, message="steps to advance")
+    page.click("#stop-btn")
+    wait_for(lambda: server.manager.status().queue_length == 0, 60, message="job to end")
+    assert page.locator("#gallery img").count() == 0
+    assert list(server.manager._store.root.rglob("*.png")) == []
+
+
+def test_low_vram_toggle_reaches_the_manager(page, server):
+    page.locator("#low-vram input").check()
+    wait_for(lambda: server.manager.status().low_vram, 20, message="low VRAM on")
+    wait_for(lambda: "Low VRAM: on" in page.inner_text("#status-panel"), 20, message="panel shows it")
+    page.locator("#low-vram input").uncheck()
+    wait_for(lambda: not server.manager.status().low_vram, 20, message="low VRAM off")
