@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create (or reuse) .venv and install what the app needs. Sourced by start_app.sh and run_tests.sh.
+# EXTRA_REQUIREMENTS: more requirement files (space separated), e.g. requirements-dev.txt for tests.
 # TORCH_SPEC picks the torch build: the default lets pip choose (a CUDA build on Linux GPU machines);
 # the test script pins the CPU wheel so a CPU machine does not pull several GB of CUDA.
 set -euo pipefail
@@ -12,15 +13,17 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
-STAMP="$VENV/.zimage-installed"
-WANT="$(cat "$ROOT/requirements.txt" "$@" 2>/dev/null | sha256sum | cut -c1-16)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+EXTRA=()
+for f in ${EXTRA_REQUIREMENTS:-}; do EXTRA+=(-r "$f"); done
+WANT="$(cat "$ROOT/requirements.txt" ${EXTRA_REQUIREMENTS:-} | sha256sum | cut -c1-16)"
+STAMP="$VENV/.zimage-installed-$WANT"   # one stamp per requirement set: app and tests don't reinstall each other
+if [ ! -e "$STAMP" ]; then
   python -m pip install -q --upgrade pip
   if ! python -c "import torch" 2>/dev/null; then
     echo "[setup] installing ${TORCH_SPEC:-torch>=2.6}"
     python -m pip install -q "${TORCH_SPEC:-torch>=2.6}"
   fi
   echo "[setup] installing requirements"
-  python -m pip install -q -r "$ROOT/requirements.txt" $(for f in "$@"; do printf -- '-r %s ' "$f"; done)
-  echo "$WANT" > "$STAMP"
+  python -m pip install -q -r "$ROOT/requirements.txt" "${EXTRA[@]+"${EXTRA[@]}"}"
+  touch "$STAMP"
 fi
