@@ -225,3 +225,8 @@ def test_basic_auth_protects_api_routes(start_server, settings):
     r = requests.post(srv.url + "/generate", data=SEED_WARMUP, headers={"Content-Type": "application/json"},
                       timeout=30)
     assert r.status_code == 401 and srv.manager.load_count == 0
+    # The page itself asks for the login (Gradio's auth), and its API refuses anonymous calls.
+    assert requests.get(srv.url + "/config", timeout=10).status_code == 401
+    login = requests.Session()
+    assert login.post(srv.url + "/login", data={"username": "me", "password": "secret"}, timeout=10).ok
+    assert login.get(srv.url + "/config", timeout=10).status_code == 200

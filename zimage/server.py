@@ -63,7 +63,7 @@ def create_app(settings: Settings, manager: PipelineManager):
         auth=settings.auth_pair, allowed_paths=[str(outputs)],
         blocked_paths=[str(modelscope_cache_base(settings.cache_dir)), str(Path.home() / ".ssh")],
         max_file_size="1mb", ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=False,
-        footer_links=[],
+        footer_links=[], run_history=False,
     )
     app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
                        auth=settings.auth_pair)
