@@ -1,9 +1,15 @@
-"""`python -m zimage serve [flags]` (the same as webui.py) and `python -m zimage make-tiny-model DIR`."""
+"""`python -m zimage serve [flags]` (the same as webui.py), `download`, `cache list|verify|repair|clear`
+and `make-tiny-model DIR`."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+# tqdm reads TQDM_* at import: silence every library's bars (the modelscope client draws one per
+# file) so the terminal shows our one download bar, which opts back in with disable=False.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 from .config import ConfigError, load_settings
 
@@ -35,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     tiny = sub.add_parser("make-tiny-model", help="write the tiny random Z-Image pipeline (a few MB)")
     tiny.add_argument("dir")
     tiny.add_argument("--seed", type=int, default=0)
+    from . import cache_cli
+
+    cache_cli.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in ("download", "cache"):
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return cache_cli.run(args)
     if args.command == "make-tiny-model":
         from .testing.tiny_model import make_tiny_model
 

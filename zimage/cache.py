@@ -19,6 +19,15 @@ MAX_HEADER_BYTES = 100 * 2**20
 class Problem:
     path: str       # relative to the model folder
     reason: str
+    kind: str = "corrupt"    # "missing" (a download can fill it in) or "corrupt" (needs a repair)
+
+    @property
+    def missing(self) -> bool:
+        return self.kind == "missing"
+
+
+def missing(path: str, reason: str = "missing") -> Problem:
+    return Problem(path, reason, kind="missing")
 
 
 def modelscope_cache_base(cache_dir: str = "") -> Path:
@@ -77,10 +86,10 @@ def weight_files(component_dir: Path) -> tuple[list[Path], list[Problem]]:
     else:
         files = sorted(component_dir.glob("*.safetensors"))
         if not files:
-            problems.append(Problem(component_dir.name, "no .safetensors weights"))
+            problems.append(missing(component_dir.name, "no .safetensors weights"))
     for f in files:
         if not f.exists():
-            problems.append(Problem(f"{component_dir.name}/{f.name}", "missing"))
+            problems.append(missing(f"{component_dir.name}/{f.name}"))
     return [f for f in files if f.exists()], problems
 
 
@@ -90,7 +99,7 @@ def quick_check(model_dir: Path) -> list[Problem]:
     try:
         index = json.loads(index_path.read_text())
     except FileNotFoundError:
-        return [Problem(MODEL_INDEX, "missing")]
+        return [missing(MODEL_INDEX)]
     except (OSError, ValueError) as e:
         return [Problem(MODEL_INDEX, f"unreadable ({e.__class__.__name__})")]
     if not isinstance(index, dict):
@@ -101,12 +110,12 @@ def quick_check(model_dir: Path) -> list[Problem]:
             continue
         component = model_dir / name
         if not component.is_dir():
-            problems.append(Problem(name, "missing folder"))
+            problems.append(missing(name, "missing folder"))
             continue
         if name in ("tokenizer", "scheduler"):
             continue
-        files, missing = weight_files(component)
-        problems += missing
+        files, absent = weight_files(component)
+        problems += absent
         for f in files:
             reason = safetensors_problem(f)
             if reason:
@@ -119,3 +128,91 @@ def find_complete_copy(model_id: str, base: Path) -> Path | None:
         if (candidate / MODEL_INDEX).exists() and not quick_check(candidate):
             return candidate
     return None
+
+
+# ---- what is in the cache, and removing it ------------------------------------------------------
+
+@dataclass(frozen=True)
+class CachedModel:
+    model_id: str
+    folder: Path                 # the snapshot folder diffusers loads
+    layout: str                  # "modelscope" (models/o--n/snapshots/rev) | "legacy" | "seed"
+    root: Path                   # what Delete removes
+    size_bytes: int
+    status: str                  # complete | incomplete | corrupt
+    problems: tuple[Problem, ...] = ()
+
+
+def folder_bytes(folder: Path) -> int:
+    total = 0
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def classify(folder: Path, extra: list[Problem] | None = None) -> tuple[str, tuple[Problem, ...]]:
+    problems = quick_check(folder) + list(extra or [])
+    partial = any(folder.rglob("*.incomplete"))
+    if any(not p.missing for p in problems):
+        return "corrupt", tuple(problems)
+    if problems or partial:
+        return "incomplete", tuple(problems)
+    return "complete", ()
+
+
+def _legacy_id(owner: str, name: str) -> str:
+    return f"{owner}/{name.replace('___', '.')}"
+
+
+def _model_folders(base: Path) -> list[tuple[str, Path, str, Path]]:
+    """(model_id, folder, layout, root) for every model-looking folder under the cache root."""
+    found = []
+    models = base / "models"
+    if models.is_dir():
+        for repo in sorted(p for p in models.iterdir() if p.is_dir()):
+            if "--" in repo.name:
+                owner, _, name = repo.name.partition("--")
+                for snap in sorted(p for p in (repo / "snapshots").glob("*") if p.is_dir()):
+                    found.append((f"{owner}/{name}", snap, "modelscope", repo))
+            else:
+                for sub in sorted(p for p in repo.iterdir() if p.is_dir()):
+                    found.append((_legacy_id(repo.name, sub.name), sub, "legacy", sub))
+    for owner_dir, layout in ((base / "hub" / "models", "legacy"), (base / "hub", "seed")):
+        if not owner_dir.is_dir():
+            continue
+        for owner in sorted(p for p in owner_dir.iterdir() if p.is_dir() and p.name != "models"):
+            for sub in sorted(p for p in owner.iterdir() if p.is_dir()):
+                found.append((_legacy_id(owner.name, sub.name), sub, layout, sub))
+    # Only folders that are (or are becoming) a diffusers pipeline.
+    return [f for f in found if (f[1] / MODEL_INDEX).exists() or any(f[1].iterdir())]
+
+
+def scan_cache(base: Path) -> list[CachedModel]:
+    out = []
+    for model_id, folder, layout, root in _model_folders(base):
+        status, problems = classify(folder)
+        out.append(CachedModel(model_id, folder, layout, root, folder_bytes(root), status, problems))
+    return out
+
+
+class UnsafeDelete(ValueError):
+    """Refused: the path is not a model folder inside the cache."""
+
+
+def delete_cached(base: Path, model: CachedModel) -> int:
+    """Remove one model's folder; returns the bytes freed. Never touches anything outside `base`."""
+    import shutil
+
+    base_r = base.resolve()
+    root_r = model.root.resolve()
+    if root_r == base_r or not root_r.is_relative_to(base_r) or model.root.is_symlink():
+        raise UnsafeDelete(f"{model.root} is not a model folder inside the cache {base}")
+    if root_r not in {m.root.resolve() for m in scan_cache(base)}:
+        raise UnsafeDelete(f"{model.root} is not a model in the cache {base}")
+    freed = folder_bytes(root_r)
+    shutil.rmtree(root_r)
+    return freed

@@ -27,7 +27,8 @@ Fault injection (all attributes may be changed while the hub runs):
 * `set_sha256(model_id, path, sha)` / `set_size(...)`: make the listing lie about one file.
 
 Bookkeeping (thread-safe; read through the properties, which return copies):
-`requests` (method, path-with-query) in arrival order, `bytes_served` per file path,
+`requests` (method, path with decoded query) in arrival order, `bytes_served` per repo file path
+(repos that share a path share the count),
 `file_requests` (path, Range header or None) per file request.
 """
 from __future__ import annotations
