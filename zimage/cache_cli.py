@@ -12,6 +12,7 @@ from pathlib import Path
 from .cache import CachedModel, UnsafeDelete, delete_cached, modelscope_cache_base, scan_cache
 from .config import DEFAULT_MODEL
 from .errors import ModelUnavailable, ZImageError
+from .memory import human_bytes
 
 OK, PROBLEMS, USAGE, NETWORK, DISK, CANCELLED = 0, 1, 2, 3, 4, 130
 
@@ -63,7 +64,7 @@ def cmd_list(cache_dir: str, as_json: bool) -> int:
     if not models:
         print("  (no models)")
     for m in models:
-        print(f"  {m.model_id:40s} {m.size_bytes / 1e9:8.2f} GB  {m.status:10s} {m.folder}")
+        print(f"  {m.model_id:40s} {human_bytes(m.size_bytes):>10s}  {m.status:10s} {m.folder}")
     return OK
 
 
@@ -116,14 +117,14 @@ def cmd_clear(model_id: str, cache_dir: str, yes: bool) -> int:
             if not sys.stdin.isatty():
                 print(f"refusing to delete {m.root} without --yes", file=sys.stderr)
                 return PROBLEMS
-            if input(f"Delete {m.root} ({m.size_bytes / 1e9:.2f} GB)? [y/N] ").strip().lower() != "y":
+            if input(f"Delete {m.root} ({human_bytes(m.size_bytes)})? [y/N] ").strip().lower() != "y":
                 return PROBLEMS
         try:
             freed = delete_cached(base, m)
         except UnsafeDelete as e:
             print(f"refused: {e}", file=sys.stderr)
             return PROBLEMS
-        print(f"deleted {m.root} ({freed / 1e9:.2f} GB freed)")
+        print(f"deleted {m.root} ({human_bytes(freed)} freed)")
     from .manifest import manifest_path
 
     manifest_path(base, model_id).unlink(missing_ok=True)

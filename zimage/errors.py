@@ -100,3 +100,26 @@ class UnsupportedMediaType(ZImageError):
 class BodyTooLarge(ZImageError):
     http_status = 413
     code = "body_too_large"
+
+
+class ModelInUse(ZImageError):
+    """Refused: the files are in use by the loaded model."""
+    http_status = 409
+    code = "model_in_use"
+
+
+class DiskFull(ZImageError):
+    http_status = 507
+    code = "disk_full"
+
+
+class DownloadCancelled(ZImageError):
+    http_status = 409
+    code = "download_cancelled"
+
+    def __init__(self):
+        super().__init__("The download was cancelled.", "Press Preload to continue it where it stopped.")
+
+
+class CacheCorrupt(ModelLoadFailed):
+    code = "cache_corrupt"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, replace
@@ -14,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import Cancelled, InvalidRequest, ZImageError
+from .errors import Cancelled, InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +24,6 @@ MAX_GUIDANCE = 20.0
 MAX_SEED = 2**32 - 1
 MODEL_LABEL = "Z-Image-Turbo"
 SAMPLER_LABEL = "Euler (flow match)"
-
-
-class OutputNotWritable(ZImageError):
-    """The image was made but could not be saved; the API still returns it."""
-    http_status = 507
-    code = "output_not_writable"
 
 
 def _int_field(data: Mapping, name: str, default: int, lo: int, hi: int) -> int:
@@ -255,7 +248,3 @@ def png_bytes(item: GeneratedImage) -> bytes:
     buf = io.BytesIO()
     item.image.save(buf, format="PNG", pnginfo=meta)
     return buf.getvalue()
-
-
-def outputs_writable(root: Path) -> bool:
-    return os.access(root, os.W_OK) if root.exists() else True

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import Problem, candidate_dirs, classify, modelscope_cache_base
-from .errors import ModelLoadFailed, ModelUnavailable, ZImageError
+from .errors import CacheCorrupt, DiskFull, DownloadCancelled, ModelLoadFailed, ModelUnavailable
 from .manifest import check_against_manifest, load_manifest, manifest_from_listing, save_manifest
 
 log = logging.getLogger(__name__)
@@ -26,23 +26,6 @@ log = logging.getLogger(__name__)
 ALLOW_PATTERNS = ["model_index.json", "*/*.json", "*/*.safetensors", "tokenizer/*.txt", "tokenizer/*.jinja",
                   "tokenizer/*.model", "tokenizer/*.tiktoken"]
 DISK_MARGIN_BYTES = 512 * 2**20
-
-
-class DiskFull(ZImageError):
-    http_status = 507
-    code = "disk_full"
-
-
-class DownloadCancelled(ZImageError):
-    http_status = 409
-    code = "download_cancelled"
-
-    def __init__(self):
-        super().__init__("The download was cancelled.", "Press Preload to continue it where it stopped.")
-
-
-class CacheCorrupt(ModelLoadFailed):
-    code = "cache_corrupt"
 
 
 @dataclass(frozen=True)
@@ -235,7 +218,8 @@ def _dedupe(problems) -> list[Problem]:
 def corrupt_error(folder: Path, problems: list[Problem]) -> CacheCorrupt:
     listed = "; ".join(f"{p.path}: {p.reason}" for p in problems[:5])
     return CacheCorrupt(f"The model in {folder} is damaged ({listed}).",
-                        "Press Repair to download only the damaged files again.",
+                        "Press Repair (Model cache panel) or run `python -m zimage cache repair` to "
+                        "download only the damaged files again.",
                         files=[p.path for p in problems])
 
 

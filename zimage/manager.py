@@ -18,13 +18,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .config import Settings
-from .errors import Cancelled, ManagerClosed, ModelLoadFailed, OutOfMemory, QueueFull, ZImageError
+from .errors import (Cancelled, DownloadCancelled, ManagerClosed, ModelInUse, ModelLoadFailed, ModelUnavailable, OutOfMemory,
+                     QueueFull, ZImageError)
 from .generate import GenerationRequest, GenerationResult, OutputStore, generate
+from .idle import idle_action
 from .state import READY_STATES, LoadStage, LoadState, Status
 
 log = logging.getLogger(__name__)
 
-GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE = "generate", "load", "unload", "low_vram", "idle"
+GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, CACHE = "generate", "load", "unload", "low_vram", "idle", "cache"
 DEMO_NOTE = "Demo mode: a tiny model with random weights, so every image is noise."
 
 
@@ -79,6 +81,8 @@ class PipelineManager:
         # Worker-only fields: touched by the worker thread alone.
         self._pipe = None
         self._placement = None
+        self._model_dir = None                         # the folder the loaded pipeline came from
+        self._download_cancel = threading.Event()      # replaced for each download; set by cancel_download()
 
         self._worker = threading.Thread(target=self._worker_loop, name="zimage-gpu-worker", daemon=True)
         self._idle_thread = threading.Thread(target=self._idle_loop, name="zimage-idle", daemon=True)
@@ -172,6 +176,25 @@ class PipelineManager:
     def cancel_job(self, job: Job) -> None:
         job.cancel_event.set()
 
+    def cancel_download(self) -> bool:
+        """Stop a running download (load or repair); what was fetched is kept for resuming."""
+        if self._status.state != LoadState.DOWNLOADING:
+            return False
+        self._download_cancel.set()
+        return True
+
+    def repair(self, model_id: str | None = None) -> Job:
+        """Re-download only the damaged or missing files of a cached model (a worker job, so it never
+        runs beside a load)."""
+        mid = model_id or self.settings.model
+        with self._lock:
+            return self._enqueue_locked(CACHE, lambda job: self._run_repair(mid))
+
+    def delete_cached(self, model_id: str) -> Job:
+        """Delete a model from the cache; refused while it is loaded."""
+        with self._lock:
+            return self._enqueue_locked(CACHE, lambda job: self._run_delete(model_id))
+
     # ---- the worker --------------------------------------------------------------------------
     def _enqueue_locked(self, kind: str, fn: Callable[[Job], Any], owner: str | None = None) -> Job:
         if self._closed:
@@ -248,6 +271,10 @@ class PipelineManager:
             if self._pipe is None:
                 self._load_from_disk()
             self._run_apply_placement()
+        except DownloadCancelled as e:
+            self._drop_pipeline()
+            self._set(state=LoadState.UNLOADED, stage=None, message=e.message, hint=e.hint, progress=0.0)
+            raise
         except ZImageError as e:
             self._fail(e)
             raise
@@ -269,25 +296,27 @@ class PipelineManager:
         self._set(state=LoadState.ERROR, stage=None, message=error.message, hint=error.hint,
                   device=None, progress=0.0)
 
+    def _report_download(self, p) -> None:
+        self._set(state=LoadState.DOWNLOADING, stage=LoadStage.DOWNLOAD, bytes_done=p.bytes_done,
+                  bytes_total=p.bytes_total, current_file=p.current_file, speed_bps=p.bytes_per_s,
+                  eta_s=p.eta_s, progress=(p.bytes_done / p.bytes_total) if p.bytes_total else 0.0)
+
+    def _start_download(self) -> None:
+        self._set(state=LoadState.DOWNLOADING, stage=LoadStage.DOWNLOAD, progress=0.0, bytes_done=0,
+                  bytes_total=0, speed_bps=0.0, eta_s=None, message="", hint="")
+
     def _load_from_disk(self) -> None:
         from .devices import resolve_dtype
-        from .hub import DownloadProgress
 
-        def on_download(p: DownloadProgress) -> None:
-            self._set(state=LoadState.DOWNLOADING, stage=LoadStage.DOWNLOAD, bytes_done=p.bytes_done,
-                      bytes_total=p.bytes_total, current_file=p.current_file,
-                      progress=(p.bytes_done / p.bytes_total) if p.bytes_total else 0.0)
-
-        def on_download_start() -> None:
-            self._set(state=LoadState.DOWNLOADING, stage=LoadStage.DOWNLOAD, progress=0.0, message="", hint="")
-
-        model_dir = self._resolver(self.settings.model, self.settings.cache_dir, on_progress=on_download,
-                                   on_download_start=on_download_start)
+        self._download_cancel = threading.Event()
+        model_dir = self._resolver(self.settings.model, self.settings.cache_dir, on_progress=self._report_download,
+                                   on_download_start=self._start_download, cancel=self._download_cancel)
         self._set(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.0, bytes_done=0, bytes_total=0,
                   message="", hint="")
         placement = self._get_placement()
         dtype = resolve_dtype(self.settings.dtype, placement.gpu_device is not None)
         self._pipe = self._loader(model_dir, dtype, on_progress=self._report_load)
+        self._model_dir = model_dir
         self.load_count += 1
         self._set(state=LoadState.LOADING, stage=LoadStage.BUILD, progress=1.0)
         log.info("model loaded from %s", model_dir)
@@ -334,7 +363,7 @@ class PipelineManager:
         return self.status()
 
     def _drop_pipeline(self) -> None:
-        pipe, self._pipe = self._pipe, None
+        pipe, self._pipe, self._model_dir = self._pipe, None, None
         if pipe is not None and self._status.state == LoadState.OFFLOADED:
             self._get_placement().disable_offload(pipe)
         del pipe
@@ -366,20 +395,53 @@ class PipelineManager:
             self._status = replace(self._status, last_image_s=round(result.seconds / len(result.images), 3))
         return result
 
+    # ---- cache jobs --------------------------------------------------------------------------
+    def _run_repair(self, model_id: str) -> list[str]:
+        from .hub import is_local_reference, repair
+
+        if is_local_reference(model_id):
+            raise ModelUnavailable(f"{model_id} is a local folder: there is no hub copy to repair it from.",
+                                   "Copy the damaged files again, or use a ModelScope id.")
+        if self._pipe is not None:
+            raise ModelInUse("The model is loaded; repairing would change files under it.",
+                             "Unload it (Free VRAM and RAM) first.")
+        self._download_cancel = threading.Event()
+        self._start_download()
+        try:
+            fixed = repair(model_id, self.settings.cache_dir, on_progress=self._report_download,
+                           cancel=self._download_cancel)
+        except DownloadCancelled as e:
+            self._set(state=LoadState.UNLOADED, stage=None, message=e.message, hint=e.hint, progress=0.0)
+            raise
+        except ZImageError as e:
+            self._fail(e)
+            raise
+        self._set(state=LoadState.UNLOADED, stage=None, progress=0.0, message="", hint="")
+        return fixed
+
+    def _run_delete(self, model_id: str) -> int:
+        from .cache import delete_cached, modelscope_cache_base, scan_cache
+        from .manifest import manifest_path
+
+        base = modelscope_cache_base(self.settings.cache_dir)
+        entries = [m for m in scan_cache(base) if m.model_id == model_id]
+        if not entries:
+            raise ModelUnavailable(f"{model_id} is not in the cache {base}.")
+        loaded = self._model_dir.resolve() if self._model_dir is not None else None
+        if loaded is not None and any(loaded.is_relative_to(m.root.resolve()) for m in entries):
+            raise ModelInUse(f"{model_id} is loaded and cannot be deleted.", "Unload it (Free VRAM and RAM) first.")
+        freed = sum(delete_cached(base, m) for m in entries)
+        manifest_path(base, model_id).unlink(missing_ok=True)
+        if self._status.state == LoadState.ERROR and model_id == self.settings.model:
+            self._set(state=LoadState.UNLOADED, message="", hint="")
+        log.info("deleted %s from the cache (%d bytes)", model_id, freed)
+        return freed
+
     # ---- idle unload -------------------------------------------------------------------------
     def _idle_action(self, idle_s: float) -> str | None:
-        """What idle unload should do now: "cpu" (leave the GPU), "none" (drop) or nothing."""
-        s = self.settings
-        state = self._status.state
         has_gpu = self._placement is not None and self._placement.gpu_device is not None
-        if state in (LoadState.ON_GPU, LoadState.OFFLOADED) and s.idle_unload_s and idle_s >= s.idle_unload_s:
-            return "cpu"
-        if state == LoadState.ON_CPU:
-            if not has_gpu and s.idle_unload_s and idle_s >= s.idle_unload_s:
-                return "none"    # no GPU to leave: the RAM copy is the loaded model
-            if s.idle_drop_s and idle_s >= s.idle_drop_s:
-                return "none"
-        return None
+        return idle_action(self._status.state, has_gpu, idle_s, self.settings.idle_unload_s,
+                           self.settings.idle_drop_s)
 
     def _run_idle(self, job: Job) -> Status:
         # Re-checked on the worker: a request that arrived since the check wins.

@@ -56,6 +56,8 @@ class Status:
     bytes_done: int = 0
     bytes_total: int = 0
     current_file: str = ""
+    speed_bps: float = 0.0           # download speed, bytes per second
+    eta_s: float | None = None       # download time left
     device: str | None = None        # where the weights are: "cuda:0", "cpu", None when unloaded
     low_vram: bool = False
     message: str = ""                # the error, when state is error
@@ -90,6 +92,7 @@ class Status:
             "stage": self.stage.value if self.stage else None,
             "progress": round(self.progress, 4), "bytes_done": self.bytes_done,
             "bytes_total": self.bytes_total, "current_file": self.current_file,
+            "speed_bps": round(self.speed_bps), "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "device": self.device, "low_vram": self.low_vram, "message": self.message,
             "hint": self.hint, "busy": self.busy, "queue_length": self.queue_length,
             "last_image_s": self.last_image_s, "note": self.note,

@@ -13,6 +13,7 @@ from .generate import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, S
 from .manager import Job, PipelineManager
 from .memory import MemoryInfo, gib, memory_info
 from .state import LoadState, Status
+from .ui_cache import build_cache_panel
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,12 @@ def render_status(status: Status, mem: MemoryInfo) -> str:
         if status.current_file:
             detail += f" · {e(status.current_file)}"
         rows.append(f'<progress class="zi-progress" max="100" value="{pct}"></progress> {pct}% · {e(detail)}')
-    if status.state == LoadState.ERROR:
-        rows.append(f'<div class="zi-error"><b>{e(status.message)}</b><br>{e(status.hint)}</div>')
+    if status.state == LoadState.DOWNLOADING and status.speed_bps:
+        eta = f" · {status.eta_s:,.0f} s left" if status.eta_s is not None else ""
+        rows.append(f"<div>{status.speed_bps / 2**20:,.1f} MiB/s{eta}</div>")
+    if status.message or status.hint:
+        css = "zi-error" if status.state == LoadState.ERROR else "zi-message"
+        rows.append(f'<div class="{css}"><b>{e(status.message)}</b><br>{e(status.hint)}</div>')
     rows.append(f"<div>Device: {e(status.device or '-')} · Low VRAM: {'on' if status.low_vram else 'off'}"
                 f" · Queue: {status.queue_length}"
                 + (f" · Last image: {status.last_image_s:.2f} s" if status.last_image_s else "") + "</div>")
@@ -123,6 +128,10 @@ def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
         manager.unload(UNLOAD_CHOICES.get(choice, "none"))
         return status_html()
 
+    def on_cancel_download():
+        manager.cancel_download()
+        return status_html()
+
     def on_low_vram(enabled):
         manager.set_low_vram(bool(enabled))
         return status_html()
@@ -139,6 +148,7 @@ def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
                 with gr.Row():
                     preload_btn = gr.Button("Preload model", variant="secondary", elem_id="preload-btn")
                     unload_btn = gr.Button("Unload", elem_id="unload-btn")
+                    cancel_dl_btn = gr.Button("Cancel download", elem_id="cancel-download-btn", size="sm")
                 unload_to = gr.Radio(list(UNLOAD_CHOICES), value=gpu_default, label="Unload frees",
                                      elem_id="unload-to")
                 low_vram = gr.Checkbox(value=settings.low_vram, label="Low VRAM (CPU offload, slower)",
@@ -166,14 +176,17 @@ def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png",
-                                     elem_id="gallery")
+                                     interactive=False, elem_id="gallery")
                 info = gr.Markdown("", elem_id="result-info")
+
+        build_cache_panel(manager, settings)
 
         timer = gr.Timer(1.0)
         # Status reads never enter the queue: a full generation queue must not freeze the panel.
         timer.tick(status_html, None, status_box, queue=False, show_progress="hidden", api_visibility="private")
         preload_btn.click(on_preload, None, status_box, queue=False, api_visibility="private")
         unload_btn.click(on_unload, unload_to, status_box, queue=False, api_visibility="private")
+        cancel_dl_btn.click(on_cancel_download, None, status_box, queue=False, api_visibility="private")
         low_vram.change(on_low_vram, low_vram, status_box, queue=False, api_visibility="private")
         preset.change(on_preset, preset, [width, height], queue=False, api_visibility="private")
         gen_event = gr.on([generate_btn.click, prompt.submit], on_generate,

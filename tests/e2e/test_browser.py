@@ -74,3 +74,59 @@ def test_low_vram_toggle_reaches_the_manager(page, server):
     wait_for(lambda: "Low VRAM: on" in page.inner_text("#status-panel"), 20, message="panel shows it")
     page.locator("#low-vram input").uncheck()
     wait_for(lambda: not server.manager.status().low_vram, 20, message="low VRAM off")
+
+
+MODEL_ID = "Tongyi-MAI/Z-Image-Turbo"
+
+
+@pytest.fixture
+def hub(tiny_model_dir, monkeypatch):
+    from zimage.testing.fake_hub import FakeHub
+
+    with FakeHub({MODEL_ID: tiny_model_dir}) as fake:
+        fake.configure_client(monkeypatch.setenv)
+        yield fake
+
+
+def test_model_cache_panel_verify_repair_delete(hub, start_server, settings):
+    import dataclasses
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    srv = start_server(dataclasses.replace(settings, model=MODEL_ID))
+    srv.manager.ensure_ready(60)                     # downloaded through the fake hub
+    srv.manager.unload("none").future.result(30)
+    folder = next(Path(settings.cache_dir).rglob("model_index.json")).parent
+    shard = sorted(folder.rglob("*.safetensors"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(srv.url)
+        page.get_by_text("Model cache").click()
+        wait_for(lambda: MODEL_ID in page.inner_text("#cache-table"), 30, message="the cache table")
+        assert settings.cache_dir in page.inner_text("#cache-summary")
+        page.click("#cache-verify")
+        wait_for(lambda: "problem" in page.inner_text("#cache-result"), 60, message="problem")
+        assert shard.name in page.inner_text("#cache-result")
+        page.click("#cache-repair")
+        wait_for(lambda: "Re-downloaded" in page.inner_text("#cache-result"), 60, message="Re-downloaded")
+        wait_for(lambda: state_of(page) == "on_cpu", 60, message="reload after repair")
+        page.click("#cache-delete")
+        wait_for(lambda: "Confirm delete" in page.inner_text("#cache-result"), 60, message="Confirm delete")
+        page.locator("#cache-confirm input").check()
+        page.click("#cache-delete")
+        wait_for(lambda: "cannot be deleted" in page.inner_text("#cache-result"), 60, message="cannot be deleted")   # it is loaded
+        assert folder.exists()
+        page.locator("#unload-to label", has_text="Free VRAM and RAM").click()
+        page.click("#unload-btn")
+        wait_for(lambda: state_of(page) == "unloaded", 30, message="unloaded")
+        page.locator("#cache-confirm input").check()
+        page.click("#cache-delete")
+        wait_for(lambda: "Deleted" in page.inner_text("#cache-result"), 60, message="Deleted")
+        assert not folder.exists()
+        page.screenshot(path=str(Path(settings.outputs_dir).parent / "cache-panel.png"))
+        browser.close()
