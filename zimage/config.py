@@ -42,6 +42,8 @@ class Settings:
     device: str = "auto"                    # auto | cuda | cuda:N | cpu
     dtype: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
     max_prompt_chars: int = 4000
+    loader: str = "fast"                    # fast (stream shards to the device) | plain (diffusers from_pretrained)
+    pin_ram_gb: float = -1.0                # pinned RAM for idle unload: -1 = half the RAM, 0 = never pin
     config: str = ""                        # the extra TOML file this was read from, if any
 
     @property
@@ -67,6 +69,8 @@ class Settings:
         if not self.is_loopback and not self.auth:
             raise ConfigError(
                 f"Listening on {self.host} exposes the app to your network: set --auth user:password too.")
+        if self.loader not in ("fast", "plain"):
+            raise ConfigError(f"loader must be fast or plain, got {self.loader!r}")
         if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
             raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
         return self
@@ -155,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", metavar="USER:PASS", help="require a login (page) and HTTP Basic (API)")
     p.add_argument("--device", help="auto, cuda, cuda:N or cpu")
     p.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
+    p.add_argument("--loader", help="fast (default) or plain (diffusers from_pretrained, the fallback)")
+    p.add_argument("--pin-ram-gb", type=float, dest="pin_ram_gb",
+                   help="pinned RAM idle unload may keep (-1 = half the RAM, 0 = never)")
     return p
 
 

@@ -1,9 +1,10 @@
-"""Building a ZImagePipeline from a folder, one component at a time, with byte progress.
+"""Building a ZImagePipeline from a folder, with byte progress: the fast path, or plain diffusers.
 
-This is the plain diffusers path (each component's own `from_pretrained`), split per component so
-the `loading` state can report which part is being read and how many bytes are done.
-Only diffusers and transformers classes named in model_index.json are built: no remote code,
-no custom pipelines, safetensors only, never the network.
+Fast (default): every weight component is built empty and all shards of all components are
+streamed at once straight to the target device (zimage.fastload). Plain (fallback, and for any
+component the fast path does not cover): each component's own `from_pretrained` on the CPU, then a
+move to the device. Only diffusers and transformers classes named in model_index.json are built:
+no remote code, no custom pipelines, safetensors only, never the network.
 """
 from __future__ import annotations
 
@@ -54,6 +55,15 @@ def component_bytes(model_dir: Path, name: str) -> int:
     return sum(f.stat().st_size for f in files)
 
 
+def weight_paths(model_dir: Path) -> list[Path]:
+    """Every safetensors file the pipeline will read (for prefetching)."""
+    paths = []
+    for name in read_model_index(model_dir):
+        if (model_dir / name).is_dir():
+            paths += weight_files(model_dir / name)[0]
+    return paths
+
+
 def _component_class(library: str, class_name: str):
     cls = getattr(importlib.import_module(library), class_name, None)
     if cls is None:
@@ -62,35 +72,80 @@ def _component_class(library: str, class_name: str):
     return cls
 
 
-def load_pipeline(model_dir: Path, dtype, on_progress: LoadProgress | None = None):
-    """Load every component on the CPU and assemble the pipeline."""
+def _load_plain(model_dir: Path, name: str, cls, dtype, has_weights: bool):
+    kwargs = {"subfolder": name, "local_files_only": True}
+    if has_weights:
+        kwargs.update(dtype=dtype, use_safetensors=True)
+    try:
+        return cls.from_pretrained(str(model_dir), **kwargs)
+    except Exception as e:   # safetensors, json, OSError, shape mismatches: all mean bad files
+        log.exception("loading %s failed", name)
+        raise ModelLoadFailed(f"Could not load the {name} from {model_dir}: {e.__class__.__name__}: "
+                              f"{str(e)[:300]}",
+                              "The files may be incomplete or corrupt: download the model again.",
+                              component=name) from e
+
+
+def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, total: int,
+               on_progress: LoadProgress | None) -> dict:
+    """Weight components through the fast path; the ones it cannot take are left out (plain later)."""
+    from .fastload import FastLoadUnsupported, assign_weights, build_empty, component_shards, stream_shards, tensors_of
+
+    empty = {}
+    for name, (library, class_name) in spec.items():
+        if not sizes[name]:
+            continue
+        try:
+            empty[name] = (build_empty(library, _component_class(library, class_name), model_dir / name, device),
+                           component_shards(model_dir / name))
+        except (FastLoadUnsupported, ValueError, TypeError, OSError) as e:
+            log.warning("fast load does not cover %s (%s): plain diffusers path", name, e)
+    names = ", ".join(empty)
+    shards = [s for _, comp_shards in empty.values() for s in comp_shards]
+    try:
+        buffers = stream_shards(shards, device, on_bytes=lambda done, _t: on_progress and on_progress(
+            LoadStage.READ, done, total, names))
+    except OSError as e:
+        raise ModelLoadFailed(f"Reading the weights failed: {e}", "Check the disk, then press Preload.") from e
+    loaded = {}
+    for name, (module, comp_shards) in empty.items():
+        tensors = {}
+        for shard in comp_shards:
+            tensors.update(tensors_of(shard, buffers[shard.path]))
+        try:
+            assign_weights(module, tensors, dtype)
+            loaded[name] = module
+        except FastLoadUnsupported as e:
+            log.warning("fast load could not place %s (%s): plain diffusers path", name, e)
+    return loaded
+
+
+def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: LoadProgress | None = None,
+                  fast: bool = True):
+    """Load every component onto `device` and assemble the pipeline."""
     import diffusers
 
-    components_spec = read_model_index(model_dir)
-    sizes = {name: component_bytes(model_dir, name) for name in components_spec}
+    from .devices import TorchPlacement
+
+    spec = read_model_index(model_dir)
+    sizes = {name: component_bytes(model_dir, name) for name in spec}
     total = sum(sizes.values())
-    done = 0
-    components = {}
-    for name, (library, class_name) in components_spec.items():
+    components = _load_fast(model_dir, spec, sizes, dtype, device, total, on_progress) if fast else {}
+    done = sum(sizes[n] for n in components)
+    for name, (library, class_name) in spec.items():
+        if name in components:
+            continue
         if on_progress:
             on_progress(LoadStage.READ, done, total, name)
-        cls = _component_class(library, class_name)
-        kwargs = {"subfolder": name, "local_files_only": True}
-        if sizes[name]:
-            kwargs.update(dtype=dtype, use_safetensors=True)
-        try:
-            components[name] = cls.from_pretrained(str(model_dir), **kwargs)
-        except Exception as e:   # safetensors, json, OSError, shape mismatches: all mean bad files
-            log.exception("loading %s failed", name)
-            raise ModelLoadFailed(f"Could not load the {name} from {model_dir}: {e.__class__.__name__}: "
-                                  f"{str(e)[:300]}",
-                                  "The files may be incomplete or corrupt: download the model again.",
-                                  component=name) from e
+        components[name] = _load_plain(model_dir, name, _component_class(library, class_name), dtype,
+                                       bool(sizes[name]))
         done += sizes[name]
-        if on_progress:
-            on_progress(LoadStage.READ, done, total, name)
     if on_progress:
+        on_progress(LoadStage.READ, total, total, "")
         on_progress(LoadStage.BUILD, total, total, PIPELINE_CLASS)
     pipe = getattr(diffusers, PIPELINE_CLASS)(**components)
     pipe.set_progress_bar_config(disable=True)
+    if device != "cpu":   # plain components still sit in RAM
+        TorchPlacement.move_modules(pipe, device, on_progress=on_progress and (
+            lambda d, t, n: on_progress(LoadStage.MOVE, d, t, n)))
     return pipe

@@ -247,7 +247,7 @@ class PipelineManager:
     def _torch_placement(self):
         from .devices import TorchPlacement
 
-        return TorchPlacement(self.settings.device)
+        return TorchPlacement(self.settings.device, self.settings.pin_ram_gb)
 
     def _get_placement(self):
         if self._placement is None:
@@ -306,20 +306,30 @@ class PipelineManager:
                   bytes_total=0, speed_bps=0.0, eta_s=None, message="", hint="")
 
     def _load_from_disk(self) -> None:
-        from .devices import resolve_dtype
-
         self._download_cancel = threading.Event()
         model_dir = self._resolver(self.settings.model, self.settings.cache_dir, on_progress=self._report_download,
                                    on_download_start=self._start_download, cancel=self._download_cancel)
         self._set(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.0, bytes_done=0, bytes_total=0,
                   message="", hint="")
+        if self.settings.loader == "fast":
+            # The disk reads start now, while torch and diffusers are still being imported below.
+            from .fastload import prefetch
+            from .loader import weight_paths
+
+            prefetch(weight_paths(model_dir))
+        from .devices import resolve_dtype
+
         placement = self._get_placement()
+        target = self._target_state()
+        device = placement.gpu_device if target == LoadState.ON_GPU else "cpu"
         dtype = resolve_dtype(self.settings.dtype, placement.gpu_device is not None)
-        self._pipe = self._loader(model_dir, dtype, on_progress=self._report_load)
+        self._pipe = self._loader(model_dir, dtype, device, on_progress=self._report_load,
+                                  fast=self.settings.loader == "fast")
         self._model_dir = model_dir
         self.load_count += 1
-        self._set(state=LoadState.LOADING, stage=LoadStage.BUILD, progress=1.0)
-        log.info("model loaded from %s", model_dir)
+        landed = LoadState.ON_CPU if device == "cpu" else LoadState.ON_GPU
+        self._set(state=landed, stage=None, device=device, progress=1.0)
+        log.info("model loaded from %s onto %s", model_dir, device)
 
     def _run_apply_placement(self, job: Job | None = None) -> Status:
         """Put the loaded pipeline where the settings say (GPU, offloaded or CPU); no disk reads."""
