@@ -40,6 +40,9 @@ class FakeGpuPlacement:
     def free_memory(self):
         self.calls.append(("free",))
 
+    def release_pinned(self):
+        self.calls.append(("release_pinned",))
+
 
 @pytest.fixture
 def make_manager(settings):

@@ -43,6 +43,7 @@ class Settings:
     dtype: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
     max_prompt_chars: int = 4000
     loader: str = "fast"                    # fast (stream shards to the device) | plain (diffusers from_pretrained)
+    warmup: bool = True                     # after a GPU load, one 1-step image so the first real one is fast
     pin_ram_gb: float = -1.0                # pinned RAM for idle unload: -1 = half the RAM, 0 = never pin
     config: str = ""                        # the extra TOML file this was read from, if any
 

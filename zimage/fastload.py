@@ -166,6 +166,22 @@ def stream_shards(shards: list[Shard], device: str, on_bytes: Callable[[int, int
     return buffers
 
 
+def start_streaming(shards: list[Shard], device: str, on_bytes: Callable[[int, int], None] | None = None):
+    """stream_shards in a background thread, so the caller can import and build the modules
+    meanwhile (importing diffusers takes 10-15 s: about as long as reading 20 GB from a cold disk)."""
+    from concurrent.futures import Future
+
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(stream_shards(shards, device, on_bytes))
+        except BaseException as e:
+            future.set_exception(e)
+    threading.Thread(target=run, name="zimage-stream", daemon=True).start()
+    return future
+
+
 def tensors_of(shard: Shard, buffer) -> dict[str, "torch.Tensor"]:
     """Typed views into a shard's buffer (a copy only where an offset is not aligned to the dtype)."""
     import torch
@@ -190,12 +206,12 @@ def component_shards(component_dir: Path) -> list[Shard]:
     return [read_shard(f) for f in files]
 
 
-def build_empty(library: str, cls, component_dir: Path, device: str):
-    """The module with its parameters on the meta device and its buffers on `device`."""
-    import torch
+def build_empty(library: str, cls, component_dir: Path):
+    """The module with its parameters on the meta device and its buffers on the CPU (computed there,
+    as from_pretrained computes them: rotary tables made on a GPU differ in the last bits)."""
     from accelerate import init_empty_weights
 
-    with torch.device(device), init_empty_weights(include_buffers=False):
+    with init_empty_weights(include_buffers=False):
         if library == "diffusers":
             return cls.from_config(cls.load_config(str(component_dir)))
         if library == "transformers":
@@ -204,9 +220,10 @@ def build_empty(library: str, cls, component_dir: Path, device: str):
     raise FastLoadUnsupported(f"library {library}")
 
 
-def assign_weights(module, tensors: dict, dtype) -> None:
+def assign_weights(module, tensors: dict, dtype, device: str) -> None:
     """Make `tensors` the module's parameters and persistent buffers (cast to `dtype` where they are
-    floating point and differ). Raises FastLoadUnsupported unless every key matches exactly."""
+    floating point and differ), and move the remaining buffers to `device`. Raises
+    FastLoadUnsupported unless every key matches exactly."""
     expected = set(module.state_dict().keys())
     prefix = getattr(module, "base_model_prefix", "") + "."
     if set(tensors) != expected and prefix != "." and all(k.startswith(prefix) for k in tensors):
@@ -216,6 +233,7 @@ def assign_weights(module, tensors: dict, dtype) -> None:
         raise FastLoadUnsupported(f"{type(module).__name__}: keys differ (missing {missing}, unexpected {extra})")
     cast = {k: (v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v) for k, v in tensors.items()}
     module.load_state_dict(cast, strict=True, assign=True)
+    module.to(device)   # only the non-persistent buffers move: the parameters are already there
     if any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers()):
         raise FastLoadUnsupported(f"{type(module).__name__}: tensors left on the meta device")
     module.eval()

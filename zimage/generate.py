@@ -248,3 +248,16 @@ def png_bytes(item: GeneratedImage) -> bytes:
     buf = io.BytesIO()
     item.image.save(buf, format="PNG", pnginfo=meta)
     return buf.getvalue()
+
+
+def warm_up(pipe, width: int = 1024, height: int = 1024) -> float:
+    """One 1-step image at the default size, thrown away: CUDA kernels load, cuBLAS/cuDNN set up and
+    the allocator's pool grows here, not in the user's first image (4.5 s instead of 1.6 s with
+    plain diffusers on an H100). Returns the seconds it took."""
+    import torch
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        pipe(prompt="warm-up", width=width, height=height, num_inference_steps=1, guidance_scale=0.0,
+             generator=torch.Generator("cpu").manual_seed(0))
+    return time.perf_counter() - started

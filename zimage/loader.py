@@ -88,45 +88,56 @@ def _load_plain(model_dir: Path, name: str, cls, dtype, has_weights: bool):
 
 def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, total: int,
                on_progress: LoadProgress | None) -> dict:
-    """Weight components through the fast path; the ones it cannot take are left out (plain later)."""
-    from .fastload import FastLoadUnsupported, assign_weights, build_empty, component_shards, stream_shards, tensors_of
+    """Weight components through the fast path; the ones it cannot take are left out (plain later).
 
+    The shards start streaming to the device first (only torch is needed for that), and the
+    modules are built while the bytes arrive."""
+    from .fastload import (FastLoadUnsupported, assign_weights, component_shards, start_streaming,
+                           tensors_of)
+
+    plans = {}
+    for name in spec:
+        if sizes[name]:
+            try:
+                plans[name] = component_shards(model_dir / name)
+            except (FastLoadUnsupported, ValueError, OSError) as e:
+                log.warning("fast load does not cover %s (%s): plain diffusers path", name, e)
+    names = ", ".join(plans)
+    streaming = start_streaming([s for shards in plans.values() for s in shards], device,
+                                on_bytes=lambda done, _t: on_progress and on_progress(LoadStage.READ, done, total, names))
     empty = {}
-    for name, (library, class_name) in spec.items():
-        if not sizes[name]:
-            continue
+    for name in plans:
+        library, class_name = spec[name]
         try:
-            empty[name] = (build_empty(library, _component_class(library, class_name), model_dir / name, device),
-                           component_shards(model_dir / name))
+            empty[name] = _build_empty(library, class_name, model_dir / name)
         except (FastLoadUnsupported, ValueError, TypeError, OSError) as e:
-            log.warning("fast load does not cover %s (%s): plain diffusers path", name, e)
-    names = ", ".join(empty)
-    shards = [s for _, comp_shards in empty.values() for s in comp_shards]
+            log.warning("fast load cannot build %s (%s): plain diffusers path", name, e)
     try:
-        buffers = stream_shards(shards, device, on_bytes=lambda done, _t: on_progress and on_progress(
-            LoadStage.READ, done, total, names))
+        buffers = streaming.result()
     except OSError as e:
         raise ModelLoadFailed(f"Reading the weights failed: {e}", "Check the disk, then press Preload.") from e
     loaded = {}
-    for name, (module, comp_shards) in empty.items():
+    for name, module in empty.items():
         tensors = {}
-        for shard in comp_shards:
+        for shard in plans[name]:
             tensors.update(tensors_of(shard, buffers[shard.path]))
         try:
-            assign_weights(module, tensors, dtype)
+            assign_weights(module, tensors, dtype, device)
             loaded[name] = module
         except FastLoadUnsupported as e:
             log.warning("fast load could not place %s (%s): plain diffusers path", name, e)
     return loaded
 
 
+def _build_empty(library: str, class_name: str, component_dir: Path):
+    from .fastload import build_empty
+
+    return build_empty(library, _component_class(library, class_name), component_dir)
+
+
 def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: LoadProgress | None = None,
                   fast: bool = True):
     """Load every component onto `device` and assemble the pipeline."""
-    import diffusers
-
-    from .devices import TorchPlacement
-
     spec = read_model_index(model_dir)
     sizes = {name: component_bytes(model_dir, name) for name in spec}
     total = sum(sizes.values())
@@ -143,6 +154,10 @@ def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: Load
     if on_progress:
         on_progress(LoadStage.READ, total, total, "")
         on_progress(LoadStage.BUILD, total, total, PIPELINE_CLASS)
+    import diffusers
+
+    from .devices import TorchPlacement
+
     pipe = getattr(diffusers, PIPELINE_CLASS)(**components)
     pipe.set_progress_bar_config(disable=True)
     if device != "cpu":   # plain components still sit in RAM

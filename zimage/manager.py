@@ -327,6 +327,11 @@ class PipelineManager:
                                   fast=self.settings.loader == "fast")
         self._model_dir = model_dir
         self.load_count += 1
+        if device != "cpu" and self.settings.warmup:
+            from .generate import warm_up
+
+            self._set(state=LoadState.LOADING, stage=LoadStage.WARMUP, progress=0.0, current_file="")
+            log.info("warm-up image in %.2f s", warm_up(self._pipe))
         landed = LoadState.ON_CPU if device == "cpu" else LoadState.ON_GPU
         self._set(state=landed, stage=None, device=device, progress=1.0)
         log.info("model loaded from %s onto %s", model_dir, device)
@@ -378,6 +383,7 @@ class PipelineManager:
             self._get_placement().disable_offload(pipe)
         del pipe
         if self._placement is not None:
+            self._placement.release_pinned()
             self._placement.free_memory()
 
     def _run_generate(self, job: Job, req: GenerationRequest) -> GenerationResult:

@@ -23,6 +23,7 @@ class LoadStage(str, Enum):
     READ = "read weights"
     BUILD = "build"
     MOVE = "move to device"
+    WARMUP = "warm up"
 
 
 READY_STATES = frozenset({LoadState.ON_CPU, LoadState.ON_GPU, LoadState.OFFLOADED})
