@@ -1,6 +1,6 @@
 """Load benchmark: plain diffusers (the seed article's method) and zimage side by side, one run.
 
-    python -m bench.load_bench DIR [--out FILE]
+    python -m bench.load_bench DIR [--app-only]
 
 DIR is a full-scale Z-Image folder (e.g. the random checkpoint of shared/anchors/make_random_zimage.py).
 Each measurement runs in a fresh process; "cold" drops the page cache first (root only).
@@ -35,6 +35,9 @@ def probe(mode: str, folder: str, *extra: str, cold: bool = False) -> dict:
     res = subprocess.run([sys.executable, "-m", "bench.load_probe", mode, folder, *extra], cwd=HERE,
                          capture_output=True, text=True, timeout=900)
     wall = round(time.perf_counter() - t0, 3)
+    if os.environ.get("OUT") and mode == "ours_app":
+        with open(os.path.join(os.environ["OUT"], f"{mode}{'_cold' if cold else ''}.log"), "w") as fh:
+            fh.write(res.stderr[-200_000:])
     if res.returncode != 0:
         out = {"mode": mode, "error": res.stderr[-2000:]}
     else:
@@ -57,6 +60,10 @@ def main() -> None:
             "checkpoint_gb": round(sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(folder)
                                        for f in fs if f.endswith(".safetensors")) / 1e9, 2)}
     print(json.dumps(meta), flush=True)
+    if "--app-only" in sys.argv:       # just the cold process-start pair, for diagnosis
+        probe("raw", folder, cold=True)
+        probe("ours_app", folder, cold=True)
+        return
     warm_raw = probe("raw", folder)
     warm_seed = probe("seed", folder, "--gen")
     warm_ours = probe("ours", folder, "--gen")

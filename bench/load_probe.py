@@ -47,14 +47,20 @@ def main() -> None:
     gen = "--gen" in sys.argv
     out: dict = {"mode": mode}
     if mode == "ours_app":     # as `webui.py --preload` does: nothing imported before the load starts
+        import logging
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(relativeCreated)7.0f ms %(threadName)s %(name)s: %(message)s")
         from zimage.config import Settings
         from zimage.manager import PipelineManager
         from zimage.server import early_prefetch
 
         settings = Settings(model=folder, outputs_dir="/tmp/zimage-bench-out", idle_unload_s=0, idle_drop_s=0)
         early_prefetch(settings)
+        logging.getLogger("bench").info("prefetch started")
         m = PipelineManager(settings).start()
         m.ensure_ready(600)
+        logging.getLogger("bench").info("ready")
         out["state"] = m.status().state.value
         out["process_s"] = round(time.perf_counter() - T_PROCESS, 3)
         out["peak_rss_gb"] = peak_rss_gb()

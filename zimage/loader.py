@@ -103,6 +103,7 @@ def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, tot
             except (FastLoadUnsupported, ValueError, OSError) as e:
                 log.warning("fast load does not cover %s (%s): plain diffusers path", name, e)
     names = ", ".join(plans)
+    log.info("streaming %d shards to %s", sum(len(v) for v in plans.values()), device)
     streaming = start_streaming([s for shards in plans.values() for s in shards], device,
                                 on_bytes=lambda done, _t: on_progress and on_progress(LoadStage.READ, done, total, names))
     empty = {}
@@ -112,8 +113,10 @@ def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, tot
             empty[name] = _build_empty(library, class_name, model_dir / name)
         except (FastLoadUnsupported, ValueError, TypeError, OSError) as e:
             log.warning("fast load cannot build %s (%s): plain diffusers path", name, e)
+    log.info("modules built (%s); waiting for the bytes", names)
     try:
         buffers = streaming.result()
+        log.info("all bytes on %s", device)
     except OSError as e:
         raise ModelLoadFailed(f"Reading the weights failed: {e}", "Check the disk, then press Preload.") from e
     loaded = {}

@@ -323,6 +323,7 @@ class PipelineManager:
         target = self._target_state()
         device = placement.gpu_device if target == LoadState.ON_GPU else "cpu"
         dtype = resolve_dtype(self.settings.dtype, placement.gpu_device is not None)
+        log.info("loading %s onto %s (%s loader)", model_dir, device, self.settings.loader)
         self._pipe = self._loader(model_dir, dtype, device, on_progress=self._report_load,
                                   fast=self.settings.loader == "fast")
         self._model_dir = model_dir
