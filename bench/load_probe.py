@@ -53,11 +53,7 @@ def main() -> None:
                             format="%(relativeCreated)7.0f ms %(threadName)s %(name)s: %(message)s")
         from zimage.config import Settings
         from zimage.manager import PipelineManager
-        from zimage.server import early_prefetch
-
         settings = Settings(model=folder, outputs_dir="/tmp/zimage-bench-out", idle_unload_s=0, idle_drop_s=0)
-        early_prefetch(settings)
-        logging.getLogger("bench").info("prefetch started")
         m = PipelineManager(settings).start()
         m.ensure_ready(600)
         logging.getLogger("bench").info("ready")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
+import sys
 import logging
 import threading
 import time
@@ -312,11 +313,12 @@ class PipelineManager:
         self._set(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.0, bytes_done=0, bytes_total=0,
                   message="", hint="")
         if self.settings.loader == "fast":
-            # The disk reads start now, while torch and diffusers are still being imported below.
+            # The disk reads start now, while torch and diffusers are still being imported below
+            # (on a cold start, the libraries those imports read go first).
             from .fastload import prefetch
             from .loader import weight_paths
 
-            prefetch(weight_paths(model_dir))
+            prefetch(weight_paths(model_dir), libraries_first="torch" not in sys.modules)
         from .devices import resolve_dtype
 
         placement = self._get_placement()

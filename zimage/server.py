@@ -26,27 +26,6 @@ def demo_resolver(model: str, cache_dir: str = "", **_) -> Path:
     return path
 
 
-def early_prefetch(settings: Settings) -> None:
-    """With --preload, start reading the weights into the page cache at process start, before the
-    heavy imports (torch, gradio, diffusers: 10-20 s) that the load would otherwise wait behind.
-    Only for a model already on disk; never touches the network."""
-    from .cache import modelscope_cache_base
-    from .fastload import prefetch
-    from .hub import cached_copy, is_local_reference
-    from .loader import weight_paths
-
-    try:
-        if is_local_reference(settings.model):
-            folder = Path(settings.model).expanduser()
-        else:
-            folder, problems = cached_copy(settings.model, modelscope_cache_base(settings.cache_dir))
-            if folder is None or problems:
-                return
-        prefetch(weight_paths(folder))
-    except Exception as e:   # a hint only: the real load reports any problem properly
-        log.debug("no early prefetch: %s", e)
-
-
 def create_manager(settings: Settings) -> PipelineManager:
     if settings.demo:
         settings = dataclasses.replace(settings, model=str(DEMO_MODEL_DIR))
@@ -94,11 +73,9 @@ def create_app(settings: Settings, manager: PipelineManager):
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    if settings.preload and settings.loader == "fast" and not settings.demo:
-        early_prefetch(settings)
     manager = create_manager(settings).start()
     if settings.preload:
-        manager.preload()        # loads on the worker while the page's imports run here
+        manager.preload()        # reads start at once on the worker, while the page's imports run here
     app = create_app(settings, manager)
     log.info("serving on http://%s:%d", settings.host, settings.port)
     try:
