@@ -29,6 +29,8 @@ def test_start_app_warmup_sends_the_seed_request_once_healthy(tmp_path):
         assert health["status"] == "healthy" and health["load_count"] == 1
         assert "random weights" in health["note"]
         assert list((tmp_path / "out").rglob("*-1.png"))     # the warm-up image (seed 1) was saved
+        wait_for(lambda: "torch and diffusers imported in the background" in log.read_text(), 60,
+                 message="the background import once the page is up")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
