@@ -27,7 +27,8 @@ from .state import READY_STATES, LoadStage, LoadState, Status
 
 log = logging.getLogger(__name__)
 
-GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, CACHE = "generate", "load", "unload", "low_vram", "idle", "cache"
+GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, CACHE, IMPORT = (
+    "generate", "load", "unload", "low_vram", "idle", "cache", "import")
 DEMO_NOTE = "Demo mode: a tiny model with random weights, so every image is noise."
 
 
@@ -131,6 +132,17 @@ class PipelineManager:
     def ensure_ready(self, timeout: float | None = None) -> Status:
         self.preload().future.result(timeout)
         return self.status()
+
+    def import_model_stack(self) -> Job:
+        """Import torch and diffusers on the worker (never beside a load: diffusers' lazy module
+        is not safe to import from two threads at once: "cannot import name 'ZImagePipeline'")."""
+        def run(job: Job) -> None:
+            from diffusers import ZImagePipeline  # noqa: F401
+
+            from . import loader  # noqa: F401
+            log.info("torch and diffusers imported in the background")
+        with self._lock:
+            return self._enqueue_locked(IMPORT, run)
 
     def unload(self, to: str = "none") -> Job:
         if to not in ("cpu", "none"):

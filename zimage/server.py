@@ -72,18 +72,14 @@ def create_app(settings: Settings, manager: PipelineManager):
     return app
 
 
-def import_model_stack_when_up(server) -> threading.Thread:
-    """Once the page is being served, import torch and diffusers in the background (10-15 s on the
-    GPU machine), so the first Preload or Generate does not wait for them."""
+def import_model_stack_when_up(server, manager: PipelineManager) -> threading.Thread:
+    """Once the page is being served, have the worker import torch and diffusers (10-15 s on the GPU
+    machine), so the first Preload or Generate does not wait for them."""
     def run() -> None:
         while not server.started and not server.should_exit:
             time.sleep(0.05)
-        try:
-            from . import loader  # noqa: F401
-            from diffusers import ZImagePipeline  # noqa: F401
-            log.info("torch and diffusers imported in the background")
-        except Exception as e:   # the real load reports it properly
-            log.warning("background import failed: %s", e)
+        if server.started:
+            manager.import_model_stack()
     t = threading.Thread(target=run, name="zimage-imports", daemon=True)
     t.start()
     return t
@@ -97,7 +93,7 @@ def serve(settings: Settings) -> None:
         manager.preload()        # reads start at once on the worker, while the page's imports run here
     app = create_app(settings, manager)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
-    import_model_stack_when_up(server)
+    import_model_stack_when_up(server, manager)
     log.info("serving on http://%s:%d", settings.host, settings.port)
     try:
         server.run()
