@@ -1,0 +1,74 @@
+"""Planning (which blocks fit which budget) and block streaming, checked on the CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zimage.offload import GiB, DoesNotFit, LowVramRuntime, Plan, Sizes, make_plan, sizes_of, transformer_blocks
+
+# The real Z-Image-Turbo sizes (bf16): transformer 12.31 GB = 34 blocks of ~0.347 GB + ~0.5 GB of
+# embedders and final layer; text encoder 8.04 GB = 36 layers of ~0.2 GB + 0.78 GB of embeddings;
+# VAE 0.17 GB.
+BLOCK = int(0.347e9)
+REAL = Sizes(core=int(12.31e9) - 34 * BLOCK, blocks=(BLOCK,) * 34, vae=int(0.17e9),
+             text_core=int(0.78e9), text_blocks=(int((8.04e9 - 0.78e9) / 36),) * 36)
+
+
+def test_everything_resident_when_it_fits_or_without_budget():
+    assert make_plan(REAL, None).is_resident
+    plan = make_plan(REAL, 40 * GiB)
+    assert plan.is_resident and plan.streamed_blocks == 0 and plan.est_peak_bytes <= 40 * GiB
+
+
+@pytest.mark.parametrize("budget_gib", [20, 16, 12, 8, 6])
+def test_budget_keeps_the_most_blocks_that_fit(budget_gib):
+    budget = budget_gib * GiB
+    plan = make_plan(REAL, budget)
+    assert not plan.is_resident and not plan.text_encoder_on_gpu
+    assert plan.est_peak_bytes <= budget
+    if plan.resident_blocks < 34:   # one more resident block would not fit
+        bigger = Plan(budget, plan.resident_blocks + 1, plan.streamed_blocks - 1, False,
+                      plan.est_peak_bytes + BLOCK)
+        assert bigger.est_peak_bytes > budget
+    assert plan.resident_blocks + plan.streamed_blocks == 34
+
+
+def test_smaller_budgets_stream_more():
+    resident = [make_plan(REAL, b * GiB).resident_blocks for b in (20, 16, 12, 8, 6)]
+    assert resident == sorted(resident, reverse=True) and resident[0] > resident[-1]
+
+
+def test_budget_below_the_minimum_says_so():
+    with pytest.raises(DoesNotFit) as e:
+        make_plan(REAL, 4 * GiB)
+    assert e.value.minimum_bytes > 4 * GiB and "GiB" in str(e.value)
+
+
+def test_plan_description_is_readable():
+    text = make_plan(REAL, 12 * GiB).describe()
+    assert "streamed from RAM" in text and "streamed while encoding" in text and "12.0 GiB" in text
+
+
+def run(pipe, seed=5):
+    kw = dict(prompt="a cat", width=256, height=256, num_inference_steps=3, guidance_scale=0.0)
+    return pipe(**kw, generator=torch.Generator().manual_seed(seed)).images[0].tobytes()
+
+
+def test_streamed_pipeline_gives_the_same_image(tiny_model_dir):
+    from zimage.loader import load_pipeline
+
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    expected = run(pipe)
+    sizes = sizes_of(pipe)
+    assert len(sizes.blocks) == len(transformer_blocks(pipe.transformer)) == 4
+    plan = Plan(None, 1, 3, False, 0)                       # 1 resident, 3 streamed, text encoder streamed
+    runtime = LowVramRuntime(pipe, plan, "cpu")
+    streamed = transformer_blocks(pipe.transformer)[1:]
+    host = runtime.streamers[0].host
+    for block in streamed:                                   # at rest the blocks live in the RAM buffer
+        p = next(block.parameters())
+        assert p.untyped_storage().data_ptr() == host.untyped_storage().data_ptr()
+    assert run(pipe) == expected
+    assert run(pipe) == expected                             # a second pass (prefetch wraps around)
+    runtime.remove("cpu")
+    assert run(pipe) == expected
