@@ -24,6 +24,7 @@ class FakeGpuPlacement:
 
     def __init__(self):
         self.calls = []
+        self.budgets = []
 
     def move(self, pipe, device, on_progress=None):
         self.calls.append(("move", device))
@@ -31,8 +32,13 @@ class FakeGpuPlacement:
             on_progress(1, 2, "transformer")
             on_progress(2, 2, "vae")
 
-    def enable_offload(self, pipe):
+    def vram_budget_bytes(self):
+        return 80 * 2**30
+
+    def enable_offload(self, pipe, budget_bytes):
         self.calls.append(("offload", True))
+        self.budgets.append(budget_bytes)
+        return f"plan for {budget_bytes // 2**30} GiB"
 
     def disable_offload(self, pipe):
         self.calls.append(("offload", False))
@@ -280,3 +286,32 @@ def test_oom_during_generation_is_reported_and_server_keeps_working(make_manager
         m.generate(req(), timeout=60)
     assert "Low VRAM" in e.value.hint
     assert m.generate(req(), timeout=60).images
+
+
+def test_budget_too_small_for_resident_loads_with_a_plan(make_manager):
+    gpu = FakeGpuPlacement()
+    m = make_manager(placement=gpu, vram_budget="2")           # 2 GiB: the model + 2.8 GiB of activations won't fit
+    s = m.ensure_ready(60)
+    assert s.state == LoadState.OFFLOADED and gpu.budgets == [2 * 2**30] and s.plan == "plan for 2 GiB"
+
+
+def test_out_of_memory_steps_down_to_a_smaller_plan_and_retries(make_manager, monkeypatch):
+    import torch
+
+    gpu = FakeGpuPlacement()
+    m = make_manager(placement=gpu)
+    assert m.ensure_ready(60).state == LoadState.ON_GPU
+    calls = {"n": 0}
+    real_call = type(m._pipe).__call__
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_call(self, *a, **kw)
+    monkeypatch.setattr(type(m._pipe), "__call__", flaky)
+    result = m.generate(req(), timeout=60)
+    assert result.images and "ran out of memory" in result.warning and calls["n"] == 2
+    s = m.status()
+    assert s.state == LoadState.OFFLOADED and gpu.budgets == [int(80 * 2**30 * 0.75)]
+    assert m.load_count == 1                                     # no disk read to switch plans

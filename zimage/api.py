@@ -87,8 +87,8 @@ def build_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
             "files": [str(item.path) for item in result.images if item.path is not None],
             "info": result.images[0].infotext if result.images else "",
         }
-        if result.save_error:
-            body["warning"] = result.save_error
+        if result.warning:
+            body["warning"] = result.warning
         return body
 
     @router.post("/preload")

@@ -31,7 +31,8 @@ class Settings:
     port: int = 7860
     model: str = DEFAULT_MODEL              # ModelScope id or a local folder
     preload: bool = False                   # start loading the model at startup
-    low_vram: bool = False                  # diffusers model CPU offload
+    low_vram: bool = False                  # stream weights from RAM to fit a small VRAM budget
+    vram_budget: str = "auto"               # GB of VRAM the model may use, or auto (free VRAM)
     idle_unload_s: float = 3600.0           # idle seconds before the model leaves the GPU (0 = never)
     idle_drop_s: float = 7200.0             # idle seconds before the RAM copy is dropped too (0 = never)
     outputs_dir: str = "outputs"
@@ -70,6 +71,12 @@ class Settings:
         if not self.is_loopback and not self.auth:
             raise ConfigError(
                 f"Listening on {self.host} exposes the app to your network: set --auth user:password too.")
+        if self.vram_budget != "auto":
+            try:
+                if float(self.vram_budget) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(f"vram_budget must be auto or a number of GB > 0, got {self.vram_budget!r}") from None
         if self.loader not in ("fast", "plain"):
             raise ConfigError(f"loader must be fast or plain, got {self.loader!r}")
         if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
@@ -147,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--model", help="ModelScope id or local folder (default %s)" % DEFAULT_MODEL)
     p.add_argument("--preload", action="store_true", help="load the model at startup")
-    p.add_argument("--low-vram", action="store_true", dest="low_vram", help="CPU offload for small GPUs")
+    p.add_argument("--low-vram", action="store_true", dest="low_vram",
+                   help="stream weights from RAM (8 GB budget unless --vram-budget says otherwise)")
+    p.add_argument("--vram-budget", dest="vram_budget", metavar="GB|auto",
+                   help="VRAM the model may use; auto keeps it resident when it fits the free VRAM")
     p.add_argument("--idle-unload", type=float, dest="idle_unload_s", metavar="SECONDS",
                    help="move the model off the GPU after this many idle seconds (0 = never, default 3600)")
     p.add_argument("--idle-drop", type=float, dest="idle_drop_s", metavar="SECONDS",

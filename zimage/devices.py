@@ -14,13 +14,15 @@ import psutil
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]   # bytes_done, bytes_total, component name
+VRAM_MARGIN_BYTES = 2**30
 
 
 class Placement(Protocol):
     gpu_device: str | None     # e.g. "cuda:0"; None when there is no usable GPU
 
     def move(self, pipe, device: str, on_progress: Progress | None = None) -> None: ...
-    def enable_offload(self, pipe) -> None: ...
+    def vram_budget_bytes(self) -> int: ...
+    def enable_offload(self, pipe, budget_bytes: int) -> str: ...
     def disable_offload(self, pipe) -> None: ...
     def free_memory(self) -> None: ...
     def release_pinned(self) -> None: ...
@@ -49,6 +51,7 @@ class TorchPlacement:
 
         self.pin_budget = pin_budget_bytes(pin_ram_gb)
         self._pinned = None   # one page-locked buffer, kept for the next idle unload (allocating is the slow part)
+        self._runtime = None  # the LowVramRuntime while a low-VRAM plan is in effect
         if device_setting == "cpu":
             self.gpu_device = None
         elif device_setting == "auto":
@@ -121,12 +124,27 @@ class TorchPlacement:
     def release_pinned(self) -> None:
         self._pinned = None
 
-    def enable_offload(self, pipe) -> None:
-        # diffusers' whole-module offload: each component visits the GPU only while it runs.
-        pipe.enable_model_cpu_offload(device=self.gpu_device)
+    def vram_budget_bytes(self) -> int:
+        """What the model may use when no budget is set: the device's free memory plus what this
+        process already holds, less a margin for the display and other programs."""
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(self.gpu_device)
+        return free + torch.cuda.memory_reserved(self.gpu_device) - VRAM_MARGIN_BYTES
+
+    def enable_offload(self, pipe, budget_bytes: int) -> str:
+        """Run under the fastest plan that fits `budget_bytes`; returns the plan's description."""
+        from .offload import LowVramRuntime, make_plan, sizes_of
+
+        plan = make_plan(sizes_of(pipe), budget_bytes)
+        self._runtime = LowVramRuntime(pipe, plan, self.gpu_device)
+        log.info("low-VRAM plan: %s", plan.describe())
+        return plan.describe()
 
     def disable_offload(self, pipe) -> None:
-        pipe.remove_all_hooks()
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.remove("cpu")
 
     def free_memory(self) -> None:
         import torch

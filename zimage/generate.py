@@ -128,7 +128,7 @@ class GenerationResult:
     request: GenerationRequest
     images: list[GeneratedImage]
     seconds: float
-    save_error: str = ""
+    warning: str = ""
 
 
 def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL) -> str:
@@ -220,19 +220,19 @@ def generate(pipe, req: GenerationRequest, store: OutputStore, should_stop: Call
     started = time.perf_counter()
     images = run_pipeline(pipe, req, should_stop, on_step)
     seconds = time.perf_counter() - started
-    results, save_error = [], ""
+    results, warning = [], ""
     for image, seed in zip(images, req.seeds()):
         text = infotext(req, seed, model_label)
         path = None
-        if not save_error:
+        if not warning:
             try:
                 path = store.save(image, seed, text)
             except OSError as e:
-                save_error = (f"Could not save to {store.root}: {e.strerror or e}. "
+                warning = (f"Could not save to {store.root}: {e.strerror or e}. "
                               "The image is shown but not saved; free disk space or pick another --outputs folder.")
                 log.warning("saving output failed: %s", e)
         results.append(GeneratedImage(image=image, seed=seed, infotext=text, path=path))
-    return GenerationResult(request=req, images=results, seconds=seconds, save_error=save_error)
+    return GenerationResult(request=req, images=results, seconds=seconds, warning=warning)
 
 
 def png_bytes(item: GeneratedImage) -> bytes:

@@ -23,12 +23,14 @@ from .errors import (Cancelled, DownloadCancelled, ManagerClosed, ModelInUse, Mo
                      QueueFull, ZImageError)
 from .generate import GenerationRequest, GenerationResult, OutputStore, generate
 from .idle import idle_action
+from .offload import WORKING_BYTES
 from .state import READY_STATES, LoadStage, LoadState, Status
 
 log = logging.getLogger(__name__)
 
 GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, CACHE, IMPORT = (
     "generate", "load", "unload", "low_vram", "idle", "cache", "import")
+LOW_VRAM_BUDGET_BYTES = 8 * 2**30
 DEMO_NOTE = "Demo mode: a tiny model with random weights, so every image is noise."
 
 
@@ -82,9 +84,12 @@ class PipelineManager:
 
         # Worker-only fields: touched by the worker thread alone.
         self._pipe = None
+        self._model_bytes = 0                          # weights on disk, known once the folder is resolved
+        self._budget_override: int | None = None       # a budget lowered after an out-of-memory
         self._placement = None
         self._model_dir = None                         # the folder the loaded pipeline came from
         self._download_cancel = threading.Event()      # replaced for each download; set by cancel_download()
+        self._replan = False                           # re-apply the low-VRAM plan (its budget changed)
 
         self._worker = threading.Thread(target=self._worker_loop, name="zimage-gpu-worker", daemon=True)
         self._idle_thread = threading.Thread(target=self._idle_loop, name="zimage-idle", daemon=True)
@@ -153,6 +158,7 @@ class PipelineManager:
     def set_low_vram(self, enabled: bool) -> Job:
         with self._lock:
             self._low_vram = bool(enabled)
+            self._budget_override = None
             self._status = replace(self._status, low_vram=self._low_vram)
             return self._enqueue_locked(LOW_VRAM, self._run_apply_placement)
 
@@ -267,11 +273,26 @@ class PipelineManager:
             self._placement = self._placement_factory()
         return self._placement
 
+    def _budget_bytes(self) -> int:
+        """The VRAM budget in effect: one lowered after an out-of-memory, else --vram-budget, else
+        8 GB with Low VRAM, else the free VRAM."""
+        if self._budget_override is not None:
+            return self._budget_override
+        if self.settings.vram_budget != "auto":
+            return int(float(self.settings.vram_budget) * 2**30)
+        if self._low_vram:
+            return LOW_VRAM_BUDGET_BYTES
+        return self._get_placement().vram_budget_bytes()
+
     def _target_state(self) -> LoadState:
         placement = self._get_placement()
         if placement.gpu_device is None:
             return LoadState.ON_CPU
-        return LoadState.OFFLOADED if self._low_vram else LoadState.ON_GPU
+        if self._low_vram or self._budget_override is not None:
+            return LoadState.OFFLOADED
+        if self._model_bytes and self._model_bytes + WORKING_BYTES > self._budget_bytes():
+            return LoadState.OFFLOADED
+        return LoadState.ON_GPU
 
     def _report_load(self, stage: LoadStage, done: int, total: int, name: str) -> None:
         self._set(state=LoadState.LOADING, stage=stage, bytes_done=done, bytes_total=total,
@@ -332,7 +353,9 @@ class PipelineManager:
 
             prefetch(weight_paths(model_dir), libraries_first="torch" not in sys.modules)
         from .devices import resolve_dtype
+        from .loader import component_bytes, read_model_index
 
+        self._model_bytes = sum(component_bytes(model_dir, n) for n in read_model_index(model_dir))
         placement = self._get_placement()
         target = self._target_state()
         device = placement.gpu_device if target == LoadState.ON_GPU else "cpu"
@@ -360,22 +383,24 @@ class PipelineManager:
         placement = self._get_placement()
         target = self._target_state()
         current = self._status.state
-        if current == target:
+        if current == target and not (target == LoadState.OFFLOADED and self._replan):
             return self.status()
+        self._replan = False
         if current == LoadState.OFFLOADED:
             placement.disable_offload(self._pipe)
         if target == LoadState.ON_CPU:
             placement.move(self._pipe, "cpu")
-            self._set(state=LoadState.ON_CPU, stage=None, device="cpu", progress=1.0)
+            self._set(state=LoadState.ON_CPU, stage=None, device="cpu", progress=1.0, plan="")
         elif target == LoadState.OFFLOADED:
             if current == LoadState.ON_GPU:
                 placement.move(self._pipe, "cpu")
-            placement.enable_offload(self._pipe)
-            self._set(state=LoadState.OFFLOADED, stage=None, device=placement.gpu_device, progress=1.0)
+            plan = placement.enable_offload(self._pipe, self._budget_bytes())
+            self._set(state=LoadState.OFFLOADED, stage=None, device=placement.gpu_device, progress=1.0, plan=plan)
         else:
             self._set(state=LoadState.LOADING, stage=LoadStage.MOVE, progress=0.0)
             placement.move(self._pipe, placement.gpu_device, functools.partial(self._report_load, LoadStage.MOVE))
-            self._set(state=LoadState.ON_GPU, stage=None, device=placement.gpu_device, progress=1.0)
+            self._set(state=LoadState.ON_GPU, stage=None, device=placement.gpu_device, progress=1.0,
+                      plan="everything on the GPU")
         return self.status()
 
     def _run_unload(self, to: str) -> Status:
@@ -405,13 +430,31 @@ class PipelineManager:
         if self._status.state not in READY_STATES or self._status.state != self._target_state() or self._pipe is None:
             self._run_load(job)
         job.phase = "generating"
+        result, oom = self._generate_once(job, req)
+        warning = ""
+        if oom and self._step_down():
+            warning = f"The GPU ran out of memory; switched to a smaller VRAM plan ({self._status.plan}) and retried."
+            log.warning(warning)
+            result, oom = self._generate_once(job, req)
+        if oom:
+            raise OutOfMemory(
+                f"The GPU ran out of memory at {req.width}x{req.height} x {req.num_images}.",
+                "Turn on Low VRAM or set a smaller --vram-budget, or lower the size or the number of images.")
+        if warning:
+            result = replace(result, warning="\n".join(filter(None, [warning, result.warning])))
+        with self._lock:
+            self._status = replace(self._status, last_image_s=round(result.seconds / len(result.images), 3),
+                                   last_peak_vram_bytes=self._peak_vram())
+        return result
 
+    def _generate_once(self, job: Job, req: GenerationRequest) -> tuple[GenerationResult | None, bool]:
         def on_step(step: int, total: int) -> None:
             job.step, job.total_steps = step, total
 
+        self._reset_peak_vram()
         oom = False
         try:
-            result = generate(self._pipe, req, self._store, job.cancel_event.is_set, on_step, self._model_label)
+            return generate(self._pipe, req, self._store, job.cancel_event.is_set, on_step, self._model_label), False
         except Exception as e:
             if not _is_oom(e):
                 raise
@@ -419,12 +462,37 @@ class PipelineManager:
         if oom:
             # Freed outside the except block: the traceback would keep the step's tensors alive.
             self._get_placement().free_memory()
-            raise OutOfMemory(
-                f"The GPU ran out of memory at {req.width}x{req.height} x {req.num_images}.",
-                "Turn on Low VRAM, or lower the size or the number of images.")
-        with self._lock:
-            self._status = replace(self._status, last_image_s=round(result.seconds / len(result.images), 3))
-        return result
+        return None, oom
+
+    def _step_down(self) -> bool:
+        """After an out-of-memory on the GPU: a budget 25% below what was in use, no disk reads."""
+        placement = self._get_placement()
+        if placement.gpu_device is None or self._pipe is None:
+            return False
+        from .offload import DoesNotFit
+
+        current = self._budget_override or self._budget_bytes()
+        self._budget_override = int(current * 0.75)
+        self._replan = True
+        try:
+            self._run_apply_placement()
+        except DoesNotFit as e:
+            log.warning("no smaller plan: %s", e.message)
+            self._budget_override = None
+            self._set(state=LoadState.ON_CPU, device="cpu", plan="")   # the next request puts it back
+            return False
+        return True
+
+    def _reset_peak_vram(self) -> None:
+        torch = sys.modules.get("torch")
+        if torch is not None and self.gpu_device and torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats(self.gpu_device)
+
+    def _peak_vram(self) -> int | None:
+        torch = sys.modules.get("torch")
+        if torch is not None and self.gpu_device and torch.cuda.is_available():
+            return int(torch.cuda.max_memory_allocated(self.gpu_device))
+        return None
 
     # ---- cache jobs --------------------------------------------------------------------------
     def _run_repair(self, model_id: str) -> list[str]:

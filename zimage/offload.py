@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from .errors import ZImageError
+
 log = logging.getLogger(__name__)
 
 GiB = 2**30
@@ -19,10 +21,14 @@ WORKING_BYTES = int(2.8 * GiB)
 SLOTS = 2
 
 
-class DoesNotFit(ValueError):
+class DoesNotFit(ZImageError):
+    http_status = 507
+    code = "vram_budget_too_small"
+
     def __init__(self, budget_bytes: int, minimum_bytes: int):
-        super().__init__(f"a {budget_bytes / GiB:.1f} GiB VRAM budget is below the {minimum_bytes / GiB:.1f} GiB "
-                         "this model needs even with every transformer block streamed")
+        super().__init__(f"A {budget_bytes / GiB:.1f} GiB VRAM budget is below the {minimum_bytes / GiB:.1f} GiB "
+                         "this model needs even with every block streamed from RAM.",
+                         f"Set --vram-budget to at least {minimum_bytes / GiB:.1f} (GB).")
         self.budget_bytes, self.minimum_bytes = budget_bytes, minimum_bytes
 
 

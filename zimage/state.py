@@ -67,6 +67,8 @@ class Status:
     queue_length: int = 0            # generation jobs waiting or running
     last_image_s: float | None = None
     note: str = ""                   # standing remark, e.g. "demo model: images are noise"
+    plan: str = ""                   # where the weights are placed, e.g. "12 blocks resident, 22 streamed"
+    last_peak_vram_bytes: int | None = None
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -96,5 +98,6 @@ class Status:
             "speed_bps": round(self.speed_bps), "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "device": self.device, "low_vram": self.low_vram, "message": self.message,
             "hint": self.hint, "busy": self.busy, "queue_length": self.queue_length,
-            "last_image_s": self.last_image_s, "note": self.note,
+            "last_image_s": self.last_image_s, "note": self.note, "plan": self.plan,
+            "last_peak_vram_bytes": self.last_peak_vram_bytes,
         }

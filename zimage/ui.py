@@ -47,7 +47,10 @@ def render_status(status: Status, mem: MemoryInfo) -> str:
     if status.message or status.hint:
         css = "zi-error" if status.state == LoadState.ERROR else "zi-message"
         rows.append(f'<div class="{css}"><b>{e(status.message)}</b><br>{e(status.hint)}</div>')
-    rows.append(f"<div>Device: {e(status.device or '-')} · Low VRAM: {'on' if status.low_vram else 'off'}"
+    if status.plan:
+        rows.append(f'<div class="zi-plan">Plan: {e(status.plan)}</div>')
+    peak = f" · peak VRAM {gib(status.last_peak_vram_bytes)}" if status.last_peak_vram_bytes else ""
+    rows.append(f"<div>Device: {e(status.device or '-')} · Low VRAM: {'on' if status.low_vram else 'off'}{peak}"
                 f" · Queue: {status.queue_length}"
                 + (f" · Last image: {status.last_image_s:.2f} s" if status.last_image_s else "") + "</div>")
     vram = ""
@@ -111,9 +114,9 @@ def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
                   f"seed {item.seed} · {result.seconds / len(result.images):.2f} s") for item in result.images]
         info = (f"{len(result.images)} image(s) in {result.seconds:.2f} s · seeds "
                 f"{', '.join(str(i.seed) for i in result.images)}")
-        if result.save_error:
-            info += f"\n\n⚠️ {result.save_error}"
-            gr.Warning(result.save_error)
+        if result.warning:
+            info += f"\n\n⚠️ {result.warning}"
+            gr.Warning(result.warning)
         return (items + list(gallery or []))[:GALLERY_MAX], info
 
     def on_stop(request: gr.Request):
@@ -151,7 +154,7 @@ def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
                     cancel_dl_btn = gr.Button("Cancel download", elem_id="cancel-download-btn", size="sm")
                 unload_to = gr.Radio(list(UNLOAD_CHOICES), value=gpu_default, label="Unload frees",
                                      elem_id="unload-to")
-                low_vram = gr.Checkbox(value=settings.low_vram, label="Low VRAM (CPU offload, slower)",
+                low_vram = gr.Checkbox(value=settings.low_vram, label="Low VRAM (stream weights from RAM)",
                                        elem_id="low-vram")
         with gr.Row():
             with gr.Column(scale=2):
