@@ -41,6 +41,9 @@ def compare(name: str) -> dict:
 
 def main() -> None:
     folder = sys.argv[1]
+    if "--group-only" in sys.argv:      # re-measure the group-offload baseline alone
+        probe("group", folder)
+        return
     budgets = [float(b) for b in sys.argv[2:]] or [12.0, 8.0, 4.0]
     resident = probe("resident", folder)
     model_offload = probe("model_offload", folder)
