@@ -76,6 +76,23 @@ def cpu_loader(model_dir, dtype, device, on_progress=None, fast=True):
     return load_pipeline(model_dir, dtype, "cpu", on_progress, fast)
 
 
+def fail_first_call_with_oom(manager, monkeypatch) -> dict:
+    """The pipeline's first call raises CUDA's out-of-memory error (the fault injected at the
+    generation call, since a CPU has no GPU memory to run out of); later calls run normally."""
+    import torch
+
+    calls = {"n": 0}
+    real_call = type(manager._pipe).__call__
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_call(self, *a, **kw)
+    monkeypatch.setattr(type(manager._pipe), "__call__", flaky)
+    return calls
+
+
 class Gate:
     """Blocks the tiny pipeline's transformer until released, to hold a generation mid-run."""
 
@@ -267,21 +284,12 @@ def test_no_network_gives_a_clear_error(make_manager, monkeypatch, tmp_path):
 
 
 def test_oom_during_generation_is_reported_and_server_keeps_working(make_manager, monkeypatch):
-    import torch
 
     from zimage.errors import OutOfMemory
 
     m = make_manager()
     m.ensure_ready(60)
-    calls = {"n": 0}
-    real_call = type(m._pipe).__call__
-
-    def flaky(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_call(self, *a, **kw)
-    monkeypatch.setattr(type(m._pipe), "__call__", flaky)
+    fail_first_call_with_oom(m, monkeypatch)
     with pytest.raises(OutOfMemory) as e:
         m.generate(req(), timeout=60)
     assert "Low VRAM" in e.value.hint
@@ -296,20 +304,11 @@ def test_budget_too_small_for_resident_loads_with_a_plan(make_manager):
 
 
 def test_out_of_memory_steps_down_to_a_smaller_plan_and_retries(make_manager, monkeypatch):
-    import torch
 
     gpu = FakeGpuPlacement()
     m = make_manager(placement=gpu)
     assert m.ensure_ready(60).state == LoadState.ON_GPU
-    calls = {"n": 0}
-    real_call = type(m._pipe).__call__
-
-    def flaky(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_call(self, *a, **kw)
-    monkeypatch.setattr(type(m._pipe), "__call__", flaky)
+    calls = fail_first_call_with_oom(m, monkeypatch)
     result = m.generate(req(), timeout=60)
     assert result.images and "ran out of memory" in result.warning and calls["n"] == 2
     s = m.status()
