@@ -1,0 +1,75 @@
+"""Hostile input against the real server: hundreds of malformed requests, no server error, still serving."""
+from __future__ import annotations
+
+import collections
+import json
+import random
+
+import requests
+
+GOOD = {"prompt": "a cat", "width": 256, "height": 256, "num_inference_steps": 1, "seed": 1}
+NASTY_VALUES = [None, True, False, -1, 0, 1, 7, 255, 257, 4096, -2**63, 2**64, 1e308, -1e308, 1.5, float("nan"),
+                "", "512", "ten", "\x00", "🐈" * 10, "\u202eRTL", [], [1, 2], {}, {"a": 1}, "x" * 5000]
+
+
+def _valid(body: dict) -> bool:
+    from zimage.errors import InvalidRequest
+    from zimage.generate import GenerationRequest
+
+    try:
+        GenerationRequest.from_mapping(json.loads(json.dumps(body, allow_nan=True)))
+        return True
+    except InvalidRequest:
+        return False
+
+
+def cases(rng: random.Random):
+    # Broken bodies.
+    for body in ["", "{", "}", "null", "[]", "[1,2]", '"string"', "123", "{'prompt': 1}", '{"prompt": "a",}',
+                 "\xff\xfe", "{\"prompt\": \"a\"" + "]" * 100, "{" * 10000]:
+        yield body, {"Content-Type": "application/json"}
+    # Wrong content types.
+    for ctype in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "",
+                  "application/jsonx", "text/json"]:
+        yield json.dumps(GOOD), {"Content-Type": ctype}
+    # Every field with every nasty value, plus missing fields and unknown ones.
+    for field in list(GOOD) + ["guidance_scale", "negative_prompt", "num_images", "steps", "__proto__"]:
+        for value in NASTY_VALUES:
+            body = dict(GOOD)
+            body[field] = value
+            if _valid(body):
+                continue   # a valid request would generate: covered by the API tests
+            yield json.dumps(body, allow_nan=True), {"Content-Type": "application/json"}
+        body = dict(GOOD)
+        body.pop(field, None)
+        if field == "prompt":
+            yield json.dumps(body), {"Content-Type": "application/json"}
+    # Random junk.
+    for _ in range(300):
+        n = rng.randint(1, 400)
+        yield bytes(rng.getrandbits(8) for _ in range(n)), {"Content-Type": "application/json"}
+    # Random JSON objects of the right shape with random nasty values.
+    for _ in range(100):
+        body = {k: rng.choice(NASTY_VALUES) for k in rng.sample(list(GOOD) + ["guidance_scale", "num_images"], 4)}
+        if not _valid(body):
+            yield json.dumps(body, allow_nan=True), {"Content-Type": "application/json"}
+    # Huge prompts: 10 MB body.
+    yield json.dumps({"prompt": "x" * 10_000_000}), {"Content-Type": "application/json"}
+
+
+def test_500_malformed_requests_get_4xx_and_the_server_keeps_serving(server):
+    rng = random.Random(1234)
+    counts: collections.Counter = collections.Counter()
+    with requests.Session() as http:
+        for body, headers in cases(rng):
+            r = http.post(server.url + "/generate", data=body, headers=headers, timeout=30)
+            counts[r.status_code] += 1
+            assert r.status_code < 500, (r.status_code, r.text[:300], str(body)[:200])
+            assert 400 <= r.status_code < 500, (r.status_code, str(body)[:200])
+            assert r.json()["error"]["message"]
+    total = sum(counts.values())
+    print(f"\nfuzz: {total} requests by status: {dict(sorted(counts.items()))}")
+    assert total >= 500
+    assert server.manager.load_count == 0                       # nothing bad reached the model
+    ok = requests.post(server.url + "/generate", json=GOOD, timeout=60)
+    assert ok.status_code == 200 and requests.get(server.url + "/health", timeout=10).json()["status"] == "healthy"
