@@ -230,3 +230,15 @@ def test_basic_auth_protects_api_routes(start_server, settings):
     login = requests.Session()
     assert login.post(srv.url + "/login", data={"username": "me", "password": "secret"}, timeout=10).ok
     assert login.get(srv.url + "/config", timeout=10).status_code == 200
+
+
+def test_pickle_weights_folder_is_refused_with_a_message(start_server, settings, model_copy):
+    import dataclasses
+
+    vae = model_copy / "vae" / "diffusion_pytorch_model.safetensors"
+    vae.rename(vae.with_suffix(".bin"))
+    srv = start_server(dataclasses.replace(settings, model=str(model_copy)))
+    r = post(srv, "/generate", SEED_WARMUP)
+    assert r.status_code == 503 and "pickle" in r.json()["error"]["message"]
+    assert (model_copy / "vae" / "diffusion_pytorch_model.bin").exists()      # nothing deleted
+    assert requests.get(srv.url + "/health", timeout=10).json()["status"] == "error"

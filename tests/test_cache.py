@@ -56,3 +56,11 @@ def test_finds_modelscope_layouts_new_and_legacy(tmp_path, tiny_model_dir):
               open(new / "model_index.json", "w"))
     (new / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     assert find_complete_copy("Tongyi-MAI/Z-Image-Turbo", base) == legacy
+
+
+def test_pickle_weights_are_refused_with_a_reason(model_copy):
+    vae = model_copy / "vae" / "diffusion_pytorch_model.safetensors"
+    vae.rename(vae.with_suffix(".bin"))
+    problems = quick_check(model_copy)
+    assert [p.path for p in problems] == ["vae/diffusion_pytorch_model.bin"]
+    assert "pickle" in problems[0].reason and not problems[0].missing

@@ -73,3 +73,37 @@ def test_500_malformed_requests_get_4xx_and_the_server_keeps_serving(server):
     assert server.manager.load_count == 0                       # nothing bad reached the model
     ok = requests.post(server.url + "/generate", json=GOOD, timeout=60)
     assert ok.status_code == 200 and requests.get(server.url + "/health", timeout=10).json()["status"] == "healthy"
+
+
+def test_property_any_json_body_gets_an_answer_never_a_server_error(server):
+    """Property-based: any JSON value (objects with our field names most of the time) gets 200 or a
+    4xx naming the problem; never a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+                        st.text(max_size=50))
+    value = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5),
+                                                                                                inner, max_size=3),
+                         max_leaves=6)
+    fields = st.sampled_from(["prompt", "width", "height", "num_inference_steps", "seed", "guidance_scale",
+                              "negative_prompt", "num_images", "extra"])
+    bodies = st.one_of(value, st.dictionaries(fields, value, max_size=6),
+                       st.fixed_dictionaries({"prompt": st.text(min_size=1, max_size=30),
+                                              "width": st.sampled_from([256, 272, 300]),
+                                              "height": st.sampled_from([256, 4096, -16]),
+                                              "num_inference_steps": st.integers(-2, 2)},
+                                             optional={"seed": st.integers(-3, 3)}))
+    seen = collections.Counter()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(bodies)
+    def check(body):
+        r = requests.post(server.url + "/generate", data=json.dumps(body, allow_nan=True),
+                          headers={"Content-Type": "application/json"}, timeout=60)
+        seen[r.status_code] += 1
+        assert r.status_code == 200 or (400 <= r.status_code < 500 and r.json()["error"]["message"]), r.text[:300]
+
+    check()
+    print(f"\nproperty fuzz: {dict(sorted(seen.items()))}")
+    assert requests.get(server.url + "/health", timeout=10).status_code == 200

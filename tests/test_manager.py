@@ -292,7 +292,7 @@ def test_oom_during_generation_is_reported_and_server_keeps_working(make_manager
     fail_first_call_with_oom(m, monkeypatch)
     with pytest.raises(OutOfMemory) as e:
         m.generate(req(), timeout=60)
-    assert "Low VRAM" in e.value.hint
+    assert "Low VRAM" in e.value.hint and m.status().oom_count == 1
     assert m.generate(req(), timeout=60).images
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 MODEL_INDEX = "model_index.json"
 MAX_HEADER_BYTES = 100 * 2**20
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,11 @@ def weight_files(component_dir: Path) -> tuple[list[Path], list[Problem]]:
         files = [component_dir / f for f in sorted(set(weight_map.values()))]
     else:
         files = sorted(component_dir.glob("*.safetensors"))
-        if not files:
+        pickles = sorted(p.name for ext in PICKLE_SUFFIXES for p in component_dir.glob(f"*{ext}"))
+        if not files and pickles:
+            problems.append(Problem(f"{component_dir.name}/{pickles[0]}",
+                                    "pickle weights are never loaded (they can run code): use .safetensors"))
+        elif not files:
             problems.append(missing(component_dir.name, "no .safetensors weights"))
     for f in files:
         if not f.exists():

@@ -462,6 +462,8 @@ class PipelineManager:
         if oom:
             # Freed outside the except block: the traceback would keep the step's tensors alive.
             self._get_placement().free_memory()
+            with self._lock:
+                self._status = replace(self._status, oom_count=self._status.oom_count + 1)
         return None, oom
 
     def _step_down(self) -> bool:

@@ -95,6 +95,9 @@ def serve(settings: Settings) -> None:
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
     import_model_stack_when_up(server, manager)
     log.info("serving on http://%s:%d", settings.host, settings.port)
+    if not settings.is_loopback:
+        log.warning("listening on %s: other machines can reach this app (login required: --auth). "
+                    "Use TLS through a reverse proxy if the network is not yours.", settings.host)
     try:
         server.run()
     finally:

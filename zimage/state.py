@@ -69,6 +69,7 @@ class Status:
     note: str = ""                   # standing remark, e.g. "demo model: images are noise"
     plan: str = ""                   # where the weights are placed, e.g. "12 blocks resident, 22 streamed"
     last_peak_vram_bytes: int | None = None
+    oom_count: int = 0               # generations that ran out of GPU memory since start
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -99,5 +100,5 @@ class Status:
             "device": self.device, "low_vram": self.low_vram, "message": self.message,
             "hint": self.hint, "busy": self.busy, "queue_length": self.queue_length,
             "last_image_s": self.last_image_s, "note": self.note, "plan": self.plan,
-            "last_peak_vram_bytes": self.last_peak_vram_bytes,
+            "last_peak_vram_bytes": self.last_peak_vram_bytes, "oom_count": self.oom_count,
         }
