@@ -74,6 +74,17 @@ def test_page_serves_with_status_panel_and_safe_gradio_routes(server, tmp_path):
                  f"/gradio_api/file={server.settings.cache_dir}/x"]:
         assert requests.get(server.url + path, timeout=10).status_code in (403, 404)
     assert requests.get(server.url + "/gradio_api/monitoring/summary", timeout=10).status_code in (403, 404)
+    outputs = tmp_path / "outputs"
+    outputs.mkdir(exist_ok=True)
+    (outputs / "link.png").symlink_to("/etc/passwd")          # a symlink planted in the served folder
+    assert requests.get(server.url + f"/gradio_api/file={outputs}/link.png", timeout=10).status_code in (403, 404)
     big = requests.post(server.url + "/gradio_api/upload", files={"files": ("a.bin", b"0" * 2_000_000)},
                         timeout=30)
     assert big.status_code == 413
+
+
+def test_one_listener_on_loopback_only(server):
+    import psutil
+
+    listening = [c.laddr for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", server.settings.port)]   # no SSR/share listener
