@@ -218,10 +218,14 @@ def test_unwritable_outputs_still_return_the_image(start_server, settings, tmp_p
 def test_basic_auth_protects_api_routes(start_server, settings):
     import dataclasses
 
-    srv = start_server(dataclasses.replace(settings, auth="me:secret"))
+    users = settings.outputs_dir + ".users"
+    with open(users, "w") as fh:
+        fh.write("ann:from-file\n")
+    srv = start_server(dataclasses.replace(settings, auth="me:secret", auth_file=users))
     assert requests.get(srv.url + "/health", timeout=10).status_code == 401
     assert requests.get(srv.url + "/health", auth=("me", "wrong"), timeout=10).status_code == 401
     assert requests.get(srv.url + "/health", auth=("me", "secret"), timeout=10).status_code == 200
+    assert requests.get(srv.url + "/health", auth=("ann", "from-file"), timeout=10).status_code == 200
     r = requests.post(srv.url + "/generate", data=SEED_WARMUP, headers={"Content-Type": "application/json"},
                       timeout=30)
     assert r.status_code == 401 and srv.manager.load_count == 0

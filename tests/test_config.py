@@ -66,7 +66,9 @@ def test_listening_beyond_loopback_requires_auth():
     with pytest.raises(ConfigError, match="--auth"):
         load_settings(["--listen"], env={}, default_config=None)
     s = load_settings(["--listen", "--auth", "me:secret"], env={}, default_config=None)
-    assert s.host == "0.0.0.0" and s.auth_pair == ("me", "secret") and not s.is_loopback
+    assert s.host == "0.0.0.0" and s.auth_pairs == [("me", "secret")] and not s.is_loopback
+    with pytest.raises(ConfigError, match="user:password"):
+        load_settings(["--auth", "nopassword"], env={}, default_config=None)
     assert Settings(host="::1").is_loopback and Settings(host="localhost").is_loopback
 
 
@@ -75,3 +77,11 @@ def test_repo_default_config_parses():
 
     assert DEFAULT_CONFIG.exists()
     assert load_settings([], env={}).model == "Tongyi-MAI/Z-Image-Turbo"
+
+
+def test_auth_file_adds_users(tmp_path):
+    f = write(tmp_path, "users.txt", "# team\nann:one\n\nbob:two:with-colon\n")
+    s = load_settings(["--listen", "--auth-file", str(f), "--auth", "me:secret"], env={}, default_config=None)
+    assert s.auth_pairs == [("me", "secret"), ("ann", "one"), ("bob", "two:with-colon")]
+    with pytest.raises(ConfigError, match="auth_file"):
+        load_settings(["--auth-file", str(tmp_path / "none.txt")], env={}, default_config=None)

@@ -39,7 +39,8 @@ class Settings:
     cache_dir: str = ""                     # "" = MODELSCOPE_CACHE or modelscope's default
     demo: bool = False                      # run on the tiny random model (noise images, CPU friendly)
     queue_max: int = 8                      # generation jobs that may wait; more get 429
-    auth: str = ""                          # "user:pass"; required when host is not loopback
+    auth: str = ""                          # "user:pass[,user2:pass2]"; required when host is not loopback
+    auth_file: str = ""                     # a file of user:pass lines (A1111's --gradio-auth-path)
     device: str = "auto"                    # auto | cuda | cuda:N | cpu
     dtype: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
     max_prompt_chars: int = 4000
@@ -53,11 +54,22 @@ class Settings:
         return is_loopback_host(self.host)
 
     @property
-    def auth_pair(self) -> tuple[str, str] | None:
-        if not self.auth:
-            return None
-        user, _, password = self.auth.partition(":")
-        return user, password
+    def auth_pairs(self) -> list[tuple[str, str]]:
+        """Every user:password from --auth (comma separated) and --auth-file (one per line, # comments)."""
+        entries = [e for e in self.auth.split(",") if e.strip()]
+        if self.auth_file:
+            try:
+                lines = Path(self.auth_file).expanduser().read_text(encoding="utf-8").splitlines()
+            except OSError as e:
+                raise ConfigError(f"auth_file {self.auth_file}: {e.strerror or e}") from None
+            entries += [line for line in (raw.strip() for raw in lines) if line and not line.startswith("#")]
+        pairs = []
+        for entry in entries:
+            user, sep, password = entry.strip().partition(":")
+            if not sep or not user or not password:
+                raise ConfigError("auth entries must look like user:password")
+            pairs.append((user, password))
+        return pairs
 
     def validate(self) -> "Settings":
         if not 0 < self.port < 65536:
@@ -66,9 +78,8 @@ class Settings:
             raise ConfigError("idle_unload_s and idle_drop_s must be >= 0 (0 = never)")
         if self.queue_max < 1:
             raise ConfigError(f"queue_max must be >= 1, got {self.queue_max}")
-        if self.auth and (":" not in self.auth or not self.auth.split(":", 1)[0]):
-            raise ConfigError("auth must look like user:password")
-        if not self.is_loopback and not self.auth:
+        pairs = self.auth_pairs        # parsed here so a malformed entry or a missing file stops the start
+        if not self.is_loopback and not pairs:
             raise ConfigError(
                 f"Listening on {self.host} exposes the app to your network: set --auth user:password too.")
         if self.vram_budget != "auto":
@@ -167,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="TOML settings file")
     p.add_argument("--demo", action="store_true", help="tiny random model: try the app on a CPU")
     p.add_argument("--queue-max", type=int, dest="queue_max", help="waiting generation jobs before 429")
-    p.add_argument("--auth", metavar="USER:PASS", help="require a login (page) and HTTP Basic (API)")
+    p.add_argument("--auth", metavar="USER:PASS[,...]", help="require a login (page) and HTTP Basic (API)")
+    p.add_argument("--auth-file", dest="auth_file", metavar="FILE", help="user:password lines, like --auth")
     p.add_argument("--device", help="auto, cuda, cuda:N or cpu")
     p.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
     p.add_argument("--loader", help="fast (default) or plain (diffusers from_pretrained, the fallback)")

@@ -47,7 +47,7 @@ class GuardMiddleware:
     """Pure ASGI middleware (no buffering, so Gradio's streaming responses pass untouched)."""
 
     def __init__(self, app, *, loopback_only: bool, api_paths: tuple[str, ...],
-                 auth: tuple[str, str] | None = None):
+                 auth: list[tuple[str, str]] | None = None):
         self.app = app
         self.loopback_only = loopback_only
         self.api_paths = api_paths
@@ -66,7 +66,8 @@ class GuardMiddleware:
         if method not in SAFE_METHODS and origin is not None and not origin_allowed(origin, host):
             return await _deny(send, 403, "forbidden_origin", f"Requests from {origin} are not allowed.")
         if self.auth and scope["path"] in self.api_paths:
-            if not basic_auth_ok(headers.get("authorization", ""), *self.auth):
+            given = headers.get("authorization", "")
+            if not any([basic_auth_ok(given, user, password) for user, password in self.auth]):   # no short cut
                 return await _deny(send, 401, "unauthorized", "Log in with HTTP Basic (the --auth user:password).",
                                    extra=[(b"www-authenticate", b'Basic realm="zimage"')])
         return await self.app(scope, receive, send)

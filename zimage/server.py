@@ -62,13 +62,13 @@ def create_app(settings: Settings, manager: PipelineManager):
     demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
     app = gr.mount_gradio_app(
         app, demo, path="/", server_name=settings.host, server_port=settings.port,
-        auth=settings.auth_pair, allowed_paths=[str(outputs)],
+        auth=settings.auth_pairs or None, allowed_paths=[str(outputs)],
         blocked_paths=[str(modelscope_cache_base(settings.cache_dir)), str(Path.home() / ".ssh")],
         max_file_size="1mb", ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=False,
         footer_links=[], run_history=False,
     )
     app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
-                       auth=settings.auth_pair)
+                       auth=settings.auth_pairs)
     return app
 
 
