@@ -79,13 +79,13 @@ class PipelineManager:
         self._last_activity = clock()
         self._job_seconds = 5.0                        # running mean, for Retry-After
         self._low_vram = settings.low_vram
+        self._budget_override: int | None = None       # a budget lowered after an out-of-memory
         self._status = Status(model=settings.model, low_vram=settings.low_vram,
                               note=DEMO_NOTE if settings.demo else "")
 
         # Worker-only fields: touched by the worker thread alone.
         self._pipe = None
         self._model_bytes = 0                          # weights on disk, known once the folder is resolved
-        self._budget_override: int | None = None       # a budget lowered after an out-of-memory
         self._placement = None
         self._model_dir = None                         # the folder the loaded pipeline came from
         self._download_cancel = threading.Event()      # replaced for each download; set by cancel_download()
