@@ -41,6 +41,7 @@ class Settings:
     queue_max: int = 8                      # generation jobs that may wait; more get 429
     auth: str = ""                          # "user:pass[,user2:pass2]"; required when host is not loopback
     auth_file: str = ""                     # a file of user:pass lines (A1111's --gradio-auth-path)
+    api_auth: str = ""                      # "user:pass[,...]" for the HTTP API routes only (A1111's --api-auth)
     device: str = "auto"                    # auto | cuda | cuda:N | cpu
     dtype: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
     max_prompt_chars: int = 4000
@@ -63,13 +64,12 @@ class Settings:
             except OSError as e:
                 raise ConfigError(f"auth_file {self.auth_file}: {e.strerror or e}") from None
             entries += [line for line in (raw.strip() for raw in lines) if line and not line.startswith("#")]
-        pairs = []
-        for entry in entries:
-            user, sep, password = entry.strip().partition(":")
-            if not sep or not user or not password:
-                raise ConfigError("auth entries must look like user:password")
-            pairs.append((user, password))
-        return pairs
+        return _parse_pairs(entries)
+
+    @property
+    def api_auth_pairs(self) -> list[tuple[str, str]]:
+        """Users for the HTTP API routes: everyone from --auth/--auth-file plus --api-auth."""
+        return self.auth_pairs + _parse_pairs([e for e in self.api_auth.split(",") if e.strip()])
 
     def validate(self) -> "Settings":
         if not 0 < self.port < 65536:
@@ -79,6 +79,7 @@ class Settings:
         if self.queue_max < 1:
             raise ConfigError(f"queue_max must be >= 1, got {self.queue_max}")
         pairs = self.auth_pairs        # parsed here so a malformed entry or a missing file stops the start
+        self.api_auth_pairs
         if not self.is_loopback and not pairs:
             raise ConfigError(
                 f"Listening on {self.host} exposes the app to your network: set --auth user:password too.")
@@ -93,6 +94,16 @@ class Settings:
         if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
             raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
         return self
+
+
+def _parse_pairs(entries: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for entry in entries:
+        user, sep, password = entry.strip().partition(":")
+        if not sep or not user or not password:
+            raise ConfigError("auth entries must look like user:password")
+        pairs.append((user, password))
+    return pairs
 
 
 def is_loopback_host(host: str) -> bool:
@@ -180,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-max", type=int, dest="queue_max", help="waiting generation jobs before 429")
     p.add_argument("--auth", metavar="USER:PASS[,...]", help="require a login (page) and HTTP Basic (API)")
     p.add_argument("--auth-file", dest="auth_file", metavar="FILE", help="user:password lines, like --auth")
+    p.add_argument("--api-auth", dest="api_auth", metavar="USER:PASS[,...]",
+                   help="HTTP Basic users for the API routes only (/generate, /sdapi/v1, /v1)")
     p.add_argument("--device", help="auto, cuda, cuda:N or cpu")
     p.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
     p.add_argument("--loader", help="fast (default) or plain (diffusers from_pretrained, the fallback)")

@@ -192,6 +192,12 @@ class PipelineManager:
                     count += 1
         return count
 
+    def current_generation(self) -> Job | None:
+        """The generation running now, if any (for progress reports)."""
+        with self._lock:
+            job = self._current
+        return job if job is not None and job.kind == GENERATE else None
+
     def cancel_job(self, job: Job) -> None:
         job.cancel_event.set()
 

@@ -47,8 +47,9 @@ class GuardMiddleware:
     """Pure ASGI middleware (no buffering, so Gradio's streaming responses pass untouched)."""
 
     def __init__(self, app, *, loopback_only: bool, api_paths: tuple[str, ...],
-                 auth: list[tuple[str, str]] | None = None):
+                 api_prefixes: tuple[str, ...] = (), auth: list[tuple[str, str]] | None = None):
         self.app = app
+        self.api_prefixes = api_prefixes
         self.loopback_only = loopback_only
         self.api_paths = api_paths
         self.auth = auth
@@ -65,7 +66,8 @@ class GuardMiddleware:
         origin = headers.get("origin")
         if method not in SAFE_METHODS and origin is not None and not origin_allowed(origin, host):
             return await _deny(send, 403, "forbidden_origin", f"Requests from {origin} are not allowed.")
-        if self.auth and scope["path"] in self.api_paths:
+        path = scope["path"]
+        if self.auth and (path in self.api_paths or path.startswith(self.api_prefixes)):
             given = headers.get("authorization", "")
             if not any([basic_auth_ok(given, user, password) for user, password in self.auth]):   # no short cut
                 return await _deny(send, 401, "unauthorized", "Log in with HTTP Basic (the --auth user:password).",

@@ -52,12 +52,14 @@ def create_app(settings: Settings, manager: PipelineManager):
     from fastapi import FastAPI
 
     from .api import API_PATHS, build_router
+    from .compat_api import COMPAT_PREFIXES, build_compat_router
     from .security import GuardMiddleware
     from .ui import build_ui
 
     outputs = outputs_dir_checked(settings)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(build_router(manager, settings.max_prompt_chars))   # before the "/" mount
+    app.include_router(build_compat_router(manager, settings.max_prompt_chars))
     demo = build_ui(manager, settings)
     demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
     app = gr.mount_gradio_app(
@@ -68,7 +70,7 @@ def create_app(settings: Settings, manager: PipelineManager):
         footer_links=[], run_history=False,
     )
     app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
-                       auth=settings.auth_pairs)
+                       api_prefixes=COMPAT_PREFIXES, auth=settings.api_auth_pairs)
     return app
 
 

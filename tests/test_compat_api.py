@@ -1,0 +1,119 @@
+"""The A1111 and OpenAI image APIs, driven by their unmodified published clients (webuiapi, openai)."""
+from __future__ import annotations
+
+import base64
+import io
+import threading
+
+import pytest
+import requests
+from PIL import Image
+
+from conftest import wait_for
+
+
+@pytest.fixture
+def a1111(server):
+    import webuiapi
+
+    return webuiapi.WebUIApi(host="127.0.0.1", port=server.settings.port)
+
+
+@pytest.fixture
+def oai(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server.url}/v1", api_key="not-needed", max_retries=0)
+
+
+def test_txt2img_fixed_seed_twice_gives_identical_images(a1111, server):
+    kw = dict(prompt="a red fox", width=256, height=256, steps=2, seed=1234, sampler_name="Euler a")
+    one, two = a1111.txt2img(**kw), a1111.txt2img(**kw)
+    assert one.image.size == (256, 256) and one.image.tobytes() == two.image.tobytes()
+    assert one.info["seed"] == 1234 and one.info["sampler_name"] == "Euler a"
+    assert "Seed: 1234" in one.info["infotexts"][0] and "Steps: 2" in one.info["infotexts"][0]
+    assert one.parameters["prompt"] == "a red fox"
+    random_seed = a1111.txt2img(prompt="x", width=256, height=256, steps=1, seed=-1, batch_size=2)
+    assert len(random_seed.images) == 2 and random_seed.info["seed"] >= 0
+    assert random_seed.info["all_seeds"] == [random_seed.info["seed"], random_seed.info["seed"] + 1]
+
+
+def test_old_client_defaults_map_to_turbo_defaults(server):
+    r = requests.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "x", "width": 256, "height": 256,
+                                                             "steps": 20, "cfg_scale": 7, "unknown_field": 1},
+                      timeout=120)
+    info = __import__("json").loads(r.json()["info"])
+    assert r.status_code == 200 and info["steps"] == 9 and info["cfg_scale"] == 0.0
+
+
+def test_progress_advances_and_interrupt_stops_a_long_run(a1111, server):
+    server.manager.ensure_ready(60)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", requests.post(
+        server.url + "/sdapi/v1/txt2img", json={"prompt": "long", "width": 1024, "height": 1024, "steps": 50},
+        timeout=300)))
+    t.start()
+    wait_for(lambda: a1111.get_progress()["state"]["sampling_step"] >= 1, 60, message="progress to advance")
+    p = a1111.get_progress()
+    assert 0 < p["progress"] < 1 and p["state"]["sampling_steps"] == 50
+    a1111.interrupt()
+    t.join(120)
+    assert result["r"].status_code == 409                     # stopped, not shown as a result
+    assert a1111.get_progress()["progress"] == 0
+
+
+def test_models_samplers_options_unload_reload(a1111, server):
+    assert a1111.util_get_model_names() == ["Z-Image-Turbo"]
+    assert a1111.util_get_sampler_names() == ["Euler (flow match)"]
+    assert a1111.get_options()["sd_model_checkpoint"] == "Z-Image-Turbo"
+    a1111.txt2img(prompt="x", width=256, height=256, steps=1, seed=1)
+    # webuiapi has no unload/reload helpers: the routes are called as A1111 documents them.
+    assert requests.post(server.url + "/sdapi/v1/unload-checkpoint", timeout=60).ok
+    assert requests.get(server.url + "/health", timeout=10).json()["state"] == "unloaded"
+    assert requests.post(server.url + "/sdapi/v1/reload-checkpoint", timeout=120).ok
+    assert requests.get(server.url + "/health", timeout=10).json()["status"] == "healthy"
+    assert server.manager.load_count == 2
+
+
+def test_a1111_bad_request_gets_its_error_shape(a1111):
+    with pytest.raises(RuntimeError) as e:
+        a1111.txt2img(prompt="x", width=264, height=256, steps=1)
+    assert e.value.args[0] == 422 and "multiple of 16" in e.value.args[1]
+
+
+def test_openai_client_b64_and_url(oai, server):
+    assert [m.id for m in oai.models.list().data] == ["z-image-turbo"]
+    r = oai.images.generate(model="z-image-turbo", prompt="a lighthouse", n=2, size="256x320",
+                            response_format="b64_json")
+    assert len(r.data) == 2
+    for item in r.data:
+        img = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
+        assert img.size == (256, 320) and "Size: 256x320" in img.text["parameters"]
+    u = oai.images.generate(model="z-image-turbo", prompt="a lighthouse", size="256x256", response_format="url")
+    got = requests.get(u.data[0].url, timeout=10)
+    assert got.status_code == 200 and Image.open(io.BytesIO(got.content)).size == (256, 256)
+    assert requests.get(server.url + "/outputs/../../etc/passwd", timeout=10).status_code == 404
+
+
+def test_openai_bad_request_gets_the_openai_error_shape(oai):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="z-image-turbo", prompt="x", size="100x100")
+    assert e.value.status_code == 400 and "width" in e.value.message
+    with pytest.raises(openai.BadRequestError):
+        oai.images.generate(model="z-image-turbo", prompt="x", size="big")
+
+
+def test_api_auth_protects_the_api_routes_only(start_server, settings):
+    import dataclasses
+
+    import webuiapi
+
+    srv = start_server(dataclasses.replace(settings, api_auth="bot:key"))
+    assert requests.get(srv.url + "/sdapi/v1/sd-models", timeout=10).status_code == 401
+    assert requests.get(srv.url + "/v1/models", timeout=10).status_code == 401
+    client = webuiapi.WebUIApi(host="127.0.0.1", port=srv.settings.port)
+    client.set_auth("bot", "key")
+    assert client.util_get_model_names() == ["Z-Image-Turbo"]
+    assert requests.get(srv.url + "/config", timeout=10).status_code == 200     # the page needs --auth
