@@ -56,6 +56,10 @@ def test_progress_advances_and_interrupt_stops_a_long_run(a1111, server):
     wait_for(lambda: a1111.get_progress()["state"]["sampling_step"] >= 1, 60, message="progress to advance")
     p = a1111.get_progress()
     assert 0 < p["progress"] < 1 and p["state"]["sampling_steps"] == 50
+    preview = Image.open(io.BytesIO(base64.b64decode(p["current_image"])))
+    assert preview.size == (128, 128)                          # the latent grid: 1/8 of 1024
+    assert requests.get(server.url + "/sdapi/v1/progress?skip_current_image=true", timeout=10).json()[
+        "current_image"] is None
     a1111.interrupt()
     t.join(120)
     assert result["r"].status_code == 409                     # stopped, not shown as a result

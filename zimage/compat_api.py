@@ -59,6 +59,13 @@ def _openai_error(err: ZImageError) -> JSONResponse:
                                    "param": getattr(err, "field", None), "code": err.code}}, status_code=status)
 
 
+def _preview(job) -> str | None:
+    from .generate import latent_preview_png
+
+    latent = job.latest_latent
+    return base64.b64encode(latent_preview_png(latent)).decode() if latent is not None else None
+
+
 def build_compat_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
     outputs = manager._store.root
@@ -94,7 +101,8 @@ def build_compat_router(manager: PipelineManager, max_prompt_chars: int) -> APIR
                           "job_count": status.queue_length, "job_timestamp": "", "job_no": 0,
                           "sampling_step": job.step if job else 0,
                           "sampling_steps": job.total_steps if job else 0},
-                "current_image": None, "textinfo": job.phase if job else None}
+                "current_image": _preview(job) if job is not None and not skip_current_image else None,
+                "textinfo": job.phase if job else None}
 
     @router.post("/sdapi/v1/interrupt")
     async def interrupt():

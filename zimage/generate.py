@@ -142,7 +142,7 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL) -> str
 
 
 def run_pipeline(pipe, req: GenerationRequest, should_stop: Callable[[], bool],
-                 on_step: Callable[[int, int], None] | None = None) -> list:
+                 on_step: Callable[..., None] | None = None) -> list:
     """Run the diffusers pipeline for an already seeded request; return PIL images.
 
     Raises Cancelled when `should_stop` turned true: ZImagePipeline skips the remaining steps but
@@ -155,7 +155,7 @@ def run_pipeline(pipe, req: GenerationRequest, should_stop: Callable[[], bool],
     def on_step_end(pipeline, step, _timestep, callback_kwargs):
         nonlocal stopped
         if on_step is not None:
-            on_step(step + 1, req.num_inference_steps)
+            on_step(step + 1, req.num_inference_steps, callback_kwargs.get("latents"))
         if should_stop():
             stopped = True
             pipeline._interrupt = True   # the pipeline's own interrupt flag, checked before each step
@@ -215,7 +215,7 @@ class OutputStore:
 
 
 def generate(pipe, req: GenerationRequest, store: OutputStore, should_stop: Callable[[], bool],
-             on_step: Callable[[int, int], None] | None = None, model_label: str = MODEL_LABEL) -> GenerationResult:
+             on_step: Callable[..., None] | None = None, model_label: str = MODEL_LABEL) -> GenerationResult:
     """Run a seeded request and save its images. A failed save keeps the images and reports why."""
     started = time.perf_counter()
     images = run_pipeline(pipe, req, should_stop, on_step)
@@ -261,3 +261,28 @@ def warm_up(pipe, width: int = 1024, height: int = 1024) -> float:
         pipe(prompt="warm-up", width=width, height=height, num_inference_steps=1, guidance_scale=0.0,
              generator=torch.Generator("cpu").manual_seed(0))
     return time.perf_counter() - started
+
+
+# A linear map from the 16 latent channels of the Flux VAE (which Z-Image uses) to RGB: the cheap
+# live preview ComfyUI and A1111 use instead of running the VAE. Values from ComfyUI's latent_formats.Flux.
+FLUX_LATENT_RGB = [
+    [-0.0346, 0.0244, 0.0681], [0.0034, 0.0210, 0.0687], [0.0275, -0.0668, -0.0433], [-0.0174, 0.0160, 0.0617],
+    [0.0859, 0.0721, 0.0329], [0.0004, 0.0383, 0.0115], [0.0405, 0.0861, 0.0915], [-0.0236, -0.0185, -0.0259],
+    [-0.0245, 0.0250, 0.1180], [0.1008, 0.0755, -0.0421], [-0.0515, 0.0201, 0.0011], [0.0428, -0.0012, -0.0036],
+    [0.0817, 0.0765, 0.0749], [-0.1264, -0.0522, -0.1103], [-0.0280, -0.0881, -0.0499], [-0.1262, -0.0982, -0.0778]]
+FLUX_LATENT_RGB_BIAS = [-0.0329, -0.0718, -0.0851]
+
+
+def latent_preview_png(latent) -> bytes:
+    """A small PNG preview of one (16, h, w) latent (1/8 of the image size), without the VAE."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    factors = torch.tensor(FLUX_LATENT_RGB, dtype=torch.float32)
+    rgb = torch.einsum("chw,cr->hwr", latent.float().cpu(), factors) + torch.tensor(FLUX_LATENT_RGB_BIAS)
+    pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, format="PNG")
+    return buf.getvalue()

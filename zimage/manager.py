@@ -46,6 +46,7 @@ class Job:
     step: int = 0
     total_steps: int = 0
     queue_position: int = 0          # 1 = next to run; 0 once running
+    latest_latent: Any = None        # the first image's latent after the last step (a CPU copy)
 
     @property
     def cancelled(self) -> bool:
@@ -454,8 +455,10 @@ class PipelineManager:
         return result
 
     def _generate_once(self, job: Job, req: GenerationRequest) -> tuple[GenerationResult | None, bool]:
-        def on_step(step: int, total: int) -> None:
+        def on_step(step: int, total: int, latents=None) -> None:
             job.step, job.total_steps = step, total
+            if latents is not None:
+                job.latest_latent = latents[0].detach().to("cpu", copy=True)   # for live previews
 
         self._reset_peak_vram()
         oom = False
