@@ -8,7 +8,7 @@ from conftest import wait_for
 from zimage.errors import Cancelled, ModelLoadFailed, ModelUnavailable, QueueFull
 from zimage.generate import GenerationRequest
 from zimage.manager import PipelineManager
-from zimage.state import LoadState
+from zimage.state import LoadStage, LoadState
 
 SMALL = {"prompt": "a cat", "width": 256, "height": 256, "num_inference_steps": 2, "seed": 3}
 
@@ -314,3 +314,28 @@ def test_out_of_memory_steps_down_to_a_smaller_plan_and_retries(make_manager, mo
     s = m.status()
     assert s.state == LoadState.OFFLOADED and gpu.budgets == [int(80 * 2**30 * 0.75)]
     assert m.load_count == 1                                     # no disk read to switch plans
+
+
+def test_plain_loader_setting_never_touches_the_fast_path(make_manager, monkeypatch):
+    from zimage import fastload
+
+    def boom(*a, **kw):
+        raise AssertionError("fast path used")
+    monkeypatch.setattr(fastload, "stream_shards", boom)
+    monkeypatch.setattr(fastload, "prefetch", boom)
+    m = make_manager(loader="plain")
+    assert m.ensure_ready(60).state == LoadState.ON_CPU and m.generate(req(), timeout=60).images
+
+
+def test_warm_up_image_after_a_gpu_load_only_when_enabled(make_manager):
+    for enabled in (True, False):
+        m = make_manager(placement=FakeGpuPlacement(), warmup=enabled)
+        stages = []
+        original = m._set
+
+        def spy(**changes):
+            original(**changes)
+            stages.append(m._status.stage)
+        m._set = spy
+        m.ensure_ready(60)
+        assert (LoadStage.WARMUP in stages) is enabled

@@ -72,3 +72,13 @@ def test_streamed_pipeline_gives_the_same_image(tiny_model_dir):
     assert run(pipe) == expected                             # a second pass (prefetch wraps around)
     runtime.remove("cpu")
     assert run(pipe) == expected
+
+
+def test_pin_budget_setting():
+    import psutil
+
+    from zimage.devices import pin_budget_bytes
+
+    assert pin_budget_bytes(0) == 0
+    assert pin_budget_bytes(1.5) == int(1.5 * 2**30)
+    assert pin_budget_bytes(-1) == psutil.virtual_memory().total // 2
