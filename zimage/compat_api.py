@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import time
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
