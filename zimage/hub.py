@@ -158,15 +158,12 @@ def download(model_id: str, cache_dir: str = "", on_progress: DownloadCallback |
         raise
     finally:
         transfer.close()
+    fresh = manifest_from_listing(model_id, path, listing if only is None else wanted)
     manifest = load_manifest(base, model_id)
-    if manifest is None or manifest.folder != str(path) or only is None:
-        manifest = manifest_from_listing(model_id, path, listing if only is None else wanted)
-        if only is not None:   # keep what we knew about the other files
-            old = load_manifest(base, model_id)
-            if old is not None and old.folder == str(path):
-                manifest.files = {**old.files, **manifest.files}
+    if only is not None and manifest is not None and manifest.folder == str(path):
+        manifest.files.update(fresh.files)     # a repair: keep what we knew about the other files
     else:
-        manifest.files.update(manifest_from_listing(model_id, path, wanted).files)
+        manifest = fresh
     save_manifest(base, manifest)
     return path
 

@@ -199,9 +199,6 @@ class PipelineManager:
             job = self._current
         return job if job is not None and job.kind == GENERATE else None
 
-    def cancel_job(self, job: Job) -> None:
-        job.cancel_event.set()
-
     def cancel_download(self) -> bool:
         """Stop a running download (load or repair); what was fetched is kept for resuming."""
         if self._status.state != LoadState.DOWNLOADING:

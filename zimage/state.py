@@ -27,11 +27,10 @@ class LoadStage(str, Enum):
 
 
 READY_STATES = frozenset({LoadState.ON_CPU, LoadState.ON_GPU, LoadState.OFFLOADED})
-_LOADED = READY_STATES
 ALLOWED: dict[LoadState, frozenset[LoadState]] = {
     LoadState.UNLOADED: frozenset({LoadState.DOWNLOADING, LoadState.LOADING, LoadState.ERROR}),
     LoadState.DOWNLOADING: frozenset({LoadState.LOADING, LoadState.ERROR, LoadState.UNLOADED}),
-    LoadState.LOADING: frozenset(_LOADED | {LoadState.ERROR, LoadState.UNLOADED}),
+    LoadState.LOADING: frozenset(READY_STATES | {LoadState.ERROR, LoadState.UNLOADED}),
     LoadState.ON_CPU: frozenset({LoadState.LOADING, LoadState.ON_GPU, LoadState.OFFLOADED,
                                  LoadState.UNLOADED, LoadState.ERROR}),
     LoadState.ON_GPU: frozenset({LoadState.ON_CPU, LoadState.OFFLOADED, LoadState.UNLOADED, LoadState.ERROR}),

@@ -8,7 +8,7 @@ import time
 import gradio as gr
 
 from .config import Settings
-from .errors import Cancelled, InvalidRequest, ZImageError
+from .errors import Cancelled, ZImageError
 from .generate import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest
 from .manager import Job, PipelineManager
 from .memory import MemoryInfo, gib, memory_info
@@ -95,7 +95,7 @@ def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
                  "height": int(height), "num_inference_steps": int(steps), "guidance_scale": float(guidance),
                  "seed": int(seed), "num_images": int(count)}, settings.max_prompt_chars)
             job = manager.submit(req, owner=request.session_hash if request else None)
-        except (InvalidRequest, ZImageError) as e:
+        except ZImageError as e:          # validation errors included: they name the field
             raise gr.Error(e.user_text())
         except (TypeError, ValueError) as e:
             raise gr.Error(f"Check the settings: {e}")
