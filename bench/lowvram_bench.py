@@ -1,7 +1,10 @@
-"""Low-VRAM benchmark: ours at several VRAM budgets beside resident, diffusers' model CPU offload
-and group offload, one run, a fresh process each.
+"""Low-VRAM benchmark: ours at several VRAM budgets (bf16 and --quantize int8) beside resident,
+diffusers' model CPU offload and group offload, and torchao int8 weight-only; one run, a fresh
+process each.
 
-    python -m bench.lowvram_bench DIR [BUDGETS_GB ...]     (default budgets: 12 8 4)
+    python -m bench.lowvram_bench DIR [BUDGETS_GB ...] [--int8 GB,GB] [--skip-baselines]
+      default budgets: 12 8 4; --int8 default: 8 (each int8 budget runs twice: the first start makes
+      the quantized cache, the second loads it)
 """
 from __future__ import annotations
 
@@ -14,12 +17,13 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = "/tmp/lowvram"
 
 
 def probe(*args: str) -> dict:
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "bench.lowvram_probe", *args], cwd=HERE, capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=900)
     lines = [l for l in res.stdout.splitlines() if l.startswith("{")]
     out = json.loads(lines[-1]) if lines else {"mode": args[0], "budget_gb": args[2] if len(args) > 2 else None,
                                                "error": res.stderr[-1500:]}
@@ -28,39 +32,64 @@ def probe(*args: str) -> dict:
     return out
 
 
-def compare(name: str) -> dict:
-    ref = np.load("/tmp/lowvram/resident.npy").astype(np.int16)
+def compare(name: str, ref: str = "resident", out_dir: str = OUT) -> dict:
+    """Image PSNR and max pixel difference, first-step SQNR, NaN/Inf check of `name` against `ref`."""
     try:
-        img = np.load(f"/tmp/lowvram/{name}.npy").astype(np.int16)
+        a = np.load(f"{out_dir}/{ref}.npy").astype(np.float64)
+        b = np.load(f"{out_dir}/{name}.npy").astype(np.float64)
     except FileNotFoundError:
         return {}
-    mse = float(((img - ref) ** 2).mean())
-    return {"max_pixel_diff": int(np.abs(img - ref).max()),
-            "psnr_db": round(10 * np.log10(255**2 / mse), 2) if mse else "inf"}
+    mse = float(((a - b) ** 2).mean())
+    out = {"max_pixel_diff": int(np.abs(a - b).max()),
+           "psnr_db": round(10 * np.log10(255**2 / mse), 2) if mse else "inf"}
+    try:
+        x = np.load(f"{out_dir}/{ref}.step1.npy").astype(np.float64)
+        y = np.load(f"{out_dir}/{name}.step1.npy").astype(np.float64)
+        noise = float(((x - y) ** 2).sum())
+        out["step1_sqnr_db"] = round(10 * np.log10(float((x ** 2).sum()) / noise), 2) if noise else "inf"
+        out["nan_or_inf"] = not (np.isfinite(y).all() and np.isfinite(b).all())
+    except FileNotFoundError:
+        pass
+    return out
 
 
 def main() -> None:
-    folder = sys.argv[1]
-    if "--group-only" in sys.argv:      # re-measure the group-offload baseline alone
-        probe("group", folder)
-        return
-    budgets = [float(b) for b in sys.argv[2:]] or [12.0, 8.0, 4.0]
+    args = sys.argv[1:]
+    folder = args.pop(0)
+    int8 = [8.0]
+    if "--int8" in args:
+        i = args.index("--int8")
+        int8 = [float(x) for x in args[i + 1].split(",") if x]
+        del args[i:i + 2]
+    skip = "--skip-baselines" in args
+    args = [a for a in args if a != "--skip-baselines"]
+    budgets = [float(b) for b in args] or [12.0, 8.0, 4.0]
     resident = probe("resident", folder)
-    model_offload = probe("model_offload", folder)
-    group = probe("group", folder)
-    ours = {b: probe("ours", folder, str(b)) for b in budgets}
     base = resident.get("s_per_image")
-    for b, r in ours.items():
-        fig = {"figure": f"budget {b:g} GiB", "ours_s_per_image": r.get("s_per_image"),
-               "ours_setup_s": r.get("setup_s"), "ours_peak_vram_gb": r.get("peak_vram_gb"),
-               "ours_peak_reserved_gb": r.get("peak_reserved_gb"), "plan": r.get("plan"), "error": r.get("error"),
-               "resident_s_per_image": base, "ratio_vs_resident": round(r["s_per_image"] / base, 3)
-               if r.get("s_per_image") and base else None,
+    baselines = {} if skip else {m: probe(m, folder) for m in ("model_offload", "group", "torchao_int8")}
+    group = baselines.get("group", {})
+    rows = [(f"budget {b:g} GiB", f"ours{b}", probe("ours", folder, str(b))) for b in budgets]
+    for b in int8:
+        first = probe("ours_int8", folder, str(b))
+        rows.append((f"budget {b:g} GiB int8, first start (makes the cache)", f"ours_int8{b}", first))
+        rows.append((f"budget {b:g} GiB int8, later start (cache)", f"ours_int8{b}", probe("ours_int8", folder, str(b))))
+    if "torchao_int8" in baselines:
+        fig = {"figure": "torchao int8 weight-only, resident (baseline)", **baselines["torchao_int8"]}
+        fig.update(compare("torchao_int8"))
+        fig["ratio_vs_resident"] = round(fig["s_per_image"] / base, 3) if fig.get("s_per_image") and base else None
+        print(json.dumps(fig), flush=True)
+    for label, name, r in rows:
+        fig = {"figure": label, "ours_s_per_image": r.get("s_per_image"), "ours_first_image_s": (r.get("times") or [None])[0],
+               "ours_setup_s": r.get("setup_s"), "load_to_ram_s": r.get("load_to_ram_s"),
+               "pinned_gb": r.get("pinned_gb"), "pin_s": r.get("pin_s"),
+               "ours_peak_vram_gb": r.get("peak_vram_gb"), "ours_peak_reserved_gb": r.get("peak_reserved_gb"),
+               "plan": r.get("plan"), "error": r.get("error"), "resident_s_per_image": base,
+               "ratio_vs_resident": round(r["s_per_image"] / base, 3) if r.get("s_per_image") and base else None,
                "group_offload_s_per_image": group.get("s_per_image"), "group_setup_s": group.get("setup_s"),
                "group_peak_vram_gb": group.get("peak_vram_gb"),
-               "model_offload_s_per_image": model_offload.get("s_per_image"),
-               "model_offload_peak_vram_gb": model_offload.get("peak_vram_gb")}
-        fig.update(compare(f"ours{b}"))
+               "model_offload_s_per_image": baselines.get("model_offload", {}).get("s_per_image"),
+               "torchao_int8_s_per_image": baselines.get("torchao_int8", {}).get("s_per_image")}
+        fig.update(compare(name))
         print(json.dumps(fig), flush=True)
 
 

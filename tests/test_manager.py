@@ -69,11 +69,11 @@ def make_manager(settings):
         m.close()
 
 
-def cpu_loader(model_dir, dtype, device, on_progress=None, fast=True):
+def cpu_loader(model_dir, dtype, device, on_progress=None, fast=True, quant_dir=None):
     """With the stand-in GPU the weights really stay in RAM; the manager believes they are on `device`."""
     from zimage.loader import load_pipeline
 
-    return load_pipeline(model_dir, dtype, "cpu", on_progress, fast)
+    return load_pipeline(model_dir, dtype, "cpu", on_progress, fast, quant_dir=quant_dir)
 
 
 def fail_first_call_with_oom(manager, monkeypatch) -> dict:
@@ -230,7 +230,7 @@ def test_gpu_path_low_vram_switches_without_reloading(make_manager):
     m.set_low_vram(True).future.result(30)
     s = m.status()
     assert s.state == LoadState.OFFLOADED and s.low_vram and s.device == "cuda:0"
-    assert gpu.calls[-2:] == [("move", "cpu"), ("offload", True)]
+    assert gpu.calls[-1] == ("offload", True) and ("move", "cpu") not in gpu.calls   # weights taken from the GPU
     m.generate(req(), timeout=60)
     assert m.status().state == LoadState.OFFLOADED
     m.set_low_vram(False).future.result(30)
@@ -339,3 +339,23 @@ def test_warm_up_image_after_a_gpu_load_only_when_enabled(make_manager):
         m._set = spy
         m.ensure_ready(60)
         assert (LoadStage.WARMUP in stages) is enabled
+
+
+def test_quantize_int8_makes_the_copy_once_and_always_runs_a_plan(make_manager, model_copy):
+    from zimage.quantize import cache_dir_for, complete
+
+    for attempt in (1, 2):
+        placement = FakeGpuPlacement()
+        m = make_manager(placement=placement, quantize="int8", model=str(model_copy))
+        stages = []
+        original = m._set
+
+        def spy(**changes):
+            original(**changes)
+            stages.append(m._status.stage)
+        m._set = spy
+        status = m.ensure_ready(120)
+        assert status.state == LoadState.OFFLOADED and ("offload", True) in placement.calls
+        assert (LoadStage.QUANTIZE in stages) is (attempt == 1)          # made once, loaded after
+        assert complete(cache_dir_for(model_copy, "int8"))
+        m.close()

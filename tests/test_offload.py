@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zimage.offload import GiB, DoesNotFit, LowVramRuntime, Plan, Sizes, make_plan, sizes_of, transformer_blocks
+from zimage.offload import (VAE_WORKING_BYTES, GiB, DoesNotFit, HostPinner, LowVramRuntime, Plan, Sizes, make_plan,
+                            sizes_of, transformer_blocks)
 
 # The real Z-Image-Turbo sizes (bf16): transformer 12.31 GB = 34 blocks of ~0.347 GB + ~0.5 GB of
 # embedders and final layer; text encoder 8.04 GB = 36 layers of ~0.2 GB + 0.78 GB of embeddings;
@@ -40,8 +41,43 @@ def test_smaller_budgets_stream_more():
 
 def test_budget_below_the_minimum_says_so():
     with pytest.raises(DoesNotFit) as e:
-        make_plan(REAL, 4 * GiB)
-    assert e.value.minimum_bytes > 4 * GiB and "GiB" in str(e.value)
+        make_plan(REAL, 2 * GiB)
+    assert e.value.minimum_bytes > 2 * GiB and "GiB" in str(e.value) and "--quantize int8" in e.value.hint
+
+
+def test_vae_tiles_only_where_they_keep_more_blocks_resident():
+    assert not make_plan(REAL, 40 * GiB).vae_tiling                  # resident: the picture is untouched
+    small = make_plan(REAL, 4 * GiB)                                 # fits only with a tiled decode
+    assert small.vae_tiling and small.est_peak_bytes <= 4 * GiB and "VAE in tiles" in small.describe()
+    twelve = make_plan(REAL, 12 * GiB)
+    untiled = Plan(12 * GiB, 0, 34, False, 0)
+    for resident in range(34, -1, -1):
+        if REAL.peak(resident, False, VAE_WORKING_BYTES) <= 12 * GiB:
+            untiled = Plan(12 * GiB, resident, 34 - resident, False, 0)
+            break
+    assert twelve.vae_tiling and twelve.resident_blocks > untiled.resident_blocks
+
+
+# The same model with int8 block weights: half the bytes stored, bf16-sized slots.
+REAL_Q = Sizes(core=REAL.core, blocks=(BLOCK // 2,) * 34, vae=REAL.vae, text_core=REAL.text_core,
+               text_blocks=tuple(b // 2 for b in REAL.text_blocks), block_slots=REAL.blocks,
+               text_slots=REAL.text_blocks)
+
+
+@pytest.mark.parametrize("budget_gib", [16, 12, 8, 6, 4])
+def test_int8_keeps_more_blocks_resident_within_the_budget(budget_gib):
+    plan, bf16 = make_plan(REAL_Q, budget_gib * GiB), make_plan(REAL, budget_gib * GiB)
+    assert plan.quantized and not plan.is_resident and plan.est_peak_bytes <= budget_gib * GiB
+    if budget_gib >= 6:          # at 4 GiB the int8 staging areas cost about one block
+        assert plan.resident_blocks >= bf16.resident_blocks
+    if budget_gib in (8, 12):
+        assert plan.resident_blocks > bf16.resident_blocks
+
+
+def test_int8_everything_on_the_gpu_still_needs_the_runtime():
+    plan = make_plan(REAL_Q, 40 * GiB)
+    assert plan.streamed_blocks == 0 and plan.text_encoder_on_gpu and plan.quantized
+    assert not plan.is_resident and "int8 weights" in plan.describe()
 
 
 def test_plan_description_is_readable():
@@ -61,13 +97,13 @@ def test_streamed_pipeline_gives_the_same_image(tiny_model_dir):
     expected = run(pipe)
     sizes = sizes_of(pipe)
     assert len(sizes.blocks) == len(transformer_blocks(pipe.transformer)) == 4
+    streamed = transformer_blocks(pipe.transformer)[1:]
+    before = [p.data_ptr() for b in streamed for p in b.parameters()]
     plan = Plan(None, 1, 3, False, 0)                       # 1 resident, 3 streamed, text encoder streamed
     runtime = LowVramRuntime(pipe, plan, "cpu")
-    streamed = transformer_blocks(pipe.transformer)[1:]
-    host = runtime.streamers[0].host
-    for block in streamed:                                   # at rest the blocks live in the RAM buffer
-        p = next(block.parameters())
-        assert p.untyped_storage().data_ptr() == host.untyped_storage().data_ptr()
+    assert [s.slot_bytes > 0 for s in runtime.streamers] == [True, True]
+    # at rest the streamed blocks are the loader's own tensors: nothing was copied to set the plan up
+    assert [p.data_ptr() for b in streamed for p in b.parameters()] == before
     assert run(pipe) == expected
     assert run(pipe) == expected                             # a second pass (prefetch wraps around)
     runtime.remove("cpu")
@@ -82,3 +118,27 @@ def test_pin_budget_setting():
     assert pin_budget_bytes(0) == 0
     assert pin_budget_bytes(1.5) == int(1.5 * 2**30)
     assert pin_budget_bytes(-1) == psutil.virtual_memory().total // 2
+
+
+def test_pinner_locks_whole_pages_inside_the_tensors_only():
+    page = 4096
+    ranges = HostPinner._page_ranges([_FakeTensor(page * 10 + 100, page * 3),       # straddles pages 10..13
+                                      _FakeTensor(page * 13 + 100, page * 2),       # touches the first: merged
+                                      _FakeTensor(page * 100, 2 * 2**30)])          # split in 256 MB chunks
+    assert ranges[0] == (page * 11, page * 4)            # first whole page after the start, none past the end
+    big = ranges[1:]
+    assert big[0][0] == page * 100 and sum(n for _, n in big) == 2 * 2**30 and len(big) == 8
+
+
+class _FakeTensor:
+    def __init__(self, ptr, nbytes):
+        self.ptr, self.nbytes = ptr, nbytes
+
+    def data_ptr(self):
+        return self.ptr
+
+    def numel(self):
+        return self.nbytes
+
+    def element_size(self):
+        return 1

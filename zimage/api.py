@@ -83,6 +83,7 @@ def build_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
             "seed": r.seed, "seeds": [item.seed for item in result.images],
             "width": r.width, "height": r.height, "num_inference_steps": r.num_inference_steps,
             "guidance_scale": r.guidance_scale, "seconds": round(result.seconds, 3),
+            "seconds_per_image": round(result.seconds_per_image, 3), "peak_vram_bytes": result.peak_vram_bytes,
             "total_seconds": round(time.perf_counter() - started, 3),
             "files": [str(item.path) for item in result.images if item.path is not None],
             "info": result.images[0].infotext if result.images else "",

@@ -48,6 +48,9 @@ class Settings:
     loader: str = "fast"                    # fast (stream shards to the device) | plain (diffusers from_pretrained)
     warmup: bool = True                     # after a GPU load, one 1-step image so the first real one is fast
     pin_ram_gb: float = -1.0                # pinned RAM for idle unload: -1 = half the RAM, 0 = never pin
+    quantize: str = "none"                  # none | int8: weight-only int8 copy of the transformer and text encoder
+    attention: str = "auto"                 # auto (fastest safe on this GPU) or a diffusers attention backend name
+    compile: str = "auto"                   # auto (on with a CUDA GPU, model resident) | on | off: regional torch.compile
     config: str = ""                        # the extra TOML file this was read from, if any
 
     @property
@@ -91,6 +94,15 @@ class Settings:
                 raise ConfigError(f"vram_budget must be auto or a number of GB > 0, got {self.vram_budget!r}") from None
         if self.loader not in ("fast", "plain"):
             raise ConfigError(f"loader must be fast or plain, got {self.loader!r}")
+        if self.quantize not in ("none", "int8"):
+            raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}")
+        if self.compile not in ("auto", "on", "off"):
+            raise ConfigError(f"compile must be auto, on or off, got {self.compile!r}")
+        if self.attention != "auto":
+            from .accel import KNOWN_BACKENDS
+
+            if self.attention not in KNOWN_BACKENDS:
+                raise ConfigError(f"attention must be auto or one of {', '.join(KNOWN_BACKENDS)}, got {self.attention!r}")
         if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
             raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
         return self
@@ -198,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loader", help="fast (default) or plain (diffusers from_pretrained, the fallback)")
     p.add_argument("--pin-ram-gb", type=float, dest="pin_ram_gb",
                    help="pinned RAM idle unload may keep (-1 = half the RAM, 0 = never)")
+    p.add_argument("--quantize", choices=["none", "int8"],
+                   help="int8: a weight-only int8 copy (made once, kept next to the model): half the VRAM and reads")
+    p.add_argument("--attention", metavar="BACKEND",
+                   help="auto (default: the fastest safe one) or a diffusers backend: native, _native_flash, "
+                        "_native_cudnn, _native_efficient, flash, _flash_3")
+    p.add_argument("--compile", choices=["auto", "on", "off"],
+                   help="regional torch.compile of the transformer blocks, warmed during preload (auto: on a GPU)")
     return p
 
 

@@ -129,13 +129,18 @@ class TorchPlacement:
         process already holds, less a margin for the display and other programs."""
         import torch
 
-        free, _total = torch.cuda.mem_get_info(self.gpu_device)
-        return free + torch.cuda.memory_reserved(self.gpu_device) - VRAM_MARGIN_BYTES
+        free, total = torch.cuda.mem_get_info(self.gpu_device)
+        budget = free + torch.cuda.memory_reserved(self.gpu_device) - VRAM_MARGIN_BYTES
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+        if fraction is not None:      # a cap set with set_per_process_memory_fraction (by us or a host app)
+            budget = min(budget, int(fraction(self.gpu_device) * total) - VRAM_MARGIN_BYTES)
+        return budget
 
     def enable_offload(self, pipe, budget_bytes: int) -> str:
         """Run under the fastest plan that fits `budget_bytes`; returns the plan's description."""
         from .offload import LowVramRuntime, make_plan, sizes_of
 
+        self.free_memory()             # what an earlier plan or an out-of-memory left in the allocator's cache
         plan = make_plan(sizes_of(pipe), budget_bytes)
         self._runtime = LowVramRuntime(pipe, plan, self.gpu_device)
         log.info("low-VRAM plan: %s", plan.describe())

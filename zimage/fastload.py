@@ -270,10 +270,10 @@ def build_empty(library: str, cls, component_dir: Path):
     raise FastLoadUnsupported(f"library {library}")
 
 
-def assign_weights(module, tensors: dict, dtype, device: str) -> None:
+def assign_weights(module, tensors: dict, dtype, device: str, keep: Callable[[str], bool] = lambda _k: False) -> None:
     """Make `tensors` the module's parameters and persistent buffers (cast to `dtype` where they are
-    floating point and differ), and move the remaining buffers to `device`. Raises
-    FastLoadUnsupported unless every key matches exactly."""
+    floating point and differ, unless `keep(key)`), and move the remaining buffers to `device`.
+    Raises FastLoadUnsupported unless every key matches exactly."""
     expected = set(module.state_dict().keys())
     prefix = getattr(module, "base_model_prefix", "") + "."
     if set(tensors) != expected and prefix != "." and all(k.startswith(prefix) for k in tensors):
@@ -281,7 +281,8 @@ def assign_weights(module, tensors: dict, dtype, device: str) -> None:
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors))[:3], sorted(set(tensors) - expected)[:3]
         raise FastLoadUnsupported(f"{type(module).__name__}: keys differ (missing {missing}, unexpected {extra})")
-    cast = {k: (v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v) for k, v in tensors.items()}
+    cast = {k: (v.to(dtype) if v.is_floating_point() and v.dtype != dtype and not keep(k) else v)
+            for k, v in tensors.items()}
     module.load_state_dict(cast, strict=True, assign=True)
     module.to(device)   # only the non-persistent buffers move: the parameters are already there
     if any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers()):

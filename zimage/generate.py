@@ -129,6 +129,11 @@ class GenerationResult:
     images: list[GeneratedImage]
     seconds: float
     warning: str = ""
+    peak_vram_bytes: int | None = None   # the GPU's peak allocation during this generation
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / max(1, len(self.images))
 
 
 def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL) -> str:
@@ -250,7 +255,7 @@ def png_bytes(item: GeneratedImage) -> bytes:
     return buf.getvalue()
 
 
-def warm_up(pipe, width: int = 1024, height: int = 1024) -> float:
+def warm_up(pipe, width: int = 1024, height: int = 1024, prompt: str = "warm-up") -> float:
     """One 1-step image at the default size, thrown away: CUDA kernels load, cuBLAS/cuDNN set up and
     the allocator's pool grows here, not in the user's first image (4.5 s instead of 1.6 s with
     plain diffusers on an H100). Returns the seconds it took."""
@@ -258,7 +263,7 @@ def warm_up(pipe, width: int = 1024, height: int = 1024) -> float:
 
     started = time.perf_counter()
     with torch.inference_mode():
-        pipe(prompt="warm-up", width=width, height=height, num_inference_steps=1, guidance_scale=0.0,
+        pipe(prompt=prompt, width=width, height=height, num_inference_steps=1, guidance_scale=0.0,
              generator=torch.Generator("cpu").manual_seed(0))
     return time.perf_counter() - started
 

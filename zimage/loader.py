@@ -87,19 +87,23 @@ def _load_plain(model_dir: Path, name: str, cls, dtype, has_weights: bool):
 
 
 def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, total: int,
-               on_progress: LoadProgress | None) -> dict:
+               on_progress: LoadProgress | None, quant_dir: Path | None = None) -> dict:
     """Weight components through the fast path; the ones it cannot take are left out (plain later).
 
     The shards start streaming to the device first (only torch is needed for that), and the
     modules are built while the bytes arrive."""
     from .fastload import (FastLoadUnsupported, assign_weights, component_shards, start_streaming,
                            tensors_of)
+    from .quantize import COMPONENTS, keep_dtype, prepare_for_quantized_keys
+
+    def source(name: str) -> Path:
+        return quant_dir / name if quant_dir is not None and name in COMPONENTS else model_dir / name
 
     plans = {}
     for name in spec:
         if sizes[name]:
             try:
-                plans[name] = component_shards(model_dir / name)
+                plans[name] = component_shards(source(name))
             except (FastLoadUnsupported, ValueError, OSError) as e:
                 log.warning("fast load does not cover %s (%s): plain diffusers path", name, e)
     names = ", ".join(plans)
@@ -111,6 +115,8 @@ def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, tot
         library, class_name = spec[name]
         try:
             empty[name] = _build_empty(library, class_name, model_dir / name)
+            if source(name) != model_dir / name:
+                prepare_for_quantized_keys(empty[name], [t.name for s in plans[name] for t in s.tensors])
         except (FastLoadUnsupported, ValueError, TypeError, OSError) as e:
             log.warning("fast load cannot build %s (%s): plain diffusers path", name, e)
     log.info("modules built (%s); waiting for the bytes", names)
@@ -125,7 +131,7 @@ def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, tot
         for shard in plans[name]:
             tensors.update(tensors_of(shard, buffers[shard.path]))
         try:
-            assign_weights(module, tensors, dtype, device)
+            assign_weights(module, tensors, dtype, device, keep=keep_dtype)
             loaded[name] = module
         except FastLoadUnsupported as e:
             log.warning("fast load could not place %s (%s): plain diffusers path", name, e)
@@ -139,12 +145,22 @@ def _build_empty(library: str, class_name: str, component_dir: Path):
 
 
 def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: LoadProgress | None = None,
-                  fast: bool = True):
-    """Load every component onto `device` and assemble the pipeline."""
+                  fast: bool = True, quant_dir: Path | None = None):
+    """Load every component onto `device` and assemble the pipeline. With `quant_dir` (a complete
+    quantized cache, quantize.py) the transformer and text encoder come from there."""
     spec = read_model_index(model_dir)
-    sizes = {name: component_bytes(model_dir, name) for name in spec}
+    sizes = {name: component_bytes(quant_dir if quant_dir and (quant_dir / name).is_dir() else model_dir, name)
+             for name in spec}
     total = sum(sizes.values())
-    components = _load_fast(model_dir, spec, sizes, dtype, device, total, on_progress) if fast else {}
+    components = (_load_fast(model_dir, spec, sizes, dtype, device, total, on_progress, quant_dir)
+                  if fast or quant_dir else {})
+    if quant_dir is not None:
+        from .quantize import COMPONENTS
+
+        broken = [n for n in COMPONENTS if n in spec and n not in components]
+        if broken:
+            raise ModelLoadFailed(f"The quantized copy in {quant_dir} could not be loaded ({', '.join(broken)}).",
+                                  "It is rebuilt from the model on the next load.", component=broken[0])
     done = sum(sizes[n] for n in components)
     for name, (library, class_name) in spec.items():
         if name in components:

@@ -91,6 +91,7 @@ class PipelineManager:
         self._model_dir = None                         # the folder the loaded pipeline came from
         self._download_cancel = threading.Event()      # replaced for each download; set by cancel_download()
         self._replan = False                           # re-apply the low-VRAM plan (its budget changed)
+        self._attention = "native"                     # the attention backend in use
 
         self._worker = threading.Thread(target=self._worker_loop, name="zimage-gpu-worker", daemon=True)
         self._idle_thread = threading.Thread(target=self._idle_loop, name="zimage-idle", daemon=True)
@@ -292,7 +293,7 @@ class PipelineManager:
         placement = self._get_placement()
         if placement.gpu_device is None:
             return LoadState.ON_CPU
-        if self._low_vram or self._budget_override is not None:
+        if self._low_vram or self._budget_override is not None or self._quantized():
             return LoadState.OFFLOADED
         if self._model_bytes and self._model_bytes + WORKING_BYTES > self._budget_bytes():
             return LoadState.OFFLOADED
@@ -365,18 +366,50 @@ class PipelineManager:
         device = placement.gpu_device if target == LoadState.ON_GPU else "cpu"
         dtype = resolve_dtype(self.settings.dtype, placement.gpu_device is not None)
         log.info("loading %s onto %s (%s loader)", model_dir, device, self.settings.loader)
-        self._pipe = self._loader(model_dir, dtype, device, on_progress=self._report_load,
-                                  fast=self.settings.loader == "fast")
+        if self._quantized():
+            from .quantize import load_quantized
+
+            load = functools.partial(self._loader, on_progress=self._report_load, fast=True)
+            self._pipe, note = load_quantized(
+                model_dir, dtype, load, compute_device=placement.gpu_device if _cuda_available() else None,
+                on_quantize=lambda: self._set(state=LoadState.LOADING, stage=LoadStage.QUANTIZE, progress=0.0))
+            log.info(note)
+        else:
+            self._pipe = self._loader(model_dir, dtype, device, on_progress=self._report_load,
+                                      fast=self.settings.loader == "fast")
         self._model_dir = model_dir
         self.load_count += 1
-        if device != "cpu" and self.settings.warmup:
-            from .generate import warm_up
-
-            self._set(state=LoadState.LOADING, stage=LoadStage.WARMUP, progress=0.0, current_file="")
-            log.info("warm-up image in %.2f s", warm_up(self._pipe))
+        if device != "cpu":
+            self._speed_up(warm=self.settings.warmup)
         landed = LoadState.ON_CPU if device == "cpu" else LoadState.ON_GPU
         self._set(state=landed, stage=None, device=device, progress=1.0)
         log.info("model loaded from %s onto %s", model_dir, device)
+
+    def _quantized(self) -> bool:
+        return self.settings.quantize != "none" and self._get_placement().gpu_device is not None
+
+    def _speed_up(self, warm: bool) -> None:
+        """On the GPU with the model resident: the attention backend, regional compile (when wanted),
+        and the warm-up images that build the kernels before any request."""
+        from . import accel
+        from .generate import warm_up
+
+        import torch
+
+        device = self._get_placement().gpu_device
+        on_cuda = device is not None and torch.cuda.is_available()
+        capability = torch.cuda.get_device_capability(device) if on_cuda else None
+        self._attention = accel.set_attention(self._pipe, accel.choose_attention(self.settings.attention, capability))
+        compiled = accel.want_compile(self.settings.compile, on_cuda, resident=True)
+        if compiled and not accel.is_compiled(self._pipe):
+            from .cache import modelscope_cache_base
+
+            accel.compile_blocks(self._pipe, accel.compile_cache_dir(modelscope_cache_base(self.settings.cache_dir)))
+        if warm:
+            self._set(state=LoadState.LOADING, stage=LoadStage.WARMUP, progress=0.0, current_file="")
+            for prompt in accel.WARMUP_PROMPTS[:2 if compiled else 1]:
+                log.info("warm-up image in %.2f s (attention %s%s)", warm_up(self._pipe, prompt=prompt),
+                         self._attention, ", compiled blocks" if compiled else "")
 
     def _run_apply_placement(self, job: Job | None = None) -> Status:
         """Put the loaded pipeline where the settings say (GPU, offloaded or CPU); no disk reads."""
@@ -396,13 +429,15 @@ class PipelineManager:
             placement.move(self._pipe, "cpu")
             self._set(state=LoadState.ON_CPU, stage=None, device="cpu", progress=1.0, plan="")
         elif target == LoadState.OFFLOADED:
-            if current == LoadState.ON_GPU:
-                placement.move(self._pipe, "cpu")
+            from .accel import uncompile_blocks
+
+            uncompile_blocks(self._pipe)      # streaming hooks must run eagerly
             plan = placement.enable_offload(self._pipe, self._budget_bytes())
             self._set(state=LoadState.OFFLOADED, stage=None, device=placement.gpu_device, progress=1.0, plan=plan)
         else:
             self._set(state=LoadState.LOADING, stage=LoadStage.MOVE, progress=0.0)
             placement.move(self._pipe, placement.gpu_device, functools.partial(self._report_load, LoadStage.MOVE))
+            self._speed_up(warm=self.settings.warmup and current == LoadState.OFFLOADED)
             self._set(state=LoadState.ON_GPU, stage=None, device=placement.gpu_device, progress=1.0,
                       plan="everything on the GPU")
         return self.status()
@@ -446,9 +481,10 @@ class PipelineManager:
                 "Turn on Low VRAM or set a smaller --vram-budget, or lower the size or the number of images.")
         if warning:
             result = replace(result, warning="\n".join(filter(None, [warning, result.warning])))
+        result = replace(result, peak_vram_bytes=self._peak_vram())
         with self._lock:
             self._status = replace(self._status, last_image_s=round(result.seconds / len(result.images), 3),
-                                   last_peak_vram_bytes=self._peak_vram())
+                                   last_peak_vram_bytes=result.peak_vram_bytes)
         return result
 
     def _generate_once(self, job: Job, req: GenerationRequest) -> tuple[GenerationResult | None, bool]:
@@ -571,6 +607,12 @@ class PipelineManager:
                 idle_s = self._clock() - self._last_activity
                 if quiet and self._idle_action(idle_s):
                     self._enqueue_locked(IDLE, self._run_idle)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _is_oom(e: BaseException) -> bool:

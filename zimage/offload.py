@@ -1,13 +1,18 @@
 """Low-VRAM mode: a plan that fits a VRAM budget, and streaming of transformer blocks.
 
-Partial residency: as many transformer blocks as the budget allows stay on the GPU; the rest live
-in one pinned RAM buffer and each is copied into one of two GPU slots just before it runs, on a
-side CUDA stream, while the block before it computes (the next block's copy is issued from the
-current block's pre-hook). Switching plans reuses the weights already in RAM or VRAM: no disk reads.
+Partial residency: as many transformer blocks as the budget allows stay on the GPU; the others stay
+where the loader put them in RAM, and each is copied into one of two GPU slots just before it runs,
+on a side CUDA stream, while the block before it computes (the next block's copy is issued from the
+current block's pre-hook). That RAM is page-locked in the background (cudaHostRegister in place, no
+copy), so a plan is ready as soon as the resident part is on the GPU; until a range is locked its
+copies are ordinary (slower) ones. Quantized blocks (quantize.py) are dequantized into the slot the
+same way, from int8 in VRAM or int8 streamed from RAM. When memory is short the VAE decodes in tiles.
+Switching plans reuses the weights already in RAM or VRAM: no disk reads.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from .errors import ZImageError
@@ -15,10 +20,16 @@ from .errors import ZImageError
 log = logging.getLogger(__name__)
 
 GiB = 2**30
-# Activations of a 1024x1024 image beside the weights: resident peak 23.3 GB minus 20.5 GB of weights
-# on the H100 (anchors). Most of it is the VAE decode.
-WORKING_BYTES = int(2.8 * GiB)
+# Activations of a 1024x1024 image beside the weights. The resident peak is 23.3 GB for 20.5 GB of
+# weights on the H100 (anchors); most of it is the VAE decode, which tiles of 512 pixels shrink.
+DENOISE_WORKING_BYTES = int(1.0 * GiB)
+VAE_WORKING_BYTES = int(2.8 * GiB)
+VAE_TILED_WORKING_BYTES = int(1.0 * GiB)
+WORKING_BYTES = max(DENOISE_WORKING_BYTES, VAE_WORKING_BYTES)
+VAE_TILE_PIXELS = 512
 SLOTS = 2
+PIN_CHUNK_BYTES = 256 * 2**20
+PAGE = 4096
 
 
 class DoesNotFit(ZImageError):
@@ -28,19 +39,26 @@ class DoesNotFit(ZImageError):
     def __init__(self, budget_bytes: int, minimum_bytes: int):
         super().__init__(f"A {budget_bytes / GiB:.1f} GiB VRAM budget is below the {minimum_bytes / GiB:.1f} GiB "
                          "this model needs even with every block streamed from RAM.",
-                         f"Set --vram-budget to at least {minimum_bytes / GiB:.1f} (GB).")
+                         f"Set --vram-budget to at least {minimum_bytes / GiB:.1f} (GB), or use --quantize int8.")
         self.budget_bytes, self.minimum_bytes = budget_bytes, minimum_bytes
 
 
 @dataclass(frozen=True)
 class Sizes:
     """Bytes of what a plan places: the transformer without its blocks and each block (in execution
-    order), the text encoder likewise, the VAE."""
+    order) as stored, the text encoder likewise, the VAE. With quantized blocks, `block_slots` and
+    `text_slots` are each block's bytes once dequantized (what a GPU slot must hold)."""
     core: int
     blocks: tuple[int, ...]
     vae: int
     text_core: int = 0
     text_blocks: tuple[int, ...] = ()
+    block_slots: tuple[int, ...] = ()
+    text_slots: tuple[int, ...] = ()
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.block_slots)
 
     @property
     def text_encoder(self) -> int:
@@ -50,6 +68,20 @@ class Sizes:
     def total(self) -> int:
         return self.text_encoder + self.core + sum(self.blocks) + self.vae
 
+    def peak(self, resident: int, text_on_gpu: bool, working: int) -> int:
+        """VRAM at the peak for `resident` blocks on the GPU (the rest streamed)."""
+        streamed = len(self.blocks) - resident
+        q = self.quantized
+        slot = max(self.block_slots or self.blocks, default=0)
+        stage = max(self.blocks, default=0) if q and streamed else 0      # int8 copied in before dequantizing
+        tslot = max(self.text_slots or self.text_blocks, default=0)
+        if text_on_gpu:
+            text = self.text_encoder + (SLOTS * tslot if q else 0)
+        else:
+            text = self.text_core + SLOTS * (tslot + (max(self.text_blocks, default=0) if q else 0))
+        slots = SLOTS * (slot + stage) if (streamed or q) else 0
+        return self.core + sum(self.blocks[:resident]) + slots + self.vae + text + working
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -58,37 +90,53 @@ class Plan:
     streamed_blocks: int
     text_encoder_on_gpu: bool     # False: its layers are streamed too, while the prompt is encoded
     est_peak_bytes: int
+    vae_tiling: bool = False
+    quantized: bool = False
 
     @property
     def is_resident(self) -> bool:
-        return self.streamed_blocks == 0 and self.text_encoder_on_gpu
+        return self.streamed_blocks == 0 and self.text_encoder_on_gpu and not self.quantized
 
     def describe(self) -> str:
         budget = "no budget" if self.budget_bytes is None else f"budget {self.budget_bytes / GiB:.1f} GiB"
-        if self.is_resident:
-            return f"everything on the GPU ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB)"
+        extra = (", int8 weights" if self.quantized else "") + (", VAE in tiles" if self.vae_tiling else "")
+        if self.streamed_blocks == 0 and self.text_encoder_on_gpu:
+            return f"everything on the GPU ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB{extra})"
         te = "on the GPU" if self.text_encoder_on_gpu else "streamed while encoding"
         return (f"{self.resident_blocks} transformer blocks resident, {self.streamed_blocks} streamed from RAM; "
-                f"text encoder {te} ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB)")
+                f"text encoder {te} ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB{extra})")
 
 
-def make_plan(sizes: Sizes, budget_bytes: int | None, working_bytes: int = WORKING_BYTES) -> Plan:
-    """The fastest placement that fits: everything resident if it fits; else the text encoder's layers
-    are streamed first (they run once per image, the transformer's nine times), then as many
-    transformer blocks as fit stay resident and the rest are streamed."""
-    n = len(sizes.blocks)
-    everything = sizes.total + working_bytes
+def working_bytes(vae_tiling: bool) -> int:
+    return max(DENOISE_WORKING_BYTES, VAE_TILED_WORKING_BYTES if vae_tiling else VAE_WORKING_BYTES)
+
+
+def _best_fit(sizes: Sizes, budget_bytes: int | None, tiling: bool) -> Plan | None:
+    n, q, work = len(sizes.blocks), sizes.quantized, working_bytes(tiling)
+    everything = sizes.peak(n, True, work)
     if budget_bytes is None or everything <= budget_bytes:
-        return Plan(budget_bytes, n, 0, True, everything)
-    slot = max(sizes.blocks, default=0)
-    text = sizes.text_core + SLOTS * max(sizes.text_blocks, default=0)
-    for resident in range(n, -1, -1):
-        streamed = n - resident
-        peak = (sizes.core + sum(sizes.blocks[:resident]) + (SLOTS * slot if streamed else 0) + sizes.vae
-                + text + working_bytes)
+        return Plan(budget_bytes, n, 0, True, everything, tiling, q)
+    for resident in range(n, -1, -1):     # the text encoder's layers are streamed first: they run once per image
+        peak = sizes.peak(resident, False, work)
         if peak <= budget_bytes:
-            return Plan(budget_bytes, resident, streamed, False, peak)
-    raise DoesNotFit(budget_bytes, sizes.core + SLOTS * slot + sizes.vae + text + working_bytes)
+            return Plan(budget_bytes, resident, n - resident, False, peak, tiling, q)
+    return None
+
+
+def make_plan(sizes: Sizes, budget_bytes: int | None) -> Plan:
+    """The fastest placement that fits: everything resident if it fits; else the text encoder's
+    layers are streamed, then as many transformer blocks as fit stay resident and the rest are
+    streamed. The VAE decodes in tiles only where that keeps more blocks resident (tiles change the
+    picture slightly at their seams)."""
+    whole = _best_fit(sizes, budget_bytes, tiling=False)
+    if whole is not None and whole.streamed_blocks == 0 and whole.text_encoder_on_gpu:
+        return whole
+    tiled = _best_fit(sizes, budget_bytes, tiling=True)
+    if tiled is not None and (whole is None or tiled.resident_blocks > whole.resident_blocks):
+        return tiled
+    if whole is not None:
+        return whole
+    raise DoesNotFit(budget_bytes, sizes.peak(0, False, working_bytes(True)))
 
 
 def transformer_blocks(transformer) -> list:
@@ -100,90 +148,249 @@ def _tensor_bytes(module) -> int:
     return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
 
+def _slot_bytes(module, itemsize: int) -> int:
+    """Bytes of the block once its int8 weights are dequantized to the compute dtype (`itemsize`
+    bytes per element): what a GPU slot holds."""
+    from .quantize import SCALE
+
+    total = 0
+    for m in module.modules():
+        for name, t in list(m._parameters.items()) + list(m._buffers.items()):
+            if t is None or name == SCALE:
+                continue
+            total += t.numel() * (itemsize if SCALE in m._buffers and name == "weight" else t.element_size())
+    return total
+
+
 def sizes_of(pipe) -> Sizes:
-    blocks = tuple(_tensor_bytes(b) for b in transformer_blocks(pipe.transformer))
-    text_blocks = tuple(_tensor_bytes(b) for b in pipe.text_encoder.layers)
+    from .quantize import SCALE
+
+    blocks_list = transformer_blocks(pipe.transformer)
+    text_list = list(pipe.text_encoder.layers)
+    blocks = tuple(_tensor_bytes(b) for b in blocks_list)
+    text_blocks = tuple(_tensor_bytes(b) for b in text_list)
+    quantized = any(SCALE in m._buffers for b in blocks_list + text_list for m in b.modules())
+    itemsize = next(pipe.vae.parameters()).element_size()      # the VAE is never quantized
     return Sizes(core=_tensor_bytes(pipe.transformer) - sum(blocks), blocks=blocks, vae=_tensor_bytes(pipe.vae),
-                 text_core=_tensor_bytes(pipe.text_encoder) - sum(text_blocks), text_blocks=text_blocks)
+                 text_core=_tensor_bytes(pipe.text_encoder) - sum(text_blocks), text_blocks=text_blocks,
+                 block_slots=tuple(_slot_bytes(b, itemsize) for b in blocks_list) if quantized else (),
+                 text_slots=tuple(_slot_bytes(b, itemsize) for b in text_list) if quantized else ())
+
+
+def _cuda_ok(rc) -> bool:
+    return int(getattr(rc, "value", rc)) == 0
+
+
+HOST_MEMORY_ALREADY_REGISTERED = 712
+
+
+class HostPinner:
+    """Page-locks the RAM behind CPU tensors in place (cudaHostRegister), chunk by chunk on a
+    background thread, so copies from it become DMA transfers on a side stream. Nothing is copied:
+    the weights stay where the loader put them. Pinning a 12 GB range takes ~10 s in the GPU VM;
+    until a chunk is done, copies from it are ordinary synchronous ones, still correct."""
+
+    def __init__(self, tensors: list):
+        import time
+
+        self.ranges = self._page_ranges(tensors)
+        self.registered: list[int] = []
+        self.bytes_total = sum(n for _, n in self.ranges)
+        self.bytes_done = 0
+        self.seconds: float | None = None
+        self._stop = threading.Event()
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="zimage-pin", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _page_ranges(tensors: list) -> list[tuple[int, int]]:
+        spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in tensors if t.numel())
+        merged: list[list[int]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1] + PAGE:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        out = []
+        for a, b in merged:                      # whole pages inside the span only: never outside the allocation
+            a, b = -(-a // PAGE) * PAGE, b // PAGE * PAGE
+            while b - a >= PAGE:
+                n = min(PIN_CHUNK_BYTES, b - a)
+                out.append((a, n))
+                a += n
+        return out
+
+    def _run(self) -> None:
+        import time
+
+        import torch
+
+        cudart = torch.cuda.cudart()
+        for ptr, n in self.ranges:
+            if self._stop.is_set():
+                break
+            rc = cudart.cudaHostRegister(ptr, n, 0)
+            if _cuda_ok(rc):
+                self.registered.append(ptr)
+            elif int(getattr(rc, "value", rc)) != HOST_MEMORY_ALREADY_REGISTERED:   # e.g. the idle-unload buffer
+                log.warning("page-locking RAM for streaming failed (%s): copies stay synchronous", rc)
+                break
+            self.bytes_done += n
+        self.seconds = time.perf_counter() - self._started
+        log.info("page-locked %.1f GB for streaming in %.1f s", self.bytes_done / 1e9, self.seconds)
+
+    def close(self) -> None:
+        import torch
+
+        self._stop.set()
+        self._thread.join()
+        cudart = torch.cuda.cudart()
+        for ptr in self.registered:
+            cudart.cudaHostUnregister(ptr)
+        self.registered = []
+
+
+@dataclass
+class _Entry:
+    module: object
+    name: str
+    is_param: bool
+    src: object                  # the tensor at rest: on the GPU, or in RAM
+    slot_off: int | None         # where it goes in a slot (None: used where it is, on the GPU)
+    stage_off: int | None = None  # int8 from RAM lands here before it is dequantized into the slot
+    scale: object = None         # per-row scale (on the GPU) of an int8 weight
 
 
 class BlockStreamer:
-    """Keeps `blocks` in one pinned RAM buffer and brings each into a GPU slot just before it runs."""
+    """Brings each of `blocks` into a GPU slot just before it runs: a copy from RAM, a dequantize
+    of int8 weights (from VRAM or from RAM), or both. The first `on_device` blocks keep their
+    (int8) weights on the GPU; the others stay in RAM."""
 
     ALIGN = 64
 
-    def __init__(self, blocks: list, device: str, persistent_slots: bool = True):
+    def __init__(self, blocks: list, device: str, compute_dtype, persistent_slots: bool = True, on_device: int = 0):
         """`persistent_slots=False` (the text encoder's visit): the GPU copy is made when the block
         runs and released right after, and nothing is prefetched."""
         import torch
+
+        from .quantize import SCALE
 
         self.persistent = persistent_slots
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         self.blocks = blocks
-        self.layouts = []          # per block: [(module, name, is_param, offset, dtype, shape)]
-        offsets, total = [], 0
-        for block in blocks:
-            layout, start = [], total
+        self.layouts: list[list[_Entry]] = []
+        self.slot_sizes, self.stage_sizes = [], []
+        align = lambda n: -(-n // self.ALIGN) * self.ALIGN   # noqa: E731
+        for index, block in enumerate(blocks):
+            streamed = index >= on_device
+            home = torch.device("cpu") if streamed else self.device
+            entries, slot_off, stage_off = [], 0, 0
             for module in block.modules():
+                scale = module._buffers.get(SCALE)
+                if scale is not None:
+                    scale = module._buffers[SCALE] = scale.to(self.device)   # a few KB per weight
                 for name, t in list(module._parameters.items()) + list(module._buffers.items()):
-                    if t is None:
+                    if t is None or name == SCALE:
                         continue
-                    layout.append((module, name, name in module._parameters, total - start, t.dtype, t.shape))
-                    total += -(-t.numel() * t.element_size() // self.ALIGN) * self.ALIGN
-            self.layouts.append(layout)
-            offsets.append((start, total - start))
-        self.offsets = offsets
-        self.host = torch.empty(total, dtype=torch.uint8, pin_memory=self.cuda)
-        for block, layout, (start, _) in zip(blocks, self.layouts, offsets):
-            for module, name, is_param, off, dtype, shape in layout:
-                src = (module._parameters if is_param else module._buffers)[name]
-                n = src.numel() * src.element_size()
-                self.host[start + off:start + off + n].view(dtype).view(shape).copy_(src.detach().reshape(shape))
-            self._point(block, layout, self.host, start)
-        slot_bytes = max((size for _, size in offsets), default=0)
-        self.slots = [torch.empty(slot_bytes, dtype=torch.uint8, device=self.device) if persistent_slots else None
-                      for _ in range(SLOTS)]
+                    src = t.detach().to(home)
+                    quant = scale is not None and name == "weight"
+                    entry = _Entry(module, name, name in module._parameters, src, None, None, scale if quant else None)
+                    if quant or streamed:
+                        entry.slot_off = slot_off
+                        slot_off += align(src.numel() * (torch.empty((), dtype=compute_dtype).element_size()
+                                                         if quant else src.element_size()))
+                        if quant and streamed:
+                            entry.stage_off = stage_off
+                            stage_off += align(src.numel())
+                    entries.append(entry)
+            self.layouts.append(entries)
+            self.slot_sizes.append(slot_off)
+            self.stage_sizes.append(stage_off)
+            self._point_rest(index)
+        self.compute_dtype = compute_dtype
+        self.slot_bytes, self.stage_bytes = max(self.slot_sizes, default=0), max(self.stage_sizes, default=0)
+        self.slots = [self._new_slot() for _ in range(SLOTS)] if persistent_slots else [None] * SLOTS
+        self.pinner = HostPinner([e.src for layout in self.layouts for e in layout if e.src.device.type == "cpu"]) \
+            if self.cuda else None
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.ready: dict[int, object] = {}      # block index -> (slot, event) of its copy
         self.slot_free: list = [None] * SLOTS   # event: the block last in this slot has finished
         self.turn = 0
+        self._current_slot = 0
         self.handles = []
         for i, block in enumerate(blocks):
             self.handles.append(block.register_forward_pre_hook(self._make_pre(i)))
             self.handles.append(block.register_forward_hook(self._make_post(i)))
 
-    @staticmethod
-    def _point(block, layout, buffer, start: int) -> None:
+    def _new_slot(self):
         import torch
 
-        for module, name, is_param, off, dtype, shape in layout:
-            n = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-            view = buffer[start + off:start + off + n].view(dtype).view(shape)
-            if is_param:
-                module._parameters[name].data = view
+        stage = torch.empty(self.stage_bytes, dtype=torch.uint8, device=self.device) if self.stage_bytes else None
+        return torch.empty(self.slot_bytes, dtype=torch.uint8, device=self.device), stage
+
+    @staticmethod
+    def _view(buffer, offset: int, like, dtype=None):
+        import torch
+
+        dtype = dtype or like.dtype
+        n = like.numel() * torch.empty((), dtype=dtype).element_size()
+        return buffer[offset:offset + n].view(dtype).view(like.shape)
+
+    @staticmethod
+    def _set(entry: _Entry, tensor) -> None:
+        if entry.is_param:
+            entry.module._parameters[entry.name].data = tensor
+        else:
+            entry.module._buffers[entry.name] = tensor
+
+    def _point_rest(self, i: int) -> None:
+        for e in self.layouts[i]:
+            self._set(e, e.src)
+
+    def _point_slot(self, i: int, slot) -> None:
+        buf, _stage = slot
+        for e in self.layouts[i]:
+            if e.slot_off is None:
+                self._set(e, e.src)
             else:
-                module._buffers[name] = view
+                self._set(e, self._view(buf, e.slot_off, e.src, self.compute_dtype if e.scale is not None else None))
+
+    def _fill(self, i: int, slot) -> None:
+        from .quantize import dequantize_into
+
+        buf, stage = slot
+        for e in self.layouts[i]:
+            if e.slot_off is None:
+                continue
+            if e.scale is None:
+                self._view(buf, e.slot_off, e.src).copy_(e.src, non_blocking=True)
+                continue
+            q = e.src
+            if e.stage_off is not None:
+                q = self._view(stage, e.stage_off, e.src)
+                q.copy_(e.src, non_blocking=True)
+            dequantize_into(q, e.scale, self._view(buf, e.slot_off, e.src, self.compute_dtype))
 
     def _fetch(self, i: int) -> None:
         import torch
 
-        slot = self.turn
+        k = self.turn
         self.turn = (self.turn + 1) % SLOTS
-        start, size = self.offsets[i]
         if not self.persistent:
-            self.slots[slot] = torch.empty(size, dtype=torch.uint8, device=self.device)
+            self.slots[k] = self._new_slot()
         if self.cuda:
             with torch.cuda.stream(self.stream):
-                if self.slot_free[slot] is not None:
-                    self.stream.wait_event(self.slot_free[slot])
-                self.slots[slot][:size].copy_(self.host[start:start + size], non_blocking=True)
+                if self.slot_free[k] is not None:
+                    self.stream.wait_event(self.slot_free[k])
+                self._fill(i, self.slots[k])
                 event = torch.cuda.Event()
                 event.record(self.stream)
         else:
-            self.slots[slot][:size].copy_(self.host[start:start + size])
+            self._fill(i, self.slots[k])
             event = None
-        self.ready[i] = (slot, event)
+        self.ready[i] = (k, event)
 
     def _make_pre(self, i: int):
         def pre(module, args):
@@ -191,27 +398,27 @@ class BlockStreamer:
 
             if i not in self.ready:
                 self._fetch(i)                   # the first block of a pass, or after a plan change
-            slot, event = self.ready.pop(i)
+            k, event = self.ready.pop(i)
             if event is not None:
                 torch.cuda.current_stream(self.device).wait_event(event)
-            self._point(module, self.layouts[i], self.slots[slot], 0)
+            self._point_slot(i, self.slots[k])
             if self.persistent:
                 self._fetch((i + 1) % len(self.blocks))   # the next block copies while this one computes
-            self._current_slot = slot
+            self._current_slot = k
         return pre
 
     def _make_post(self, i: int):
         def post(module, args, output):
             import torch
 
-            slot = self._current_slot
+            k = self._current_slot
             if self.cuda:
                 event = torch.cuda.Event()
                 event.record(torch.cuda.current_stream(self.device))
-                self.slot_free[slot] = event
-            self._point(module, self.layouts[i], self.host, self.offsets[i][0])
+                self.slot_free[k] = event
+            self._point_rest(i)
             if not self.persistent:
-                self.slots[slot] = None          # the caching allocator reuses it for activations
+                self.slots[k] = None             # the caching allocator reuses it for activations
             return output
         return post
 
@@ -223,7 +430,10 @@ class BlockStreamer:
             h.remove()
         if self.cuda:
             torch.cuda.synchronize(self.device)
-        for block in self.blocks:
+        if self.pinner is not None:
+            self.pinner.close()
+        for i, block in enumerate(self.blocks):
+            self._point_rest(i)
             block.to(to_device)
         self.ready.clear()
 
@@ -244,25 +454,56 @@ def _move_own_tensors(module, device: str, skip: set[int]) -> None:
         stack.extend(m.children())
 
 
+def set_vae_tiling(vae, on: bool) -> None:
+    """Decode in 512-pixel tiles (blended at the seams) or whole."""
+    if not hasattr(vae, "enable_tiling"):
+        return
+    if on:
+        vae.enable_tiling()
+        vae.tile_sample_min_size = VAE_TILE_PIXELS
+        vae.tile_latent_min_size = VAE_TILE_PIXELS // 2 ** (len(vae.config.block_out_channels) - 1)
+    else:
+        vae.disable_tiling()
+
+
 class LowVramRuntime:
-    """A pipeline running under a Plan: resident parts on the GPU, streamed blocks in pinned RAM,
-    the text encoder visiting the GPU only to encode (when the plan says so)."""
+    """A pipeline running under a Plan: resident parts on the GPU, streamed blocks in RAM, int8
+    blocks dequantized as they run, the text encoder visiting the GPU only to encode (when the
+    plan says so). The weights may start anywhere (GPU or RAM): nothing is read from disk."""
 
     def __init__(self, pipe, plan: Plan, device: str):
+        from .quantize import SCALE
+
         self.pipe, self.plan, self.device = pipe, plan, device
+        dtype = pipe.vae.dtype
+        quantized = lambda block: any(SCALE in m._buffers for m in block.modules())   # noqa: E731
         blocks = transformer_blocks(pipe.transformer)
-        streamed = blocks[plan.resident_blocks:]
-        self.streamers = []
-        if streamed:
-            self.streamers.append(BlockStreamer(streamed, device))
-        text_layers = [] if plan.text_encoder_on_gpu else list(pipe.text_encoder.layers)
-        if text_layers:
-            self.streamers.append(BlockStreamer(text_layers, device))
-        skip = {id(b) for b in streamed + text_layers}
+        resident = plan.resident_blocks
+        if any(quantized(b) for b in blocks):
+            handled = blocks
+            self.streamers = [BlockStreamer(blocks, device, dtype, on_device=resident)]
+        else:
+            handled = blocks[resident:]
+            self.streamers = [BlockStreamer(handled, device, dtype)] if handled else []
+        text_layers = list(pipe.text_encoder.layers)
+        if not plan.text_encoder_on_gpu:
+            self.streamers.append(BlockStreamer(text_layers, device, dtype, persistent_slots=False))
+            handled = handled + text_layers
+        elif any(quantized(b) for b in text_layers):
+            self.streamers.append(BlockStreamer(text_layers, device, dtype, on_device=len(text_layers)))
+            handled = handled + text_layers
+        skip = {id(b) for b in handled}
         for name, component in pipe.components.items():
             if hasattr(component, "_parameters"):
                 _move_own_tensors(component, device, skip)
+        set_vae_tiling(pipe.vae, plan.vae_tiling)
         self._sync()
+
+    @property
+    def pinning(self) -> tuple[int, int]:
+        """(bytes page-locked so far, bytes to lock) for the streamed RAM."""
+        pinners = [s.pinner for s in self.streamers if s.pinner is not None]
+        return sum(p.bytes_done for p in pinners), sum(p.bytes_total for p in pinners)
 
     def _sync(self) -> None:
         import torch
@@ -273,6 +514,7 @@ class LowVramRuntime:
     def remove(self, to_device: str) -> None:
         for streamer in self.streamers:
             streamer.remove(to_device)
+        set_vae_tiling(self.pipe.vae, False)
         for name, component in self.pipe.components.items():
             if hasattr(component, "to"):
                 component.to(to_device)

@@ -23,6 +23,7 @@ class LoadStage(str, Enum):
     READ = "read weights"
     BUILD = "build"
     MOVE = "move to device"
+    QUANTIZE = "quantize (once)"
     WARMUP = "warm up"
 
 

@@ -111,9 +111,10 @@ def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
         except ZImageError as e:
             raise gr.Error(e.user_text())
         items = [(str(item.path) if item.path else item.image,
-                  f"seed {item.seed} · {result.seconds / len(result.images):.2f} s") for item in result.images]
-        info = (f"{len(result.images)} image(s) in {result.seconds:.2f} s · seeds "
-                f"{', '.join(str(i.seed) for i in result.images)}")
+                  f"seed {item.seed} · {result.seconds_per_image:.2f} s") for item in result.images]
+        peak = f" · peak VRAM {result.peak_vram_bytes / 2**30:.1f} GiB" if result.peak_vram_bytes else ""
+        info = (f"{len(result.images)} image(s) in {result.seconds:.2f} s ({result.seconds_per_image:.2f} s/image)"
+                f"{peak} · seeds {', '.join(str(i.seed) for i in result.images)}")
         if result.warning:
             info += f"\n\n⚠️ {result.warning}"
             gr.Warning(result.warning)

@@ -1,0 +1,103 @@
+"""One way of making 1024x1024, 9-step images, measured in a fresh process (driven by speed_bench.py).
+
+    python -m bench.speed_probe MODE DIR
+MODE: eager (plain diffusers, resident: the baseline), diffusers_compile (plain diffusers +
+transformer.compile_repeated_blocks), ours (the app: PipelineManager with its defaults: attention
+choice, regional compile warmed during preload with a persistent cache), ours_nocompile (the app
+with --compile off). Saves the seed-0 image and the first step's transformer output under
+/tmp/speed/ for PSNR and SQNR. Prints one JSON line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROMPT = "a red fox in the snow, golden hour, photo"
+OUT_DIR = Path("/tmp/speed")
+
+
+def main() -> None:
+    mode, folder = sys.argv[1], sys.argv[2]
+    OUT_DIR.mkdir(exist_ok=True)
+    import torch
+
+    out: dict = {"mode": mode}
+    t0 = time.perf_counter()
+    if mode.startswith("ours"):
+        from zimage.config import Settings
+        from zimage.generate import GenerationRequest
+        from zimage.manager import PipelineManager
+
+        settings = Settings(model=folder, outputs_dir="/tmp/speed-out", idle_unload_s=0, idle_drop_s=0,
+                            cache_dir="/tmp/speed-cache", compile="off" if mode == "ours_nocompile" else "auto")
+        manager = PipelineManager(settings).start()
+        manager.ensure_ready(900)
+        out["ready_s"] = round(time.perf_counter() - t0, 2)      # load + compile + warm-up images
+        out["attention"] = manager._attention
+        pipe = manager._pipe
+
+        def one(seed: int, n: int = 1) -> tuple[float, list]:
+            r = manager.generate(GenerationRequest(prompt=PROMPT, seed=seed, num_images=n), timeout=600)
+            out.setdefault("peak_vram_reported_gb", round((r.peak_vram_bytes or 0) / 2**30, 2))
+            return r.seconds, [np.asarray(i.image) for i in r.images]
+    else:
+        from diffusers import ZImagePipeline
+
+        pipe = ZImagePipeline.from_pretrained(folder, torch_dtype=torch.bfloat16).to("cuda")
+        pipe.set_progress_bar_config(disable=True)
+        if mode == "diffusers_compile":
+            pipe.transformer.compile_repeated_blocks(fullgraph=True)
+        torch.cuda.synchronize()
+        out["ready_s"] = round(time.perf_counter() - t0, 2)
+
+        def one(seed: int, n: int = 1) -> tuple[float, list]:
+            t = time.perf_counter()
+            images = pipe(prompt=PROMPT, height=1024, width=1024, num_inference_steps=9, guidance_scale=0.0,
+                          num_images_per_prompt=n,
+                          generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(n)]).images
+            torch.cuda.synchronize()
+            return time.perf_counter() - t, [np.asarray(i) for i in images]
+
+    state = {"done": False}
+
+    def hook(_m, _a, output):
+        if not state["done"]:
+            state["done"] = True
+            x = output[0] if isinstance(output, (tuple, list)) else output
+            x = x[0] if isinstance(x, (tuple, list)) else x
+            np.save(OUT_DIR / f"{mode}.step1.npy", x.float().cpu().numpy())
+        return output
+    handle = pipe.transformer.register_forward_hook(hook)
+    torch.cuda.reset_peak_memory_stats()
+    first, images = one(0)
+    handle.remove()
+    np.save(OUT_DIR / f"{mode}.npy", images[0])
+    out["first_image_s"] = round(first, 3)
+    steady = [round(one(1 + i)[0], 3) for i in range(3)]
+    out["steady_s"] = steady
+    out["s_per_image"] = min(steady)
+    other = one(7)[0]                                   # a new prompt length would recompile a static graph
+    out["other_seed_s"] = round(other, 3)
+    if mode.startswith("ours"):
+        r = manager.generate(GenerationRequest(prompt=PROMPT + ", with a much longer description of the scene "
+                                               "and its light", seed=3), timeout=600)
+        out["new_prompt_length_s"] = round(r.seconds, 3)
+        r = manager.generate(GenerationRequest(prompt=PROMPT, seed=3, width=1280, height=768), timeout=600)
+        out["new_size_1280x768_s"] = round(r.seconds, 3)
+    one(20, 4)                                          # batch 4: once to warm, once timed
+    t4, _ = one(30, 4)
+    out["batch4_s"] = round(t4, 3)
+    out["batch4_images_per_s"] = round(4 / t4, 3)
+    out["peak_vram_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    out["finite"] = bool(np.isfinite(np.load(OUT_DIR / f"{mode}.step1.npy")).all())
+    print(json.dumps(out), flush=True)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

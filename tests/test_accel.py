@@ -1,0 +1,83 @@
+"""Attention backend and regional-compile selection, and their effect on the picture (CPU, tiny model)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zimage import accel
+from zimage.config import ConfigError, load_settings
+from zimage.loader import load_pipeline
+
+KW = dict(prompt="a cat", width=256, height=256, num_inference_steps=3, guidance_scale=0.0)
+
+
+def image(pipe, seed=5) -> np.ndarray:
+    with torch.inference_mode():
+        return np.asarray(pipe(**KW, generator=torch.Generator().manual_seed(seed)).images[0]).astype(np.int16)
+
+
+@pytest.mark.parametrize("setting, capability, fa3, expected", [
+    ("auto", (9, 0), True, "_flash_3"),          # Hopper with FlashAttention 3 installed
+    ("auto", (9, 0), False, "native"),           # Hopper without it: PyTorch SDPA
+    ("auto", (8, 9), True, "native"),            # Ada: FA3 is Hopper-only
+    ("auto", None, True, "native"),              # no GPU
+    ("_native_cudnn", (9, 0), True, "_native_cudnn"),   # an explicit choice is kept
+])
+def test_attention_choice(setting, capability, fa3, expected):
+    assert accel.choose_attention(setting, capability, lambda name: fa3 and name == "flash_attn_interface") == expected
+
+
+@pytest.mark.parametrize("setting, on_cuda, resident, triton, expected", [
+    ("auto", True, True, True, True),
+    ("auto", True, True, False, False),          # no Triton: inductor cannot make GPU kernels
+    ("auto", True, False, True, False),          # low-VRAM plans stream weights in hooks: eager
+    ("auto", False, True, True, False),          # CPU
+    ("on", True, True, False, True),
+    ("on", False, True, True, False),
+    ("off", True, True, True, False),
+])
+def test_compile_choice(setting, on_cuda, resident, triton, expected):
+    assert accel.want_compile(setting, on_cuda, resident, lambda name: triton and name == "triton") is expected
+
+
+def test_settings_reject_unknown_backends_and_modes():
+    assert load_settings(["--attention", "_native_cudnn", "--compile", "off"], env={}).attention == "_native_cudnn"
+    with pytest.raises(ConfigError, match="attention"):
+        load_settings(["--attention", "warp-speed"], env={})
+    with pytest.raises(ConfigError, match="compile"):
+        load_settings([], env={"ZIMAGE_COMPILE": "maybe"})
+
+
+def test_default_path_matches_plain_diffusers(tiny_model_dir):
+    from diffusers import ZImagePipeline
+
+    plain = ZImagePipeline.from_pretrained(str(tiny_model_dir), torch_dtype=torch.float32)
+    plain.set_progress_bar_config(disable=True)
+    ours = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    assert accel.set_attention(ours, accel.choose_attention("auto", None)) == "native"
+    assert np.abs(image(ours) - image(plain)).max() <= 1
+
+
+def test_an_unavailable_backend_falls_back_to_sdpa(tiny_model_dir):
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    expected = image(pipe)
+    if accel.module_available("flash_attn"):
+        pytest.skip("flash-attn is installed here")
+    assert accel.set_attention(pipe, "flash") == "native"
+    assert np.array_equal(image(pipe), expected)
+
+
+def test_compiled_blocks_give_the_same_picture_and_can_be_undone(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    expected = image(pipe)
+    accel.compile_blocks(pipe, tmp_path / "compile", backend="eager")   # dynamo's tracing, no code generation
+    assert accel.is_compiled(pipe) and (tmp_path / "compile").is_dir()
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile")
+    assert np.abs(image(pipe) - expected).max() <= 1
+    accel.uncompile_blocks(pipe)
+    assert not accel.is_compiled(pipe)
+    assert np.array_equal(image(pipe), expected)
