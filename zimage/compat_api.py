@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from .api import read_json
 from .errors import InvalidRequest, ZImageError
 from .generate import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, png_bytes
-from .manager import PipelineManager
+from .backend import Backend
 
 A1111_DEFAULT_STEPS, A1111_DEFAULT_CFG = 20, 7.0
 OPENAI_MODEL_ID = "z-image-turbo"
@@ -65,7 +65,7 @@ def _preview(job) -> str | None:
     return base64.b64encode(latent_preview_png(latent)).decode() if latent is not None else None
 
 
-def build_compat_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
+def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
     outputs = manager._store.root
 

@@ -38,6 +38,7 @@ class ReplicaStatus:
     load_count: int = 0
     last_image_at: float | None = None   # wall-clock time of the last finished image
     jobs: tuple = ()                     # JobProgress of the generations it holds
+    reported_at: float = 0.0             # the replica's clock when it made this report
     alive: bool = True                   # reported within LOST_AFTER_S (set by the board)
     seen_s_ago: float = 0.0
 
