@@ -2,7 +2,14 @@ import pickle
 
 import pytest
 
-from zimage.errors import Cancelled, DownloadCancelled, InvalidRequest, OutOfMemory, QueueFull, ReplicaFailed
+from zimage.errors import (
+    Cancelled,
+    DownloadCancelled,
+    InvalidRequest,
+    OutOfMemory,
+    QueueFull,
+    ReplicaFailed,
+)
 
 
 @pytest.mark.parametrize("err", [

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import requests
+from conftest import RunningServer, wait_for
 from PIL import Image
 
-from conftest import RunningServer, wait_for
 from zimage.config import Settings
 from zimage.errors import Cancelled, ModelUnavailable, ReplicaFailed
 from zimage.generate import GenerationRequest
@@ -23,8 +23,8 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -r re
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install -r requirements-ray.txt)")
 pytestmark = pytest.mark.ray
 
-SMALL = dict(prompt="a red fox", width=256, height=256, num_inference_steps=2)
-SLOW = dict(prompt="a slow fox", width=1024, height=1024, num_inference_steps=50)   # seconds on one CPU
+SMALL = {"prompt": "a red fox", "width": 256, "height": 256, "num_inference_steps": 2}
+SLOW = {"prompt": "a slow fox", "width": 1024, "height": 1024, "num_inference_steps": 50}   # seconds on one CPU
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,13 @@ from typing import Any
 
 from .config import Settings
 from .errors import BackendUnavailable, Cancelled, QueueFull, ReplicaFailed, ZImageError
-from .generate import GeneratedImage, GenerationRequest, GenerationResult, OutputStore, unsaved_warning
+from .generate import (
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    OutputStore,
+    unsaved_warning,
+)
 from .manager import CACHE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job
 from .replicas import REPORT_PERIOD_S, aggregate
 from .state import LoadState, Status
@@ -79,6 +85,23 @@ def replica_deployment_options(settings: Settings, gpus: float, runtime_env: dic
     return opts
 
 
+def connect_ray(address: str = "auto") -> None:
+    """Join the Ray cluster at `address` (auto: a running one, else start a local one). The app's
+    zimage package travels with the job (Ray uploads it), so every node runs this very code; Serve
+    replicas inherit the job's runtime_env."""
+    import ray
+
+    job_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
+    try:
+        ray.init(address=address, namespace=NAMESPACE, runtime_env=job_env)
+    except ConnectionError:
+        if address != "auto":
+            raise BackendUnavailable(f"No Ray cluster answers at {address}.",
+                                     "Start one with `ray start --head` or check --ray-address.") from None
+        log.info("no Ray cluster running: starting a local one")
+        ray.init(namespace=NAMESPACE, runtime_env=job_env, include_dashboard=False)
+
+
 def _death_errors() -> tuple[type[BaseException], ...]:
     """Ray's ways of saying that the replica running a request is gone."""
     from ray import exceptions as rx
@@ -112,7 +135,7 @@ class RayBackend:
         self.gpus_per_replica = 0.0
 
     # ---- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> "RayBackend":
+    def start(self) -> RayBackend:
         import ray
         from ray import serve
 
@@ -142,22 +165,9 @@ class RayBackend:
         return self
 
     def _connect(self, ray) -> None:
-        """Join the cluster at --ray-address (auto: a running one, else start a local one). The app's
-        zimage package travels with the job (Ray uploads it), so every node runs this very code;
-        Serve replicas inherit the job's runtime_env."""
-        if ray.is_initialized():         # the embedding program connected already: its runtime_env holds
-            return
-        address = self.settings.ray_address
-        job_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
-        try:
-            ray.init(address=address, namespace=NAMESPACE, runtime_env=job_env)
-        except ConnectionError:
-            if address != "auto":
-                raise BackendUnavailable(f"No Ray cluster answers at {address}.",
-                                         "Start one with `ray start --head` or check --ray-address.") from None
-            log.info("no Ray cluster running: starting a local one")
-            ray.init(namespace=NAMESPACE, runtime_env=job_env, include_dashboard=False)
-        self._connected_here = True
+        if not ray.is_initialized():     # else the embedding program connected: its runtime_env holds
+            connect_ray(self.settings.ray_address)
+            self._connected_here = True
 
     def _gpus_per_replica(self, ray) -> float:
         if self.settings.ray_gpus_per_replica >= 0:
@@ -181,7 +191,7 @@ class RayBackend:
             serve.delete(APP_NAME)
             if self._board is not None:
                 ray.kill(self._board)
-        except Exception as e:            # the cluster may already be gone
+        except Exception as e:  # noqa: BLE001 - the cluster may already be gone; shutting down anyway
             log.warning("Ray shutdown: %s", e)
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._connected_here:
@@ -246,7 +256,10 @@ class RayBackend:
                 self._jobs.pop(job.key, None)
 
     def _call_with_retry(self, job: RemoteJob, req: GenerationRequest) -> GenerationResult:
-        from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledError
+        from ray.serve.exceptions import (
+            DeploymentUnavailableError,
+            RequestCancelledError,
+        )
 
         deaths = _death_errors()
         for attempt in (1, 2):
@@ -295,8 +308,7 @@ class RayBackend:
                     path = self._store.save_png(item.png, item.seed)
                 except OSError as e:
                     warning = unsaved_warning(self._store, e)
-            image = Image.open(io.BytesIO(item.png))
-            image.load()
+            image = Image.open(io.BytesIO(item.png))      # decoded only if the page needs the pixels
             images.append(GeneratedImage(image=image, seed=item.seed, infotext=item.infotext, path=path))
         return GenerationResult(request=remote.request, images=images, seconds=remote.seconds, warning=warning)
 
@@ -363,7 +375,7 @@ class RayBackend:
                 last_serve = time.monotonic()
             try:
                 self._poll_once()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any failure: the page shows lost contact, we retry
                 log.warning("reading the replica board failed: %s", e)
                 self._status = Status(model=self.settings.model, state=LoadState.ERROR,
                                       message="Lost contact with the Ray cluster.",
@@ -414,7 +426,7 @@ class RayBackend:
             if app is None:
                 return "Ray Serve: the app is not deployed."
             counts = next(iter(app.deployments.values())).replica_states
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a status line only; never fail the poll for it
             return f"Ray Serve status unavailable ({e.__class__.__name__})."
         parts = [f"{n} {str(getattr(state, 'value', state)).lower()}" for state, n in sorted(counts.items()) if n]
         return "Ray Serve replicas: " + (", ".join(parts) or "none")

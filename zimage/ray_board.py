@@ -11,8 +11,9 @@ with `ray.remote`, so an actor runs one method at a time and needs no lock.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from .replicas import FORGET_AFTER_S, LOST_AFTER_S, ReplicaStatus
 

@@ -125,7 +125,7 @@ class ZImageReplica:
                 done = dict(self._done)       # taken before the report, so the report is at least as new
             try:
                 commands = ray.get(self._board.sync.remote(self._report(), self._seq, done), timeout=30)
-            except Exception as e:            # the app went away or the board is busy: try again later
+            except Exception as e:  # noqa: BLE001 - the app went away or the board is busy: try again later
                 log.warning("replica %s: the board did not answer (%s)", self.replica_id, e.__class__.__name__)
                 self._reconnect()
                 continue
@@ -180,7 +180,7 @@ class ZImageReplica:
         stop.set()
         try:
             self._board.leave.remote(self.replica_id)
-        except Exception:
-            pass
+        except Exception as e:      # noqa: BLE001 - the board may be gone with the app; it forgets us then
+            log.info("replica %s: could not sign off (%s)", self.replica_id, e.__class__.__name__)
         self.manager.close(timeout=5)
         shutil.rmtree(self._scratch, ignore_errors=True)

@@ -9,9 +9,9 @@ import threading
 import time
 from pathlib import Path
 
+from .backend import Backend
 from .cache import modelscope_cache_base
 from .config import ConfigError, Settings
-from .backend import Backend
 from .manager import PipelineManager
 
 log = logging.getLogger(__name__)

@@ -80,7 +80,7 @@ def render_replicas(replicas) -> str:
         state = PHASE_LABELS.get(r.phase, r.phase)
         if r.phase == "loading":
             stage = s.stage.value if s.stage else s.state.value
-            state += f" · {e(stage)} {int(round(s.progress * 100))}%"
+            state += f" · {e(stage)} {round(s.progress * 100)}%"
         elif r.phase == "error" and s.message:
             state += f": {e(s.message)}"
         device = s.device or "-"
