@@ -147,9 +147,3 @@ class BackendUnavailable(ZImageError):
     """The Ray cluster cannot be reached or the deployment did not start."""
     http_status = 503
     code = "backend_unavailable"
-
-
-class NotOnThisBackend(ZImageError):
-    """The operation needs the local backend."""
-    http_status = 501
-    code = "not_on_this_backend"
