@@ -61,6 +61,18 @@ def req(**kw):
     return GenerationRequest.from_mapping(dict(SMALL, **kw))
 
 
+def test_deployment_options_follow_the_settings():
+    from zimage.ray_backend import replica_deployment_options
+
+    fixed = replica_deployment_options(Settings(backend="ray", ray_replicas=3), gpus=1.0)
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"] == {"num_gpus": 1.0} and fixed["max_ongoing_requests"] == 2
+    scaled = replica_deployment_options(Settings(backend="ray", ray_min_replicas=1, ray_max_replicas=4), gpus=0.0,
+                                        extra={"max_replicas_per_node": 1})
+    assert "num_replicas" not in scaled and scaled["max_replicas_per_node"] == 1
+    assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 1}
+
+
 def test_two_replicas_on_two_nodes_share_the_requests(backend):
     replicas = live(backend)
     assert len({r.node_id for r in replicas}) == 2 and all(r.pid for r in replicas)
