@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import BackendUnavailable, Cancelled, QueueFull, ReplicaFailed, ZImageError
 from .generate import (
     GeneratedImage,
@@ -136,8 +136,12 @@ class RayBackend:
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> RayBackend:
-        import ray
-        from ray import serve
+        try:
+            import ray
+            from ray import serve
+        except ModuleNotFoundError:
+            raise ConfigError("--backend ray needs Ray Serve: pip install -r requirements-ray.txt "
+                              "(or use the default --backend local).") from None
 
         from .ray_board import ReplicaBoard
         from .ray_replica import ZImageReplica
