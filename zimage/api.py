@@ -15,9 +15,15 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .errors import BadRequestBody, BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
-from .generate import GenerationRequest, png_bytes
 from .backend import Backend
+from .errors import (
+    BadRequestBody,
+    BodyTooLarge,
+    InvalidRequest,
+    UnsupportedMediaType,
+    ZImageError,
+)
+from .generate import GenerationRequest, png_bytes
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from .api import read_json
+from .backend import Backend
 from .errors import InvalidRequest, ZImageError
 from .generate import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, png_bytes
-from .backend import Backend
 
 A1111_DEFAULT_STEPS, A1111_DEFAULT_CFG = 20, 7.0
 OPENAI_MODEL_ID = "z-image-turbo"

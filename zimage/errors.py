@@ -32,7 +32,7 @@ class ZImageError(Exception):
         return _rebuild, (type(self), self.message, dict(self.__dict__))
 
 
-def _rebuild(cls: type, message: str, fields: dict) -> "ZImageError":
+def _rebuild(cls: type, message: str, fields: dict) -> ZImageError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(fields)
