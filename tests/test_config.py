@@ -85,3 +85,33 @@ def test_auth_file_adds_users(tmp_path):
     assert s.auth_pairs == [("me", "secret"), ("ann", "one"), ("bob", "two:with-colon")]
     with pytest.raises(ConfigError, match="auth_file"):
         load_settings(["--auth-file", str(tmp_path / "none.txt")], env={}, default_config=None)
+
+
+def test_backend_defaults_to_local_without_ray():
+    s = load_settings([], env={}, default_config=None)
+    assert s.backend == "local" and s.ray_address == "auto" and s.ray_replicas == 1
+    assert not s.ray_autoscaling and s.generation_concurrency == 1
+
+
+def test_ray_flags_and_env_map_to_fields():
+    s = load_settings(["--backend", "ray", "--ray-address", "head:6379", "--ray-replicas", "3",
+                       "--ray-gpus-per-replica", "0.5"], env={}, default_config=None)
+    assert (s.backend, s.ray_address, s.ray_replicas, s.ray_gpus_per_replica) == ("ray", "head:6379", 3, 0.5)
+    assert not s.ray_autoscaling and s.generation_concurrency == 6
+    s = load_settings([], env={"ZIMAGE_BACKEND": "ray", "ZIMAGE_RAY_MIN_REPLICAS": "1",
+                               "ZIMAGE_RAY_MAX_REPLICAS": "4"}, default_config=None)
+    assert s.ray_autoscaling and (s.ray_min_replicas, s.ray_max_replicas) == (1, 4)
+    assert s.generation_concurrency == 8
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--backend", "spark"], "backend"),
+    (["--ray-replicas", "0"], "ray_replicas"),
+    (["--ray-min-replicas", "3", "--ray-max-replicas", "2"], "ray_max_replicas"),
+    (["--ray-min-replicas", "-1"], "ray_min_replicas"),
+    (["--ray-gpus-per-replica", "-2"], "ray_gpus_per_replica"),
+    (["--ray-address", " "], "ray_address"),
+])
+def test_bad_ray_values_name_the_setting(argv, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(argv, env={}, default_config=None)

@@ -82,3 +82,14 @@ def test_output_store_reports_unwritable_folder(tmp_path):
     with pytest.raises(OSError):
         store.save(Image.new("RGB", (8, 8)), 1, "x")
     assert blocker.read_text() == "not a folder"
+
+
+def test_save_png_keeps_the_bytes_and_never_overwrites(tmp_path):
+    """Images made on a Ray replica arrive encoded; the app's outputs folder gets them byte for byte."""
+    from zimage.generate import OutputStore
+
+    store = OutputStore(tmp_path / "out")
+    first = store.save_png(b"\x89PNG first", 7)
+    second = store.save_png(b"\x89PNG second", 7)
+    assert first != second and first.parent.parent == store.root
+    assert first.read_bytes() == b"\x89PNG first" and second.read_bytes() == b"\x89PNG second"

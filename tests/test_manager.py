@@ -187,6 +187,32 @@ def test_stop_interrupts_and_is_reported_as_cancelled(make_manager):
     assert before == 1                       # the cancelled image was not saved
 
 
+def test_a_waiter_that_gives_up_does_not_stop_the_worker(make_manager):
+    """asyncio.wrap_future cancels the job's Future when the awaiting task is cancelled (a Ray Serve
+    request cancelled by Stop does that): the worker must live on and keep its counts right."""
+    import asyncio
+
+    m = make_manager()
+    gate = Gate(m)
+    running = m.submit(req())
+    waiting = m.submit(req())
+    assert gate.entered.wait(30)
+
+    async def give_up(job):
+        task = asyncio.ensure_future(asyncio.wrap_future(job.future))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    asyncio.run(give_up(running))
+    asyncio.run(give_up(waiting))
+    assert not running.future.cancelled() and waiting.future.cancelled()   # a running job cannot be
+    gate.release.set()
+    assert running.future.result(60).images
+    wait_for(lambda: m.status().queue_length == 0, 30, message="the skipped job to leave the count")
+    assert m.worker_alive and m.generate(req(), timeout=60).images
+
+
 def test_unload_waits_for_the_running_generation(make_manager):
     m = make_manager()
     gate = Gate(m)

@@ -88,3 +88,19 @@ def test_one_listener_on_loopback_only(server):
 
     listening = [c.laddr for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", server.settings.port)]   # no SSR/share listener
+
+
+def test_status_panel_lists_every_replica_with_node_device_state_queue_and_last_image():
+    from zimage.replicas import ReplicaStatus, aggregate
+
+    ready = ReplicaStatus("r1", node="gpu-a (1f2e3d4c)", gpu_ids=("3",), last_image_at=1_700_000_000.0,
+                          status=Status(state=LoadState.ON_GPU, device="cuda:0", queue_length=2, last_image_s=1.25))
+    loading = ReplicaStatus("r2", node="gpu-b (9a8b7c6d)",
+                            status=Status(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.5))
+    lost = ReplicaStatus("r0", node="gpu-b <old>", alive=False, status=Status(state=LoadState.ON_GPU))
+    out = render_status(aggregate([ready, loading, lost], "m"), MEM)
+    assert out.count('class="zi-replica"') == 3
+    assert "gpu-a (1f2e3d4c)" in out and "cuda:0 (GPU 3)" in out and "1.25 s at" in out and "<td>2</td>" in out
+    assert 'data-phase="loading"' in out and "read weights 50%" in out
+    assert 'data-phase="lost"' in out and "restarting" in out and "gpu-b &lt;old&gt;" in out
+    assert "zi-replicas" not in render_status(Status(state=LoadState.ON_GPU), MEM)    # local backend: no table

@@ -28,6 +28,8 @@ def serve_main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:      # uvicorn re-raises Ctrl-C after its shutdown; serve() has cleaned up
+        return 0
     return 0
 
 

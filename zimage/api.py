@@ -15,9 +15,15 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .errors import BadRequestBody, BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
+from .backend import Backend
+from .errors import (
+    BadRequestBody,
+    BodyTooLarge,
+    InvalidRequest,
+    UnsupportedMediaType,
+    ZImageError,
+)
 from .generate import GenerationRequest, png_bytes
-from .manager import PipelineManager
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,7 @@ async def read_json(request: Request, required: bool = True):
         raise BadRequestBody(f"The body is not valid JSON: {e}.") from None
 
 
-def build_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
+def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
 
     def health_body() -> dict:

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from .api import read_json
+from .backend import Backend
 from .errors import InvalidRequest, ZImageError
 from .generate import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, png_bytes
-from .manager import PipelineManager
 
 A1111_DEFAULT_STEPS, A1111_DEFAULT_CFG = 20, 7.0
 OPENAI_MODEL_ID = "z-image-turbo"
@@ -65,7 +65,7 @@ def _preview(job) -> str | None:
     return base64.b64encode(latent_preview_png(latent)).decode() if latent is not None else None
 
 
-def build_compat_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
+def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
     outputs = manager._store.root
 

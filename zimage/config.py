@@ -51,6 +51,12 @@ class Settings:
     quantize: str = "none"                  # none | int8: weight-only int8 copy of the transformer and text encoder
     attention: str = "auto"                 # auto (fastest safe on this GPU) or a diffusers attention backend name
     compile: str = "auto"                   # auto (on with a CUDA GPU, model resident) | on | off: regional torch.compile
+    backend: str = "local"                  # local (one process, no Ray) | ray (Ray Serve replicas)
+    ray_address: str = "auto"               # auto (a running cluster, else a local one) | HOST:PORT | ray://...
+    ray_replicas: int = 1                   # fixed replica count (when ray_max_replicas <= ray_min_replicas)
+    ray_min_replicas: int = 0               # autoscaling on queue length between min and max when max > min
+    ray_max_replicas: int = 0
+    ray_gpus_per_replica: float = -1.0      # -1 = 1 when the cluster has GPUs, else 0 (CPU replicas)
     config: str = ""                        # the extra TOML file this was read from, if any
 
     @property
@@ -105,7 +111,36 @@ class Settings:
                 raise ConfigError(f"attention must be auto or one of {', '.join(KNOWN_BACKENDS)}, got {self.attention!r}")
         if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
             raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
+        self._validate_ray()
         return self
+
+    def _validate_ray(self) -> None:
+        if self.backend not in ("local", "ray"):
+            raise ConfigError(f"backend must be local or ray, got {self.backend!r}")
+        if not self.ray_address.strip():
+            raise ConfigError("ray_address must be auto or a cluster address such as HEAD:6379")
+        if self.ray_replicas < 1:
+            raise ConfigError(f"ray_replicas must be >= 1, got {self.ray_replicas}")
+        if self.ray_min_replicas < 0 or self.ray_max_replicas < 0:
+            raise ConfigError("ray_min_replicas and ray_max_replicas must be >= 0")
+        if self.ray_max_replicas and self.ray_max_replicas < self.ray_min_replicas:
+            raise ConfigError(f"ray_max_replicas ({self.ray_max_replicas}) must be >= ray_min_replicas "
+                              f"({self.ray_min_replicas})")
+        if self.ray_gpus_per_replica != -1 and self.ray_gpus_per_replica < 0:
+            raise ConfigError(f"ray_gpus_per_replica must be -1 (auto) or >= 0, got {self.ray_gpus_per_replica}")
+
+    @property
+    def ray_autoscaling(self) -> bool:
+        """Autoscale between ray_min_replicas and ray_max_replicas (else a fixed ray_replicas)."""
+        return self.ray_max_replicas > self.ray_min_replicas
+
+    @property
+    def generation_concurrency(self) -> int:
+        """Page generations running at once: one for the local worker; with Ray, enough to keep every
+        replica busy (one running and one waiting on each), the rest wait in Gradio's queue."""
+        if self.backend == "local":
+            return 1
+        return 2 * (self.ray_max_replicas if self.ray_autoscaling else self.ray_replicas)
 
 
 def _parse_pairs(entries: list[str]) -> list[tuple[str, str]]:
@@ -217,6 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "_native_cudnn, _native_efficient, flash, _flash_3")
     p.add_argument("--compile", choices=["auto", "on", "off"],
                    help="regional torch.compile of the transformer blocks, warmed during preload (auto: on a GPU)")
+    p.add_argument("--backend", help="local (default: one process) or ray (Ray Serve replicas, one per GPU)")
+    p.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",
+                   help="the Ray cluster (default auto: a running one, else start a local one)")
+    p.add_argument("--ray-replicas", type=int, dest="ray_replicas", metavar="N",
+                   help="fixed number of replicas (default 1)")
+    p.add_argument("--ray-min-replicas", type=int, dest="ray_min_replicas", metavar="N",
+                   help="autoscale on queue length between this and --ray-max-replicas")
+    p.add_argument("--ray-max-replicas", type=int, dest="ray_max_replicas", metavar="N",
+                   help="upper bound for autoscaling (autoscaling is on when it exceeds the minimum)")
+    p.add_argument("--ray-gpus-per-replica", type=float, dest="ray_gpus_per_replica", metavar="N",
+                   help="GPUs each replica reserves (default -1: 1 when the cluster has GPUs, else 0)")
     return p
 
 

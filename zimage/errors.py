@@ -26,6 +26,18 @@ class ZImageError(Exception):
     def user_text(self) -> str:
         return f"{self.message} {self.hint}".strip()
 
+    def __reduce__(self):
+        # Typed errors cross process boundaries (a Ray replica answers the app with one); subclasses'
+        # __init__ take other arguments than the message, so rebuild from the fields, not the args.
+        return _rebuild, (type(self), self.message, dict(self.__dict__))
+
+
+def _rebuild(cls: type, message: str, fields: dict) -> ZImageError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(fields)
+    return err
+
 
 class InvalidRequest(ZImageError):
     """A request field is missing, of the wrong type or out of range."""
@@ -123,3 +135,15 @@ class DownloadCancelled(ZImageError):
 
 class CacheCorrupt(ModelLoadFailed):
     code = "cache_corrupt"
+
+
+class ReplicaFailed(ZImageError):
+    """A Ray Serve replica died (killed, out of memory, node lost) and the one retry failed too."""
+    http_status = 503
+    code = "replica_failed"
+
+
+class BackendUnavailable(ZImageError):
+    """The Ray cluster cannot be reached or the deployment did not start."""
+    http_status = 503
+    code = "backend_unavailable"

@@ -195,17 +195,24 @@ class OutputStore:
     def save(self, image, seed: int, text: str) -> Path:
         from PIL.PngImagePlugin import PngInfo
 
-        day = self.root / datetime.now().strftime("%Y-%m-%d")
-        day.mkdir(parents=True, exist_ok=True)
         meta = PngInfo()
         meta.add_text("parameters", text)
+        return self._write(seed, lambda fh: image.save(fh, format="PNG", pnginfo=meta))
+
+    def save_png(self, data: bytes, seed: int) -> Path:
+        """Save an encoded PNG as it is (one made by a Ray replica, metadata included)."""
+        return self._write(seed, lambda fh: fh.write(data))
+
+    def _write(self, seed: int, write: Callable[[Any], Any]) -> Path:
+        day = self.root / datetime.now().strftime("%Y-%m-%d")
+        day.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%H%M%S")
         for n in range(10_000):
             path = day / f"{stamp}-{seed}{'-' + str(n) if n else ''}.png"
             try:
                 # "xb": exclusive create, so a file that exists is never overwritten.
                 with open(path, "xb") as fh:
-                    image.save(fh, format="PNG", pnginfo=meta)
+                    write(fh)
                 return path
             except FileExistsError:
                 continue
@@ -233,11 +240,15 @@ def generate(pipe, req: GenerationRequest, store: OutputStore, should_stop: Call
             try:
                 path = store.save(image, seed, text)
             except OSError as e:
-                warning = (f"Could not save to {store.root}: {e.strerror or e}. "
-                              "The image is shown but not saved; free disk space or pick another --outputs folder.")
-                log.warning("saving output failed: %s", e)
+                warning = unsaved_warning(store, e)
         results.append(GeneratedImage(image=image, seed=seed, infotext=text, path=path))
     return GenerationResult(request=req, images=results, seconds=seconds, warning=warning)
+
+
+def unsaved_warning(store: OutputStore, e: OSError) -> str:
+    log.warning("saving output failed: %s", e)
+    return (f"Could not save to {store.root}: {e.strerror or e}. "
+            "The image is shown but not saved; free disk space or pick another --outputs folder.")
 
 
 def png_bytes(item: GeneratedImage) -> bytes:

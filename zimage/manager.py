@@ -111,7 +111,8 @@ class PipelineManager:
                 self._current.cancel_event.set()
             self._wakeup.notify_all()
         for job in waiting:
-            job.future.set_exception(ManagerClosed())
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(ManagerClosed())
         if self._worker.is_alive():
             self._worker.join(timeout)
 
@@ -120,6 +121,11 @@ class PipelineManager:
         with self._lock:
             return replace(self._status, busy=self._current is not None,
                            queue_length=self._pending_generations)
+
+    @property
+    def worker_alive(self) -> bool:
+        """False once the worker thread has stopped (closed, or a bug killed it): nothing would run."""
+        return self._worker.is_alive()
 
     @property
     def gpu_device(self) -> str | None:
@@ -246,13 +252,12 @@ class PipelineManager:
                 self._current = job
             started = self._clock()
             try:
-                if job.cancelled:
-                    raise Cancelled()
-                job.future.set_result(job.fn(job))
-            except BaseException as e:   # every failure goes to the caller; the worker lives on
-                if not isinstance(e, ZImageError):
-                    log.exception("job %s failed", job.kind)
-                job.future.set_exception(e)
+                # A waiter that gives up cancels the Future (asyncio.wrap_future does when its task is
+                # cancelled, e.g. a Ray Serve request cancelled by Stop): such a job is skipped, and a
+                # running one's Future can no longer be cancelled; setting the result of a cancelled
+                # Future would raise here and end the worker.
+                if job.future.set_running_or_notify_cancel():
+                    self._run_job(job)
             finally:
                 job.phase = "done"
                 with self._lock:
@@ -262,6 +267,16 @@ class PipelineManager:
                         self._job_seconds = 0.8 * self._job_seconds + 0.2 * (self._clock() - started)
                     if job.kind in (GENERATE, LOAD):
                         self._last_activity = self._clock()
+
+    def _run_job(self, job: Job) -> None:
+        try:
+            if job.cancelled:
+                raise Cancelled()
+            job.future.set_result(job.fn(job))
+        except BaseException as e:   # every failure goes to the caller; the worker lives on
+            if not isinstance(e, ZImageError):
+                log.exception("job %s failed", job.kind)
+            job.future.set_exception(e)
 
     # ---- state changes (worker thread only) --------------------------------------------------
     def _set(self, **changes) -> None:

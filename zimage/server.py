@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import threading
 import time
 from pathlib import Path
 
+from .backend import Backend
 from .cache import modelscope_cache_base
 from .config import ConfigError, Settings
 from .manager import PipelineManager
@@ -23,14 +25,24 @@ def demo_resolver(model: str, cache_dir: str = "", **_) -> Path:
     from .testing.tiny_model import make_tiny_model
 
     path = Path(model)
-    if quick_check(path):
-        make_tiny_model(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Ray replicas on one machine start together: one writes the model, the others wait for it.
+    with open(path.parent / ".tiny-model.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if quick_check(path):
+            make_tiny_model(path)
     return path
 
 
-def create_manager(settings: Settings) -> PipelineManager:
+def create_manager(settings: Settings) -> Backend:
+    """The local PipelineManager (the default), or with --backend ray the Ray Serve replicas."""
     if settings.demo:
         settings = dataclasses.replace(settings, model=str(DEMO_MODEL_DIR))
+    if settings.backend == "ray":
+        from .ray_backend import RayBackend
+
+        return RayBackend(settings)
+    if settings.demo:
         return PipelineManager(settings, resolver=demo_resolver)
     return PipelineManager(settings)
 
@@ -46,7 +58,7 @@ def outputs_dir_checked(settings: Settings) -> Path:
     return out
 
 
-def create_app(settings: Settings, manager: PipelineManager):
+def create_app(settings: Settings, manager: Backend):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
     from fastapi import FastAPI
@@ -74,7 +86,7 @@ def create_app(settings: Settings, manager: PipelineManager):
     return app
 
 
-def import_model_stack_when_up(server, manager: PipelineManager) -> threading.Thread:
+def import_model_stack_when_up(server, manager: Backend) -> threading.Thread:
     """Once the page is being served, have the worker import torch and diffusers (10-15 s on the GPU
     machine), so the first Preload or Generate does not wait for them."""
     def run() -> None:

@@ -70,6 +70,7 @@ class Status:
     plan: str = ""                   # where the weights are placed, e.g. "12 blocks resident, 22 streamed"
     last_peak_vram_bytes: int | None = None
     oom_count: int = 0               # generations that ran out of GPU memory since start
+    replicas: tuple = ()             # with --backend ray: one ReplicaStatus (zimage.replicas) per replica
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -91,7 +92,7 @@ class Status:
         return replace(self, updated_at=time.time(), **changes)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "state": self.state.value, "model": self.model,
             "stage": self.stage.value if self.stage else None,
             "progress": round(self.progress, 4), "bytes_done": self.bytes_done,
@@ -102,3 +103,6 @@ class Status:
             "last_image_s": self.last_image_s, "note": self.note, "plan": self.plan,
             "last_peak_vram_bytes": self.last_peak_vram_bytes, "oom_count": self.oom_count,
         }
+        if self.replicas:
+            out["replicas"] = [r.to_dict() for r in self.replicas]
+        return out

@@ -10,7 +10,8 @@ import gradio as gr
 from .config import Settings
 from .errors import Cancelled, ZImageError
 from .generate import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest
-from .manager import Job, PipelineManager
+from .backend import Backend
+from .manager import Job
 from .memory import MemoryInfo, gib, memory_info
 from .state import LoadState, Status
 from .ui_cache import build_cache_panel
@@ -59,9 +60,39 @@ def render_status(status: Status, mem: MemoryInfo) -> str:
                f"{gib(mem.vram_total_bytes)}) · "
     rows.append(f"<div>{vram}RAM: process {gib(mem.process_rss_bytes)} · "
                 f"free {gib(mem.ram_available_bytes)} / {gib(mem.ram_total_bytes)}</div>")
+    if status.replicas:
+        rows.append(render_replicas(status.replicas))
     if status.note:
         rows.append(f'<div class="zi-note">{e(status.note)}</div>')
     return f'<div id="zi-status-body">{"".join(rows)}</div>'
+
+
+PHASE_LABELS = {"ready": "Ready", "loading": "Loading", "unloaded": "Not loaded", "error": "Error",
+                "lost": "Not answering (Ray is restarting it)"}
+
+
+def render_replicas(replicas) -> str:
+    """--backend ray: one row per replica (node, device, state and progress, queue, last image)."""
+    e = html.escape
+    rows = []
+    for r in replicas:
+        s = r.status
+        state = PHASE_LABELS.get(r.phase, r.phase)
+        if r.phase == "loading":
+            stage = s.stage.value if s.stage else s.state.value
+            state += f" · {e(stage)} {round(s.progress * 100)}%"
+        elif r.phase == "error" and s.message:
+            state += f": {e(s.message)}"
+        device = s.device or "-"
+        if r.gpu_ids:
+            device += f" (GPU {', '.join(r.gpu_ids)})"
+        last = "-"
+        if s.last_image_s and r.last_image_at:
+            last = f"{s.last_image_s:.2f} s at {time.strftime('%H:%M:%S', time.localtime(r.last_image_at))}"
+        rows.append(f'<tr class="zi-replica" data-phase="{r.phase}"><td>{e(r.replica_id)}</td><td>{e(r.node)}</td>'
+                    f"<td>{e(device)}</td><td>{state}</td><td>{s.queue_length}</td><td>{last}</td></tr>")
+    head = "<tr><th>Replica</th><th>Node</th><th>Device</th><th>State</th><th>Queue</th><th>Last image</th></tr>"
+    return f'<table class="zi-replicas">{head}{"".join(rows)}</table>'
 
 
 def job_progress(job: Job, status: Status) -> tuple[float, str]:
@@ -81,7 +112,7 @@ def parse_preset(preset: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
+def build_ui(manager: Backend, settings: Settings) -> gr.Blocks:
     gpu_default = "Free VRAM (keep in RAM)"
 
     def status_html() -> str:
@@ -195,6 +226,7 @@ def build_ui(manager: PipelineManager, settings: Settings) -> gr.Blocks:
         preset.change(on_preset, preset, [width, height], queue=False, api_visibility="private")
         gen_event = gr.on([generate_btn.click, prompt.submit], on_generate,
                           [prompt, negative, width, height, steps, guidance, seed, count, gallery],
-                          [gallery, info], api_name="generate", concurrency_id="gpu", concurrency_limit=1)
+                          [gallery, info], api_name="generate", concurrency_id="gpu",
+                          concurrency_limit=settings.generation_concurrency)
         stop_btn.click(on_stop, None, info, cancels=[gen_event], queue=False, api_visibility="private")
     return demo

@@ -9,7 +9,7 @@ import gradio as gr
 from .cache import CachedModel, modelscope_cache_base, scan_cache
 from .config import Settings
 from .errors import ZImageError
-from .manager import PipelineManager
+from .backend import Backend
 from .memory import human_bytes
 
 COLUMNS = ["model", "status", "size", "layout", "folder"]
@@ -29,7 +29,7 @@ def cache_summary(settings: Settings) -> str:
             "Move it by setting `MODELSCOPE_CACHE` (or `--cache-dir`) and restarting.")
 
 
-def build_cache_panel(manager: PipelineManager, settings: Settings) -> None:
+def build_cache_panel(manager: Backend, settings: Settings) -> None:
     """Lay out the panel inside the current Blocks context and wire its events."""
 
     def refresh():

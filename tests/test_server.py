@@ -1,0 +1,29 @@
+"""server.create_manager: the backend the settings ask for."""
+import sys
+
+import pytest
+
+from zimage.config import ConfigError, Settings
+from zimage.manager import PipelineManager
+from zimage.server import create_manager
+
+
+def test_local_is_the_default_backend(settings):
+    assert type(create_manager(settings)) is PipelineManager
+
+
+def test_ray_backend_without_ray_installed_says_what_to_install(settings, monkeypatch):
+    import dataclasses
+
+    from zimage.ray_backend import RayBackend
+
+    backend = create_manager(dataclasses.replace(settings, backend="ray"))
+    assert isinstance(backend, RayBackend)
+    monkeypatch.setitem(sys.modules, "ray", None)          # `import ray` now fails as if not installed
+    with pytest.raises(ConfigError, match="requirements-ray.txt"):
+        backend.start()
+
+
+def test_demo_with_ray_sends_the_tiny_model_to_the_replicas():
+    backend = create_manager(Settings(demo=True, backend="ray"))
+    assert backend.settings.demo and backend.settings.model.endswith("tiny-model")
