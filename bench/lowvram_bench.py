@@ -2,7 +2,7 @@
 diffusers' model CPU offload and group offload, and torchao int8 weight-only; one run, a fresh
 process each.
 
-    python -m bench.lowvram_bench DIR [BUDGETS_GB ...] [--int8 GB,GB] [--skip-baselines]
+    python -m bench.lowvram_bench DIR [BUDGETS_GB ...] [--int8 GB,GB] [--baselines model_offload,group,torchao_int8]
       default budgets: 12 8 4; --int8 default: 8 (each int8 budget runs twice: the first start makes
       the quantized cache, the second loads it)
 """
@@ -61,12 +61,15 @@ def main() -> None:
         i = args.index("--int8")
         int8 = [float(x) for x in args[i + 1].split(",") if x]
         del args[i:i + 2]
-    skip = "--skip-baselines" in args
-    args = [a for a in args if a != "--skip-baselines"]
+    wanted = ["model_offload", "group", "torchao_int8"]
+    if "--baselines" in args:
+        i = args.index("--baselines")
+        wanted = [x for x in args[i + 1].split(",") if x]
+        del args[i:i + 2]
     budgets = [float(b) for b in args] or [12.0, 8.0, 4.0]
     resident = probe("resident", folder)
     base = resident.get("s_per_image")
-    baselines = {} if skip else {m: probe(m, folder) for m in ("model_offload", "group", "torchao_int8")}
+    baselines = {m: probe(m, folder) for m in wanted}
     group = baselines.get("group", {})
     rows = [(f"budget {b:g} GiB", f"ours{b}", probe("ours", folder, str(b))) for b in budgets]
     for b in int8:

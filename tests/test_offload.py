@@ -120,25 +120,18 @@ def test_pin_budget_setting():
     assert pin_budget_bytes(-1) == psutil.virtual_memory().total // 2
 
 
-def test_pinner_locks_whole_pages_inside_the_tensors_only():
-    page = 4096
-    ranges = HostPinner._page_ranges([_FakeTensor(page * 10 + 100, page * 3),       # straddles pages 10..13
-                                      _FakeTensor(page * 13 + 100, page * 2),       # touches the first: merged
-                                      _FakeTensor(page * 100, 2 * 2**30)])          # split in 256 MB chunks
-    assert ranges[0] == (page * 11, page * 4)            # first whole page after the start, none past the end
-    big = ranges[1:]
-    assert big[0][0] == page * 100 and sum(n for _, n in big) == 2 * 2**30 and len(big) == 8
+def test_small_allocations_are_packed_into_one_pinnable_block(tiny_model_dir):
+    from zimage.loader import load_pipeline
+    from zimage.offload import PINNABLE_BYTES, BlockStreamer
 
-
-class _FakeTensor:
-    def __init__(self, ptr, nbytes):
-        self.ptr, self.nbytes = ptr, nbytes
-
-    def data_ptr(self):
-        return self.ptr
-
-    def numel(self):
-        return self.nbytes
-
-    def element_size(self):
-        return 1
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    expected = run(pipe)
+    blocks = transformer_blocks(pipe.transformer)
+    streamer = BlockStreamer(blocks[2:], "cpu", torch.float32, pack_small=True)
+    for block in blocks[2:]:          # the tiny model's shards are small: each block got one allocation
+        storages = {p.untyped_storage().data_ptr() for p in block.parameters()}
+        assert len(storages) == 1
+        assert next(block.parameters()).untyped_storage().nbytes() >= PINNABLE_BYTES
+    assert run(pipe) == expected
+    streamer.remove("cpu")
+    assert run(pipe) == expected

@@ -28,8 +28,7 @@ VAE_TILED_WORKING_BYTES = int(1.0 * GiB)
 WORKING_BYTES = max(DENOISE_WORKING_BYTES, VAE_WORKING_BYTES)
 VAE_TILE_PIXELS = 512
 SLOTS = 2
-PIN_CHUNK_BYTES = 256 * 2**20
-PAGE = 4096
+PINNABLE_BYTES = 64 * 2**20     # above glibc's largest mmap threshold (32 MB): an allocation of its own
 
 
 class DoesNotFit(ZImageError):
@@ -177,49 +176,33 @@ def sizes_of(pipe) -> Sizes:
                  text_slots=tuple(_slot_bytes(b, itemsize) for b in text_list) if quantized else ())
 
 
-def _cuda_ok(rc) -> bool:
-    return int(getattr(rc, "value", rc)) == 0
-
-
 HOST_MEMORY_ALREADY_REGISTERED = 712
 
 
 class HostPinner:
-    """Page-locks the RAM behind CPU tensors in place (cudaHostRegister), chunk by chunk on a
-    background thread, so copies from it become DMA transfers on a side stream. Nothing is copied:
-    the weights stay where the loader put them. Pinning a 12 GB range takes ~10 s in the GPU VM;
-    until a chunk is done, copies from it are ordinary synchronous ones, still correct."""
+    """Page-locks the RAM behind the streamed tensors in place (cudaHostRegister), one whole
+    allocation at a time on a background thread, so copies from it become DMA transfers on a side
+    stream. Nothing is copied: the weights stay where the loader put them. Until an allocation is
+    done, copies from it are ordinary synchronous ones, still correct.
 
-    def __init__(self, tensors: list):
+    CUDA rejects a copy from a range that is only partly registered, so only whole allocations are
+    registered, and only big ones (glibc maps those on their own pages, never shared with another
+    allocation): `BlockStreamer` packs blocks whose tensors sit in small allocations first. Copies
+    from a host allocation take `lock`, which is held while an allocation is being registered."""
+
+    def __init__(self, storages: list[tuple[int, int]]):
         import time
 
-        self.ranges = self._page_ranges(tensors)
+        self.ranges = sorted(set(storages))
         self.registered: list[int] = []
         self.bytes_total = sum(n for _, n in self.ranges)
         self.bytes_done = 0
         self.seconds: float | None = None
+        self.lock = threading.Lock()
         self._stop = threading.Event()
         self._started = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="zimage-pin", daemon=True)
         self._thread.start()
-
-    @staticmethod
-    def _page_ranges(tensors: list) -> list[tuple[int, int]]:
-        spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()) for t in tensors if t.numel())
-        merged: list[list[int]] = []
-        for a, b in spans:
-            if merged and a <= merged[-1][1] + PAGE:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        out = []
-        for a, b in merged:                      # whole pages inside the span only: never outside the allocation
-            a, b = -(-a // PAGE) * PAGE, b // PAGE * PAGE
-            while b - a >= PAGE:
-                n = min(PIN_CHUNK_BYTES, b - a)
-                out.append((a, n))
-                a += n
-        return out
 
     def _run(self) -> None:
         import time
@@ -230,10 +213,12 @@ class HostPinner:
         for ptr, n in self.ranges:
             if self._stop.is_set():
                 break
-            rc = cudart.cudaHostRegister(ptr, n, 0)
-            if _cuda_ok(rc):
+            with self.lock:
+                rc = cudart.cudaHostRegister(ptr, n, 0)
+            code = int(getattr(rc, "value", rc))
+            if code == 0:
                 self.registered.append(ptr)
-            elif int(getattr(rc, "value", rc)) != HOST_MEMORY_ALREADY_REGISTERED:   # e.g. the idle-unload buffer
+            elif code != HOST_MEMORY_ALREADY_REGISTERED:     # already pinned, e.g. the idle-unload buffer: fine
                 log.warning("page-locking RAM for streaming failed (%s): copies stay synchronous", rc)
                 break
             self.bytes_done += n
@@ -249,6 +234,11 @@ class HostPinner:
         for ptr in self.registered:
             cudart.cudaHostUnregister(ptr)
         self.registered = []
+
+
+def _pinnable(t) -> bool:
+    """In RAM, in an allocation big enough to be registered whole (see HostPinner)."""
+    return t.device.type == "cpu" and t.untyped_storage().nbytes() >= PINNABLE_BYTES
 
 
 @dataclass
@@ -269,9 +259,12 @@ class BlockStreamer:
 
     ALIGN = 64
 
-    def __init__(self, blocks: list, device: str, compute_dtype, persistent_slots: bool = True, on_device: int = 0):
+    def __init__(self, blocks: list, device: str, compute_dtype, persistent_slots: bool = True, on_device: int = 0,
+                 pack_small: bool | None = None):
         """`persistent_slots=False` (the text encoder's visit): the GPU copy is made when the block
-        runs and released right after, and nothing is prefetched."""
+        runs and released right after, and nothing is prefetched. `pack_small` (default: on a GPU)
+        gathers a streamed block whose tensors are on the GPU or in small allocations into one RAM
+        allocation of its own, so it can be page-locked whole (HostPinner)."""
         import torch
 
         from .quantize import SCALE
@@ -283,9 +276,9 @@ class BlockStreamer:
         self.layouts: list[list[_Entry]] = []
         self.slot_sizes, self.stage_sizes = [], []
         align = lambda n: -(-n // self.ALIGN) * self.ALIGN   # noqa: E731
+        pack_small = self.cuda if pack_small is None else pack_small
         for index, block in enumerate(blocks):
             streamed = index >= on_device
-            home = torch.device("cpu") if streamed else self.device
             entries, slot_off, stage_off = [], 0, 0
             for module in block.modules():
                 scale = module._buffers.get(SCALE)
@@ -294,7 +287,7 @@ class BlockStreamer:
                 for name, t in list(module._parameters.items()) + list(module._buffers.items()):
                     if t is None or name == SCALE:
                         continue
-                    src = t.detach().to(home)
+                    src = t.detach()
                     quant = scale is not None and name == "weight"
                     entry = _Entry(module, name, name in module._parameters, src, None, None, scale if quant else None)
                     if quant or streamed:
@@ -305,6 +298,14 @@ class BlockStreamer:
                             entry.stage_off = stage_off
                             stage_off += align(src.numel())
                     entries.append(entry)
+            if not streamed:
+                for e in entries:
+                    e.src = e.src.to(self.device)
+            elif pack_small and not all(_pinnable(e.src) for e in entries):
+                self._pack(entries)
+            else:
+                for e in entries:
+                    e.src = e.src.to("cpu")
             self.layouts.append(entries)
             self.slot_sizes.append(slot_off)
             self.stage_sizes.append(stage_off)
@@ -312,8 +313,9 @@ class BlockStreamer:
         self.compute_dtype = compute_dtype
         self.slot_bytes, self.stage_bytes = max(self.slot_sizes, default=0), max(self.stage_sizes, default=0)
         self.slots = [self._new_slot() for _ in range(SLOTS)] if persistent_slots else [None] * SLOTS
-        self.pinner = HostPinner([e.src for layout in self.layouts for e in layout if e.src.device.type == "cpu"]) \
-            if self.cuda else None
+        host = {(e.src.untyped_storage().data_ptr(), e.src.untyped_storage().nbytes())
+                for layout in self.layouts for e in layout if e.src.device.type == "cpu" and _pinnable(e.src)}
+        self.pinner = HostPinner(sorted(host)) if self.cuda else None
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.ready: dict[int, object] = {}      # block index -> (slot, event) of its copy
         self.slot_free: list = [None] * SLOTS   # event: the block last in this slot has finished
@@ -323,6 +325,19 @@ class BlockStreamer:
         for i, block in enumerate(blocks):
             self.handles.append(block.register_forward_pre_hook(self._make_pre(i)))
             self.handles.append(block.register_forward_hook(self._make_post(i)))
+
+    def _pack(self, entries: list[_Entry]) -> None:
+        """One RAM allocation for the block's tensors (copied from wherever they are)."""
+        import torch
+
+        sizes = [-(-e.src.numel() * e.src.element_size() // self.ALIGN) * self.ALIGN for e in entries]
+        flat = torch.empty(max(sum(sizes), PINNABLE_BYTES), dtype=torch.uint8)
+        offset = 0
+        for e, size in zip(entries, sizes):
+            view = self._view(flat, offset, e.src)
+            view.copy_(e.src)
+            e.src = view
+            offset += size
 
     def _new_slot(self):
         import torch
@@ -358,6 +373,12 @@ class BlockStreamer:
                 self._set(e, self._view(buf, e.slot_off, e.src, self.compute_dtype if e.scale is not None else None))
 
     def _fill(self, i: int, slot) -> None:
+        if self.pinner is None:
+            return self._fill_unlocked(i, slot)
+        with self.pinner.lock:             # never copy from an allocation while it is being registered
+            self._fill_unlocked(i, slot)
+
+    def _fill_unlocked(self, i: int, slot) -> None:
         from .quantize import dequantize_into
 
         buf, stage = slot
