@@ -1,7 +1,8 @@
 """A real CUDA out-of-memory in the app, and its step-down (issue 7), on the GPU machine.
 
     python -m bench.oom_probe DIR [CAP_GB]
-The app loads the model resident; then the process's VRAM is capped at CAP_GB (default 21.5) with
+The app (with a fixed --vram-budget 76, so it does not re-plan on its own) loads the model
+resident; then the process's VRAM is capped at CAP_GB (default 21.5) with
 torch.cuda.set_per_process_memory_fraction, as if another program had taken the rest: the weights
 still fit, a 1024x1024 image does not. The first request runs out of memory, the manager frees
 memory, steps down to a 25% smaller plan and retries; the answer carries a warning. Prints JSON lines.
@@ -24,12 +25,13 @@ def main() -> None:
     from zimage.manager import PipelineManager
 
     m = PipelineManager(Settings(model=folder, outputs_dir="/tmp/oom-out", idle_unload_s=0, idle_drop_s=0,
-                                 compile="off")).start()
+                                 compile="off", vram_budget="76")).start()
     status = m.ensure_ready(600)
     print(json.dumps({"step": "ready", "state": status.state.value, "plan": status.plan,
                       "allocated_gb": round(torch.cuda.memory_allocated() / 2**30, 2)}), flush=True)
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(cap_gb * 2**30 / total)
+    torch.cuda.empty_cache()     # the cap applies to new cudaMalloc calls: give the warm-up's cached pool back
     req = GenerationRequest(prompt="a red fox in the snow", seed=1)
     t0 = time.perf_counter()
     try:

@@ -530,7 +530,7 @@ class PipelineManager:
             return False
         from .offload import DoesNotFit
 
-        current = self._budget_override or self._budget_bytes()
+        current = min(self._budget_override or self._budget_bytes(), placement.vram_budget_bytes())
         self._budget_override = int(current * 0.75)
         self._replan = True
         try:
