@@ -342,6 +342,16 @@ def test_out_of_memory_steps_down_to_a_smaller_plan_and_retries(make_manager, mo
     assert m.load_count == 1                                     # no disk read to switch plans
 
 
+def test_a_fixed_budget_the_gpu_cannot_hold_steps_down_from_what_it_can(make_manager, monkeypatch):
+    gpu = FakeGpuPlacement()
+    m = make_manager(placement=gpu, vram_budget="76")            # e.g. another program took VRAM since
+    assert m.ensure_ready(60).state == LoadState.ON_GPU
+    gpu.vram_budget_bytes = lambda: 20 * 2**30
+    calls = fail_first_call_with_oom(m, monkeypatch)
+    assert m.generate(req(), timeout=60).images and calls["n"] == 2
+    assert gpu.budgets == [int(20 * 2**30 * 0.75)]               # not 76 GiB x 0.75: still too big
+
+
 def test_plain_loader_setting_never_touches_the_fast_path(make_manager, monkeypatch):
     from zimage import fastload
 
