@@ -135,3 +135,46 @@ def test_small_allocations_are_packed_into_one_pinnable_block(tiny_model_dir):
     assert run(pipe) == expected
     streamer.remove("cpu")
     assert run(pipe) == expected
+
+
+class _FakeCudart:
+    """Records page-locking calls (the real ones need a GPU)."""
+
+    def __init__(self, code=0):
+        self.code, self.calls = code, []
+
+    def cudaHostRegister(self, ptr, n, flags):
+        self.calls.append(("register", ptr, n))
+        return self.code
+
+    def cudaHostUnregister(self, ptr):
+        self.calls.append(("unregister", ptr))
+        return 0
+
+
+def test_registered_buffer_locks_one_whole_allocation_and_unlocks_before_it_goes():
+    from zimage.devices import RegisteredBuffer
+
+    cudart = _FakeCudart()
+    buf = RegisteredBuffer(100 * 2**20, cudart=cudart)
+    ptr = buf.tensor.data_ptr()
+    assert cudart.calls == [("register", ptr, 100 * 2**20)] and buf.registered
+    assert buf.tensor.untyped_storage().nbytes() == 100 * 2**20       # no power-of-two rounding
+    buf.release()
+    assert cudart.calls[-1] == ("unregister", ptr) and buf.numel() == 0
+    buf.release()                                                      # twice is harmless
+    assert len(cudart.calls) == 2
+    small = RegisteredBuffer(10, cudart=cudart)                        # small sizes get their own pages
+    assert small.numel() == RegisteredBuffer.MIN_BYTES
+    del small
+    assert cudart.calls[-1][0] == "unregister"                         # never freed while registered
+
+
+def test_registered_buffer_failure_leaves_plain_ram():
+    from zimage.devices import RegisteredBuffer
+
+    cudart = _FakeCudart(code=2)
+    buf = RegisteredBuffer(70 * 2**20, cudart=cudart)
+    assert not buf.registered and buf.numel() == 70 * 2**20
+    buf.release()
+    assert [c[0] for c in cudart.calls] == ["register"]

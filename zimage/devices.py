@@ -38,6 +38,38 @@ def pipeline_modules(pipe) -> list[tuple[str, object]]:
     return [(name, c) for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)]
 
 
+class RegisteredBuffer:
+    """Plain RAM page-locked in place (cudaHostRegister on one whole allocation) instead of torch's
+    pinned allocator, which rounds up to a power of two (a 20.5 GB model took a 32 GB block) and
+    took 22 s for the first idle unload in the GPU VM; registering 10-20 GB in place took 0.35-0.9 s
+    there (low-VRAM bench). Unregistered before the memory can be freed."""
+
+    MIN_BYTES = 64 * 2**20   # its own mmap'd pages (see offload.HostPinner)
+
+    def __init__(self, nbytes: int, cudart=None):
+        import torch
+
+        self.tensor = torch.empty(max(nbytes, self.MIN_BYTES), dtype=torch.uint8)
+        self._cudart = cudart or torch.cuda.cudart()
+        rc = self._cudart.cudaHostRegister(self.tensor.data_ptr(), self.tensor.numel(), 0)
+        self.registered = int(getattr(rc, "value", rc)) == 0
+        if not self.registered:
+            log.warning("page-locking %.1f GB failed (%s): idle unload copies will be slower", nbytes / 1e9, rc)
+
+    def numel(self) -> int:
+        return self.tensor.numel() if self.tensor is not None else 0
+
+    def release(self) -> None:
+        if self.registered:
+            self._cudart.cudaHostUnregister(self.tensor.data_ptr())
+            self.registered = False
+        self.tensor = None
+
+    def __del__(self):
+        if getattr(self, "registered", False):
+            self.release()
+
+
 def pin_budget_bytes(setting_gb: float) -> int:
     """How much pinned RAM idle unload may use: the setting, or half the machine's RAM (auto, -1)."""
     if setting_gb < 0:
@@ -50,7 +82,7 @@ class TorchPlacement:
         import torch
 
         self.pin_budget = pin_budget_bytes(pin_ram_gb)
-        self._pinned = None   # one page-locked buffer, kept for the next idle unload (allocating is the slow part)
+        self._pinned: RegisteredBuffer | None = None   # page-locked RAM, kept for the next idle unload
         self._runtime = None  # the LowVramRuntime while a low-VRAM plan is in effect
         if device_setting == "cpu":
             self.gpu_device = None
@@ -94,9 +126,8 @@ class TorchPlacement:
         """Idle unload keeps the weights in page-locked RAM: coming back is a DMA copy at ~50 GB/s
         (0.37 s for the whole model on an H100) instead of a pageable copy or a disk read.
 
-        One flat pinned buffer holds every tensor: pinning per tensor took 24 s for the 20.5 GB
-        model on the GPU machine (one page-locking call per tensor, sizes rounded up to powers of
-        two); the buffer is kept and reused by later unloads until the model is dropped."""
+        One flat buffer holds every tensor (pinning per tensor took 24 s for the 20.5 GB model on
+        the GPU machine); it is kept and reused by later unloads until the model is dropped."""
         import torch
 
         modules = [m for _, m in pipeline_modules(pipe)]
@@ -104,8 +135,9 @@ class TorchPlacement:
         need = sum(-(-t.numel() * t.element_size() // align) * align
                    for m in modules for t in list(m.parameters()) + list(m.buffers()) if t.device.type != "cpu")
         if self._pinned is None or self._pinned.numel() < need:
-            self._pinned = None
-            self._pinned = torch.empty(need, dtype=torch.uint8, pin_memory=True)
+            self.release_pinned()
+            self._pinned = RegisteredBuffer(need)
+        buffer = self._pinned.tensor
         offset = 0
 
         def to_pinned(t):
@@ -113,7 +145,7 @@ class TorchPlacement:
             if t.device.type == "cpu":
                 return t
             n = t.numel() * t.element_size()
-            view = self._pinned[offset:offset + n].view(t.dtype).view(t.shape)
+            view = buffer[offset:offset + n].view(t.dtype).view(t.shape)
             offset += -(-n // align) * align
             view.copy_(t, non_blocking=True)
             return view
@@ -122,6 +154,8 @@ class TorchPlacement:
         torch.cuda.synchronize()
 
     def release_pinned(self) -> None:
+        if self._pinned is not None:
+            self._pinned.release()
         self._pinned = None
 
     def vram_budget_bytes(self) -> int:
