@@ -24,8 +24,9 @@ KW = dict(height=1024, width=1024, num_inference_steps=9, guidance_scale=0.0)
 OUT_DIR = Path("/tmp/lowvram")
 
 
-def capture_first_step(pipe, name: str) -> None:
-    """Save the transformer's output at the first denoising step (seed 0 run only)."""
+def capture_first_step(pipe, name: str, out_dir: Path = OUT_DIR):
+    """Save the transformer's output at its first call (the first denoising step) as
+    `<out_dir>/<name>.step1.npy`; returns the hook's handle."""
     state = {"done": False}
 
     def hook(_module, _args, output):
@@ -33,7 +34,7 @@ def capture_first_step(pipe, name: str) -> None:
             state["done"] = True
             x = output[0] if isinstance(output, (tuple, list)) else output
             x = x[0] if isinstance(x, (tuple, list)) else x
-            np.save(OUT_DIR / f"{name}.step1.npy", x.float().cpu().numpy())
+            np.save(out_dir / f"{name}.step1.npy", x.float().cpu().numpy())
         return output
     return pipe.transformer.register_forward_hook(hook)
 

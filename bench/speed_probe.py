@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.lowvram_probe import capture_first_step
+
 PROMPT = "a red fox in the snow, golden hour, photo"
 OUT_DIR = Path("/tmp/speed")
 
@@ -63,16 +65,7 @@ def main() -> None:
             torch.cuda.synchronize()
             return time.perf_counter() - t, [np.asarray(i) for i in images]
 
-    state = {"done": False}
-
-    def hook(_m, _a, output):
-        if not state["done"]:
-            state["done"] = True
-            x = output[0] if isinstance(output, (tuple, list)) else output
-            x = x[0] if isinstance(x, (tuple, list)) else x
-            np.save(OUT_DIR / f"{mode}.step1.npy", x.float().cpu().numpy())
-        return output
-    handle = pipe.transformer.register_forward_hook(hook)
+    handle = capture_first_step(pipe, mode, OUT_DIR)
     torch.cuda.reset_peak_memory_stats()
     first, images = one(0)
     handle.remove()

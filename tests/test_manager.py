@@ -363,16 +363,22 @@ def test_plain_loader_setting_never_touches_the_fast_path(make_manager, monkeypa
     assert m.ensure_ready(60).state == LoadState.ON_CPU and m.generate(req(), timeout=60).images
 
 
+def record_stages(m) -> list:
+    """Every load stage the manager passes through, in order."""
+    stages = []
+    original = m._set
+
+    def spy(**changes):
+        original(**changes)
+        stages.append(m._status.stage)
+    m._set = spy
+    return stages
+
+
 def test_warm_up_image_after_a_gpu_load_only_when_enabled(make_manager):
     for enabled in (True, False):
         m = make_manager(placement=FakeGpuPlacement(), warmup=enabled)
-        stages = []
-        original = m._set
-
-        def spy(**changes):
-            original(**changes)
-            stages.append(m._status.stage)
-        m._set = spy
+        stages = record_stages(m)
         m.ensure_ready(60)
         assert (LoadStage.WARMUP in stages) is enabled
 
@@ -383,13 +389,7 @@ def test_quantize_int8_makes_the_copy_once_and_always_runs_a_plan(make_manager, 
     for attempt in (1, 2):
         placement = FakeGpuPlacement()
         m = make_manager(placement=placement, quantize="int8", model=str(model_copy))
-        stages = []
-        original = m._set
-
-        def spy(**changes):
-            original(**changes)
-            stages.append(m._status.stage)
-        m._set = spy
+        stages = record_stages(m)
         status = m.ensure_ready(120)
         assert status.state == LoadState.OFFLOADED and ("offload", True) in placement.calls
         assert (LoadStage.QUANTIZE in stages) is (attempt == 1)          # made once, loaded after
