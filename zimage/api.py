@@ -47,10 +47,17 @@ async def read_json(request: Request, required: bool = True):
     if ctype != "application/json":
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype or 'none'}.",
                                    "Send the body as JSON with -H 'Content-Type: application/json'.")
+    return decode_json(bytes(body))
+
+
+def decode_json(body: bytes):
+    """JSON from an untrusted body; every way it can be broken is a BadRequestBody (400)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequestBody(f"The body is not valid JSON: {e}.") from None
+    except RecursionError:     # "[[[[..." 100k deep fits the size limit; json's C scanner gives up here
+        raise BadRequestBody("The body is not valid JSON: it is nested too deeply.") from None
 
 
 def build_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
