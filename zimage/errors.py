@@ -123,3 +123,9 @@ class DownloadCancelled(ZImageError):
 
 class CacheCorrupt(ModelLoadFailed):
     code = "cache_corrupt"
+
+
+class UnknownEndpoint(ZImageError):
+    """A request named an event, API name, session or stream this page does not have."""
+    http_status = 404
+    code = "not_found"

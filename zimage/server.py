@@ -53,6 +53,7 @@ def create_app(settings: Settings, manager: PipelineManager):
 
     from .api import API_PATHS, build_router
     from .compat_api import COMPAT_PREFIXES, build_compat_router
+    from .gradio_guard import GradioEventGuard
     from .security import GuardMiddleware
     from .ui import build_ui
 
@@ -69,6 +70,8 @@ def create_app(settings: Settings, manager: PipelineManager):
         max_file_size="1mb", ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=False,
         footer_links=[], run_history=False,
     )
+    # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
+    app.add_middleware(GradioEventGuard, blocks=demo)
     app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
                        api_prefixes=COMPAT_PREFIXES, auth=settings.api_auth_pairs)
     return app

@@ -1,4 +1,5 @@
 """The page in a real browser (Playwright driving Debian's chromium), on the tiny model."""
+import logging
 import os
 import re
 
@@ -14,7 +15,14 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 @pytest.fixture
-def page(server):
+def guard_refusals(caplog):
+    """Requests the Gradio event guard refused: the page's own must all pass it."""
+    caplog.set_level(logging.INFO, logger="zimage.gradio_guard")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "zimage.gradio_guard"]
+
+
+@pytest.fixture
+def page(server, guard_refusals):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -24,6 +32,7 @@ def page(server):
         page.wait_for_selector("#status-panel")
         yield page
         browser.close()
+    assert guard_refusals() == []
 
 
 def state_of(page) -> str:
@@ -88,7 +97,7 @@ def hub(tiny_model_dir, monkeypatch):
         yield fake
 
 
-def test_model_cache_panel_verify_repair_delete(hub, start_server, settings):
+def test_model_cache_panel_verify_repair_delete(hub, start_server, settings, guard_refusals):
     import dataclasses
     from pathlib import Path
 
@@ -130,3 +139,4 @@ def test_model_cache_panel_verify_repair_delete(hub, start_server, settings):
         assert not folder.exists()
         page.screenshot(path=str(Path(settings.outputs_dir).parent / "cache-panel.png"))
         browser.close()
+    assert guard_refusals() == []
