@@ -15,9 +15,24 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .errors import BadRequestBody, BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
+from .errors import (
+    BadRequestBody,
+    BodyTooLarge,
+    InvalidRequest,
+    UnsupportedMediaType,
+    ZImageError,
+)
 from .generate import GenerationRequest, png_bytes
 from .manager import PipelineManager
+from .openapi import (
+    ANY_JSON,
+    BODY_ERRORS,
+    GENERATED,
+    HEALTH,
+    RUN_ERRORS,
+    generate_body,
+    route_docs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +85,12 @@ def build_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
         body.update(status.to_dict())
         return body
 
-    @router.get("/health")
+    @router.get("/health", **route_docs(ok=HEALTH))
     async def health():
         return health_body()
 
-    @router.post("/generate")
+    @router.post("/generate", **route_docs(ok=GENERATED, body=generate_body(max_prompt_chars),
+                                           errors=BODY_ERRORS + RUN_ERRORS))
     async def generate(request: Request):
         try:
             data = await read_json(request)
@@ -98,7 +114,9 @@ def build_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
             body["warning"] = result.warning
         return body
 
-    @router.post("/preload")
+    @router.post("/preload", **route_docs(
+        ok=HEALTH, also_ok=(202,), errors=BODY_ERRORS + (503, 507), body_required=False,
+        body={**ANY_JSON, "properties": {"wait": {**ANY_JSON, "description": "truthy: answer once loaded (200)"}}}))
     async def preload(request: Request):
         try:
             data = await read_json(request, required=False)
@@ -110,7 +128,9 @@ def build_router(manager: PipelineManager, max_prompt_chars: int) -> APIRouter:
             return error_response(e)
         return JSONResponse(health_body(), status_code=200 if wait else 202)
 
-    @router.post("/unload")
+    @router.post("/unload", **route_docs(
+        ok=HEALTH, errors=BODY_ERRORS + (422,), body_required=False,
+        body={"type": "object", "properties": {"to": {"enum": ["cpu", "none"], "default": "none"}}}))
     async def unload(request: Request):
         try:
             data = await read_json(request, required=False)

@@ -59,8 +59,10 @@ def create_app(settings: Settings, manager: PipelineManager):
 
     outputs = outputs_dir_checked(settings)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(build_router(manager, settings.max_prompt_chars))   # before the "/" mount
-    app.include_router(build_compat_router(manager, settings.max_prompt_chars))
+    app.state.api_routers = [build_router(manager, settings.max_prompt_chars),   # read by openapi_schema()
+                             build_compat_router(manager, settings.max_prompt_chars)]
+    for router in app.state.api_routers:
+        app.include_router(router)          # before the "/" mount
     demo = build_ui(manager, settings)
     demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
     app = gr.mount_gradio_app(
