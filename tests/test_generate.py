@@ -89,3 +89,19 @@ def test_output_store_reports_unwritable_folder(tmp_path):
     with pytest.raises(OSError):
         store.save(Image.new("RGB", (8, 8)), 1, "x")
     assert blocker.read_text() == "not a folder"
+
+
+def test_output_store_disk_full_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """ENOSPC half-way through the PNG (tests/test_faults.py does it on a real 32 KB tmpfs where it can mount)."""
+    import errno
+
+    def fill_up(self, fh, *args, **kwargs):
+        fh.write(b"\x89PNG half an image")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    store = OutputStore(tmp_path / "out")
+    kept = store.save(Image.new("RGB", (8, 8)), 1, "x")
+    monkeypatch.setattr(Image.Image, "save", fill_up)
+    with pytest.raises(OSError) as e:
+        store.save(Image.new("RGB", (8, 8)), 2, "x")
+    assert e.value.errno == errno.ENOSPC
+    assert list(store.root.rglob("*.png")) == [kept] and Image.open(kept).size == (8, 8)
