@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import collections
 import copy
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import requests
 
@@ -72,7 +76,7 @@ def test_schema_fuzz_no_server_errors_and_every_answer_as_documented(server):
 
     from zimage.openapi import openapi_schema
 
-    raw = openapi_schema(server.server.config.app)
+    raw = openapi_schema(server.server.config.app.state.api_routers)
     assert {"/health", "/generate", "/preload", "/unload", "/sdapi/v1/txt2img", "/v1/images/generations",
             "/v1/models"} <= set(raw["paths"])
     modes = [(GenerationMode.POSITIVE, schemathesis.openapi.from_dict(small_images(raw)), POSITIVE_EXAMPLES),
@@ -92,3 +96,15 @@ def test_schema_fuzz_no_server_errors_and_every_answer_as_documented(server):
     assert not failures, "\n".join(failures[:30]) + f"\n({len(failures)} failures)"
     assert all(int(status.split()[1]) < 500 for c in statuses.values() for status in c)
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
+
+
+def test_openapi_command_prints_the_schema_the_fuzz_uses():
+    done = subprocess.run([sys.executable, "-m", "zimage", "openapi"], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    schema = json.loads(done.stdout)
+    body = schema["paths"]["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["width"] == {"type": "integer", "minimum": 256, "maximum": 2048, "multipleOf": 16,
+                                           "default": 1024}
+    assert "429" in schema["paths"]["/generate"]["post"]["responses"]
+    assert not any(path.startswith(("/gradio_api", "/config")) for path in schema["paths"])

@@ -3,7 +3,7 @@ answer looks like, errors included.
 
 The bodies are parsed by hand (api.py, compat_api.py); these schemas only describe them, and are
 built from the same limits GenerationRequest checks, so a change there shows up here. Nothing
-serves the schema (the app keeps `openapi_url=None`); `openapi_schema(app)` builds it, and
+serves the schema (the app keeps `openapi_url=None`): `python -m zimage openapi` prints it, and
 tests/test_fuzz_schema.py fuzzes the running server from it with schemathesis.
 """
 from __future__ import annotations
@@ -162,10 +162,9 @@ def route_docs(*, ok: dict | None = None, body: dict | None = None, body_require
     return docs
 
 
-def openapi_schema(app, title: str = "zimage-webui API", version: str = "1") -> dict:
-    """The OpenAPI 3.1 document of our routes in an app from server.create_app (Gradio's are left out)."""
+def openapi_schema(routers: list, title: str = "zimage-webui API", version: str = "1") -> dict:
+    """The OpenAPI 3.1 document of our routers (server.create_app keeps them in app.state.api_routers)."""
     from fastapi.openapi.utils import get_openapi
 
-    ours = [route for router in app.state.api_routers for route in router.routes]
-    return get_openapi(title=title, version=version, routes=ours,
+    return get_openapi(title=title, version=version, routes=[route for router in routers for route in router.routes],
                        description="Routes beside the Gradio page: our own, A1111's and OpenAI's (docs/API.md).")
