@@ -79,6 +79,7 @@ def test_seed_article_curl_warmup_verbatim(server):
 
 @pytest.mark.parametrize("body,headers,status,field", [
     ("not json", {"Content-Type": "application/json"}, 400, None),
+    ("[" * 100_000, {"Content-Type": "application/json"}, 400, None),      # was a 500 (RecursionError)
     (SEED_WARMUP, {"Content-Type": "text/plain"}, 415, None),
     ("prompt=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415, None),
     ('["prompt"]', {"Content-Type": "application/json"}, 422, "body"),

@@ -109,6 +109,28 @@ def test_openai_bad_request_gets_the_openai_error_shape(oai):
         oai.images.generate(model="z-image-turbo", prompt="x", size="big")
 
 
+@pytest.mark.parametrize("patch,field", [
+    ({"size": "²x256"}, "size"),            # was a 500: "²".isdigit() but int("²") raises
+    ({"size": "9" * 5000 + "x256"}, "size"),   # was a 500: int() refuses 4301+ digits
+    ({"size": False}, "size"), ({"size": ""}, "size"), ({"size": []}, "size"),   # were a 1024x1024 image
+    ({"response_format": ""}, "response_format"), ({"response_format": False}, "response_format"),
+])
+def test_openai_fields_found_by_the_schema_fuzz(server, patch, field):
+    r = requests.post(server.url + "/v1/images/generations", json={"prompt": "x", **patch}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text[:200]
+    assert server.manager.load_count == 0
+
+
+def test_a1111_options_and_negative_prompt_refusals_keep_its_error_shape(server):
+    r = requests.post(server.url + "/sdapi/v1/options", data="x", headers={"Content-Type": "text/plain"}, timeout=10)
+    assert r.status_code == 415 and r.json()["detail"]          # was a 500 (the error escaped the route)
+    r = requests.post(server.url + "/sdapi/v1/options", data="[" * 100_000,
+                      headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and r.json()["detail"]
+    r = requests.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "x", "negative_prompt": False}, timeout=10)
+    assert r.status_code == 422 and "negative_prompt" in r.json()["detail"]
+
+
 def test_api_auth_protects_the_api_routes_only(start_server, settings):
     import dataclasses
 

@@ -53,6 +53,16 @@ def test_bad_values_name_the_setting(env, fragment):
         load_settings([], env=env, default_config=None)
 
 
+def test_range_errors_name_where_the_value_came_from(tmp_path):
+    bad = write(tmp_path, "bad.toml", "queue_max = 0\n")
+    with pytest.raises(ConfigError, match=rf"queue_max must be >= 1, got 0 \(from {bad}\)"):
+        load_settings(["--config", str(bad)], env={}, default_config=None)
+    with pytest.raises(ConfigError, match=r"idle_drop_s must be >= 0 .* \(from ZIMAGE_IDLE_DROP_S\)"):
+        load_settings([], env={"ZIMAGE_IDLE_DROP_S": "-5"}, default_config=None)
+    with pytest.raises(ConfigError, match=r"--auth .*\(from the command line\)"):
+        load_settings(["--host", "0.0.0.0"], env={}, default_config=None)
+
+
 def test_bad_toml_and_unknown_keys(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings([], env={}, default_config=write(tmp_path, "a.toml", "port = = 1"))

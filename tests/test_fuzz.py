@@ -26,7 +26,8 @@ def _valid(body: dict) -> bool:
 def cases(rng: random.Random):
     # Broken bodies.
     for body in ["", "{", "}", "null", "[]", "[1,2]", '"string"', "123", "{'prompt': 1}", '{"prompt": "a",}',
-                 "\xff\xfe", "{\"prompt\": \"a\"" + "]" * 100, "{" * 10000]:
+                 "\xff\xfe", "{\"prompt\": \"a\"" + "]" * 100, "{" * 10000, "[" * 100_000,
+                 '{"prompt": ' + "[" * 50_000]:
         yield body, {"Content-Type": "application/json"}
     # Wrong content types.
     for ctype in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "",

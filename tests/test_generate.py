@@ -20,7 +20,7 @@ def test_seed_request_shape_and_turbo_defaults():
     ({"prompt": None}, "prompt"), ({"prompt": ["a"]}, "prompt"), ({"prompt": "   "}, "prompt"),
     ({"prompt": "x" * 4001}, "prompt"), ({"prompt": "a\x00b"}, "prompt"),
     ({"width": 500}, "width"), ({"width": 128}, "width"), ({"width": 4096}, "width"),
-    ({"height": "512"}, "height"), ({"height": None}, "height"), ({"height": 512.0}, "height"),
+    ({"height": "512"}, "height"), ({"height": None}, "height"), ({"height": 512.5}, "height"),
     ({"width": True}, "width"),
     ({"num_inference_steps": 0}, "num_inference_steps"), ({"num_inference_steps": 51}, "num_inference_steps"),
     ({"num_inference_steps": "ten"}, "num_inference_steps"),
@@ -35,6 +35,13 @@ def test_bad_fields_are_named(patch, field):
     with pytest.raises(InvalidRequest) as e:
         GenerationRequest.from_mapping(data)
     assert e.value.field == field and field in e.value.message
+
+
+def test_integral_floats_are_integers():
+    # JSON has one number type: 512.0 is 512 (JSON Schema's "integer" says so too; found by the schema fuzz).
+    r = GenerationRequest.from_mapping(dict(OK, width=512.0, num_inference_steps=4.0, seed=7.0, num_images=2.0))
+    assert (r.width, r.num_inference_steps, r.seed, r.num_images) == (512, 4, 7, 2)
+    assert all(type(v) is int for v in (r.width, r.num_inference_steps, r.seed, r.num_images))
 
 
 def test_missing_prompt_and_non_object_body():
@@ -93,3 +100,19 @@ def test_save_png_keeps_the_bytes_and_never_overwrites(tmp_path):
     second = store.save_png(b"\x89PNG second", 7)
     assert first != second and first.parent.parent == store.root
     assert first.read_bytes() == b"\x89PNG first" and second.read_bytes() == b"\x89PNG second"
+
+
+def test_output_store_disk_full_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """ENOSPC half-way through the PNG (tests/test_faults.py does it on a real 32 KB tmpfs where it can mount)."""
+    import errno
+
+    def fill_up(self, fh, *args, **kwargs):
+        fh.write(b"\x89PNG half an image")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    store = OutputStore(tmp_path / "out")
+    kept = store.save(Image.new("RGB", (8, 8)), 1, "x")
+    monkeypatch.setattr(Image.Image, "save", fill_up)
+    with pytest.raises(OSError) as e:
+        store.save(Image.new("RGB", (8, 8)), 2, "x")
+    assert e.value.errno == errno.ENOSPC
+    assert list(store.root.rglob("*.png")) == [kept] and Image.open(kept).size == (8, 8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zimage.offload import (VAE_WORKING_BYTES, GiB, DoesNotFit, HostPinner, LowVramRuntime, Plan, Sizes, make_plan,
+from zimage.offload import (VAE_WORKING_BYTES, GiB, DoesNotFit, LowVramRuntime, Plan, Sizes, make_plan,
                             sizes_of, transformer_blocks)
 
 # The real Z-Image-Turbo sizes (bf16): transformer 12.31 GB = 34 blocks of ~0.347 GB + ~0.5 GB of

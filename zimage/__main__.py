@@ -1,5 +1,5 @@
-"""`python -m zimage serve [flags]` (the same as webui.py), `download`, `cache list|verify|repair|clear`
-and `make-tiny-model DIR`."""
+"""`python -m zimage serve [flags]` (the same as webui.py), `download`, `cache list|verify|repair|clear`,
+`make-tiny-model DIR` and `openapi` (print the HTTP API's schema)."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,26 @@ def serve_main(argv: list[str]) -> int:
     return 0
 
 
+def print_openapi() -> int:
+    import json
+
+    from .api import build_router
+    from .compat_api import build_compat_router
+    from .manager import PipelineManager
+    from .openapi import openapi_schema
+
+    try:
+        settings = load_settings([])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    manager = PipelineManager(settings)          # never started: the routes are only described
+    routers = [build_router(manager, settings.max_prompt_chars),
+               build_compat_router(manager, settings.max_prompt_chars)]
+    print(json.dumps(openapi_schema(routers), indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
@@ -43,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny = sub.add_parser("make-tiny-model", help="write the tiny random Z-Image pipeline (a few MB)")
     tiny.add_argument("dir")
     tiny.add_argument("--seed", type=int, default=0)
+    sub.add_parser("openapi", help="print the OpenAPI schema of the HTTP routes (ours, A1111's, OpenAI's)")
     from . import cache_cli
 
     cache_cli.add_parsers(sub)
@@ -50,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("download", "cache"):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return cache_cli.run(args)
+    if args.command == "openapi":
+        return print_openapi()
     if args.command == "make-tiny-model":
         from .testing.tiny_model import make_tiny_model
 

@@ -24,6 +24,15 @@ from .errors import (
     ZImageError,
 )
 from .generate import GenerationRequest, png_bytes
+from .openapi import (
+    ANY_JSON,
+    BODY_ERRORS,
+    GENERATED,
+    HEALTH,
+    RUN_ERRORS,
+    generate_body,
+    route_docs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +62,17 @@ async def read_json(request: Request, required: bool = True):
     if ctype != "application/json":
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype or 'none'}.",
                                    "Send the body as JSON with -H 'Content-Type: application/json'.")
+    return decode_json(bytes(body))
+
+
+def decode_json(body: bytes):
+    """JSON from an untrusted body; every way it can be broken is a BadRequestBody (400)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequestBody(f"The body is not valid JSON: {e}.") from None
+    except RecursionError:     # "[[[[..." 100k deep fits the size limit; json's C scanner gives up here
+        raise BadRequestBody("The body is not valid JSON: it is nested too deeply.") from None
 
 
 def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
@@ -69,11 +85,12 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         body.update(status.to_dict())
         return body
 
-    @router.get("/health")
+    @router.get("/health", **route_docs(ok=HEALTH))
     async def health():
         return health_body()
 
-    @router.post("/generate")
+    @router.post("/generate", **route_docs(ok=GENERATED, body=generate_body(max_prompt_chars),
+                                           errors=BODY_ERRORS + RUN_ERRORS))
     async def generate(request: Request):
         try:
             data = await read_json(request)
@@ -98,7 +115,9 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             body["warning"] = result.warning
         return body
 
-    @router.post("/preload")
+    @router.post("/preload", **route_docs(
+        ok=HEALTH, also_ok=(202,), errors=BODY_ERRORS + (503, 507), body_required=False,
+        body={**ANY_JSON, "properties": {"wait": {**ANY_JSON, "description": "truthy: answer once loaded (200)"}}}))
     async def preload(request: Request):
         try:
             data = await read_json(request, required=False)
@@ -110,7 +129,9 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             return error_response(e)
         return JSONResponse(health_body(), status_code=200 if wait else 202)
 
-    @router.post("/unload")
+    @router.post("/unload", **route_docs(
+        ok=HEALTH, errors=BODY_ERRORS + (422,), body_required=False,
+        body={"type": "object", "properties": {"to": {"enum": ["cpu", "none"], "default": "none"}}}))
     async def unload(request: Request):
         try:
             data = await read_json(request, required=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 
 from fastapi import APIRouter, Request
@@ -19,11 +20,36 @@ from fastapi.responses import FileResponse, JSONResponse
 from .api import read_json
 from .backend import Backend
 from .errors import InvalidRequest, ZImageError
-from .generate import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, png_bytes
+from .generate import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int, png_bytes
+from .openapi import (
+    A1111_ERROR,
+    A1111_IMAGES,
+    ANY_JSON,
+    BODY_ERRORS,
+    INT,
+    NOT_FOUND,
+    NULLABLE_STRING,
+    NUMBER,
+    OPENAI_ERROR,
+    OPENAI_IMAGES,
+    RUN_ERRORS,
+    STRING,
+    a1111_body,
+    obj,
+    openai_body,
+    route_docs,
+)
 
 A1111_DEFAULT_STEPS, A1111_DEFAULT_CFG = 20, 7.0
 OPENAI_MODEL_ID = "z-image-turbo"
 COMPAT_PREFIXES = ("/sdapi/", "/v1/", "/outputs/")
+EMPTY = {"type": "object"}
+PROGRESS = obj({"progress": NUMBER, "eta_relative": NUMBER, "state": obj({"job_count": INT, "sampling_step": INT,
+                                                                         "sampling_steps": INT}),
+                "current_image": {**NULLABLE_STRING, "description": "PNG, base64"}, "textinfo": NULLABLE_STRING})
+OPENAI_ERRORS = (400, 409, 413, 415, 429, 503, 507)      # a 422 is answered as OpenAI's 400
+# ASCII digits, at most 5: "²".isdigit() is true but int("²") raises, and int() refuses 4301+ digits.
+OPENAI_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
 
 def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationRequest, dict]:
@@ -32,11 +58,12 @@ def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationReque
         raise InvalidRequest("body", "must be a JSON object")
     steps = body.get("steps", A1111_DEFAULT_STEPS)
     cfg = body.get("cfg_scale", A1111_DEFAULT_CFG)
-    batch, iters = body.get("batch_size", 1), body.get("n_iter", 1)
+    batch, iters = as_int(body.get("batch_size", 1)), as_int(body.get("n_iter", 1))
     for name, value in (("batch_size", batch), ("n_iter", iters)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if value is None or value < 1:
             raise InvalidRequest(name, "must be an integer >= 1")
-    data = {"prompt": body.get("prompt", ""), "negative_prompt": body.get("negative_prompt") or "",
+    negative = body.get("negative_prompt")
+    data = {"prompt": body.get("prompt", ""), "negative_prompt": "" if negative is None else negative,
             "width": body.get("width", 1024), "height": body.get("height", 1024),
             "num_inference_steps": 9 if steps in (None, A1111_DEFAULT_STEPS) else steps,
             "guidance_scale": 0.0 if cfg in (None, A1111_DEFAULT_CFG) else cfg,
@@ -72,7 +99,8 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     async def run(req: GenerationRequest):
         return await asyncio.wrap_future(manager.submit(req).future)
 
-    @router.post("/sdapi/v1/txt2img")
+    @router.post("/sdapi/v1/txt2img", **route_docs(ok=A1111_IMAGES, body=a1111_body(max_prompt_chars),
+                                                   errors=BODY_ERRORS + RUN_ERRORS, error_schema=A1111_ERROR))
     async def txt2img(request: Request):
         try:
             body = await read_json(request)
@@ -89,7 +117,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         return {"images": [base64.b64encode(png_bytes(i)).decode() for i in result.images],
                 "parameters": body, "info": json.dumps(info)}
 
-    @router.get("/sdapi/v1/progress")
+    @router.get("/sdapi/v1/progress", **route_docs(ok=PROGRESS))
     async def progress(skip_current_image: bool = False):
         job = manager.current_generation()
         status = manager.status()
@@ -103,40 +131,46 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                 "current_image": _preview(job) if job is not None and not skip_current_image else None,
                 "textinfo": job.phase if job else None}
 
-    @router.post("/sdapi/v1/interrupt")
+    @router.post("/sdapi/v1/interrupt", **route_docs(ok=EMPTY))
     async def interrupt():
         manager.cancel(owner=None)
         return {}
 
-    @router.post("/sdapi/v1/skip")
+    @router.post("/sdapi/v1/skip", **route_docs(ok=EMPTY))
     async def skip():
         manager.cancel(owner=None)
         return {}
 
-    @router.get("/sdapi/v1/sd-models")
+    @router.get("/sdapi/v1/sd-models", **route_docs(ok={"type": "array", "items": obj(
+        {"title": STRING, "model_name": STRING, "filename": STRING}, ["title", "model_name"])}))
     async def sd_models():
         return [{"title": MODEL_LABEL, "model_name": MODEL_LABEL, "hash": None, "sha256": None,
                  "filename": manager.settings.model, "config": None}]
 
-    @router.get("/sdapi/v1/samplers")
+    @router.get("/sdapi/v1/samplers", **route_docs(ok={"type": "array", "items": obj({"name": STRING}, ["name"])}))
     async def samplers():
         return [{"name": SAMPLER_LABEL, "aliases": ["euler", "flow_match_euler"], "options": {}}]
 
-    @router.get("/sdapi/v1/options")
+    @router.get("/sdapi/v1/options", **route_docs(ok=obj({"sd_model_checkpoint": STRING}, ["sd_model_checkpoint"])))
     async def options():
         return {"sd_model_checkpoint": MODEL_LABEL, "samples_format": "png", "outdir_txt2img_samples": str(outputs)}
 
-    @router.post("/sdapi/v1/options")
+    @router.post("/sdapi/v1/options", **route_docs(ok=EMPTY, body=ANY_JSON, body_required=False,
+                                                   errors=BODY_ERRORS, error_schema=A1111_ERROR))
     async def set_options(request: Request):
-        await read_json(request, required=False)     # accepted and ignored: nothing here is switchable
+        try:
+            await read_json(request, required=False)     # accepted and ignored: nothing here is switchable
+        except ZImageError as e:
+            return _a1111_error(e)
         return {}
 
-    @router.post("/sdapi/v1/unload-checkpoint")
+    @router.post("/sdapi/v1/unload-checkpoint", **route_docs(ok=EMPTY))
     async def unload_checkpoint():
         await asyncio.wrap_future(manager.unload("none").future)
         return {}
 
-    @router.post("/sdapi/v1/reload-checkpoint")
+    @router.post("/sdapi/v1/reload-checkpoint", **route_docs(ok=EMPTY, errors=(503, 507),
+                                                             error_schema=A1111_ERROR))
     async def reload_checkpoint():
         try:
             await asyncio.wrap_future(manager.preload().future)
@@ -144,21 +178,26 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             return _a1111_error(e)
         return {}
 
-    @router.post("/v1/images/generations")
+    @router.post("/v1/images/generations", **route_docs(ok=OPENAI_IMAGES, body=openai_body(max_prompt_chars),
+                                                        errors=OPENAI_ERRORS, error_schema=OPENAI_ERROR))
     async def openai_generate(request: Request):
         try:
             body = await read_json(request)
             if not isinstance(body, dict):
                 raise InvalidRequest("body", "must be a JSON object")
-            size = body.get("size") or "1024x1024"
-            w, sep, h = str(size).partition("x")
-            if not sep or not w.isdigit() or not h.isdigit():
-                raise InvalidRequest("size", f"must look like 1024x1024, got {size!r}")
-            fmt = body.get("response_format") or "b64_json"
+            # Only a missing or null field takes the default: "", false or [] are mistakes to report.
+            size = body.get("size")
+            size = "1024x1024" if size is None else size
+            match = OPENAI_SIZE.fullmatch(size) if isinstance(size, str) else None
+            if match is None:
+                raise InvalidRequest("size", f"must look like 1024x1024, got {str(size)[:40]!r}")
+            fmt = body.get("response_format")
+            fmt = "b64_json" if fmt is None else fmt
             if fmt not in ("b64_json", "url"):
                 raise InvalidRequest("response_format", "must be b64_json or url")
-            req = GenerationRequest.from_mapping({"prompt": body.get("prompt"), "width": int(w), "height": int(h),
-                                                  "num_images": body.get("n", 1)}, max_prompt_chars)
+            req = GenerationRequest.from_mapping({"prompt": body.get("prompt"), "width": int(match[1]),
+                                                  "height": int(match[2]), "num_images": body.get("n", 1)},
+                                                 max_prompt_chars)
             result = await run(req)
         except ZImageError as e:
             return _openai_error(e)
@@ -173,12 +212,14 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                              "revised_prompt": result.request.prompt})
         return {"created": int(time.time()), "data": data}
 
-    @router.get("/v1/models")
+    @router.get("/v1/models", **route_docs(ok=obj({"object": STRING, "data": {"type": "array", "items": obj(
+        {"id": STRING, "object": STRING, "owned_by": STRING})}})))
     async def models():
         return {"object": "list", "data": [{"id": OPENAI_MODEL_ID, "object": "model", "created": 0,
                                             "owned_by": "zimage-webui"}]}
 
-    @router.get("/outputs/{rel_path:path}")
+    @router.get("/outputs/{rel_path:path}", **route_docs(ok={"type": "string", "format": "binary"},
+                                                         ok_media="image/png", errors=(404,), error_schema=NOT_FOUND))
     async def output_file(rel_path: str):
         """Saved images, for OpenAI's `url` answers: only files inside the outputs folder."""
         target = (outputs / rel_path).resolve()

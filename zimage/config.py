@@ -24,6 +24,10 @@ ENV_PREFIX = "ZIMAGE_"
 class ConfigError(ValueError):
     """A setting has a bad value; the message names the setting and where it came from."""
 
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting     # lets load_settings() add the file, variable or flag it came from
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -82,35 +86,38 @@ class Settings:
 
     def validate(self) -> "Settings":
         if not 0 < self.port < 65536:
-            raise ConfigError(f"port must be 1-65535, got {self.port}")
-        if self.idle_unload_s < 0 or self.idle_drop_s < 0:
-            raise ConfigError("idle_unload_s and idle_drop_s must be >= 0 (0 = never)")
+            raise ConfigError(f"port must be 1-65535, got {self.port}", "port")
+        for name in ("idle_unload_s", "idle_drop_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = never), got {getattr(self, name)}", name)
         if self.queue_max < 1:
-            raise ConfigError(f"queue_max must be >= 1, got {self.queue_max}")
+            raise ConfigError(f"queue_max must be >= 1, got {self.queue_max}", "queue_max")
         pairs = self.auth_pairs        # parsed here so a malformed entry or a missing file stops the start
         self.api_auth_pairs
         if not self.is_loopback and not pairs:
             raise ConfigError(
-                f"Listening on {self.host} exposes the app to your network: set --auth user:password too.")
+                f"Listening on {self.host} exposes the app to your network: set --auth user:password too.", "host")
         if self.vram_budget != "auto":
             try:
                 if float(self.vram_budget) <= 0:
                     raise ValueError
             except ValueError:
-                raise ConfigError(f"vram_budget must be auto or a number of GB > 0, got {self.vram_budget!r}") from None
+                raise ConfigError(f"vram_budget must be auto or a number of GB > 0, got {self.vram_budget!r}",
+                                  "vram_budget") from None
         if self.loader not in ("fast", "plain"):
-            raise ConfigError(f"loader must be fast or plain, got {self.loader!r}")
+            raise ConfigError(f"loader must be fast or plain, got {self.loader!r}", "loader")
         if self.quantize not in ("none", "int8"):
-            raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}")
+            raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}", "quantize")
         if self.compile not in ("auto", "on", "off"):
-            raise ConfigError(f"compile must be auto, on or off, got {self.compile!r}")
+            raise ConfigError(f"compile must be auto, on or off, got {self.compile!r}", "compile")
         if self.attention != "auto":
             from .accel import KNOWN_BACKENDS
 
             if self.attention not in KNOWN_BACKENDS:
-                raise ConfigError(f"attention must be auto or one of {', '.join(KNOWN_BACKENDS)}, got {self.attention!r}")
+                raise ConfigError(f"attention must be auto or one of {', '.join(KNOWN_BACKENDS)}, "
+                                  f"got {self.attention!r}", "attention")
         if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
-            raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}")
+            raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}", "dtype")
         self._validate_ray()
         return self
 
@@ -273,11 +280,23 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     cli = {k: _coerce(k, v, "command line") for k, v in cli.items()}
     env_values = _from_env(env)
     values: dict = {}
+    sources: dict[str, str] = {}         # setting -> the file, variable or flag its value came from
+
+    def take(found: dict, source) -> None:
+        values.update(found)
+        sources.update({name: source(name) for name in found})
+
     if default_config is not None and default_config.exists():
-        values.update(_from_toml(default_config))
+        take(_from_toml(default_config), lambda _: str(default_config))
     extra_config = cli.get("config") or env_values.get("config") or ""
     if extra_config:
-        values.update(_from_toml(Path(extra_config).expanduser()))
-    values.update(env_values)
-    values.update(cli)
-    return dataclasses.replace(Settings(), **values).validate()
+        path = Path(extra_config).expanduser()
+        take(_from_toml(path), lambda _: str(path))
+    take(env_values, lambda name: ENV_PREFIX + name.upper())
+    take(cli, lambda _: "the command line")
+    try:
+        return dataclasses.replace(Settings(), **values).validate()
+    except ConfigError as e:
+        if e.setting in sources:
+            raise ConfigError(f"{e} (from {sources[e.setting]})", e.setting) from None
+        raise

@@ -147,3 +147,9 @@ class BackendUnavailable(ZImageError):
     """The Ray cluster cannot be reached or the deployment did not start."""
     http_status = 503
     code = "backend_unavailable"
+
+
+class UnknownEndpoint(ZImageError):
+    """A request named an event, API name, session or stream this page does not have."""
+    http_status = 404
+    code = "not_found"

@@ -26,10 +26,23 @@ MODEL_LABEL = "Z-Image-Turbo"
 SAMPLER_LABEL = "Euler (flow match)"
 
 
+def as_int(value: Any) -> int | None:
+    """An integer from JSON: 512, or 512.0 (JSON has one number type, and JSON Schema's "integer"
+    includes 512.0); None for anything else (True, 1.5, "512", NaN)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _int_field(data: Mapping, name: str, default: int, lo: int, hi: int) -> int:
-    value = data.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(name, f"must be an integer, got {type(value).__name__}")
+    raw = data.get(name, default)
+    value = as_int(raw)
+    if value is None:
+        raise InvalidRequest(name, f"must be an integer, got {type(raw).__name__}")
     if not lo <= value <= hi:
         raise InvalidRequest(name, f"must be between {lo} and {hi}, got {value}")
     return value
@@ -87,8 +100,8 @@ class GenerationRequest:
             raise InvalidRequest("guidance_scale", "must be a finite number")
         if not 0.0 <= guidance <= MAX_GUIDANCE:
             raise InvalidRequest("guidance_scale", f"must be between 0 and {MAX_GUIDANCE:g}, got {guidance}")
-        seed = data.get("seed", -1)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not (seed == -1 or 0 <= seed <= MAX_SEED):
+        seed = as_int(data.get("seed", -1))
+        if seed is None or not (seed == -1 or 0 <= seed <= MAX_SEED):
             raise InvalidRequest("seed", f"must be -1 (random) or an integer 0-{MAX_SEED}")
         return cls(
             prompt=prompt,

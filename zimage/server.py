@@ -65,13 +65,16 @@ def create_app(settings: Settings, manager: Backend):
 
     from .api import API_PATHS, build_router
     from .compat_api import COMPAT_PREFIXES, build_compat_router
+    from .gradio_guard import GradioEventGuard
     from .security import GuardMiddleware
     from .ui import build_ui
 
     outputs = outputs_dir_checked(settings)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(build_router(manager, settings.max_prompt_chars))   # before the "/" mount
-    app.include_router(build_compat_router(manager, settings.max_prompt_chars))
+    app.state.api_routers = [build_router(manager, settings.max_prompt_chars),   # read by openapi_schema()
+                             build_compat_router(manager, settings.max_prompt_chars)]
+    for router in app.state.api_routers:
+        app.include_router(router)          # before the "/" mount
     demo = build_ui(manager, settings)
     demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
     app = gr.mount_gradio_app(
@@ -81,6 +84,8 @@ def create_app(settings: Settings, manager: Backend):
         max_file_size="1mb", ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=False,
         footer_links=[], run_history=False,
     )
+    # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
+    app.add_middleware(GradioEventGuard, blocks=demo)
     app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
                        api_prefixes=COMPAT_PREFIXES, auth=settings.api_auth_pairs)
     return app

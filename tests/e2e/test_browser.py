@@ -1,4 +1,5 @@
 """The page in a real browser (Playwright driving Debian's chromium), on the tiny model."""
+import logging
 import os
 import re
 
@@ -14,7 +15,14 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 @pytest.fixture
-def page(server):
+def guard_refusals(caplog):
+    """Requests the Gradio event guard refused: the page's own must all pass it."""
+    caplog.set_level(logging.INFO, logger="zimage.gradio_guard")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "zimage.gradio_guard"]
+
+
+@pytest.fixture
+def page(server, guard_refusals):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -24,6 +32,7 @@ def page(server):
         page.wait_for_selector("#status-panel")
         yield page
         browser.close()
+    assert guard_refusals() == []
 
 
 def state_of(page) -> str:
@@ -88,7 +97,7 @@ def hub(tiny_model_dir, monkeypatch):
         yield fake
 
 
-def test_model_cache_panel_verify_repair_delete(hub, start_server, settings):
+def test_model_cache_panel_verify_repair_delete(hub, start_server, settings, guard_refusals):
     import dataclasses
     from pathlib import Path
 
@@ -130,3 +139,40 @@ def test_model_cache_panel_verify_repair_delete(hub, start_server, settings):
         assert not folder.exists()
         page.screenshot(path=str(Path(settings.outputs_dir).parent / "cache-panel.png"))
         browser.close()
+    assert guard_refusals() == []
+
+
+@pytest.mark.parametrize("fault", ["config file names a missing model folder", "model_index.json is damaged"])
+def test_model_errors_show_in_the_status_panel_and_the_api(start_server, settings, tmp_path, model_copy,
+                                                           guard_refusals, fault):
+    import dataclasses
+
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    from zimage.config import load_settings
+
+    if fault.startswith("config"):
+        missing = tmp_path / "no-such-model"
+        config = tmp_path / "config.toml"
+        config.write_text(f'model = "{missing}"\noutputs_dir = "{settings.outputs_dir}"\n'
+                          f'cache_dir = "{settings.cache_dir}"\nidle_unload_s = 0\nidle_drop_s = 0\n')
+        srv = start_server(load_settings(["--config", str(config)], env={}, default_config=None))
+        says, hint = f"Model folder not found: {missing}", "Check --model"
+    else:
+        (model_copy / "model_index.json").write_text('{"_class_name": "ZImagePipeline", ')
+        srv = start_server(dataclasses.replace(settings, model=str(model_copy)))
+        says, hint = "model_index.json: unreadable", "copy the damaged files again"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(srv.url)
+        page.wait_for_selector("#status-panel")
+        page.click("#preload-btn")
+        wait_for(lambda: state_of(page) == "error", 30, message="the status panel to show the error")
+        panel = page.inner_text("#status-panel")
+        browser.close()
+    assert "Model: Error" in panel and says in panel and hint in panel
+    r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256}, timeout=60)
+    assert r.status_code == 503 and says in r.json()["error"]["message"] and hint in r.json()["error"]["hint"]
+    assert guard_refusals() == []
