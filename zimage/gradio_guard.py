@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from .api import decode_json
@@ -163,10 +163,13 @@ class GradioEventGuard:
     """Pure ASGI middleware. Buffers (at most MAX_EVENT_BODY_BYTES of) the body of the event routes
     only, then hands Gradio the same bytes; every other request streams through untouched."""
 
-    def __init__(self, app, *, blocks, prefix: str = API_PREFIX):
+    def __init__(self, app, *, blocks, prefix: str = API_PREFIX, logged_in: Callable[[dict], bool] | None = None):
+        """`logged_in(scope)`: with --auth, whether the request carries a valid Gradio login; requests
+        without one go straight to Gradio, which answers 401, so nothing here answers before the login."""
         self.app = app
         self.blocks = blocks
         self.prefix = prefix
+        self.logged_in = logged_in
         self._events: PageEvents | None = None
 
     @property
@@ -180,6 +183,8 @@ class GradioEventGuard:
         if scope["type"] != "http" or not path.startswith(self.prefix + "/"):
             return await self.app(scope, receive, send)
         route = path[len(self.prefix):]
+        if self.logged_in is not None and not self.logged_in(scope):
+            return await self.app(scope, receive, send)
         try:
             if scope["method"] in ("GET", "HEAD"):
                 self._check_stream(route, scope)
@@ -274,3 +279,20 @@ async def send_error(send, err: ZImageError) -> None:
     await send({"type": "http.response.start", "status": err.http_status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def gradio_login_check(app) -> Callable[[dict], bool] | None:
+    """For a FastAPI app with a Gradio page mounted with auth: a check of Gradio's own login cookie
+    (the one its /user route reads). None when the page has no login."""
+    from starlette.requests import HTTPConnection
+
+    gradio_app = next((r.app for r in app.routes if hasattr(getattr(r, "app", None), "tokens")), None)
+    if gradio_app is None or not getattr(gradio_app, "auth", None):
+        return None
+
+    def logged_in(scope: dict) -> bool:
+        cookies = HTTPConnection(scope).cookies
+        token = (cookies.get(f"access-token-{gradio_app.cookie_id}")
+                 or cookies.get(f"access-token-unsecure-{gradio_app.cookie_id}"))
+        return token is not None and token in gradio_app.tokens
+    return logged_in

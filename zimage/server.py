@@ -65,7 +65,7 @@ def create_app(settings: Settings, manager: Backend):
 
     from .api import API_PATHS, build_router
     from .compat_api import COMPAT_PREFIXES, build_compat_router
-    from .gradio_guard import GradioEventGuard
+    from .gradio_guard import GradioEventGuard, gradio_login_check
     from .security import GuardMiddleware
     from .ui import build_ui
 
@@ -85,7 +85,7 @@ def create_app(settings: Settings, manager: Backend):
         footer_links=[], run_history=False,
     )
     # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
-    app.add_middleware(GradioEventGuard, blocks=demo)
+    app.add_middleware(GradioEventGuard, blocks=demo, logged_in=gradio_login_check(app))
     app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
                        api_prefixes=COMPAT_PREFIXES, auth=settings.api_auth_pairs)
     return app
