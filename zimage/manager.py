@@ -19,17 +19,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .config import Settings
-from .errors import (Cancelled, DownloadCancelled, ManagerClosed, ModelInUse, ModelLoadFailed, ModelUnavailable, OutOfMemory,
+from .errors import (Cancelled, DownloadCancelled, ManagerClosed, ModelLoadFailed, OutOfMemory,
                      QueueFull, ZImageError)
 from .generate import GenerationRequest, GenerationResult, OutputStore, generate
 from .idle import idle_action
+from .manager_cache import CacheJobs
 from .offload import WORKING_BYTES
 from .state import READY_STATES, LoadStage, LoadState, Status
+from .vram import cuda_available, is_oom, peak_vram_bytes, reset_peak_vram
 
 log = logging.getLogger(__name__)
 
-GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, CACHE, IMPORT = (
-    "generate", "load", "unload", "low_vram", "idle", "cache", "import")
+GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, IMPORT = "generate", "load", "unload", "low_vram", "idle", "import"
 LOW_VRAM_BUDGET_BYTES = 8 * 2**30
 DEMO_NOTE = "Demo mode: a tiny model with random weights, so every image is noise."
 
@@ -53,7 +54,7 @@ class Job:
         return self.cancel_event.is_set()
 
 
-class PipelineManager:
+class PipelineManager(CacheJobs):
     def __init__(self, settings: Settings, *, placement_factory: Callable[[], Any] | None = None,
                  resolver: Callable[..., Any] | None = None, loader: Callable[..., Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, idle_poll_s: float = 1.0):
@@ -212,18 +213,6 @@ class PipelineManager:
             return False
         self._download_cancel.set()
         return True
-
-    def repair(self, model_id: str | None = None) -> Job:
-        """Re-download only the damaged or missing files of a cached model (a worker job, so it never
-        runs beside a load)."""
-        mid = model_id or self.settings.model
-        with self._lock:
-            return self._enqueue_locked(CACHE, lambda job: self._run_repair(mid))
-
-    def delete_cached(self, model_id: str) -> Job:
-        """Delete a model from the cache; refused while it is loaded."""
-        with self._lock:
-            return self._enqueue_locked(CACHE, lambda job: self._run_delete(model_id))
 
     # ---- the worker --------------------------------------------------------------------------
     def _enqueue_locked(self, kind: str, fn: Callable[[Job], Any], owner: str | None = None) -> Job:
@@ -386,7 +375,7 @@ class PipelineManager:
 
             load = functools.partial(self._loader, on_progress=self._report_load, fast=True)
             self._pipe, note = load_quantized(
-                model_dir, dtype, load, compute_device=placement.gpu_device if _cuda_available() else None,
+                model_dir, dtype, load, compute_device=placement.gpu_device if cuda_available() else None,
                 on_quantize=lambda: self._set(state=LoadState.LOADING, stage=LoadStage.QUANTIZE, progress=0.0))
             log.info(note)
         else:
@@ -496,7 +485,7 @@ class PipelineManager:
                 "Turn on Low VRAM or set a smaller --vram-budget, or lower the size or the number of images.")
         if warning:
             result = replace(result, warning="\n".join(filter(None, [warning, result.warning])))
-        result = replace(result, peak_vram_bytes=self._peak_vram())
+        result = replace(result, peak_vram_bytes=peak_vram_bytes(self.gpu_device))
         with self._lock:
             self._status = replace(self._status, last_image_s=round(result.seconds / len(result.images), 3),
                                    last_peak_vram_bytes=result.peak_vram_bytes)
@@ -508,12 +497,12 @@ class PipelineManager:
             if latents is not None:
                 job.latest_latent = latents[0].detach().to("cpu", copy=True)   # for live previews
 
-        self._reset_peak_vram()
+        reset_peak_vram(self.gpu_device)
         oom = False
         try:
             return generate(self._pipe, req, self._store, job.cancel_event.is_set, on_step, self._model_label), False
         except Exception as e:
-            if not _is_oom(e):
+            if not is_oom(e):
                 raise
             oom = True
         if oom:
@@ -542,59 +531,6 @@ class PipelineManager:
             return False
         return True
 
-    def _reset_peak_vram(self) -> None:
-        torch = sys.modules.get("torch")
-        if torch is not None and self.gpu_device and torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats(self.gpu_device)
-
-    def _peak_vram(self) -> int | None:
-        torch = sys.modules.get("torch")
-        if torch is not None and self.gpu_device and torch.cuda.is_available():
-            return int(torch.cuda.max_memory_allocated(self.gpu_device))
-        return None
-
-    # ---- cache jobs --------------------------------------------------------------------------
-    def _run_repair(self, model_id: str) -> list[str]:
-        from .hub import is_local_reference, repair
-
-        if is_local_reference(model_id):
-            raise ModelUnavailable(f"{model_id} is a local folder: there is no hub copy to repair it from.",
-                                   "Copy the damaged files again, or use a ModelScope id.")
-        if self._pipe is not None:
-            raise ModelInUse("The model is loaded; repairing would change files under it.",
-                             "Unload it (Free VRAM and RAM) first.")
-        self._download_cancel = threading.Event()
-        self._start_download()
-        try:
-            fixed = repair(model_id, self.settings.cache_dir, on_progress=self._report_download,
-                           cancel=self._download_cancel)
-        except DownloadCancelled as e:
-            self._set(state=LoadState.UNLOADED, stage=None, message=e.message, hint=e.hint, progress=0.0)
-            raise
-        except ZImageError as e:
-            self._fail(e)
-            raise
-        self._set(state=LoadState.UNLOADED, stage=None, progress=0.0, message="", hint="")
-        return fixed
-
-    def _run_delete(self, model_id: str) -> int:
-        from .cache import delete_cached, modelscope_cache_base, scan_cache
-        from .manifest import manifest_path
-
-        base = modelscope_cache_base(self.settings.cache_dir)
-        entries = [m for m in scan_cache(base) if m.model_id == model_id]
-        if not entries:
-            raise ModelUnavailable(f"{model_id} is not in the cache {base}.")
-        loaded = self._model_dir.resolve() if self._model_dir is not None else None
-        if loaded is not None and any(loaded.is_relative_to(m.root.resolve()) for m in entries):
-            raise ModelInUse(f"{model_id} is loaded and cannot be deleted.", "Unload it (Free VRAM and RAM) first.")
-        freed = sum(delete_cached(base, m) for m in entries)
-        manifest_path(base, model_id).unlink(missing_ok=True)
-        if self._status.state == LoadState.ERROR and model_id == self.settings.model:
-            self._set(state=LoadState.UNLOADED, message="", hint="")
-        log.info("deleted %s from the cache (%d bytes)", model_id, freed)
-        return freed
-
     # ---- idle unload -------------------------------------------------------------------------
     def _idle_action(self, idle_s: float) -> str | None:
         has_gpu = self._placement is not None and self._placement.gpu_device is not None
@@ -622,15 +558,3 @@ class PipelineManager:
                 idle_s = self._clock() - self._last_activity
                 if quiet and self._idle_action(idle_s):
                     self._enqueue_locked(IDLE, self._run_idle)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _is_oom(e: BaseException) -> bool:
-    import torch
-
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()

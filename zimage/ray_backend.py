@@ -31,7 +31,8 @@ from .generate import (
     OutputStore,
     unsaved_warning,
 )
-from .manager import CACHE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job
+from .manager import GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job
+from .manager_cache import CACHE
 from .replicas import REPORT_PERIOD_S, aggregate
 from .state import LoadState, Status
 
