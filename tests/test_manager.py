@@ -395,3 +395,57 @@ def test_quantize_int8_makes_the_copy_once_and_always_runs_a_plan(make_manager, 
         assert (LoadStage.QUANTIZE in stages) is (attempt == 1)          # made once, loaded after
         assert complete(cache_dir_for(model_copy, "int8"))
         m.close()
+
+
+class CpuAsGpuPlacement:
+    """The real TorchPlacement with the CPU standing in for the GPU: the manager builds real plans
+    and real streaming runtimes (tests/test_offload.py checks them block by block)."""
+
+    def __new__(cls):
+        from zimage.devices import TorchPlacement
+
+        class Placement(TorchPlacement):
+            def __init__(self):
+                super().__init__("cpu")
+                self.gpu_device = "cpu"
+
+            def vram_budget_bytes(self):
+                return 2**40
+
+            def move(self, pipe, device, on_progress=None):
+                self.move_modules(pipe, device, on_progress)     # no page-locked RAM without CUDA
+        return Placement()
+
+
+def _tiny_working_set(monkeypatch):
+    from zimage import offload
+
+    for name in ("DENOISE_WORKING_BYTES", "VAE_WORKING_BYTES", "VAE_TILED_WORKING_BYTES"):
+        monkeypatch.setattr(offload, name, 1000)     # the tiny model's activations, not a 1024x1024 image's
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_budget_plans_run_for_real_through_the_manager(make_manager, model_copy, monkeypatch, quantize):
+    from zimage.offload import sizes_of
+
+    _tiny_working_set(monkeypatch)
+    reference = make_manager(model=str(model_copy), warmup=False)
+    expected = reference.generate(req(), timeout=120).images[0].image.tobytes()
+    pipe = reference._pipe
+    if quantize == "int8":
+        from zimage.quantize import COMPONENTS, quantize_module
+
+        for name in COMPONENTS:
+            quantize_module(name, getattr(pipe, name))
+    sizes = sizes_of(pipe)
+    budget_gb = (sizes.peak(len(sizes.blocks), True, 1000) - 1) / 2**30   # one byte short of everything resident
+    m = make_manager(placement=CpuAsGpuPlacement(), model=str(model_copy), warmup=False, quantize=quantize, dtype="float32",
+                     vram_budget=f"{budget_gb:.9f}")
+    status = m.ensure_ready(120)
+    assert status.state == LoadState.OFFLOADED and "streamed" in status.plan and "everything" not in status.plan
+    assert ("int8 weights" in status.plan) is (quantize == "int8")
+    got = m.generate(req(), timeout=120).images[0].image.tobytes()
+    if quantize == "none":
+        assert got == expected                          # streaming computes exactly what resident does
+    m.set_low_vram(False).future.result(60)             # a budget still applies: the plan stays
+    assert m.status().state == LoadState.OFFLOADED and m.load_count == 1
