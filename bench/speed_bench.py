@@ -1,7 +1,7 @@
 """Speed benchmark (issue 8): plain diffusers eager and diffusers + compile_repeated_blocks (the
 baselines) beside the app's default path, cold compile cache then warm; one run, a fresh process each.
 
-    python -m bench.speed_bench DIR [--no-baselines]
+    python -m bench.speed_bench DIR [--no-baselines] [--queue]
 Prints one JSON line per process, then one per figure with ratios and quality against eager.
 """
 from __future__ import annotations
@@ -38,6 +38,9 @@ def main() -> None:
         runs["diffusers_compile"] = probe("diffusers_compile", folder)
     runs["ours_cold"] = probe("ours", folder)
     runs["ours_warm"] = probe("ours", folder)                   # the compile cache from the run before
+    if "--queue" in sys.argv:                                   # queued requests batched or not
+        for n in (1, 4):
+            probe(f"ours_queue{n}", folder)
     eager = runs.get("eager", {}).get("s_per_image")
     for name, r in runs.items():
         fig = {"figure": name, "s_per_image": r.get("s_per_image"), "first_image_s": r.get("first_image_s"),

@@ -4,7 +4,7 @@
 MODE: eager (plain diffusers, resident: the baseline), diffusers_compile (plain diffusers +
 transformer.compile_repeated_blocks), ours (the app: PipelineManager with its defaults: attention
 choice, regional compile warmed during preload with a persistent cache), ours_nocompile (the app
-with --compile off). Saves the seed-0 image and the first step's transformer output under
+with --compile off), ours_queueN (8 single-image requests at once with --batch-max N: images/s). Saves the seed-0 image and the first step's transformer output under
 /tmp/speed/ for PSNR and SQNR. Prints one JSON line.
 """
 from __future__ import annotations
@@ -35,10 +35,21 @@ def main() -> None:
         from zimage.generate import GenerationRequest
         from zimage.manager import PipelineManager
 
+        batch = int(mode[len("ours_queue"):]) if mode.startswith("ours_queue") else 1
         settings = Settings(model=folder, outputs_dir="/tmp/speed-out", idle_unload_s=0, idle_drop_s=0,
-                            cache_dir="/tmp/speed-cache", compile="off" if mode == "ours_nocompile" else "auto")
+                            cache_dir="/tmp/speed-cache", compile="off" if mode == "ours_nocompile" else "auto",
+                            batch_max=batch, queue_max=16)
         manager = PipelineManager(settings).start()
         manager.ensure_ready(900)
+        if mode.startswith("ours_queue"):       # 8 single-image requests at once (8 users), --batch-max N
+            for attempt in ("warm", "timed"):
+                t = time.perf_counter()
+                jobs = [manager.submit(GenerationRequest(prompt=f"{PROMPT} #{i}", seed=i)) for i in range(8)]
+                [j.future.result(900) for j in jobs]
+                out[f"{attempt}_8_requests_s"] = round(time.perf_counter() - t, 3)
+            out["images_per_s"] = round(8 / out["timed_8_requests_s"], 3)
+            print(json.dumps(out), flush=True)
+            os._exit(0)
         out["ready_s"] = round(time.perf_counter() - t0, 2)      # load + compile + warm-up images
         out["attention"] = manager._attention
         pipe = manager._pipe

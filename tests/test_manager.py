@@ -449,3 +449,87 @@ def test_budget_plans_run_for_real_through_the_manager(make_manager, model_copy,
         assert got == expected                          # streaming computes exactly what resident does
     m.set_low_vram(False).future.result(60)             # a budget still applies: the plan stays
     assert m.status().state == LoadState.OFFLOADED and m.load_count == 1
+
+
+def _queue_behind_a_load(m, reqs, **kw):
+    """Submit `reqs` while the model loads, so they wait together."""
+    load = m.preload()
+    jobs = [m.submit(r, **kw) for r in reqs]
+    load.future.result(60)
+    return jobs
+
+
+def _count_pipeline_calls(monkeypatch) -> list:
+    from zimage import generate as gen
+
+    calls = []
+    real = gen._call
+
+    def counting(pipe, req, prompt, per_prompt, seeds, *a, **kw):
+        calls.append(list(seeds))
+        return real(pipe, req, prompt, per_prompt, seeds, *a, **kw)
+    monkeypatch.setattr(gen, "_call", counting)
+    return calls
+
+
+def test_queued_requests_of_one_size_share_a_pipeline_call(make_manager, monkeypatch):
+    alone = make_manager()
+    expected = {seed: alone.generate(req(seed=seed), timeout=60).images[0].image.tobytes() for seed in (11, 12)}
+    calls = _count_pipeline_calls(monkeypatch)
+    m = make_manager(batch_max=4)
+    jobs = _queue_behind_a_load(m, [req(seed=11), req(seed=12, num_images=2), req(seed=20, width=512),
+                                    req(seed=30, prompt="a dog on a much longer prompt than the others")])
+    results = [j.future.result(60) for j in jobs]
+    assert calls == [[11, 12, 13, 30], [20]]          # three of one size in one call, the 512 one alone
+    assert [len(r.images) for r in results] == [1, 2, 1, 1]
+    assert [i.seed for i in results[1].images] == [12, 13]
+    import numpy as np
+
+    for result, seed in ((results[0], 11), (results[1], 12)):   # the same prompt and seed: the picture it has alone
+        got = np.frombuffer(result.images[0].image.tobytes(), np.uint8).astype(int)
+        diff = np.abs(got - np.frombuffer(expected[seed], np.uint8).astype(int)).max()
+        print("max pixel diff", diff)
+        assert diff <= 2, diff                         # batched matmuls and the padded prompt round differently
+    assert results[0].batch_images == 4 and results[0].seconds_per_image == results[0].seconds / 4
+    assert all(i.path and i.path.exists() for r in results for i in r.images)
+    assert m.status().queue_length == 0
+
+
+def test_batching_is_off_by_default_and_never_jumps_an_unload(make_manager, monkeypatch):
+    calls = _count_pipeline_calls(monkeypatch)
+    m = make_manager()
+    jobs = _queue_behind_a_load(m, [req(seed=1), req(seed=2)])
+    [j.future.result(60) for j in jobs]
+    assert calls == [[1], [2]]
+    calls.clear()
+    m = make_manager(batch_max=4)
+    load = m.preload()
+    first = m.submit(req(seed=3))
+    unload = m.unload("cpu")
+    after = m.submit(req(seed=4))
+    load.future.result(60)
+    first.future.result(60), unload.future.result(60), after.future.result(60)
+    assert calls == [[3], [4]]                         # the one after the unload did not ride along
+
+
+def test_a_rider_stopped_mid_batch_is_dropped_and_the_others_finish(make_manager, monkeypatch):
+    from zimage import generate as gen
+
+    m = make_manager(batch_max=4)
+    real, stopped = gen._call, []
+
+    def stop_b_at_the_first_step(pipe, rq, prompt, per_prompt, seeds, should_stop, on_step):
+        def step(*args):
+            if len(seeds) == 2 and not stopped:
+                stopped.append(m.cancel(owner="b"))
+            on_step(*args)
+        return real(pipe, rq, prompt, per_prompt, seeds, should_stop, step)
+    monkeypatch.setattr(gen, "_call", stop_b_at_the_first_step)
+    load = m.preload()                                     # both wait behind the load: one batch
+    a = m.submit(req(seed=7, num_inference_steps=3), owner="a")
+    b = m.submit(req(seed=8, num_inference_steps=3), owner="b")
+    load.future.result(60)
+    assert a.future.result(60).images
+    with pytest.raises(Cancelled):
+        b.future.result(60)
+    assert stopped == [1] and m.status().queue_length == 0

@@ -55,6 +55,7 @@ class Settings:
     quantize: str = "none"                  # none | int8: weight-only int8 copy of the transformer and text encoder
     attention: str = "auto"                 # auto (fastest safe on this GPU) or a diffusers attention backend name
     compile: str = "auto"                   # auto (on with a CUDA GPU, model resident) | on | off: regional torch.compile
+    batch_max: int = 1                      # images queued requests of one size may share a pipeline call (1 = off)
     backend: str = "local"                  # local (one process, no Ray) | ray (Ray Serve replicas)
     ray_address: str = "auto"               # auto (a running cluster, else a local one) | HOST:PORT | ray://...
     ray_replicas: int = 1                   # fixed replica count (when ray_max_replicas <= ray_min_replicas)
@@ -108,6 +109,8 @@ class Settings:
             raise ConfigError(f"loader must be fast or plain, got {self.loader!r}", "loader")
         if self.quantize not in ("none", "int8"):
             raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}", "quantize")
+        if not 1 <= self.batch_max <= 16:
+            raise ConfigError(f"batch_max must be 1-16, got {self.batch_max}", "batch_max")
         if self.compile not in ("auto", "on", "off"):
             raise ConfigError(f"compile must be auto, on or off, got {self.compile!r}", "compile")
         if self.attention != "auto":
@@ -257,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", metavar="BACKEND",
                    help="auto (default: the fastest safe one) or a diffusers backend: native, _native_flash, "
                         "_native_cudnn, _native_efficient, flash, _flash_3")
+    p.add_argument("--batch-max", type=int, dest="batch_max", metavar="N",
+                   help="queued requests of the same size run as one batch of up to N images (default 1: off)")
     p.add_argument("--compile", choices=["auto", "on", "off"],
                    help="regional torch.compile of the transformer blocks, warmed during preload (auto: on a GPU)")
     p.add_argument("--backend", help="local (default: one process) or ray (Ray Serve replicas, one per GPU)")

@@ -143,10 +143,11 @@ class GenerationResult:
     seconds: float
     warning: str = ""
     peak_vram_bytes: int | None = None   # the GPU's peak allocation during this generation
+    batch_images: int = 0                # images in the pipeline call it shared with queued requests (0: alone)
 
     @property
     def seconds_per_image(self) -> float:
-        return self.seconds / max(1, len(self.images))
+        return self.seconds / max(1, self.batch_images or len(self.images))
 
 
 def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL) -> str:
@@ -166,6 +167,34 @@ def run_pipeline(pipe, req: GenerationRequest, should_stop: Callable[[], bool],
     Raises Cancelled when `should_stop` turned true: ZImagePipeline skips the remaining steps but
     still decodes the half-denoised latents, which must not be shown as a result.
     """
+    return _call(pipe, req, req.prompt, req.num_images, req.seeds(), should_stop, on_step)
+
+
+def run_batch(pipe, reqs: list[GenerationRequest], should_stop: Callable[[], bool],
+              on_step: Callable[..., None] | None = None) -> list[list]:
+    """Several seeded requests of one size, steps, guidance and negative prompt as one pipeline call
+    (one prompt per image); returns each request's images. One request runs as run_pipeline does."""
+    if len(reqs) == 1:
+        return [run_pipeline(pipe, reqs[0], should_stop, on_step)]
+    first = reqs[0]
+    if any(batch_key(r) != batch_key(first) for r in reqs):
+        raise ValueError("a batch must share size, steps, guidance and negative prompt")
+    prompts = [r.prompt for r in reqs for _ in range(r.num_images)]
+    images = _call(pipe, first, prompts, 1, [s for r in reqs for s in r.seeds()], should_stop, on_step)
+    out, start = [], 0
+    for r in reqs:
+        out.append(images[start:start + r.num_images])
+        start += r.num_images
+    return out
+
+
+def batch_key(req: GenerationRequest) -> tuple:
+    """Requests with the same key can share one pipeline call."""
+    return (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt)
+
+
+def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int], should_stop: Callable[[], bool],
+          on_step: Callable[..., None] | None) -> list:
     import torch
 
     stopped = False
@@ -182,15 +211,15 @@ def run_pipeline(pipe, req: GenerationRequest, should_stop: Callable[[], bool],
     if should_stop():
         raise Cancelled()
     # Noise drawn on the CPU: the same seed gives the same picture on every device.
-    generators = [torch.Generator(device="cpu").manual_seed(s) for s in req.seeds()]
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     with torch.inference_mode():
         out = pipe(
-            prompt=req.prompt,
+            prompt=prompt,
             negative_prompt=req.negative_prompt or None,
             width=req.width, height=req.height,
             num_inference_steps=req.num_inference_steps,
             guidance_scale=req.guidance_scale,
-            num_images_per_prompt=req.num_images,
+            num_images_per_prompt=per_prompt,
             generator=generators,
             callback_on_step_end=on_step_end,
         )
@@ -244,7 +273,12 @@ def generate(pipe, req: GenerationRequest, store: OutputStore, should_stop: Call
     """Run a seeded request and save its images. A failed save keeps the images and reports why."""
     started = time.perf_counter()
     images = run_pipeline(pipe, req, should_stop, on_step)
-    seconds = time.perf_counter() - started
+    return save_result(req, images, time.perf_counter() - started, store, model_label)
+
+
+def save_result(req: GenerationRequest, images: list, seconds: float, store: OutputStore,
+                model_label: str = MODEL_LABEL, batch_images: int = 0) -> GenerationResult:
+    """Save a request's images (with their infotext) and make its result."""
     results, warning = [], ""
     for image, seed in zip(images, req.seeds()):
         text = infotext(req, seed, model_label)
@@ -255,7 +289,7 @@ def generate(pipe, req: GenerationRequest, store: OutputStore, should_stop: Call
             except OSError as e:
                 warning = unsaved_warning(store, e)
         results.append(GeneratedImage(image=image, seed=seed, infotext=text, path=path))
-    return GenerationResult(request=req, images=results, seconds=seconds, warning=warning)
+    return GenerationResult(request=req, images=results, seconds=seconds, warning=warning, batch_images=batch_images)
 
 
 def unsaved_warning(store: OutputStore, e: OSError) -> str:

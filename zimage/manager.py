@@ -21,7 +21,7 @@ from typing import Any, Callable
 from .config import Settings
 from .errors import (Cancelled, DownloadCancelled, ManagerClosed, ModelLoadFailed, OutOfMemory,
                      QueueFull, ZImageError)
-from .generate import GenerationRequest, GenerationResult, OutputStore, generate
+from .generate import GenerationRequest, GenerationResult, OutputStore, generate, run_batch, save_result
 from .idle import idle_action
 from .manager_cache import CacheJobs
 from .offload import WORKING_BYTES
@@ -48,6 +48,8 @@ class Job:
     total_steps: int = 0
     queue_position: int = 0          # 1 = next to run; 0 once running
     latest_latent: Any = None        # the first image's latent after the last step (a CPU copy)
+    request: GenerationRequest | None = None   # a generation's request
+    riders: list["Job"] = field(default_factory=list)   # queued generations sharing this one's pipeline call
 
     @property
     def cancelled(self) -> bool:
@@ -183,6 +185,7 @@ class PipelineManager(CacheJobs):
             self._last_activity = self._clock()
             job = self._enqueue_locked(GENERATE, lambda j: self._run_generate(j, req), owner=owner)
             job.total_steps = req.num_inference_steps
+            job.request = req
             return job
 
     def generate(self, req: GenerationRequest, owner: str | None = None,
@@ -194,7 +197,7 @@ class PipelineManager(CacheJobs):
         stops after its current step. Returns how many jobs were cancelled."""
         count = 0
         with self._lock:
-            jobs = list(self._waiting) + ([self._current] if self._current else [])
+            jobs = list(self._waiting) + ([self._current, *self._current.riders] if self._current else [])
             for job in jobs:
                 if job.kind == GENERATE and (owner is None or job.owner == owner) and not job.cancelled:
                     job.cancel_event.set()
@@ -246,20 +249,50 @@ class PipelineManager(CacheJobs):
                 # running one's Future can no longer be cancelled; setting the result of a cancelled
                 # Future would raise here and end the worker.
                 if job.future.set_running_or_notify_cancel():
+                    if job.kind == GENERATE and self.settings.batch_max > 1 and not job.cancelled:
+                        with self._lock:
+                            self._gather_riders_locked(job)
+                            self._renumber_locked()
                     self._run_job(job)
             finally:
                 job.phase = "done"
+                for rider in job.riders:
+                    rider.phase = "done"
+                    if not rider.future.done():      # never left waiting, whatever happened to the lead
+                        rider.future.set_exception(Cancelled())
                 with self._lock:
                     self._current = None
                     if job.kind == GENERATE:
-                        self._pending_generations -= 1
+                        self._pending_generations -= 1 + len(job.riders)
                         self._job_seconds = 0.8 * self._job_seconds + 0.2 * (self._clock() - started)
                     if job.kind in (GENERATE, LOAD):
                         self._last_activity = self._clock()
 
+    def _gather_riders_locked(self, lead: Job) -> None:
+        """Take the waiting generations that can share `lead`'s pipeline call (same size, steps,
+        guidance and negative prompt; --batch-max images in all), up to the first job of another
+        kind: nothing moves ahead of an unload or a plan switch queued before it."""
+        from .generate import batch_key
+
+        images = lead.request.num_images
+        for job in list(self._waiting):
+            if job.kind != GENERATE:
+                break
+            if job.cancelled or batch_key(job.request) != batch_key(lead.request):
+                continue
+            if images + job.request.num_images > self.settings.batch_max:
+                break
+            self._waiting.remove(job)
+            job.queue_position = 0
+            if job.future.set_running_or_notify_cancel():
+                lead.riders.append(job)
+                images += job.request.num_images
+            else:
+                self._pending_generations -= 1    # its waiter gave up
+
     def _run_job(self, job: Job) -> None:
         try:
-            if job.cancelled:
+            if job.cancelled and not job.riders:    # with riders, the batch runs and only its own image is dropped
                 raise Cancelled()
             job.future.set_result(job.fn(job))
         except BaseException as e:   # every failure goes to the caller; the worker lives on
@@ -470,37 +503,80 @@ class PipelineManager(CacheJobs):
             self._placement.free_memory()
 
     def _run_generate(self, job: Job, req: GenerationRequest) -> GenerationResult:
+        """The job's generation, with its riders (queued requests sharing the pipeline call), whose
+        futures get their own results here; the lead's result is returned."""
+        members = [job, *job.riders]
+        try:
+            results = self._run_generations(members)
+        except BaseException as e:
+            for rider in job.riders:
+                rider.future.set_exception(e)
+            raise
+        for rider, result in zip(job.riders, results[1:]):
+            if isinstance(result, BaseException):
+                rider.future.set_exception(result)
+            else:
+                rider.future.set_result(result)
+        if isinstance(results[0], BaseException):
+            raise results[0]
+        return results[0]
+
+    def _run_generations(self, members: list[Job]) -> list:
+        lead = members[0]
         if self._status.state not in READY_STATES or self._status.state != self._target_state() or self._pipe is None:
-            self._run_load(job)
-        job.phase = "generating"
-        result, oom = self._generate_once(job, req)
+            self._run_load(lead)
+        for member in members:
+            member.phase = "generating"
+        results, oom = self._generate_once(members)
         warning = ""
         if oom and self._step_down():
             warning = f"The GPU ran out of memory; switched to a smaller VRAM plan ({self._status.plan}) and retried."
             log.warning(warning)
-            result, oom = self._generate_once(job, req)
+            results, oom = self._generate_once(members)
         if oom:
+            req = lead.request
             raise OutOfMemory(
-                f"The GPU ran out of memory at {req.width}x{req.height} x {req.num_images}.",
+                f"The GPU ran out of memory at {req.width}x{req.height} x {sum(m.request.num_images for m in members)}.",
                 "Turn on Low VRAM or set a smaller --vram-budget, or lower the size or the number of images.")
-        if warning:
-            result = replace(result, warning="\n".join(filter(None, [warning, result.warning])))
-        result = replace(result, peak_vram_bytes=peak_vram_bytes(self.gpu_device))
-        with self._lock:
-            self._status = replace(self._status, last_image_s=round(result.seconds / len(result.images), 3),
-                                   last_peak_vram_bytes=result.peak_vram_bytes)
-        return result
+        peak = peak_vram_bytes(self.gpu_device)
+        done = []
+        for result in results:
+            if not isinstance(result, BaseException):
+                if warning:
+                    result = replace(result, warning="\n".join(filter(None, [warning, result.warning])))
+                result = replace(result, peak_vram_bytes=peak)
+            done.append(result)
+        shown = next((r for r in done if not isinstance(r, BaseException)), None)
+        if shown is not None:
+            with self._lock:
+                self._status = replace(self._status, last_image_s=round(shown.seconds_per_image, 3),
+                                       last_peak_vram_bytes=peak)
+        return done
 
-    def _generate_once(self, job: Job, req: GenerationRequest) -> tuple[GenerationResult | None, bool]:
+    def _generate_once(self, members: list[Job]) -> tuple[list | None, bool]:
+        """Run the members' requests (one pipeline call); each result, or Cancelled for a member
+        stopped while the others went on. (None, True) after an out-of-memory, memory freed."""
         def on_step(step: int, total: int, latents=None) -> None:
-            job.step, job.total_steps = step, total
+            for member in members:
+                member.step, member.total_steps = step, total
             if latents is not None:
-                job.latest_latent = latents[0].detach().to("cpu", copy=True)   # for live previews
+                members[0].latest_latent = latents[0].detach().to("cpu", copy=True)   # for live previews
+
+        def all_stopped() -> bool:
+            return all(m.cancelled for m in members)
 
         reset_peak_vram(self.gpu_device)
         oom = False
         try:
-            return generate(self._pipe, req, self._store, job.cancel_event.is_set, on_step, self._model_label), False
+            if len(members) == 1:
+                return [generate(self._pipe, members[0].request, self._store, members[0].cancel_event.is_set,
+                                 on_step, self._model_label)], False
+            started = time.perf_counter()
+            batches = run_batch(self._pipe, [m.request for m in members], all_stopped, on_step)
+            seconds, total = time.perf_counter() - started, sum(len(images) for images in batches)
+            return [Cancelled() if m.cancelled else
+                    save_result(m.request, images, seconds, self._store, self._model_label, batch_images=total)
+                    for m, images in zip(members, batches)], False
         except Exception as e:
             if not is_oom(e):
                 raise
