@@ -35,6 +35,15 @@ from .errors import (
 
 log = logging.getLogger(__name__)
 
+
+class UploadsRefused(ZImageError):
+    """Gradio's /upload writes any file to disk; this page has no input that takes one."""
+    http_status = 403
+    code = "uploads_refused"
+
+    def __init__(self):
+        super().__init__("This page takes no file uploads.")
+
 API_PREFIX = "/gradio_api"
 MAX_EVENT_BODY_BYTES = 2**20      # our largest real event: a 4000-character prompt and 48 gallery items, ~40 KB
 MAX_SESSION_HASH_CHARS = 256      # the page sends 11 characters, gradio_client a 36-character uuid
@@ -47,6 +56,9 @@ POST_ROUTES = [                   # (pattern, kind): the routes that run an even
     (re.compile(r"/(?:run|api)" + _NAME), "run"),
     (re.compile(r"/component_server/?"), "component"),
 ]
+# Components whose input arrives through /upload first (a Gallery input is the page's own gallery: no upload).
+UPLOAD_KINDS = frozenset({"File", "Image", "ImageEditor", "ImageSlider", "Audio", "Video", "UploadButton", "Model3D",
+                          "MultimodalTextbox"})
 EVENT_STREAM = re.compile(r"/call(?:/v2)?/[^/]+/(?P<event_id>[^/]+)/?")
 
 
@@ -60,6 +72,7 @@ class PageEvents:
     parameters: dict[str, list]              # public api_name -> gradio_client's parameter info
     block_ids: frozenset[int]
     server_fns: frozenset[tuple[int, str]]   # (component id, function name) for component_server
+    takes_uploads: bool = False              # an input of some event is a file-taking component
 
     @classmethod
     def of(cls, blocks) -> PageEvents:
@@ -77,6 +90,7 @@ class PageEvents:
             parameters={name: named.get("/" + name, {}).get("parameters", []) for name in public},
             block_ids=frozenset(blocks.blocks),
             server_fns=server_fns,
+            takes_uploads=any(type(b).__name__ in UPLOAD_KINDS for fn in fns.values() for b in fn.inputs),
         )
 
 
@@ -189,6 +203,8 @@ class GradioEventGuard:
             if scope["method"] in ("GET", "HEAD"):
                 self._check_stream(route, scope)
             elif scope["method"] == "POST":
+                if route.rstrip("/") == "/upload" and not self.events.takes_uploads:
+                    raise UploadsRefused()
                 for pattern, kind in POST_ROUTES:
                     match = pattern.fullmatch(route)
                     if match:
