@@ -41,8 +41,10 @@ def pipeline_modules(pipe) -> list[tuple[str, object]]:
 class RegisteredBuffer:
     """Plain RAM page-locked in place (cudaHostRegister on one whole allocation) instead of torch's
     pinned allocator, which rounds up to a power of two (a 20.5 GB model took a 32 GB block) and
-    took 22 s for the first idle unload in the GPU VM; registering 10-20 GB in place took 0.35-0.9 s
-    there (low-VRAM bench). Unregistered before the memory can be freed."""
+    took 22 s for the first idle unload in the GPU VM. Registering the loader's 10-20 GB in place took
+    0.35-0.9 s there (low-VRAM bench, pages already in memory); here the pages are new, so the kernel
+    also has to zero them: the idle-unload figure is not measured yet. Unregistered before the
+    memory can be freed."""
 
     MIN_BYTES = 64 * 2**20   # its own mmap'd pages (see offload.HostPinner)
 
@@ -67,7 +69,10 @@ class RegisteredBuffer:
 
     def __del__(self):
         if getattr(self, "registered", False):
-            self.release()
+            try:
+                self.release()
+            except Exception:   # interpreter shutdown: CUDA may already be gone, and the process with it
+                pass
 
 
 def pin_budget_bytes(setting_gb: float) -> int:
