@@ -64,6 +64,8 @@ def test_generate_returns_png_of_the_asked_size_with_metadata(server):
         assert img.format == "PNG" and img.size == (320, 256)
         assert "Seed: 4" in img.text["parameters"] and img.text["parameters"].startswith("a red fox")
     assert len(body["files"]) == 2 and body["seconds"] > 0
+    assert body["seconds_per_image"] == pytest.approx(body["seconds"] / 2, abs=1e-3)
+    assert body["peak_vram_bytes"] is None                  # no GPU here; the GPU figure is bench/speed_probe's
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
