@@ -518,12 +518,12 @@ def test_a_rider_stopped_mid_batch_is_dropped_and_the_others_finish(make_manager
     m = make_manager(batch_max=4)
     real, stopped = gen._call, []
 
-    def stop_b_at_the_first_step(pipe, rq, prompt, per_prompt, seeds, should_stop, on_step):
+    def stop_b_at_the_first_step(pipe, rq, prompt, per_prompt, seeds, should_stop, on_step, encode=None):
         def step(*args):
             if len(seeds) == 2 and not stopped:
                 stopped.append(m.cancel(owner="b"))
             on_step(*args)
-        return real(pipe, rq, prompt, per_prompt, seeds, should_stop, step)
+        return real(pipe, rq, prompt, per_prompt, seeds, should_stop, step, encode)
     monkeypatch.setattr(gen, "_call", stop_b_at_the_first_step)
     load = m.preload()                                     # both wait behind the load: one batch
     a = m.submit(req(seed=7, num_inference_steps=3), owner="a")

@@ -160,27 +160,30 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL) -> str
     return "\n".join(lines)
 
 
+Encoder = Callable[[Any, list], list]   # (pipe, prompts) -> one text embedding per prompt (PromptCache.embeds)
+
+
 def run_pipeline(pipe, req: GenerationRequest, should_stop: Callable[[], bool],
-                 on_step: Callable[..., None] | None = None) -> list:
+                 on_step: Callable[..., None] | None = None, encode: Encoder | None = None) -> list:
     """Run the diffusers pipeline for an already seeded request; return PIL images.
 
     Raises Cancelled when `should_stop` turned true: ZImagePipeline skips the remaining steps but
     still decodes the half-denoised latents, which must not be shown as a result.
     """
-    return _call(pipe, req, req.prompt, req.num_images, req.seeds(), should_stop, on_step)
+    return _call(pipe, req, req.prompt, req.num_images, req.seeds(), should_stop, on_step, encode)
 
 
 def run_batch(pipe, reqs: list[GenerationRequest], should_stop: Callable[[], bool],
-              on_step: Callable[..., None] | None = None) -> list[list]:
+              on_step: Callable[..., None] | None = None, encode: Encoder | None = None) -> list[list]:
     """Several seeded requests of one size, steps, guidance and negative prompt as one pipeline call
     (one prompt per image); returns each request's images. One request runs as run_pipeline does."""
     if len(reqs) == 1:
-        return [run_pipeline(pipe, reqs[0], should_stop, on_step)]
+        return [run_pipeline(pipe, reqs[0], should_stop, on_step, encode)]
     first = reqs[0]
     if any(batch_key(r) != batch_key(first) for r in reqs):
         raise ValueError("a batch must share size, steps, guidance and negative prompt")
     prompts = [r.prompt for r in reqs for _ in range(r.num_images)]
-    images = _call(pipe, first, prompts, 1, [s for r in reqs for s in r.seeds()], should_stop, on_step)
+    images = _call(pipe, first, prompts, 1, [s for r in reqs for s in r.seeds()], should_stop, on_step, encode)
     out, start = [], 0
     for r in reqs:
         out.append(images[start:start + r.num_images])
@@ -194,7 +197,7 @@ def batch_key(req: GenerationRequest) -> tuple:
 
 
 def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int], should_stop: Callable[[], bool],
-          on_step: Callable[..., None] | None) -> list:
+          on_step: Callable[..., None] | None, encode: Encoder | None = None) -> list:
     import torch
 
     stopped = False
@@ -213,9 +216,14 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
     # Noise drawn on the CPU: the same seed gives the same picture on every device.
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     with torch.inference_mode():
+        texts = dict(prompt=prompt, negative_prompt=req.negative_prompt or None)
+        if encode is not None:          # embeddings made (or kept) by the pipeline's own encode_prompt
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            texts = dict(prompt=None, prompt_embeds=encode(pipe, prompts))
+            if req.guidance_scale > 1:  # the pipeline's classifier-free guidance needs the negative side too
+                texts["negative_prompt_embeds"] = encode(pipe, [req.negative_prompt] * len(prompts))
         out = pipe(
-            prompt=prompt,
-            negative_prompt=req.negative_prompt or None,
+            **texts,
             width=req.width, height=req.height,
             num_inference_steps=req.num_inference_steps,
             guidance_scale=req.guidance_scale,
@@ -269,10 +277,11 @@ class OutputStore:
 
 
 def generate(pipe, req: GenerationRequest, store: OutputStore, should_stop: Callable[[], bool],
-             on_step: Callable[..., None] | None = None, model_label: str = MODEL_LABEL) -> GenerationResult:
+             on_step: Callable[..., None] | None = None, model_label: str = MODEL_LABEL,
+             encode: Encoder | None = None) -> GenerationResult:
     """Run a seeded request and save its images. A failed save keeps the images and reports why."""
     started = time.perf_counter()
-    images = run_pipeline(pipe, req, should_stop, on_step)
+    images = run_pipeline(pipe, req, should_stop, on_step, encode)
     return save_result(req, images, time.perf_counter() - started, store, model_label)
 
 

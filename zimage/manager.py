@@ -24,6 +24,7 @@ from .errors import (Cancelled, DownloadCancelled, ManagerClosed, ModelLoadFaile
 from .generate import GenerationRequest, GenerationResult, OutputStore, generate, run_batch, save_result
 from .idle import idle_action
 from .manager_cache import CacheJobs
+from .prompt_cache import PromptCache
 from .offload import WORKING_BYTES
 from .state import READY_STATES, LoadStage, LoadState, Status
 from .vram import cuda_available, is_oom, peak_vram_bytes, reset_peak_vram
@@ -95,6 +96,7 @@ class PipelineManager(CacheJobs):
         self._download_cancel = threading.Event()      # replaced for each download; set by cancel_download()
         self._replan = False                           # re-apply the low-VRAM plan (its budget changed)
         self._attention = "native"                     # the attention backend in use
+        self._prompts = PromptCache()                  # text-encoder outputs per prompt, for this pipeline
 
         self._worker = threading.Thread(target=self._worker_loop, name="zimage-gpu-worker", daemon=True)
         self._idle_thread = threading.Thread(target=self._idle_loop, name="zimage-idle", daemon=True)
@@ -495,6 +497,7 @@ class PipelineManager(CacheJobs):
 
     def _drop_pipeline(self) -> None:
         pipe, self._pipe, self._model_dir = self._pipe, None, None
+        self._prompts.clear()                          # its embeddings hold GPU memory and a reference
         if pipe is not None and self._status.state == LoadState.OFFLOADED:
             self._get_placement().disable_offload(pipe)
         del pipe
@@ -570,9 +573,9 @@ class PipelineManager(CacheJobs):
         try:
             if len(members) == 1:
                 return [generate(self._pipe, members[0].request, self._store, members[0].cancel_event.is_set,
-                                 on_step, self._model_label)], False
+                                 on_step, self._model_label, self._prompts.embeds)], False
             started = time.perf_counter()
-            batches = run_batch(self._pipe, [m.request for m in members], all_stopped, on_step)
+            batches = run_batch(self._pipe, [m.request for m in members], all_stopped, on_step, self._prompts.embeds)
             seconds, total = time.perf_counter() - started, sum(len(images) for images in batches)
             return [Cancelled() if m.cancelled else
                     save_result(m.request, images, seconds, self._store, self._model_label, batch_images=total)
