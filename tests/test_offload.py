@@ -178,3 +178,19 @@ def test_registered_buffer_failure_leaves_plain_ram():
     assert not buf.registered and buf.numel() == 70 * 2**20
     buf.release()
     assert [c[0] for c in cudart.calls] == ["register"]
+
+
+def test_big_ram_allocations_behind_a_pipeline_are_found_once(tiny_model_dir):
+    from zimage.loader import load_pipeline
+    from zimage.offload import PINNABLE_BYTES, _pinnable_storages
+
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    assert _pinnable_storages(pipe) == []                       # the tiny model's shards are all small
+    big = torch.zeros(PINNABLE_BYTES // 4)                      # one allocation shared by two parameters
+    block = transformer_blocks(pipe.transformer)[0]
+    params = [p for p in block.parameters()][:2]
+    offset = 0
+    for p in params:
+        p.data = big[offset:offset + p.numel()].view(p.shape)
+        offset += p.numel()
+    assert _pinnable_storages(pipe) == [(big.untyped_storage().data_ptr(), PINNABLE_BYTES)]

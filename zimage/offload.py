@@ -225,6 +225,10 @@ class HostPinner:
         self.seconds = time.perf_counter() - self._started
         log.info("page-locked %.1f GB for streaming in %.1f s", self.bytes_done / 1e9, self.seconds)
 
+    def wait(self) -> "HostPinner":
+        self._thread.join()
+        return self
+
     def close(self) -> None:
         import torch
 
@@ -487,6 +491,26 @@ def set_vae_tiling(vae, on: bool) -> None:
         vae.disable_tiling()
 
 
+def torch_device_is_cuda(device: str) -> bool:
+    import torch
+
+    return torch.device(device).type == "cuda"
+
+
+def _pinnable_storages(pipe) -> list[tuple[int, int]]:
+    """(address, bytes) of the big RAM allocations behind the pipeline's tensors."""
+    import torch
+
+    out = set()
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            for t in list(component.parameters()) + list(component.buffers()):
+                if _pinnable(t):
+                    storage = t.untyped_storage()
+                    out.add((storage.data_ptr(), storage.nbytes()))
+    return sorted(out)
+
+
 class LowVramRuntime:
     """A pipeline running under a Plan: resident parts on the GPU, streamed blocks in RAM, int8
     blocks dequantized as they run, the text encoder visiting the GPU only to encode (when the
@@ -496,6 +520,9 @@ class LowVramRuntime:
         from .quantize import SCALE
 
         self.pipe, self.plan, self.device = pipe, plan, device
+        # The loader's RAM, page-locked first (0.35-0.9 s for 5-20 GB on the GPU machine), so that
+        # the resident part goes to the GPU by DMA instead of pageable copies (2.5 s for 9 GB).
+        self.pinner = HostPinner(_pinnable_storages(pipe)).wait() if torch_device_is_cuda(device) else None
         dtype = pipe.vae.dtype
         quantized = lambda block: any(SCALE in m._buffers for m in block.modules())   # noqa: E731
         blocks = transformer_blocks(pipe.transformer)
@@ -540,3 +567,5 @@ class LowVramRuntime:
             if hasattr(component, "to"):
                 component.to(to_device)
         self._sync()
+        if self.pinner is not None:
+            self.pinner.close()
