@@ -53,6 +53,19 @@ def test_download_list_verify_clear(hub, tmp_path, tiny_model_dir):
     fixed = zimage(hub, "cache", "repair", MODEL_ID, cache=cache)
     assert fixed.returncode == 0 and shard.name in fixed.stdout
     assert zimage(hub, "cache", "verify", MODEL_ID, cache=cache).returncode == 0
+    quant = folder / ".zimage-quant" / "int8-abc" / "transformer"          # what --quantize and --compile leave
+    quant.mkdir(parents=True)
+    (quant / "model.safetensors").write_bytes(b"0" * 5000)
+    (cache / ".zimage-compile" / "fxgraph").mkdir(parents=True)
+    (cache / ".zimage-compile" / "fxgraph" / "k").write_bytes(b"0" * 300)
+    shown = zimage(hub, "cache", "list", cache=cache).stdout
+    assert f"int8 copy (--quantize) of {MODEL_ID}" in shown and "compiled kernels (--compile)" in shown
+    assert zimage(hub, "cache", "clear-derived", cache=cache, stdin=subprocess.DEVNULL).returncode == 1
+    cleared = zimage(hub, "cache", "clear-derived", "--yes", cache=cache)
+    assert cleared.returncode == 0 and cleared.stdout.count("deleted ") == 2 and "(300 B)" in cleared.stdout
+    assert not (folder / ".zimage-quant").exists() and not (cache / ".zimage-compile").exists()
+    assert zimage(hub, "cache", "verify", MODEL_ID, cache=cache).returncode == 0    # the model itself untouched
+    assert "nothing to delete" in zimage(hub, "cache", "clear-derived", "--yes", cache=cache).stdout
     refused = zimage(hub, "cache", "clear", MODEL_ID, cache=cache, stdin=subprocess.DEVNULL)
     assert refused.returncode == 1 and folder.exists()
     gone = zimage(hub, "cache", "clear", MODEL_ID, "--yes", cache=cache)

@@ -221,3 +221,15 @@ def delete_cached(base: Path, model: CachedModel) -> int:
     freed = folder_bytes(root_r)
     shutil.rmtree(root_r)
     return freed
+
+
+# Caches the app derives from a model; safe to delete, made again when needed.
+DERIVED = ((".zimage-quant", "int8 copy (--quantize)"), (".zimage-compile", "compiled kernels (--compile)"))
+
+
+def derived_caches(base: Path, models: list[CachedModel]) -> list[tuple[str, Path, int]]:
+    """(what, folder, bytes) for each derived cache: a model's quantized copy, the compile cache."""
+    quant, compiled = DERIVED
+    found = [(f"{quant[1]} of {m.model_id}", m.folder / quant[0]) for m in models]
+    found.append((compiled[1], base / compiled[0]))
+    return [(what, path, folder_bytes(path)) for what, path in found if path.is_dir() and not path.is_symlink()]

@@ -1,4 +1,4 @@
-"""Terminal commands for the model cache: download, list, verify, repair, clear.
+"""Terminal commands for the model cache: download, list, verify, repair, clear, clear-derived.
 
 Exit codes scripts can use: 0 ok; 1 problems found (verify) or refused (clear); 2 bad usage or model
 not in the cache; 3 network or hub error; 4 not enough disk space; 130 cancelled (Ctrl-C).
@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cache import CachedModel, UnsafeDelete, delete_cached, modelscope_cache_base, scan_cache
+from .cache import CachedModel, UnsafeDelete, delete_cached, derived_caches, modelscope_cache_base, scan_cache
 from .config import DEFAULT_MODEL
 from .errors import ModelUnavailable, ZImageError
 from .memory import human_bytes
@@ -65,6 +65,33 @@ def cmd_list(cache_dir: str, as_json: bool) -> int:
         print("  (no models)")
     for m in models:
         print(f"  {m.model_id:40s} {human_bytes(m.size_bytes):>10s}  {m.status:10s} {m.folder}")
+    derived = derived_caches(base, models)
+    if derived:
+        print("made by the app (safe to delete with `cache clear-derived`, made again when needed):")
+    for what, path, size in derived:
+        print(f"  {what:40s} {human_bytes(size):>10s}  {path}")
+    return OK
+
+
+def cmd_clear_derived(cache_dir: str, yes: bool) -> int:
+    """Delete the quantized copies and the compile cache (never a model's own files)."""
+    import shutil
+
+    base = modelscope_cache_base(cache_dir)
+    derived = derived_caches(base, scan_cache(base))
+    if not derived:
+        print("nothing to delete")
+        return OK
+    total = sum(size for _, _, size in derived)
+    if not yes:
+        if not sys.stdin.isatty():
+            print(f"refusing to delete {len(derived)} folders ({human_bytes(total)}) without --yes", file=sys.stderr)
+            return PROBLEMS
+        if input(f"Delete {len(derived)} folders ({human_bytes(total)})? [y/N] ").strip().lower() != "y":
+            return PROBLEMS
+    for what, path, size in derived:
+        shutil.rmtree(path)
+        print(f"deleted {what}: {path} ({human_bytes(size)})")
     return OK
 
 
@@ -146,7 +173,9 @@ def add_parsers(sub) -> None:
     clr = csub.add_parser("clear", help="delete one model from the cache")
     clr.add_argument("model")
     clr.add_argument("--yes", "-y", action="store_true")
-    for p in (ls, ver, rep, clr):
+    der = csub.add_parser("clear-derived", help="delete the int8 copies and compiled kernels the app made")
+    der.add_argument("--yes", "-y", action="store_true")
+    for p in (ls, ver, rep, clr, der):
         p.add_argument("--cache-dir", default="")
 
 
@@ -160,4 +189,6 @@ def run(args) -> int:
         return cmd_verify(args.model, args.cache_dir)
     if c == "repair":
         return cmd_repair(args.model, args.cache_dir)
+    if c == "clear-derived":
+        return cmd_clear_derived(args.cache_dir, args.yes)
     return cmd_clear(args.model, args.cache_dir, args.yes)
