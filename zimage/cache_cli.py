@@ -33,6 +33,14 @@ def _say_error(e: ZImageError) -> None:
         print(f"  {e.hint}", file=sys.stderr)
 
 
+def _confirm(what: str) -> bool:
+    """Ask before deleting `what`; without a terminal to ask on, refuse (scripts pass --yes)."""
+    if not sys.stdin.isatty():
+        print(f"refusing to delete {what} without --yes", file=sys.stderr)
+        return False
+    return input(f"Delete {what}? [y/N] ").strip().lower() == "y"
+
+
 def _find(base: Path, model_id: str) -> list[CachedModel]:
     return [m for m in scan_cache(base) if m.model_id == model_id]
 
@@ -83,12 +91,8 @@ def cmd_clear_derived(cache_dir: str, yes: bool) -> int:
         print("nothing to delete")
         return OK
     total = sum(size for _, _, size in derived)
-    if not yes:
-        if not sys.stdin.isatty():
-            print(f"refusing to delete {len(derived)} folders ({human_bytes(total)}) without --yes", file=sys.stderr)
-            return PROBLEMS
-        if input(f"Delete {len(derived)} folders ({human_bytes(total)})? [y/N] ").strip().lower() != "y":
-            return PROBLEMS
+    if not yes and not _confirm(f"{len(derived)} folders ({human_bytes(total)})"):
+        return PROBLEMS
     for what, path, size in derived:
         shutil.rmtree(path)
         print(f"deleted {what}: {path} ({human_bytes(size)})")
@@ -140,12 +144,8 @@ def cmd_clear(model_id: str, cache_dir: str, yes: bool) -> int:
         print(f"{model_id} is not in the cache {base}", file=sys.stderr)
         return USAGE
     for m in found:
-        if not yes:
-            if not sys.stdin.isatty():
-                print(f"refusing to delete {m.root} without --yes", file=sys.stderr)
-                return PROBLEMS
-            if input(f"Delete {m.root} ({human_bytes(m.size_bytes)})? [y/N] ").strip().lower() != "y":
-                return PROBLEMS
+        if not yes and not _confirm(f"{m.root} ({human_bytes(m.size_bytes)})"):
+            return PROBLEMS
         try:
             freed = delete_cached(base, m)
         except UnsafeDelete as e:
