@@ -418,15 +418,15 @@ class CpuAsGpuPlacement:
 
 
 def _tiny_working_set(monkeypatch):
-    from zimage import offload
+    from zimage import planning
 
     for name in ("DENOISE_WORKING_BYTES", "VAE_WORKING_BYTES", "VAE_TILED_WORKING_BYTES"):
-        monkeypatch.setattr(offload, name, 1000)     # the tiny model's activations, not a 1024x1024 image's
+        monkeypatch.setattr(planning, name, 1000)     # the tiny model's activations, not a 1024x1024 image's
 
 
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_budget_plans_run_for_real_through_the_manager(make_manager, model_copy, monkeypatch, quantize):
-    from zimage.offload import sizes_of
+    from zimage.planning import sizes_of
 
     _tiny_working_set(monkeypatch)
     reference = make_manager(model=str(model_copy), warmup=False)

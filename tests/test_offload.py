@@ -1,88 +1,10 @@
-"""Planning (which blocks fit which budget) and block streaming, checked on the CPU."""
+"""Carrying out a plan on the CPU: block streaming, int8-free paths, packing, page-locking logic."""
 from __future__ import annotations
 
-import pytest
 import torch
 
-from zimage.offload import (VAE_WORKING_BYTES, GiB, DoesNotFit, LowVramRuntime, Plan, Sizes, make_plan,
-                            sizes_of, transformer_blocks)
-
-# The real Z-Image-Turbo sizes (bf16): transformer 12.31 GB = 34 blocks of ~0.347 GB + ~0.5 GB of
-# embedders and final layer; text encoder 8.04 GB = 36 layers of ~0.2 GB + 0.78 GB of embeddings;
-# VAE 0.17 GB.
-BLOCK = int(0.347e9)
-REAL = Sizes(core=int(12.31e9) - 34 * BLOCK, blocks=(BLOCK,) * 34, vae=int(0.17e9),
-             text_core=int(0.78e9), text_blocks=(int((8.04e9 - 0.78e9) / 36),) * 36)
-
-
-def test_everything_resident_when_it_fits_or_without_budget():
-    assert make_plan(REAL, None).is_resident
-    plan = make_plan(REAL, 40 * GiB)
-    assert plan.is_resident and plan.streamed_blocks == 0 and plan.est_peak_bytes <= 40 * GiB
-
-
-@pytest.mark.parametrize("budget_gib", [20, 16, 12, 8, 6])
-def test_budget_keeps_the_most_blocks_that_fit(budget_gib):
-    budget = budget_gib * GiB
-    plan = make_plan(REAL, budget)
-    assert not plan.is_resident and not plan.text_encoder_on_gpu
-    assert plan.est_peak_bytes <= budget
-    if plan.resident_blocks < 34:   # one more resident block would not fit
-        bigger = Plan(budget, plan.resident_blocks + 1, plan.streamed_blocks - 1, False,
-                      plan.est_peak_bytes + BLOCK)
-        assert bigger.est_peak_bytes > budget
-    assert plan.resident_blocks + plan.streamed_blocks == 34
-
-
-def test_smaller_budgets_stream_more():
-    resident = [make_plan(REAL, b * GiB).resident_blocks for b in (20, 16, 12, 8, 6)]
-    assert resident == sorted(resident, reverse=True) and resident[0] > resident[-1]
-
-
-def test_budget_below_the_minimum_says_so():
-    with pytest.raises(DoesNotFit) as e:
-        make_plan(REAL, 2 * GiB)
-    assert e.value.minimum_bytes > 2 * GiB and "GiB" in str(e.value) and "--quantize int8" in e.value.hint
-
-
-def test_vae_tiles_only_where_they_keep_more_blocks_resident():
-    assert not make_plan(REAL, 40 * GiB).vae_tiling                  # resident: the picture is untouched
-    small = make_plan(REAL, 4 * GiB)                                 # fits only with a tiled decode
-    assert small.vae_tiling and small.est_peak_bytes <= 4 * GiB and "VAE in tiles" in small.describe()
-    twelve = make_plan(REAL, 12 * GiB)
-    untiled = Plan(12 * GiB, 0, 34, False, 0)
-    for resident in range(34, -1, -1):
-        if REAL.peak(resident, False, VAE_WORKING_BYTES) <= 12 * GiB:
-            untiled = Plan(12 * GiB, resident, 34 - resident, False, 0)
-            break
-    assert twelve.vae_tiling and twelve.resident_blocks > untiled.resident_blocks
-
-
-# The same model with int8 block weights: half the bytes stored, bf16-sized slots.
-REAL_Q = Sizes(core=REAL.core, blocks=(BLOCK // 2,) * 34, vae=REAL.vae, text_core=REAL.text_core,
-               text_blocks=tuple(b // 2 for b in REAL.text_blocks), block_slots=REAL.blocks,
-               text_slots=REAL.text_blocks)
-
-
-@pytest.mark.parametrize("budget_gib", [16, 12, 8, 6, 4])
-def test_int8_keeps_more_blocks_resident_within_the_budget(budget_gib):
-    plan, bf16 = make_plan(REAL_Q, budget_gib * GiB), make_plan(REAL, budget_gib * GiB)
-    assert plan.quantized and not plan.is_resident and plan.est_peak_bytes <= budget_gib * GiB
-    if budget_gib >= 6:          # at 4 GiB the int8 staging areas cost about one block
-        assert plan.resident_blocks >= bf16.resident_blocks
-    if budget_gib in (8, 12):
-        assert plan.resident_blocks > bf16.resident_blocks
-
-
-def test_int8_everything_on_the_gpu_still_needs_the_runtime():
-    plan = make_plan(REAL_Q, 40 * GiB)
-    assert plan.streamed_blocks == 0 and plan.text_encoder_on_gpu and plan.quantized
-    assert not plan.is_resident and "int8 weights" in plan.describe()
-
-
-def test_plan_description_is_readable():
-    text = make_plan(REAL, 12 * GiB).describe()
-    assert "streamed from RAM" in text and "streamed while encoding" in text and "12.0 GiB" in text
+from zimage.offload import LowVramRuntime
+from zimage.planning import Plan, sizes_of, transformer_blocks
 
 
 def run(pipe, seed=5):

@@ -12,7 +12,8 @@ import torch
 from zimage import quantize
 from zimage.errors import DiskFull, ModelLoadFailed
 from zimage.loader import load_pipeline
-from zimage.offload import LowVramRuntime, Plan, make_plan, sizes_of, transformer_blocks
+from zimage.offload import LowVramRuntime
+from zimage.planning import Plan, make_plan, sizes_of, transformer_blocks
 from zimage.quantize import (COMPONENTS, SCALE, cache_dir_for, complete, load_quantized, quantizable_linears,
                              quantize_module, quantize_weight, repeated_blocks, save_quantized)
 

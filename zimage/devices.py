@@ -177,7 +177,8 @@ class TorchPlacement:
 
     def enable_offload(self, pipe, budget_bytes: int) -> str:
         """Run under the fastest plan that fits `budget_bytes`; returns the plan's description."""
-        from .offload import LowVramRuntime, make_plan, sizes_of
+        from .offload import LowVramRuntime
+        from .planning import make_plan, sizes_of
 
         self.free_memory()             # what an earlier plan or an out-of-memory left in the allocator's cache
         plan = make_plan(sizes_of(pipe), budget_bytes)

@@ -25,7 +25,7 @@ from .generate import GenerationRequest, GenerationResult, OutputStore, generate
 from .idle import idle_action
 from .manager_cache import CacheJobs
 from .prompt_cache import PromptCache
-from .offload import WORKING_BYTES
+from .planning import WORKING_BYTES
 from .state import READY_STATES, LoadStage, LoadState, Status
 from .vram import cuda_available, is_oom, peak_vram_bytes, reset_peak_vram
 
@@ -596,7 +596,7 @@ class PipelineManager(CacheJobs):
         placement = self._get_placement()
         if placement.gpu_device is None or self._pipe is None:
             return False
-        from .offload import DoesNotFit
+        from .planning import DoesNotFit
 
         current = min(self._budget_override or self._budget_bytes(), placement.vram_budget_bytes())
         self._budget_override = int(current * 0.75)

@@ -54,7 +54,7 @@ def dequantize_into(q, scale, out) -> None:
 
 def repeated_blocks(name: str, module) -> list:
     """The blocks whose Linear weights are quantized: what the runtime streams block by block."""
-    from .offload import transformer_blocks
+    from .planning import transformer_blocks
 
     if name == "transformer":
         return transformer_blocks(module)
