@@ -161,3 +161,10 @@ def test_quantized_copy_is_not_a_second_model_in_the_cache_listing(model_copy):
 
     load_quantized(model_copy, torch.float32, functools.partial(load))
     assert quick_check(model_copy) == []
+
+
+def test_an_unwritable_model_folder_still_gets_an_int8_model(model_copy, monkeypatch):
+    # Where the cache should go is not a folder (as on a read-only mount: nothing can be written there).
+    monkeypatch.setattr(quantize, "quant_root", lambda model_dir: model_dir / "model_index.json" / ".zimage-quant")
+    pipe, note = load_quantized(model_copy, torch.float32, load)
+    assert "not saved" in note and any(p.dtype == torch.int8 for p in pipe.transformer.parameters())

@@ -146,8 +146,11 @@ def source_key(model_dir: Path, records_path: Path | None = None,
         fresh[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
         digest.update(f"{rel}\0{sha}\n".encode())
     if records_path is not None and fresh != records:
-        records_path.parent.mkdir(parents=True, exist_ok=True)
-        records_path.write_text(json.dumps(fresh, indent=1))
+        try:
+            records_path.parent.mkdir(parents=True, exist_ok=True)
+            records_path.write_text(json.dumps(fresh, indent=1))
+        except OSError as e:           # a read-only model folder: the next start hashes again
+            log.warning("could not record the source hashes in %s: %s", records_path, e)
     return digest.hexdigest()[:16]
 
 
