@@ -9,27 +9,18 @@ process each.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench.runner import run_probe
+
 OUT = "/tmp/lowvram"
 
 
 def probe(*args: str) -> dict:
-    t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "bench.lowvram_probe", *args], cwd=HERE, capture_output=True,
-                         text=True, timeout=900)
-    lines = [l for l in res.stdout.splitlines() if l.startswith("{")]
-    out = json.loads(lines[-1]) if lines else {"mode": args[0], "budget_gb": args[2] if len(args) > 2 else None,
-                                               "error": res.stderr[-1500:]}
-    out["wall_s"] = round(time.perf_counter() - t0, 3)
-    print(json.dumps(out), flush=True)
-    return out
+    return run_probe("bench.lowvram_probe", list(args), {"mode": args[0], "budget_gb": args[2] if len(args) > 2 else None},
+                     "wall_s", 1500)
 
 
 def compare(name: str, ref: str = "resident", out_dir: str = OUT) -> dict:

@@ -7,26 +7,14 @@ Prints one JSON line per process, then one per figure with ratios and quality ag
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
-import time
 
 from bench.lowvram_bench import compare as _compare
-
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from bench.runner import run_probe
 
 def probe(mode: str, folder: str) -> dict:
-    t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "bench.speed_probe", mode, folder], cwd=HERE, capture_output=True,
-                         text=True, timeout=900)
-    lines = [l for l in res.stdout.splitlines() if l.startswith("{")]
-    out = json.loads(lines[-1]) if lines else {"mode": mode, "error": res.stderr[-2000:]}
-    out["process_s"] = round(time.perf_counter() - t0, 2)
-    print(json.dumps(out), flush=True)
-    return out
+    return run_probe("bench.speed_probe", [mode, folder], {"mode": mode}, "process_s", 2000)
 
 
 def main() -> None:
