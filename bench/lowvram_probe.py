@@ -115,7 +115,7 @@ def main() -> None:
             out["finite"] = bool(np.isfinite(np.load(OUT_DIR / f"{name}.step1.npy")).all())
     if runtime is not None:
         done, total_pin = runtime.pinning
-        pinners = [s.pinner for s in runtime.streamers if s.pinner is not None]
+        pinners = [p for p in [runtime.pinner, *(s.pinner for s in runtime.streamers)] if p is not None]
         out["pinned_gb"] = round(done / 1e9, 2)
         out["pin_total_gb"] = round(total_pin / 1e9, 2)
         out["pin_s"] = max((p.seconds or -1 for p in pinners), default=None)

@@ -116,3 +116,19 @@ def test_big_ram_allocations_behind_a_pipeline_are_found_once(tiny_model_dir):
         p.data = big[offset:offset + p.numel()].view(p.shape)
         offset += p.numel()
     assert _pinnable_storages(pipe) == [(big.untyped_storage().data_ptr(), PINNABLE_BYTES)]
+
+
+def test_host_pinner_locks_what_it_can_and_unlocks_only_its_own(monkeypatch):
+    from zimage.offload import HostPinner
+
+    class Cudart(_FakeCudart):
+        def cudaHostRegister(self, ptr, n, flags):
+            super().cudaHostRegister(ptr, n, flags)
+            return {2000: 712, 3000: 1}.get(ptr, 0)        # 2000 was locked before; 3000 fails
+    cudart = Cudart()
+    monkeypatch.setattr(torch.cuda, "cudart", lambda: cudart)
+    pinner = HostPinner([(1000, 10), (2000, 20), (3000, 30), (4000, 40), (1000, 10)]).wait()
+    assert [c[1] for c in cudart.calls] == [1000, 2000, 3000]    # each allocation once; stops at a failure
+    assert pinner.locked == {1000, 2000} and pinner.registered == [1000] and pinner.bytes_done == 30
+    pinner.close()
+    assert cudart.calls[-1] == ("unregister", 1000) and len(cudart.calls) == 4

@@ -11,6 +11,8 @@ from typing import Callable, Protocol
 
 import psutil
 
+from .vram import cuda_error_code
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]   # bytes_done, bytes_total, component name
@@ -54,7 +56,7 @@ class RegisteredBuffer:
         self.tensor = torch.empty(max(nbytes, self.MIN_BYTES), dtype=torch.uint8)
         self._cudart = cudart or torch.cuda.cudart()
         rc = self._cudart.cudaHostRegister(self.tensor.data_ptr(), self.tensor.numel(), 0)
-        self.registered = int(getattr(rc, "value", rc)) == 0
+        self.registered = cuda_error_code(rc) == 0
         if not self.registered:
             log.warning("page-locking %.1f GB failed (%s): idle unload copies will be slower", nbytes / 1e9, rc)
 

@@ -11,11 +11,13 @@ Switching plans reuses the weights already in RAM or VRAM: no disk reads.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
 
 from .planning import SLOTS, Plan, transformer_blocks
+from .vram import cuda_error_code
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ class HostPinner:
         import time
 
         self.ranges = sorted(set(storages))
-        self.registered: list[int] = []
+        self.registered: list[int] = []         # what this pinner locked (and unlocks on close)
+        self.locked: set[int] = set()           # every allocation found locked, by it or before it
         self.bytes_total = sum(n for _, n in self.ranges)
         self.bytes_done = 0
         self.seconds: float | None = None
@@ -60,12 +63,13 @@ class HostPinner:
                 break
             with self.lock:
                 rc = cudart.cudaHostRegister(ptr, n, 0)
-            code = int(getattr(rc, "value", rc))
+            code = cuda_error_code(rc)
             if code == 0:
                 self.registered.append(ptr)
             elif code != HOST_MEMORY_ALREADY_REGISTERED:     # already pinned, e.g. the idle-unload buffer: fine
                 log.warning("page-locking RAM for streaming failed (%s): copies stay synchronous", rc)
                 break
+            self.locked.add(ptr)
             self.bytes_done += n
         self.seconds = time.perf_counter() - self._started
         log.info("page-locked %.1f GB for streaming in %.1f s", self.bytes_done / 1e9, self.seconds)
@@ -109,11 +113,12 @@ class BlockStreamer:
     ALIGN = 64
 
     def __init__(self, blocks: list, device: str, compute_dtype, persistent_slots: bool = True, on_device: int = 0,
-                 pack_small: bool | None = None):
+                 pack_small: bool | None = None, locked: frozenset[int] = frozenset()):
         """`persistent_slots=False` (the text encoder's visit): the GPU copy is made when the block
         runs and released right after, and nothing is prefetched. `pack_small` (default: on a GPU)
         gathers a streamed block whose tensors are on the GPU or in small allocations into one RAM
-        allocation of its own, so it can be page-locked whole (HostPinner)."""
+        allocation of its own, so it can be page-locked whole (HostPinner). `locked`: addresses of
+        allocations already page-locked (by the runtime); only the others are locked here."""
         import torch
 
         from .quantize import SCALE
@@ -164,6 +169,7 @@ class BlockStreamer:
         self.slots = [self._new_slot() for _ in range(SLOTS)] if persistent_slots else [None] * SLOTS
         host = {(e.src.untyped_storage().data_ptr(), e.src.untyped_storage().nbytes())
                 for layout in self.layouts for e in layout if e.src.device.type == "cpu" and _pinnable(e.src)}
+        host = {(ptr, n) for ptr, n in host if ptr not in locked}
         self.pinner = HostPinner(sorted(host)) if self.cuda else None
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.ready: dict[int, object] = {}      # block index -> (slot, event) of its copy
@@ -368,22 +374,23 @@ class LowVramRuntime:
         # The loader's RAM, page-locked first (0.35-0.9 s for 5-20 GB on the GPU machine), so that
         # the resident part goes to the GPU by DMA instead of pageable copies (2.5 s for 9 GB).
         self.pinner = HostPinner(_pinnable_storages(pipe)).wait() if torch_device_is_cuda(device) else None
-        dtype = pipe.vae.dtype
+        locked = frozenset(self.pinner.locked) if self.pinner is not None else frozenset()
+        streamer = functools.partial(BlockStreamer, device=device, compute_dtype=pipe.vae.dtype, locked=locked)
         quantized = lambda block: any(SCALE in m._buffers for m in block.modules())   # noqa: E731
         blocks = transformer_blocks(pipe.transformer)
         resident = plan.resident_blocks
         if any(quantized(b) for b in blocks):
             handled = blocks
-            self.streamers = [BlockStreamer(blocks, device, dtype, on_device=resident)]
+            self.streamers = [streamer(blocks, on_device=resident)]
         else:
             handled = blocks[resident:]
-            self.streamers = [BlockStreamer(handled, device, dtype)] if handled else []
+            self.streamers = [streamer(handled)] if handled else []
         text_layers = list(pipe.text_encoder.layers)
         if not plan.text_encoder_on_gpu:
-            self.streamers.append(BlockStreamer(text_layers, device, dtype, persistent_slots=False))
+            self.streamers.append(streamer(text_layers, persistent_slots=False))
             handled = handled + text_layers
         elif any(quantized(b) for b in text_layers):
-            self.streamers.append(BlockStreamer(text_layers, device, dtype, on_device=len(text_layers)))
+            self.streamers.append(streamer(text_layers, on_device=len(text_layers)))
             handled = handled + text_layers
         skip = {id(b) for b in handled}
         for name, component in pipe.components.items():
@@ -394,8 +401,8 @@ class LowVramRuntime:
 
     @property
     def pinning(self) -> tuple[int, int]:
-        """(bytes page-locked so far, bytes to lock) for the streamed RAM."""
-        pinners = [s.pinner for s in self.streamers if s.pinner is not None]
+        """(bytes page-locked so far, bytes to lock): the loader's RAM, then blocks packed since."""
+        pinners = [p for p in [self.pinner, *(s.pinner for s in self.streamers)] if p is not None]
         return sum(p.bytes_done for p in pinners), sum(p.bytes_total for p in pinners)
 
     def _sync(self) -> None:

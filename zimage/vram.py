@@ -29,6 +29,11 @@ def peak_vram_bytes(device: str | None) -> int | None:
     return None
 
 
+def cuda_error_code(rc) -> int:
+    """The number in a CUDA runtime result (torch.cuda.cudart() returns an enum): 0 is success."""
+    return int(getattr(rc, "value", rc))
+
+
 def is_oom(e: BaseException) -> bool:
     import torch
 
