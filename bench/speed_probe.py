@@ -4,7 +4,7 @@
 MODE: eager (plain diffusers, resident: the baseline), diffusers_compile (plain diffusers +
 transformer.compile_repeated_blocks), ours (the app: PipelineManager with its defaults: attention
 choice, regional compile warmed during preload with a persistent cache), ours_nocompile (the app
-with --compile off), ours_queueN (8 single-image requests at once with --batch-max N: images/s). Saves the seed-0 image and the first step's transformer output under
+with --compile off), ours_fp8 (the app with --fp8 on), ours_queueN (8 single-image requests at once with --batch-max N: images/s). Saves the seed-0 image and the first step's transformer output under
 /tmp/speed/ for PSNR and SQNR. Prints one JSON line.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
         batch = int(mode[len("ours_queue"):]) if mode.startswith("ours_queue") else 1
         settings = Settings(model=folder, outputs_dir="/tmp/speed-out", idle_unload_s=0, idle_drop_s=0,
                             cache_dir="/tmp/speed-cache", compile="off" if mode == "ours_nocompile" else "auto",
-                            batch_max=batch, queue_max=16)
+                            fp8="on" if mode == "ours_fp8" else "off", batch_max=batch, queue_max=16)
         manager = PipelineManager(settings).start()
         manager.ensure_ready(900)
         if mode.startswith("ours_queue"):       # 8 single-image requests at once (8 users), --batch-max N
@@ -58,6 +58,7 @@ def main() -> None:
             os._exit(0)
         out["ready_s"] = round(time.perf_counter() - t0, 2)      # load + compile + warm-up images
         out["attention"] = manager._attention
+        out["plan"] = manager.status().plan
         pipe = manager._pipe
 
         def one(seed: int, n: int = 1) -> tuple[float, list]:

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnProcessor
+
 from zimage import accel
 from zimage.config import ConfigError, load_settings
 from zimage.loader import load_pipeline
@@ -78,6 +80,32 @@ def test_compiled_blocks_give_the_same_picture_and_can_be_undone(tiny_model_dir,
 
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "compile")
     assert np.abs(image(pipe) - expected).max() <= 1
+    assert {type(p).__name__ for p in processors(pipe)} == {"RealRopeAttnProcessor"}
     accel.uncompile_blocks(pipe)
     assert not accel.is_compiled(pipe)
+    assert {type(p) for p in processors(pipe)} == {ZSingleStreamAttnProcessor}
     assert np.array_equal(image(pipe), expected)
+
+
+def processors(pipe) -> list:
+    return [m.processor for m in pipe.transformer.modules() if hasattr(m, "processor")]
+
+
+def test_real_rotary_embedding_equals_the_complex_one():
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 4, 16, dtype=torch.bfloat16)
+    freqs = torch.polar(torch.ones(2, 9, 8), torch.rand(2, 9, 8) * 6.3)        # complex64, like Z-Image's
+    want = torch.view_as_real(torch.view_as_complex(x.float().reshape(2, 9, 4, 8, 2)) * freqs.unsqueeze(2)).flatten(3)
+    got = accel.rotate_real(x, freqs)
+    assert got.dtype == torch.bfloat16 and got.shape == x.shape
+    assert torch.allclose(got.float(), want.type_as(x).float(), atol=1e-2, rtol=0)
+
+
+def test_the_real_rope_processor_keeps_the_backend_and_the_picture(tiny_model_dir):
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    expected = image(pipe)
+    accel._swap_processors(pipe, accel.real_rope_processor())
+    assert np.abs(image(pipe) - expected).max() <= 1
+    pipe.transformer.set_attention_backend("_native_math")
+    accel._swap_processors(pipe, accel.real_rope_processor())
+    assert {str(p._attention_backend) for p in processors(pipe)} == {"AttentionBackendName._NATIVE_MATH"}

@@ -1,5 +1,6 @@
 import dataclasses
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -274,6 +275,32 @@ def test_low_vram_from_start_loads_offloaded(make_manager):
     assert ("offload", True) in gpu.calls and ("move", "cuda:0") not in gpu.calls
 
 
+def test_fp8_where_the_gpu_cannot_run_it_is_bf16_with_a_note(make_manager):
+    from zimage import fp8
+
+    m = make_manager(placement=FakeGpuPlacement(), fp8="on")      # no CUDA here: no fp8 tensor cores
+    m.ensure_ready(60)
+    assert "fp8 needs a CUDA GPU" in m.status().note and "fp8" not in m.status().plan
+    assert not fp8.is_applied(m._pipe) and m.generate(req(), timeout=60).images
+
+
+def test_fp8_blocks_go_back_to_bf16_in_ram_before_a_low_vram_plan(make_manager, monkeypatch):
+    from zimage import fp8
+
+    monkeypatch.setattr(fp8, "choose", lambda setting, capability, compiled: (setting == "on", ""))  # as on a Hopper
+    gpu = FakeGpuPlacement()
+    m = make_manager(placement=gpu, fp8="on")
+    assert "fp8 matmuls" in m.ensure_ready(60).plan and fp8.is_applied(m._pipe)
+    assert m.generate(req(), timeout=60).images
+    gpu.calls.clear()
+    m.set_low_vram(True).future.result(60)
+    assert not fp8.is_applied(m._pipe) and m.status().state == LoadState.OFFLOADED
+    assert gpu.calls.index(("move", "cpu")) < gpu.calls.index(("offload", True))   # converted in RAM, then planned
+    assert m.generate(req(), timeout=60).images
+    m.set_low_vram(False).future.result(60)
+    assert fp8.is_applied(m._pipe) and "fp8 matmuls" in m.status().plan and m.load_count == 1
+
+
 def test_missing_model_is_an_error_state_with_a_hint_and_retry_works(make_manager, tmp_path, tiny_model_dir):
     import shutil
 
@@ -493,6 +520,45 @@ def test_queued_requests_of_one_size_share_a_pipeline_call(make_manager, monkeyp
     assert results[0].batch_images == 4 and results[0].seconds_per_image == results[0].seconds / 4
     assert all(i.path and i.path.exists() for r in results for i in r.images)
     assert m.status().queue_length == 0
+
+
+def test_the_next_image_starts_while_the_last_one_is_saved_and_close_writes_it(make_manager, monkeypatch):
+    """PNG files are written on the saver thread: the pipeline call for the second request runs
+    while the first one's file is still being written; each caller gets its result once its file
+    exists; close() returns only after the pending files are written."""
+    from zimage.generate import OutputStore
+
+    calls = _count_pipeline_calls(monkeypatch)
+    release, saving = threading.Event(), threading.Event()
+    real_save = OutputStore.save
+
+    def slow_save(store, image, seed, text):
+        if seed == 1:
+            saving.set()
+            assert release.wait(30)
+        return real_save(store, image, seed, text)
+    monkeypatch.setattr(OutputStore, "save", slow_save)
+    m = make_manager()
+    first, second = m.submit(req(seed=1)), m.submit(req(seed=2))
+    assert saving.wait(60)
+    wait_for(lambda: len(calls) == 2 and second.phase == "done", 60)   # made while the first one's file waits
+    assert not first.future.done()
+    release.set()
+    result = first.future.result(60)
+    assert result.images[0].path.exists() and result.images[0].seed == 1
+    assert second.future.result(60).images[0].path.exists()
+
+    release.clear()
+    saving.clear()
+    third = m.submit(req(seed=1))
+    assert saving.wait(60)
+    closer = threading.Thread(target=m.close)
+    closer.start()
+    time.sleep(0.3)
+    assert closer.is_alive()               # close waits for the file
+    release.set()
+    closer.join(30)
+    assert third.future.result(1).images[0].path.exists()
 
 
 def test_batching_is_off_by_default_and_never_jumps_an_unload(make_manager, monkeypatch):

@@ -55,6 +55,7 @@ class Settings:
     quantize: str = "none"                  # none | int8: weight-only int8 copy of the transformer and text encoder
     attention: str = "auto"                 # auto (fastest safe on this GPU) or a diffusers attention backend name
     compile: str = "auto"                   # auto (on with a CUDA GPU, model resident) | on | off: regional torch.compile
+    fp8: str = "off"                        # off | on: float8 matmuls in the transformer blocks (Ada/Hopper, compiled)
     batch_max: int = 1                      # images queued requests of one size may share a pipeline call (1 = off)
     backend: str = "local"                  # local (one process, no Ray) | ray (Ray Serve replicas)
     ray_address: str = "auto"               # auto (a running cluster, else a local one) | HOST:PORT | ray://...
@@ -109,6 +110,8 @@ class Settings:
             raise ConfigError(f"loader must be fast or plain, got {self.loader!r}", "loader")
         if self.quantize not in ("none", "int8"):
             raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}", "quantize")
+        if self.fp8 not in ("off", "on"):
+            raise ConfigError(f"fp8 must be off or on, got {self.fp8!r}", "fp8")
         if not 1 <= self.batch_max <= 16:
             raise ConfigError(f"batch_max must be 1-16, got {self.batch_max}", "batch_max")
         if self.compile not in ("auto", "on", "off"):
@@ -260,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", metavar="BACKEND",
                    help="auto (default: the fastest safe one) or a diffusers backend: native, _native_flash, "
                         "_native_cudnn, _native_efficient, flash, _flash_3")
+    p.add_argument("--fp8", choices=["off", "on"],
+                   help="on: float8 matmuls in the transformer blocks (Ada/Hopper GPU, compiled blocks; "
+                        "faster, half the transformer's VRAM, small changes to the picture). Default off")
     p.add_argument("--batch-max", type=int, dest="batch_max", metavar="N",
                    help="queued requests of the same size run as one batch of up to N images (default 1: off)")
     p.add_argument("--compile", choices=["auto", "on", "off"],

@@ -276,15 +276,6 @@ class OutputStore:
         return str(path.relative_to(self.root))
 
 
-def generate(pipe, req: GenerationRequest, store: OutputStore, should_stop: Callable[[], bool],
-             on_step: Callable[..., None] | None = None, model_label: str = MODEL_LABEL,
-             encode: Encoder | None = None) -> GenerationResult:
-    """Run a seeded request and save its images. A failed save keeps the images and reports why."""
-    started = time.perf_counter()
-    images = run_pipeline(pipe, req, should_stop, on_step, encode)
-    return save_result(req, images, time.perf_counter() - started, store, model_label)
-
-
 def save_result(req: GenerationRequest, images: list, seconds: float, store: OutputStore,
                 model_label: str = MODEL_LABEL, batch_images: int = 0) -> GenerationResult:
     """Save a request's images (with their infotext) and make its result."""

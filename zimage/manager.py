@@ -14,14 +14,14 @@ import sys
 import logging
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .config import Settings
 from .errors import (Cancelled, DownloadCancelled, ManagerClosed, ModelLoadFailed, OutOfMemory,
                      QueueFull, ZImageError)
-from .generate import GenerationRequest, GenerationResult, OutputStore, generate, run_batch, save_result
+from .generate import GenerationRequest, GenerationResult, OutputStore, run_batch, save_result
 from .idle import idle_action
 from .manager_cache import CacheJobs
 from .prompt_cache import PromptCache
@@ -51,10 +51,22 @@ class Job:
     latest_latent: Any = None        # the first image's latent after the last step (a CPU copy)
     request: GenerationRequest | None = None   # a generation's request
     riders: list["Job"] = field(default_factory=list)   # queued generations sharing this one's pipeline call
+    settled: bool = False            # its future has its outcome, or will have once its images are saved
 
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+
+def settle(future: Future, outcome: Any) -> None:
+    """Give `future` the outcome: an exception, a value, or (a Future) whatever that one resolves to."""
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    elif isinstance(outcome, Future):
+        outcome.add_done_callback(lambda done: future.set_exception(done.exception()) if done.exception()
+                                  else future.set_result(done.result()))
+    else:
+        future.set_result(outcome)
 
 
 class PipelineManager(CacheJobs):
@@ -99,6 +111,7 @@ class PipelineManager(CacheJobs):
         self._prompts = PromptCache()                  # text-encoder outputs per prompt, for this pipeline
 
         self._worker = threading.Thread(target=self._worker_loop, name="zimage-gpu-worker", daemon=True)
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zimage-save")   # PNG files, in order
         self._idle_thread = threading.Thread(target=self._idle_loop, name="zimage-idle", daemon=True)
         self.load_count = 0                            # completed weight loads from disk, for tests and /health
 
@@ -120,6 +133,7 @@ class PipelineManager(CacheJobs):
                 job.future.set_exception(ManagerClosed())
         if self._worker.is_alive():
             self._worker.join(timeout)
+        self._saver.shutdown(wait=True)           # images already made are written before we return
 
     # ---- reading -----------------------------------------------------------------------------
     def status(self) -> Status:
@@ -260,7 +274,7 @@ class PipelineManager(CacheJobs):
                 job.phase = "done"
                 for rider in job.riders:
                     rider.phase = "done"
-                    if not rider.future.done():      # never left waiting, whatever happened to the lead
+                    if not rider.settled and not rider.future.done():   # never left waiting, whatever happened to the lead
                         rider.future.set_exception(Cancelled())
                 with self._lock:
                     self._current = None
@@ -296,7 +310,7 @@ class PipelineManager(CacheJobs):
         try:
             if job.cancelled and not job.riders:    # with riders, the batch runs and only its own image is dropped
                 raise Cancelled()
-            job.future.set_result(job.fn(job))
+            settle(job.future, job.fn(job))
         except BaseException as e:   # every failure goes to the caller; the worker lives on
             if not isinstance(e, ZImageError):
                 log.exception("job %s failed", job.kind)
@@ -421,7 +435,8 @@ class PipelineManager(CacheJobs):
         if device != "cpu":
             self._speed_up(warm=self.settings.warmup)
         landed = LoadState.ON_CPU if device == "cpu" else LoadState.ON_GPU
-        self._set(state=landed, stage=None, device=device, progress=1.0)
+        self._set(state=landed, stage=None, device=device, progress=1.0,
+                  plan="" if device == "cpu" else self._resident_plan())
         log.info("model loaded from %s onto %s", model_dir, device)
 
     def _quantized(self) -> bool:
@@ -440,6 +455,7 @@ class PipelineManager(CacheJobs):
         capability = torch.cuda.get_device_capability(device) if on_cuda else None
         self._attention = accel.set_attention(self._pipe, accel.choose_attention(self.settings.attention, capability))
         compiled = accel.want_compile(self.settings.compile, on_cuda, resident=True)
+        self._use_fp8(capability, compiled)
         if compiled and not accel.is_compiled(self._pipe):
             from .cache import modelscope_cache_base
 
@@ -449,6 +465,39 @@ class PipelineManager(CacheJobs):
             for prompt in accel.WARMUP_PROMPTS[:2 if compiled else 1]:
                 log.info("warm-up image in %.2f s (attention %s%s)", warm_up(self._pipe, prompt=prompt),
                          self._attention, ", compiled blocks" if compiled else "")
+
+    def _use_fp8(self, capability: tuple[int, int] | None, compiled: bool) -> None:
+        """fp8 matmuls in the blocks when asked for and this GPU and setup can run them (before the
+        compile, which then traces the fp8 blocks); otherwise bf16, with a note on the page."""
+        if self.settings.fp8 == "off":
+            return
+        from . import fp8
+
+        use, note = fp8.choose(self.settings.fp8, capability, compiled)
+        if use:
+            fp8.apply(self._pipe)
+        else:
+            log.warning(note)
+        self._set(note="\n".join(filter(None, [DEMO_NOTE if self.settings.demo else "", note])))
+
+    def _leave_fp8(self, placement) -> None:
+        """Low-VRAM plans stream bf16 blocks: fp8 blocks go back to bf16 Linears first. In RAM, since
+        the bf16 blocks take twice the VRAM of the fp8 ones and a plan is needed because VRAM is short."""
+        if self.settings.fp8 == "off":
+            return
+        from . import fp8
+
+        if fp8.is_applied(self._pipe):
+            placement.move(self._pipe, "cpu")
+            fp8.remove(self._pipe)
+
+    def _resident_plan(self) -> str:
+        if self.settings.fp8 != "off":
+            from . import fp8
+
+            if fp8.is_applied(self._pipe):
+                return "everything on the GPU, fp8 matmuls in the transformer blocks"
+        return "everything on the GPU"
 
     def _run_apply_placement(self, job: Job | None = None) -> Status:
         """Put the loaded pipeline where the settings say (GPU, offloaded or CPU); no disk reads."""
@@ -471,6 +520,7 @@ class PipelineManager(CacheJobs):
             from .accel import uncompile_blocks
 
             uncompile_blocks(self._pipe)      # streaming hooks must run eagerly
+            self._leave_fp8(placement)
             plan = placement.enable_offload(self._pipe, self._budget_bytes())
             self._set(state=LoadState.OFFLOADED, stage=None, device=placement.gpu_device, progress=1.0, plan=plan)
         else:
@@ -478,7 +528,7 @@ class PipelineManager(CacheJobs):
             placement.move(self._pipe, placement.gpu_device, functools.partial(self._report_load, LoadStage.MOVE))
             self._speed_up(warm=self.settings.warmup and current == LoadState.OFFLOADED)
             self._set(state=LoadState.ON_GPU, stage=None, device=placement.gpu_device, progress=1.0,
-                      plan="everything on the GPU")
+                      plan=self._resident_plan())
         return self.status()
 
     def _run_unload(self, to: str) -> Status:
@@ -515,11 +565,9 @@ class PipelineManager(CacheJobs):
             for rider in job.riders:
                 rider.future.set_exception(e)
             raise
-        for rider, result in zip(job.riders, results[1:]):
-            if isinstance(result, BaseException):
-                rider.future.set_exception(result)
-            else:
-                rider.future.set_result(result)
+        for rider, outcome in zip(job.riders, results[1:]):
+            settle(rider.future, outcome)
+            rider.settled = True
         if isinstance(results[0], BaseException):
             raise results[0]
         return results[0]
@@ -530,35 +578,37 @@ class PipelineManager(CacheJobs):
             self._run_load(lead)
         for member in members:
             member.phase = "generating"
-        results, oom = self._generate_once(members)
+        batches, seconds = self._generate_once(members)
         warning = ""
-        if oom and self._step_down():
+        if batches is None and self._step_down():
             warning = f"The GPU ran out of memory; switched to a smaller VRAM plan ({self._status.plan}) and retried."
             log.warning(warning)
-            results, oom = self._generate_once(members)
-        if oom:
+            batches, seconds = self._generate_once(members)
+        if batches is None:
             req = lead.request
             raise OutOfMemory(
                 f"The GPU ran out of memory at {req.width}x{req.height} x {sum(m.request.num_images for m in members)}.",
                 "Turn on Low VRAM or set a smaller --vram-budget, or lower the size or the number of images.")
         peak = peak_vram_bytes(self.gpu_device)
-        done = []
-        for result in results:
-            if not isinstance(result, BaseException):
-                if warning:
-                    result = replace(result, warning="\n".join(filter(None, [warning, result.warning])))
-                result = replace(result, peak_vram_bytes=peak)
-            done.append(result)
-        shown = next((r for r in done if not isinstance(r, BaseException)), None)
-        if shown is not None:
-            with self._lock:
-                self._status = replace(self._status, last_image_s=round(shown.seconds_per_image, 3),
-                                       last_peak_vram_bytes=peak)
-        return done
+        total = sum(len(images) for images in batches)
+        with self._lock:
+            self._status = replace(self._status, last_image_s=round(seconds / max(1, total), 3),
+                                   last_peak_vram_bytes=peak)
+        shared = total if len(members) > 1 else 0
+        # Saved on the saver thread: PNG encoding (about 0.2 s an image) never holds up the next
+        # generation. Each member's Future resolves once its files are written.
+        return [Cancelled() if len(members) > 1 and m.cancelled else
+                self._saver.submit(self._save, m.request, images, seconds, shared, warning, peak)
+                for m, images in zip(members, batches)]
 
-    def _generate_once(self, members: list[Job]) -> tuple[list | None, bool]:
-        """Run the members' requests (one pipeline call); each result, or Cancelled for a member
-        stopped while the others went on. (None, True) after an out-of-memory, memory freed."""
+    def _save(self, req: GenerationRequest, images: list, seconds: float, shared: int, warning: str,
+              peak: int | None) -> GenerationResult:
+        result = save_result(req, images, seconds, self._store, self._model_label, batch_images=shared)
+        return replace(result, warning="\n".join(filter(None, [warning, result.warning])), peak_vram_bytes=peak)
+
+    def _generate_once(self, members: list[Job]) -> tuple[list | None, float]:
+        """Run the members' requests as one pipeline call: each member's images and the seconds it
+        took. (None, 0) after an out-of-memory, memory freed."""
         def on_step(step: int, total: int, latents=None) -> None:
             for member in members:
                 member.step, member.total_steps = step, total
@@ -571,15 +621,9 @@ class PipelineManager(CacheJobs):
         reset_peak_vram(self.gpu_device)
         oom = False
         try:
-            if len(members) == 1:
-                return [generate(self._pipe, members[0].request, self._store, members[0].cancel_event.is_set,
-                                 on_step, self._model_label, self._prompts.embeds)], False
             started = time.perf_counter()
             batches = run_batch(self._pipe, [m.request for m in members], all_stopped, on_step, self._prompts.embeds)
-            seconds, total = time.perf_counter() - started, sum(len(images) for images in batches)
-            return [Cancelled() if m.cancelled else
-                    save_result(m.request, images, seconds, self._store, self._model_label, batch_images=total)
-                    for m, images in zip(members, batches)], False
+            return batches, time.perf_counter() - started
         except Exception as e:
             if not is_oom(e):
                 raise
@@ -589,7 +633,7 @@ class PipelineManager(CacheJobs):
             self._get_placement().free_memory()
             with self._lock:
                 self._status = replace(self._status, oom_count=self._status.oom_count + 1)
-        return None, oom
+        return None, 0.0
 
     def _step_down(self) -> bool:
         """After an out-of-memory on the GPU: a budget 25% below what was in use, no disk reads."""
