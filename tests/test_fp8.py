@@ -73,6 +73,9 @@ def test_apply_swaps_the_block_matmuls_only_and_remove_goes_back(tiny_model_dir)
     kept = [b.adaLN_modulation[0].weight for b in transformer_blocks(pipe.transformer) if hasattr(b, "adaLN_modulation")]
     assert all(k.dtype == torch.bfloat16 and torch.equal(k, a) for k, a in zip(kept, adaln))   # modulation stays bf16
     assert sum(p.dtype == fp8.FP8 for p in pipe.transformer.parameters()) == n      # nothing else turned fp8
+    tensors = list(pipe.transformer.parameters()) + list(pipe.transformer.buffers())
+    # nothing is left viewing the loader's shard buffer, which held the bf16 weights: it is freed
+    assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in tensors)
     got = image(pipe)
     assert np.abs(got - expected).mean() < 8, np.abs(got - expected).mean()    # close to bf16, not equal
     weights = [m.weight.clone() for b in transformer_blocks(pipe.transformer) for m in b.modules()
@@ -86,3 +89,18 @@ def test_apply_swaps_the_block_matmuls_only_and_remove_goes_back(tiny_model_dir)
     fp8.apply(pipe)                                        # and back: the same fp8 weights again
     again = [m.weight for b in transformer_blocks(pipe.transformer) for m in b.modules() if isinstance(m, fp8.Fp8Linear)]
     assert all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(again, weights))
+
+
+def test_running_out_of_memory_while_converting_leaves_the_pipeline_bf16(tiny_model_dir, monkeypatch):
+    pipe = load_pipeline(tiny_model_dir, torch.bfloat16, "cpu")
+    real, made = fp8.Fp8Linear.from_linear, []
+
+    def third_fails(linear):
+        if len(made) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 150 MiB")
+        made.append(1)
+        return real(linear)
+    monkeypatch.setattr(fp8.Fp8Linear, "from_linear", staticmethod(third_fails))
+    with pytest.raises(torch.OutOfMemoryError):
+        fp8.apply(pipe)
+    assert not fp8.is_applied(pipe)                  # no block half converted

@@ -284,6 +284,21 @@ def test_fp8_where_the_gpu_cannot_run_it_is_bf16_with_a_note(make_manager):
     assert not fp8.is_applied(m._pipe) and m.generate(req(), timeout=60).images
 
 
+def test_fp8_that_does_not_fit_while_converting_is_bf16_with_a_note(make_manager, monkeypatch):
+    import torch
+
+    from zimage import fp8
+
+    monkeypatch.setattr(fp8, "choose", lambda setting, capability, compiled: (True, ""))
+    def no_room(linear):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 150 MiB")
+    monkeypatch.setattr(fp8.Fp8Linear, "from_linear", staticmethod(no_room))
+    m = make_manager(placement=FakeGpuPlacement(), fp8="on")
+    status = m.ensure_ready(60)
+    assert status.ready and "Not enough VRAM to convert" in status.note and "fp8" not in status.plan
+    assert not fp8.is_applied(m._pipe) and m.generate(req(), timeout=60).images
+
+
 def test_fp8_blocks_go_back_to_bf16_in_ram_before_a_low_vram_plan(make_manager, monkeypatch):
     from zimage import fp8
 

@@ -132,3 +132,65 @@ def test_host_pinner_locks_what_it_can_and_unlocks_only_its_own(monkeypatch):
     assert pinner.locked == {1000, 2000} and pinner.registered == [1000] and pinner.bytes_done == 30
     pinner.close()
     assert cudart.calls[-1] == ("unregister", 1000) and len(cudart.calls) == 4
+
+
+def test_host_pinner_release_unlocks_only_what_it_locked():
+    from zimage.offload import HostPinner
+
+    class Cudart(_FakeCudart):
+        def cudaHostRegister(self, ptr, n, flags):
+            super().cudaHostRegister(ptr, n, flags)
+            return 712 if ptr == 2000 else 0                # 2000 was locked by someone else
+    cudart = Cudart()
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.cuda, "cudart", lambda: cudart)
+        pinner = HostPinner([(1000, 10), (2000, 20), (3000, 30)]).wait()
+        pinner.release({1000, 2000})
+        assert ("unregister", 1000) in cudart.calls and ("unregister", 2000) not in cudart.calls
+        assert pinner.registered == [3000] and pinner.locked == {2000, 3000}
+        pinner.close()
+        assert cudart.calls[-1] == ("unregister", 3000)
+
+
+def _big(param) -> torch.Tensor:
+    """`param`'s values moved into an allocation of its own that is big enough to be page-locked."""
+    from zimage.offload import PINNABLE_BYTES
+
+    big = torch.zeros(PINNABLE_BYTES // param.element_size(), dtype=param.dtype)
+    big[:param.numel()] = param.detach().flatten()
+    return big[:param.numel()].view(param.shape)
+
+
+def test_plan_setup_unlocks_ram_whose_tensors_moved_before_it_is_freed(tiny_model_dir, monkeypatch):
+    """RAM that was page-locked for the setup and whose tensors then went to the GPU is unlocked
+    (freed RAM that stays registered breaks later copies: "resource already mapped"); RAM the
+    streamed blocks still read stays locked until the plan is removed."""
+    from zimage import offload
+    from zimage.loader import load_pipeline
+
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    expected = run(pipe)
+    streamed_param = next(transformer_blocks(pipe.transformer)[3].parameters())
+    vae_param = next(pipe.vae.parameters())
+    streamed_param.data, vae_param.data = _big(streamed_param), _big(vae_param)
+    kept, moved = (p.untyped_storage().data_ptr() for p in (streamed_param, vae_param))
+    cudart = _FakeCudart()
+    monkeypatch.setattr(torch.cuda, "cudart", lambda: cudart)
+    monkeypatch.setattr(offload, "torch_device_is_cuda", lambda device: True)   # the page-locking path
+    real_move = offload._move_own_tensors
+
+    def move_to_gpu(module, device, skip):        # stands in for the copy to the GPU: new memory
+        real_move(module, device, skip)
+        if module is pipe.vae:
+            vae_param.data = vae_param.data.clone()
+    monkeypatch.setattr(offload, "_move_own_tensors", move_to_gpu)
+    runtime = LowVramRuntime(pipe, Plan(None, 1, 3, True, 0), "cpu")
+    registered = [c[1] for c in cudart.calls if c[0] == "register"]
+    assert kept in registered and moved in registered
+    assert ("unregister", moved) in cudart.calls and ("unregister", kept) not in cudart.calls
+    assert run(pipe) == expected
+    runtime.remove("cpu")
+    assert ("unregister", kept) in cudart.calls
+    assert run(pipe) == expected

@@ -103,14 +103,31 @@ def _targets(pipe, kind: type) -> list[tuple[nn.Module, str, nn.Module]]:
 
 def apply(pipe) -> int:
     """Swap the blocks' Linears for Fp8Linear in place (on the weights' device); returns how many
-    were swapped (0 when they already are)."""
+    were swapped (0 when they already are). All fp8 weights are made before any swap: an
+    out-of-memory while making them leaves the pipeline bf16 as it was. The conversion briefly
+    needs the fp8 copy (half the transformer) on top of the bf16 one."""
     targets = _targets(pipe, nn.Linear)
     with torch.no_grad():
-        for parent, name, linear in targets:
-            setattr(parent, name, Fp8Linear.from_linear(linear))
+        made = [Fp8Linear.from_linear(linear) for _, _, linear in targets]
+        for (parent, name, _), fp8 in zip(targets, made):
+            setattr(parent, name, fp8)
+        _own_storage(pipe.transformer)
     if targets:
         log.info("fp8: %d block Linears now float8", len(targets))
     return len(targets)
+
+
+def _own_storage(module: nn.Module) -> None:
+    """Give tensors that are views into a bigger allocation (the fast loader's one buffer per shard)
+    their own, so the allocation, which still holds the replaced bf16 weights, is freed."""
+    for m in module.modules():
+        for table in (m._parameters, m._buffers):
+            for name, t in table.items():
+                if t is not None and t.untyped_storage().nbytes() > t.numel() * t.element_size():
+                    if isinstance(t, nn.Parameter):
+                        t.data = t.data.clone()
+                    else:
+                        table[name] = t.clone()
 
 
 def remove(pipe) -> int:

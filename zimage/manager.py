@@ -475,9 +475,15 @@ class PipelineManager(CacheJobs):
 
         use, note = fp8.choose(self.settings.fp8, capability, compiled)
         if use:
-            fp8.apply(self._pipe)
-        else:
+            try:
+                fp8.apply(self._pipe)
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                note = "Not enough VRAM to convert the blocks to fp8 (it briefly needs 6 GB more); running bf16."
+        if note:
             log.warning(note)
+            self._get_placement().free_memory()
         self._set(note="\n".join(filter(None, [DEMO_NOTE if self.settings.demo else "", note])))
 
     def _leave_fp8(self, placement) -> None:

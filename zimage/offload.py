@@ -78,6 +78,19 @@ class HostPinner:
         self._thread.join()
         return self
 
+    def release(self, ptrs: set[int]) -> None:
+        """Unlock these allocations (ones it locked) before their memory is freed: freed RAM that
+        stays registered gets mapped again by a later allocation, and copies from there fail
+        ("resource already mapped")."""
+        import torch
+
+        cudart = torch.cuda.cudart()
+        with self.lock:
+            for ptr in [p for p in self.registered if p in ptrs]:
+                cudart.cudaHostUnregister(ptr)
+                self.registered.remove(ptr)
+                self.locked.discard(ptr)
+
     def close(self) -> None:
         import torch
 
@@ -348,18 +361,21 @@ def torch_device_is_cuda(device: str) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def _pinnable_storages(pipe) -> list[tuple[int, int]]:
-    """(address, bytes) of the big RAM allocations behind the pipeline's tensors."""
+def _big_storages(tensors) -> dict[int, object]:
+    """The big RAM allocations (see _pinnable) behind `tensors`, by address."""
+    return {t.untyped_storage().data_ptr(): t.untyped_storage() for t in tensors if _pinnable(t)}
+
+
+def _pipeline_tensors(pipe) -> list:
     import torch
 
-    out = set()
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            for t in list(component.parameters()) + list(component.buffers()):
-                if _pinnable(t):
-                    storage = t.untyped_storage()
-                    out.add((storage.data_ptr(), storage.nbytes()))
-    return sorted(out)
+    return [t for c in pipe.components.values() if isinstance(c, torch.nn.Module)
+            for t in list(c.parameters()) + list(c.buffers())]
+
+
+def _pinnable_storages(pipe) -> list[tuple[int, int]]:
+    """(address, bytes) of the big RAM allocations behind the pipeline's tensors."""
+    return sorted((ptr, s.nbytes()) for ptr, s in _big_storages(_pipeline_tensors(pipe)).items())
 
 
 class LowVramRuntime:
@@ -373,6 +389,8 @@ class LowVramRuntime:
         self.pipe, self.plan, self.device = pipe, plan, device
         # The loader's RAM, page-locked first (0.35-0.9 s for 5-20 GB on the GPU machine), so that
         # the resident part goes to the GPU by DMA instead of pageable copies (2.5 s for 9 GB).
+        # Held until the setup is done: RAM whose tensors move to the GPU is unlocked before it is freed.
+        loader_ram = _big_storages(_pipeline_tensors(pipe))
         self.pinner = HostPinner(_pinnable_storages(pipe)).wait() if torch_device_is_cuda(device) else None
         locked = frozenset(self.pinner.locked) if self.pinner is not None else frozenset()
         streamer = functools.partial(BlockStreamer, device=device, compute_dtype=pipe.vae.dtype, locked=locked)
@@ -398,6 +416,14 @@ class LowVramRuntime:
                 _move_own_tensors(component, device, skip)
         set_vae_tiling(pipe.vae, plan.vae_tiling)
         self._sync()
+        if self.pinner is not None:
+            self.pinner.release(set(loader_ram) - set(self.ram_in_use()))
+        del loader_ram                  # RAM of the parts now on the GPU is freed here
+
+    def ram_in_use(self) -> dict[int, object]:
+        """The big RAM allocations the plan still reads: streamed blocks' tensors, and any left in RAM."""
+        streamed = [e.src for s in self.streamers for entries in s.layouts for e in entries]
+        return _big_storages(streamed + _pipeline_tensors(self.pipe))
 
     @property
     def pinning(self) -> tuple[int, int]:
@@ -412,6 +438,9 @@ class LowVramRuntime:
             torch.cuda.synchronize(self.device)
 
     def remove(self, to_device: str) -> None:
+        self._sync()
+        if self.pinner is not None:     # unlocked before the moves below can free that RAM
+            self.pinner.close()
         for streamer in self.streamers:
             streamer.remove(to_device)
         set_vae_tiling(self.pipe.vae, False)
@@ -419,5 +448,3 @@ class LowVramRuntime:
             if hasattr(component, "to"):
                 component.to(to_device)
         self._sync()
-        if self.pinner is not None:
-            self.pinner.close()
