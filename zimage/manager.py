@@ -481,9 +481,10 @@ class PipelineManager(CacheJobs):
                 if not is_oom(e):
                     raise
                 note = "Not enough VRAM to convert the blocks to fp8 (it briefly needs 6 GB more); running bf16."
+            if note:       # freed outside the except block: the traceback would keep the fp8 copies alive
+                self._get_placement().free_memory()
         if note:
             log.warning(note)
-            self._get_placement().free_memory()
         self._set(note="\n".join(filter(None, [DEMO_NOTE if self.settings.demo else "", note])))
 
     def _leave_fp8(self, placement) -> None:

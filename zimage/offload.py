@@ -373,9 +373,13 @@ def _pipeline_tensors(pipe) -> list:
             for t in list(c.parameters()) + list(c.buffers())]
 
 
+def _ranges(storages: dict[int, object]) -> list[tuple[int, int]]:
+    return sorted((ptr, s.nbytes()) for ptr, s in storages.items())
+
+
 def _pinnable_storages(pipe) -> list[tuple[int, int]]:
     """(address, bytes) of the big RAM allocations behind the pipeline's tensors."""
-    return sorted((ptr, s.nbytes()) for ptr, s in _big_storages(_pipeline_tensors(pipe)).items())
+    return _ranges(_big_storages(_pipeline_tensors(pipe)))
 
 
 class LowVramRuntime:
@@ -391,7 +395,7 @@ class LowVramRuntime:
         # the resident part goes to the GPU by DMA instead of pageable copies (2.5 s for 9 GB).
         # Held until the setup is done: RAM whose tensors move to the GPU is unlocked before it is freed.
         loader_ram = _big_storages(_pipeline_tensors(pipe))
-        self.pinner = HostPinner(_pinnable_storages(pipe)).wait() if torch_device_is_cuda(device) else None
+        self.pinner = HostPinner(_ranges(loader_ram)).wait() if torch_device_is_cuda(device) else None
         locked = frozenset(self.pinner.locked) if self.pinner is not None else frozenset()
         streamer = functools.partial(BlockStreamer, device=device, compute_dtype=pipe.vae.dtype, locked=locked)
         quantized = lambda block: any(SCALE in m._buffers for m in block.modules())   # noqa: E731
