@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 
 import pytest
@@ -143,3 +144,21 @@ def test_api_auth_protects_the_api_routes_only(start_server, settings):
     client.set_auth("bot", "key")
     assert client.util_get_model_names() == ["Z-Image-Turbo"]
     assert requests.get(srv.url + "/config", timeout=10).status_code == 200     # the page needs --auth
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_a_lone_surrogate_is_refused_naming_the_field_on_every_route(server, field):
+    """JSON's "\\ud800" escape decodes to a lone UTF-16 surrogate, which the tokenizer raised on (a 500)."""
+    def body(extra: dict) -> bytes:
+        return json.dumps({"prompt": "a fox", **extra, field: "cat \ud800"}).encode()     # ensure_ascii: \\ud800
+    headers = {"Content-Type": "application/json"}
+    r = requests.post(server.url + "/generate", data=body({"width": 256, "height": 256}), headers=headers, timeout=30)
+    assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text[:200]
+    r = requests.post(server.url + "/sdapi/v1/txt2img", data=body({"width": 256, "height": 256}), headers=headers,
+                      timeout=30)
+    assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}:"), r.text[:200]
+    if field == "prompt":       # OpenAI's images API has no negative prompt
+        r = requests.post(server.url + "/v1/images/generations", data=body({"size": "256x256"}), headers=headers,
+                          timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text[:200]
+    assert server.manager.load_count == 0

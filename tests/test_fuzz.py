@@ -9,7 +9,8 @@ import requests
 
 GOOD = {"prompt": "a cat", "width": 256, "height": 256, "num_inference_steps": 1, "seed": 1}
 NASTY_VALUES = [None, True, False, -1, 0, 1, 7, 255, 257, 4096, -2**63, 2**64, 1e308, -1e308, 1.5, float("nan"),
-                "", "512", "ten", "\x00", "🐈" * 10, "\u202eRTL", [], [1, 2], {}, {"a": 1}, "x" * 5000]
+                "", "512", "ten", "\x00", "\ud800", "a\udfffb", "🐈" * 10, "\u202eRTL", [], [1, 2], {}, {"a": 1},
+                "x" * 5000]
 
 
 def _valid(body: dict) -> bool:

@@ -189,3 +189,42 @@ def test_a_replica_killed_mid_request_is_retried_and_replaced(backend):
     assert (True, "lost") in phases_seen                        # the page showed the dead one
     assert {(False, "loading"), (False, "ready")} & phases_seen  # and the new one coming up
     assert backend.generate(req(seed=99), timeout=120).images[0].seed == 99
+
+
+def test_a_replicas_answer_carries_the_peak_vram_and_its_shared_batch(settings, tmp_path):
+    """What a replica's manager reports (here a real batch of two queued requests) reaches the app's
+    answer: peak_vram_bytes, and the batch size that seconds_per_image divides by. The peak is set by
+    hand: this machine has no GPU to measure one."""
+    import threading
+
+    from zimage.manager import PipelineManager
+    from zimage.ray_backend import RayBackend, RemoteJob
+    from zimage.ray_replica import remote_result
+    from zimage.replicas import ReplicaStatus
+
+    manager = PipelineManager(dataclasses.replace(settings, batch_max=2)).start()
+    try:
+        manager.ensure_ready(60)
+        entered, release = threading.Event(), threading.Event()
+
+        def hold(*_):
+            entered.set()
+            assert release.wait(60)
+        hook = manager._pipe.transformer.register_forward_pre_hook(hold)
+        first = manager.submit(req(seed=1))                  # runs, held at the gate
+        assert entered.wait(30)
+        hook.remove()
+        second, third = manager.submit(req(seed=2)), manager.submit(req(seed=3))   # share one call
+        release.set()
+        first.future.result(60)
+        local = dataclasses.replace(second.future.result(60), peak_vram_bytes=7 * 2**30)
+        third.future.result(60)
+    finally:
+        manager.close()
+    assert local.batch_images == 2
+    app = RayBackend(dataclasses.replace(settings, outputs_dir=str(tmp_path / "app-outputs"), backend="ray"))
+    answer = app._land(remote_result(local, ReplicaStatus(replica_id="r1", reported_at=time.time())),
+                       RemoteJob(kind="generate", fn=None))
+    assert answer.peak_vram_bytes == 7 * 2**30 and answer.batch_images == 2
+    assert answer.seconds_per_image == pytest.approx(local.seconds / 2)
+    assert answer.images[0].path.is_relative_to(app._store.root) and not local.images[0].path.exists()

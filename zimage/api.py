@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import time
 from datetime import datetime, timezone
 
@@ -37,6 +38,12 @@ from .openapi import (
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024      # a 4000-character prompt is ~16 KB of JSON even in 4-byte UTF-8
+CLIENT_ID_HEADER = "x-client-id"
+MAX_CLIENT_ID_CHARS = 128
+CLIENT_ID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_CLIENT_ID_CHARS)
+# The owner of API generations sent without X-Client-Id. The page's jobs always carry a browser
+# session id, so an anonymous /sdapi/v1/interrupt never reaches a browser tab's images.
+API_CLIENT = "api"
 API_PATHS = ("/health", "/generate", "/preload", "/unload")
 
 
@@ -65,6 +72,30 @@ async def read_json(request: Request, required: bool = True):
     return decode_json(bytes(body))
 
 
+def request_caller(request: Request, auth_on: bool) -> tuple[str | None, str | None]:
+    """(client id, login user) of an API request: the X-Client-Id header (None when absent) and,
+    when auth is on, the HTTP Basic user name (GuardMiddleware has checked the password already;
+    without auth an Authorization header proves nothing and is ignored)."""
+    client = request.headers.get(CLIENT_ID_HEADER)
+    if client is not None and not CLIENT_ID.fullmatch(client):
+        raise InvalidRequest("X-Client-Id", f"must be 1-{MAX_CLIENT_ID_CHARS} visible ASCII characters")
+    user = None
+    if auth_on:
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user = base64.b64decode(encoded).decode("utf-8").partition(":")[0]
+            except (ValueError, UnicodeDecodeError):
+                user = None
+    return client, user
+
+
+def job_owner(client: str | None) -> str:
+    """The owner an API generation is recorded under: its X-Client-Id, else API_CLIENT (webuiapi
+    sends no id). Never None, which PipelineManager.cancel reads as "everyone"."""
+    return client if client is not None else API_CLIENT
+
+
 def decode_json(body: bytes):
     """JSON from an untrusted body; every way it can be broken is a BadRequestBody (400)."""
     try:
@@ -77,6 +108,7 @@ def decode_json(body: bytes):
 
 def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
+    auth_on = bool(manager.settings.api_auth_pairs)
 
     def health_body() -> dict:
         status = manager.status()
@@ -95,7 +127,8 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             data = await read_json(request)
             req = GenerationRequest.from_mapping(data, max_prompt_chars)
-            job = manager.submit(req)
+            client, user = request_caller(request, auth_on)
+            job = manager.submit(req, job_owner(client), user)
             started = time.perf_counter()
             result = await asyncio.wrap_future(job.future)
         except ZImageError as e:

@@ -17,7 +17,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from .api import read_json
+from .api import API_CLIENT, job_owner, read_json, request_caller
 from .backend import Backend
 from .errors import InvalidRequest, ZImageError
 from .generate import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int, png_bytes
@@ -85,6 +85,12 @@ def _openai_error(err: ZImageError) -> JSONResponse:
                                    "param": getattr(err, "field", None), "code": err.code}}, status_code=status)
 
 
+async def read_empty_object(request: Request) -> None:
+    """The body of a route that takes no fields: nothing, or a JSON object (ignored)."""
+    if not isinstance(await read_json(request, required=False), dict):
+        raise InvalidRequest("body", "must be a JSON object (or empty)")
+
+
 def _preview(job) -> str | None:
     from .generate import latent_preview_png
 
@@ -96,8 +102,18 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
     outputs = manager._store.root
 
-    async def run(req: GenerationRequest):
-        return await asyncio.wrap_future(manager.submit(req).future)
+    auth_on = bool(manager.settings.api_auth_pairs)
+
+    async def run(req: GenerationRequest, request: Request):
+        client, user = request_caller(request, auth_on)
+        return await asyncio.wrap_future(manager.submit(req, job_owner(client), user).future)
+
+    def stop_callers_jobs(request: Request, current_only: bool) -> int:
+        """interrupt / skip: only the caller's generations. With auth, the logged-in user's (narrowed
+        to one X-Client-Id when sent); without, those of its X-Client-Id, or the API's anonymous ones."""
+        client, user = request_caller(request, auth_on)
+        owner = client if client is not None or user is not None else API_CLIENT
+        return manager.cancel(owner=owner, user=user, current_only=current_only)
 
     @router.post("/sdapi/v1/txt2img", **route_docs(ok=A1111_IMAGES, body=a1111_body(max_prompt_chars),
                                                    errors=BODY_ERRORS + RUN_ERRORS, error_schema=A1111_ERROR))
@@ -105,7 +121,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             body = await read_json(request)
             req, notes = a1111_to_request(body, max_prompt_chars)
-            result = await run(req)
+            result = await run(req, request)
         except ZImageError as e:
             return _a1111_error(e)
         r = result.request
@@ -124,21 +140,39 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         fraction = (job.step / job.total_steps) if job and job.total_steps else 0.0
         eta = (status.last_image_s or 0.0) * (1 - fraction) if job else 0.0
         return {"progress": round(fraction, 4), "eta_relative": round(eta, 3),
-                "state": {"skipped": False, "interrupted": bool(job and job.cancelled), "job": job.kind if job else "",
+                "state": {"skipped": bool(job and job.skipped),
+                          "interrupted": bool(job and job.cancelled and not job.skipped), "job": job.kind if job else "",
                           "job_count": status.queue_length, "job_timestamp": "", "job_no": 0,
                           "sampling_step": job.step if job else 0,
                           "sampling_steps": job.total_steps if job else 0},
                 "current_image": _preview(job) if job is not None and not skip_current_image else None,
                 "textinfo": job.phase if job else None}
 
-    @router.post("/sdapi/v1/interrupt", **route_docs(ok=EMPTY))
-    async def interrupt():
-        manager.cancel(owner=None)
+    # No body, or an empty JSON one: webuiapi's interrupt() and skip() post nothing, with no
+    # Content-Type. A body of another type is a 415, as on every POST route (a cross-site form
+    # post needs no CORS preflight).
+    stop_docs = route_docs(ok=EMPTY, body=EMPTY, body_required=False, errors=BODY_ERRORS + (422,),
+                           error_schema=A1111_ERROR)
+    checkpoint_errors = BODY_ERRORS + (422,)
+
+    @router.post("/sdapi/v1/interrupt", **stop_docs)
+    async def interrupt(request: Request):
+        """The caller's running and waiting generations stop (docs/API.md: whose jobs are the caller's)."""
+        try:
+            await read_empty_object(request)
+            stop_callers_jobs(request, current_only=False)
+        except ZImageError as e:
+            return _a1111_error(e)
         return {}
 
-    @router.post("/sdapi/v1/skip", **route_docs(ok=EMPTY))
-    async def skip():
-        manager.cancel(owner=None)
+    @router.post("/sdapi/v1/skip", **stop_docs)
+    async def skip(request: Request):
+        """The caller's running pipeline call ends; its queued generations still run."""
+        try:
+            await read_empty_object(request)
+            stop_callers_jobs(request, current_only=True)
+        except ZImageError as e:
+            return _a1111_error(e)
         return {}
 
     @router.get("/sdapi/v1/sd-models", **route_docs(ok={"type": "array", "items": obj(
@@ -164,15 +198,22 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             return _a1111_error(e)
         return {}
 
-    @router.post("/sdapi/v1/unload-checkpoint", **route_docs(ok=EMPTY))
-    async def unload_checkpoint():
-        await asyncio.wrap_future(manager.unload("none").future)
+    @router.post("/sdapi/v1/unload-checkpoint", **route_docs(ok=EMPTY, body=EMPTY, body_required=False,
+                                                             errors=checkpoint_errors, error_schema=A1111_ERROR))
+    async def unload_checkpoint(request: Request):
+        try:
+            await read_empty_object(request)
+            await asyncio.wrap_future(manager.unload("none").future)
+        except ZImageError as e:
+            return _a1111_error(e)
         return {}
 
-    @router.post("/sdapi/v1/reload-checkpoint", **route_docs(ok=EMPTY, errors=(503, 507),
+    @router.post("/sdapi/v1/reload-checkpoint", **route_docs(ok=EMPTY, body=EMPTY, body_required=False,
+                                                             errors=checkpoint_errors + (503, 507),
                                                              error_schema=A1111_ERROR))
-    async def reload_checkpoint():
+    async def reload_checkpoint(request: Request):
         try:
+            await read_empty_object(request)
             await asyncio.wrap_future(manager.preload().future)
         except ZImageError as e:
             return _a1111_error(e)
@@ -198,7 +239,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             req = GenerationRequest.from_mapping({"prompt": body.get("prompt"), "width": int(match[1]),
                                                   "height": int(match[2]), "num_images": body.get("n", 1)},
                                                  max_prompt_chars)
-            result = await run(req)
+            result = await run(req, request)
         except ZImageError as e:
             return _openai_error(e)
         base = str(request.base_url).rstrip("/")

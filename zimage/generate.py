@@ -4,9 +4,12 @@
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -67,6 +70,11 @@ def _str_field(data: Mapping, name: str, default: str | None, max_chars: int) ->
         raise InvalidRequest(name, f"is too long ({len(value)} characters, at most {max_chars})")
     if "\x00" in value:
         raise InvalidRequest(name, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:   # JSON's "\ud800" decodes to a lone surrogate; the tokenizer raises on it
+        raise InvalidRequest(name, f"must be valid Unicode text (a lone UTF-16 surrogate at character {e.start})") \
+            from None
     return value
 
 
@@ -236,44 +244,114 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
     return list(out.images)
 
 
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"    # the IEND chunk every complete PNG ends with
+TEMP_SUFFIX = ".part"                               # ".<final name>.<random>.part" while being written
+QUARANTINE_DIR = ".quarantine"
+# Test seam (tests/test_generate.py): the path of a file to create once half a PNG is written, after
+# which the write blocks, so a test can kill the process mid-write.
+BLOCK_WRITE_ENV = "ZIMAGE_TEST_BLOCK_PNG_WRITE"
+
+
 class OutputStore:
-    """Saves images under one folder and nowhere else; never overwrites an existing file."""
+    """Saves images under one folder and nowhere else; never overwrites an existing file; a file
+    under its final name is always a complete PNG (written to a temporary name, fsynced, then linked)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
+        self.recover()
+
+    def recover(self) -> None:
+        """Clean what a killed process left: temporary files are removed; a final-named PNG without
+        its end chunk (written by a version before the temporary names, or by hand) moves to
+        .quarantine/ as .png.partial, out of the page's and /outputs' way but not destroyed: it is
+        the user's folder. Only the last 12 bytes of each PNG are read (10,000 images in well
+        under a second), not a full decode."""
+        if not self.root.is_dir():
+            return
+        for temp in self.root.glob(f"*/.*{TEMP_SUFFIX}"):
+            log.info("removing %s, left by an interrupted save", temp)
+            temp.unlink(missing_ok=True)
+        for png in self.root.glob("*/*.png"):
+            try:
+                with open(png, "rb") as fh:
+                    size = fh.seek(0, 2)
+                    fh.seek(max(0, size - len(PNG_END)))
+                    complete = fh.read() == PNG_END
+                if complete:
+                    continue
+                target = self.root / QUARANTINE_DIR / png.parent.name / f"{png.name}.partial"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(png, target)
+                log.warning("moved the incomplete image %s to %s", png, target)
+            except OSError as e:
+                log.warning("could not check %s: %s", png, e)
 
     def save(self, image, seed: int, text: str) -> Path:
+        import io
+
         from PIL.PngImagePlugin import PngInfo
 
         meta = PngInfo()
         meta.add_text("parameters", text)
-        return self._write(seed, lambda fh: image.save(fh, format="PNG", pnginfo=meta))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", pnginfo=meta)
+        return self._write(seed, buf.getvalue())
 
     def save_png(self, data: bytes, seed: int) -> Path:
         """Save an encoded PNG as it is (one made by a Ray replica, metadata included)."""
-        return self._write(seed, lambda fh: fh.write(data))
+        return self._write(seed, data)
 
-    def _write(self, seed: int, write: Callable[[Any], Any]) -> Path:
+    def _write(self, seed: int, data: bytes) -> Path:
         day = self.root / datetime.now().strftime("%Y-%m-%d")
         day.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%H%M%S")
-        for n in range(10_000):
-            path = day / f"{stamp}-{seed}{'-' + str(n) if n else ''}.png"
-            try:
-                # "xb": exclusive create, so a file that exists is never overwritten.
-                with open(path, "xb") as fh:
-                    write(fh)
-                return path
-            except FileExistsError:
-                continue
-            except OSError:
-                # A half-written file (disk full) is removed so it is not mistaken for an image.
-                path.unlink(missing_ok=True)
-                raise
-        raise OSError(f"no free file name in {day}")
+        temp = day / f".{stamp}-{seed}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            # "xb": exclusive create. The bytes reach the disk before any final name points at them,
+            # so a kill -9 or a full disk leaves only a temporary file (removed here or at start).
+            with open(temp, "xb") as fh:
+                _write_bytes(fh, data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            for n in range(10_000):
+                path = day / f"{stamp}-{seed}{'-' + str(n) if n else ''}.png"
+                try:
+                    _link(temp, path)
+                    return path
+                except FileExistsError:
+                    continue
+            raise OSError(f"no free file name in {day}")
+        finally:
+            temp.unlink(missing_ok=True)
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.root))
+
+
+def _link(temp: Path, path: Path) -> None:
+    """Give the written file its final name; FileExistsError if that name is taken (never overwrites)."""
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        # No hard links here (FAT/exFAT drives, some network shares): claim the name, then swap the
+        # bytes in. A kill between the two leaves an empty file, which recover() quarantines.
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.replace(temp, path)
+
+
+def _write_bytes(fh, data: bytes) -> None:
+    marker = os.environ.get(BLOCK_WRITE_ENV)
+    if not marker:
+        fh.write(data)
+        return
+    fh.write(data[:len(data) // 2])
+    fh.flush()
+    Path(marker).touch()
+    threading.Event().wait()          # until the test kills this process
 
 
 def save_result(req: GenerationRequest, images: list, seconds: float, store: OutputStore,

@@ -40,7 +40,7 @@ DEMO_NOTE = "Demo mode: a tiny model with random weights, so every image is nois
 class Job:
     kind: str
     fn: Callable[["Job"], Any]
-    owner: str | None = None
+    owner: str | None = None         # the client that asked: a browser tab's id, X-Client-Id, or the API's default
     id: int = 0
     future: Future = field(default_factory=Future)
     cancel_event: threading.Event = field(default_factory=threading.Event)
@@ -52,10 +52,17 @@ class Job:
     request: GenerationRequest | None = None   # a generation's request
     riders: list["Job"] = field(default_factory=list)   # queued generations sharing this one's pipeline call
     settled: bool = False            # its future has its outcome, or will have once its images are saved
+    user: str | None = None          # the logged-in user who asked (None without auth)
+    skipped: bool = False            # stopped by a skip (its own image only), not an interrupt
 
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+
+def matches(job: Job, owner: str | None, user: str | None) -> bool:
+    """The job belongs to `owner` and `user`, each checked only when given."""
+    return (owner is None or job.owner == owner) and (user is None or job.user == user)
 
 
 def settle(future: Future, outcome: Any) -> None:
@@ -189,8 +196,9 @@ class PipelineManager(CacheJobs):
             self._status = replace(self._status, low_vram=self._low_vram)
             return self._enqueue_locked(LOW_VRAM, self._run_apply_placement)
 
-    def submit(self, req: GenerationRequest, owner: str | None = None) -> Job:
-        """Queue a generation. Raises QueueFull when `queue_max` jobs already wait."""
+    def submit(self, req: GenerationRequest, owner: str | None = None, user: str | None = None) -> Job:
+        """Queue a generation for client `owner` and login `user`. Raises QueueFull when `queue_max`
+        jobs already wait."""
         req = req.with_resolved_seed()
         with self._lock:
             waiting = self._pending_generations - (1 if self._current and self._current.kind == GENERATE else 0)
@@ -202,20 +210,25 @@ class PipelineManager(CacheJobs):
             job = self._enqueue_locked(GENERATE, lambda j: self._run_generate(j, req), owner=owner)
             job.total_steps = req.num_inference_steps
             job.request = req
+            job.user = user
             return job
 
     def generate(self, req: GenerationRequest, owner: str | None = None,
                  timeout: float | None = None) -> GenerationResult:
         return self.submit(req, owner).future.result(timeout)
 
-    def cancel(self, owner: str | None = None) -> int:
-        """Stop the generations of `owner` (all when None): waiting ones are dropped, a running one
-        stops after its current step. Returns how many jobs were cancelled."""
+    def cancel(self, owner: str | None = None, user: str | None = None, current_only: bool = False) -> int:
+        """Stop the generations matching every criterion given (`owner`, `user`; with neither, all of
+        them: for close and tests, never for an HTTP caller): waiting ones are dropped, a running one
+        stops after its current step. `current_only` (a skip): only the running pipeline call's
+        members, so the caller's queued jobs still run. Returns how many jobs were cancelled."""
         count = 0
         with self._lock:
-            jobs = list(self._waiting) + ([self._current, *self._current.riders] if self._current else [])
+            running = [self._current, *self._current.riders] if self._current else []
+            jobs = running if current_only else list(self._waiting) + running
             for job in jobs:
-                if job.kind == GENERATE and (owner is None or job.owner == owner) and not job.cancelled:
+                if job.kind == GENERATE and matches(job, owner, user) and not job.cancelled:
+                    job.skipped = current_only
                     job.cancel_event.set()
                     count += 1
         return count

@@ -31,7 +31,7 @@ from .generate import (
     OutputStore,
     unsaved_warning,
 )
-from .manager import GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job
+from .manager import GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches
 from .manager_cache import CACHE
 from .replicas import REPORT_PERIOD_S, aggregate
 from .state import LoadState, Status
@@ -219,7 +219,7 @@ class RayBackend:
             return next((j for j in self._jobs.values() if j.phase == "generating"), None)
 
     # ---- generations ----------------------------------------------------------------------------
-    def submit(self, req: GenerationRequest, owner: str | None = None) -> Job:
+    def submit(self, req: GenerationRequest, owner: str | None = None, user: str | None = None) -> Job:
         req = req.with_resolved_seed()
         replicas = self.settings.ray_max_replicas if self.settings.ray_autoscaling else self.settings.ray_replicas
         with self._lock:
@@ -227,8 +227,9 @@ class RayBackend:
             if waiting >= self.settings.queue_max:
                 retry = max(1, round((self._status.last_image_s or 5.0) * (waiting + 1) / max(replicas, 1)))
                 raise QueueFull(waiting, retry)
-            job = RemoteJob(kind=GENERATE, fn=_never_run, owner=owner, id=next(self._ids), key=uuid.uuid4().hex,
-                            total_steps=req.num_inference_steps, queue_position=max(waiting + 1, 1))
+            job = RemoteJob(kind=GENERATE, fn=_never_run, owner=owner, user=user, id=next(self._ids),
+                            key=uuid.uuid4().hex, total_steps=req.num_inference_steps,
+                            queue_position=max(waiting + 1, 1))
             self._jobs[job.key] = job
         self._pool.submit(self._run_remote, job, req)
         return job
@@ -237,12 +238,16 @@ class RayBackend:
                  timeout: float | None = None) -> GenerationResult:
         return self.submit(req, owner).future.result(timeout)
 
-    def cancel(self, owner: str | None = None) -> int:
-        """Stop the generations of `owner` (all when None): Serve cancels the request, and the replica
-        stops the job after its current step (or drops it while it waits)."""
+    def cancel(self, owner: str | None = None, user: str | None = None, current_only: bool = False) -> int:
+        """Stop the generations matching `owner` and `user` (all when neither is given), as
+        PipelineManager.cancel does: Serve cancels the request, and the replica stops the job after
+        its current step (or drops it while it waits). `current_only`: only those a replica runs now
+        (as its last report said; one sent a moment ago still reads as waiting)."""
         with self._lock:
-            jobs = [j for j in self._jobs.values() if (owner is None or j.owner == owner) and not j.cancelled]
+            jobs = [j for j in self._jobs.values() if matches(j, owner, user) and not j.cancelled
+                    and not (current_only and j.phase == "waiting")]
         for job in jobs:
+            job.skipped = current_only
             job.cancel_event.set()
             if job.response is not None:
                 job.response.cancel()
@@ -272,7 +277,7 @@ class RayBackend:
                 raise Cancelled()
             job.attempts = attempt
             try:
-                job.response = self._handle.generate.remote(req, job.owner, job.key)
+                job.response = self._handle.generate.remote(req, job.owner, job.key, job.user)
                 answer = job.response.result()
             except RequestCancelledError:
                 raise Cancelled() from None
@@ -315,7 +320,8 @@ class RayBackend:
                     warning = unsaved_warning(self._store, e)
             image = Image.open(io.BytesIO(item.png))      # decoded only if the page needs the pixels
             images.append(GeneratedImage(image=image, seed=item.seed, infotext=item.infotext, path=path))
-        return GenerationResult(request=remote.request, images=images, seconds=remote.seconds, warning=warning)
+        return GenerationResult(request=remote.request, images=images, seconds=remote.seconds, warning=warning,
+                                peak_vram_bytes=remote.peak_vram_bytes, batch_images=remote.batch_images)
 
     # ---- commands for every replica -------------------------------------------------------------
     def preload(self) -> Job:

@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import ZImageError
-from .generate import GenerationRequest, png_bytes
+from .generate import GenerationRequest, GenerationResult, png_bytes
 from .manager import Job
 from .ray_board import COMMANDS, Command
 from .replicas import REPORT_PERIOD_S, JobProgress, ReplicaStatus
@@ -44,6 +44,20 @@ class RemoteResult:
     seconds: float
     warning: str
     replica_status: ReplicaStatus     # right after the image: the app's view is current at once
+    peak_vram_bytes: int | None = None   # the replica GPU's peak during the pipeline call
+    batch_images: int = 0             # images in the pipeline call it shared with queued requests (0: alone)
+
+
+def remote_result(result: GenerationResult, report: ReplicaStatus) -> RemoteResult:
+    """What goes back to the app for one generation (its scratch files removed): the images as PNG
+    bytes and every figure the local answer has, so seconds_per_image counts a shared batch."""
+    images = []
+    for item in result.images:
+        images.append(RemoteImage(png_bytes(item), item.seed, item.infotext))
+        if item.path is not None:
+            item.path.unlink(missing_ok=True)
+    return RemoteResult(result.request, tuple(images), result.seconds, result.warning, report,
+                        peak_vram_bytes=result.peak_vram_bytes, batch_images=result.batch_images)
 
 
 class ZImageReplica:
@@ -79,10 +93,10 @@ class ZImageReplica:
         log.info("replica %s up on %s (GPUs %s)", self.replica_id, self._node, self._gpu_ids or "none")
 
     # ---- called through the deployment handle -----------------------------------------------------
-    async def generate(self, req: GenerationRequest, owner: str | None, key: str) -> dict:
+    async def generate(self, req: GenerationRequest, owner: str | None, key: str, user: str | None = None) -> dict:
         """{"result": RemoteResult} or {"error": ZImageError}: typed errors travel as values."""
         try:
-            job = self.manager.submit(req, owner)
+            job = self.manager.submit(req, owner, user)
         except ZImageError as e:
             return {"error": e}
         self._jobs[key] = job
@@ -96,13 +110,7 @@ class ZImageReplica:
         finally:
             self._jobs.pop(key, None)
         self._last_image_at = time.time()
-        images = []
-        for item in result.images:
-            images.append(RemoteImage(png_bytes(item), item.seed, item.infotext))
-            if item.path is not None:
-                item.path.unlink(missing_ok=True)
-        return {"result": RemoteResult(result.request, tuple(images), result.seconds, result.warning,
-                                       self._report())}
+        return {"result": remote_result(result, self._report())}
 
     def check_health(self) -> None:
         """Serve calls this every health_check_period_s; raising makes Serve replace the replica."""
