@@ -14,15 +14,28 @@ Here each gets a 4xx with `{"error": {code, message, field}}` (plus `detail`, th
 own clients print), and a well-formed request from the page or gradio_client goes through with its
 body untouched. Names callable by HTTP are the page's public ones: `api_visibility="private"`
 events (preload, unload, the cache panel) stay reachable only the way the page calls them.
+
+Files: an event input that names a file (a FileData dict, `{"path": ..., "url": ...}` at any depth)
+made Gradio copy that file into its cache and answer a `/gradio_api/file=` URL of the copy:
+`/etc/passwd`, `/proc/self/environ` and the sources came out that way, because Gradio skips its
+allowed_paths check while `blocks.has_launched` is false, which it always is under
+`mount_gradio_app` (create_app now sets it). Here such a value must name a file in the outputs folder
+(after resolving symlinks) or a copy Gradio itself made for this page, and `/gradio_api/file=`
+serves only those; everything else is a 404.
+With --auth, the routes Gradio leaves without its login check (heartbeat, reset, cancel, stream,
+startup-events) need the login too: an anonymous heartbeat was an endless stream.
+Gradio's "queue is full" 503 gets a Retry-After, as our own 429s have.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
-from urllib.parse import parse_qs
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .api import decode_json
 from .errors import (
@@ -44,6 +57,24 @@ class UploadsRefused(ZImageError):
     def __init__(self):
         super().__init__("This page takes no file uploads.")
 
+class FileNotServed(ZImageError):
+    """A file outside the outputs folder (or a path that is no file at all): answered as not found,
+    so the answer does not tell which files exist."""
+    http_status = 404
+    code = "not_found"
+
+    def __init__(self):
+        super().__init__("No such file on this page.", "Only the images this server generated are served.")
+
+
+class LoginRequired(ZImageError):
+    http_status = 401
+    code = "unauthorized"
+
+    def __init__(self):
+        super().__init__("Not authenticated.", "Log in on the page first.")
+
+
 API_PREFIX = "/gradio_api"
 MAX_EVENT_BODY_BYTES = 2**20      # our largest real event: a 4000-character prompt and 48 gallery items, ~40 KB
 MAX_SESSION_HASH_CHARS = 256      # the page sends 11 characters, gradio_client a 36-character uuid
@@ -60,6 +91,12 @@ POST_ROUTES = [                   # (pattern, kind): the routes that run an even
 UPLOAD_KINDS = frozenset({"File", "Image", "ImageEditor", "ImageSlider", "Audio", "Video", "UploadButton", "Model3D",
                           "MultimodalTextbox"})
 EVENT_STREAM = re.compile(r"/call(?:/v2)?/[^/]+/(?P<event_id>[^/]+)/?")
+# Gradio's routes without its login check: with --auth they are refused here before a login.
+LOGIN_ONLY = re.compile(r"/(?:heartbeat/.*|reset/?|cancel/?|stream/.*|startup-events/?)")
+FILE_ROUTE = re.compile(r"/(?:file=|file/)(?P<path>.*)", re.DOTALL)
+PROXY_ROUTE = re.compile(r"/proxy=.*", re.DOTALL)    # the page loads no remote Space
+MAX_PATH_CHARS = 4096                                 # Linux PATH_MAX
+QUEUE_FULL_RETRY_AFTER_S = 5                          # before any event finished: one 1024px image on a GPU is ~1-3 s
 
 
 @dataclass(frozen=True)
@@ -167,6 +204,59 @@ def check_call_v2(name: str, body: Any, events: PageEvents) -> None:
         raise InvalidRequest("body", str(e).split(" Please click")[0]) from None
 
 
+def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = ()) -> bool:
+    """Whether `path` is a file this page may hand out: inside `outputs` once symlinks are resolved
+    (a link in outputs that points out is refused), or a copy Gradio made for this page's
+    components (`created`: the Blocks' temp_file_sets), which live in Gradio's upload folder.
+    Relative paths count from the working directory, as Gradio reads them."""
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path or "://" in path:
+        return False
+    try:
+        real = Path(os.path.realpath(path))
+        if not real.is_file():
+            return False
+        if real.is_relative_to(outputs.resolve()):
+            return True
+        from gradio.utils import get_upload_folder
+
+        if not real.is_relative_to(Path(get_upload_folder()).resolve()):
+            return False
+    except (OSError, ValueError):
+        return False
+    return any(path in names or str(real) in names for names in list(created))
+
+
+def _file_values(value: Any, where: str) -> Iterator[tuple[str, dict]]:
+    """Every FileData-shaped dict (one with a "path" or "url" key) in `value`, at any depth, with
+    where it is ("data[8][0].image")."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, dict):
+            if "path" in item or "url" in item:
+                yield at, item
+            stack.extend((v, f"{at}.{k}") for k, v in item.items() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item) if isinstance(v, (dict, list)))
+
+
+def _url_file(url: str) -> str | None:
+    """The path a `/gradio_api/file=<path>` URL names, else None."""
+    match = FILE_ROUTE.search(unquote(urlsplit(url).path)) if isinstance(url, str) else None
+    return match["path"] if match else None
+
+
+def check_files(value: Any, where: str, outputs: Path, created: Iterable[Iterable[str]]) -> None:
+    """Refuse (422, naming the field) any file an event input names that servable_file refuses."""
+    created = list(created)
+    for at, item in _file_values(value, where):
+        path, url = item.get("path"), item.get("url")
+        if not servable_file(path, outputs, created):
+            raise InvalidRequest(f"{at}.path", f"{_short(path)} is not an image this server generated")
+        if url is not None and not servable_file(_url_file(url), outputs, created):
+            raise InvalidRequest(f"{at}.url", f"{_short(url)} is not an image this server generated")
+
+
 def check_component_call(body: Any, events: PageEvents) -> None:
     if not isinstance(body, dict) or (body.get("component_id"), body.get("fn_name")) not in events.server_fns:
         raise UnknownEndpoint("No such component function on this page.")
@@ -177,11 +267,15 @@ class GradioEventGuard:
     """Pure ASGI middleware. Buffers (at most MAX_EVENT_BODY_BYTES of) the body of the event routes
     only, then hands Gradio the same bytes; every other request streams through untouched."""
 
-    def __init__(self, app, *, blocks, prefix: str = API_PREFIX, logged_in: Callable[[dict], bool] | None = None):
-        """`logged_in(scope)`: with --auth, whether the request carries a valid Gradio login; requests
-        without one go straight to Gradio, which answers 401, so nothing here answers before the login."""
+    def __init__(self, app, *, blocks, outputs: Path, prefix: str = API_PREFIX,
+                 logged_in: Callable[[dict], bool] | None = None):
+        """`outputs`: the folder whose files the page may name and download.
+        `logged_in(scope)`: with --auth, whether the request carries a valid Gradio login; requests
+        without one go straight to Gradio, which answers 401, so nothing here answers before the login
+        (but the routes Gradio does not guard, LOGIN_ONLY: those get our 401)."""
         self.app = app
         self.blocks = blocks
+        self.outputs = Path(outputs).resolve()
         self.prefix = prefix
         self.logged_in = logged_in
         self._events: PageEvents | None = None
@@ -198,9 +292,13 @@ class GradioEventGuard:
             return await self.app(scope, receive, send)
         route = path[len(self.prefix):]
         if self.logged_in is not None and not self.logged_in(scope):
+            if LOGIN_ONLY.fullmatch(route):
+                log.info("refused %s %s: not logged in", scope["method"], path[:200])
+                return await send_error(send, LoginRequired())
             return await self.app(scope, receive, send)
         try:
             if scope["method"] in ("GET", "HEAD"):
+                self._check_file(route)
                 self._check_stream(route, scope)
             elif scope["method"] == "POST":
                 if route.rstrip("/") == "/upload" and not self.events.takes_uploads:
@@ -213,13 +311,32 @@ class GradioEventGuard:
                             return              # the client left before sending its body
                         self._check_post(kind, match, _json_of(scope, body))
                         receive = _replay(body, receive)
+                        send = _with_retry_after(send, self._retry_after_s)
                         break
         except ZImageError as e:
             log.info("refused %s %s: %s", scope["method"], path[:200], e.message[:200])
             return await send_error(send, e)
         return await self.app(scope, receive, send)
 
+    def _check_file(self, route: str) -> None:
+        match = FILE_ROUTE.fullmatch(route)
+        if PROXY_ROUTE.fullmatch(route) or (match and not servable_file(match["path"], self.outputs,
+                                                                        self.blocks.temp_file_sets)):
+            raise FileNotServed()
+
+    def _retry_after_s(self) -> int:
+        """For Gradio's "queue is full": the queued events times the slowest event's mean duration."""
+        queue = getattr(self.blocks, "_queue", None)
+        times = [t.avg_time for t in getattr(queue, "process_time_per_fn", {}).values() if t.count]
+        if not times or queue is None:
+            return QUEUE_FULL_RETRY_AFTER_S
+        return max(1, min(3600, round(max(times) * (len(queue) + 1))))
+
     def _check_post(self, kind: str, match: re.Match, body: Any) -> None:
+        if isinstance(body, dict):
+            # Every value of every event: data (join, call, run), the keywords of call/v2, component_server's data.
+            check_files(body if kind == "call_v2" else body.get("data"), "data" if kind != "call_v2" else "body",
+                        self.outputs, self.blocks.temp_file_sets)
         if kind == "join":
             check_event(body, self.events, session_required=True)
         elif kind == "call_v2":
@@ -290,10 +407,24 @@ def _replay(body: bytes, receive):
     return replay
 
 
-async def send_error(send, err: ZImageError) -> None:
+def _with_retry_after(send, retry_after_s: Callable[[], int]):
+    """A `send` that adds Retry-After to a 503 or 429 that has none (Gradio's "queue is full")."""
+    async def add(message):
+        if message["type"] == "http.response.start" and message["status"] in (429, 503):
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == b"retry-after" for k, _ in headers):
+                headers.append((b"retry-after", str(retry_after_s()).encode()))
+            message = dict(message, headers=headers)
+        await send(message)
+    return add
+
+
+async def send_error(send, err: ZImageError, extra: list | None = None) -> None:
     body = json.dumps({"error": err.to_dict(), "detail": err.user_text()}).encode()
-    await send({"type": "http.response.start", "status": err.http_status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if getattr(err, "retry_after_s", None) is not None:
+        headers.append((b"retry-after", str(err.retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": err.http_status, "headers": headers + (extra or [])})
     await send({"type": "http.response.body", "body": body})
 
 
