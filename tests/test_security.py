@@ -284,3 +284,66 @@ def test_gradio_queue_full_503_says_when_to_come_back(held):
             break
     assert 503 in codes, codes
     assert json.loads(r.text)["detail"]
+
+
+def test_an_open_event_stream_of_a_running_generation_does_not_keep_the_server_up(held):
+    srv, entered = held
+    facts = page_facts(srv.url)
+    n = len(facts["gen"]["inputs"])
+    data = ["x", "", 256, 256, 1, 0.0, 1, 1, []][:n] + [[]] * max(0, n - 9)
+    first = requests.post(srv.url + API + "/call/generate", json={"data": data}, timeout=10)
+    ended = threading.Event()
+
+    def listen():
+        try:
+            read_call_stream(srv.url, "/call/generate", first.json()["event_id"])
+        except requests.RequestException:
+            pass
+        ended.set()
+    threading.Thread(target=listen, daemon=True).start()
+    assert entered.wait(30)                    # the generation runs (held), its stream is open
+    srv.server.should_exit = True
+    srv.thread.join(5)
+    assert not srv.thread.is_alive(), "the server was still up 5 s after should_exit"
+    assert ended.wait(1)
+
+
+def test_sigterm_stops_a_server_with_an_open_page_heartbeat(tiny_model_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    port = free_port()
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(root / "webui.py"), "--model", str(tiny_model_dir),
+                             "--outputs", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                             "--port", str(port)], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return requests.get(url + "/health", timeout=2).ok
+            except requests.ConnectionError:
+                return proc.poll() is not None        # died: stop waiting, the assert below says so
+        wait_for(up, 90, interval=0.2, message="the server to start")
+        assert proc.poll() is None
+        opened = threading.Event()
+
+        def listen():
+            try:
+                with requests.get(url + API + "/heartbeat/page", stream=True, timeout=30) as r:
+                    for _ in r.iter_lines():
+                        opened.set()
+            except requests.RequestException:
+                pass
+        threading.Thread(target=listen, daemon=True).start()
+        assert opened.wait(10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=8) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
