@@ -347,3 +347,47 @@ def test_sigterm_stops_a_server_with_an_open_page_heartbeat(tiny_model_dir, tmp_
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_servable_file_resolves_links_and_refuses_the_rest(tmp_path):
+    from zimage.gradio_files import servable_file
+
+    out = tmp_path / "outputs"
+    (out / "day").mkdir(parents=True)
+    (out / "day" / "a.png").write_bytes(b"png")
+    (out / "out.png").symlink_to("/etc/passwd")
+    (out / "dir.png").symlink_to(tmp_path)
+    (tmp_path / "secret.png").write_bytes(b"s")
+    assert servable_file(str(out / "day" / "a.png"), out)
+    assert servable_file(str(out / "day" / ".." / "day" / "a.png"), out)
+    for path in [str(out / "out.png"), str(out / "dir.png"), str(out / "day"), str(out / ".." / "secret.png"),
+                 str(tmp_path / "secret.png"), "/etc/passwd", "/proc/self/environ", "", None, 5, ["/etc/passwd"],
+                 str(out / "day" / "a.png") + "\x00", "x" * 5000, "file://" + str(out / "day" / "a.png")]:
+        assert not servable_file(path, out), path
+    # A copy Gradio made counts only while it lies in Gradio's upload folder.
+    assert not servable_file(str(tmp_path / "secret.png"), out, [{str(tmp_path / "secret.png")}])
+
+
+@pytest.mark.parametrize("origin,host,ok", [
+    ("http://127.0.0.1:7860", "127.0.0.1:7860", True),
+    ("http://localhost:7860", "127.0.0.1:7860", True),
+    ("http://[::1]:7860", "localhost:7860", True),
+    ("https://127.0.0.1:7860", "127.0.0.1:7860", False),
+    ("http://localhost:3000", "127.0.0.1:7860", False),
+    ("http://box.lan", "box.lan:80", True),
+    ("http://evil.lan:7860", "box.lan:7860", False),
+    ("http://localhost:7860", "box.lan:7860", False),
+    ("null", "127.0.0.1:7860", False),
+    ("http://127.0.0.1:7860/path", "127.0.0.1:7860", False),
+])
+def test_origin_allowed(origin, host, ok):
+    from zimage.security import origin_allowed
+
+    assert origin_allowed(origin, host) is ok
+
+
+def test_origin_of_a_tls_proxy_in_front_is_same_origin(server):
+    port = server.settings.port
+    r = requests.post(server.url + "/unload", timeout=30,
+                      headers={"Origin": f"https://127.0.0.1:{port}", "X-Forwarded-Proto": "https"})
+    assert r.status_code == 200

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Callable
+from urllib.parse import parse_qs
 
 from .api import decode_json
+from .gradio_files import FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, servable_file
 from .errors import (
     BodyTooLarge,
     InvalidRequest,
@@ -56,16 +56,6 @@ class UploadsRefused(ZImageError):
 
     def __init__(self):
         super().__init__("This page takes no file uploads.")
-
-class FileNotServed(ZImageError):
-    """A file outside the outputs folder (or a path that is no file at all): answered as not found,
-    so the answer does not tell which files exist."""
-    http_status = 404
-    code = "not_found"
-
-    def __init__(self):
-        super().__init__("No such file on this page.", "Only the images this server generated are served.")
-
 
 class LoginRequired(ZImageError):
     http_status = 401
@@ -93,9 +83,6 @@ UPLOAD_KINDS = frozenset({"File", "Image", "ImageEditor", "ImageSlider", "Audio"
 EVENT_STREAM = re.compile(r"/call(?:/v2)?/[^/]+/(?P<event_id>[^/]+)/?")
 # Gradio's routes without its login check: with --auth they are refused here before a login.
 LOGIN_ONLY = re.compile(r"/(?:heartbeat/.*|reset/?|cancel/?|stream/.*|startup-events/?)")
-FILE_ROUTE = re.compile(r"/(?:file=|file/)(?P<path>.*)", re.DOTALL)
-PROXY_ROUTE = re.compile(r"/proxy=.*", re.DOTALL)    # the page loads no remote Space
-MAX_PATH_CHARS = 4096                                 # Linux PATH_MAX
 QUEUE_FULL_RETRY_AFTER_S = 5                          # before any event finished: one 1024px image on a GPU is ~1-3 s
 
 
@@ -202,59 +189,6 @@ def check_call_v2(name: str, body: Any, events: PageEvents) -> None:
         construct_args(events.parameters[name], (), kwargs)   # what Gradio calls next, outside any try
     except (TypeError, ValueError) as e:
         raise InvalidRequest("body", str(e).split(" Please click")[0]) from None
-
-
-def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = ()) -> bool:
-    """Whether `path` is a file this page may hand out: inside `outputs` once symlinks are resolved
-    (a link in outputs that points out is refused), or a copy Gradio made for this page's
-    components (`created`: the Blocks' temp_file_sets), which live in Gradio's upload folder.
-    Relative paths count from the working directory, as Gradio reads them."""
-    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path or "://" in path:
-        return False
-    try:
-        real = Path(os.path.realpath(path))
-        if not real.is_file():
-            return False
-        if real.is_relative_to(outputs.resolve()):
-            return True
-        from gradio.utils import get_upload_folder
-
-        if not real.is_relative_to(Path(get_upload_folder()).resolve()):
-            return False
-    except (OSError, ValueError):
-        return False
-    return any(path in names or str(real) in names for names in list(created))
-
-
-def _file_values(value: Any, where: str) -> Iterator[tuple[str, dict]]:
-    """Every FileData-shaped dict (one with a "path" or "url" key) in `value`, at any depth, with
-    where it is ("data[8][0].image")."""
-    stack = [(value, where)]
-    while stack:
-        item, at = stack.pop()
-        if isinstance(item, dict):
-            if "path" in item or "url" in item:
-                yield at, item
-            stack.extend((v, f"{at}.{k}") for k, v in item.items() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item) if isinstance(v, (dict, list)))
-
-
-def _url_file(url: str) -> str | None:
-    """The path a `/gradio_api/file=<path>` URL names, else None."""
-    match = FILE_ROUTE.search(unquote(urlsplit(url).path)) if isinstance(url, str) else None
-    return match["path"] if match else None
-
-
-def check_files(value: Any, where: str, outputs: Path, created: Iterable[Iterable[str]]) -> None:
-    """Refuse (422, naming the field) any file an event input names that servable_file refuses."""
-    created = list(created)
-    for at, item in _file_values(value, where):
-        path, url = item.get("path"), item.get("url")
-        if not servable_file(path, outputs, created):
-            raise InvalidRequest(f"{at}.path", f"{_short(path)} is not an image this server generated")
-        if url is not None and not servable_file(_url_file(url), outputs, created):
-            raise InvalidRequest(f"{at}.url", f"{_short(url)} is not an image this server generated")
 
 
 def check_component_call(body: Any, events: PageEvents) -> None:

@@ -95,6 +95,10 @@ class GuardMiddleware:
         method = scope.get("method", "GET")
         origin = headers.get("origin")
         scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
+        # A TLS proxy on another host (uvicorn trusts X-Forwarded-Proto only from 127.0.0.1) says the
+        # scheme here; a cross-site page cannot add the header without a preflight, which gets no CORS.
+        forwarded = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+        scheme = forwarded if forwarded in ("http", "https") else scheme
         foreign = origin is not None and not origin_allowed(origin, host, scheme)
         if method not in SAFE_METHODS and foreign:
             return await _deny(send, 403, "forbidden_origin", f"Requests from {origin[:100]} are not allowed.")
