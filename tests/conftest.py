@@ -48,15 +48,12 @@ def free_port() -> int:
 
 class RunningServer:
     def __init__(self, settings: Settings, manager_factory=None):
-        import uvicorn
-
-        from zimage.server import create_app, create_manager
+        from zimage.server import create_app, create_manager, make_server
 
         self.settings = dataclasses.replace(settings, port=free_port())
         self.manager = (manager_factory or create_manager)(self.settings).start()
-        app = create_app(self.settings, self.manager)
-        config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port, log_level="warning")
-        self.server = uvicorn.Server(config)
+        self.app = create_app(self.settings, self.manager)
+        self.server = make_server(self.app, self.settings)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         wait_for(lambda: self.server.started, 30, message="uvicorn to start")

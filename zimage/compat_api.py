@@ -81,8 +81,10 @@ def _a1111_error(err: ZImageError) -> JSONResponse:
 def _openai_error(err: ZImageError) -> JSONResponse:
     status = 400 if err.http_status == 422 else err.http_status
     kind = "invalid_request_error" if status < 500 else "server_error"
+    retry = getattr(err, "retry_after_s", None)       # openai's client waits this long before its retry
     return JSONResponse({"error": {"message": err.user_text(), "type": kind,
-                                   "param": getattr(err, "field", None), "code": err.code}}, status_code=status)
+                                   "param": getattr(err, "field", None), "code": err.code}}, status_code=status,
+                        headers={"Retry-After": str(retry)} if retry is not None else None)
 
 
 async def read_empty_object(request: Request) -> None:
@@ -263,8 +265,12 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                                                          ok_media="image/png", errors=(404,), error_schema=NOT_FOUND))
     async def output_file(rel_path: str):
         """Saved images, for OpenAI's `url` answers: only files inside the outputs folder."""
-        target = (outputs / rel_path).resolve()
-        if not target.is_relative_to(outputs) or not target.is_file() or target.suffix.lower() != ".png":
+        try:       # a NUL byte is a ValueError, a name over 255 bytes an OSError (both were 500s)
+            target = (outputs / rel_path).resolve()
+            found = target.is_relative_to(outputs.resolve()) and target.is_file() and target.suffix.lower() == ".png"
+        except (OSError, ValueError):
+            found = False
+        if not found:
             return JSONResponse({"error": {"message": "not found"}}, status_code=404)
         return FileResponse(target, media_type="image/png")
 

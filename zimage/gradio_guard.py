@@ -14,6 +14,17 @@ Here each gets a 4xx with `{"error": {code, message, field}}` (plus `detail`, th
 own clients print), and a well-formed request from the page or gradio_client goes through with its
 body untouched. Names callable by HTTP are the page's public ones: `api_visibility="private"`
 events (preload, unload, the cache panel) stay reachable only the way the page calls them.
+
+Files: an event input that names a file (a FileData dict, `{"path": ..., "url": ...}` at any depth)
+made Gradio copy that file into its cache and answer a `/gradio_api/file=` URL of the copy:
+`/etc/passwd`, `/proc/self/environ` and the sources came out that way, because Gradio skips its
+allowed_paths check while `blocks.has_launched` is false, which it always is under
+`mount_gradio_app` (create_app now sets it). Here such a value must name a file in the outputs folder
+(after resolving symlinks) or a copy Gradio itself made for this page, and `/gradio_api/file=`
+serves only those; everything else is a 404.
+With --auth, the routes Gradio leaves without its login check (heartbeat, reset, cancel, stream,
+startup-events) need the login too: an anonymous heartbeat was an endless stream.
+Gradio's "queue is full" 503 gets a Retry-After, as our own 429s have.
 """
 from __future__ import annotations
 
@@ -21,10 +32,12 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from .api import decode_json
+from .gradio_files import FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, servable_file
 from .errors import (
     BodyTooLarge,
     InvalidRequest,
@@ -44,6 +57,14 @@ class UploadsRefused(ZImageError):
     def __init__(self):
         super().__init__("This page takes no file uploads.")
 
+class LoginRequired(ZImageError):
+    http_status = 401
+    code = "unauthorized"
+
+    def __init__(self):
+        super().__init__("Not authenticated.", "Log in on the page first.")
+
+
 API_PREFIX = "/gradio_api"
 MAX_EVENT_BODY_BYTES = 2**20      # our largest real event: a 4000-character prompt and 48 gallery items, ~40 KB
 MAX_SESSION_HASH_CHARS = 256      # the page sends 11 characters, gradio_client a 36-character uuid
@@ -60,6 +81,9 @@ POST_ROUTES = [                   # (pattern, kind): the routes that run an even
 UPLOAD_KINDS = frozenset({"File", "Image", "ImageEditor", "ImageSlider", "Audio", "Video", "UploadButton", "Model3D",
                           "MultimodalTextbox"})
 EVENT_STREAM = re.compile(r"/call(?:/v2)?/[^/]+/(?P<event_id>[^/]+)/?")
+# Gradio's routes without its login check: with --auth they are refused here before a login.
+LOGIN_ONLY = re.compile(r"/(?:heartbeat/.*|reset/?|cancel/?|stream/.*|startup-events/?)")
+QUEUE_FULL_RETRY_AFTER_S = 5                          # before any event finished: one 1024px image on a GPU is ~1-3 s
 
 
 @dataclass(frozen=True)
@@ -177,11 +201,15 @@ class GradioEventGuard:
     """Pure ASGI middleware. Buffers (at most MAX_EVENT_BODY_BYTES of) the body of the event routes
     only, then hands Gradio the same bytes; every other request streams through untouched."""
 
-    def __init__(self, app, *, blocks, prefix: str = API_PREFIX, logged_in: Callable[[dict], bool] | None = None):
-        """`logged_in(scope)`: with --auth, whether the request carries a valid Gradio login; requests
-        without one go straight to Gradio, which answers 401, so nothing here answers before the login."""
+    def __init__(self, app, *, blocks, outputs: Path, prefix: str = API_PREFIX,
+                 logged_in: Callable[[dict], bool] | None = None):
+        """`outputs`: the folder whose files the page may name and download.
+        `logged_in(scope)`: with --auth, whether the request carries a valid Gradio login; requests
+        without one go straight to Gradio, which answers 401, so nothing here answers before the login
+        (but the routes Gradio does not guard, LOGIN_ONLY: those get our 401)."""
         self.app = app
         self.blocks = blocks
+        self.outputs = Path(outputs).resolve()
         self.prefix = prefix
         self.logged_in = logged_in
         self._events: PageEvents | None = None
@@ -198,9 +226,13 @@ class GradioEventGuard:
             return await self.app(scope, receive, send)
         route = path[len(self.prefix):]
         if self.logged_in is not None and not self.logged_in(scope):
+            if LOGIN_ONLY.fullmatch(route):
+                log.info("refused %s %s: not logged in", scope["method"], path[:200])
+                return await send_error(send, LoginRequired())
             return await self.app(scope, receive, send)
         try:
             if scope["method"] in ("GET", "HEAD"):
+                self._check_file(route)
                 self._check_stream(route, scope)
             elif scope["method"] == "POST":
                 if route.rstrip("/") == "/upload" and not self.events.takes_uploads:
@@ -213,13 +245,32 @@ class GradioEventGuard:
                             return              # the client left before sending its body
                         self._check_post(kind, match, _json_of(scope, body))
                         receive = _replay(body, receive)
+                        send = _with_retry_after(send, self._retry_after_s)
                         break
         except ZImageError as e:
             log.info("refused %s %s: %s", scope["method"], path[:200], e.message[:200])
             return await send_error(send, e)
         return await self.app(scope, receive, send)
 
+    def _check_file(self, route: str) -> None:
+        match = FILE_ROUTE.fullmatch(route)
+        if PROXY_ROUTE.fullmatch(route) or (match and not servable_file(match["path"], self.outputs,
+                                                                        self.blocks.temp_file_sets)):
+            raise FileNotServed()
+
+    def _retry_after_s(self) -> int:
+        """For Gradio's "queue is full": the queued events times the slowest event's mean duration."""
+        queue = getattr(self.blocks, "_queue", None)
+        times = [t.avg_time for t in getattr(queue, "process_time_per_fn", {}).values() if t.count]
+        if not times or queue is None:
+            return QUEUE_FULL_RETRY_AFTER_S
+        return max(1, min(3600, round(max(times) * (len(queue) + 1))))
+
     def _check_post(self, kind: str, match: re.Match, body: Any) -> None:
+        if isinstance(body, dict):
+            # Every value of every event: data (join, call, run), the keywords of call/v2, component_server's data.
+            check_files(body if kind == "call_v2" else body.get("data"), "data" if kind != "call_v2" else "body",
+                        self.outputs, self.blocks.temp_file_sets)
         if kind == "join":
             check_event(body, self.events, session_required=True)
         elif kind == "call_v2":
@@ -290,10 +341,24 @@ def _replay(body: bytes, receive):
     return replay
 
 
-async def send_error(send, err: ZImageError) -> None:
+def _with_retry_after(send, retry_after_s: Callable[[], int]):
+    """A `send` that adds Retry-After to a 503 or 429 that has none (Gradio's "queue is full")."""
+    async def add(message):
+        if message["type"] == "http.response.start" and message["status"] in (429, 503):
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == b"retry-after" for k, _ in headers):
+                headers.append((b"retry-after", str(retry_after_s()).encode()))
+            message = dict(message, headers=headers)
+        await send(message)
+    return add
+
+
+async def send_error(send, err: ZImageError, extra: list | None = None) -> None:
     body = json.dumps({"error": err.to_dict(), "detail": err.user_text()}).encode()
-    await send({"type": "http.response.start", "status": err.http_status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if getattr(err, "retry_after_s", None) is not None:
+        headers.append((b"retry-after", str(err.retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": err.http_status, "headers": headers + (extra or [])})
     await send({"type": "http.response.body", "body": body})
 
 

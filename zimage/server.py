@@ -1,6 +1,7 @@
 """Assembling and running the server: our API routes and guards, the Gradio page, uvicorn."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import fcntl
 import logging
@@ -67,6 +68,7 @@ def create_app(settings: Settings, manager: Backend):
     from .compat_api import COMPAT_PREFIXES, build_compat_router
     from .gradio_guard import GradioEventGuard, gradio_login_check
     from .security import GuardMiddleware
+    from .shutdown import EndStreamsOnStop
     from .ui import build_ui
 
     outputs = outputs_dir_checked(settings)
@@ -84,11 +86,25 @@ def create_app(settings: Settings, manager: Backend):
         max_file_size="1mb", ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=False,
         footer_links=[], run_history=False,
     )
+    # Gradio checks event files against allowed_paths/blocked_paths only once `has_launched` is true,
+    # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
+    demo.has_launched = True
     # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
-    app.add_middleware(GradioEventGuard, blocks=demo, logged_in=gradio_login_check(app))
+    app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app))
     app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
                        api_prefixes=COMPAT_PREFIXES, auth=settings.api_auth_pairs)
+    app.state.stopping = asyncio.Event()            # set by shutdown.Server as it stops
+    app.add_middleware(EndStreamsOnStop, stopping=app.state.stopping)
     return app
+
+
+def make_server(app, settings: Settings):
+    """The uvicorn server for `app`: one whose shutdown ends the page's open streams."""
+    import uvicorn
+
+    from .shutdown import Server
+
+    return Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
 
 
 def import_model_stack_when_up(server, manager: Backend) -> threading.Thread:
@@ -105,13 +121,11 @@ def import_model_stack_when_up(server, manager: Backend) -> threading.Thread:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     manager = create_manager(settings).start()
     if settings.preload:
         manager.preload()        # reads start at once on the worker, while the page's imports run here
     app = create_app(settings, manager)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+    server = make_server(app, settings)
     import_model_stack_when_up(server, manager)
     log.info("serving on http://%s:%d", settings.host, settings.port)
     if not settings.is_loopback:
