@@ -143,3 +143,41 @@ def test_api_auth_protects_the_api_routes_only(start_server, settings):
     client.set_auth("bot", "key")
     assert client.util_get_model_names() == ["Z-Image-Turbo"]
     assert requests.get(srv.url + "/config", timeout=10).status_code == 200     # the page needs --auth
+
+
+def _break_the_pipeline(manager, monkeypatch) -> None:
+    def broken(self, *a, **kw):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    manager.ensure_ready(60)
+    monkeypatch.setattr(type(manager._pipe.transformer), "forward", broken)
+
+
+def test_a_failed_txt2img_is_a_json_500_and_the_next_one_works(server, monkeypatch):
+    _break_the_pipeline(server.manager, monkeypatch)
+    body = {"prompt": "a fox", "width": 256, "height": 256, "steps": 1}
+    r = requests.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120)
+    assert r.status_code == 500 and r.json()["error"] == "generation_failed"
+    assert "RuntimeError" in r.json()["detail"] and "illegal memory" in r.json()["errors"]
+    monkeypatch.undo()
+    assert requests.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120).json()["images"]
+
+
+def test_a_failed_openai_generation_is_a_server_error_and_the_next_one_works(oai, server, monkeypatch):
+    import openai
+
+    _break_the_pipeline(server.manager, monkeypatch)
+    with pytest.raises(openai.InternalServerError) as e:
+        oai.images.generate(prompt="a fox", size="256x256")
+    assert e.value.status_code == 500
+    err = e.value.body
+    assert err["code"] == "generation_failed" and err["type"] == "server_error" and "RuntimeError" in err["message"]
+    monkeypatch.undo()
+    assert oai.images.generate(prompt="a fox", size="256x256").data[0].b64_json
+
+
+@pytest.mark.parametrize("cfg", [0.1, 0.5, 1.0, 1e-300])
+def test_txt2img_accepts_cfg_scale_between_0_and_1(server, cfg):
+    r = requests.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "a fox", "width": 256, "height": 256,
+                                                             "steps": 1, "cfg_scale": cfg}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert __import__("json").loads(r.json()["info"])["cfg_scale"] == cfg

@@ -32,7 +32,8 @@ from .generate import (
     unsaved_warning,
 )
 from .manager import GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job
-from .manager_cache import CACHE
+from .hub import RepairReport, VerifyReport, merge_verify_reports
+from .manager_cache import CACHE, check_confirmed
 from .replicas import REPORT_PERIOD_S, aggregate
 from .state import LoadState, Status
 
@@ -339,7 +340,13 @@ class RayBackend:
     def repair(self, model_id: str | None = None) -> Job:
         return self._broadcast(CACHE, "repair", model_id or self.settings.model)
 
-    def delete_cached(self, model_id: str) -> Job:
+    def verify(self, model_id: str | None = None) -> Job:
+        """Broadcast like repair: each replica hashes its node's cache on its own worker, so never
+        beside its load; the answers merge into one report (see _settle)."""
+        return self._broadcast(CACHE, "verify", model_id or self.settings.model)
+
+    def delete_cached(self, model_id: str, confirmed_id: str | None = None) -> Job:
+        check_confirmed(model_id, confirmed_id)
         return self._broadcast(CACHE, "delete_cached", model_id)
 
     def cancel_download(self) -> bool:
@@ -364,7 +371,11 @@ class RayBackend:
             job.future.set_exception(errors[0])
             return
         values = [value for _, value in outcome.results.values()]
-        if job.kind == CACHE and values and all(isinstance(v, list) for v in values):
+        if job.kind == CACHE and values and all(isinstance(v, RepairReport) for v in values):
+            job.future.set_result(RepairReport(values[0].model_id, tuple(sorted({f for v in values for f in v}))))
+        elif job.kind == CACHE and values and all(isinstance(v, VerifyReport) for v in values):
+            job.future.set_result(merge_verify_reports(values))
+        elif job.kind == CACHE and values and all(isinstance(v, list) for v in values):
             job.future.set_result(sorted({f for v in values for f in v}))        # files repaired anywhere
         elif job.kind == CACHE and values and all(isinstance(v, int) for v in values):
             job.future.set_result(sum(values))                                  # bytes freed in all
