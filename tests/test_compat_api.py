@@ -181,3 +181,24 @@ def test_txt2img_accepts_cfg_scale_between_0_and_1(server, cfg):
                                                              "steps": 1, "cfg_scale": cfg}, timeout=120)
     assert r.status_code == 200, r.text
     assert __import__("json").loads(r.json()["info"])["cfg_scale"] == cfg
+
+
+def test_progress_eta_is_the_jobs_own_estimate(a1111, server):
+    from zimage.generate import GenerationRequest
+
+    m = server.manager
+    m.generate(GenerationRequest.from_mapping({"prompt": "measures decode and save", "width": 256, "height": 256,
+                                              "num_inference_steps": 1}), timeout=120)
+    t = threading.Thread(target=lambda: requests.post(
+        server.url + "/sdapi/v1/txt2img", json={"prompt": "long", "width": 1024, "height": 1024, "steps": 50},
+        timeout=300))
+    t.start()
+    wait_for(lambda: a1111.get_progress()["state"]["sampling_step"] >= 2, 60, message="two steps timed")
+    p = a1111.get_progress()
+    job = m.current_generation()
+    assert job is not None and job.eta_s is not None
+    # Both read the same job a moment apart: within a step of each other, and many steps' worth left.
+    assert abs(p["eta_relative"] - job.eta_s) <= 2 * job.step_seconds + 0.2
+    assert p["eta_relative"] >= 40 * job.step_seconds
+    a1111.interrupt()
+    t.join(120)
