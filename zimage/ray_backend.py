@@ -47,6 +47,8 @@ SERVE_STATUS_EVERY_S = 2.0    # Serve's own replica counts (starting / running) 
 # One image runs on a replica while one more waits there, so its GPU never waits for a round trip;
 # the rest wait in the handle's queue, where any replica that frees up takes them.
 MAX_ONGOING_PER_REPLICA = 2
+# A replica's job on its GPU (Job.phase), as current_generation reports it.
+RUNNING_PHASES = frozenset({"encoding", "generating", "decoding"})
 # Autoscaling target: more than one request per replica (something is waiting) asks for more.
 TARGET_ONGOING_PER_REPLICA = 1
 
@@ -217,7 +219,7 @@ class RayBackend:
 
     def current_generation(self) -> Job | None:
         with self._lock:
-            return next((j for j in self._jobs.values() if j.phase == "generating"), None)
+            return next((j for j in self._jobs.values() if j.phase in RUNNING_PHASES), None)
 
     # ---- generations ----------------------------------------------------------------------------
     def submit(self, req: GenerationRequest, owner: str | None = None) -> Job:
