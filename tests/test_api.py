@@ -249,3 +249,31 @@ def test_pickle_weights_folder_is_refused_with_a_message(start_server, settings,
     assert r.status_code == 503 and "pickle" in r.json()["error"]["message"]
     assert (model_copy / "vae" / "diffusion_pytorch_model.bin").exists()      # nothing deleted
     assert requests.get(srv.url + "/health", timeout=10).json()["status"] == "error"
+
+
+def break_the_pipeline(manager, monkeypatch) -> None:
+    """The loaded tiny pipeline's transformer raises what a bug or a driver fault would."""
+    def broken(self, *a, **kw):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    manager.ensure_ready(60)
+    monkeypatch.setattr(type(manager._pipe.transformer), "forward", broken)
+
+
+def test_a_generation_that_fails_is_a_json_500_and_the_server_keeps_serving(server, monkeypatch):
+    break_the_pipeline(server.manager, monkeypatch)
+    r = post(server, "/generate", {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 1})
+    assert r.status_code == 500 and r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert err["code"] == "generation_failed" and "RuntimeError" in err["message"] and "illegal memory" in err["message"]
+    assert err["hint"]
+    monkeypatch.undo()
+    r = post(server, "/generate", {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 1})
+    assert r.status_code == 200 and r.json()["images"]
+
+
+@pytest.mark.parametrize("guidance", [0.1, 0.5, 1.0, 1e-300])
+def test_generate_accepts_guidance_between_0_and_1(server, guidance):
+    r = post(server, "/generate", {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 1,
+                                   "guidance_scale": guidance, "seed": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["guidance_scale"] == guidance

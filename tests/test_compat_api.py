@@ -162,3 +162,62 @@ def test_a_lone_surrogate_is_refused_naming_the_field_on_every_route(server, fie
                           timeout=30)
         assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text[:200]
     assert server.manager.load_count == 0
+
+
+def _break_the_pipeline(manager, monkeypatch) -> None:
+    def broken(self, *a, **kw):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    manager.ensure_ready(60)
+    monkeypatch.setattr(type(manager._pipe.transformer), "forward", broken)
+
+
+def test_a_failed_txt2img_is_a_json_500_and_the_next_one_works(server, monkeypatch):
+    _break_the_pipeline(server.manager, monkeypatch)
+    body = {"prompt": "a fox", "width": 256, "height": 256, "steps": 1}
+    r = requests.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120)
+    assert r.status_code == 500 and r.json()["error"] == "generation_failed"
+    assert "RuntimeError" in r.json()["detail"] and "illegal memory" in r.json()["errors"]
+    monkeypatch.undo()
+    assert requests.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120).json()["images"]
+
+
+def test_a_failed_openai_generation_is_a_server_error_and_the_next_one_works(oai, server, monkeypatch):
+    import openai
+
+    _break_the_pipeline(server.manager, monkeypatch)
+    with pytest.raises(openai.InternalServerError) as e:
+        oai.images.generate(prompt="a fox", size="256x256")
+    assert e.value.status_code == 500
+    err = e.value.body
+    assert err["code"] == "generation_failed" and err["type"] == "server_error" and "RuntimeError" in err["message"]
+    monkeypatch.undo()
+    assert oai.images.generate(prompt="a fox", size="256x256").data[0].b64_json
+
+
+@pytest.mark.parametrize("cfg", [0.1, 0.5, 1.0, 1e-300])
+def test_txt2img_accepts_cfg_scale_between_0_and_1(server, cfg):
+    r = requests.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "a fox", "width": 256, "height": 256,
+                                                             "steps": 1, "cfg_scale": cfg}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert __import__("json").loads(r.json()["info"])["cfg_scale"] == cfg
+
+
+def test_progress_eta_is_the_jobs_own_estimate(a1111, server):
+    from zimage.generate import GenerationRequest
+
+    m = server.manager
+    m.generate(GenerationRequest.from_mapping({"prompt": "measures decode and save", "width": 256, "height": 256,
+                                              "num_inference_steps": 1}), timeout=120)
+    t = threading.Thread(target=lambda: requests.post(
+        server.url + "/sdapi/v1/txt2img", json={"prompt": "long", "width": 1024, "height": 1024, "steps": 50},
+        timeout=300))
+    t.start()
+    wait_for(lambda: a1111.get_progress()["state"]["sampling_step"] >= 2, 60, message="two steps timed")
+    p = a1111.get_progress()
+    job = m.current_generation()
+    assert job is not None and job.eta_s is not None
+    # Both read the same job a moment apart: within a step of each other, and many steps' worth left.
+    assert abs(p["eta_relative"] - job.eta_s) <= 2 * job.step_seconds + 0.2
+    assert p["eta_relative"] >= 40 * job.step_seconds
+    a1111.interrupt()
+    t.join(120)

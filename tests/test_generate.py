@@ -163,3 +163,43 @@ def test_a_lone_surrogate_names_its_field(field):
     with pytest.raises(InvalidRequest) as e:
         GenerationRequest.from_mapping({**OK, field: "a \udfff b"})
     assert e.value.field == field and "surrogate at character 2" in e.value.message
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tiny_model_dir):
+    import torch
+
+    from zimage.loader import load_pipeline
+
+    return load_pipeline(tiny_model_dir, torch.float32, "cpu", None, True)
+
+
+@pytest.mark.parametrize("num_images", [1, 3])
+def test_our_decode_gives_the_pipelines_own_pixels(tiny_pipe, num_images):
+    """We ask the pipeline for latents and decode them ourselves (so a stopped job skips the VAE):
+    the pixels must be those of the pipeline's own decode, bit for bit."""
+    import torch
+
+    from zimage.generate import run_pipeline
+
+    req = GenerationRequest.from_mapping(dict(OK, width=256, height=256, num_inference_steps=2,
+                                              num_images=num_images))
+    ours = run_pipeline(tiny_pipe, req, lambda: False)
+    with torch.inference_mode():
+        theirs = tiny_pipe(prompt=req.prompt, width=256, height=256, num_inference_steps=2, guidance_scale=0.0,
+                           num_images_per_prompt=num_images,
+                           generator=[torch.Generator("cpu").manual_seed(s) for s in req.seeds()]).images
+    assert len(ours) == num_images and [a.tobytes() for a in ours] == [b.tobytes() for b in theirs]
+
+
+def test_run_pipeline_stopped_mid_way_is_cancelled_without_a_decode(tiny_pipe, monkeypatch):
+    from zimage.errors import Cancelled
+    from zimage.generate import run_pipeline
+
+    decodes, steps = [], []
+    real = tiny_pipe.vae.decode
+    monkeypatch.setattr(tiny_pipe.vae, "decode", lambda *a, **kw: decodes.append(1) or real(*a, **kw))
+    req = GenerationRequest.from_mapping(dict(OK, width=256, height=256, num_inference_steps=6))
+    with pytest.raises(Cancelled):
+        run_pipeline(tiny_pipe, req, lambda: len(steps) >= 2, lambda step, total, latents=None: steps.append(step))
+    assert steps == [1, 2] and decodes == []

@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -556,8 +557,8 @@ def test_the_next_image_starts_while_the_last_one_is_saved_and_close_writes_it(m
     m = make_manager()
     first, second = m.submit(req(seed=1)), m.submit(req(seed=2))
     assert saving.wait(60)
-    wait_for(lambda: len(calls) == 2 and second.phase == "done", 60)   # made while the first one's file waits
-    assert not first.future.done()
+    wait_for(lambda: len(calls) == 2 and second.phase == "saving", 60)   # made while the first one's file waits
+    assert not first.future.done() and first.phase == "saving"
     release.set()
     result = first.future.result(60)
     assert result.images[0].path.exists() and result.images[0].seed == 1
@@ -599,12 +600,12 @@ def test_a_rider_stopped_mid_batch_is_dropped_and_the_others_finish(make_manager
     m = make_manager(batch_max=4)
     real, stopped = gen._call, []
 
-    def stop_b_at_the_first_step(pipe, rq, prompt, per_prompt, seeds, should_stop, on_step, encode=None):
+    def stop_b_at_the_first_step(pipe, rq, prompt, per_prompt, seeds, should_stop, on_step, encode=None, **kw):
         def step(*args):
             if len(seeds) == 2 and not stopped:
                 stopped.append(m.cancel(owner="b"))
             on_step(*args)
-        return real(pipe, rq, prompt, per_prompt, seeds, should_stop, step, encode)
+        return real(pipe, rq, prompt, per_prompt, seeds, should_stop, step, encode, **kw)
     monkeypatch.setattr(gen, "_call", stop_b_at_the_first_step)
     load = m.preload()                                     # both wait behind the load: one batch
     a = m.submit(req(seed=7, num_inference_steps=3), owner="a")
@@ -614,3 +615,112 @@ def test_a_rider_stopped_mid_batch_is_dropped_and_the_others_finish(make_manager
     with pytest.raises(Cancelled):
         b.future.result(60)
     assert stopped == [1] and m.status().queue_length == 0
+
+
+def count_vae_decodes(pipe) -> list:
+    """Wraps the real tiny VAE's decode: one entry (the batch size) per call."""
+    calls, real = [], pipe.vae.decode
+
+    def counting(latents, *a, **kw):
+        calls.append(latents.shape[0])
+        return real(latents, *a, **kw)
+    pipe.vae.decode = counting
+    return calls
+
+
+def test_a_stopped_job_is_never_decoded_and_the_worker_is_free_at_the_step(make_manager):
+    m = make_manager()
+    gate = Gate(m)
+    decodes = count_vae_decodes(m._pipe)
+    job = m.submit(req(num_inference_steps=8, num_images=2))
+    assert gate.entered.wait(30)
+    assert m.cancel() == 1
+    gate.release.set()
+    with pytest.raises(Cancelled):
+        job.future.result(60)
+    wait_for(lambda: not m.status().busy, 10, message="the worker to be idle")
+    assert decodes == [] and job.step == 1 and job.phase == "done"   # the half-denoised latents: no VAE
+    assert not list(m._store.root.rglob("*.png"))
+    assert len(m.generate(req(num_images=2), timeout=60).images) == 2 and decodes == [2]   # an unstopped one is
+
+
+def test_progress_names_each_phase_with_image_counts_and_an_eta(make_manager, monkeypatch):
+    from zimage.generate import OutputStore
+
+    m = make_manager()
+    m.generate(req(prompt="the first image measures decoding and saving"), timeout=60)
+    gate = Gate(m)
+    ahead = m.submit(req())
+    assert gate.entered.wait(30)
+    job = m.submit(req(prompt="a fresh prompt", num_images=2, num_inference_steps=3))
+    seen = []
+
+    def note(*_):
+        if job.phase != "waiting":
+            seen.append((job.phase, job.step, job.images_done, job.images_total, job.eta_s))
+    m._pipe.text_encoder.register_forward_pre_hook(note)
+    m._pipe.transformer.register_forward_pre_hook(note)
+    m._pipe.vae.decoder.register_forward_pre_hook(note)
+    real_save = OutputStore.save
+    monkeypatch.setattr(OutputStore, "save", lambda store, *a: (note(), real_save(store, *a))[1])
+    gate.release.set()
+    ahead.future.result(60)
+    assert len(job.future.result(60).images) == 2
+    seen = [entry for entry, _ in itertools.groupby(seen)]     # the tiny text encoder's forward runs twice
+    phases = [(phase, step, done, total) for phase, step, done, total, _ in seen]
+    assert phases == [("encoding", 0, 0, 2), ("generating", 0, 0, 2), ("generating", 1, 0, 2),
+                      ("generating", 2, 0, 2), ("decoding", 3, 0, 2), ("saving", 3, 0, 2), ("saving", 3, 1, 2)]
+    etas = [eta for *_, eta in seen]
+    decode, save = job.decode_s_per_image, job.save_s_per_image     # measured on the first image
+    assert decode > 0 and save > 0
+    assert etas[:2] == [None, None]                                  # no step timed yet
+    assert etas[2] > etas[4] > 0                                     # steps left, then decoding and saving
+    assert etas[4] == pytest.approx(2 * decode + 2 * save) and etas[5] == pytest.approx(2 * save)
+    assert etas[6] == pytest.approx(save)                            # "image 2 of 2" being saved
+    assert job.step_seconds > 0 and job.phase == "done" and job.eta_s == 0.0
+
+
+def test_a_failure_that_is_not_out_of_memory_is_a_typed_error_and_the_worker_lives(make_manager, monkeypatch):
+    from zimage.errors import GenerationFailed
+
+    m = make_manager()
+    m.ensure_ready(60)
+    def broken(self, *a, **kw):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    monkeypatch.setattr(type(m._pipe.transformer), "forward", broken)
+    with pytest.raises(GenerationFailed) as e:
+        m.generate(req(), timeout=60)
+    assert e.value.http_status == 500 and "RuntimeError" in e.value.message and e.value.hint
+    monkeypatch.undo()
+    assert m.generate(req(), timeout=60).images and m.status().oom_count == 0
+
+
+@pytest.mark.parametrize("guidance", [0.1, 0.5, 1.0, 1e-300])
+def test_guidance_between_0_and_1_generates(make_manager, guidance):
+    m = make_manager()
+    plain = m.generate(req(), timeout=60).images[0].image.tobytes()
+    got = m.generate(req(guidance_scale=guidance), timeout=60).images[0].image.tobytes()
+    if guidance >= 0.5:
+        assert got != plain                    # guidance really ran, with the negative side
+
+
+def test_out_of_memory_with_no_smaller_plan_moves_the_weights_to_ram_and_says_so(make_manager, monkeypatch):
+    from zimage.errors import OutOfMemory
+    from zimage.planning import DoesNotFit
+
+    gpu = FakeGpuPlacement()
+    def no_plan_fits(pipe, budget_bytes):
+        gpu.calls.append(("offload", True))
+        raise DoesNotFit(budget_bytes, 100 * 2**30)
+    gpu.enable_offload = no_plan_fits
+    m = make_manager(placement=gpu)
+    assert m.ensure_ready(60).state == LoadState.ON_GPU
+    fail_first_call_with_oom(m, monkeypatch)
+    with pytest.raises(OutOfMemory):
+        m.generate(req(), timeout=60)
+    s = m.status()
+    assert s.state == LoadState.ON_CPU and s.device == "cpu" and s.plan == ""
+    refused = gpu.calls.index(("offload", True))
+    assert gpu.calls[refused + 1:] == [("move", "cpu"), ("free",)]           # the weights really left the GPU
+    assert m.generate(req(), timeout=60).images                              # the next request puts it back
+    assert m.status().state == LoadState.ON_GPU and gpu.calls[-1] == ("move", "cuda:0") and m.load_count == 1

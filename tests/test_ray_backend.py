@@ -104,6 +104,15 @@ def test_a_replica_error_arrives_typed(backend):
         backend.repair().future.result(60)          # every replica refuses: the model is a local folder
 
 
+def test_verify_reaches_every_replica_and_delete_checks_the_confirmed_id(backend):
+    from zimage.errors import ConfirmationMismatch
+
+    with pytest.raises(ModelUnavailable, match="local folder"):
+        backend.verify().future.result(60)          # a replica command now, refused there: a local folder
+    with pytest.raises(ConfirmationMismatch):
+        backend.delete_cached("a/model", confirmed_id="b/model")
+
+
 def test_stop_cancels_a_running_remote_generation(backend):
     backend.ensure_ready(120)
     job = backend.submit(GenerationRequest.from_mapping(dict(SLOW, seed=5)), owner="tab-1")

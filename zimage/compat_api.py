@@ -140,7 +140,9 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         job = manager.current_generation()
         status = manager.status()
         fraction = (job.step / job.total_steps) if job and job.total_steps else 0.0
-        eta = (status.last_image_s or 0.0) * (1 - fraction) if job else 0.0
+        eta = job.eta_s if job is not None else 0.0
+        if eta is None:         # before the first timed step: the last image's time, scaled
+            eta = (status.last_image_s or 0.0) * (1 - fraction)
         return {"progress": round(fraction, 4), "eta_relative": round(eta, 3),
                 "state": {"skipped": bool(job and job.skipped),
                           "interrupted": bool(job and job.cancelled and not job.skipped), "job": job.kind if job else "",

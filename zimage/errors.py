@@ -153,3 +153,20 @@ class UnknownEndpoint(ZImageError):
     """A request named an event, API name, session or stream this page does not have."""
     http_status = 404
     code = "not_found"
+
+
+class GenerationFailed(ZImageError):
+    """The pipeline call failed with something other than out-of-memory (the traceback is logged)."""
+    http_status = 500
+    code = "generation_failed"
+
+
+class ConfirmationMismatch(ZImageError):
+    """A destructive action named one model while the user confirmed another."""
+    http_status = 409
+    code = "confirmation_mismatch"
+
+    def __init__(self, model_id: str, confirmed_id: str):
+        super().__init__(f"Not deleted: the request names {model_id} but {confirmed_id} was confirmed.",
+                         "Pick the model again and confirm that one.", model_id=model_id,
+                         confirmed_id=confirmed_id)

@@ -280,6 +280,22 @@ class VerifyReport:
     problems: list[Problem]
     checked: int
     how: str            # "sha256" or "sizes and headers (no hashes recorded)"
+    model_id: str = ""  # the model checked
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What a repair job did: the model it checked and the files it downloaded again ("(all
+    files)" for a model that was not cached; empty when nothing needed it). Iterates and counts
+    like the list of files, which callers read before the report named its model."""
+    model_id: str
+    fixed: tuple[str, ...] = ()
+
+    def __iter__(self):
+        return iter(self.fixed)
+
+    def __len__(self) -> int:
+        return len(self.fixed)
 
 
 def verify(model_id: str, cache_dir: str = "",
@@ -292,11 +308,20 @@ def verify(model_id: str, cache_dir: str = "",
     folder, problems = cached_copy(model_id, base, full=True, on_progress=on_progress)
     manifest = load_manifest(base, model_id)
     if folder is None:
-        return VerifyReport(None, [], 0, "")
+        return VerifyReport(None, [], 0, "", model_id)
     if manifest is not None and manifest.folder == str(folder):
-        return VerifyReport(folder, problems, len(manifest.files), "sha256")
+        return VerifyReport(folder, problems, len(manifest.files), "sha256", model_id)
     checked = sum(1 for p in folder.rglob("*") if p.is_file())
-    return VerifyReport(folder, problems, checked, "sizes and headers (no hashes recorded)")
+    return VerifyReport(folder, problems, checked, "sizes and headers (no hashes recorded)", model_id)
+
+
+def merge_verify_reports(reports: list[VerifyReport]) -> VerifyReport:
+    """One report from several (--backend ray: each replica checks its node's cache): every problem
+    any of them found, once; the first folder found."""
+    found = [r for r in reports if r.folder is not None] or reports[:1]
+    first = found[0]
+    problems = _dedupe([p for r in found for p in r.problems])
+    return VerifyReport(first.folder, problems, max(r.checked for r in found), first.how, first.model_id)
 
 
 def _adopt_hub_hashes(model_id: str, base: Path) -> None:

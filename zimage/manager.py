@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .config import Settings
-from .errors import (Cancelled, DownloadCancelled, ManagerClosed, ModelLoadFailed, OutOfMemory,
-                     QueueFull, ZImageError)
+from .errors import (Cancelled, DownloadCancelled, GenerationFailed, ManagerClosed, ModelLoadFailed,
+                     OutOfMemory, QueueFull, ZImageError)
 from .generate import GenerationRequest, GenerationResult, OutputStore, run_batch, save_result
 from .idle import idle_action
 from .manager_cache import CacheJobs
@@ -44,9 +44,14 @@ class Job:
     id: int = 0
     future: Future = field(default_factory=Future)
     cancel_event: threading.Event = field(default_factory=threading.Event)
-    phase: str = "waiting"           # waiting | loading | generating | done
+    phase: str = "waiting"           # waiting | loading | encoding | generating | decoding | saving | done
     step: int = 0
     total_steps: int = 0
+    images_done: int = 0             # this job's images decoded (while "decoding") or saved (while "saving")
+    images_total: int = 0            # this job's images, known once it runs
+    step_seconds: float = 0.0        # mean measured seconds per denoising step, 0.0 until one is timed
+    decode_s_per_image: float | None = None    # the manager's last measured figures when it started
+    save_s_per_image: float | None = None
     queue_position: int = 0          # 1 = next to run; 0 once running
     latest_latent: Any = None        # the first image's latent after the last step (a CPU copy)
     request: GenerationRequest | None = None   # a generation's request
@@ -58,6 +63,38 @@ class Job:
     @property
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left: the remaining steps at this job's measured step time, then decoding and
+        saving its images at the manager's last measured figures; None while any is unknown."""
+        decode, save, n = self.decode_s_per_image, self.save_s_per_image, self.images_total
+        if self.phase == "done":
+            return 0.0
+        if self.phase == "saving":
+            return None if save is None else max(0, n - self.images_done) * save
+        if decode is None or save is None:
+            return None
+        if self.phase == "decoding":
+            return max(0, n - self.images_done) * decode + n * save
+        if self.phase in ("encoding", "generating") and self.step_seconds:
+            return max(0, self.total_steps - self.step) * self.step_seconds + n * (decode + save)
+        return None
+
+
+class _CountingStore:
+    """The output store, counting a job's saved images into `job.images_done` ("image 2 of 4")."""
+
+    def __init__(self, store: OutputStore, job: Job):
+        self._store, self._job = store, job
+
+    def save(self, *args, **kwargs):
+        path = self._store.save(*args, **kwargs)
+        self._job.images_done += 1
+        return path
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
 
 
 def matches(job: Job, owner: str | None, user: str | None) -> bool:
@@ -102,6 +139,8 @@ class PipelineManager(CacheJobs):
         self._ids = itertools.count(1)
         self._last_activity = clock()
         self._job_seconds = 5.0                        # running mean, for Retry-After
+        self._decode_s_per_image: float | None = None  # last measured VAE decode and PNG save, for Job.eta_s
+        self._save_s_per_image: float | None = None
         self._low_vram = settings.low_vram
         self._budget_override: int | None = None       # a budget lowered after an out-of-memory
         self._status = Status(model=settings.model, low_vram=settings.low_vram,
@@ -284,9 +323,10 @@ class PipelineManager(CacheJobs):
                             self._renumber_locked()
                     self._run_job(job)
             finally:
-                job.phase = "done"
+                for member in [job, *job.riders]:
+                    if member.phase != "saving" or member.future.done():   # else the saver thread ends it
+                        member.phase = "done"
                 for rider in job.riders:
-                    rider.phase = "done"
                     if not rider.settled and not rider.future.done():   # never left waiting, whatever happened to the lead
                         rider.future.set_exception(Cancelled())
                 with self._lock:
@@ -597,7 +637,8 @@ class PipelineManager(CacheJobs):
         if self._status.state not in READY_STATES or self._status.state != self._target_state() or self._pipe is None:
             self._run_load(lead)
         for member in members:
-            member.phase = "generating"
+            member.images_total, member.images_done = member.request.num_images, 0
+            member.decode_s_per_image, member.save_s_per_image = self._decode_s_per_image, self._save_s_per_image
         batches, seconds = self._generate_once(members)
         warning = ""
         if batches is None and self._step_down():
@@ -617,21 +658,48 @@ class PipelineManager(CacheJobs):
         shared = total if len(members) > 1 else 0
         # Saved on the saver thread: PNG encoding (about 0.2 s an image) never holds up the next
         # generation. Each member's Future resolves once its files are written.
-        return [Cancelled() if len(members) > 1 and m.cancelled else
-                self._saver.submit(self._save, m.request, images, seconds, shared, warning, peak)
-                for m, images in zip(members, batches)]
+        outcomes = []
+        for m, images in zip(members, batches):
+            if len(members) > 1 and m.cancelled:
+                outcomes.append(Cancelled())
+                continue
+            m.phase, m.images_done = "saving", 0
+            outcomes.append(self._saver.submit(self._save, m, images, seconds, shared, warning, peak))
+        return outcomes
 
-    def _save(self, req: GenerationRequest, images: list, seconds: float, shared: int, warning: str,
+    def _save(self, job: Job, images: list, seconds: float, shared: int, warning: str,
               peak: int | None) -> GenerationResult:
-        result = save_result(req, images, seconds, self._store, self._model_label, batch_images=shared)
-        return replace(result, warning="\n".join(filter(None, [warning, result.warning])), peak_vram_bytes=peak)
+        try:
+            started = time.perf_counter()
+            result = save_result(job.request, images, seconds, _CountingStore(self._store, job),
+                                 self._model_label, batch_images=shared)
+            if images:
+                self._save_s_per_image = (time.perf_counter() - started) / len(images)
+            return replace(result, warning="\n".join(filter(None, [warning, result.warning])), peak_vram_bytes=peak)
+        finally:
+            job.phase = "done"
 
     def _generate_once(self, members: list[Job]) -> tuple[list | None, float]:
         """Run the members' requests as one pipeline call: each member's images and the seconds it
         took. (None, 0) after an out-of-memory, memory freed."""
+        started = {}                  # phase -> when it began (perf_counter)
+        firsts = list(itertools.accumulate([0] + [m.request.num_images for m in members]))[:-1]
+
+        def on_phase(name: str, done: int, total: int) -> None:
+            now = time.perf_counter()
+            started.setdefault(name, now)
+            if name == "decoding" and done == total and total:
+                self._decode_s_per_image = (now - started[name]) / total
+            for member, first in zip(members, firsts):
+                member.phase = name
+                if name == "decoding":
+                    member.images_done = min(max(0, done - first), member.request.num_images)
+
         def on_step(step: int, total: int, latents=None) -> None:
+            elapsed = time.perf_counter() - started.get("generating", time.perf_counter())
             for member in members:
                 member.step, member.total_steps = step, total
+                member.step_seconds = elapsed / step if step else 0.0
             if latents is not None:
                 members[0].latest_latent = latents[0].detach().to("cpu", copy=True)   # for live previews
 
@@ -641,12 +709,18 @@ class PipelineManager(CacheJobs):
         reset_peak_vram(self.gpu_device)
         oom = False
         try:
-            started = time.perf_counter()
-            batches = run_batch(self._pipe, [m.request for m in members], all_stopped, on_step, self._prompts.embeds)
-            return batches, time.perf_counter() - started
+            began = time.perf_counter()
+            batches = run_batch(self._pipe, [m.request for m in members], all_stopped, on_step, self._prompts.embeds,
+                                on_phase=on_phase)
+            return batches, time.perf_counter() - began
+        except ZImageError:
+            raise                     # Cancelled, and the other typed errors, as they are
         except Exception as e:
             if not is_oom(e):
-                raise
+                log.exception("generation failed")
+                raise GenerationFailed(
+                    f"The generation failed: {e.__class__.__name__}: {str(e)[:300]}",
+                    "Try again; if it fails again, the server log has the details (try Unload, then Preload).") from e
             oom = True
         if oom:
             # Freed outside the except block: the traceback would keep the step's tensors alive.
@@ -668,9 +742,14 @@ class PipelineManager(CacheJobs):
         try:
             self._run_apply_placement()
         except DoesNotFit as e:
-            log.warning("no smaller plan: %s", e.message)
+            log.warning("no smaller plan: %s; the weights go to RAM", e.message)
             self._budget_override = None
-            self._set(state=LoadState.ON_CPU, device="cpu", plan="")   # the next request puts it back
+            # The plan was refused before anything moved: the weights are where they were (on the
+            # GPU when the failed call ran resident). Moved to RAM so that the state is true and the
+            # VRAM is free after the out-of-memory; the next request puts them back, no disk reads.
+            placement.move(self._pipe, "cpu")
+            placement.free_memory()
+            self._set(state=LoadState.ON_CPU, stage=None, device="cpu", plan="")
             return False
         return True
 

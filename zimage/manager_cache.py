@@ -1,4 +1,4 @@
-"""The cache jobs of the pipeline manager: repairing and deleting cached models.
+"""The cache jobs of the pipeline manager: verifying, repairing and deleting cached models.
 
 They run as jobs on the manager's one worker (never beside a load or a generation) and report
 through its status like a load does; this mixin only keeps them out of manager.py.
@@ -9,10 +9,11 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from .errors import DownloadCancelled, ModelInUse, ModelUnavailable, ZImageError
+from .errors import ConfirmationMismatch, DownloadCancelled, ModelInUse, ModelUnavailable, ZImageError
 from .state import LoadState
 
 if TYPE_CHECKING:
+    from .hub import RepairReport, VerifyReport
     from .manager import Job
 
 log = logging.getLogger(__name__)
@@ -20,23 +21,40 @@ log = logging.getLogger(__name__)
 CACHE = "cache"
 
 
+def check_confirmed(model_id: str, confirmed_id: str | None) -> None:
+    """Refuse a delete whose confirmed model is not the one named (the page's pick changed after
+    the user ticked Confirm)."""
+    if confirmed_id is not None and confirmed_id != model_id:
+        raise ConfirmationMismatch(model_id, confirmed_id)
+
+
 class CacheJobs:
     """Mixed into PipelineManager; uses its queue, status and worker-only fields."""
 
     def repair(self, model_id: str | None = None) -> Job:
         """Re-download only the damaged or missing files of a cached model (a worker job, so it never
-        runs beside a load)."""
+        runs beside a load); its result is a hub.RepairReport."""
         mid = model_id or self.settings.model
         with self._lock:
             return self._enqueue_locked(CACHE, lambda job: self._run_repair(mid))
 
-    def delete_cached(self, model_id: str) -> Job:
-        """Delete a model from the cache; refused while it is loaded."""
+    def verify(self, model_id: str | None = None) -> Job:
+        """Hash every file of a cached model (a worker job: never beside a load or a repair, which
+        write the same files and manifest); its result is a hub.VerifyReport, its progress is the
+        status' progress and current_file."""
+        mid = model_id or self.settings.model
+        with self._lock:
+            return self._enqueue_locked(CACHE, lambda job: self._run_verify(mid))
+
+    def delete_cached(self, model_id: str, confirmed_id: str | None = None) -> Job:
+        """Delete a model from the cache; refused while it is loaded, and when `confirmed_id` (the
+        model the user confirmed) is another one."""
+        check_confirmed(model_id, confirmed_id)
         with self._lock:
             return self._enqueue_locked(CACHE, lambda job: self._run_delete(model_id))
 
-    def _run_repair(self, model_id: str) -> list[str]:
-        from .hub import is_local_reference, repair
+    def _run_repair(self, model_id: str) -> RepairReport:
+        from .hub import RepairReport, is_local_reference, repair
 
         if is_local_reference(model_id):
             raise ModelUnavailable(f"{model_id} is a local folder: there is no hub copy to repair it from.",
@@ -56,7 +74,24 @@ class CacheJobs:
             self._fail(e)
             raise
         self._set(state=LoadState.UNLOADED, stage=None, progress=0.0, message="", hint="")
-        return fixed
+        return RepairReport(model_id, tuple(fixed))
+
+    def _run_verify(self, model_id: str) -> VerifyReport:
+        from .hub import is_local_reference, verify
+
+        if is_local_reference(model_id):
+            raise ModelUnavailable(f"{model_id} is a local folder, not a model in the cache.",
+                                   "Verify checks models downloaded into the cache.")
+        before = self._status
+
+        def on_progress(done: int, total: int, name: str) -> None:
+            self._set(progress=done / total if total else 1.0, current_file=name)
+        try:
+            # Reading the files is safe beside a loaded model (its weights are in memory), so a
+            # loaded model is not refused; generations queued meanwhile wait for the hashing.
+            return verify(model_id, self.settings.cache_dir, on_progress=on_progress)
+        finally:
+            self._set(progress=before.progress, current_file=before.current_file)
 
     def _run_delete(self, model_id: str) -> int:
         from .cache import delete_cached, modelscope_cache_base, scan_cache

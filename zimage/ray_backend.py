@@ -32,7 +32,8 @@ from .generate import (
     unsaved_warning,
 )
 from .manager import GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches
-from .manager_cache import CACHE
+from .hub import RepairReport, VerifyReport, merge_verify_reports
+from .manager_cache import CACHE, check_confirmed
 from .replicas import REPORT_PERIOD_S, aggregate
 from .state import LoadState, Status
 
@@ -46,6 +47,8 @@ SERVE_STATUS_EVERY_S = 2.0    # Serve's own replica counts (starting / running) 
 # One image runs on a replica while one more waits there, so its GPU never waits for a round trip;
 # the rest wait in the handle's queue, where any replica that frees up takes them.
 MAX_ONGOING_PER_REPLICA = 2
+# A replica's job on its GPU (Job.phase), as current_generation reports it.
+RUNNING_PHASES = frozenset({"encoding", "generating", "decoding"})
 # Autoscaling target: more than one request per replica (something is waiting) asks for more.
 TARGET_ONGOING_PER_REPLICA = 1
 
@@ -216,7 +219,7 @@ class RayBackend:
 
     def current_generation(self) -> Job | None:
         with self._lock:
-            return next((j for j in self._jobs.values() if j.phase == "generating"), None)
+            return next((j for j in self._jobs.values() if j.phase in RUNNING_PHASES), None)
 
     # ---- generations ----------------------------------------------------------------------------
     def submit(self, req: GenerationRequest, owner: str | None = None, user: str | None = None) -> Job:
@@ -345,7 +348,13 @@ class RayBackend:
     def repair(self, model_id: str | None = None) -> Job:
         return self._broadcast(CACHE, "repair", model_id or self.settings.model)
 
-    def delete_cached(self, model_id: str) -> Job:
+    def verify(self, model_id: str | None = None) -> Job:
+        """Broadcast like repair: each replica hashes its node's cache on its own worker, so never
+        beside its load; the answers merge into one report (see _settle)."""
+        return self._broadcast(CACHE, "verify", model_id or self.settings.model)
+
+    def delete_cached(self, model_id: str, confirmed_id: str | None = None) -> Job:
+        check_confirmed(model_id, confirmed_id)
         return self._broadcast(CACHE, "delete_cached", model_id)
 
     def cancel_download(self) -> bool:
@@ -370,7 +379,11 @@ class RayBackend:
             job.future.set_exception(errors[0])
             return
         values = [value for _, value in outcome.results.values()]
-        if job.kind == CACHE and values and all(isinstance(v, list) for v in values):
+        if job.kind == CACHE and values and all(isinstance(v, RepairReport) for v in values):
+            job.future.set_result(RepairReport(values[0].model_id, tuple(sorted({f for v in values for f in v}))))
+        elif job.kind == CACHE and values and all(isinstance(v, VerifyReport) for v in values):
+            job.future.set_result(merge_verify_reports(values))
+        elif job.kind == CACHE and values and all(isinstance(v, list) for v in values):
             job.future.set_result(sorted({f for v in values for f in v}))        # files repaired anywhere
         elif job.kind == CACHE and values and all(isinstance(v, int) for v in values):
             job.future.set_result(sum(values))                                  # bytes freed in all

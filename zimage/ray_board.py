@@ -18,7 +18,7 @@ from typing import Any
 from .replicas import FORGET_AFTER_S, LOST_AFTER_S, ReplicaStatus
 
 # Commands a replica applies to its PipelineManager (the names of its methods).
-COMMANDS = frozenset({"preload", "unload", "set_low_vram", "cancel_download", "repair", "delete_cached",
+COMMANDS = frozenset({"preload", "unload", "set_low_vram", "cancel_download", "repair", "verify", "delete_cached",
                       "import_model_stack"})
 
 
