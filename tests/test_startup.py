@@ -59,6 +59,7 @@ def test_the_home_folder_and_a_file_are_refused_as_outputs(tmp_path):
     a_file.write_text("mine")
     assert_refused(run_cli(["--outputs", str(a_file)], home), "exists and is not a folder")
     assert a_file.read_text() == "mine"
+    assert_refused(run_cli(["--outputs", str(ROOT)], home), "the app's own folder")
 
 
 def test_world_writable_or_foreign_outputs_folders_are_refused(tmp_path):

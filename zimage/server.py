@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .backend import Backend
 from .cache import modelscope_cache_base
-from .config import ConfigError, Settings
+from .config import PROJECT_ROOT, ConfigError, Settings
 from .manager import PipelineManager
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,11 @@ def _refusal(out: Path, settings: Settings) -> str:
         return "is your home folder or holds it"
     if out == cache or out in cache.parents:
         return "holds the model cache"
-    if any(out.is_relative_to(t) for t in temps) or out.is_relative_to(home):
+    if out == PROJECT_ROOT:
+        return "is the app's own folder (its config files would be served)"
+    # The default `outputs` of a checkout in /opt or /srv (a service install, or /usr/src/app in a
+    # container) is the app's own subfolder, not a system folder.
+    if any(out.is_relative_to(t) for t in temps) or out.is_relative_to(home) or out.is_relative_to(PROJECT_ROOT):
         return ""
     roots = {Path(t).resolve() for t in SYSTEM_TREES} | {Path(t) for t in SYSTEM_TREES}
     if any(out.is_relative_to(r) for r in roots):
