@@ -126,7 +126,6 @@ def test_a_folder_given_as_config_file_is_one_line(tmp_path):
     (["--pin-ram-gb", "inf"], {}, "pin_ram_gb from command line"),
     (["--vram-budget", "NaN"], {}, "vram_budget must be"),
     ([], {"ZIMAGE_IDLE_UNLOAD_S": "nan"}, "idle_unload_s from ZIMAGE_IDLE_UNLOAD_S"),
-    ([], {"ZIMAGE_BATCH_MAX": "1.9"}, "batch_max from ZIMAGE_BATCH_MAX"),
     ([], {"ZIMAGE_MAX_PROMPT_CHARS": "-1"}, "max_prompt_chars must be 1-20000, got -1 (from ZIMAGE_MAX_PROMPT_CHARS)"),
     ([], {"ZIMAGE_PIN_RAM_GB": "nan"}, "pin_ram_gb from ZIMAGE_PIN_RAM_GB"),
 ])
