@@ -27,3 +27,28 @@ def test_ray_backend_without_ray_installed_says_what_to_install(settings, monkey
 def test_demo_with_ray_sends_the_tiny_model_to_the_replicas():
     backend = create_manager(Settings(demo=True, backend="ray"))
     assert backend.settings.demo and backend.settings.model.endswith("tiny-model")
+
+
+def test_gradio_user_errors_are_one_log_line_other_errors_keep_their_traceback(caplog, capsys):
+    import gradio
+    import gradio.queueing
+
+    from zimage.server import quiet_gradio_user_errors
+
+    quiet_gradio_user_errors()
+    quiet_gradio_user_errors()                    # idempotent: serve() may run twice in one process
+    printer = gradio.queueing.traceback
+    caplog.set_level("INFO", logger="zimage.server")
+    try:
+        raise gradio.Error("width: must be a multiple of 16, got 264")
+    except gradio.Error:
+        printer.print_exc()
+    assert [r.getMessage() for r in caplog.records] == ["page request refused: width: must be a multiple of 16, got 264"]
+    assert "Traceback" not in capsys.readouterr().err
+    try:
+        raise RuntimeError("a real bug")
+    except RuntimeError:
+        printer.print_exc()
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a real bug" in err
+    assert printer.format_exc is not None          # the rest of the traceback module is still there

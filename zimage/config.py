@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,6 +21,13 @@ DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
 ENV_PREFIX = "ZIMAGE_"
+# The host names the Host-header check (security.LOOPBACK_NAMES) serves on loopback. Another
+# loopback address (127.0.0.2, 0:0:0:0:0:0:0:1) binds fine but every request would be a 403.
+SERVED_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# A prompt and a negative prompt of this many characters, each \uXXXX-escaped (6 bytes), still fit
+# the API's 256 KB body limit (2 x 20000 x 6 = 240000 bytes).
+MAX_PROMPT_CHARS_LIMIT = 20000
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 class ConfigError(ValueError):
@@ -89,6 +98,18 @@ class Settings:
     def validate(self) -> "Settings":
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, got {self.port}", "port")
+        if self.is_loopback and self.host.lower() not in SERVED_LOOPBACK_HOSTS:
+            raise ConfigError(f"host {self.host} is a loopback address the app does not answer on "
+                              f"(only {', '.join(SERVED_LOOPBACK_HOSTS)}): use --host 127.0.0.1.", "host")
+        if not self.outputs_dir.strip():
+            raise ConfigError("outputs_dir must name a folder, got an empty string", "outputs_dir")
+        if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS_LIMIT:
+            raise ConfigError(f"max_prompt_chars must be 1-{MAX_PROMPT_CHARS_LIMIT}, got {self.max_prompt_chars}",
+                              "max_prompt_chars")
+        if self.pin_ram_gb != -1 and self.pin_ram_gb < 0:
+            raise ConfigError(f"pin_ram_gb must be -1 (half the RAM) or >= 0, got {self.pin_ram_gb}", "pin_ram_gb")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}", "device")
         for name in ("idle_unload_s", "idle_drop_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 = never), got {getattr(self, name)}", name)
@@ -101,7 +122,8 @@ class Settings:
                 f"Listening on {self.host} exposes the app to your network: set --auth user:password too.", "host")
         if self.vram_budget != "auto":
             try:
-                if float(self.vram_budget) <= 0:
+                budget = float(self.vram_budget)
+                if not math.isfinite(budget) or budget <= 0:
                     raise ValueError
             except ValueError:
                 raise ConfigError(f"vram_budget must be auto or a number of GB > 0, got {self.vram_budget!r}",
@@ -129,18 +151,20 @@ class Settings:
 
     def _validate_ray(self) -> None:
         if self.backend not in ("local", "ray"):
-            raise ConfigError(f"backend must be local or ray, got {self.backend!r}")
+            raise ConfigError(f"backend must be local or ray, got {self.backend!r}", "backend")
         if not self.ray_address.strip():
-            raise ConfigError("ray_address must be auto or a cluster address such as HEAD:6379")
+            raise ConfigError("ray_address must be auto or a cluster address such as HEAD:6379", "ray_address")
         if self.ray_replicas < 1:
-            raise ConfigError(f"ray_replicas must be >= 1, got {self.ray_replicas}")
+            raise ConfigError(f"ray_replicas must be >= 1, got {self.ray_replicas}", "ray_replicas")
         if self.ray_min_replicas < 0 or self.ray_max_replicas < 0:
-            raise ConfigError("ray_min_replicas and ray_max_replicas must be >= 0")
+            raise ConfigError("ray_min_replicas and ray_max_replicas must be >= 0",
+                              "ray_min_replicas" if self.ray_min_replicas < 0 else "ray_max_replicas")
         if self.ray_max_replicas and self.ray_max_replicas < self.ray_min_replicas:
             raise ConfigError(f"ray_max_replicas ({self.ray_max_replicas}) must be >= ray_min_replicas "
-                              f"({self.ray_min_replicas})")
+                              f"({self.ray_min_replicas})", "ray_max_replicas")
         if self.ray_gpus_per_replica != -1 and self.ray_gpus_per_replica < 0:
-            raise ConfigError(f"ray_gpus_per_replica must be -1 (auto) or >= 0, got {self.ray_gpus_per_replica}")
+            raise ConfigError(f"ray_gpus_per_replica must be -1 (auto) or >= 0, got {self.ray_gpus_per_replica}",
+                              "ray_gpus_per_replica")
 
     @property
     def ray_autoscaling(self) -> bool:
@@ -179,29 +203,47 @@ _FIELDS = {f.name: f for f in fields(Settings)}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
-    default = _FIELDS[name].default
-    kind = type(default)
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(value)
-        if kind is int:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
+    """One value from TOML (any TOML type), the environment or the command line (strings) as the
+    field's type. Nothing is rounded, and no array or table passes for a scalar: 1.9 is not an int,
+    nan is not a number of seconds, [1, 2] is not a port."""
+    kind = type(_FIELDS[name].default)
+
+    def bad(why: str = "") -> ConfigError:
+        return ConfigError(f"{name} from {source}: {value!r} is not a valid {kind.__name__}{why}", name)
+
+    if isinstance(value, (list, dict)) or not isinstance(value, (str, int, float)):   # arrays, tables, dates
+        raise bad()
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise bad()
+    if kind is str:
+        if isinstance(value, bool):        # `vram_budget = 8` is fine, `model = true` is a slip
+            raise bad(" (quote it)")
         return str(value)
+    if isinstance(value, bool):
+        raise bad()
+    if kind is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise bad(" (a whole number)")
+            return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise bad() from None
+    try:
+        number = float(value)
     except ValueError:
-        raise ConfigError(f"{name} from {source}: {value!r} is not a valid {kind.__name__}") from None
+        raise bad() from None
+    if not math.isfinite(number):
+        raise bad(" (a finite number)")
+    return number
 
 
 def _from_toml(path: Path) -> dict:
@@ -209,6 +251,12 @@ def _from_toml(path: Path) -> dict:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder: name a .toml file") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     unknown = set(data) - set(_FIELDS)

@@ -64,12 +64,35 @@ def weight_paths(model_dir: Path) -> list[Path]:
     return paths
 
 
-def _component_class(library: str, class_name: str):
+def _component_bases(library: str) -> tuple[type, ...]:
+    """The classes a component may be: a model, a scheduler or a tokenizer. Not a pipeline (it would
+    load a whole other pipeline from the folder) nor an Auto* class (it picks the class from the
+    component's own config, so the check above would mean nothing)."""
+    if library == "diffusers":
+        from diffusers import ModelMixin, SchedulerMixin
+
+        return ModelMixin, SchedulerMixin
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    return PreTrainedModel, PreTrainedTokenizerBase
+
+
+def _component_class(library: str, class_name: str, name: str = ""):
     cls = getattr(importlib.import_module(library), class_name, None)
     if cls is None:
         raise ModelLoadFailed(f"{library} has no class {class_name}.",
                               f"Update {library} (pip install -r requirements.txt).")
+    if not isinstance(cls, type) or not issubclass(cls, _component_bases(library)):
+        raise ModelLoadFailed(f"model_index.json: component {name or class_name!r} is a {library}.{class_name}, "
+                              "which is not supported: only model, scheduler and tokenizer classes are loaded "
+                              "(no pipelines, no Auto* classes).",
+                              "Use the official Z-Image-Turbo model_index.json.", component=name or class_name)
     return cls
+
+
+def component_classes(spec: dict[str, tuple[str, str]]) -> dict[str, type]:
+    """Every component's class, checked before a byte is read."""
+    return {name: _component_class(library, class_name, name) for name, (library, class_name) in spec.items()}
 
 
 def _load_plain(model_dir: Path, name: str, cls, dtype, has_weights: bool):
@@ -149,6 +172,7 @@ def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: Load
     """Load every component onto `device` and assemble the pipeline. With `quant_dir` (a complete
     quantized cache, quantize.py) the transformer and text encoder come from there."""
     spec = read_model_index(model_dir)
+    component_classes(spec)
     sizes = {name: component_bytes(quant_dir if quant_dir and (quant_dir / name).is_dir() else model_dir, name)
              for name in spec}
     total = sum(sizes.values())
