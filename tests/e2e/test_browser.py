@@ -66,15 +66,19 @@ def test_preload_progress_generate_unload(page, server):
 
 
 def test_stop_during_a_long_generation(page, server):
+    """Stop said "Stopping..." forever (Gradio cancelled the event before "Stopped" could arrive)."""
     server.manager.ensure_ready(60)
+    assert page.locator("#stop-btn").is_disabled()                  # nothing of this browser runs
     page.fill("#prompt textarea", "a long one")
     set_slider(page, "steps", 50)
     page.click("#generate-btn")
-    wait_for(lambda: re.search(r"Step \d+/50", page.inner_text("body")), 60, message="steps to advance")
+    wait_for(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="steps to advance")
     page.click("#stop-btn")
-    wait_for(lambda: server.manager.status().queue_length == 0, 60, message="job to end")
+    wait_for(lambda: "Stopped" in page.inner_text("#result-info"), 60, message="the page to say Stopped")
+    assert server.manager.status().queue_length == 0 and not server.manager.status().busy
     assert page.locator("#gallery img").count() == 0
     assert list(server.manager._store.root.rglob("*.png")) == []
+    wait_for(lambda: page.locator("#stop-btn").is_disabled(), 10, message="Stop disabled again")
 
 
 def test_low_vram_toggle_reaches_the_manager(page, server):
@@ -122,10 +126,10 @@ def test_model_cache_panel_verify_repair_delete(hub, start_server, settings, gua
         wait_for(lambda: "problem" in page.inner_text("#cache-result"), 60, message="problem")
         assert shard.name in page.inner_text("#cache-result")
         page.click("#cache-repair")
-        wait_for(lambda: "Re-downloaded" in page.inner_text("#cache-result"), 60, message="Re-downloaded")
+        wait_for(lambda: "re-downloaded" in page.inner_text("#cache-result"), 60, message="re-downloaded")
         wait_for(lambda: state_of(page) == "on_cpu", 60, message="reload after repair")
         page.click("#cache-delete")
-        wait_for(lambda: "Confirm delete" in page.inner_text("#cache-result"), 60, message="Confirm delete")
+        wait_for(lambda: "Tick **Delete" in page.inner_text("#cache-result") or "Tick Delete" in page.inner_text("#cache-result"), 60, message="asks to tick the confirmation")
         page.locator("#cache-confirm input").check()
         page.click("#cache-delete")
         wait_for(lambda: "cannot be deleted" in page.inner_text("#cache-result"), 60, message="cannot be deleted")   # it is loaded
@@ -175,4 +179,64 @@ def test_model_errors_show_in_the_status_panel_and_the_api(start_server, setting
     assert "Model: Error" in panel and says in panel and hint in panel
     r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256}, timeout=60)
     assert r.status_code == 503 and says in r.json()["error"]["message"] and hint in r.json()["error"]["hint"]
+    assert guard_refusals() == []
+
+
+OTHER_ID = "someone/Other-Model"
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.locator(f"li[role=option][aria-label=\"{option}\"]").first.click()
+    wait_for(lambda: page.input_value(f"#{elem_id} input") == option, 10, message=f"{option} selected")
+
+
+def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypatch, start_server, settings,
+                                                       guard_refusals):
+    """Verify then Delete on the second model of the list: the list reload after Verify moved the
+    selector back to the first model, and Delete removed that one (the 20 GB default)."""
+    import dataclasses
+
+    from playwright.sync_api import sync_playwright
+
+    from zimage.cache import modelscope_cache_base, scan_cache
+    from zimage.hub import download
+    from zimage.testing.fake_hub import FakeHub
+
+    with FakeHub({MODEL_ID: tiny_model_dir, OTHER_ID: tiny_model_dir}) as fake:
+        fake.configure_client(monkeypatch.setenv)
+        for mid in (MODEL_ID, OTHER_ID):
+            download(mid, settings.cache_dir)
+        roots = {m.model_id: m.root for m in scan_cache(modelscope_cache_base(settings.cache_dir))}
+        shard = sorted(roots[OTHER_ID].rglob("*.safetensors"))[0]
+        shard.write_bytes(shard.read_bytes()[:-8])                 # truncated
+        srv = start_server(dataclasses.replace(settings, model=MODEL_ID))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(srv.url)
+            page.get_by_text("Model cache").click()
+            wait_for(lambda: OTHER_ID in page.inner_text("#cache-table"), 30, message="the cache table")
+            assert page.input_value("#cache-model input") == MODEL_ID      # the first one, sorted
+            pick(page, "cache-model", OTHER_ID)
+            assert page.eval_on_selector("#cache-model input", "e => e.scrollWidth <= e.clientWidth")
+            page.click("#cache-verify")
+            wait_for(lambda: "problem" in page.inner_text("#cache-result"), 60, message="problem")
+            assert OTHER_ID in page.inner_text("#cache-result") and shard.name in page.inner_text("#cache-result")
+            wait_for(lambda: "Verifying" not in page.inner_text("body"), 30, message="the list reloaded")
+            assert page.input_value("#cache-model input") == OTHER_ID         # still the one the user picked
+            wait_for(lambda: f"Delete {OTHER_ID}, " in page.inner_text("#cache-confirm"), 10,
+                     message="the confirmation names the model and its size")
+            page.locator("#cache-confirm input").check()
+            pick(page, "cache-model", MODEL_ID)                               # another model: confirmation gone
+            wait_for(lambda: not page.locator("#cache-confirm input").is_checked(), 10, message="cleared")
+            assert f"Delete {MODEL_ID}, " in page.inner_text("#cache-confirm")
+            pick(page, "cache-model", OTHER_ID)
+            page.locator("#cache-confirm input").check()
+            page.click("#cache-delete")
+            wait_for(lambda: "Deleted" in page.inner_text("#cache-result"), 60, message="Deleted")
+            assert f"Deleted {OTHER_ID}" in page.inner_text("#cache-result")
+            wait_for(lambda: OTHER_ID not in page.inner_text("#cache-table"), 30, message="the list reloaded")
+            browser.close()
+        assert roots[MODEL_ID].exists() and not roots[OTHER_ID].exists()
     assert guard_refusals() == []
