@@ -240,3 +240,83 @@ def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypat
             browser.close()
         assert roots[MODEL_ID].exists() and not roots[OTHER_ID].exists()
     assert guard_refusals() == []
+
+
+def test_a_reload_keeps_the_settings_the_running_job_and_the_gallery(page, server, monkeypatch):
+    """A reload during a generation wiped the prompt, the settings and the gallery; the images were
+    saved but never shown."""
+    import threading
+
+    server.manager.ensure_ready(60)
+    transformer = server.manager._pipe.transformer
+    gate, forward = threading.Event(), transformer.forward
+
+    def gated(*args, **kwargs):              # the tiny model makes 50 steps in ~1 s: hold it while the page reloads
+        assert gate.wait(120)
+        return forward(*args, **kwargs)
+    monkeypatch.setattr(transformer, "forward", gated)
+    page.fill("#prompt textarea", "a reload-proof fox")
+    set_slider(page, "width", 256)
+    set_slider(page, "height", 256)
+    set_slider(page, "steps", 50)
+    page.locator("#seed input").fill("4321")
+    page.locator("#seed input").press("Enter")
+    page.click("#generate-btn")
+    wait_for(lambda: server.manager.current_generation() is not None, 30, message="the generation to start")
+    page.reload()
+    page.wait_for_selector("#status-panel")
+    wait_for(lambda: page.input_value("#prompt textarea") == "a reload-proof fox", 20, message="the prompt back")
+    assert page.input_value("#width input[type=number]") == "256"
+    assert page.input_value("#steps input[type=number]") == "50" and page.input_value("#seed input") == "4321"
+    wait_for(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="the job's progress")
+    assert page.locator("#gallery img").count() == 0
+    gate.set()
+    page.wait_for_selector("#gallery img", timeout=120_000)
+    wait_for(lambda: "seeds 4321" in page.inner_text("#result-info"), 30, message="the job's result")
+    page.reload()
+    page.wait_for_selector("#gallery img", timeout=30_000)         # this browser's recent results
+    assert page.locator("#gallery img").count() == 1
+
+
+def test_an_unexpected_error_is_named_on_the_page_and_the_page_keeps_working(page, server, monkeypatch):
+    server.manager.ensure_ready(60)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected fault in the transformer")
+    monkeypatch.setattr(server.manager._pipe.transformer, "forward", broken)
+    page.fill("#prompt textarea", "a fox")
+    set_slider(page, "width", 256)
+    set_slider(page, "height", 256)
+    set_slider(page, "steps", 1)
+    page.click("#generate-btn")
+    wait_for(lambda: "injected fault in the transformer" in page.inner_text("body"), 60, message="the error")
+    assert "The generation failed" in page.inner_text("body")
+    monkeypatch.undo()
+    page.click("#generate-btn")
+    page.wait_for_selector("#gallery img", timeout=60_000)
+
+
+def test_controls_say_what_they_do(page, server):
+    """Width 1000 was taken (the slider showed 1008) and refused only after Generate; the preset did
+    not follow the sizes; Cancel download and Stop showed when there was nothing to cancel; Low VRAM
+    and Unload (keep in RAM) silently did nothing without a GPU; an empty cache offered its buttons."""
+    set_slider(page, "width", 1000)
+    wait_for(lambda: "multiple of 16" in page.inner_text("#size-error"), 10, message="the size error")
+    assert "Width" in page.inner_text("#size-error") and page.input_value("#preset input") == "Custom"
+    set_slider(page, "width", 512)
+    set_slider(page, "height", 512)
+    wait_for(lambda: page.input_value("#preset input") == "512x512", 10, message="the preset to follow")
+    assert page.inner_text("#size-error").strip() == ""
+    pick(page, "preset", "1216x832")
+    wait_for(lambda: page.input_value("#width input[type=number]") == "1216", 10, message="the preset's width")
+    assert not page.locator("#cancel-download-btn").is_visible()     # nothing downloads
+    assert page.locator("#stop-btn").is_disabled()
+    page.locator("#low-vram input").check()
+    wait_for(lambda: "changes nothing" in page.inner_text("#controls-note"), 10, message="the low VRAM note")
+    page.locator("#low-vram input").uncheck()
+    page.click("#unload-btn")                                          # "Free VRAM (keep in RAM)"
+    wait_for(lambda: "already lives in RAM" in page.inner_text("#controls-note"), 10, message="the unload note")
+    page.get_by_text("Model cache").click()
+    wait_for(lambda: "Nothing cached yet" in page.inner_text("#cache-summary"), 20, message="the empty cache")
+    for button in ("verify", "repair", "delete"):
+        assert page.locator(f"#cache-{button}").is_disabled()
