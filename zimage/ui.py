@@ -277,8 +277,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             return registry.gallery(client_id), result_info(result)
         return [item for item in (r.gallery_item() for r in result_entries(result)) if item], result_info(result)
 
-    def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client,
-                    request: gr.Request, progress=gr.Progress()):
+    def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
+                    request: gr.Request = None, progress=gr.Progress()):
         client_id = valid_client_id(client)
         try:
             req = GenerationRequest.from_mapping(
