@@ -1,4 +1,5 @@
 import pytest
+from conftest import wait_for
 import requests
 from gradio_client import Client
 from PIL import Image
@@ -6,7 +7,9 @@ from PIL import Image
 from zimage.manager import Job
 from zimage.memory import MemoryInfo
 from zimage.state import LoadStage, LoadState, Status
-from zimage.ui import job_progress, parse_preset, render_status
+from zimage.errors import QueueFull
+from zimage.page_jobs import PageJobs, Result, new_client_id, valid_client_id
+from zimage.ui import failure_text, job_progress, parse_preset, preset_for, render_status, size_problem
 
 MEM = MemoryInfo(process_rss_bytes=2**30, ram_total_bytes=16 * 2**30, ram_available_bytes=8 * 2**30)
 
@@ -32,15 +35,62 @@ def test_status_panel_vram_and_device():
     assert "Ready (GPU)" in out and "cuda:0" in out and "VRAM: 3.0 GiB" in out and "80.0 GiB" in out
 
 
-def test_job_progress_texts():
+def test_job_progress_names_the_phase_step_image_and_eta():
     job = Job(kind="generate", fn=lambda j: None, queue_position=3)
     assert job_progress(job, Status())[1] == "Waiting in queue (position 3)"
-    job.phase, job.step, job.total_steps = "generating", 3, 9
-    assert job_progress(job, Status()) == (pytest.approx(1 / 3), "Step 3/9")
     job.phase = "loading"
     frac, desc = job_progress(job, Status(state=LoadState.LOADING, stage=LoadStage.MOVE, progress=0.5))
     assert frac == 0.5 and "move to device" in desc
+    job.phase, job.total_steps = "encoding", 9
+    assert job_progress(job, Status())[1] == "Encoding the prompt"
+    job.phase, job.step = "generating", 3
+    frac, desc = job_progress(job, Status())
+    assert desc == "Step 3 of 9" and 0 < frac < job_progress(Job(kind="generate", fn=None, phase="decoding"),
+                                                             Status())[0]
+    job.step_seconds = 0.5                       # measured: 6 steps left at 0.5 s
+    assert job_progress(job, Status())[1] == "Step 3 of 9 · about 3.0 s left"
+    job.eta_s = 42.0                             # the manager's own ETA wins
+    job.images_total, job.images_done = 4, 1
+    assert job_progress(job, Status())[1] == "Image 2 of 4 · Step 3 of 9 · about 42 s left"
+    job.phase, job.eta_s = "decoding", None
+    assert job_progress(job, Status())[1].startswith("Image 2 of 4 · Decoding")
+    job.phase = "saving"
+    assert "Saving" in job_progress(job, Status())[1]
     assert parse_preset("1216x832") == (1216, 832)
+
+
+def test_size_problems_name_the_field_and_the_preset_follows():
+    assert size_problem(1024, 1008) == ""
+    assert "**Width** must be a multiple of 16: 1000 lies between 992 and 1008" in size_problem(1000, 512)
+    assert "**Height** must be between 256 and 2048" in size_problem(512, 4096)
+    assert preset_for(1216, 832) == "1216x832" and preset_for(1000, 1000) == "Custom"
+    assert preset_for(512.0, 512.0) == "512x512"
+
+
+def test_failure_text_names_an_unexpected_error():
+    assert "injected fault" in failure_text(RuntimeError("injected fault"))
+    assert failure_text(ValueError()).startswith("The generation failed: ValueError")
+    assert failure_text(QueueFull(3, 9)) == QueueFull(3, 9).user_text()
+
+
+def test_page_jobs_keeps_results_per_browser_bounded_and_only_existing_files(tmp_path):
+    jobs = PageJobs(max_clients=2, max_results=3)
+    a, b, c = (new_client_id() for _ in range(3))
+    assert valid_client_id(a) == a and valid_client_id("../../x") is None and valid_client_id([]) is None
+    files = [tmp_path / f"{i}.png" for i in range(4)]
+    for f in files:
+        f.write_bytes(b"png")
+    jobs.start(a, "job1")
+    assert jobs.running(a) == ["job1"] and jobs.running(b) == []
+    jobs.finish(a, "job1", [Result("one", files[0]), Result("two", files[1])])
+    jobs.finish(a, "job2", [Result("three", files[2]), Result("four", files[3])])
+    assert jobs.running(a) == [] and [cap for _, cap in jobs.gallery(a)] == ["three", "four", "one"]
+    files[2].unlink()
+    assert [cap for _, cap in jobs.gallery(a)] == ["four", "one"]
+    assert jobs.gallery(b) == [] and jobs.gallery(None) == []
+    jobs.start(b, "busy")
+    jobs.finish(c, "x", [])                       # a third browser: the idle one (a) is forgotten, not b
+    assert jobs.gallery(a) == [] and jobs.running(b) == ["busy"]
 
 
 def test_gradio_client_generates_through_the_page_endpoint(server):
@@ -104,3 +154,41 @@ def test_status_panel_lists_every_replica_with_node_device_state_queue_and_last_
     assert 'data-phase="loading"' in out and "read weights 50%" in out
     assert 'data-phase="lost"' in out and "restarting" in out and "gpu-b &lt;old&gt;" in out
     assert "zi-replicas" not in render_status(Status(state=LoadState.ON_GPU), MEM)    # local backend: no table
+
+
+def test_a_crafted_gallery_in_the_generate_request_downloads_nothing(server, tmp_path):
+    """The gallery was an input of the generate event and went back out as a result: a request
+    naming any file as a gallery item got that file served. Now the event takes no gallery."""
+    import json
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not yours")
+    item = {"image": {"path": str(secret), "meta": {"_type": "gradio.FileData"}}, "caption": "x"}
+    data = ["a lighthouse", "", 256, 256, 1, 0.0, 5, 1, [item]]
+    r = requests.post(server.url + "/gradio_api/call/generate", json={"data": data}, timeout=10)
+    body = r.text
+    if r.status_code == 200:
+        with requests.get(f"{server.url}/gradio_api/call/generate/{r.json()['event_id']}", stream=True,
+                          timeout=60) as s:
+            body = "".join(line + "\n" for line in s.iter_lines(decode_unicode=True))
+    served = [g["image"]["url"] for line in body.splitlines() if line.startswith("data: [")
+              for g in json.loads(line[6:])[0]]
+    assert served and all(requests.get(u, timeout=10).content != b"not yours" for u in served)
+    assert len(served) == 1 and "secret" not in body
+
+
+def test_every_waiting_page_job_is_counted_in_the_queue(server):
+    """Three pages waiting: the status panel's queue said 1 (Gradio held the other two back)."""
+    server.manager.ensure_ready(60)
+    clients = [Client(server.url, verbose=False) for _ in range(3)]
+    jobs = [c.submit(f"slow {i}", "", 256, 256, 40, 0.0, i, 1, None, api_name="/generate")
+            for i, c in enumerate(clients)]
+    try:
+        wait_for(lambda: server.manager.status().queue_length == 3, 60, message="three generations queued")
+        panel = render_status(server.manager.status(), MEM)
+        assert "Queue: 3" in panel
+    finally:
+        server.manager.cancel()
+    for job in jobs:                          # each one says it stopped; none left waiting in Gradio's queue
+        assert job.result(60)[1] == "Stopped. No image was kept."
+    assert server.manager.status().queue_length == 0

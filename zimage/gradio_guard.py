@@ -112,7 +112,7 @@ class PageEvents:
             batched=frozenset(i for i, fn in fns.items() if fn.batch),
             by_name=public,
             parameters={name: named.get("/" + name, {}).get("parameters", []) for name in public},
-            block_ids=frozenset(blocks.blocks),
+            block_ids=frozenset(blocks.blocks) | {blocks._id},     # the page itself triggers its load event
             server_fns=server_fns,
             takes_uploads=any(type(b).__name__ in UPLOAD_KINDS for fn in fns.values() for b in fn.inputs),
         )

@@ -66,15 +66,19 @@ def test_preload_progress_generate_unload(page, server):
 
 
 def test_stop_during_a_long_generation(page, server):
+    """Stop said "Stopping..." forever (Gradio cancelled the event before "Stopped" could arrive)."""
     server.manager.ensure_ready(60)
+    assert page.locator("#stop-btn").is_disabled()                  # nothing of this browser runs
     page.fill("#prompt textarea", "a long one")
     set_slider(page, "steps", 50)
     page.click("#generate-btn")
-    wait_for(lambda: re.search(r"Step \d+/50", page.inner_text("body")), 60, message="steps to advance")
+    wait_for(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="steps to advance")
     page.click("#stop-btn")
-    wait_for(lambda: server.manager.status().queue_length == 0, 60, message="job to end")
+    wait_for(lambda: "Stopped" in page.inner_text("#result-info"), 60, message="the page to say Stopped")
+    assert server.manager.status().queue_length == 0 and not server.manager.status().busy
     assert page.locator("#gallery img").count() == 0
     assert list(server.manager._store.root.rglob("*.png")) == []
+    wait_for(lambda: page.locator("#stop-btn").is_disabled(), 10, message="Stop disabled again")
 
 
 def test_low_vram_toggle_reaches_the_manager(page, server):
@@ -122,10 +126,10 @@ def test_model_cache_panel_verify_repair_delete(hub, start_server, settings, gua
         wait_for(lambda: "problem" in page.inner_text("#cache-result"), 60, message="problem")
         assert shard.name in page.inner_text("#cache-result")
         page.click("#cache-repair")
-        wait_for(lambda: "Re-downloaded" in page.inner_text("#cache-result"), 60, message="Re-downloaded")
+        wait_for(lambda: "re-downloaded" in page.inner_text("#cache-result"), 60, message="re-downloaded")
         wait_for(lambda: state_of(page) == "on_cpu", 60, message="reload after repair")
         page.click("#cache-delete")
-        wait_for(lambda: "Confirm delete" in page.inner_text("#cache-result"), 60, message="Confirm delete")
+        wait_for(lambda: "Tick **Delete" in page.inner_text("#cache-result") or "Tick Delete" in page.inner_text("#cache-result"), 60, message="asks to tick the confirmation")
         page.locator("#cache-confirm input").check()
         page.click("#cache-delete")
         wait_for(lambda: "cannot be deleted" in page.inner_text("#cache-result"), 60, message="cannot be deleted")   # it is loaded
@@ -176,3 +180,143 @@ def test_model_errors_show_in_the_status_panel_and_the_api(start_server, setting
     r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256}, timeout=60)
     assert r.status_code == 503 and says in r.json()["error"]["message"] and hint in r.json()["error"]["hint"]
     assert guard_refusals() == []
+
+
+OTHER_ID = "someone/Other-Model"
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.locator(f"li[role=option][aria-label=\"{option}\"]").first.click()
+    wait_for(lambda: page.input_value(f"#{elem_id} input") == option, 10, message=f"{option} selected")
+
+
+def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypatch, start_server, settings,
+                                                       guard_refusals):
+    """Verify then Delete on the second model of the list: the list reload after Verify moved the
+    selector back to the first model, and Delete removed that one (the 20 GB default)."""
+    import dataclasses
+
+    from playwright.sync_api import sync_playwright
+
+    from zimage.cache import modelscope_cache_base, scan_cache
+    from zimage.hub import download
+    from zimage.testing.fake_hub import FakeHub
+
+    with FakeHub({MODEL_ID: tiny_model_dir, OTHER_ID: tiny_model_dir}) as fake:
+        fake.configure_client(monkeypatch.setenv)
+        for mid in (MODEL_ID, OTHER_ID):
+            download(mid, settings.cache_dir)
+        roots = {m.model_id: m.root for m in scan_cache(modelscope_cache_base(settings.cache_dir))}
+        shard = sorted(roots[OTHER_ID].rglob("*.safetensors"))[0]
+        shard.write_bytes(shard.read_bytes()[:-8])                 # truncated
+        srv = start_server(dataclasses.replace(settings, model=MODEL_ID))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(srv.url)
+            page.get_by_text("Model cache").click()
+            wait_for(lambda: OTHER_ID in page.inner_text("#cache-table"), 30, message="the cache table")
+            assert page.input_value("#cache-model input") == MODEL_ID      # the first one, sorted
+            pick(page, "cache-model", OTHER_ID)
+            assert page.eval_on_selector("#cache-model input", "e => e.scrollWidth <= e.clientWidth")
+            page.click("#cache-verify")
+            wait_for(lambda: "problem" in page.inner_text("#cache-result"), 60, message="problem")
+            assert OTHER_ID in page.inner_text("#cache-result") and shard.name in page.inner_text("#cache-result")
+            wait_for(lambda: "Verifying" not in page.inner_text("body"), 30, message="the list reloaded")
+            assert page.input_value("#cache-model input") == OTHER_ID         # still the one the user picked
+            wait_for(lambda: f"Delete {OTHER_ID}, " in page.inner_text("#cache-confirm"), 10,
+                     message="the confirmation names the model and its size")
+            page.locator("#cache-confirm input").check()
+            pick(page, "cache-model", MODEL_ID)                               # another model: confirmation gone
+            wait_for(lambda: not page.locator("#cache-confirm input").is_checked(), 10, message="cleared")
+            assert f"Delete {MODEL_ID}, " in page.inner_text("#cache-confirm")
+            pick(page, "cache-model", OTHER_ID)
+            page.locator("#cache-confirm input").check()
+            page.click("#cache-delete")
+            wait_for(lambda: "Deleted" in page.inner_text("#cache-result"), 60, message="Deleted")
+            assert f"Deleted {OTHER_ID}" in page.inner_text("#cache-result")
+            wait_for(lambda: OTHER_ID not in page.inner_text("#cache-table"), 30, message="the list reloaded")
+            browser.close()
+        assert roots[MODEL_ID].exists() and not roots[OTHER_ID].exists()
+    assert guard_refusals() == []
+
+
+def test_a_reload_keeps_the_settings_the_running_job_and_the_gallery(page, server, monkeypatch):
+    """A reload during a generation wiped the prompt, the settings and the gallery; the images were
+    saved but never shown."""
+    import threading
+
+    server.manager.ensure_ready(60)
+    transformer = server.manager._pipe.transformer
+    gate, forward = threading.Event(), transformer.forward
+
+    def gated(*args, **kwargs):              # the tiny model makes 50 steps in ~1 s: hold it while the page reloads
+        assert gate.wait(120)
+        return forward(*args, **kwargs)
+    monkeypatch.setattr(transformer, "forward", gated)
+    page.fill("#prompt textarea", "a reload-proof fox")
+    set_slider(page, "width", 256)
+    set_slider(page, "height", 256)
+    set_slider(page, "steps", 50)
+    page.locator("#seed input").fill("4321")
+    page.locator("#seed input").press("Enter")
+    page.click("#generate-btn")
+    wait_for(lambda: server.manager.current_generation() is not None, 30, message="the generation to start")
+    page.reload()
+    page.wait_for_selector("#status-panel")
+    wait_for(lambda: page.input_value("#prompt textarea") == "a reload-proof fox", 20, message="the prompt back")
+    assert page.input_value("#width input[type=number]") == "256"
+    assert page.input_value("#steps input[type=number]") == "50" and page.input_value("#seed input") == "4321"
+    wait_for(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="the job's progress")
+    assert page.locator("#gallery img").count() == 0
+    gate.set()
+    page.wait_for_selector("#gallery img", timeout=120_000)
+    wait_for(lambda: "seeds 4321" in page.inner_text("#result-info"), 30, message="the job's result")
+    page.reload()
+    page.wait_for_selector("#gallery img", timeout=30_000)         # this browser's recent results
+    assert page.locator("#gallery img").count() == 1
+
+
+def test_an_unexpected_error_is_named_on_the_page_and_the_page_keeps_working(page, server, monkeypatch):
+    server.manager.ensure_ready(60)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected fault in the transformer")
+    monkeypatch.setattr(server.manager._pipe.transformer, "forward", broken)
+    page.fill("#prompt textarea", "a fox")
+    set_slider(page, "width", 256)
+    set_slider(page, "height", 256)
+    set_slider(page, "steps", 1)
+    page.click("#generate-btn")
+    wait_for(lambda: "injected fault in the transformer" in page.inner_text("body"), 60, message="the error")
+    assert "The generation failed" in page.inner_text("body")
+    monkeypatch.undo()
+    page.click("#generate-btn")
+    page.wait_for_selector("#gallery img", timeout=60_000)
+
+
+def test_controls_say_what_they_do(page, server):
+    """Width 1000 was taken (the slider showed 1008) and refused only after Generate; the preset did
+    not follow the sizes; Cancel download and Stop showed when there was nothing to cancel; Low VRAM
+    and Unload (keep in RAM) silently did nothing without a GPU; an empty cache offered its buttons."""
+    set_slider(page, "width", 1000)
+    wait_for(lambda: "multiple of 16" in page.inner_text("#size-error"), 10, message="the size error")
+    assert "Width" in page.inner_text("#size-error") and page.input_value("#preset input") == "Custom"
+    set_slider(page, "width", 512)
+    set_slider(page, "height", 512)
+    wait_for(lambda: page.input_value("#preset input") == "512x512", 10, message="the preset to follow")
+    assert page.inner_text("#size-error").strip() == ""
+    pick(page, "preset", "1216x832")
+    wait_for(lambda: page.input_value("#width input[type=number]") == "1216", 10, message="the preset's width")
+    assert not page.locator("#cancel-download-btn").is_visible()     # nothing downloads
+    assert page.locator("#stop-btn").is_disabled()
+    page.locator("#low-vram input").check()
+    wait_for(lambda: "changes nothing" in page.inner_text("#controls-note"), 10, message="the low VRAM note")
+    page.locator("#low-vram input").uncheck()
+    page.click("#unload-btn")                                          # "Free VRAM (keep in RAM)"
+    wait_for(lambda: "already lives in RAM" in page.inner_text("#controls-note"), 10, message="the unload note")
+    page.get_by_text("Model cache").click()
+    wait_for(lambda: "Nothing cached yet" in page.inner_text("#cache-summary"), 20, message="the empty cache")
+    for button in ("verify", "repair", "delete"):
+        assert page.locator(f"#cache-{button}").is_disabled()

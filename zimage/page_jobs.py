@@ -1,0 +1,99 @@
+"""The page's per-browser registry: which jobs a browser has running and its recent results.
+
+A browser keeps a random client id in its localStorage, so its jobs and results outlive the Gradio
+session of one tab: a reloaded page finds its running job and its gallery here. The gallery is
+built from these server-side entries only, never from paths a client sends back.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# token_urlsafe(18) makes 24 characters; anything else the client sends is not one of ours.
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+MAX_CLIENTS = 256       # browsers remembered; the oldest is forgotten first (a client id costs nothing to make)
+MAX_RESULTS = 48        # the page's gallery size
+
+
+def new_client_id() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def valid_client_id(value: Any) -> str | None:
+    """`value` when it is a client id this page could have made, else None."""
+    return value if isinstance(value, str) and CLIENT_ID.fullmatch(value) else None
+
+
+@dataclass(frozen=True)
+class Result:
+    caption: str
+    path: Path | None = None       # the saved PNG under outputs
+    image: Any = None              # the image itself when saving failed
+
+    def gallery_item(self) -> tuple[Any, str] | None:
+        if self.path is not None:
+            return (str(self.path), self.caption) if self.path.is_file() else None
+        return (self.image, self.caption) if self.image is not None else None
+
+
+@dataclass
+class _Client:
+    results: collections.deque
+    running: list = field(default_factory=list)      # jobs submitted and not finished, oldest first
+
+
+class PageJobs:
+    """Thread-safe; the generate handlers, the done callbacks and the timer all reach it."""
+
+    def __init__(self, max_clients: int = MAX_CLIENTS, max_results: int = MAX_RESULTS):
+        self._max_clients = max_clients
+        self._max_results = max_results
+        self._lock = threading.Lock()
+        self._clients: collections.OrderedDict[str, _Client] = collections.OrderedDict()
+
+    def _client_locked(self, client: str) -> _Client:
+        entry = self._clients.get(client)
+        if entry is None:
+            entry = _Client(collections.deque(maxlen=self._max_results))
+            self._clients[client] = entry
+            while len(self._clients) > self._max_clients:
+                # Forget an idle browser first; one with a running job only when all are busy.
+                idle = next((k for k, c in self._clients.items() if not c.running and k != client), None)
+                self._clients.pop(idle if idle is not None else next(iter(self._clients)))
+        self._clients.move_to_end(client)
+        return entry
+
+    def start(self, client: str, job: Any) -> None:
+        with self._lock:
+            self._client_locked(client).running.append(job)
+
+    def finish(self, client: str, job: Any, results: list[Result]) -> None:
+        """`job` ended; its results (newest first in the gallery) join the client's."""
+        with self._lock:
+            entry = self._client_locked(client)
+            if job in entry.running:
+                entry.running.remove(job)
+            for r in reversed(results):
+                entry.results.appendleft(r)
+
+    def running(self, client: str | None) -> list:
+        with self._lock:
+            entry = self._clients.get(client) if client else None
+            return list(entry.running) if entry else []
+
+    def results(self, client: str | None) -> list[Result]:
+        with self._lock:
+            entry = self._clients.get(client) if client else None
+            return list(entry.results) if entry else []
+
+    def gallery(self, client: str | None) -> list[tuple[Any, str]]:
+        """The client's recent results as gallery items; files deleted since are left out."""
+        return [item for item in (r.gallery_item() for r in self.results(client)) if item is not None]
