@@ -131,7 +131,7 @@ OPENAI_ERROR = obj({"error": obj({"message": STRING, "type": STRING, "param": NU
 # /outputs/{rel_path}: a name with a line break does not match the route, so the page's 404 answers it.
 NOT_FOUND = {"anyOf": [obj({"error": obj({"message": STRING})}), obj({"detail": STRING})]}
 
-GUARD_ERRORS = (401, 403)             # security.GuardMiddleware, in front of every route
+GUARD_ERRORS = (400, 401, 403)        # security.GuardMiddleware, in front of every route (400: a malformed Host)
 BODY_ERRORS = (400, 413, 415)         # api.read_json
 RUN_ERRORS = (409, 422, 429, 503, 507)
 REASONS = {200: "OK", 202: "Accepted: the load runs on", 400: "The body is not JSON",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-import inspect
 import logging
 import math
 import sys
@@ -105,12 +104,10 @@ def render_replicas(replicas) -> str:
 
 def eta_seconds(job: Job) -> float | None:
     """The job's own ETA when the manager gives one, else from the measured step time."""
-    eta = getattr(job, "eta_s", None)
-    if eta is not None:
-        return eta
-    step_s = getattr(job, "step_seconds", 0.0) or 0.0
-    if job.phase == "generating" and step_s > 0 and job.total_steps:
-        return max(0, job.total_steps - job.step) * step_s
+    if job.eta_s is not None:
+        return job.eta_s
+    if job.phase == "generating" and job.step_seconds > 0 and job.total_steps:
+        return max(0, job.total_steps - job.step) * job.step_seconds
     return None
 
 
@@ -124,8 +121,7 @@ def job_progress(job: Job, status: Status) -> tuple[float, str]:
         stage = status.stage.value if status.stage else status.state.value
         return status.progress, f"Loading model: {stage}"
     total, step = job.total_steps, job.step
-    images_total = getattr(job, "images_total", 0) or 0
-    images_done = getattr(job, "images_done", 0) or 0
+    images_total, images_done = job.images_total, job.images_done
     if phase == "encoding":
         fraction, desc = 0.0, "Encoding the prompt"
     elif phase == "decoding":
@@ -185,12 +181,6 @@ def gpu_absent(settings: Settings) -> bool | None:
     return not torch.cuda.is_available()
 
 
-def _takes(fn, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
 
 def parse_preset(preset: str) -> tuple[int, int]:
     w, _, h = preset.partition("x")
@@ -224,9 +214,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         return client_id or (request.session_hash if request else None)
 
     def submit(req: GenerationRequest, owner: str | None, request: gr.Request | None) -> Job:
-        if _takes(manager.submit, "user"):        # the ownership contract: jobs also carry the login user
-            return manager.submit(req, owner=owner, user=getattr(request, "username", None))
-        return manager.submit(req, owner=owner)
+        return manager.submit(req, owner=owner, user=getattr(request, "username", None))
 
     def track(client_id: str, job: Job) -> threading.Event:
         """Record the job under this browser; its results join the browser's gallery when it ends,
@@ -314,10 +302,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
     def on_stop(client, request: gr.Request):
         owner = owner_of(valid_client_id(client), request)
-        if _takes(manager.cancel, "user"):
-            n = manager.cancel(owner=owner, user=getattr(request, "username", None))
-        else:
-            n = manager.cancel(owner=owner)
+        n = manager.cancel(owner=owner, user=getattr(request, "username", None))
         return "Stopping… (the image being made ends after its current step)" if n else "Nothing to stop."
 
     def on_tick(client):

@@ -1,7 +1,6 @@
 """The page's Model cache panel: where the cache is, what is in it, Verify / Repair / Delete."""
 from __future__ import annotations
 
-import inspect
 import shutil
 import time
 
@@ -76,12 +75,8 @@ def build_cache_panel(manager: Backend, settings: Settings) -> None:
         return job.future.result()
 
     def verify_report(model_id: str, progress: gr.Progress):
-        if hasattr(manager, "verify"):         # a job of the manager, never beside a load or a repair
-            return wait_job(manager.verify(model_id), progress, f"Verifying {model_id}")
-        from .hub import verify
-
-        return verify(model_id, settings.cache_dir,
-                      on_progress=lambda done, total, name: progress(done / total if total else 1, desc=name))
+        # A job of the manager: it never runs beside a load or a repair.
+        return wait_job(manager.verify(model_id), progress, f"Verifying {model_id}")
 
     def on_verify(model_id, progress=gr.Progress()):
         if not model_id:
@@ -118,14 +113,8 @@ def build_cache_panel(manager: Backend, settings: Settings) -> None:
             return (f"Tick **{confirm_label(model_id, scan())}** first: this removes the files from disk.",
                     gr.Checkbox(), confirmed_id)
         try:
-            if _takes_confirmed_id(manager):
-                job = manager.delete_cached(model_id, confirmed_id=confirmed_id)
-            elif confirmed_id != model_id:
-                return (f"**Not deleted:** you confirmed deleting {confirmed_id}, but {model_id} is selected. "
-                        "Tick the confirmation again.", cleared, None)
-            else:
-                job = manager.delete_cached(model_id)
-            freed = job.future.result()
+            # The server side refuses when the confirmed model is not the one it would delete.
+            freed = manager.delete_cached(model_id, confirmed_id=confirmed_id).future.result()
         except ZImageError as e:
             return f"**{model_id} not deleted:** {e.user_text()}", cleared, None
         return f"Deleted {model_id}: {human_bytes(freed)} freed.", cleared, None
@@ -158,9 +147,3 @@ def build_cache_panel(manager: Backend, settings: Settings) -> None:
     delete_btn.click(on_delete, [model, confirm, confirmed_id], [result, confirm, confirmed_id],
                      concurrency_id="cache", **private).then(refresh, model, listing, queue=False, **private)
 
-
-def _takes_confirmed_id(manager: Backend) -> bool:
-    try:
-        return "confirmed_id" in inspect.signature(manager.delete_cached).parameters
-    except (TypeError, ValueError):
-        return False
