@@ -49,10 +49,10 @@ def test_job_progress_names_the_phase_step_image_and_eta():
                                                              Status())[0]
     job.step_seconds = 0.5                       # measured: 6 steps left at 0.5 s
     assert job_progress(job, Status())[1] == "Step 3 of 9 · about 3.0 s left"
-    job.eta_s = 42.0                             # the manager's own ETA wins
-    job.images_total, job.images_done = 4, 1
-    assert job_progress(job, Status())[1] == "Image 2 of 4 · Step 3 of 9 · about 42 s left"
-    job.phase, job.eta_s = "decoding", None
+    job.images_total, job.images_done = 4, 1     # the manager's measured decode and save: its ETA wins
+    job.decode_s_per_image, job.save_s_per_image = 2.0, 1.0
+    assert job_progress(job, Status())[1] == "Image 2 of 4 · Step 3 of 9 · about 15 s left"   # 6 x 0.5 + 4 x 3
+    job.phase = "decoding"
     assert job_progress(job, Status())[1].startswith("Image 2 of 4 · Decoding")
     job.phase = "saving"
     assert "Saving" in job_progress(job, Status())[1]
@@ -156,25 +156,24 @@ def test_status_panel_lists_every_replica_with_node_device_state_queue_and_last_
     assert "zi-replicas" not in render_status(Status(state=LoadState.ON_GPU), MEM)    # local backend: no table
 
 
-def test_a_crafted_gallery_in_the_generate_request_downloads_nothing(server, tmp_path):
+def test_no_event_of_the_page_takes_a_file_and_a_crafted_gallery_downloads_nothing(server, tmp_path):
     """The gallery was an input of the generate event and went back out as a result: a request
-    naming any file as a gallery item got that file served. Now the event takes no gallery."""
-    import json
+    naming any file as a gallery item got that file served. Now no event takes a file-carrying
+    component (results stay server-side), and the guard refuses a file named in any input."""
+    config = requests.get(server.url + "/config", timeout=10).json()
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    file_kinds = {"gallery", "image", "file", "imageeditor", "video", "audio", "model3d", "uploadbutton",
+                  "multimodaltextbox", "imageslider"}
+    takes_files = [(d.get("api_name"), kinds[i]) for d in config["dependencies"] for i in d["inputs"]
+                   if kinds.get(i) in file_kinds]
+    assert takes_files == []
 
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"not yours")
     item = {"image": {"path": str(secret), "meta": {"_type": "gradio.FileData"}}, "caption": "x"}
     data = ["a lighthouse", "", 256, 256, 1, 0.0, 5, 1, [item]]
     r = requests.post(server.url + "/gradio_api/call/generate", json={"data": data}, timeout=10)
-    body = r.text
-    if r.status_code == 200:
-        with requests.get(f"{server.url}/gradio_api/call/generate/{r.json()['event_id']}", stream=True,
-                          timeout=60) as s:
-            body = "".join(line + "\n" for line in s.iter_lines(decode_unicode=True))
-    served = [g["image"]["url"] for line in body.splitlines() if line.startswith("data: [")
-              for g in json.loads(line[6:])[0]]
-    assert served and all(requests.get(u, timeout=10).content != b"not yours" for u in served)
-    assert len(served) == 1 and "secret" not in body
+    assert r.status_code == 422 and "not yours" not in r.text
 
 
 def test_every_waiting_page_job_is_counted_in_the_queue(server):

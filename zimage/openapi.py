@@ -134,7 +134,7 @@ NOT_FOUND = {"anyOf": [obj({"error": obj({"message": STRING})}), obj({"detail": 
 GUARD_ERRORS = (400, 401, 403)        # security.GuardMiddleware, in front of every route (400: a malformed Host)
 BODY_ERRORS = (400, 413, 415)         # api.read_json
 RUN_ERRORS = (409, 422, 429, 503, 507)
-REASONS = {200: "OK", 202: "Accepted: the load runs on", 400: "The body is not JSON",
+REASONS = {200: "OK", 202: "Accepted: the load runs on", 400: "The body is not JSON, or a malformed Host header",
            401: "Log in (--auth / --api-auth)", 403: "Foreign Host or Origin", 404: "Not found",
            409: "Stopped or in use", 413: "Body too large", 415: "Not sent as JSON", 422: "A field is wrong",
            429: "Queue full (Retry-After)", 503: "The model is unavailable or the server is stopping",
@@ -154,7 +154,9 @@ def route_docs(*, ok: dict | None = None, body: dict | None = None, body_require
     """Keyword arguments for a route decorator: `openapi_extra` (the hand-parsed body) and `responses`."""
     responses = {status: _answer(status, ok or ANY_JSON, ok_media) for status in (200, *also_ok)}
     responses.update({status: _answer(status, error_schema) for status in errors})
-    responses.update({status: _answer(status, ERROR) for status in GUARD_ERRORS})
+    for status in GUARD_ERRORS:       # the guard's answer, or the route's own where both give this status
+        own = responses.get(status, {}).get("content", {}).get(JSON_MEDIA, {}).get("schema")
+        responses[status] = _answer(status, ERROR if own in (None, ERROR) else {"anyOf": [own, ERROR]})
     docs: dict[str, Any] = {"responses": responses}
     if body is not None:
         docs["openapi_extra"] = {"requestBody": {"required": body_required,
