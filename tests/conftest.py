@@ -1,4 +1,8 @@
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 import shutil
 import socket
 import threading
@@ -6,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from zimage.config import Settings
 
@@ -82,3 +87,33 @@ def start_server():
 @pytest.fixture
 def server(start_server, settings) -> RunningServer:
     return start_server(settings)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cli_server(tmp_path):
+    """`python webui.py --demo` in a subprocess; yields (url, a function returning its terminal output)."""
+    port = free_port()
+    log = tmp_path / "terminal.txt"
+    env = dict(os.environ, HOME=str(tmp_path / "home"))
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "webui.py", "--demo", "--port", str(port),
+                                 "--outputs", str(tmp_path / "out")], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return requests.get(url + "/health", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(up, 120, interval=0.2, message="webui.py --demo to serve")
+        yield url, log.read_text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

@@ -5,7 +5,6 @@ log line naming the field, not a traceback."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -134,33 +133,6 @@ def test_bad_values_from_flags_and_env_stop_the_start_with_one_line(tmp_path, ar
 
 
 # --- 4xx: one log line naming the field, no traceback -------------------------------------------
-
-@pytest.fixture
-def cli_server(tmp_path):
-    """`python webui.py --demo` in a subprocess; yields (url, a function returning its terminal output)."""
-    port = free_port()
-    log = tmp_path / "terminal.txt"
-    env = dict(os.environ, HOME=str(tmp_path / "home"))
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "webui.py", "--demo", "--port", str(port),
-                                 "--outputs", str(tmp_path / "out")], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, log.read_text()
-        try:
-            return requests.get(url + "/health", timeout=2).ok
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(up, 120, interval=0.2, message="webui.py --demo to serve")
-        yield url, log.read_text
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-
 
 def test_refused_requests_log_one_line_naming_the_field_and_no_traceback(cli_server):
     url, terminal = cli_server

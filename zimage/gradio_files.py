@@ -52,9 +52,28 @@ def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = (
 
         if not real.is_relative_to(Path(get_upload_folder()).resolve()):
             return False
+        if any(path in names or str(real) in names for names in list(created)):
+            return True
+        return copy_of_an_output(real, outputs)
     except (OSError, ValueError):
         return False
-    return any(path in names or str(real) in names for names in list(created))
+
+
+def copy_of_an_output(copy: Path, outputs: Path) -> bool:
+    """Whether `copy` (in Gradio's upload folder) holds the same bytes as an image of the same name in
+    a day folder of `outputs`: the copy Gradio makes of a gallery image. Gradio records its copies in
+    the components' temp_files, but the page's gallery copies were missing from them when a browser
+    ran the page against `webui.py` (the image then showed broken), so the bytes are compared instead."""
+    import filecmp
+    from glob import escape
+
+    if copy.suffix.lower() != ".png":
+        return False
+    for source in outputs.resolve().glob(f"*/{escape(copy.name)}"):
+        real = Path(os.path.realpath(source))
+        if real.is_relative_to(outputs.resolve()) and real.is_file() and filecmp.cmp(real, copy, shallow=False):
+            return True
+    return False
 
 
 def _file_values(value: Any, where: str) -> Iterator[tuple[str, dict]]:

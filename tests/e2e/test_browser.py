@@ -320,3 +320,28 @@ def test_controls_say_what_they_do(page, server):
     wait_for(lambda: "Nothing cached yet" in page.inner_text("#cache-summary"), 20, message="the empty cache")
     for button in ("verify", "repair", "delete"):
         assert page.locator(f"#cache-{button}").is_disabled()
+
+
+def test_the_generated_image_shows_when_the_app_runs_as_webui(cli_server):
+    """`python webui.py` as a user starts it: the gallery's image loads in the browser (the guard
+    once refused Gradio's copy of it, so the page showed a broken image while every in-process test
+    passed)."""
+    from playwright.sync_api import sync_playwright
+
+    url, terminal = cli_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("#status-panel")
+        page.fill("#prompt textarea", "a lighthouse at dusk")
+        set_slider(page, "width", 256)
+        set_slider(page, "height", 256)
+        page.click("#generate-btn")
+        page.wait_for_selector("#gallery img", timeout=120_000)
+        loaded = wait_for(lambda: page.evaluate(
+            "() => { const i = document.querySelector('#gallery img'); return i.complete && i.naturalWidth }"),
+            30, message="the gallery image to load")
+        browser.close()
+    assert loaded == 256
+    assert "refused GET /gradio_api/file=" not in terminal()
