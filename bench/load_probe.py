@@ -52,7 +52,7 @@ def main() -> None:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(relativeCreated)7.0f ms %(threadName)s %(name)s: %(message)s")
         from zimage.config import Settings
-        from zimage.manager import PipelineManager
+        from zimage.engine.manager import PipelineManager
         settings = Settings(model=folder, outputs_dir="/tmp/zimage-bench-out", idle_unload_s=0, idle_drop_s=0)
         m = PipelineManager(settings).start()
         m.ensure_ready(600)
@@ -91,7 +91,7 @@ def main() -> None:
         import diffusers  # noqa: F401
         from diffusers import ZImagePipeline
 
-        from zimage.loader import load_pipeline
+        from zimage.engine.loader import load_pipeline
         out["import_s"] = round(time.perf_counter() - t0, 3)
         out["rss_before_gb"] = rss_gb()
         t0 = time.perf_counter()
@@ -119,13 +119,13 @@ def main() -> None:
                         out.setdefault("mismatched_names", []).append(f"{name}.{k}")
             out["tensors_checked"], out["tensors_mismatched"] = checked, mismatched
         if gen and mode == "ours":
-            from zimage.generate import warm_up
+            from zimage.engine.generate import warm_up
 
             out["warmup_s"] = round(warm_up(pipe), 3)      # part of the app's preload
         if gen and mode != "equal":
             timed_images(pipe, out)
         if mode == "ours":
-            from zimage.devices import TorchPlacement
+            from zimage.engine.placement import TorchPlacement
 
             place = TorchPlacement("cuda:0")
             t0 = time.perf_counter()

@@ -50,9 +50,9 @@ def main() -> None:
         torch.cuda.set_per_process_memory_fraction(budget_gb * 2**30 / total)
     from diffusers import ZImagePipeline
 
-    from zimage.devices import TorchPlacement
-    from zimage.generate import warm_up
-    from zimage.loader import load_pipeline
+    from zimage.engine.placement import TorchPlacement
+    from zimage.engine.generate import warm_up
+    from zimage.engine.loader import load_pipeline
 
     runtime = None
     t0 = time.perf_counter()
@@ -60,7 +60,7 @@ def main() -> None:
         pipe = load_pipeline(Path(folder), torch.bfloat16, "cuda:0")
     elif mode in ("ours", "ours_int8"):
         if mode == "ours_int8":
-            from zimage.quantize import load_quantized
+            from zimage.engine.quantize import load_quantized
 
             made = []
             pipe, note = load_quantized(Path(folder), torch.bfloat16, load_pipeline, compute_device="cuda:0",

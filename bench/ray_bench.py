@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 
 from zimage.config import Settings
-from zimage.generate import GenerationRequest
+from zimage.request import GenerationRequest
 
 
 def emit(record: dict) -> dict:
@@ -88,10 +88,10 @@ def warm(backend, replicas: int, size: int, steps: int) -> None:
 
 
 def bench_local(settings: Settings, args) -> dict:
-    from zimage.server import create_manager
+    from zimage.app import create_backend
 
     t0 = time.perf_counter()
-    manager = create_manager(settings).start()
+    manager = create_backend(settings).start()
     try:
         manager.ensure_ready(1800)
         ready_s = time.perf_counter() - t0
@@ -104,7 +104,7 @@ def bench_local(settings: Settings, args) -> dict:
 
 
 def bench_ray(settings: Settings, replicas: int, args, measure_replacement: bool) -> dict:
-    from zimage.ray_backend import RayBackend
+    from zimage.scale.ray_backend import RayBackend
 
     t0 = time.perf_counter()
     backend = RayBackend(dataclasses.replace(settings, backend="ray", ray_replicas=replicas)).start()
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from zimage.ray_backend import connect_ray
+    from zimage.scale.ray_backend import connect_ray
 
     connect_ray(args.ray_address)
     gpus = int(ray.cluster_resources().get("GPU", 0))

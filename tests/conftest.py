@@ -53,10 +53,11 @@ def free_port() -> int:
 
 class RunningServer:
     def __init__(self, settings: Settings, manager_factory=None):
-        from zimage.server import create_app, create_manager, make_server
+        from zimage.app import create_backend
+        from zimage.web.server import create_app, make_server
 
         self.settings = dataclasses.replace(settings, port=free_port())
-        self.manager = (manager_factory or create_manager)(self.settings).start()
+        self.manager = (manager_factory or create_backend)(self.settings).start()
         self.app = create_app(self.settings, self.manager)
         self.server = make_server(self.app, self.settings)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -1,6 +1,6 @@
 import json
 
-from zimage.cache import candidate_dirs, find_complete_copy, quick_check, safetensors_problem
+from zimage.store.cache import candidate_dirs, find_complete_copy, quick_check, safetensors_problem
 
 
 def shard(model):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from zimage.cache import CachedModel, UnsafeDelete, delete_cached, scan_cache
+from zimage.store.cache import CachedModel, UnsafeDelete, delete_cached, scan_cache
 from zimage.testing.fake_hub import FakeHub
 
 MODEL_ID = "Tongyi-MAI/Z-Image-Turbo"

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from conftest import wait_for
-from zimage.generate import GenerationRequest
+from zimage.request import GenerationRequest
 
 SMALL = {"prompt": "a fox", "width": 256, "height": 256, "steps": 2}
 

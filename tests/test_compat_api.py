@@ -203,7 +203,7 @@ def test_txt2img_accepts_cfg_scale_between_0_and_1(server, cfg):
 
 
 def test_progress_eta_is_the_jobs_own_estimate(a1111, server):
-    from zimage.generate import GenerationRequest
+    from zimage.request import GenerationRequest
 
     m = server.manager
     m.generate(GenerationRequest.from_mapping({"prompt": "measures decode and save", "width": 256, "height": 256,

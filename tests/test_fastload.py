@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from zimage import fastload
-from zimage.fastload import read_shard, stream_shards, tensors_of
-from zimage.loader import load_pipeline
+from zimage.engine import fastload
+from zimage.engine.fastload import read_shard, stream_shards, tensors_of
+from zimage.engine.loader import load_pipeline
 from zimage.state import LoadStage
 
 COMPONENTS = ("transformer", "vae", "text_encoder")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zimage import fastload
-from zimage.loader import load_pipeline
+from zimage.engine import fastload
+from zimage.engine.loader import load_pipeline
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -33,7 +33,7 @@ def test_fast_cuda_load_equals_from_pretrained_and_generates_the_same(tiny_model
 
 
 def test_pinned_idle_unload_round_trip(tiny_model_dir):
-    from zimage.devices import TorchPlacement
+    from zimage.engine.placement import TorchPlacement
 
     pipe = load_pipeline(tiny_model_dir, torch.bfloat16, "cuda:0", fast=True)
     before = {k: v.clone() for k, v in tensors(pipe.transformer).items()}

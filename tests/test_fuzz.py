@@ -15,7 +15,7 @@ NASTY_VALUES = [None, True, False, -1, 0, 1, 7, 255, 257, 4096, -2**63, 2**64, 1
 
 def _valid(body: dict) -> bool:
     from zimage.errors import InvalidRequest
-    from zimage.generate import GenerationRequest
+    from zimage.request import GenerationRequest
 
     try:
         GenerationRequest.from_mapping(json.loads(json.dumps(body, allow_nan=True)))

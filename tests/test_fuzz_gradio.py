@@ -309,7 +309,7 @@ def read_call_stream(url: str, path: str, event_id: str) -> tuple[str, object]:
 
 
 def test_well_formed_calls_by_name_pass_the_guard_and_complete(server, caplog):
-    caplog.set_level(logging.INFO, logger="zimage.gradio_guard")
+    caplog.set_level(logging.INFO, logger="zimage.web.gradio_guard")
     data = ["a lighthouse", "", 256, 256, 1, 0.0, 11, 1, []]
     r = requests.post(server.url + API + "/call/generate", json={"data": data}, timeout=10)
     assert r.status_code == 200, r.text
@@ -321,10 +321,10 @@ def test_well_formed_calls_by_name_pass_the_guard_and_complete(server, caplog):
     assert r.status_code == 200, r.text
     kind, outputs = read_call_stream(server.url, "/call/v2/generate", r.json()["event_id"])
     assert kind == "complete" and "seeds 12" in outputs[1]
-    assert [r.getMessage() for r in caplog.records if r.name == "zimage.gradio_guard"] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "zimage.web.gradio_guard"] == []
     # And the refusals are logged (so the browser tests can tell the page's own requests all passed).
     requests.post(server.url + API + "/call/nope", json={"data": []}, timeout=10)
-    assert any("nope" in r.getMessage() for r in caplog.records if r.name == "zimage.gradio_guard")
+    assert any("nope" in r.getMessage() for r in caplog.records if r.name == "zimage.web.gradio_guard")
 
 
 def test_with_auth_events_still_need_the_login(start_server, settings):

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from zimage.cache import scan_cache
+from zimage.store.cache import scan_cache
 from zimage.errors import ModelUnavailable
-from zimage.hub import (CacheCorrupt, DiskFull, DownloadCancelled, cached_copy, download, repair,
+from zimage.store.hub import (CacheCorrupt, DiskFull, DownloadCancelled, cached_copy, download, repair,
                         resolve_model_dir)
-from zimage.manifest import load_manifest
+from zimage.store.manifest import load_manifest
 from zimage.testing.fake_hub import FakeHub
 
 MODEL_ID = "Tongyi-MAI/Z-Image-Turbo"

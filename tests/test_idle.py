@@ -1,6 +1,6 @@
 import pytest
 
-from zimage.idle import idle_action
+from zimage.engine.idle import idle_action
 from zimage.state import LoadState as S
 
 

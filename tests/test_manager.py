@@ -8,8 +8,8 @@ import pytest
 
 from conftest import wait_for
 from zimage.errors import Cancelled, ModelLoadFailed, ModelUnavailable, QueueFull
-from zimage.generate import GenerationRequest
-from zimage.manager import PipelineManager
+from zimage.request import GenerationRequest
+from zimage.engine.manager import PipelineManager
 from zimage.state import LoadStage, LoadState
 
 SMALL = {"prompt": "a cat", "width": 256, "height": 256, "num_inference_steps": 2, "seed": 3}
@@ -73,7 +73,7 @@ def make_manager(settings):
 
 def cpu_loader(model_dir, dtype, device, on_progress=None, fast=True, quant_dir=None):
     """With the stand-in GPU the weights really stay in RAM; the manager believes they are on `device`."""
-    from zimage.loader import load_pipeline
+    from zimage.engine.loader import load_pipeline
 
     return load_pipeline(model_dir, dtype, "cpu", on_progress, fast, quant_dir=quant_dir)
 
@@ -277,7 +277,7 @@ def test_low_vram_from_start_loads_offloaded(make_manager):
 
 
 def test_fp8_where_the_gpu_cannot_run_it_is_bf16_with_a_note(make_manager):
-    from zimage import fp8
+    from zimage.engine import fp8
 
     m = make_manager(placement=FakeGpuPlacement(), fp8="on")      # no CUDA here: no fp8 tensor cores
     m.ensure_ready(60)
@@ -288,7 +288,7 @@ def test_fp8_where_the_gpu_cannot_run_it_is_bf16_with_a_note(make_manager):
 def test_fp8_that_does_not_fit_while_converting_is_bf16_with_a_note(make_manager, monkeypatch):
     import torch
 
-    from zimage import fp8
+    from zimage.engine import fp8
 
     monkeypatch.setattr(fp8, "choose", lambda setting, capability, compiled: (True, ""))
     def no_room(linear):
@@ -301,7 +301,7 @@ def test_fp8_that_does_not_fit_while_converting_is_bf16_with_a_note(make_manager
 
 
 def test_fp8_blocks_go_back_to_bf16_in_ram_before_a_low_vram_plan(make_manager, monkeypatch):
-    from zimage import fp8
+    from zimage.engine import fp8
 
     monkeypatch.setattr(fp8, "choose", lambda setting, capability, compiled: (setting == "on", ""))  # as on a Hopper
     gpu = FakeGpuPlacement()
@@ -396,7 +396,7 @@ def test_a_fixed_budget_the_gpu_cannot_hold_steps_down_from_what_it_can(make_man
 
 
 def test_plain_loader_setting_never_touches_the_fast_path(make_manager, monkeypatch):
-    from zimage import fastload
+    from zimage.engine import fastload
 
     def boom(*a, **kw):
         raise AssertionError("fast path used")
@@ -427,7 +427,7 @@ def test_warm_up_image_after_a_gpu_load_only_when_enabled(make_manager):
 
 
 def test_quantize_int8_makes_the_copy_once_and_always_runs_a_plan(make_manager, model_copy):
-    from zimage.quantize import cache_dir_for, complete
+    from zimage.engine.quantize import cache_dir_for, complete
 
     for attempt in (1, 2):
         placement = FakeGpuPlacement()
@@ -445,7 +445,7 @@ class CpuAsGpuPlacement:
     and real streaming runtimes (tests/test_offload.py checks them block by block)."""
 
     def __new__(cls):
-        from zimage.devices import TorchPlacement
+        from zimage.engine.placement import TorchPlacement
 
         class Placement(TorchPlacement):
             def __init__(self):
@@ -461,7 +461,7 @@ class CpuAsGpuPlacement:
 
 
 def _tiny_working_set(monkeypatch):
-    from zimage import planning
+    from zimage.engine import planning
 
     for name in ("DENOISE_WORKING_BYTES", "VAE_WORKING_BYTES", "VAE_TILED_WORKING_BYTES"):
         monkeypatch.setattr(planning, name, 1000)     # the tiny model's activations, not a 1024x1024 image's
@@ -469,14 +469,14 @@ def _tiny_working_set(monkeypatch):
 
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_budget_plans_run_for_real_through_the_manager(make_manager, model_copy, monkeypatch, quantize):
-    from zimage.planning import sizes_of
+    from zimage.engine.planning import sizes_of
 
     _tiny_working_set(monkeypatch)
     reference = make_manager(model=str(model_copy), warmup=False)
     expected = reference.generate(req(), timeout=120).images[0].image.tobytes()
     pipe = reference._pipe
     if quantize == "int8":
-        from zimage.quantize import COMPONENTS, quantize_module
+        from zimage.engine.quantize import COMPONENTS, quantize_module
 
         for name in COMPONENTS:
             quantize_module(name, getattr(pipe, name))
@@ -503,7 +503,7 @@ def _queue_behind_a_load(m, reqs, **kw):
 
 
 def _count_pipeline_calls(monkeypatch) -> list:
-    from zimage import generate as gen
+    from zimage.engine import generate as gen
 
     calls = []
     real = gen._call
@@ -542,7 +542,7 @@ def test_the_next_image_starts_while_the_last_one_is_saved_and_close_writes_it(m
     """PNG files are written on the saver thread: the pipeline call for the second request runs
     while the first one's file is still being written; each caller gets its result once its file
     exists; close() returns only after the pending files are written."""
-    from zimage.generate import OutputStore
+    from zimage.store.outputs import OutputStore
 
     calls = _count_pipeline_calls(monkeypatch)
     release, saving = threading.Event(), threading.Event()
@@ -595,7 +595,7 @@ def test_batching_is_off_by_default_and_never_jumps_an_unload(make_manager, monk
 
 
 def test_a_rider_stopped_mid_batch_is_dropped_and_the_others_finish(make_manager, monkeypatch):
-    from zimage import generate as gen
+    from zimage.engine import generate as gen
 
     m = make_manager(batch_max=4)
     real, stopped = gen._call, []
@@ -645,7 +645,7 @@ def test_a_stopped_job_is_never_decoded_and_the_worker_is_free_at_the_step(make_
 
 
 def test_progress_names_each_phase_with_image_counts_and_an_eta(make_manager, monkeypatch):
-    from zimage.generate import OutputStore
+    from zimage.store.outputs import OutputStore
 
     m = make_manager()
     m.generate(req(prompt="the first image measures decoding and saving"), timeout=60)
@@ -706,7 +706,7 @@ def test_guidance_between_0_and_1_generates(make_manager, guidance):
 
 def test_out_of_memory_with_no_smaller_plan_moves_the_weights_to_ram_and_says_so(make_manager, monkeypatch):
     from zimage.errors import OutOfMemory
-    from zimage.planning import DoesNotFit
+    from zimage.engine.planning import DoesNotFit
 
     gpu = FakeGpuPlacement()
     def no_plan_fits(pipe, budget_bytes):

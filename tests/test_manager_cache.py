@@ -8,7 +8,7 @@ import pytest
 
 from conftest import wait_for
 from zimage.errors import CacheCorrupt, DownloadCancelled, ModelInUse
-from zimage.manager import PipelineManager
+from zimage.engine.manager import PipelineManager
 from zimage.state import LoadState
 from zimage.testing.fake_hub import FakeHub
 
@@ -138,8 +138,8 @@ def test_delete_of_another_model_than_the_confirmed_one_is_refused(manager, hub,
 
 
 def test_reports_from_several_replicas_merge_into_one():
-    from zimage.cache import Problem
-    from zimage.hub import VerifyReport, merge_verify_reports
+    from zimage.store.cache import Problem
+    from zimage.store.hub import VerifyReport, merge_verify_reports
 
     a = VerifyReport(Path("/a"), [Problem("vae/x.safetensors", "sha256 mismatch")], 10, "sha256", MODEL_ID)
     b = VerifyReport(Path("/b"), [Problem("vae/x.safetensors", "sha256 mismatch"), Problem("t/y.json", "missing")],

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from zimage.offload import LowVramRuntime
-from zimage.planning import Plan, sizes_of, transformer_blocks
+from zimage.engine.offload import LowVramRuntime
+from zimage.engine.anatomy import transformer_blocks
+from zimage.engine.planning import Plan, sizes_of
 
 
 def run(pipe, seed=5):
@@ -13,7 +14,7 @@ def run(pipe, seed=5):
 
 
 def test_streamed_pipeline_gives_the_same_image(tiny_model_dir):
-    from zimage.loader import load_pipeline
+    from zimage.engine.loader import load_pipeline
 
     pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
     expected = run(pipe)
@@ -35,7 +36,7 @@ def test_streamed_pipeline_gives_the_same_image(tiny_model_dir):
 def test_pin_budget_setting():
     import psutil
 
-    from zimage.devices import pin_budget_bytes
+    from zimage.engine.placement import pin_budget_bytes
 
     assert pin_budget_bytes(0) == 0
     assert pin_budget_bytes(1.5) == int(1.5 * 2**30)
@@ -43,8 +44,8 @@ def test_pin_budget_setting():
 
 
 def test_small_allocations_are_packed_into_one_pinnable_block(tiny_model_dir):
-    from zimage.loader import load_pipeline
-    from zimage.offload import PINNABLE_BYTES, BlockStreamer
+    from zimage.engine.loader import load_pipeline
+    from zimage.engine.offload import PINNABLE_BYTES, BlockStreamer
 
     pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
     expected = run(pipe)
@@ -75,7 +76,7 @@ class _FakeCudart:
 
 
 def test_registered_buffer_locks_one_whole_allocation_and_unlocks_before_it_goes():
-    from zimage.devices import RegisteredBuffer
+    from zimage.engine.placement import RegisteredBuffer
 
     cudart = _FakeCudart()
     buf = RegisteredBuffer(100 * 2**20, cudart=cudart)
@@ -93,7 +94,7 @@ def test_registered_buffer_locks_one_whole_allocation_and_unlocks_before_it_goes
 
 
 def test_registered_buffer_failure_leaves_plain_ram():
-    from zimage.devices import RegisteredBuffer
+    from zimage.engine.placement import RegisteredBuffer
 
     cudart = _FakeCudart(code=2)
     buf = RegisteredBuffer(70 * 2**20, cudart=cudart)
@@ -103,8 +104,8 @@ def test_registered_buffer_failure_leaves_plain_ram():
 
 
 def test_big_ram_allocations_behind_a_pipeline_are_found_once(tiny_model_dir):
-    from zimage.loader import load_pipeline
-    from zimage.offload import PINNABLE_BYTES, _pinnable_storages
+    from zimage.engine.loader import load_pipeline
+    from zimage.engine.offload import PINNABLE_BYTES, _pinnable_storages
 
     pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
     assert _pinnable_storages(pipe) == []                       # the tiny model's shards are all small
@@ -119,7 +120,7 @@ def test_big_ram_allocations_behind_a_pipeline_are_found_once(tiny_model_dir):
 
 
 def test_host_pinner_locks_what_it_can_and_unlocks_only_its_own(monkeypatch):
-    from zimage.offload import HostPinner
+    from zimage.engine.offload import HostPinner
 
     class Cudart(_FakeCudart):
         def cudaHostRegister(self, ptr, n, flags):
@@ -135,7 +136,7 @@ def test_host_pinner_locks_what_it_can_and_unlocks_only_its_own(monkeypatch):
 
 
 def test_host_pinner_release_unlocks_only_what_it_locked():
-    from zimage.offload import HostPinner
+    from zimage.engine.offload import HostPinner
 
     class Cudart(_FakeCudart):
         def cudaHostRegister(self, ptr, n, flags):
@@ -156,7 +157,7 @@ def test_host_pinner_release_unlocks_only_what_it_locked():
 
 def _big(param) -> torch.Tensor:
     """`param`'s values moved into an allocation of its own that is big enough to be page-locked."""
-    from zimage.offload import PINNABLE_BYTES
+    from zimage.engine.offload import PINNABLE_BYTES
 
     big = torch.zeros(PINNABLE_BYTES // param.element_size(), dtype=param.dtype)
     big[:param.numel()] = param.detach().flatten()
@@ -167,8 +168,8 @@ def test_plan_setup_unlocks_ram_whose_tensors_moved_before_it_is_freed(tiny_mode
     """RAM that was page-locked for the setup and whose tensors then went to the GPU is unlocked
     (freed RAM that stays registered breaks later copies: "resource already mapped"); RAM the
     streamed blocks still read stays locked until the plan is removed."""
-    from zimage import offload
-    from zimage.loader import load_pipeline
+    from zimage.engine import offload
+    from zimage.engine.loader import load_pipeline
 
     pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
     expected = run(pipe)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from zimage.generate import GenerationRequest, run_pipeline
-from zimage.loader import load_pipeline
-from zimage.prompt_cache import PromptCache
+from zimage.request import GenerationRequest
+from zimage.engine.generate import run_pipeline
+from zimage.engine.loader import load_pipeline
+from zimage.engine.prompt_cache import PromptCache
 
 
 @pytest.fixture

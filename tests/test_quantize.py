@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from zimage import quantize
+from zimage.engine import quantize
 from zimage.errors import DiskFull, ModelLoadFailed
-from zimage.loader import load_pipeline
-from zimage.offload import LowVramRuntime
-from zimage.planning import Plan, make_plan, sizes_of, transformer_blocks
-from zimage.quantize import (COMPONENTS, SCALE, cache_dir_for, complete, load_quantized, quantizable_linears,
+from zimage.engine.loader import load_pipeline
+from zimage.engine.offload import LowVramRuntime
+from zimage.engine.anatomy import transformer_blocks
+from zimage.engine.planning import Plan, make_plan, sizes_of
+from zimage.engine.quantize import (COMPONENTS, SCALE, cache_dir_for, complete, load_quantized, quantizable_linears,
                              quantize_module, quantize_weight, repeated_blocks, save_quantized)
 
 KW = dict(prompt="a cat", width=256, height=256, num_inference_steps=3, guidance_scale=0.0)
@@ -157,7 +158,7 @@ def test_a_damaged_copy_is_made_again(model_copy):
 
 
 def test_quantized_copy_is_not_a_second_model_in_the_cache_listing(model_copy):
-    from zimage.cache import quick_check
+    from zimage.store.cache import quick_check
 
     load_quantized(model_copy, torch.float32, functools.partial(load))
     assert quick_check(model_copy) == []

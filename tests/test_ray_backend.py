@@ -16,7 +16,7 @@ from PIL import Image
 
 from zimage.config import Settings
 from zimage.errors import Cancelled, ModelUnavailable, ReplicaFailed
-from zimage.generate import GenerationRequest
+from zimage.request import GenerationRequest
 from zimage.state import LoadState
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -r requirements-ray.txt)")
@@ -40,7 +40,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def backend(cluster, tiny_model_dir, tmp_path_factory):
-    from zimage.ray_backend import RayBackend
+    from zimage.scale.ray_backend import RayBackend
 
     root = tmp_path_factory.mktemp("ray")
     settings = Settings(model=str(tiny_model_dir), outputs_dir=str(root / "outputs"), cache_dir=str(root / "cache"),
@@ -62,7 +62,7 @@ def req(**kw):
 
 
 def test_deployment_options_follow_the_settings():
-    from zimage.ray_backend import replica_deployment_options
+    from zimage.scale.ray_backend import replica_deployment_options
 
     fixed = replica_deployment_options(Settings(backend="ray", ray_replicas=3), gpus=1.0)
     assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
@@ -142,8 +142,8 @@ class Borrowed:
 
 
 def test_http_routes_and_the_status_panel_go_through_the_replicas(backend):
-    from zimage.memory import MemoryInfo
-    from zimage.ui import render_status
+    from zimage.state import MemoryInfo
+    from zimage.web.ui import render_status
 
     srv = RunningServer(dataclasses.replace(backend.settings), manager_factory=lambda s: Borrowed(backend))
     try:
@@ -206,10 +206,10 @@ def test_a_replicas_answer_carries_the_peak_vram_and_its_shared_batch(settings, 
     hand: this machine has no GPU to measure one."""
     import threading
 
-    from zimage.manager import PipelineManager
-    from zimage.ray_backend import RayBackend, RemoteJob
-    from zimage.ray_replica import remote_result
-    from zimage.replicas import ReplicaStatus
+    from zimage.engine.manager import PipelineManager
+    from zimage.scale.ray_backend import RayBackend, RemoteJob
+    from zimage.scale.ray_replica import remote_result
+    from zimage.scale.replicas import ReplicaStatus
 
     manager = PipelineManager(dataclasses.replace(settings, batch_max=2)).start()
     try:

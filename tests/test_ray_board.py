@@ -1,7 +1,7 @@
 """The replica board without Ray: commands reach every replica, outcomes wait for the live ones."""
 from zimage.errors import ModelUnavailable
-from zimage.ray_board import ReplicaBoard
-from zimage.replicas import LOST_AFTER_S, ReplicaStatus
+from zimage.scale.ray_board import ReplicaBoard
+from zimage.scale.replicas import LOST_AFTER_S, ReplicaStatus
 from zimage.state import LoadState, Status
 
 

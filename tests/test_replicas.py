@@ -1,5 +1,5 @@
 """Aggregating replica statuses into the one Status the page and /health read."""
-from zimage.replicas import ReplicaStatus, aggregate
+from zimage.scale.replicas import ReplicaStatus, aggregate
 from zimage.state import LoadStage, LoadState, Status
 
 

@@ -15,7 +15,7 @@ from conftest import wait_for
 from test_fuzz_gradio import API, page_facts, read_call_stream, run_event
 
 PASSWD = Path("/etc/passwd").read_bytes()
-SOURCE = Path(__file__).resolve().parents[1] / "zimage" / "server.py"
+SOURCE = Path(__file__).resolve().parents[1] / "zimage" / "web" / "server.py"
 
 
 def file_data(path: str | None = None, url: str | None = None) -> dict:
@@ -64,7 +64,7 @@ def outputs_link(server) -> Path:
     return link
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "/proc/self/environ", str(SOURCE), "zimage/server.py",
+@pytest.mark.parametrize("target", ["/etc/passwd", "/proc/self/environ", str(SOURCE), "zimage/web/server.py",
                                     "link", "url", "url-only"])
 def test_the_issue_request_for_any_file_is_refused_and_leaks_nothing(server, outputs_link, target):
     fd = {"link": file_data(str(outputs_link)),
@@ -157,7 +157,7 @@ def test_file_route_serves_only_this_pages_images(server, outputs_link):
     stranger = Path(get_upload_folder()) / "zimage-test-stranger" / "secret.txt"
     stranger.parent.mkdir(parents=True, exist_ok=True)
     stranger.write_text("not yours")
-    for target in ["/etc/passwd", "/proc/self/environ", str(SOURCE), "zimage/server.py", str(outputs_link),
+    for target in ["/etc/passwd", "/proc/self/environ", str(SOURCE), "zimage/web/server.py", str(outputs_link),
                    str(stranger), "http://127.0.0.1:1/x", "%2Fetc%2Fpasswd", "/etc/passwd%00.png", "x" * 5000]:
         for route in ("/file=", "/file/"):
             r = requests.get(f"{server.url}{API}{route}{target}", timeout=10)
@@ -350,7 +350,7 @@ def test_sigterm_stops_a_server_with_an_open_page_heartbeat(tiny_model_dir, tmp_
 
 
 def test_servable_file_resolves_links_and_refuses_the_rest(tmp_path):
-    from zimage.gradio_files import servable_file
+    from zimage.web.gradio_files import servable_file
 
     out = tmp_path / "outputs"
     (out / "day").mkdir(parents=True)
@@ -381,7 +381,7 @@ def test_servable_file_resolves_links_and_refuses_the_rest(tmp_path):
     ("http://127.0.0.1:7860/path", "127.0.0.1:7860", False),
 ])
 def test_origin_allowed(origin, host, ok):
-    from zimage.security import origin_allowed
+    from zimage.web.security import origin_allowed
 
     assert origin_allowed(origin, host) is ok
 

@@ -1,23 +1,23 @@
-"""server.create_manager: the backend the settings ask for."""
+"""app.create_backend: the backend the settings ask for."""
 import sys
 
 import pytest
 
 from zimage.config import ConfigError, Settings
-from zimage.manager import PipelineManager
-from zimage.server import create_manager
+from zimage.engine.manager import PipelineManager
+from zimage.app import create_backend
 
 
 def test_local_is_the_default_backend(settings):
-    assert type(create_manager(settings)) is PipelineManager
+    assert type(create_backend(settings)) is PipelineManager
 
 
 def test_ray_backend_without_ray_installed_says_what_to_install(settings, monkeypatch):
     import dataclasses
 
-    from zimage.ray_backend import RayBackend
+    from zimage.scale.ray_backend import RayBackend
 
-    backend = create_manager(dataclasses.replace(settings, backend="ray"))
+    backend = create_backend(dataclasses.replace(settings, backend="ray"))
     assert isinstance(backend, RayBackend)
     monkeypatch.setitem(sys.modules, "ray", None)          # `import ray` now fails as if not installed
     with pytest.raises(ConfigError, match="requirements-ray.txt"):
@@ -25,7 +25,7 @@ def test_ray_backend_without_ray_installed_says_what_to_install(settings, monkey
 
 
 def test_demo_with_ray_sends_the_tiny_model_to_the_replicas():
-    backend = create_manager(Settings(demo=True, backend="ray"))
+    backend = create_backend(Settings(demo=True, backend="ray"))
     assert backend.settings.demo and backend.settings.model.endswith("tiny-model")
 
 
@@ -33,12 +33,12 @@ def test_gradio_user_errors_are_one_log_line_other_errors_keep_their_traceback(c
     import gradio
     import gradio.queueing
 
-    from zimage.server import quiet_gradio_user_errors
+    from zimage.web.server import quiet_gradio_user_errors
 
     quiet_gradio_user_errors()
     quiet_gradio_user_errors()                    # idempotent: serve() may run twice in one process
     printer = gradio.queueing.traceback
-    caplog.set_level("INFO", logger="zimage.server")
+    caplog.set_level("INFO", logger="zimage.web.server")
     try:
         raise gradio.Error("width: must be a multiple of 16, got 264")
     except gradio.Error:

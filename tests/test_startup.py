@@ -152,3 +152,5 @@ def test_refused_requests_log_one_line_naming_the_field_and_no_traceback(cli_ser
     assert len(refused) == 2, text[-4000:]
     assert "Width: Value 13 is less than minimum value 256" in refused[0]
     assert "width: must be a multiple of 16, got 264" in refused[1]
+    api = [line for line in text.splitlines() if "request refused (4" in line]     # one line per API refusal
+    assert len(api) == 3 and all("width" in line for line in api), text[-4000:]

@@ -4,12 +4,12 @@ import requests
 from gradio_client import Client
 from PIL import Image
 
-from zimage.manager import Job
-from zimage.memory import MemoryInfo
+from zimage.jobs import Job
+from zimage.state import MemoryInfo
 from zimage.state import LoadStage, LoadState, Status
 from zimage.errors import QueueFull
-from zimage.page_jobs import PageJobs, Result, new_client_id, valid_client_id
-from zimage.ui import failure_text, job_progress, parse_preset, preset_for, render_status, size_problem
+from zimage.web.page_jobs import PageJobs, Result, new_client_id, valid_client_id
+from zimage.web.ui import failure_text, job_progress, parse_preset, preset_for, render_status, size_problem
 
 MEM = MemoryInfo(process_rss_bytes=2**30, ram_total_bytes=16 * 2**30, ram_available_bytes=8 * 2**30)
 
@@ -141,7 +141,7 @@ def test_one_listener_on_loopback_only(server):
 
 
 def test_status_panel_lists_every_replica_with_node_device_state_queue_and_last_image():
-    from zimage.replicas import ReplicaStatus, aggregate
+    from zimage.scale.replicas import ReplicaStatus, aggregate
 
     ready = ReplicaStatus("r1", node="gpu-a (1f2e3d4c)", gpu_ids=("3",), last_image_at=1_700_000_000.0,
                           status=Status(state=LoadState.ON_GPU, device="cuda:0", queue_length=2, last_image_s=1.25))

@@ -21,6 +21,9 @@ DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
 ENV_PREFIX = "ZIMAGE_"
+# diffusers attention backends --attention may name (engine/accel.py picks among them)
+KNOWN_BACKENDS = ("native", "_native_flash", "_native_cudnn", "_native_efficient", "_native_math", "flash",
+                  "_flash_3", "sage")
 # The host names the Host-header check (security.LOOPBACK_NAMES) serves on loopback. Another
 # loopback address (127.0.0.2, 0:0:0:0:0:0:0:1) binds fine but every request would be a 403.
 SERVED_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -139,8 +142,6 @@ class Settings:
         if self.compile not in ("auto", "on", "off"):
             raise ConfigError(f"compile must be auto, on or off, got {self.compile!r}", "compile")
         if self.attention != "auto":
-            from .accel import KNOWN_BACKENDS
-
             if self.attention not in KNOWN_BACKENDS:
                 raise ConfigError(f"attention must be auto or one of {', '.join(KNOWN_BACKENDS)}, "
                                   f"got {self.attention!r}", "attention")

@@ -70,7 +70,7 @@ class Status:
     plan: str = ""                   # where the weights are placed, e.g. "12 blocks resident, 22 streamed"
     last_peak_vram_bytes: int | None = None
     oom_count: int = 0               # generations that ran out of GPU memory since start
-    replicas: tuple = ()             # with --backend ray: one ReplicaStatus (zimage.replicas) per replica
+    replicas: tuple = ()             # with --backend ray: one ReplicaStatus (zimage.scale.replicas) per replica
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -106,3 +106,13 @@ class Status:
         if self.replicas:
             out["replicas"] = [r.to_dict() for r in self.replicas]
         return out
+
+
+@dataclass(frozen=True)
+class MemoryInfo:
+    process_rss_bytes: int
+    ram_total_bytes: int
+    ram_available_bytes: int
+    vram_allocated_bytes: int | None = None   # by this process's torch allocator
+    vram_used_bytes: int | None = None        # on the whole device (nvml)
+    vram_total_bytes: int | None = None

@@ -17,8 +17,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 @pytest.fixture
 def guard_refusals(caplog):
     """Requests the Gradio event guard refused: the page's own must all pass it."""
-    caplog.set_level(logging.INFO, logger="zimage.gradio_guard")
-    return lambda: [r.getMessage() for r in caplog.records if r.name == "zimage.gradio_guard"]
+    caplog.set_level(logging.INFO, logger="zimage.web.gradio_guard")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "zimage.web.gradio_guard"]
 
 
 @pytest.fixture
@@ -199,8 +199,8 @@ def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypat
 
     from playwright.sync_api import sync_playwright
 
-    from zimage.cache import modelscope_cache_base, scan_cache
-    from zimage.hub import download
+    from zimage.store.cache import modelscope_cache_base, scan_cache
+    from zimage.store.hub import download
     from zimage.testing.fake_hub import FakeHub
 
     with FakeHub({MODEL_ID: tiny_model_dir, OTHER_ID: tiny_model_dir}) as fake:

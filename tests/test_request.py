@@ -1,0 +1,79 @@
+"""request.py: the one validator every route shares, seeds, A1111's infotext."""
+import pytest
+
+from zimage.errors import InvalidRequest
+from zimage.request import GenerationRequest, infotext
+
+OK = {"prompt": "a cat", "width": 512, "height": 768, "num_inference_steps": 4, "seed": 7}
+
+
+def test_seed_request_shape_and_turbo_defaults():
+    r = GenerationRequest.from_mapping({"prompt": "warmup", "width": 512, "height": 512,
+                                        "num_inference_steps": 1, "seed": 1})
+    assert (r.width, r.height, r.num_inference_steps, r.seed) == (512, 512, 1, 1)
+    d = GenerationRequest.from_mapping({"prompt": "x"})
+    assert (d.width, d.height, d.num_inference_steps, d.guidance_scale, d.seed, d.num_images) == \
+        (1024, 1024, 9, 0.0, -1, 1)
+
+
+@pytest.mark.parametrize("patch,field", [
+    ({"prompt": None}, "prompt"), ({"prompt": ["a"]}, "prompt"), ({"prompt": "   "}, "prompt"),
+    ({"prompt": "x" * 4001}, "prompt"), ({"prompt": "a\x00b"}, "prompt"),
+    ({"width": 500}, "width"), ({"width": 128}, "width"), ({"width": 4096}, "width"),
+    ({"height": "512"}, "height"), ({"height": None}, "height"), ({"height": 512.5}, "height"),
+    ({"width": True}, "width"),
+    ({"num_inference_steps": 0}, "num_inference_steps"), ({"num_inference_steps": 51}, "num_inference_steps"),
+    ({"num_inference_steps": "ten"}, "num_inference_steps"),
+    ({"seed": -2}, "seed"), ({"seed": 2**40}, "seed"), ({"seed": 1.5}, "seed"),
+    ({"guidance_scale": float("nan")}, "guidance_scale"), ({"guidance_scale": -1}, "guidance_scale"),
+    ({"guidance_scale": "high"}, "guidance_scale"),
+    ({"num_images": 0}, "num_images"), ({"num_images": 5}, "num_images"),
+    ({"negative_prompt": 3}, "negative_prompt"), ({"steps": 9}, "steps"),
+])
+def test_bad_fields_are_named(patch, field):
+    data = dict(OK, **patch)
+    with pytest.raises(InvalidRequest) as e:
+        GenerationRequest.from_mapping(data)
+    assert e.value.field == field and field in e.value.message
+
+
+def test_integral_floats_are_integers():
+    # JSON has one number type: 512.0 is 512 (JSON Schema's "integer" says so too; found by the schema fuzz).
+    r = GenerationRequest.from_mapping(dict(OK, width=512.0, num_inference_steps=4.0, seed=7.0, num_images=2.0))
+    assert (r.width, r.num_inference_steps, r.seed, r.num_images) == (512, 4, 7, 2)
+    assert all(type(v) is int for v in (r.width, r.num_inference_steps, r.seed, r.num_images))
+
+
+def test_missing_prompt_and_non_object_body():
+    with pytest.raises(InvalidRequest, match="prompt: is required"):
+        GenerationRequest.from_mapping({"width": 512})
+    with pytest.raises(InvalidRequest, match="body"):
+        GenerationRequest.from_mapping(["prompt"])
+
+
+def test_unicode_prompt_is_accepted():
+    r = GenerationRequest.from_mapping(dict(OK, prompt="一只猫 🐈 \u202eRTL"))
+    assert "🐈" in r.prompt
+
+
+def test_random_seed_is_resolved_and_images_get_consecutive_seeds():
+    r = GenerationRequest.from_mapping(dict(OK, seed=-1, num_images=3)).with_resolved_seed()
+    assert r.seed >= 0
+    assert r.seeds() == [r.seed, r.seed + 1, r.seed + 2]
+    fixed = GenerationRequest.from_mapping(OK)
+    assert fixed.with_resolved_seed() is fixed
+
+
+def test_infotext_follows_a1111():
+    r = GenerationRequest.from_mapping(dict(OK, negative_prompt="blurry"))
+    text = infotext(r, 7)
+    assert text.splitlines()[0] == "a cat"
+    assert text.splitlines()[1] == "Negative prompt: blurry"
+    assert "Steps: 4" in text and "Seed: 7" in text and "Size: 512x768" in text and "CFG scale: 0" in text
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_a_lone_surrogate_names_its_field(field):
+    with pytest.raises(InvalidRequest) as e:
+        GenerationRequest.from_mapping({**OK, field: "a \udfff b"})
+    assert e.value.field == field and "surrogate at character 2" in e.value.message

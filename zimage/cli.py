@@ -1,0 +1,81 @@
+"""`python -m zimage serve [flags]` (the same as webui.py), `download`, `cache list|verify|repair|clear`,
+`make-tiny-model DIR` and `openapi` (print the HTTP API's schema)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+# tqdm reads TQDM_* at import: silence every library's bars (the modelscope client draws one per
+# file) so the terminal shows our one download bar, which opts back in with disable=False.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from .config import ConfigError, load_settings
+
+
+def serve_main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from .web.server import serve
+
+    try:
+        serve(settings)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:      # uvicorn re-raises Ctrl-C after its shutdown; serve() has cleaned up
+        return 0
+    return 0
+
+
+def print_openapi() -> int:
+    import json
+
+    from .web.api import build_router
+    from .web.compat_api import build_compat_router
+    from .app import create_backend
+    from .web.openapi import openapi_schema
+
+    try:
+        settings = load_settings([])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    manager = create_backend(settings)           # never started: the routes are only described
+    routers = [build_router(manager, settings.max_prompt_chars),
+               build_compat_router(manager, settings.max_prompt_chars)]
+    print(json.dumps(openapi_schema(routers), indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        return serve_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m zimage")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="start the web UI (flags as webui.py)")
+    tiny = sub.add_parser("make-tiny-model", help="write the tiny random Z-Image pipeline (a few MB)")
+    tiny.add_argument("dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    sub.add_parser("openapi", help="print the OpenAPI schema of the HTTP routes (ours, A1111's, OpenAI's)")
+    from . import cli_cache
+
+    cli_cache.add_parsers(sub)
+    args = parser.parse_args(argv)
+    if args.command in ("download", "cache"):
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return cli_cache.run(args)
+    if args.command == "openapi":
+        return print_openapi()
+    if args.command == "make-tiny-model":
+        from .testing.tiny_model import make_tiny_model
+
+        print(make_tiny_model(args.dir, seed=args.seed))
+    return 0
+

@@ -1,0 +1,451 @@
+"""Low-VRAM mode: carrying out a plan (planning.py) by streaming transformer blocks.
+
+Partial residency: as many transformer blocks as the budget allows stay on the GPU; the others stay
+where the loader put them in RAM, and each is copied into one of two GPU slots just before it runs,
+on a side CUDA stream, while the block before it computes (the next block's copy is issued from the
+current block's pre-hook). That RAM is page-locked in the background (cudaHostRegister in place, no
+copy), so a plan is ready as soon as the resident part is on the GPU; until a range is locked its
+copies are ordinary (slower) ones. Quantized blocks (quantize.py) are dequantized into the slot the
+same way, from int8 in VRAM or int8 streamed from RAM. When memory is short the VAE decodes in tiles.
+Switching plans reuses the weights already in RAM or VRAM: no disk reads.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import dataclass
+
+from .anatomy import SCALE, text_encoder_layers, transformer_blocks
+from .planning import SLOTS, Plan
+from .vram import cuda_error_code
+
+log = logging.getLogger(__name__)
+
+VAE_TILE_PIXELS = 512
+PINNABLE_BYTES = 64 * 2**20     # above glibc's largest mmap threshold (32 MB): an allocation of its own
+HOST_MEMORY_ALREADY_REGISTERED = 712
+
+
+class HostPinner:
+    """Page-locks the RAM behind the streamed tensors in place (cudaHostRegister), one whole
+    allocation at a time on a background thread, so copies from it become DMA transfers on a side
+    stream. Nothing is copied: the weights stay where the loader put them. Until an allocation is
+    done, copies from it are ordinary synchronous ones, still correct.
+
+    CUDA rejects a copy from a range that is only partly registered, so only whole allocations are
+    registered, and only big ones (glibc maps those on their own pages, never shared with another
+    allocation): `BlockStreamer` packs blocks whose tensors sit in small allocations first. Copies
+    from a host allocation take `lock`, which is held while an allocation is being registered."""
+
+    def __init__(self, storages: list[tuple[int, int]]):
+        import time
+
+        self.ranges = sorted(set(storages))
+        self.registered: list[int] = []         # what this pinner locked (and unlocks on close)
+        self.locked: set[int] = set()           # every allocation found locked, by it or before it
+        self.bytes_total = sum(n for _, n in self.ranges)
+        self.bytes_done = 0
+        self.seconds: float | None = None
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="zimage-pin", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import time
+
+        import torch
+
+        cudart = torch.cuda.cudart()
+        for ptr, n in self.ranges:
+            if self._stop.is_set():
+                break
+            with self.lock:
+                rc = cudart.cudaHostRegister(ptr, n, 0)
+            code = cuda_error_code(rc)
+            if code == 0:
+                self.registered.append(ptr)
+            elif code != HOST_MEMORY_ALREADY_REGISTERED:     # already pinned, e.g. the idle-unload buffer: fine
+                log.warning("page-locking RAM for streaming failed (%s): copies stay synchronous", rc)
+                break
+            self.locked.add(ptr)
+            self.bytes_done += n
+        self.seconds = time.perf_counter() - self._started
+        log.info("page-locked %.1f GB for streaming in %.1f s", self.bytes_done / 1e9, self.seconds)
+
+    def wait(self) -> "HostPinner":
+        self._thread.join()
+        return self
+
+    def release(self, ptrs: set[int]) -> None:
+        """Unlock these allocations (ones it locked) before their memory is freed: freed RAM that
+        stays registered gets mapped again by a later allocation, and copies from there fail
+        ("resource already mapped")."""
+        import torch
+
+        cudart = torch.cuda.cudart()
+        with self.lock:
+            for ptr in [p for p in self.registered if p in ptrs]:
+                cudart.cudaHostUnregister(ptr)
+                self.registered.remove(ptr)
+                self.locked.discard(ptr)
+
+    def close(self) -> None:
+        import torch
+
+        self._stop.set()
+        self._thread.join()
+        cudart = torch.cuda.cudart()
+        for ptr in self.registered:
+            cudart.cudaHostUnregister(ptr)
+        self.registered = []
+
+
+def _pinnable(t) -> bool:
+    """In RAM, in an allocation big enough to be registered whole (see HostPinner)."""
+    return t.device.type == "cpu" and t.untyped_storage().nbytes() >= PINNABLE_BYTES
+
+
+@dataclass
+class _Entry:
+    module: object
+    name: str
+    is_param: bool
+    src: object                  # the tensor at rest: on the GPU, or in RAM
+    slot_off: int | None         # where it goes in a slot (None: used where it is, on the GPU)
+    stage_off: int | None = None  # int8 from RAM lands here before it is dequantized into the slot
+    scale: object = None         # per-row scale (on the GPU) of an int8 weight
+
+
+class BlockStreamer:
+    """Brings each of `blocks` into a GPU slot just before it runs: a copy from RAM, a dequantize
+    of int8 weights (from VRAM or from RAM), or both. The first `on_device` blocks keep their
+    (int8) weights on the GPU; the others stay in RAM."""
+
+    ALIGN = 64
+
+    def __init__(self, blocks: list, device: str, compute_dtype, persistent_slots: bool = True, on_device: int = 0,
+                 pack_small: bool | None = None, locked: frozenset[int] = frozenset()):
+        """`persistent_slots=False` (the text encoder's visit): the GPU copy is made when the block
+        runs and released right after, and nothing is prefetched. `pack_small` (default: on a GPU)
+        gathers a streamed block whose tensors are on the GPU or in small allocations into one RAM
+        allocation of its own, so it can be page-locked whole (HostPinner). `locked`: addresses of
+        allocations already page-locked (by the runtime); only the others are locked here."""
+        import torch
+
+        self.persistent = persistent_slots
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.blocks = blocks
+        self.layouts: list[list[_Entry]] = []
+        self.slot_sizes, self.stage_sizes = [], []
+        align = lambda n: -(-n // self.ALIGN) * self.ALIGN   # noqa: E731
+        pack_small = self.cuda if pack_small is None else pack_small
+        for index, block in enumerate(blocks):
+            streamed = index >= on_device
+            entries, slot_off, stage_off = [], 0, 0
+            for module in block.modules():
+                scale = module._buffers.get(SCALE)
+                if scale is not None:
+                    scale = module._buffers[SCALE] = scale.to(self.device)   # a few KB per weight
+                for name, t in list(module._parameters.items()) + list(module._buffers.items()):
+                    if t is None or name == SCALE:
+                        continue
+                    src = t.detach()
+                    quant = scale is not None and name == "weight"
+                    entry = _Entry(module, name, name in module._parameters, src, None, None, scale if quant else None)
+                    if quant or streamed:
+                        entry.slot_off = slot_off
+                        slot_off += align(src.numel() * (torch.empty((), dtype=compute_dtype).element_size()
+                                                         if quant else src.element_size()))
+                        if quant and streamed:
+                            entry.stage_off = stage_off
+                            stage_off += align(src.numel())
+                    entries.append(entry)
+            if not streamed:
+                for e in entries:
+                    e.src = e.src.to(self.device)
+            elif pack_small and not all(_pinnable(e.src) for e in entries):
+                self._pack(entries)
+            else:
+                for e in entries:
+                    e.src = e.src.to("cpu")
+            self.layouts.append(entries)
+            self.slot_sizes.append(slot_off)
+            self.stage_sizes.append(stage_off)
+            self._point_rest(index)
+        self.compute_dtype = compute_dtype
+        self.slot_bytes, self.stage_bytes = max(self.slot_sizes, default=0), max(self.stage_sizes, default=0)
+        self.slots = [self._new_slot() for _ in range(SLOTS)] if persistent_slots else [None] * SLOTS
+        host = {(e.src.untyped_storage().data_ptr(), e.src.untyped_storage().nbytes())
+                for layout in self.layouts for e in layout if e.src.device.type == "cpu" and _pinnable(e.src)}
+        host = {(ptr, n) for ptr, n in host if ptr not in locked}
+        self.pinner = HostPinner(sorted(host)) if self.cuda else None
+        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self.ready: dict[int, object] = {}      # block index -> (slot, event) of its copy
+        self.slot_free: list = [None] * SLOTS   # event: the block last in this slot has finished
+        self.turn = 0
+        self._current_slot = 0
+        self.handles = []
+        for i, block in enumerate(blocks):
+            self.handles.append(block.register_forward_pre_hook(self._make_pre(i)))
+            self.handles.append(block.register_forward_hook(self._make_post(i)))
+
+    def _pack(self, entries: list[_Entry]) -> None:
+        """One RAM allocation for the block's tensors (copied from wherever they are)."""
+        import torch
+
+        sizes = [-(-e.src.numel() * e.src.element_size() // self.ALIGN) * self.ALIGN for e in entries]
+        flat = torch.empty(max(sum(sizes), PINNABLE_BYTES), dtype=torch.uint8)
+        offset = 0
+        for e, size in zip(entries, sizes):
+            view = self._view(flat, offset, e.src)
+            view.copy_(e.src)
+            e.src = view
+            offset += size
+
+    def _new_slot(self):
+        import torch
+
+        stage = torch.empty(self.stage_bytes, dtype=torch.uint8, device=self.device) if self.stage_bytes else None
+        return torch.empty(self.slot_bytes, dtype=torch.uint8, device=self.device), stage
+
+    @staticmethod
+    def _view(buffer, offset: int, like, dtype=None):
+        import torch
+
+        dtype = dtype or like.dtype
+        n = like.numel() * torch.empty((), dtype=dtype).element_size()
+        return buffer[offset:offset + n].view(dtype).view(like.shape)
+
+    @staticmethod
+    def _set(entry: _Entry, tensor) -> None:
+        if entry.is_param:
+            entry.module._parameters[entry.name].data = tensor
+        else:
+            entry.module._buffers[entry.name] = tensor
+
+    def _point_rest(self, i: int) -> None:
+        for e in self.layouts[i]:
+            self._set(e, e.src)
+
+    def _point_slot(self, i: int, slot) -> None:
+        buf, _stage = slot
+        for e in self.layouts[i]:
+            if e.slot_off is None:
+                self._set(e, e.src)
+            else:
+                self._set(e, self._view(buf, e.slot_off, e.src, self.compute_dtype if e.scale is not None else None))
+
+    def _fill(self, i: int, slot) -> None:
+        if self.pinner is None:
+            return self._fill_unlocked(i, slot)
+        with self.pinner.lock:             # never copy from an allocation while it is being registered
+            self._fill_unlocked(i, slot)
+
+    def _fill_unlocked(self, i: int, slot) -> None:
+        from .quantize import dequantize_into
+
+        buf, stage = slot
+        for e in self.layouts[i]:
+            if e.slot_off is None:
+                continue
+            if e.scale is None:
+                self._view(buf, e.slot_off, e.src).copy_(e.src, non_blocking=True)
+                continue
+            q = e.src
+            if e.stage_off is not None:
+                q = self._view(stage, e.stage_off, e.src)
+                q.copy_(e.src, non_blocking=True)
+            dequantize_into(q, e.scale, self._view(buf, e.slot_off, e.src, self.compute_dtype))
+
+    def _fetch(self, i: int) -> None:
+        import torch
+
+        k = self.turn
+        self.turn = (self.turn + 1) % SLOTS
+        if not self.persistent:
+            self.slots[k] = self._new_slot()
+        if self.cuda:
+            with torch.cuda.stream(self.stream):
+                if self.slot_free[k] is not None:
+                    self.stream.wait_event(self.slot_free[k])
+                self._fill(i, self.slots[k])
+                event = torch.cuda.Event()
+                event.record(self.stream)
+        else:
+            self._fill(i, self.slots[k])
+            event = None
+        self.ready[i] = (k, event)
+
+    def _make_pre(self, i: int):
+        def pre(module, args):
+            import torch
+
+            if i not in self.ready:
+                self._fetch(i)                   # the first block of a pass, or after a plan change
+            k, event = self.ready.pop(i)
+            if event is not None:
+                torch.cuda.current_stream(self.device).wait_event(event)
+            self._point_slot(i, self.slots[k])
+            if self.persistent:
+                self._fetch((i + 1) % len(self.blocks))   # the next block copies while this one computes
+            self._current_slot = k
+        return pre
+
+    def _make_post(self, i: int):
+        def post(module, args, output):
+            import torch
+
+            k = self._current_slot
+            if self.cuda:
+                event = torch.cuda.Event()
+                event.record(torch.cuda.current_stream(self.device))
+                self.slot_free[k] = event
+            self._point_rest(i)
+            if not self.persistent:
+                self.slots[k] = None             # the caching allocator reuses it for activations
+            return output
+        return post
+
+    def remove(self, to_device: str) -> None:
+        """Unhook and put every block's tensors on `to_device` as ordinary tensors."""
+        import torch
+
+        for h in self.handles:
+            h.remove()
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        if self.pinner is not None:
+            self.pinner.close()
+        for i, block in enumerate(self.blocks):
+            self._point_rest(i)
+            block.to(to_device)
+        self.ready.clear()
+
+
+def _move_own_tensors(module, device: str, skip: set[int]) -> None:
+    """Move the tensors of `module` and its submodules to `device`, except inside modules in `skip`."""
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        if id(m) in skip:
+            continue
+        for name, p in m._parameters.items():
+            if p is not None:
+                p.data = p.data.to(device)
+        for name, b in m._buffers.items():
+            if b is not None:
+                m._buffers[name] = b.to(device)
+        stack.extend(m.children())
+
+
+def set_vae_tiling(vae, on: bool) -> None:
+    """Decode in 512-pixel tiles (blended at the seams) or whole."""
+    if not hasattr(vae, "enable_tiling"):
+        return
+    if on:
+        vae.enable_tiling()
+        vae.tile_sample_min_size = VAE_TILE_PIXELS
+        vae.tile_latent_min_size = VAE_TILE_PIXELS // 2 ** (len(vae.config.block_out_channels) - 1)
+    else:
+        vae.disable_tiling()
+
+
+def torch_device_is_cuda(device: str) -> bool:
+    import torch
+
+    return torch.device(device).type == "cuda"
+
+
+def _big_storages(tensors) -> dict[int, object]:
+    """The big RAM allocations (see _pinnable) behind `tensors`, by address."""
+    return {t.untyped_storage().data_ptr(): t.untyped_storage() for t in tensors if _pinnable(t)}
+
+
+def _pipeline_tensors(pipe) -> list:
+    import torch
+
+    return [t for c in pipe.components.values() if isinstance(c, torch.nn.Module)
+            for t in list(c.parameters()) + list(c.buffers())]
+
+
+def _ranges(storages: dict[int, object]) -> list[tuple[int, int]]:
+    return sorted((ptr, s.nbytes()) for ptr, s in storages.items())
+
+
+def _pinnable_storages(pipe) -> list[tuple[int, int]]:
+    """(address, bytes) of the big RAM allocations behind the pipeline's tensors."""
+    return _ranges(_big_storages(_pipeline_tensors(pipe)))
+
+
+class LowVramRuntime:
+    """A pipeline running under a Plan: resident parts on the GPU, streamed blocks in RAM, int8
+    blocks dequantized as they run, the text encoder visiting the GPU only to encode (when the
+    plan says so). The weights may start anywhere (GPU or RAM): nothing is read from disk."""
+
+    def __init__(self, pipe, plan: Plan, device: str):
+        self.pipe, self.plan, self.device = pipe, plan, device
+        # The loader's RAM, page-locked first (0.35-0.9 s for 5-20 GB on the GPU machine), so that
+        # the resident part goes to the GPU by DMA instead of pageable copies (2.5 s for 9 GB).
+        # Held until the setup is done: RAM whose tensors move to the GPU is unlocked before it is freed.
+        loader_ram = _big_storages(_pipeline_tensors(pipe))
+        self.pinner = HostPinner(_ranges(loader_ram)).wait() if torch_device_is_cuda(device) else None
+        locked = frozenset(self.pinner.locked) if self.pinner is not None else frozenset()
+        streamer = functools.partial(BlockStreamer, device=device, compute_dtype=pipe.vae.dtype, locked=locked)
+        quantized = lambda block: any(SCALE in m._buffers for m in block.modules())   # noqa: E731
+        blocks = transformer_blocks(pipe.transformer)
+        resident = plan.resident_blocks
+        if any(quantized(b) for b in blocks):
+            handled = blocks
+            self.streamers = [streamer(blocks, on_device=resident)]
+        else:
+            handled = blocks[resident:]
+            self.streamers = [streamer(handled)] if handled else []
+        text_layers = text_encoder_layers(pipe.text_encoder)
+        if not plan.text_encoder_on_gpu:
+            self.streamers.append(streamer(text_layers, persistent_slots=False))
+            handled = handled + text_layers
+        elif any(quantized(b) for b in text_layers):
+            self.streamers.append(streamer(text_layers, on_device=len(text_layers)))
+            handled = handled + text_layers
+        skip = {id(b) for b in handled}
+        for name, component in pipe.components.items():
+            if hasattr(component, "_parameters"):
+                _move_own_tensors(component, device, skip)
+        set_vae_tiling(pipe.vae, plan.vae_tiling)
+        self._sync()
+        if self.pinner is not None:
+            self.pinner.release(set(loader_ram) - set(self.ram_in_use()))
+        del loader_ram                  # RAM of the parts now on the GPU is freed here
+
+    def ram_in_use(self) -> dict[int, object]:
+        """The big RAM allocations the plan still reads: streamed blocks' tensors, and any left in RAM."""
+        streamed = [e.src for s in self.streamers for entries in s.layouts for e in entries]
+        return _big_storages(streamed + _pipeline_tensors(self.pipe))
+
+    @property
+    def pinning(self) -> tuple[int, int]:
+        """(bytes page-locked so far, bytes to lock): the loader's RAM, then blocks packed since."""
+        pinners = [p for p in [self.pinner, *(s.pinner for s in self.streamers)] if p is not None]
+        return sum(p.bytes_done for p in pinners), sum(p.bytes_total for p in pinners)
+
+    def _sync(self) -> None:
+        import torch
+
+        if torch.device(self.device).type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def remove(self, to_device: str) -> None:
+        self._sync()
+        if self.pinner is not None:     # unlocked before the moves below can free that RAM
+            self.pinner.close()
+        for streamer in self.streamers:
+            streamer.remove(to_device)
+        set_vae_tiling(self.pipe.vae, False)
+        for name, component in self.pipe.components.items():
+            if hasattr(component, "to"):
+                component.to(to_device)
+        self._sync()

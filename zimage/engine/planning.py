@@ -1,0 +1,156 @@
+"""Planning for a VRAM budget: which transformer blocks stay on the GPU, which stream from RAM,
+whether the text encoder visits the GPU only to encode and the VAE decodes in tiles. Pure
+arithmetic on the component sizes (bf16, or int8 with bf16 slots), so every budget is tested on the
+CPU; offload.py carries a plan out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ZImageError
+from .anatomy import SCALE, text_encoder_layers, transformer_blocks
+
+GiB = 2**30
+# Activations of a 1024x1024 image beside the weights. The resident peak is 23.3 GB for 20.5 GB of
+# weights on the H100 (anchors); most of it is the VAE decode, which tiles of 512 pixels shrink.
+DENOISE_WORKING_BYTES = int(1.0 * GiB)
+VAE_WORKING_BYTES = int(2.8 * GiB)
+VAE_TILED_WORKING_BYTES = int(1.0 * GiB)
+WORKING_BYTES = max(DENOISE_WORKING_BYTES, VAE_WORKING_BYTES)
+SLOTS = 2
+
+
+class DoesNotFit(ZImageError):
+    http_status = 507
+    code = "vram_budget_too_small"
+
+    def __init__(self, budget_bytes: int, minimum_bytes: int):
+        super().__init__(f"A {budget_bytes / GiB:.1f} GiB VRAM budget is below the {minimum_bytes / GiB:.1f} GiB "
+                         "this model needs even with every block streamed from RAM.",
+                         f"Set --vram-budget to at least {minimum_bytes / GiB:.1f} (GB), or use --quantize int8.")
+        self.budget_bytes, self.minimum_bytes = budget_bytes, minimum_bytes
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Bytes of what a plan places: the transformer without its blocks and each block (in execution
+    order) as stored, the text encoder likewise, the VAE. With quantized blocks, `block_slots` and
+    `text_slots` are each block's bytes once dequantized (what a GPU slot must hold)."""
+    core: int
+    blocks: tuple[int, ...]
+    vae: int
+    text_core: int = 0
+    text_blocks: tuple[int, ...] = ()
+    block_slots: tuple[int, ...] = ()
+    text_slots: tuple[int, ...] = ()
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.block_slots)
+
+    @property
+    def text_encoder(self) -> int:
+        return self.text_core + sum(self.text_blocks)
+
+    @property
+    def total(self) -> int:
+        return self.text_encoder + self.core + sum(self.blocks) + self.vae
+
+    def peak(self, resident: int, text_on_gpu: bool, working: int) -> int:
+        """VRAM at the peak for `resident` blocks on the GPU (the rest streamed)."""
+        streamed = len(self.blocks) - resident
+        q = self.quantized
+        slot = max(self.block_slots or self.blocks, default=0)
+        stage = max(self.blocks, default=0) if q and streamed else 0      # int8 copied in before dequantizing
+        tslot = max(self.text_slots or self.text_blocks, default=0)
+        if text_on_gpu:
+            text = self.text_encoder + (SLOTS * tslot if q else 0)
+        else:
+            text = self.text_core + SLOTS * (tslot + (max(self.text_blocks, default=0) if q else 0))
+        slots = SLOTS * (slot + stage) if (streamed or q) else 0
+        return self.core + sum(self.blocks[:resident]) + slots + self.vae + text + working
+
+
+@dataclass(frozen=True)
+class Plan:
+    budget_bytes: int | None
+    resident_blocks: int          # the first blocks in execution order stay on the GPU
+    streamed_blocks: int
+    text_encoder_on_gpu: bool     # False: its layers are streamed too, while the prompt is encoded
+    est_peak_bytes: int
+    vae_tiling: bool = False
+    quantized: bool = False
+
+    @property
+    def is_resident(self) -> bool:
+        return self.streamed_blocks == 0 and self.text_encoder_on_gpu and not self.quantized
+
+    def describe(self) -> str:
+        budget = "no budget" if self.budget_bytes is None else f"budget {self.budget_bytes / GiB:.1f} GiB"
+        extra = (", int8 weights" if self.quantized else "") + (", VAE in tiles" if self.vae_tiling else "")
+        if self.streamed_blocks == 0 and self.text_encoder_on_gpu:
+            return f"everything on the GPU ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB{extra})"
+        te = "on the GPU" if self.text_encoder_on_gpu else "streamed while encoding"
+        return (f"{self.resident_blocks} transformer blocks resident, {self.streamed_blocks} streamed from RAM; "
+                f"text encoder {te} ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB{extra})")
+
+
+def working_bytes(vae_tiling: bool) -> int:
+    return max(DENOISE_WORKING_BYTES, VAE_TILED_WORKING_BYTES if vae_tiling else VAE_WORKING_BYTES)
+
+
+def _best_fit(sizes: Sizes, budget_bytes: int | None, tiling: bool) -> Plan | None:
+    n, q, work = len(sizes.blocks), sizes.quantized, working_bytes(tiling)
+    everything = sizes.peak(n, True, work)
+    if budget_bytes is None or everything <= budget_bytes:
+        return Plan(budget_bytes, n, 0, True, everything, tiling, q)
+    for resident in range(n, -1, -1):     # the text encoder's layers are streamed first: they run once per image
+        peak = sizes.peak(resident, False, work)
+        if peak <= budget_bytes:
+            return Plan(budget_bytes, resident, n - resident, False, peak, tiling, q)
+    return None
+
+
+def make_plan(sizes: Sizes, budget_bytes: int | None) -> Plan:
+    """The fastest placement that fits: everything resident if it fits; else the text encoder's
+    layers are streamed, then as many transformer blocks as fit stay resident and the rest are
+    streamed. The VAE decodes in tiles only where that keeps more blocks resident (tiles change the
+    picture slightly at their seams)."""
+    whole = _best_fit(sizes, budget_bytes, tiling=False)
+    if whole is not None and whole.streamed_blocks == 0 and whole.text_encoder_on_gpu:
+        return whole
+    tiled = _best_fit(sizes, budget_bytes, tiling=True)
+    if tiled is not None and (whole is None or tiled.resident_blocks > whole.resident_blocks):
+        return tiled
+    if whole is not None:
+        return whole
+    raise DoesNotFit(budget_bytes, sizes.peak(0, False, working_bytes(True)))
+
+
+def _tensor_bytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+def _slot_bytes(module, itemsize: int) -> int:
+    """Bytes of the block once its int8 weights are dequantized to the compute dtype (`itemsize`
+    bytes per element): what a GPU slot holds."""
+    total = 0
+    for m in module.modules():
+        for name, t in list(m._parameters.items()) + list(m._buffers.items()):
+            if t is None or name == SCALE:
+                continue
+            total += t.numel() * (itemsize if SCALE in m._buffers and name == "weight" else t.element_size())
+    return total
+
+
+def sizes_of(pipe) -> Sizes:
+    blocks_list = transformer_blocks(pipe.transformer)
+    text_list = text_encoder_layers(pipe.text_encoder)
+    blocks = tuple(_tensor_bytes(b) for b in blocks_list)
+    text_blocks = tuple(_tensor_bytes(b) for b in text_list)
+    quantized = any(SCALE in m._buffers for b in blocks_list + text_list for m in b.modules())
+    itemsize = next(pipe.vae.parameters()).element_size()      # the VAE is never quantized
+    return Sizes(core=_tensor_bytes(pipe.transformer) - sum(blocks), blocks=blocks, vae=_tensor_bytes(pipe.vae),
+                 text_core=_tensor_bytes(pipe.text_encoder) - sum(text_blocks), text_blocks=text_blocks,
+                 block_slots=tuple(_slot_bytes(b, itemsize) for b in blocks_list) if quantized else (),
+                 text_slots=tuple(_slot_bytes(b, itemsize) for b in text_list) if quantized else ())

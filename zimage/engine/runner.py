@@ -1,0 +1,132 @@
+"""One pipeline call for a generation and its riders: the progress each job shows (phase, step,
+images), the measured decode and save figures its ETA uses, and the saving of its images on the
+saver thread.
+
+The manager decides when to call (loaded, on the right plan) and what to do after an
+out-of-memory; `call` only reports one (None) after the exception is gone.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any, Callable
+
+from ..errors import Cancelled, GenerationFailed, ZImageError
+from ..jobs import Job
+from ..request import GenerationResult
+from ..store.outputs import OutputStore, save_result
+from .generate import run_batch
+from .vram import is_oom
+
+log = logging.getLogger(__name__)
+
+
+class _CountingStore:
+    """The output store, counting a job's saved images into `job.images_done` ("image 2 of 4")."""
+
+    def __init__(self, store: OutputStore, job: Job):
+        self._store, self._job = store, job
+
+    def save(self, *args, **kwargs):
+        path = self._store.save(*args, **kwargs)
+        self._job.images_done += 1
+        return path
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
+class GenerationRunner:
+    """Owned by the manager. Its two figures are written by the worker (decode) and the saver
+    thread (save) alone and only copied into a job when it starts: a float's assignment is atomic,
+    so they take no lock."""
+
+    def __init__(self, store: OutputStore, model_label: str):
+        self._store = store
+        self._model_label = model_label
+        self.decode_s_per_image: float | None = None  # last measured VAE decode and PNG save, for Job.eta_s
+        self.save_s_per_image: float | None = None
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zimage-save")   # PNG files, in order
+
+    def close(self) -> None:
+        self._saver.shutdown(wait=True)           # images already made are written before we return
+
+    def start(self, members: list[Job]) -> None:
+        """The members' image counts and the figures their ETAs start from."""
+        for member in members:
+            member.images_total, member.images_done = member.request.num_images, 0
+            member.decode_s_per_image, member.save_s_per_image = self.decode_s_per_image, self.save_s_per_image
+
+    def call(self, pipe, members: list[Job], embeds: Callable[..., Any]) -> tuple[list | None, float]:
+        """Run the members' requests as one pipeline call: each member's images and the seconds it
+        took. (None, 0) after an out-of-memory (the exception, and the step's tensors its traceback
+        holds, already dropped)."""
+        started = {}                  # phase -> when it began (perf_counter)
+        firsts = list(itertools.accumulate([0] + [m.request.num_images for m in members]))[:-1]
+
+        def on_phase(name: str, done: int, total: int) -> None:
+            now = time.perf_counter()
+            started.setdefault(name, now)
+            if name == "decoding" and done == total and total:
+                self.decode_s_per_image = (now - started[name]) / total
+            for member, first in zip(members, firsts):
+                member.phase = name
+                if name == "decoding":
+                    member.images_done = min(max(0, done - first), member.request.num_images)
+
+        def on_step(step: int, total: int, latents=None) -> None:
+            elapsed = time.perf_counter() - started.get("generating", time.perf_counter())
+            for member in members:
+                member.step, member.total_steps = step, total
+                member.step_seconds = elapsed / step if step else 0.0
+            if latents is not None:
+                members[0].latest_latent = latents[0].detach().to("cpu", copy=True)   # for live previews
+
+        def all_stopped() -> bool:
+            return all(m.cancelled for m in members)
+
+        try:
+            began = time.perf_counter()
+            batches = run_batch(pipe, [m.request for m in members], all_stopped, on_step, embeds,
+                                on_phase=on_phase)
+            return batches, time.perf_counter() - began
+        except ZImageError:
+            raise                     # Cancelled, and the other typed errors, as they are
+        except Exception as e:
+            if not is_oom(e):
+                log.exception("generation failed")
+                raise GenerationFailed(
+                    f"The generation failed: {e.__class__.__name__}: {str(e)[:300]}",
+                    "Try again; if it fails again, the server log has the details (try Unload, then Preload).") from e
+        return None, 0.0
+
+    def save(self, members: list[Job], batches: list, seconds: float, warning: str,
+             peak: int | None) -> list[Future | BaseException]:
+        """Each member's outcome: a Future of its result, or Cancelled for a member of a shared
+        call that was stopped. Saved on the saver thread: PNG encoding (about 0.2 s an image) never
+        holds up the next generation. Each member's Future resolves once its files are written."""
+        total = sum(len(images) for images in batches)
+        shared = total if len(members) > 1 else 0
+        outcomes = []
+        for m, images in zip(members, batches):
+            if len(members) > 1 and m.cancelled:
+                outcomes.append(Cancelled())
+                continue
+            m.phase, m.images_done = "saving", 0
+            outcomes.append(self._saver.submit(self._save, m, images, seconds, shared, warning, peak))
+        return outcomes
+
+    def _save(self, job: Job, images: list, seconds: float, shared: int, warning: str,
+              peak: int | None) -> GenerationResult:
+        try:
+            started = time.perf_counter()
+            result = save_result(job.request, images, seconds, _CountingStore(self._store, job),
+                                 self._model_label, batch_images=shared)
+            if images:
+                self.save_s_per_image = (time.perf_counter() - started) / len(images)
+            return replace(result, warning="\n".join(filter(None, [warning, result.warning])), peak_vram_bytes=peak)
+        finally:
+            job.phase = "done"

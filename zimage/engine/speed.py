@@ -1,0 +1,92 @@
+"""The speed-up policy for a resident pipeline: the attention backend, fp8 matmuls, regional
+compile and the warm-up images, and the undoing of fp8 before a low-VRAM plan streams the blocks.
+
+Functions of the pipeline, the settings and the placement; the manager keeps the state changes
+(it passes callbacks for what the page shows meanwhile).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from ..config import Settings
+from .vram import is_oom
+
+log = logging.getLogger(__name__)
+
+
+def speed_up(pipe, settings: Settings, placement: Any, *, warm: bool, on_fp8: Callable[[str], None],
+             on_warm_up: Callable[[], None]) -> str:
+    """On the GPU with the model resident: the attention backend, regional compile (when wanted),
+    and the warm-up images that build the kernels before any request. `on_fp8(note)` gets fp8's
+    outcome for the page ("" when there is nothing to say) whenever fp8 is not off; `on_warm_up()`
+    comes before the warm-up images. Returns the attention backend in use."""
+    from . import accel
+    from .generate import warm_up
+
+    import torch
+
+    device = placement.gpu_device
+    on_cuda = device is not None and torch.cuda.is_available()
+    capability = torch.cuda.get_device_capability(device) if on_cuda else None
+    attention = accel.set_attention(pipe, accel.choose_attention(settings.attention, capability))
+    compiled = accel.want_compile(settings.compile, on_cuda, resident=True)
+    note = use_fp8(pipe, settings, placement, capability, compiled)
+    if note is not None:
+        on_fp8(note)
+    if compiled and not accel.is_compiled(pipe):
+        from ..store.cache import modelscope_cache_base
+
+        accel.compile_blocks(pipe, accel.compile_cache_dir(modelscope_cache_base(settings.cache_dir)))
+    if warm:
+        on_warm_up()
+        for prompt in accel.WARMUP_PROMPTS[:2 if compiled else 1]:
+            log.info("warm-up image in %.2f s (attention %s%s)", warm_up(pipe, prompt=prompt),
+                     attention, ", compiled blocks" if compiled else "")
+    return attention
+
+
+def use_fp8(pipe, settings: Settings, placement: Any, capability: tuple[int, int] | None,
+            compiled: bool) -> str | None:
+    """fp8 matmuls in the blocks when asked for and this GPU and setup can run them (before the
+    compile, which then traces the fp8 blocks); otherwise bf16. Returns the note for the page
+    ("" when fp8 runs or is not wanted), None when fp8 is off."""
+    if settings.fp8 == "off":
+        return None
+    from . import fp8
+
+    use, note = fp8.choose(settings.fp8, capability, compiled)
+    if use:
+        try:
+            fp8.apply(pipe)
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            note = "Not enough VRAM to convert the blocks to fp8 (it briefly needs 6 GB more); running bf16."
+        if note:       # freed outside the except block: the traceback would keep the fp8 copies alive
+            placement.free_memory()
+    if note:
+        log.warning(note)
+    return note
+
+
+def leave_fp8(pipe, settings: Settings, placement: Any) -> None:
+    """Low-VRAM plans stream bf16 blocks: fp8 blocks go back to bf16 Linears first. In RAM, since
+    the bf16 blocks take twice the VRAM of the fp8 ones and a plan is needed because VRAM is short."""
+    if settings.fp8 == "off":
+        return
+    from . import fp8
+
+    if fp8.is_applied(pipe):
+        placement.move(pipe, "cpu")
+        fp8.remove(pipe)
+
+
+def resident_plan(pipe, settings: Settings) -> str:
+    """The plan text the page shows for a resident pipeline."""
+    if settings.fp8 != "off":
+        from . import fp8
+
+        if fp8.is_applied(pipe):
+            return "everything on the GPU, fp8 matmuls in the transformer blocks"
+    return "everything on the GPU"

@@ -1,0 +1,167 @@
+"""The validated generation request (the one validator the page and every HTTP route share),
+its result records and A1111's infotext. Pure: no torch, no files.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+MIN_SIZE, MAX_SIZE, SIZE_MULTIPLE = 256, 2048, 16
+MIN_STEPS, MAX_STEPS = 1, 50
+MAX_IMAGES = 4
+MAX_GUIDANCE = 20.0
+MAX_SEED = 2**32 - 1
+MODEL_LABEL = "Z-Image-Turbo"
+SAMPLER_LABEL = "Euler (flow match)"
+
+
+def as_int(value: Any) -> int | None:
+    """An integer from JSON: 512, or 512.0 (JSON has one number type, and JSON Schema's "integer"
+    includes 512.0); None for anything else (True, 1.5, "512", NaN)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _int_field(data: Mapping, name: str, default: int, lo: int, hi: int) -> int:
+    raw = data.get(name, default)
+    value = as_int(raw)
+    if value is None:
+        raise InvalidRequest(name, f"must be an integer, got {type(raw).__name__}")
+    if not lo <= value <= hi:
+        raise InvalidRequest(name, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _size_field(data: Mapping, name: str, default: int) -> int:
+    value = _int_field(data, name, default, MIN_SIZE, MAX_SIZE)
+    if value % SIZE_MULTIPLE:
+        raise InvalidRequest(name, f"must be a multiple of {SIZE_MULTIPLE}, got {value}")
+    return value
+
+
+def _str_field(data: Mapping, name: str, default: str | None, max_chars: int) -> str:
+    if name not in data and default is None:
+        raise InvalidRequest(name, "is required")
+    value = data.get(name, default)
+    if value is None and default is not None:
+        value = default
+    if not isinstance(value, str):
+        raise InvalidRequest(name, f"must be a string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise InvalidRequest(name, f"is too long ({len(value)} characters, at most {max_chars})")
+    if "\x00" in value:
+        raise InvalidRequest(name, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:   # JSON's "\ud800" decodes to a lone surrogate; the tokenizer raises on it
+        raise InvalidRequest(name, f"must be valid Unicode text (a lone UTF-16 surrogate at character {e.start})") \
+            from None
+    return value
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 1024
+    height: int = 1024
+    num_inference_steps: int = 9
+    guidance_scale: float = 0.0
+    seed: int = -1                 # -1 = random
+    num_images: int = 1
+
+    FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
+              "guidance_scale", "seed", "num_images")
+
+    @classmethod
+    def from_mapping(cls, data: Any, max_prompt_chars: int = 4000) -> "GenerationRequest":
+        """Validate untrusted input (a JSON body or the page's fields). Errors name the field."""
+        if not isinstance(data, Mapping):
+            raise InvalidRequest("body", "must be a JSON object")
+        unknown = sorted(set(data) - set(cls.FIELDS))
+        if unknown:
+            raise InvalidRequest(unknown[0], f"is not a known field (known: {', '.join(cls.FIELDS)})")
+        prompt = _str_field(data, "prompt", None, max_prompt_chars)
+        if not prompt.strip():
+            raise InvalidRequest("prompt", "must not be empty")
+        guidance = data.get("guidance_scale", 0.0)
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+            raise InvalidRequest("guidance_scale", "must be a finite number")
+        if not 0.0 <= guidance <= MAX_GUIDANCE:
+            raise InvalidRequest("guidance_scale", f"must be between 0 and {MAX_GUIDANCE:g}, got {guidance}")
+        seed = as_int(data.get("seed", -1))
+        if seed is None or not (seed == -1 or 0 <= seed <= MAX_SEED):
+            raise InvalidRequest("seed", f"must be -1 (random) or an integer 0-{MAX_SEED}")
+        return cls(
+            prompt=prompt,
+            negative_prompt=_str_field(data, "negative_prompt", "", max_prompt_chars),
+            width=_size_field(data, "width", 1024),
+            height=_size_field(data, "height", 1024),
+            num_inference_steps=_int_field(data, "num_inference_steps", 9, MIN_STEPS, MAX_STEPS),
+            guidance_scale=float(guidance),
+            seed=seed,
+            num_images=_int_field(data, "num_images", 1, 1, MAX_IMAGES),
+        )
+
+    def with_resolved_seed(self) -> "GenerationRequest":
+        """Replace seed -1 with a concrete random seed, so the result can be reproduced."""
+        if self.seed >= 0:
+            return self
+        return replace(self, seed=secrets.randbelow(MAX_SEED - MAX_IMAGES))
+
+    def seeds(self) -> list[int]:
+        """One seed per image, A1111-style: seed, seed+1, ..."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Any          # PIL.Image.Image
+    seed: int
+    infotext: str
+    path: Path | None   # where it was saved, None when saving failed
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    request: GenerationRequest
+    images: list[GeneratedImage]
+    seconds: float
+    warning: str = ""
+    peak_vram_bytes: int | None = None   # the GPU's peak allocation during this generation
+    batch_images: int = 0                # images in the pipeline call it shared with queued requests (0: alone)
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / max(1, self.batch_images or len(self.images))
+
+
+def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL) -> str:
+    """A1111's `parameters` text, which PNG Info, SD.Next, Forge and others read back."""
+    lines = [req.prompt]
+    if req.negative_prompt:
+        lines.append(f"Negative prompt: {req.negative_prompt}")
+    lines.append(f"Steps: {req.num_inference_steps}, Sampler: {SAMPLER_LABEL}, CFG scale: {req.guidance_scale:g}, "
+                 f"Seed: {seed}, Size: {req.width}x{req.height}, Model: {model}")
+    return "\n".join(lines)
+
+
+def batch_key(req: GenerationRequest) -> tuple:
+    """Requests with the same key can share one pipeline call."""
+    return (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt)

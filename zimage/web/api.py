@@ -1,0 +1,188 @@
+"""HTTP routes beside the page: validate, call the manager, shape JSON. Nothing else.
+
+Keeps the seed article's shapes: `GET /health`, `POST /generate` with
+`{prompt, width, height, num_inference_steps, seed}`, so its curl warm-up works unchanged.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import time
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..jobs import Backend
+from ..errors import (
+    BadRequestBody,
+    BodyTooLarge,
+    InvalidRequest,
+    UnsupportedMediaType,
+    ZImageError,
+)
+from ..request import GenerationRequest
+from ..store.outputs import png_bytes
+from .openapi import (
+    ANY_JSON,
+    BODY_ERRORS,
+    GENERATED,
+    HEALTH,
+    RUN_ERRORS,
+    generate_body,
+    route_docs,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024      # a 4000-character prompt is ~16 KB of JSON even in 4-byte UTF-8
+CLIENT_ID_HEADER = "x-client-id"
+MAX_CLIENT_ID_CHARS = 128
+CLIENT_ID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_CLIENT_ID_CHARS)
+# The owner of API generations sent without X-Client-Id. The page's jobs always carry a browser
+# session id, so an anonymous /sdapi/v1/interrupt never reaches a browser tab's images.
+API_CLIENT = "api"
+API_PATHS = ("/health", "/generate", "/preload", "/unload")
+
+
+def log_refusal(err: ZImageError) -> None:
+    """One line for a refused request (the field is in the message); a server error keeps the
+    traceback its raiser logged."""
+    if err.http_status < 500:
+        log.info("request refused (%d %s): %s", err.http_status, err.code, err.message[:300])
+
+
+def error_response(err: ZImageError) -> JSONResponse:
+    log_refusal(err)
+    headers = {}
+    retry = getattr(err, "retry_after_s", None)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return JSONResponse({"error": err.to_dict()}, status_code=err.http_status, headers=headers)
+
+
+async def read_json(request: Request, required: bool = True):
+    """The body as JSON, refusing other content types (a cross-site form post needs no preflight)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KB.",
+                               "Shorten the prompt.")
+    if not body and not required:
+        return {}
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype or 'none'}.",
+                                   "Send the body as JSON with -H 'Content-Type: application/json'.")
+    return decode_json(bytes(body))
+
+
+def request_caller(request: Request, auth_on: bool) -> tuple[str | None, str | None]:
+    """(client id, login user) of an API request: the X-Client-Id header (None when absent) and,
+    when auth is on, the HTTP Basic user name (GuardMiddleware has checked the password already;
+    without auth an Authorization header proves nothing and is ignored)."""
+    client = request.headers.get(CLIENT_ID_HEADER)
+    if client is not None and not CLIENT_ID.fullmatch(client):
+        raise InvalidRequest("X-Client-Id", f"must be 1-{MAX_CLIENT_ID_CHARS} visible ASCII characters")
+    user = None
+    if auth_on:
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user = base64.b64decode(encoded).decode("utf-8").partition(":")[0]
+            except (ValueError, UnicodeDecodeError):
+                user = None
+    return client, user
+
+
+def job_owner(client: str | None) -> str:
+    """The owner an API generation is recorded under: its X-Client-Id, else API_CLIENT (webuiapi
+    sends no id). Never None, which PipelineManager.cancel reads as "everyone"."""
+    return client if client is not None else API_CLIENT
+
+
+def decode_json(body: bytes):
+    """JSON from an untrusted body; every way it can be broken is a BadRequestBody (400)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequestBody(f"The body is not valid JSON: {e}.") from None
+    except RecursionError:     # "[[[[..." 100k deep fits the size limit; json's C scanner gives up here
+        raise BadRequestBody("The body is not valid JSON: it is nested too deeply.") from None
+
+
+def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
+    router = APIRouter()
+    auth_on = bool(manager.settings.api_auth_pairs)
+
+    def health_body() -> dict:
+        status = manager.status()
+        body = {"status": status.health, "timestamp": datetime.now(timezone.utc).isoformat(),
+                "load_count": manager.load_count}
+        body.update(status.to_dict())
+        return body
+
+    @router.get("/health", **route_docs(ok=HEALTH))
+    async def health():
+        return health_body()
+
+    @router.post("/generate", **route_docs(ok=GENERATED, body=generate_body(max_prompt_chars),
+                                           errors=BODY_ERRORS + RUN_ERRORS))
+    async def generate(request: Request):
+        try:
+            data = await read_json(request)
+            req = GenerationRequest.from_mapping(data, max_prompt_chars)
+            client, user = request_caller(request, auth_on)
+            job = manager.submit(req, job_owner(client), user)
+            started = time.perf_counter()
+            result = await asyncio.wrap_future(job.future)
+        except ZImageError as e:
+            return error_response(e)
+        r = result.request
+        body = {
+            "images": [base64.b64encode(png_bytes(item)).decode("ascii") for item in result.images],
+            "seed": r.seed, "seeds": [item.seed for item in result.images],
+            "width": r.width, "height": r.height, "num_inference_steps": r.num_inference_steps,
+            "guidance_scale": r.guidance_scale, "seconds": round(result.seconds, 3),
+            "seconds_per_image": round(result.seconds_per_image, 3), "peak_vram_bytes": result.peak_vram_bytes,
+            "total_seconds": round(time.perf_counter() - started, 3),
+            "files": [str(item.path) for item in result.images if item.path is not None],
+            "info": result.images[0].infotext if result.images else "",
+        }
+        if result.warning:
+            body["warning"] = result.warning
+        return body
+
+    @router.post("/preload", **route_docs(
+        ok=HEALTH, also_ok=(202,), errors=BODY_ERRORS + (503, 507), body_required=False,
+        body={**ANY_JSON, "properties": {"wait": {**ANY_JSON, "description": "truthy: answer once loaded (200)"}}}))
+    async def preload(request: Request):
+        try:
+            data = await read_json(request, required=False)
+            wait = bool(data.get("wait", False)) if isinstance(data, dict) else False
+            job = manager.preload()
+            if wait:
+                await asyncio.wrap_future(job.future)
+        except ZImageError as e:
+            return error_response(e)
+        return JSONResponse(health_body(), status_code=200 if wait else 202)
+
+    @router.post("/unload", **route_docs(
+        ok=HEALTH, errors=BODY_ERRORS + (422,), body_required=False,
+        body={"type": "object", "properties": {"to": {"enum": ["cpu", "none"], "default": "none"}}}))
+    async def unload(request: Request):
+        try:
+            data = await read_json(request, required=False)
+            to = data.get("to", "none") if isinstance(data, dict) else None
+            if to not in ("cpu", "none"):
+                raise InvalidRequest("to", "must be \"cpu\" (keep in RAM) or \"none\"")
+            await asyncio.wrap_future(manager.unload(to).future)
+        except ZImageError as e:
+            return error_response(e)
+        return health_body()
+
+    return router

@@ -1,0 +1,280 @@
+"""A1111-compatible (`/sdapi/v1/*`) and OpenAI-compatible (`/v1/images/generations`, `/v1/models`)
+routes on the same server, manager, lock and queue. Only request mapping and response shapes live
+here; validation is GenerationRequest's, the work is the PipelineManager's.
+
+Mapping (docs/API.md): A1111's own defaults from old clients (steps 20, cfg_scale 7) become
+Z-Image-Turbo's (9 steps, guidance 0); batch_size x n_iter is the number of images (at most 4);
+sampler_name is accepted and reported; unknown fields are ignored, as A1111 does.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from .api import API_CLIENT, job_owner, log_refusal, read_json, request_caller
+from ..jobs import Backend
+from ..errors import InvalidRequest, ZImageError
+from ..request import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
+from ..store.outputs import png_bytes
+from .openapi import (
+    A1111_ERROR,
+    A1111_IMAGES,
+    ANY_JSON,
+    BODY_ERRORS,
+    INT,
+    NOT_FOUND,
+    NULLABLE_STRING,
+    NUMBER,
+    OPENAI_ERROR,
+    OPENAI_IMAGES,
+    RUN_ERRORS,
+    STRING,
+    a1111_body,
+    obj,
+    openai_body,
+    route_docs,
+)
+
+A1111_DEFAULT_STEPS, A1111_DEFAULT_CFG = 20, 7.0
+OPENAI_MODEL_ID = "z-image-turbo"
+COMPAT_PREFIXES = ("/sdapi/", "/v1/", "/outputs/")
+EMPTY = {"type": "object"}
+PROGRESS = obj({"progress": NUMBER, "eta_relative": NUMBER, "state": obj({"job_count": INT, "sampling_step": INT,
+                                                                         "sampling_steps": INT}),
+                "current_image": {**NULLABLE_STRING, "description": "PNG, base64"}, "textinfo": NULLABLE_STRING})
+OPENAI_ERRORS = (400, 409, 413, 415, 429, 503, 507)      # a 422 is answered as OpenAI's 400
+# ASCII digits, at most 5: "²".isdigit() is true but int("²") raises, and int() refuses 4301+ digits.
+OPENAI_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+
+
+def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationRequest, dict]:
+    """(validated request, the mapping notes) from an A1111 txt2img body."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    steps = body.get("steps", A1111_DEFAULT_STEPS)
+    cfg = body.get("cfg_scale", A1111_DEFAULT_CFG)
+    batch, iters = as_int(body.get("batch_size", 1)), as_int(body.get("n_iter", 1))
+    for name, value in (("batch_size", batch), ("n_iter", iters)):
+        if value is None or value < 1:
+            raise InvalidRequest(name, "must be an integer >= 1")
+    negative = body.get("negative_prompt")
+    data = {"prompt": body.get("prompt", ""), "negative_prompt": "" if negative is None else negative,
+            "width": body.get("width", 1024), "height": body.get("height", 1024),
+            "num_inference_steps": 9 if steps in (None, A1111_DEFAULT_STEPS) else steps,
+            "guidance_scale": 0.0 if cfg in (None, A1111_DEFAULT_CFG) else cfg,
+            "seed": body.get("seed", -1), "num_images": batch * iters}
+    return GenerationRequest.from_mapping(data, max_prompt_chars), {"sampler_name": body.get("sampler_name")}
+
+
+def _a1111_error(err: ZImageError) -> JSONResponse:
+    # A1111's FastAPI answers 422 with "detail" for bad input; its clients print the body.
+    log_refusal(err)
+    headers = {"Retry-After": str(err.retry_after_s)} if hasattr(err, "retry_after_s") else {}
+    return JSONResponse({"error": err.code, "detail": err.user_text(), "errors": err.message},
+                        status_code=err.http_status, headers=headers)
+
+
+def _openai_error(err: ZImageError) -> JSONResponse:
+    log_refusal(err)
+    status = 400 if err.http_status == 422 else err.http_status
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    retry = getattr(err, "retry_after_s", None)       # openai's client waits this long before its retry
+    return JSONResponse({"error": {"message": err.user_text(), "type": kind,
+                                   "param": getattr(err, "field", None), "code": err.code}}, status_code=status,
+                        headers={"Retry-After": str(retry)} if retry is not None else None)
+
+
+async def read_empty_object(request: Request) -> None:
+    """The body of a route that takes no fields: nothing, or a JSON object (ignored)."""
+    if not isinstance(await read_json(request, required=False), dict):
+        raise InvalidRequest("body", "must be a JSON object (or empty)")
+
+
+def _preview(manager: Backend, job) -> str | None:
+    png = manager.preview_png(job)
+    return base64.b64encode(png).decode() if png is not None else None
+
+
+def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
+    router = APIRouter()
+    outputs = manager._store.root
+
+    auth_on = bool(manager.settings.api_auth_pairs)
+
+    async def run(req: GenerationRequest, request: Request):
+        client, user = request_caller(request, auth_on)
+        return await asyncio.wrap_future(manager.submit(req, job_owner(client), user).future)
+
+    def stop_callers_jobs(request: Request, current_only: bool) -> int:
+        """interrupt / skip: only the caller's generations. With auth, the logged-in user's (narrowed
+        to one X-Client-Id when sent); without, those of its X-Client-Id, or the API's anonymous ones."""
+        client, user = request_caller(request, auth_on)
+        owner = client if client is not None or user is not None else API_CLIENT
+        return manager.cancel(owner=owner, user=user, current_only=current_only)
+
+    @router.post("/sdapi/v1/txt2img", **route_docs(ok=A1111_IMAGES, body=a1111_body(max_prompt_chars),
+                                                   errors=BODY_ERRORS + RUN_ERRORS, error_schema=A1111_ERROR))
+    async def txt2img(request: Request):
+        try:
+            body = await read_json(request)
+            req, notes = a1111_to_request(body, max_prompt_chars)
+            result = await run(req, request)
+        except ZImageError as e:
+            return _a1111_error(e)
+        r = result.request
+        info = {"prompt": r.prompt, "negative_prompt": r.negative_prompt, "seed": r.seed,
+                "all_seeds": [i.seed for i in result.images], "width": r.width, "height": r.height,
+                "steps": r.num_inference_steps, "cfg_scale": r.guidance_scale,
+                "sampler_name": notes["sampler_name"] or SAMPLER_LABEL, "sd_model_name": MODEL_LABEL,
+                "infotexts": [i.infotext for i in result.images], "seconds": round(result.seconds, 3)}
+        return {"images": [base64.b64encode(png_bytes(i)).decode() for i in result.images],
+                "parameters": body, "info": json.dumps(info)}
+
+    @router.get("/sdapi/v1/progress", **route_docs(ok=PROGRESS))
+    async def progress(skip_current_image: bool = False):
+        job = manager.current_generation()
+        status = manager.status()
+        fraction = (job.step / job.total_steps) if job and job.total_steps else 0.0
+        eta = job.eta_s if job is not None else 0.0
+        if eta is None:         # before the first timed step: the last image's time, scaled
+            eta = (status.last_image_s or 0.0) * (1 - fraction)
+        return {"progress": round(fraction, 4), "eta_relative": round(eta, 3),
+                "state": {"skipped": bool(job and job.skipped),
+                          "interrupted": bool(job and job.cancelled and not job.skipped), "job": job.kind if job else "",
+                          "job_count": status.queue_length, "job_timestamp": "", "job_no": 0,
+                          "sampling_step": job.step if job else 0,
+                          "sampling_steps": job.total_steps if job else 0},
+                "current_image": _preview(manager, job) if job is not None and not skip_current_image else None,
+                "textinfo": job.phase if job else None}
+
+    # No body, or an empty JSON one: webuiapi's interrupt() and skip() post nothing, with no
+    # Content-Type. A body of another type is a 415, as on every POST route (a cross-site form
+    # post needs no CORS preflight).
+    stop_docs = route_docs(ok=EMPTY, body=EMPTY, body_required=False, errors=BODY_ERRORS + (422,),
+                           error_schema=A1111_ERROR)
+    checkpoint_errors = BODY_ERRORS + (422,)
+
+    @router.post("/sdapi/v1/interrupt", **stop_docs)
+    async def interrupt(request: Request):
+        """The caller's running and waiting generations stop (docs/API.md: whose jobs are the caller's)."""
+        try:
+            await read_empty_object(request)
+            stop_callers_jobs(request, current_only=False)
+        except ZImageError as e:
+            return _a1111_error(e)
+        return {}
+
+    @router.post("/sdapi/v1/skip", **stop_docs)
+    async def skip(request: Request):
+        """The caller's running pipeline call ends; its queued generations still run."""
+        try:
+            await read_empty_object(request)
+            stop_callers_jobs(request, current_only=True)
+        except ZImageError as e:
+            return _a1111_error(e)
+        return {}
+
+    @router.get("/sdapi/v1/sd-models", **route_docs(ok={"type": "array", "items": obj(
+        {"title": STRING, "model_name": STRING, "filename": STRING}, ["title", "model_name"])}))
+    async def sd_models():
+        return [{"title": MODEL_LABEL, "model_name": MODEL_LABEL, "hash": None, "sha256": None,
+                 "filename": manager.settings.model, "config": None}]
+
+    @router.get("/sdapi/v1/samplers", **route_docs(ok={"type": "array", "items": obj({"name": STRING}, ["name"])}))
+    async def samplers():
+        return [{"name": SAMPLER_LABEL, "aliases": ["euler", "flow_match_euler"], "options": {}}]
+
+    @router.get("/sdapi/v1/options", **route_docs(ok=obj({"sd_model_checkpoint": STRING}, ["sd_model_checkpoint"])))
+    async def options():
+        return {"sd_model_checkpoint": MODEL_LABEL, "samples_format": "png", "outdir_txt2img_samples": str(outputs)}
+
+    @router.post("/sdapi/v1/options", **route_docs(ok=EMPTY, body=ANY_JSON, body_required=False,
+                                                   errors=BODY_ERRORS, error_schema=A1111_ERROR))
+    async def set_options(request: Request):
+        try:
+            await read_json(request, required=False)     # accepted and ignored: nothing here is switchable
+        except ZImageError as e:
+            return _a1111_error(e)
+        return {}
+
+    @router.post("/sdapi/v1/unload-checkpoint", **route_docs(ok=EMPTY, body=EMPTY, body_required=False,
+                                                             errors=checkpoint_errors, error_schema=A1111_ERROR))
+    async def unload_checkpoint(request: Request):
+        try:
+            await read_empty_object(request)
+            await asyncio.wrap_future(manager.unload("none").future)
+        except ZImageError as e:
+            return _a1111_error(e)
+        return {}
+
+    @router.post("/sdapi/v1/reload-checkpoint", **route_docs(ok=EMPTY, body=EMPTY, body_required=False,
+                                                             errors=checkpoint_errors + (503, 507),
+                                                             error_schema=A1111_ERROR))
+    async def reload_checkpoint(request: Request):
+        try:
+            await read_empty_object(request)
+            await asyncio.wrap_future(manager.preload().future)
+        except ZImageError as e:
+            return _a1111_error(e)
+        return {}
+
+    @router.post("/v1/images/generations", **route_docs(ok=OPENAI_IMAGES, body=openai_body(max_prompt_chars),
+                                                        errors=OPENAI_ERRORS, error_schema=OPENAI_ERROR))
+    async def openai_generate(request: Request):
+        try:
+            body = await read_json(request)
+            if not isinstance(body, dict):
+                raise InvalidRequest("body", "must be a JSON object")
+            # Only a missing or null field takes the default: "", false or [] are mistakes to report.
+            size = body.get("size")
+            size = "1024x1024" if size is None else size
+            match = OPENAI_SIZE.fullmatch(size) if isinstance(size, str) else None
+            if match is None:
+                raise InvalidRequest("size", f"must look like 1024x1024, got {str(size)[:40]!r}")
+            fmt = body.get("response_format")
+            fmt = "b64_json" if fmt is None else fmt
+            if fmt not in ("b64_json", "url"):
+                raise InvalidRequest("response_format", "must be b64_json or url")
+            req = GenerationRequest.from_mapping({"prompt": body.get("prompt"), "width": int(match[1]),
+                                                  "height": int(match[2]), "num_images": body.get("n", 1)},
+                                                 max_prompt_chars)
+            result = await run(req, request)
+        except ZImageError as e:
+            return _openai_error(e)
+        base = str(request.base_url).rstrip("/")
+        data = []
+        for item in result.images:
+            if fmt == "url" and item.path is not None:
+                data.append({"url": f"{base}/outputs/{item.path.relative_to(outputs).as_posix()}",
+                             "revised_prompt": result.request.prompt})
+            else:
+                data.append({"b64_json": base64.b64encode(png_bytes(item)).decode(),
+                             "revised_prompt": result.request.prompt})
+        return {"created": int(time.time()), "data": data}
+
+    @router.get("/v1/models", **route_docs(ok=obj({"object": STRING, "data": {"type": "array", "items": obj(
+        {"id": STRING, "object": STRING, "owned_by": STRING})}})))
+    async def models():
+        return {"object": "list", "data": [{"id": OPENAI_MODEL_ID, "object": "model", "created": 0,
+                                            "owned_by": "zimage-webui"}]}
+
+    @router.get("/outputs/{rel_path:path}", **route_docs(ok={"type": "string", "format": "binary"},
+                                                         ok_media="image/png", errors=(404,), error_schema=NOT_FOUND))
+    async def output_file(rel_path: str):
+        """Saved images, for OpenAI's `url` answers: only files inside the outputs folder."""
+        try:       # a NUL byte is a ValueError, a name over 255 bytes an OSError (both were 500s)
+            target = (outputs / rel_path).resolve()
+            found = target.is_relative_to(outputs.resolve()) and target.is_file() and target.suffix.lower() == ".png"
+        except (OSError, ValueError):
+            found = False
+        if not found:
+            return JSONResponse({"error": {"message": "not found"}}, status_code=404)
+        return FileResponse(target, media_type="image/png")
+
+    return router

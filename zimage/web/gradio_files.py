@@ -1,0 +1,107 @@
+"""Which files the page may name in an event and hand out at /gradio_api/file=: the images in the
+outputs folder and the copies Gradio made of them for this page. Pure functions of a path.
+
+Before (issue 15): a FileData value naming `/etc/passwd`, `/proc/self/environ`, a source file or a
+symlink in outputs, sent as the gallery input of `generate`, came back as a downloadable copy.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+from urllib.parse import unquote, urlsplit
+
+from ..errors import InvalidRequest, ZImageError
+
+
+class FileNotServed(ZImageError):
+    """A file outside the outputs folder (or a path that is no file at all): answered as not found,
+    so the answer does not tell which files exist."""
+    http_status = 404
+    code = "not_found"
+
+    def __init__(self):
+        super().__init__("No such file on this page.", "Only the images this server generated are served.")
+
+
+FILE_ROUTE = re.compile(r"/(?:file=|file/)(?P<path>.*)", re.DOTALL)
+PROXY_ROUTE = re.compile(r"/proxy=.*", re.DOTALL)    # the page loads no remote Space
+MAX_PATH_CHARS = 4096                                 # Linux PATH_MAX
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = ()) -> bool:
+    """Whether `path` is a file this page may hand out: inside `outputs` once symlinks are resolved
+    (a link in outputs that points out is refused), or a copy Gradio made for this page's
+    components (`created`: the Blocks' temp_file_sets), which live in Gradio's upload folder.
+    Relative paths count from the working directory, as Gradio reads them."""
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path or "://" in path:
+        return False
+    try:
+        real = Path(os.path.realpath(path))
+        if not real.is_file():
+            return False
+        if real.is_relative_to(outputs.resolve()):
+            return True
+        from gradio.utils import get_upload_folder
+
+        if not real.is_relative_to(Path(get_upload_folder()).resolve()):
+            return False
+        if any(path in names or str(real) in names for names in list(created)):
+            return True
+        return copy_of_an_output(real, outputs)
+    except (OSError, ValueError):
+        return False
+
+
+def copy_of_an_output(copy: Path, outputs: Path) -> bool:
+    """Whether `copy` (in Gradio's upload folder) holds the same bytes as an image of the same name in
+    a day folder of `outputs`: the copy Gradio makes of a gallery image. Gradio records its copies in
+    the components' temp_files, but the page's gallery copies were missing from them when a browser
+    ran the page against `webui.py` (the image then showed broken), so the bytes are compared instead."""
+    import filecmp
+    from glob import escape
+
+    if copy.suffix.lower() != ".png":
+        return False
+    for source in outputs.resolve().glob(f"*/{escape(copy.name)}"):
+        real = Path(os.path.realpath(source))
+        if real.is_relative_to(outputs.resolve()) and real.is_file() and filecmp.cmp(real, copy, shallow=False):
+            return True
+    return False
+
+
+def _file_values(value: Any, where: str) -> Iterator[tuple[str, dict]]:
+    """Every FileData-shaped dict (one with a "path" or "url" key) in `value`, at any depth, with
+    where it is ("data[8][0].image")."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, dict):
+            if "path" in item or "url" in item:
+                yield at, item
+            stack.extend((v, f"{at}.{k}") for k, v in item.items() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item) if isinstance(v, (dict, list)))
+
+
+def _url_file(url: str) -> str | None:
+    """The path a `/gradio_api/file=<path>` URL names, else None."""
+    match = FILE_ROUTE.search(unquote(urlsplit(url).path)) if isinstance(url, str) else None
+    return match["path"] if match else None
+
+
+def check_files(value: Any, where: str, outputs: Path, created: Iterable[Iterable[str]]) -> None:
+    """Refuse (422, naming the field) any file an event input names that servable_file refuses."""
+    created = list(created)
+    for at, item in _file_values(value, where):
+        path, url = item.get("path"), item.get("url")
+        if not servable_file(path, outputs, created):
+            raise InvalidRequest(f"{at}.path", f"{_short(path)} is not an image this server generated")
+        if url is not None and not servable_file(_url_file(url), outputs, created):
+            raise InvalidRequest(f"{at}.url", f"{_short(url)} is not an image this server generated")

@@ -1,0 +1,379 @@
+"""Requests to Gradio's event routes, checked against the page's own events before Gradio sees them.
+
+Gradio 6.31 trusts what these routes are sent (tests/test_fuzz_gradio.py, before this guard: of 555
+malformed requests, 123 answered 500, 14 event streams were cut short, and the ones accepted into
+the queue filled it, so 84 more got 503 "queue full", as a real user would have):
+- `queue/join` with an `fn_index` the page does not have (-1, 10**9): a KeyError, so a 500;
+- `call/<name>`, `call/v2/<name>`, `run/<name>`, `api/<name>` with an unknown name: a 500;
+- `call/v2/<name>` without a required argument, `run/<name>` with too few values: a 500;
+- a `data` list of the wrong length is queued and fails inside the worker (a traceback each time);
+- `queue/data` for a session nobody joined, `call/<name>/<event>` for an unknown event: a 200
+  whose stream is then cut ("Caught handled exception, but response already started");
+- `component_server` with an unknown component: a 500.
+Here each gets a 4xx with `{"error": {code, message, field}}` (plus `detail`, the key Gradio's
+own clients print), and a well-formed request from the page or gradio_client goes through with its
+body untouched. Names callable by HTTP are the page's public ones: `api_visibility="private"`
+events (preload, unload, the cache panel) stay reachable only the way the page calls them.
+
+Files: an event input that names a file (a FileData dict, `{"path": ..., "url": ...}` at any depth)
+made Gradio copy that file into its cache and answer a `/gradio_api/file=` URL of the copy:
+`/etc/passwd`, `/proc/self/environ` and the sources came out that way, because Gradio skips its
+allowed_paths check while `blocks.has_launched` is false, which it always is under
+`mount_gradio_app` (create_app now sets it). Here such a value must name a file in the outputs folder
+(after resolving symlinks) or a copy Gradio itself made for this page, and `/gradio_api/file=`
+serves only those; everything else is a 404.
+With --auth, the routes Gradio leaves without its login check (heartbeat, reset, cancel, stream,
+startup-events) need the login too: an anonymous heartbeat was an endless stream.
+Gradio's "queue is full" 503 gets a Retry-After, as our own 429s have.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+from .api import decode_json
+from .gradio_files import FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, servable_file
+from ..errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    UnknownEndpoint,
+    UnsupportedMediaType,
+    ZImageError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class UploadsRefused(ZImageError):
+    """Gradio's /upload writes any file to disk; this page has no input that takes one."""
+    http_status = 403
+    code = "uploads_refused"
+
+    def __init__(self):
+        super().__init__("This page takes no file uploads.")
+
+class LoginRequired(ZImageError):
+    http_status = 401
+    code = "unauthorized"
+
+    def __init__(self):
+        super().__init__("Not authenticated.", "Log in on the page first.")
+
+
+API_PREFIX = "/gradio_api"
+MAX_EVENT_BODY_BYTES = 2**20      # our largest real event: a 4000-character prompt and 48 gallery items, ~40 KB
+MAX_SESSION_HASH_CHARS = 256      # the page sends 11 characters, gradio_client a 36-character uuid
+
+_NAME = r"/(?P<name>[^/]+)/?"
+POST_ROUTES = [                   # (pattern, kind): the routes that run an event, by what they name
+    (re.compile(r"/queue/join/?"), "join"),
+    (re.compile(r"/call/v2" + _NAME), "call_v2"),
+    (re.compile(r"/call" + _NAME), "call"),
+    (re.compile(r"/(?:run|api)" + _NAME), "run"),
+    (re.compile(r"/component_server/?"), "component"),
+]
+# Components whose input arrives through /upload first (a Gallery input is the page's own gallery: no upload).
+UPLOAD_KINDS = frozenset({"File", "Image", "ImageEditor", "ImageSlider", "Audio", "Video", "UploadButton", "Model3D",
+                          "MultimodalTextbox"})
+EVENT_STREAM = re.compile(r"/call(?:/v2)?/[^/]+/(?P<event_id>[^/]+)/?")
+# Gradio's routes without its login check: with --auth they are refused here before a login.
+LOGIN_ONLY = re.compile(r"/(?:heartbeat/.*|reset/?|cancel/?|stream/.*|startup-events/?)")
+QUEUE_FULL_RETRY_AFTER_S = 5                          # before any event finished: one 1024px image on a GPU is ~1-3 s
+
+
+@dataclass(frozen=True)
+class PageEvents:
+    """What the page's events accept, read once from the Blocks."""
+    inputs: dict[int, int]                   # fn_index -> number of inputs
+    api_inputs: dict[int, int]               # fn_index -> inputs an API caller sends (no gr.State)
+    batched: frozenset[int]
+    by_name: dict[str, int]                  # public api_name -> fn_index
+    parameters: dict[str, list]              # public api_name -> gradio_client's parameter info
+    block_ids: frozenset[int]
+    server_fns: frozenset[tuple[int, str]]   # (component id, function name) for component_server
+    takes_uploads: bool = False              # an input of some event is a file-taking component
+
+    @classmethod
+    def of(cls, blocks) -> PageEvents:
+        fns = blocks.fns
+        public = {fn.api_name: i for i, fn in fns.items()
+                  if fn.api_name and fn.fn is not None and fn.api_visibility != "private"}
+        named = blocks.get_api_info(all_endpoints=True)["named_endpoints"]
+        server_fns = frozenset((bid, fn.__name__) for bid, block in blocks.blocks.items()
+                               for fn in getattr(block, "server_fns", None) or [])
+        return cls(
+            inputs={i: len(fn.inputs) for i, fn in fns.items()},
+            api_inputs={i: sum(not getattr(b, "skip_api", False) for b in fn.inputs) for i, fn in fns.items()},
+            batched=frozenset(i for i, fn in fns.items() if fn.batch),
+            by_name=public,
+            parameters={name: named.get("/" + name, {}).get("parameters", []) for name in public},
+            block_ids=frozenset(blocks.blocks) | {blocks._id},     # the page itself triggers its load event
+            server_fns=server_fns,
+            takes_uploads=any(type(b).__name__ in UPLOAD_KINDS for fn in fns.values() for b in fn.inputs),
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_data(data: Any, fn_index: int, events: PageEvents, lengths: set[int]) -> None:
+    if not isinstance(data, list):
+        raise InvalidRequest("data", f"must be a list of the event's {events.inputs[fn_index]} input values")
+    if fn_index not in events.batched and len(data) not in lengths:
+        want = " or ".join(str(n) for n in sorted(lengths))
+        raise InvalidRequest("data", f"has {len(data)} values; this event takes {want}")
+
+
+def _check_session(body: dict, required: bool) -> None:
+    session = body.get("session_hash")
+    if session is None and not required:
+        return
+    if not isinstance(session, str) or not 0 < len(session) <= MAX_SESSION_HASH_CHARS:
+        raise InvalidRequest("session_hash", f"must be a string of 1-{MAX_SESSION_HASH_CHARS} characters")
+
+
+def check_event(body: Any, events: PageEvents, *, session_required: bool) -> None:
+    """A request that names its event by `fn_index` (the page's queue/join and run/predict)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    _check_session(body, session_required)
+    fn_index = body.get("fn_index")
+    if not _is_int(fn_index) or fn_index not in events.inputs:
+        raise InvalidRequest("fn_index", f"{_short(fn_index)} is not an event of this page")
+    trigger = body.get("trigger_id")
+    if trigger is not None and (not _is_int(trigger) or trigger not in events.block_ids):
+        raise InvalidRequest("trigger_id", f"{_short(trigger)} is not a component of this page")
+    _check_data(body.get("data"), fn_index, events, {events.inputs[fn_index]})
+
+
+def _public_event(name: str, events: PageEvents) -> int:
+    if name not in events.by_name:
+        # The names are not listed here: with --auth, this answer goes out before Gradio's login check.
+        raise UnknownEndpoint(f"This page has no API endpoint named {name[:100]!r}.",
+                              "The endpoints are listed at /gradio_api/info.")
+    return events.by_name[name]
+
+
+def check_call(route: str, name: str, body: Any, events: PageEvents) -> None:
+    """`call/<name>` (queued; Gradio fills in gr.State inputs, and ignores any fn_index) and
+    `run/<name>` (direct; by fn_index when one is given: the page's run/predict)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object with a \"data\" list")
+    if route == "run" and body.get("fn_index") is not None:
+        return check_event(body, events, session_required=False)
+    fn_index = _public_event(name, events)
+    lengths = {events.inputs[fn_index]} | ({events.api_inputs[fn_index]} if route == "call" else set())
+    _check_data(body.get("data"), fn_index, events, lengths)
+
+
+def check_call_v2(name: str, body: Any, events: PageEvents) -> None:
+    """`call/v2/<name>`: keyword arguments, matched to the parameters the way Gradio will."""
+    from gradio_client.utils import construct_args
+
+    _public_event(name, events)
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object of keyword arguments")
+    kwargs = {k: v for k, v in body.items() if k != "oauth_token"}
+    try:
+        construct_args(events.parameters[name], (), kwargs)   # what Gradio calls next, outside any try
+    except (TypeError, ValueError) as e:
+        raise InvalidRequest("body", str(e).split(" Please click")[0]) from None
+
+
+def check_component_call(body: Any, events: PageEvents) -> None:
+    if not isinstance(body, dict) or (body.get("component_id"), body.get("fn_name")) not in events.server_fns:
+        raise UnknownEndpoint("No such component function on this page.")
+    _check_session(body, required=True)
+
+
+class GradioEventGuard:
+    """Pure ASGI middleware. Buffers (at most MAX_EVENT_BODY_BYTES of) the body of the event routes
+    only, then hands Gradio the same bytes; every other request streams through untouched."""
+
+    def __init__(self, app, *, blocks, outputs: Path, prefix: str = API_PREFIX,
+                 logged_in: Callable[[dict], bool] | None = None):
+        """`outputs`: the folder whose files the page may name and download.
+        `logged_in(scope)`: with --auth, whether the request carries a valid Gradio login; requests
+        without one go straight to Gradio, which answers 401, so nothing here answers before the login
+        (but the routes Gradio does not guard, LOGIN_ONLY: those get our 401)."""
+        self.app = app
+        self.blocks = blocks
+        self.outputs = Path(outputs).resolve()
+        self.prefix = prefix
+        self.logged_in = logged_in
+        self._events: PageEvents | None = None
+
+    @property
+    def events(self) -> PageEvents:
+        if self._events is None:        # the Blocks' config is complete once the server serves
+            self._events = PageEvents.of(self.blocks)
+        return self._events
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(self.prefix + "/"):
+            return await self.app(scope, receive, send)
+        route = path[len(self.prefix):]
+        if self.logged_in is not None and not self.logged_in(scope):
+            if LOGIN_ONLY.fullmatch(route):
+                log.info("refused %s %s: not logged in", scope["method"], path[:200])
+                return await send_error(send, LoginRequired())
+            return await self.app(scope, receive, send)
+        try:
+            if scope["method"] in ("GET", "HEAD"):
+                self._check_file(route)
+                self._check_stream(route, scope)
+            elif scope["method"] == "POST":
+                if route.rstrip("/") == "/upload" and not self.events.takes_uploads:
+                    raise UploadsRefused()
+                for pattern, kind in POST_ROUTES:
+                    match = pattern.fullmatch(route)
+                    if match:
+                        body = await _read_body(scope, receive)
+                        if body is None:
+                            return              # the client left before sending its body
+                        self._check_post(kind, match, _json_of(scope, body))
+                        receive = _replay(body, receive)
+                        send = _with_retry_after(send, self._retry_after_s)
+                        break
+        except ZImageError as e:
+            log.info("refused %s %s: %s", scope["method"], path[:200], e.message[:200])
+            return await send_error(send, e)
+        return await self.app(scope, receive, send)
+
+    def _check_file(self, route: str) -> None:
+        match = FILE_ROUTE.fullmatch(route)
+        if PROXY_ROUTE.fullmatch(route) or (match and not servable_file(match["path"], self.outputs,
+                                                                        self.blocks.temp_file_sets)):
+            raise FileNotServed()
+
+    def _retry_after_s(self) -> int:
+        """For Gradio's "queue is full": the queued events times the slowest event's mean duration."""
+        queue = getattr(self.blocks, "_queue", None)
+        times = [t.avg_time for t in getattr(queue, "process_time_per_fn", {}).values() if t.count]
+        if not times or queue is None:
+            return QUEUE_FULL_RETRY_AFTER_S
+        return max(1, min(3600, round(max(times) * (len(queue) + 1))))
+
+    def _check_post(self, kind: str, match: re.Match, body: Any) -> None:
+        if isinstance(body, dict):
+            # Every value of every event: data (join, call, run), the keywords of call/v2, component_server's data.
+            check_files(body if kind == "call_v2" else body.get("data"), "data" if kind != "call_v2" else "body",
+                        self.outputs, self.blocks.temp_file_sets)
+        if kind == "join":
+            check_event(body, self.events, session_required=True)
+        elif kind == "call_v2":
+            check_call_v2(match["name"], body, self.events)
+        elif kind in ("call", "run"):
+            check_call(kind, match["name"], body, self.events)
+        else:
+            check_component_call(body, self.events)
+
+    def _check_stream(self, route: str, scope) -> None:
+        """An event stream Gradio would open and then cut (it raises inside the generator)."""
+        queue = getattr(self.blocks, "_queue", None)
+        sessions = getattr(queue, "pending_messages_per_session", None)
+        if sessions is None:
+            return                      # another Gradio layout: let Gradio answer
+        if route.rstrip("/") == "/queue/data":
+            values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [])
+            if len(values) != 1:
+                raise InvalidRequest("session_hash", "give exactly one session_hash")
+            if values[0] not in sessions:
+                raise UnknownEndpoint("No events are waiting for this session.", "Join the queue first.")
+            return
+        match = EVENT_STREAM.fullmatch(route)
+        if match:
+            event_id = match["event_id"]
+            pending = getattr(queue, "pending_event_ids_session", {})
+            if event_id not in getattr(queue, "event_ids_to_events", {}) and \
+                    not any(event_id in ids for ids in list(pending.values())):
+                raise UnknownEndpoint(f"No event {event_id[:64]!r} is waiting.", "POST to /call/<name> first.")
+
+
+async def _read_body(scope, receive) -> bytes | None:
+    headers = dict(scope.get("headers", []))
+    declared = headers.get(b"content-length", b"")
+    too_large = BodyTooLarge(f"The request body is larger than {MAX_EVENT_BODY_BYTES // 1024} KB.",
+                             "Event inputs are small; shorten the text.")
+    if declared.isdigit() and int(declared) > MAX_EVENT_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":     # http.disconnect
+            return None
+        body += message.get("body", b"")
+        if len(body) > MAX_EVENT_BODY_BYTES:
+            raise too_large
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def _json_of(scope, body: bytes) -> Any:
+    ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype or 'none'}.")
+    return decode_json(body)
+
+
+def _replay(body: bytes, receive):
+    """A `receive` that gives the buffered body once, then the client's own messages (disconnects)."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+def _with_retry_after(send, retry_after_s: Callable[[], int]):
+    """A `send` that adds Retry-After to a 503 or 429 that has none (Gradio's "queue is full")."""
+    async def add(message):
+        if message["type"] == "http.response.start" and message["status"] in (429, 503):
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == b"retry-after" for k, _ in headers):
+                headers.append((b"retry-after", str(retry_after_s()).encode()))
+            message = dict(message, headers=headers)
+        await send(message)
+    return add
+
+
+async def send_error(send, err: ZImageError, extra: list | None = None) -> None:
+    body = json.dumps({"error": err.to_dict(), "detail": err.user_text()}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if getattr(err, "retry_after_s", None) is not None:
+        headers.append((b"retry-after", str(err.retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": err.http_status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+def gradio_login_check(app) -> Callable[[dict], bool] | None:
+    """For a FastAPI app with a Gradio page mounted with auth: a check of Gradio's own login cookie
+    (the one its /user route reads). None when the page has no login."""
+    from starlette.requests import HTTPConnection
+
+    gradio_app = next((r.app for r in app.routes if hasattr(getattr(r, "app", None), "tokens")), None)
+    if gradio_app is None or not getattr(gradio_app, "auth", None):
+        return None
+
+    def logged_in(scope: dict) -> bool:
+        cookies = HTTPConnection(scope).cookies
+        token = (cookies.get(f"access-token-{gradio_app.cookie_id}")
+                 or cookies.get(f"access-token-unsecure-{gradio_app.cookie_id}"))
+        return token is not None and token in gradio_app.tokens
+    return logged_in

@@ -1,0 +1,200 @@
+"""Assembling and running the server: our API routes and guards, the Gradio page, uvicorn."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from ..jobs import Backend
+from ..store.cache import modelscope_cache_base
+from ..config import PROJECT_ROOT, ConfigError, Settings
+from ..app import create_backend
+
+log = logging.getLogger(__name__)
+
+# Trees of the system and of other users: every file under the outputs folder is served to the page.
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc",
+                "/sys", "/var", "/run", "/opt", "/srv", "/root")
+
+
+def _temp_roots() -> set[Path]:
+    return {Path(p).resolve() for p in ("/tmp", "/var/tmp", tempfile.gettempdir())}
+
+
+def _refusal(out: Path, settings: Settings) -> str:
+    """Why `out` must not be the outputs folder (before it is created), or ''."""
+    home = Path.home().resolve()
+    cache = modelscope_cache_base(settings.cache_dir).resolve()
+    temps = _temp_roots()
+    if out == Path("/"):
+        return "is the root of the file system"
+    if out in temps:
+        return "is the temporary folder every user shares (a subfolder of it is fine)"
+    if out == home or out in home.parents:
+        return "is your home folder or holds it"
+    if out == cache or out in cache.parents:
+        return "holds the model cache"
+    if out == PROJECT_ROOT:
+        return "is the app's own folder (its config files would be served)"
+    # The default `outputs` of a checkout in /opt or /srv (a service install, or /usr/src/app in a
+    # container) is the app's own subfolder, not a system folder.
+    if any(out.is_relative_to(t) for t in temps) or out.is_relative_to(home) or out.is_relative_to(PROJECT_ROOT):
+        return ""
+    roots = {Path(t).resolve() for t in SYSTEM_TREES} | {Path(t) for t in SYSTEM_TREES}
+    if any(out.is_relative_to(r) for r in roots):
+        return "is a system folder"
+    return ""
+
+
+def outputs_dir_checked(settings: Settings) -> Path:
+    """The outputs folder, created if needed. Every file in it is served to the page, so it must be
+    a folder of its own: not /, the home folder, a system tree, the shared temp folder itself, the
+    model cache, nor a folder another user owns or anyone may write to."""
+    out = Path(settings.outputs_dir).expanduser().resolve()
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"--outputs {out} {why}; the page serves every file in the outputs folder, "
+                           "so give it a folder of its own.", "outputs_dir")
+
+    why = _refusal(out, settings)
+    if why:
+        raise refuse(why)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--outputs {out} exists and is not a folder.", "outputs_dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        info = out.stat()
+    except OSError as e:
+        raise ConfigError(f"--outputs {out} cannot be created: {e.strerror or e}.", "outputs_dir") from None
+    if os.name == "posix":
+        if info.st_uid != os.getuid():
+            raise refuse("belongs to another user")
+        if info.st_mode & stat.S_IWOTH:       # others could drop files the page would then serve
+            raise refuse("is writable by every user")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"--outputs {out} is not writable: images could not be saved.", "outputs_dir")
+    return out
+
+
+def create_app(settings: Settings, manager: Backend):
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from .api import API_PATHS, build_router
+    from .compat_api import COMPAT_PREFIXES, build_compat_router
+    from .gradio_guard import GradioEventGuard, gradio_login_check
+    from .security import GuardMiddleware
+    from .shutdown import EndStreamsOnStop
+    from .ui import build_ui
+
+    outputs = outputs_dir_checked(settings)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.api_routers = [build_router(manager, settings.max_prompt_chars),   # read by openapi_schema()
+                             build_compat_router(manager, settings.max_prompt_chars)]
+    for router in app.state.api_routers:
+        app.include_router(router)          # before the "/" mount
+    demo = build_ui(manager, settings)
+    demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
+    app = gr.mount_gradio_app(
+        app, demo, path="/", server_name=settings.host, server_port=settings.port,
+        auth=settings.auth_pairs or None, allowed_paths=[str(outputs)],
+        blocked_paths=[str(modelscope_cache_base(settings.cache_dir)), str(Path.home() / ".ssh")],
+        max_file_size="1mb", ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=False,
+        footer_links=[], run_history=False,
+    )
+    # Gradio checks event files against allowed_paths/blocked_paths only once `has_launched` is true,
+    # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
+    demo.has_launched = True
+    # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
+    app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app))
+    app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
+                       api_prefixes=COMPAT_PREFIXES, auth=settings.api_auth_pairs)
+    app.state.stopping = asyncio.Event()            # set by shutdown.Server as it stops
+    app.add_middleware(EndStreamsOnStop, stopping=app.state.stopping)
+    return app
+
+
+def make_server(app, settings: Settings):
+    """The uvicorn server for `app`: one whose shutdown ends the page's open streams."""
+    import uvicorn
+
+    from .shutdown import Server
+
+    return Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+
+
+class _UserErrorsInOneLine:
+    """Stands in for the `traceback` module inside Gradio's queue and routes. Gradio prints a full
+    traceback for every gr.Error (a refused width, a prompt too long: answers the user already sees),
+    with print() rather than logging; those become one log line, anything else keeps its traceback."""
+
+    def __getattr__(self, name: str):
+        return getattr(traceback, name)
+
+    @staticmethod
+    def print_exc(*args, **kwargs) -> None:
+        from gradio.components import Component
+        from gradio.exceptions import Error
+
+        _, err, tb = sys.exc_info()
+        if not isinstance(err, Error):
+            traceback.print_exc(*args, **kwargs)
+            return
+        # Gradio's own checks ("Value 13 is less than minimum value 256.") do not name the input:
+        # the component whose preprocess raised it does.
+        field = ""
+        for frame, _ in traceback.walk_tb(tb):
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, Component):
+                field = f"{owner.label or owner.elem_id or type(owner).__name__}: "
+        log.info("page request refused: %s%s", field, err.message)
+
+
+def quiet_gradio_user_errors() -> None:
+    """Idempotent; for the modules that print the traceback of an event that raised (Gradio 6)."""
+    import gradio.queueing
+    import gradio.routes
+
+    for module in (gradio.queueing, gradio.routes):
+        if getattr(module, "traceback", None) is traceback:
+            module.traceback = _UserErrorsInOneLine()
+
+
+def import_model_stack_when_up(server, manager: Backend) -> threading.Thread:
+    """Once the page is being served, have the worker import torch and diffusers (10-15 s on the GPU
+    machine), so the first Preload or Generate does not wait for them."""
+    def run() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            manager.import_model_stack()
+    t = threading.Thread(target=run, name="zimage-imports", daemon=True)
+    t.start()
+    return t
+
+
+def serve(settings: Settings) -> None:
+    outputs_dir_checked(settings)        # before the worker starts: a refused folder must not leave it running
+    manager = create_backend(settings).start()
+    try:
+        if settings.preload:
+            manager.preload()        # reads start at once on the worker, while the page's imports run here
+        quiet_gradio_user_errors()
+        app = create_app(settings, manager)
+        server = make_server(app, settings)
+        import_model_stack_when_up(server, manager)
+        log.info("serving on http://%s:%d", settings.host, settings.port)
+        if not settings.is_loopback:
+            log.warning("listening on %s: other machines can reach this app (login required: --auth). "
+                        "Use TLS through a reverse proxy if the network is not yours.", settings.host)
+        server.run()
+    finally:
+        manager.close()

@@ -1,0 +1,412 @@
+"""The Gradio page: layout and event wiring only. Model logic lives in the PipelineManager."""
+from __future__ import annotations
+
+import html
+import logging
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from ..config import Settings
+from ..errors import Cancelled, ZImageError
+from ..request import as_int, MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest
+from ..jobs import Backend
+from ..jobs import Job
+from ..state import MemoryInfo
+from ..units import gib
+from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
+from ..state import LoadState, Status
+from .ui_cache import build_cache_panel
+
+log = logging.getLogger(__name__)
+
+SIZE_PRESETS = ["1024x1024", "1152x896", "896x1152", "1216x832", "832x1216", "1344x768", "768x1344",
+                "1280x720", "720x1280", "768x768", "512x512"]
+UNLOAD_CHOICES = {"Free VRAM (keep in RAM)": "cpu", "Free VRAM and RAM": "none"}
+GALLERY_MAX = 48
+CUSTOM = "Custom"
+SAVED_DEFAULTS = ("", "", 1024, 1024, 9, 0.0, -1, 1)     # the controls' defaults, in SAVED_FIELDS order
+STATE_LABELS = {
+    LoadState.UNLOADED: "Not loaded", LoadState.DOWNLOADING: "Downloading", LoadState.LOADING: "Loading",
+    LoadState.ON_CPU: "Ready (CPU / RAM)", LoadState.ON_GPU: "Ready (GPU)",
+    LoadState.OFFLOADED: "Ready (Low VRAM: offloaded)", LoadState.ERROR: "Error",
+}
+
+
+def render_status(status: Status, mem: MemoryInfo) -> str:
+    """The status panel as HTML; a pure function so tests can call it."""
+    e = html.escape
+    rows = [f'<div class="zi-state" data-state="{status.state.value}"><b>Model:</b> '
+            f'{e(STATE_LABELS[status.state])}</div>']
+    if status.state in (LoadState.DOWNLOADING, LoadState.LOADING):
+        pct = int(round(status.progress * 100))
+        detail = status.stage.value if status.stage else ""
+        if status.bytes_total:
+            detail += f" · {status.bytes_done / 2**20:,.0f} / {status.bytes_total / 2**20:,.0f} MiB"
+        if status.current_file:
+            detail += f" · {e(status.current_file)}"
+        rows.append(f'<progress class="zi-progress" max="100" value="{pct}"></progress> {pct}% · {e(detail)}')
+    if status.state == LoadState.DOWNLOADING and status.speed_bps:
+        eta = f" · {status.eta_s:,.0f} s left" if status.eta_s is not None else ""
+        rows.append(f"<div>{status.speed_bps / 2**20:,.1f} MiB/s{eta}</div>")
+    if status.message or status.hint:
+        css = "zi-error" if status.state == LoadState.ERROR else "zi-message"
+        rows.append(f'<div class="{css}"><b>{e(status.message)}</b><br>{e(status.hint)}</div>')
+    if status.plan:
+        rows.append(f'<div class="zi-plan">Plan: {e(status.plan)}</div>')
+    peak = f" · peak VRAM {gib(status.last_peak_vram_bytes)}" if status.last_peak_vram_bytes else ""
+    rows.append(f"<div>Device: {e(status.device or '-')} · Low VRAM: {'on' if status.low_vram else 'off'}{peak}"
+                f" · Queue: {status.queue_length}"
+                + (f" · Last image: {status.last_image_s:.2f} s" if status.last_image_s else "") + "</div>")
+    vram = ""
+    if mem.vram_total_bytes is not None or mem.vram_allocated_bytes is not None:
+        vram = f"VRAM: {gib(mem.vram_allocated_bytes)} (device {gib(mem.vram_used_bytes)} / " \
+               f"{gib(mem.vram_total_bytes)}) · "
+    rows.append(f"<div>{vram}RAM: process {gib(mem.process_rss_bytes)} · "
+                f"free {gib(mem.ram_available_bytes)} / {gib(mem.ram_total_bytes)}</div>")
+    if status.replicas:
+        rows.append(render_replicas(status.replicas))
+    if status.note:
+        rows.append(f'<div class="zi-note">{e(status.note)}</div>')
+    return f'<div id="zi-status-body">{"".join(rows)}</div>'
+
+
+PHASE_LABELS = {"ready": "Ready", "loading": "Loading", "unloaded": "Not loaded", "error": "Error",
+                "lost": "Not answering (Ray is restarting it)"}
+
+
+def render_replicas(replicas) -> str:
+    """--backend ray: one row per replica (node, device, state and progress, queue, last image)."""
+    e = html.escape
+    rows = []
+    for r in replicas:
+        s = r.status
+        state = PHASE_LABELS.get(r.phase, r.phase)
+        if r.phase == "loading":
+            stage = s.stage.value if s.stage else s.state.value
+            state += f" · {e(stage)} {round(s.progress * 100)}%"
+        elif r.phase == "error" and s.message:
+            state += f": {e(s.message)}"
+        device = s.device or "-"
+        if r.gpu_ids:
+            device += f" (GPU {', '.join(r.gpu_ids)})"
+        last = "-"
+        if s.last_image_s and r.last_image_at:
+            last = f"{s.last_image_s:.2f} s at {time.strftime('%H:%M:%S', time.localtime(r.last_image_at))}"
+        rows.append(f'<tr class="zi-replica" data-phase="{r.phase}"><td>{e(r.replica_id)}</td><td>{e(r.node)}</td>'
+                    f"<td>{e(device)}</td><td>{state}</td><td>{s.queue_length}</td><td>{last}</td></tr>")
+    head = "<tr><th>Replica</th><th>Node</th><th>Device</th><th>State</th><th>Queue</th><th>Last image</th></tr>"
+    return f'<table class="zi-replicas">{head}{"".join(rows)}</table>'
+
+
+def eta_seconds(job: Job) -> float | None:
+    """The job's own ETA when the manager gives one, else from the measured step time."""
+    if job.eta_s is not None:
+        return job.eta_s
+    if job.phase == "generating" and job.step_seconds > 0 and job.total_steps:
+        return max(0, job.total_steps - job.step) * job.step_seconds
+    return None
+
+
+def job_progress(job: Job, status: Status) -> tuple[float, str]:
+    """(fraction, description) for Gradio's progress bar while `job` waits or runs: the phase it is
+    in, step k of n, image k of n, and an ETA once a step has been timed."""
+    phase = job.phase
+    if phase == "waiting":
+        return 0.0, f"Waiting in queue (position {job.queue_position})"
+    if phase == "loading":
+        stage = status.stage.value if status.stage else status.state.value
+        return status.progress, f"Loading model: {stage}"
+    total, step = job.total_steps, job.step
+    images_total, images_done = job.images_total, job.images_done
+    if phase == "encoding":
+        fraction, desc = 0.0, "Encoding the prompt"
+    elif phase == "decoding":
+        fraction, desc = 0.9, "Decoding"
+    elif phase == "saving":
+        fraction, desc = 0.95 + 0.05 * (images_done / images_total if images_total else 0), "Saving"
+    elif total and (phase == "generating" or step):
+        fraction, desc = 0.9 * step / total, f"Step {step} of {total}"
+    else:
+        return 0.0, "Starting"
+    if images_total > 1:
+        desc = f"Image {min(images_done + 1, images_total)} of {images_total} · {desc}"
+    eta = eta_seconds(job)
+    if eta is not None:
+        desc += f" · about {eta:.0f} s left" if eta >= 10 else f" · about {eta:.1f} s left"
+    return fraction, desc
+
+
+def size_problem(width, height) -> str:
+    """What is wrong with a width and height, naming the field ('' when both are fine)."""
+    out = []
+    for name, raw in (("Width", width), ("Height", height)):
+        value = as_int(raw)
+        if value is None:
+            out.append(f"**{name}** must be a whole number.")
+        elif not MIN_SIZE <= value <= MAX_SIZE:
+            out.append(f"**{name}** must be between {MIN_SIZE} and {MAX_SIZE}, got {value}.")
+        elif value % SIZE_MULTIPLE:
+            below = value - value % SIZE_MULTIPLE
+            out.append(f"**{name}** must be a multiple of {SIZE_MULTIPLE}: {value} lies between "
+                       f"{below} and {below + SIZE_MULTIPLE}.")
+    return " ".join(out)
+
+
+def preset_for(width, height) -> str:
+    """The size preset that width and height make, or "Custom"."""
+    key = f"{as_int(width)}x{as_int(height)}"
+    return key if key in SIZE_PRESETS else CUSTOM
+
+
+def failure_text(e: BaseException) -> str:
+    """A failed generation, for the page: typed errors say what to do; anything else names itself."""
+    if isinstance(e, ZImageError):
+        return e.user_text()
+    detail = str(e).strip() or type(e).__name__
+    return (f"The generation failed: {detail}. The model stays loaded and nothing was saved; try again, "
+            "and if it keeps failing, press Unload (Free VRAM and RAM) and then Preload model.")
+
+
+def gpu_absent(settings: Settings) -> bool | None:
+    """True on a machine without a usable GPU, None while that is not known yet (torch not imported)."""
+    if settings.device == "cpu":
+        return True
+    torch = sys.modules.get("torch")     # never imported just to answer: the page runs before torch
+    if torch is None:
+        return None
+    return not torch.cuda.is_available()
+
+
+
+def parse_preset(preset: str) -> tuple[int, int]:
+    w, _, h = preset.partition("x")
+    return int(w), int(h)
+
+
+NO_GPU_LOW_VRAM = "No GPU on this machine: Low VRAM changes nothing here (the model runs from RAM anyway)."
+NO_GPU_UNLOAD = ("No GPU on this machine: the model already lives in RAM, so \"Free VRAM (keep in RAM)\" "
+                 "changes nothing here. Choose \"Free VRAM and RAM\" to free the memory.")
+SAVED_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed", "count")
+
+
+def _restored(saved, name: str, default):
+    """A saved setting when it has the type of its control (localStorage is the browser's to edit)."""
+    value = saved.get(name) if isinstance(saved, dict) else None
+    if isinstance(default, str):
+        return value if isinstance(value, str) else gr.skip()
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else gr.skip()
+
+
+def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = None) -> gr.Blocks:
+    gpu_default = "Free VRAM (keep in RAM)"
+    registry = registry or PageJobs(max_results=GALLERY_MAX)
+    no_gpu_at_start = gpu_absent(settings)
+
+    def status_html() -> str:
+        return render_status(manager.status(), manager.memory())
+
+    def owner_of(client_id: str | None, request: gr.Request | None) -> str | None:
+        return client_id or (request.session_hash if request else None)
+
+    def submit(req: GenerationRequest, owner: str | None, request: gr.Request | None) -> Job:
+        return manager.submit(req, owner=owner, user=getattr(request, "username", None))
+
+    def track(client_id: str, job: Job) -> threading.Event:
+        """Record the job under this browser; its results join the browser's gallery when it ends,
+        whether or not a page is still waiting for it (a reload drops the waiting handler's page)."""
+        recorded = threading.Event()
+        registry.start(client_id, job)
+
+        def done(future) -> None:
+            try:
+                results = [] if future.cancelled() or future.exception() else result_entries(future.result())
+                registry.finish(client_id, job, results)
+            finally:
+                recorded.set()
+        job.future.add_done_callback(done)
+        return recorded
+
+    def result_entries(result) -> list[Result]:
+        return [Result(caption=f"seed {item.seed} · {result.seconds_per_image:.2f} s",
+                       path=Path(item.path) if item.path else None, image=None if item.path else item.image)
+                for item in result.images]
+
+    def result_info(result) -> str:
+        peak = f" · peak VRAM {result.peak_vram_bytes / 2**30:.1f} GiB" if result.peak_vram_bytes else ""
+        info = (f"{len(result.images)} image(s) in {result.seconds:.2f} s ({result.seconds_per_image:.2f} s/image)"
+                f"{peak} · seeds {', '.join(str(i.seed) for i in result.images)}")
+        if result.warning:
+            info += f"\n\n⚠️ {result.warning}"
+        return info
+
+    def wait_for_job(job: Job, finished, progress: gr.Progress) -> None:
+        while not finished():
+            fraction, desc = job_progress(job, manager.status())
+            progress(fraction, desc=desc)
+            time.sleep(0.2)
+
+    def outcome(job: Job, client_id: str | None):
+        """(gallery, info) once `job` has ended; raises gr.Error with what went wrong."""
+        try:
+            result = job.future.result()
+        except Cancelled:
+            gr.Info("Stopped: the cancelled image was discarded.")
+            return (registry.gallery(client_id) if client_id else []), "Stopped. No image was kept."
+        except Exception as e:          # typed or not: the page says what happened and keeps working
+            raise gr.Error(failure_text(e))
+        if result.warning:
+            gr.Warning(result.warning)
+        if client_id:
+            return registry.gallery(client_id), result_info(result)
+        return [item for item in (r.gallery_item() for r in result_entries(result)) if item], result_info(result)
+
+    def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
+                    request: gr.Request = None, progress=gr.Progress()):
+        client_id = valid_client_id(client)
+        try:
+            req = GenerationRequest.from_mapping(
+                {"prompt": prompt or "", "negative_prompt": negative or "", "width": int(width),
+                 "height": int(height), "num_inference_steps": int(steps), "guidance_scale": float(guidance),
+                 "seed": int(seed), "num_images": int(count)}, settings.max_prompt_chars)
+            job = submit(req, owner_of(client_id, request), request)
+        except ZImageError as e:          # validation errors included: they name the field
+            raise gr.Error(e.user_text())
+        except (TypeError, ValueError) as e:
+            raise gr.Error(f"Check the settings: {e}")
+        recorded = track(client_id, job) if client_id else None
+        wait_for_job(job, recorded.is_set if recorded else job.future.done, progress)
+        return outcome(job, client_id)
+
+    def on_resume(client, progress=gr.Progress()):
+        """A page (re)opened while this browser's job runs: its progress, then its images."""
+        client_id = valid_client_id(client)
+        jobs = registry.running(client_id)
+        if not jobs:
+            return gr.skip(), gr.skip()
+        job = jobs[-1]
+        wait_for_job(job, lambda: job not in registry.running(client_id), progress)
+        return outcome(job, client_id)
+
+    def on_load(client, saved):
+        client_id = valid_client_id(client) or new_client_id()
+        restored = [_restored(saved, name, default) for name, default in zip(SAVED_FIELDS, SAVED_DEFAULTS)]
+        return [client_id, *restored, registry.gallery(client_id)]
+
+    def on_save(*values):
+        return dict(zip(SAVED_FIELDS, values))
+
+    def on_stop(client, request: gr.Request):
+        owner = owner_of(valid_client_id(client), request)
+        n = manager.cancel(owner=owner, user=getattr(request, "username", None))
+        return "Stopping… (the image being made ends after its current step)" if n else "Nothing to stop."
+
+    def on_tick(client):
+        status = manager.status()
+        mine = bool(registry.running(valid_client_id(client)))
+        return (render_status(status, manager.memory()),
+                gr.Button(visible=status.state == LoadState.DOWNLOADING), gr.Button(interactive=mine))
+
+    def on_preload():
+        manager.preload()
+        return status_html()
+
+    def on_unload(choice):
+        to = UNLOAD_CHOICES.get(choice, "none")
+        manager.unload(to)
+        return status_html(), (NO_GPU_UNLOAD if to == "cpu" and gpu_absent(settings) else "")
+
+    def on_cancel_download():
+        manager.cancel_download()
+        return status_html()
+
+    def on_low_vram(enabled):
+        manager.set_low_vram(bool(enabled))
+        return status_html(), (NO_GPU_LOW_VRAM if enabled and gpu_absent(settings) else "")
+
+    def on_preset(preset):
+        if preset == CUSTOM:
+            return gr.skip(), gr.skip()
+        return parse_preset(preset)
+
+    def on_size(width, height):
+        return size_problem(width, height), gr.Dropdown(value=preset_for(width, height))
+
+    with gr.Blocks(title="Z-Image-Turbo", analytics_enabled=False) as demo:
+        client_id = gr.BrowserState(None, storage_key="zimage-client")
+        saved = gr.BrowserState({}, storage_key="zimage-settings")
+        gr.Markdown("## Z-Image-Turbo")
+        with gr.Row():
+            with gr.Column(scale=3):
+                status_box = gr.HTML(status_html(), elem_id="status-panel")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    preload_btn = gr.Button("Preload model", variant="secondary", elem_id="preload-btn")
+                    unload_btn = gr.Button("Unload", elem_id="unload-btn")
+                    cancel_dl_btn = gr.Button("Cancel download", elem_id="cancel-download-btn", size="sm",
+                                              visible=False)
+                unload_to = gr.Radio(list(UNLOAD_CHOICES), value=gpu_default, label="Unload frees",
+                                     elem_id="unload-to", info=NO_GPU_UNLOAD if no_gpu_at_start else None)
+                low_vram = gr.Checkbox(value=settings.low_vram, label="Low VRAM (stream weights from RAM)",
+                                       elem_id="low-vram", info=NO_GPU_LOW_VRAM if no_gpu_at_start else None)
+                controls_note = gr.Markdown("", elem_id="controls-note")
+        with gr.Row():
+            with gr.Column(scale=2):
+                prompt = gr.Textbox(label="Prompt", lines=3, max_length=settings.max_prompt_chars,
+                                    elem_id="prompt")
+                negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
+                                      max_length=settings.max_prompt_chars, elem_id="negative-prompt")
+                preset = gr.Dropdown(SIZE_PRESETS + [CUSTOM], value="1024x1024", label="Size preset",
+                                     elem_id="preset")
+                with gr.Row():
+                    width = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Width",
+                                      elem_id="width")
+                    height = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Height",
+                                       elem_id="height")
+                size_error = gr.Markdown("", elem_id="size-error")
+                with gr.Row():
+                    steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label="Steps", elem_id="steps")
+                    guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.1, label="Guidance", elem_id="guidance")
+                with gr.Row():
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
+                    count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="count")
+                with gr.Row():
+                    generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False)
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png",
+                                     interactive=False, elem_id="gallery")
+                info = gr.Markdown("", elem_id="result-info")
+
+        build_cache_panel(manager, settings)
+
+        private = dict(queue=False, api_visibility="private")
+        controls = [prompt, negative, width, height, steps, guidance, seed, count]
+        # Every tab's generation reaches the manager's queue (which counts it and enforces queue_max
+        # with QueueFull); with a limit of 1 here the others waited in Gradio's queue, uncounted.
+        waiting_room = settings.generation_concurrency + settings.queue_max + 1
+        demo.load(on_load, [client_id, saved], [client_id, *controls, gallery], **private).then(
+            on_resume, client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
+            concurrency_limit=waiting_room)
+        timer = gr.Timer(1.0)
+        # Status reads never enter the queue: a full generation queue must not freeze the panel.
+        timer.tick(on_tick, client_id, [status_box, cancel_dl_btn, stop_btn], show_progress="hidden", **private)
+        gr.on([c.change for c in controls], on_save, controls, saved, show_progress="hidden", **private)
+        preload_btn.click(on_preload, None, status_box, **private)
+        unload_btn.click(on_unload, unload_to, [status_box, controls_note], **private)
+        cancel_dl_btn.click(on_cancel_download, None, status_box, **private)
+        low_vram.change(on_low_vram, low_vram, [status_box, controls_note], **private)
+        preset.input(on_preset, preset, [width, height], **private)
+        gr.on([width.change, height.change], on_size, [width, height], [size_error, preset],
+              show_progress="hidden", **private)
+        gr.on([generate_btn.click, prompt.submit], lambda: gr.Button(interactive=True), None, stop_btn, **private)
+        gr.on([generate_btn.click, prompt.submit], on_generate, [*controls, client_id], [gallery, info],
+              api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room)
+        # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
+        stop_btn.click(on_stop, client_id, info, **private)
+    return demo
