@@ -50,9 +50,9 @@ def main() -> None:
         torch.cuda.set_per_process_memory_fraction(budget_gb * 2**30 / total)
     from diffusers import ZImagePipeline
 
-    from zimage.engine.placement import TorchPlacement
     from zimage.engine.generate import warm_up
     from zimage.engine.loader import load_pipeline
+    from zimage.engine.placement import TorchPlacement
 
     runtime = None
     t0 = time.perf_counter()

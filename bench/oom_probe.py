@@ -21,8 +21,8 @@ def main() -> None:
     folder = sys.argv[1]
     cap_gb = float(sys.argv[2]) if len(sys.argv) > 2 else 21.5
     from zimage.config import Settings
-    from zimage.request import GenerationRequest
     from zimage.engine.manager import PipelineManager
+    from zimage.request import GenerationRequest
 
     m = PipelineManager(Settings(model=folder, outputs_dir="/tmp/oom-out", idle_unload_s=0, idle_drop_s=0,
                                  compile="off", vram_budget="76")).start()

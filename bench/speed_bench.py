@@ -13,6 +13,7 @@ import sys
 from bench.lowvram_bench import compare as _compare
 from bench.runner import run_probe
 
+
 def probe(mode: str, folder: str) -> dict:
     return run_probe("bench.speed_probe", [mode, folder], {"mode": mode}, "process_s", 2000)
 

@@ -38,8 +38,8 @@ def main() -> None:
     t0 = time.perf_counter()
     if mode.startswith("ours"):
         from zimage.config import Settings
-        from zimage.request import GenerationRequest
         from zimage.engine.manager import PipelineManager
+        from zimage.request import GenerationRequest
 
         batch = int(mode[len("ours_queue"):]) if mode.startswith("ours_queue") else 1
         settings = Settings(model=folder, outputs_dir="/tmp/speed-out", idle_unload_s=0, idle_drop_s=0,

@@ -87,9 +87,9 @@ def plain_diffusers(a, cuda: bool) -> dict:
 
 def ours(a) -> dict:
     from zimage.config import Settings
+    from zimage.engine.manager import PipelineManager
     from zimage.errors import Cancelled
     from zimage.request import GenerationRequest
-    from zimage.engine.manager import PipelineManager
 
     settings = Settings(model=a.folder, outputs_dir="/tmp/stop-out", cache_dir="/tmp/stop-cache", idle_unload_s=0,
                         idle_drop_s=0, compile="off")

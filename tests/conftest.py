@@ -1,10 +1,10 @@
 import dataclasses
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
-import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -118,3 +118,27 @@ def cli_server(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+class Gate:
+    """Holds the tiny pipeline's transformer until released: a generation stays running, deterministically."""
+
+    def __init__(self, manager, timeout: float = 60.0):
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.timeout = timeout
+        manager.ensure_ready(60)
+        manager._pipe.transformer.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_):
+        self.entered.set()
+        assert self.release.wait(self.timeout)
+
+
+def break_the_pipeline(manager, monkeypatch) -> None:
+    """The loaded tiny pipeline's transformer raises what a bug or a driver fault would."""
+    def broken(self, *a, **kw):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    manager.ensure_ready(60)
+    monkeypatch.setattr(type(manager._pipe.transformer), "forward", broken)
+

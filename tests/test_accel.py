@@ -4,11 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnProcessor
 
-from zimage.engine import accel
 from zimage.config import ConfigError, load_settings
+from zimage.engine import accel
 from zimage.engine.loader import load_pipeline
 
 KW = dict(prompt="a cat", width=256, height=256, num_inference_steps=3, guidance_scale=0.0)

@@ -10,8 +10,9 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import wait_for
 from zimage.state import LoadState
+
+from conftest import break_the_pipeline, wait_for
 
 SEED_WARMUP = '{"prompt": "warmup", "width": 512, "height": 512, "num_inference_steps": 1, "seed": 1}'
 
@@ -249,14 +250,6 @@ def test_pickle_weights_folder_is_refused_with_a_message(start_server, settings,
     assert r.status_code == 503 and "pickle" in r.json()["error"]["message"]
     assert (model_copy / "vae" / "diffusion_pytorch_model.bin").exists()      # nothing deleted
     assert requests.get(srv.url + "/health", timeout=10).json()["status"] == "error"
-
-
-def break_the_pipeline(manager, monkeypatch) -> None:
-    """The loaded tiny pipeline's transformer raises what a bug or a driver fault would."""
-    def broken(self, *a, **kw):
-        raise RuntimeError("CUDA error: an illegal memory access was encountered")
-    manager.ensure_ready(60)
-    monkeypatch.setattr(type(manager._pipe.transformer), "forward", broken)
 
 
 def test_a_generation_that_fails_is_a_json_500_and_the_server_keeps_serving(server, monkeypatch):

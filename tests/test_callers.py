@@ -8,24 +8,11 @@ import threading
 import pytest
 import requests
 
-from conftest import wait_for
 from zimage.request import GenerationRequest
 
+from conftest import Gate, wait_for
+
 SMALL = {"prompt": "a fox", "width": 256, "height": 256, "steps": 2}
-
-
-class Gate:
-    """Holds the tiny pipeline's transformer until released: a generation stays running, deterministically."""
-
-    def __init__(self, manager):
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        manager.ensure_ready(60)
-        manager._pipe.transformer.register_forward_pre_hook(self._hook)
-
-    def _hook(self, *_):
-        self.entered.set()
-        assert self.release.wait(60)
 
 
 class Call:

@@ -10,7 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import wait_for
+from conftest import break_the_pipeline, wait_for
 
 
 @pytest.fixture
@@ -164,15 +164,8 @@ def test_a_lone_surrogate_is_refused_naming_the_field_on_every_route(server, fie
     assert server.manager.load_count == 0
 
 
-def _break_the_pipeline(manager, monkeypatch) -> None:
-    def broken(self, *a, **kw):
-        raise RuntimeError("CUDA error: an illegal memory access was encountered")
-    manager.ensure_ready(60)
-    monkeypatch.setattr(type(manager._pipe.transformer), "forward", broken)
-
-
 def test_a_failed_txt2img_is_a_json_500_and_the_next_one_works(server, monkeypatch):
-    _break_the_pipeline(server.manager, monkeypatch)
+    break_the_pipeline(server.manager, monkeypatch)
     body = {"prompt": "a fox", "width": 256, "height": 256, "steps": 1}
     r = requests.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120)
     assert r.status_code == 500 and r.json()["error"] == "generation_failed"
@@ -184,7 +177,7 @@ def test_a_failed_txt2img_is_a_json_500_and_the_next_one_works(server, monkeypat
 def test_a_failed_openai_generation_is_a_server_error_and_the_next_one_works(oai, server, monkeypatch):
     import openai
 
-    _break_the_pipeline(server.manager, monkeypatch)
+    break_the_pipeline(server.manager, monkeypatch)
     with pytest.raises(openai.InternalServerError) as e:
         oai.images.generate(prompt="a fox", size="256x256")
     assert e.value.status_code == 500

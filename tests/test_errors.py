@@ -2,14 +2,7 @@ import pickle
 
 import pytest
 
-from zimage.errors import (
-    Cancelled,
-    DownloadCancelled,
-    InvalidRequest,
-    OutOfMemory,
-    QueueFull,
-    ReplicaFailed,
-)
+from zimage.errors import Cancelled, DownloadCancelled, InvalidRequest, OutOfMemory, QueueFull, ReplicaFailed
 
 
 @pytest.mark.parametrize("err", [

@@ -8,9 +8,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
 
 from zimage.testing.fake_hub import FakeHub
+
+from conftest import wait_for
 
 MODEL_ID = "Tongyi-MAI/Z-Image-Turbo"
 LISTING = f"/api/v1/models/{MODEL_ID}/repo/files?Revision=master&Recursive=True"

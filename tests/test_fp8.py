@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from zimage.engine import fp8
 from zimage.config import ConfigError, load_settings
-from zimage.engine.loader import load_pipeline
+from zimage.engine import fp8
 from zimage.engine.anatomy import transformer_blocks
+from zimage.engine.loader import load_pipeline
 
 KW = dict(prompt="a cat", width=256, height=256, num_inference_steps=3, guidance_scale=0.0)
 

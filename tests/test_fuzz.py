@@ -80,8 +80,7 @@ def test_500_malformed_requests_get_4xx_and_the_server_keeps_serving(server):
 def test_property_any_json_body_gets_an_answer_never_a_server_error(server):
     """Property-based: any JSON value (objects with our field names most of the time) gets 200 or a
     4xx naming the problem; never a 5xx."""
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
+    from hypothesis import HealthCheck, given, settings, strategies as st
 
     scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
                         st.text(max_size=50))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
+
 from conftest import wait_for
 
 API = "/gradio_api"

@@ -34,8 +34,8 @@ def test_our_decode_gives_the_pipelines_own_pixels(tiny_pipe, num_images):
 
 
 def test_run_pipeline_stopped_mid_way_is_cancelled_without_a_decode(tiny_pipe, monkeypatch):
-    from zimage.errors import Cancelled
     from zimage.engine.generate import run_pipeline
+    from zimage.errors import Cancelled
 
     decodes, steps = [], []
     real = tiny_pipe.vae.decode

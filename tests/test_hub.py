@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from zimage.store.cache import scan_cache
 from zimage.errors import ModelUnavailable
-from zimage.store.hub import (CacheCorrupt, DiskFull, DownloadCancelled, cached_copy, download, repair,
-                        resolve_model_dir)
+from zimage.store.cache import scan_cache
+from zimage.store.hub import CacheCorrupt, DiskFull, DownloadCancelled, cached_copy, download, repair, resolve_model_dir
 from zimage.store.manifest import load_manifest
 from zimage.testing.fake_hub import FakeHub
 

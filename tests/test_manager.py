@@ -6,11 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import wait_for
+from zimage.engine.manager import PipelineManager
 from zimage.errors import Cancelled, ModelLoadFailed, ModelUnavailable, QueueFull
 from zimage.request import GenerationRequest
-from zimage.engine.manager import PipelineManager
 from zimage.state import LoadStage, LoadState
+
+from conftest import Gate, wait_for
 
 SMALL = {"prompt": "a cat", "width": 256, "height": 256, "num_inference_steps": 2, "seed": 3}
 
@@ -95,20 +96,6 @@ def fail_first_call_with_oom(manager, monkeypatch) -> dict:
     return calls
 
 
-class Gate:
-    """Blocks the tiny pipeline's transformer until released, to hold a generation mid-run."""
-
-    def __init__(self, manager):
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        manager.ensure_ready(60)
-        manager._pipe.transformer.register_forward_pre_hook(self._hook)
-
-    def _hook(self, *_):
-        self.entered.set()
-        assert self.release.wait(30)
-
-
 def test_preload_reaches_on_cpu_and_generates(make_manager):
     m = make_manager()
     assert m.status().state == LoadState.UNLOADED
@@ -156,7 +143,7 @@ def test_same_seed_same_image_and_distinct_seeds_differ(make_manager):
 
 def test_queue_is_bounded(make_manager):
     m = make_manager(queue_max=2)
-    gate = Gate(m)
+    gate = Gate(m, timeout=30)
     running = m.submit(req())
     assert gate.entered.wait(30)
     waiting = [m.submit(req()) for _ in range(2)]
@@ -172,7 +159,7 @@ def test_queue_is_bounded(make_manager):
 
 def test_stop_interrupts_and_is_reported_as_cancelled(make_manager):
     m = make_manager()
-    gate = Gate(m)
+    gate = Gate(m, timeout=30)
     job = m.submit(req(num_inference_steps=8), owner="tab-1")
     queued = m.submit(req(), owner="tab-1")
     other = m.submit(req(), owner="tab-2")
@@ -195,7 +182,7 @@ def test_a_waiter_that_gives_up_does_not_stop_the_worker(make_manager):
     import asyncio
 
     m = make_manager()
-    gate = Gate(m)
+    gate = Gate(m, timeout=30)
     running = m.submit(req())
     waiting = m.submit(req())
     assert gate.entered.wait(30)
@@ -217,7 +204,7 @@ def test_a_waiter_that_gives_up_does_not_stop_the_worker(make_manager):
 
 def test_unload_waits_for_the_running_generation(make_manager):
     m = make_manager()
-    gate = Gate(m)
+    gate = Gate(m, timeout=30)
     job = m.submit(req())
     assert gate.entered.wait(30)
     unload = m.unload("none")
@@ -630,7 +617,7 @@ def count_vae_decodes(pipe) -> list:
 
 def test_a_stopped_job_is_never_decoded_and_the_worker_is_free_at_the_step(make_manager):
     m = make_manager()
-    gate = Gate(m)
+    gate = Gate(m, timeout=30)
     decodes = count_vae_decodes(m._pipe)
     job = m.submit(req(num_inference_steps=8, num_images=2))
     assert gate.entered.wait(30)
@@ -649,7 +636,7 @@ def test_progress_names_each_phase_with_image_counts_and_an_eta(make_manager, mo
 
     m = make_manager()
     m.generate(req(prompt="the first image measures decoding and saving"), timeout=60)
-    gate = Gate(m)
+    gate = Gate(m, timeout=30)
     ahead = m.submit(req())
     assert gate.entered.wait(30)
     job = m.submit(req(prompt="a fresh prompt", num_images=2, num_inference_steps=3))
@@ -705,8 +692,8 @@ def test_guidance_between_0_and_1_generates(make_manager, guidance):
 
 
 def test_out_of_memory_with_no_smaller_plan_moves_the_weights_to_ram_and_says_so(make_manager, monkeypatch):
-    from zimage.errors import OutOfMemory
     from zimage.engine.planning import DoesNotFit
+    from zimage.errors import OutOfMemory
 
     gpu = FakeGpuPlacement()
     def no_plan_fits(pipe, budget_bytes):

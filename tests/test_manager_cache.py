@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
-from zimage.errors import CacheCorrupt, DownloadCancelled, ModelInUse
 from zimage.engine.manager import PipelineManager
+from zimage.errors import CacheCorrupt, DownloadCancelled, ModelInUse
 from zimage.state import LoadState
 from zimage.testing.fake_hub import FakeHub
+
+from conftest import wait_for
 
 MODEL_ID = "Tongyi-MAI/Z-Image-Turbo"
 

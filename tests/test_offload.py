@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from zimage.engine.offload import LowVramRuntime
 from zimage.engine.anatomy import transformer_blocks
+from zimage.engine.offload import LowVramRuntime
 from zimage.engine.planning import Plan, sizes_of
 
 

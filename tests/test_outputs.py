@@ -6,6 +6,7 @@ from PIL import Image
 
 from zimage.store.outputs import OutputStore
 
+
 def test_output_store_never_overwrites_and_keeps_metadata(tmp_path):
     store = OutputStore(tmp_path / "out")
     img = Image.new("RGB", (16, 16), "red")
@@ -60,8 +61,9 @@ def test_a_kill_mid_write_leaves_no_partial_png_and_a_restart_cleans_up(tmp_path
     import subprocess
     import sys
 
-    from conftest import wait_for
     from zimage.store.outputs import BLOCK_WRITE_ENV, QUARANTINE_DIR
+
+    from conftest import wait_for
 
     root, marker = tmp_path / "out", tmp_path / "half-written"
     script = ("import sys; from PIL import Image; from zimage.store.outputs import OutputStore; "

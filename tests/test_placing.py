@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from zimage.engine.placing import (LOW_VRAM_BUDGET_BYTES, budget_after_oom, budget_bytes, out_of_memory,
-                                   target_state)
+from zimage.engine.placing import LOW_VRAM_BUDGET_BYTES, budget_after_oom, budget_bytes, out_of_memory, target_state
 from zimage.engine.planning import WORKING_BYTES
 from zimage.state import LoadState
 

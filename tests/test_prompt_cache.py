@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from zimage.request import GenerationRequest
 from zimage.engine.generate import run_pipeline
 from zimage.engine.loader import load_pipeline
 from zimage.engine.prompt_cache import PromptCache
+from zimage.request import GenerationRequest
 
 
 @pytest.fixture

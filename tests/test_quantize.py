@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from zimage.engine import quantize
-from zimage.errors import DiskFull, ModelLoadFailed
+from zimage.engine.anatomy import transformer_blocks
 from zimage.engine.loader import load_pipeline
 from zimage.engine.offload import LowVramRuntime
-from zimage.engine.anatomy import transformer_blocks
 from zimage.engine.planning import Plan, make_plan, sizes_of
 from zimage.engine.quantize import (COMPONENTS, SCALE, cache_dir_for, complete, load_quantized, quantizable_linears,
-                             quantize_module, quantize_weight, repeated_blocks, save_quantized)
+                                    quantize_module, quantize_weight, repeated_blocks, save_quantized)
+from zimage.errors import DiskFull, ModelLoadFailed
 
 KW = dict(prompt="a cat", width=256, height=256, num_inference_steps=3, guidance_scale=0.0)
 

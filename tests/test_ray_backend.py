@@ -11,13 +11,14 @@ import time
 
 import pytest
 import requests
-from conftest import RunningServer, wait_for
 from PIL import Image
 
 from zimage.config import Settings
 from zimage.errors import Cancelled, ModelUnavailable, ReplicaFailed
 from zimage.request import GenerationRequest
 from zimage.state import LoadState
+
+from conftest import RunningServer, wait_for
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -r requirements-ray.txt)")
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install -r requirements-ray.txt)")

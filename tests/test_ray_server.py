@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from conftest import free_port, wait_for
 
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install -r requirements-ray.txt)")

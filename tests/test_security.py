@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import wait_for
 from test_fuzz_gradio import API, page_facts, read_call_stream, run_event
+
+from conftest import wait_for
 
 PASSWD = Path("/etc/passwd").read_bytes()
 SOURCE = Path(__file__).resolve().parents[1] / "zimage" / "web" / "server.py"

@@ -3,9 +3,9 @@ import sys
 
 import pytest
 
+from zimage.app import create_backend
 from zimage.config import ConfigError, Settings
 from zimage.engine.manager import PipelineManager
-from zimage.app import create_backend
 
 
 def test_local_is_the_default_backend(settings):

@@ -1,15 +1,15 @@
 import pytest
-from conftest import wait_for
 import requests
 from gradio_client import Client
 from PIL import Image
 
-from zimage.jobs import Job
-from zimage.state import MemoryInfo
-from zimage.state import LoadStage, LoadState, Status
 from zimage.errors import QueueFull
+from zimage.jobs import Job
+from zimage.state import LoadStage, LoadState, MemoryInfo, Status
 from zimage.web.page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from zimage.web.ui import failure_text, job_progress, parse_preset, preset_for, render_status, size_problem
+
+from conftest import wait_for
 
 MEM = MemoryInfo(process_rss_bytes=2**30, ram_total_bytes=16 * 2**30, ram_available_bytes=8 * 2**30)
 

@@ -36,9 +36,9 @@ def serve_main(argv: list[str]) -> int:
 def print_openapi() -> int:
     import json
 
+    from .app import create_backend
     from .web.api import build_router
     from .web.compat_api import build_compat_router
-    from .app import create_backend
     from .web.openapi import openapi_schema
 
     try:

@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from .store.cache import CachedModel, UnsafeDelete, delete_cached, derived_caches, modelscope_cache_base, scan_cache
 from .config import DEFAULT_MODEL
 from .errors import ModelUnavailable, ZImageError
+from .store.cache import CachedModel, UnsafeDelete, delete_cached, derived_caches, modelscope_cache_base, scan_cache
 from .units import human_bytes
 
 OK, PROBLEMS, USAGE, NETWORK, DISK, CANCELLED = 0, 1, 2, 3, 4, 130

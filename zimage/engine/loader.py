@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from ..store.cache import weight_files
 from ..errors import ModelLoadFailed
 from ..state import LoadStage
+from ..store.cache import weight_files
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,7 @@ def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, tot
 
     The shards start streaming to the device first (only torch is needed for that), and the
     modules are built while the bytes arrive."""
-    from .fastload import (FastLoadUnsupported, assign_weights, component_shards, start_streaming,
-                           tensors_of)
+    from .fastload import FastLoadUnsupported, assign_weights, component_shards, start_streaming, tensors_of
     from .quantize import COMPONENTS, keep_dtype, prepare_for_quantized_keys
 
     def source(name: str) -> Path:

@@ -290,8 +290,8 @@ class PipelineManager:
             from .loader import weight_paths
 
             prefetch(weight_paths(model_dir), libraries_first="torch" not in sys.modules)
-        from .placement import resolve_dtype
         from .loader import component_bytes, read_model_index
+        from .placement import resolve_dtype
 
         self._model_bytes = sum(component_bytes(model_dir, n) for n in read_model_index(model_dir))
         placement = self._get_placement()

@@ -22,10 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..store.cache import weight_files
 from ..errors import DiskFull, ModelLoadFailed
-from .anatomy import SCALE, transformer_blocks
+from ..store.cache import weight_files
 from ..store.manifest import sha256_file
+from .anatomy import SCALE, transformer_blocks
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ def speed_up(pipe, settings: Settings, placement: Any, *, warm: bool, on_fp8: Ca
     and the warm-up images that build the kernels before any request. `on_fp8(note)` gets fp8's
     outcome for the page ("" when there is nothing to say) whenever fp8 is not off; `on_warm_up()`
     comes before the warm-up images. Returns the attention backend in use."""
+    import torch
+
     from . import accel
     from .generate import warm_up
-
-    import torch
 
     device = placement.gpu_device
     on_cuda = device is not None and torch.cuda.is_available()

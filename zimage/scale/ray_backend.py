@@ -24,13 +24,13 @@ from typing import Any
 
 from ..config import ConfigError, Settings
 from ..errors import BackendUnavailable, Cancelled, QueueFull, ReplicaFailed, ZImageError
-from ..request import GeneratedImage, GenerationRequest, GenerationResult
-from ..store.outputs import OutputStore, unsaved_warning
 from ..jobs import CACHE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches
-from ..store.hub import RepairReport, VerifyReport, merge_verify_reports
-from ..store.cache_ops import check_confirmed
-from .replicas import REPORT_PERIOD_S, aggregate
+from ..request import GeneratedImage, GenerationRequest, GenerationResult
 from ..state import LoadState, MemoryInfo, Status
+from ..store.cache_ops import check_confirmed
+from ..store.hub import RepairReport, VerifyReport, merge_verify_reports
+from ..store.outputs import OutputStore, unsaved_warning
+from .replicas import REPORT_PERIOD_S, aggregate
 
 log = logging.getLogger(__name__)
 
@@ -273,10 +273,7 @@ class RayBackend:
                 self._jobs.pop(job.key, None)
 
     def _call_with_retry(self, job: RemoteJob, req: GenerationRequest) -> GenerationResult:
-        from ray.serve.exceptions import (
-            DeploymentUnavailableError,
-            RequestCancelledError,
-        )
+        from ray.serve.exceptions import DeploymentUnavailableError, RequestCancelledError
 
         deaths = _death_errors()
         for attempt in (1, 2):

@@ -22,9 +22,9 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ZImageError
+from ..jobs import Job
 from ..request import GenerationRequest, GenerationResult
 from ..store.outputs import png_bytes
-from ..jobs import Job
 from .ray_board import COMMANDS, Command
 from .replicas import REPORT_PERIOD_S, JobProgress, ReplicaStatus
 

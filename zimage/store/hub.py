@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .cache import Problem, candidate_dirs, classify, modelscope_cache_base
 from ..errors import CacheCorrupt, DiskFull, DownloadCancelled, ModelLoadFailed, ModelUnavailable
+from .cache import Problem, candidate_dirs, classify, modelscope_cache_base
 from .manifest import check_against_manifest, load_manifest, manifest_from_listing, save_manifest
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from ..request import GeneratedImage, GenerationRequest, GenerationResult, MODEL_LABEL, infotext
+from ..request import MODEL_LABEL, GeneratedImage, GenerationRequest, GenerationResult, infotext
 
 log = logging.getLogger(__name__)
 

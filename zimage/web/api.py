@@ -16,25 +16,11 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from ..errors import BadRequestBody, BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
 from ..jobs import Backend
-from ..errors import (
-    BadRequestBody,
-    BodyTooLarge,
-    InvalidRequest,
-    UnsupportedMediaType,
-    ZImageError,
-)
 from ..request import GenerationRequest
 from ..store.outputs import png_bytes
-from .openapi import (
-    ANY_JSON,
-    BODY_ERRORS,
-    GENERATED,
-    HEALTH,
-    RUN_ERRORS,
-    generate_body,
-    route_docs,
-)
+from .openapi import ANY_JSON, BODY_ERRORS, GENERATED, HEALTH, RUN_ERRORS, generate_body, route_docs
 
 log = logging.getLogger(__name__)
 

@@ -17,29 +17,13 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from .api import API_CLIENT, job_owner, log_refusal, read_json, request_caller
-from ..jobs import Backend
 from ..errors import InvalidRequest, ZImageError
+from ..jobs import Backend
 from ..request import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
 from ..store.outputs import png_bytes
-from .openapi import (
-    A1111_ERROR,
-    A1111_IMAGES,
-    ANY_JSON,
-    BODY_ERRORS,
-    INT,
-    NOT_FOUND,
-    NULLABLE_STRING,
-    NUMBER,
-    OPENAI_ERROR,
-    OPENAI_IMAGES,
-    RUN_ERRORS,
-    STRING,
-    a1111_body,
-    obj,
-    openai_body,
-    route_docs,
-)
+from .api import API_CLIENT, job_owner, log_refusal, read_json, request_caller
+from .openapi import (A1111_ERROR, A1111_IMAGES, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING, NUMBER,
+                      OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
 
 A1111_DEFAULT_STEPS, A1111_DEFAULT_CFG = 20, 7.0
 OPENAI_MODEL_ID = "z-image-turbo"
@@ -160,25 +144,23 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                            error_schema=A1111_ERROR)
     checkpoint_errors = BODY_ERRORS + (422,)
 
-    @router.post("/sdapi/v1/interrupt", **stop_docs)
-    async def interrupt(request: Request):
-        """The caller's running and waiting generations stop (docs/API.md: whose jobs are the caller's)."""
+    async def stop(request: Request, current_only: bool):
         try:
             await read_empty_object(request)
-            stop_callers_jobs(request, current_only=False)
+            stop_callers_jobs(request, current_only=current_only)
         except ZImageError as e:
             return _a1111_error(e)
         return {}
 
+    @router.post("/sdapi/v1/interrupt", **stop_docs)
+    async def interrupt(request: Request):
+        """The caller's running and waiting generations stop (docs/API.md: whose jobs are the caller's)."""
+        return await stop(request, current_only=False)
+
     @router.post("/sdapi/v1/skip", **stop_docs)
     async def skip(request: Request):
         """The caller's running pipeline call ends; its queued generations still run."""
-        try:
-            await read_empty_object(request)
-            stop_callers_jobs(request, current_only=True)
-        except ZImageError as e:
-            return _a1111_error(e)
-        return {}
+        return await stop(request, current_only=True)
 
     @router.get("/sdapi/v1/sd-models", **route_docs(ok={"type": "array", "items": obj(
         {"title": STRING, "model_name": STRING, "filename": STRING}, ["title", "model_name"])}))

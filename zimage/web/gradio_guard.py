@@ -36,15 +36,9 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedMediaType, ZImageError
 from .api import decode_json
 from .gradio_files import FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, servable_file
-from ..errors import (
-    BodyTooLarge,
-    InvalidRequest,
-    UnknownEndpoint,
-    UnsupportedMediaType,
-    ZImageError,
-)
 
 log = logging.getLogger(__name__)
 

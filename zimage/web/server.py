@@ -12,10 +12,10 @@ import time
 import traceback
 from pathlib import Path
 
+from ..app import create_backend
+from ..config import PROJECT_ROOT, ConfigError, Settings
 from ..jobs import Backend
 from ..store.cache import modelscope_cache_base
-from ..config import PROJECT_ROOT, ConfigError, Settings
-from ..app import create_backend
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,11 @@ import gradio as gr
 
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
-from ..request import as_int, MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest
-from ..jobs import Backend
-from ..jobs import Job
-from ..state import MemoryInfo
+from ..jobs import Backend, Job
+from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest, as_int
+from ..state import LoadState, MemoryInfo, Status
 from ..units import gib
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
-from ..state import LoadState, Status
 from .ui_cache import build_cache_panel
 
 log = logging.getLogger(__name__)

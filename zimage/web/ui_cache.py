@@ -6,10 +6,10 @@ import time
 
 import gradio as gr
 
-from ..store.cache import CachedModel, modelscope_cache_base, scan_cache
 from ..config import Settings
 from ..errors import ZImageError
 from ..jobs import Backend
+from ..store.cache import CachedModel, modelscope_cache_base, scan_cache
 from ..units import human_bytes
 
 COLUMNS = ["model", "status", "size", "layout", "folder"]
