@@ -18,7 +18,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 def guard_refusals(caplog):
     """Requests the Gradio event guard refused: the page's own must all pass it."""
     caplog.set_level(logging.INFO, logger="zimage.web.gradio_guard")
-    return lambda: [r.getMessage() for r in caplog.records if r.name == "zimage.web.gradio_guard"]
+    # caplog.records holds only the current phase's records, and the `page` fixture asks in its
+    # teardown: read the setup and call phases too, or a refusal during the test goes unseen.
+    return lambda: [r.getMessage() for when in ("setup", "call", "teardown") for r in caplog.get_records(when)
+                    if r.name == "zimage.web.gradio_guard"]
 
 
 @pytest.fixture
