@@ -38,7 +38,7 @@ def _short(value: Any) -> str:
 def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = ()) -> bool:
     """Whether `path` is a file this page may hand out: inside `outputs` once symlinks are resolved
     (a link in outputs that points out is refused), or a copy Gradio made for this page's
-    components (`created`: the Blocks' temp_file_sets), which live in Gradio's upload folder.
+    components (`created`: page_file_sets), which live in Gradio's upload folder.
     Relative paths count from the working directory, as Gradio reads them."""
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path or "://" in path:
         return False
@@ -52,28 +52,20 @@ def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = (
 
         if not real.is_relative_to(Path(get_upload_folder()).resolve()):
             return False
-        if any(path in names or str(real) in names for names in list(created)):
-            return True
-        return copy_of_an_output(real, outputs)
     except (OSError, ValueError):
         return False
+    return any(path in names or str(real) in names for names in list(created))
 
 
-def copy_of_an_output(copy: Path, outputs: Path) -> bool:
-    """Whether `copy` (in Gradio's upload folder) holds the same bytes as an image of the same name in
-    a day folder of `outputs`: the copy Gradio makes of a gallery image. Gradio records its copies in
-    the components' temp_files, but the page's gallery copies were missing from them when a browser
-    ran the page against `webui.py` (the image then showed broken), so the bytes are compared instead."""
-    import filecmp
-    from glob import escape
-
-    if copy.suffix.lower() != ".png":
-        return False
-    for source in outputs.resolve().glob(f"*/{escape(copy.name)}"):
-        real = Path(os.path.realpath(source))
-        if real.is_relative_to(outputs.resolve()) and real.is_file() and filecmp.cmp(real, copy, shallow=False):
-            return True
-    return False
+def page_file_sets(blocks) -> list:
+    """Gradio's records of the files it copied for this page: the Blocks' own sets, and those of the
+    component copies Gradio keeps per browser session once an event updates a component; the gallery's
+    copies land there, and the Blocks' sets never list them (the gallery image showed broken)."""
+    sets = list(blocks.temp_file_sets)
+    holder = getattr(blocks, "state_holder", None)
+    for state in list(getattr(holder, "session_data", {}).values()):
+        sets += [b.temp_files for b in list(state.blocks_config.blocks.values()) if getattr(b, "temp_files", None)]
+    return sets
 
 
 def _file_values(value: Any, where: str) -> Iterator[tuple[str, dict]]:

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs
 
 from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedMediaType, ZImageError
 from .api import decode_json
-from .gradio_files import FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, servable_file
+from .gradio_files import FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, page_file_sets, servable_file
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class GradioEventGuard:
     def _check_file(self, route: str) -> None:
         match = FILE_ROUTE.fullmatch(route)
         if PROXY_ROUTE.fullmatch(route) or (match and not servable_file(match["path"], self.outputs,
-                                                                        self.blocks.temp_file_sets)):
+                                                                        page_file_sets(self.blocks))):
             raise FileNotServed()
 
     def _retry_after_s(self) -> int:
@@ -264,7 +264,7 @@ class GradioEventGuard:
         if isinstance(body, dict):
             # Every value of every event: data (join, call, run), the keywords of call/v2, component_server's data.
             check_files(body if kind == "call_v2" else body.get("data"), "data" if kind != "call_v2" else "body",
-                        self.outputs, self.blocks.temp_file_sets)
+                        self.outputs, page_file_sets(self.blocks))
         if kind == "join":
             check_event(body, self.events, session_required=True)
         elif kind == "call_v2":
