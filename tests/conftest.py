@@ -142,3 +142,16 @@ def break_the_pipeline(manager, monkeypatch) -> None:
     manager.ensure_ready(60)
     monkeypatch.setattr(type(manager._pipe.transformer), "forward", broken)
 
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 32 KB filesystem (tmpfs, mounted as root): a 256x256 PNG of the tiny model's noise is
+    ~200 KB, so writing it fails half-way with ENOSPC, as on a full disk."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k,mode=0700", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:      # tests/test_generate.py covers ENOSPC at the write without a mount
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)

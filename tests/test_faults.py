@@ -17,20 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"prompt": "a full disk", "width": 256, "height": 256, "num_inference_steps": 1, "seed": 3}
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 32 KB filesystem (tmpfs, mounted as root): a 256x256 PNG of the tiny model's noise is
-    ~200 KB, so writing it fails half-way with ENOSPC, as on a full disk."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:      # tests/test_generate.py covers ENOSPC at the write without a mount
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 def test_full_disk_returns_the_image_with_a_warning_and_leaves_no_partial_file(start_server, settings, small_disk):
     out = small_disk / "outputs"
     out.mkdir()

@@ -348,3 +348,29 @@ def test_the_generated_image_shows_when_the_app_runs_as_webui(cli_server):
         browser.close()
     assert loaded == 256
     assert "refused GET /gradio_api/file=" not in terminal()
+
+
+def test_on_a_full_disk_the_page_still_shows_the_image_and_says_why(start_server, settings, small_disk):
+    """Saving fails (a real 32 KB filesystem): the image is not in the outputs folder, Gradio serves its
+    own copy of it, and the page shows it with the warning."""
+    import dataclasses
+
+    from playwright.sync_api import sync_playwright
+
+    srv = start_server(dataclasses.replace(settings, outputs_dir=str(small_disk)))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(srv.url)
+        page.wait_for_selector("#status-panel")
+        page.fill("#prompt textarea", "a full disk")
+        set_slider(page, "width", 256)
+        set_slider(page, "height", 256)
+        page.click("#generate-btn")
+        page.wait_for_selector("#gallery img", timeout=120_000)
+        loaded = wait_for(lambda: page.evaluate(
+            "() => { const i = document.querySelector('#gallery img'); return i.complete && i.naturalWidth }"),
+            30, message="the gallery image to load")
+        wait_for(lambda: "No space left on device" in page.inner_text("#result-info"), 30, message="the warning")
+        browser.close()
+    assert loaded == 256
