@@ -118,8 +118,8 @@ def test_switch_and_restore_give_bit_identical_weights_in_the_same_tensors(tiny_
     fresh = LoraState(transformer)
     fresh.apply([(read(files, "diffusers"), 1.5)])
     assert same_weights(transformer, switched)           # the same as diffusers alone on the base
-    fresh.restore()
-    assert same_weights(transformer, base)
+    fresh.apply([])                                      # an empty set is the base model
+    assert same_weights(transformer, base) and not fresh.active
     assert all(p is params[n] and p.data_ptr() == ptrs[n] for n, p in transformer.named_parameters())
 
 
@@ -223,3 +223,42 @@ def test_quantized_transformers_are_refused_clearly_and_left_alone(pipe, files, 
     assert kind in err.value.message and "kohya_style.safetensors" in err.value.message
     assert err.value.http_status == 409
     assert all(torch.equal(t, before[n]) for n, t in transformer.state_dict().items())
+
+
+def test_peft_metadata_alpha_and_alpha_pattern_scale_the_fused_delta(pipe, files, state, tmp_path):
+    """A diffusers/PEFT file saved by save_lora_weights carries lora_alpha (and per-module
+    alpha_pattern) in `lora_adapter_metadata`: scale alpha / rank, as PEFT's forward uses."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from zimage.engine.lora import read_lora
+
+    raw = load_file(str(files["diffusers"]))
+    meta = {"format": "pt", "lora_adapter_metadata": json.dumps(
+        {"transformer.r": 4, "transformer.lora_alpha": 8, "transformer.alpha_pattern": {"layers.0.attention.to_q": 2}})}
+    save_file(raw, str(tmp_path / "peft.safetensors"), metadata=meta)
+    base = weights_of(pipe.transformer)
+    state.apply([(read_lora(tmp_path / "peft.safetensors"), 1.0)])
+    for module, scale in [("layers.1.feed_forward.w2", 8 / 4), ("layers.0.attention.to_q", 2 / 4)]:
+        up, down = raw[f"transformer.{module}.lora_B.weight"], raw[f"transformer.{module}.lora_A.weight"]
+        got = pipe.transformer.get_submodule(module).weight
+        assert torch.allclose(got, base[f"{module}.weight"] + scale * up @ down, atol=1e-5), module
+
+
+def test_restore_refuses_when_fp8_swapped_the_modules_under_fused_weights(tiny_model_dir, files):
+    """The manager must restore before fp8 / int8: copying bf16 originals into fp8 modules would
+    be garbage, so restore says so instead."""
+    from types import SimpleNamespace
+
+    from zimage.engine import fp8
+    from zimage.engine.loader import load_pipeline
+    from zimage.engine.lora import LoraState
+    from zimage.errors import IllegalTransition
+
+    transformer = load_pipeline(tiny_model_dir, torch.bfloat16, "cpu", None, True).transformer
+    st = LoraState(transformer)
+    st.apply([(read(files, "kohya"), 1.0)])
+    fp8.apply(SimpleNamespace(transformer=transformer))
+    with pytest.raises(IllegalTransition, match="changed while LoRAs were fused"):
+        st.restore()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import LoraMismatch, LoraNeedsFullWeights, LoraUnreadable
+from ..errors import IllegalTransition, LoraMismatch, LoraNeedsFullWeights, LoraUnreadable
 from .anatomy import SCALE
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class LoraModule:
     down: torch.Tensor              # [rank, in]   (lora_A / lora_down, kohya's alpha folded in)
     up: torch.Tensor                # [out, rank]  (lora_B / lora_up)
     alpha: float | None = None      # PEFT's lora_alpha from the file's metadata; None: scale 1
+    rslora: bool = False            # PEFT's use_rslora: scale alpha / sqrt(rank)
 
     @property
     def rank(self) -> int:
@@ -43,7 +44,9 @@ class LoraModule:
 
     @property
     def scale(self) -> float:
-        return 1.0 if self.alpha is None else self.alpha / self.rank
+        if self.alpha is None:
+            return 1.0
+        return self.alpha / (self.rank ** 0.5 if self.rslora else self.rank)
 
     def delta(self) -> torch.Tensor:
         return self.up.float() @ self.down.float()
@@ -96,19 +99,31 @@ class Match:
         return f"LoRA {self.lora}: {self.counts()}; " + ", ".join(parts) + "."
 
 
-def _alpha_from_metadata(metadata: dict) -> float | None:
-    """diffusers/PEFT files written by `save_lora_weights` carry the adapter config (lora_alpha, r)."""
-    raw = (metadata or {}).get("lora_adapter_metadata") or (metadata or {}).get("transformer")
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            return None
-    if isinstance(raw, dict):
-        cfg = raw.get("transformer", raw)
-        if isinstance(cfg, dict) and isinstance(cfg.get("lora_alpha"), (int, float)):
-            return float(cfg["lora_alpha"])
-    return None
+def peft_config(metadata: dict) -> dict:
+    """The PEFT adapter config diffusers writes beside PEFT-format weights (`lora_adapter_metadata`:
+    {"transformer.r": 4, "transformer.lora_alpha": 8, ...} from a pipeline's save_lora_weights, or
+    unprefixed from a model's save_lora_adapter); {} when the file has none (then alpha = rank, scale 1,
+    as diffusers assumes)."""
+    raw = (metadata or {}).get("lora_adapter_metadata")
+    try:
+        cfg = json.loads(raw) if isinstance(raw, str) else {}
+    except ValueError:
+        return {}
+    if not isinstance(cfg, dict):
+        return {}
+    if any(k.startswith("transformer.") for k in cfg):
+        cfg = {k.removeprefix("transformer."): v for k, v in cfg.items() if k.startswith("transformer.")}
+    return cfg
+
+
+def _alpha_for(module: str, cfg: dict) -> float | None:
+    pattern = cfg.get("alpha_pattern") or {}
+    if isinstance(pattern, dict):
+        for key, value in pattern.items():
+            if module == key or module.endswith("." + key):
+                return float(value)
+    alpha = cfg.get("lora_alpha")
+    return float(alpha) if isinstance(alpha, (int, float)) else None
 
 
 def read_lora(path: Path) -> LoraWeights:
@@ -138,7 +153,7 @@ def read_lora(path: Path) -> LoraWeights:
         raise LoraMismatch(name, f"LoRA {name}: 0 of {len(state)} keys match {MODEL} "
                            f"(diffusers' Z-Image converter does not know its layout).",
                            "It is probably a LoRA for another model.", matched=0, total=len(state)) from None
-    alpha = _alpha_from_metadata(metadata)
+    cfg = peft_config(metadata)
     modules: dict[str, LoraModule] = {}
     other = []
     for key, down in converted.items():
@@ -151,7 +166,8 @@ def read_lora(path: Path) -> LoraWeights:
             if not (torch.isfinite(down).all() and torch.isfinite(up).all()):
                 raise LoraUnreadable(name, f"LoRA {name} holds non-finite numbers (NaN or inf) "
                                      f"in {short[: -len(_A)]}.", "The file is damaged; download it again.")
-            modules[short[: -len(_A)]] = LoraModule(down, up, alpha)
+            module = short[: -len(_A)]
+            modules[module] = LoraModule(down, up, _alpha_for(module, cfg), bool(cfg.get("use_rslora")))
         elif short.endswith(_B):
             if (key[: -len(_B)] + _A) not in converted:
                 other.append(short)
@@ -290,6 +306,12 @@ class LoraState:
             self.applied = []
             return
         linears = _linears(self.transformer)
+        for name, saved in self._saved.items():
+            w = linears[name].weight if name in linears else None
+            if w is None or w.dtype != saved.dtype or w.shape != saved.shape:
+                # fp8 / int8 swapped the module under the fused weights: the copies no longer fit
+                raise IllegalTransition(f"LoRA restore: {name} changed while LoRAs were fused "
+                                        f"(restore LoRAs before quantizing or swapping modules).")
         with torch.no_grad():
             for name, saved in self._saved.items():
                 linears[name].weight.copy_(saved)            # blocking copy: the CPU copy is freed next
