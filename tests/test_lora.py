@@ -262,3 +262,33 @@ def test_restore_refuses_when_fp8_swapped_the_modules_under_fused_weights(tiny_m
     fp8.apply(SimpleNamespace(transformer=transformer))
     with pytest.raises(IllegalTransition, match="changed while LoRAs were fused"):
         st.restore()
+
+
+def test_a_failure_half_way_through_fusing_leaves_the_base_model(pipe, files, state, monkeypatch):
+    """An out-of-memory on the 10th of 28 weights: the 9 already fused are put back."""
+    from zimage.engine import lora as lora_mod
+
+    base = weights_of(pipe.transformer)
+    calls = []
+    real = lora_mod.LoraModule.delta
+
+    def failing(self, device=None):
+        calls.append(1)
+        if len(calls) == 10:
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real(self, device)
+
+    monkeypatch.setattr(lora_mod.LoraModule, "delta", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        state.apply([(read(files, "kohya"), 1.0)])
+    assert len(calls) == 10 and same_weights(pipe.transformer, base) and not state.active
+
+
+@pytest.mark.parametrize("strength", [float("nan"), float("inf")])
+def test_a_non_finite_strength_is_refused_before_anything_changes(pipe, files, state, strength):
+    from zimage.errors import InvalidRequest
+
+    base = weights_of(pipe.transformer)
+    with pytest.raises(InvalidRequest, match="diffusers_style.safetensors"):
+        state.apply([(read(files, "diffusers"), strength)])
+    assert same_weights(pipe.transformer, base)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..errors import IllegalTransition, LoraMismatch, LoraNeedsFullWeights, LoraUnreadable
+from ..errors import (IllegalTransition, InvalidRequest, LoraMismatch, LoraNeedsFullWeights, LoraUnreadable,
+                      OutOfMemory)
 from .anatomy import SCALE
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,9 @@ class LoraModule:
             return 1.0
         return self.alpha / (self.rank ** 0.5 if self.rslora else self.rank)
 
-    def delta(self) -> torch.Tensor:
-        return self.up.float() @ self.down.float()
+    def delta(self, device=None) -> torch.Tensor:
+        # on the weight's device: the full model's largest delta is rank x 3840 x 10240 multiply-adds
+        return self.up.to(device, torch.float32) @ self.down.to(device, torch.float32)
 
 
 @dataclass(frozen=True)
@@ -263,10 +266,14 @@ class LoraState:
         weights it had before the call."""
         matches = []
         for weights, strength in items:
+            if not math.isfinite(float(strength)):
+                raise InvalidRequest("loras", f"the strength of {weights.name} must be a finite number")
             m = match(self.transformer, weights)
             if not m.fits:
                 why = ""
-                if m.wrong_shape:
+                if any(".lokr_" in k for k in weights.other_keys):
+                    why = " (it is a LoKr, which is not supported yet)"
+                elif m.wrong_shape:
                     why = f" ({2 * len(m.wrong_shape)} have the names but other shapes: a LoRA for another size of model)"
                 raise LoraMismatch(weights.name, f"LoRA {weights.name}: {m.counts()}{why}.",
                                    "It is a LoRA for another model; pick one made for Z-Image-Turbo.",
@@ -278,17 +285,25 @@ class LoraState:
         self.restore()
         linears = _linears(self.transformer)
         with torch.no_grad():
-            for name in sorted(touched):
-                w = linears[name].weight
-                self._saved[name] = self._backup(w)
-            for name in sorted(touched):
-                w = linears[name].weight
-                acc = w.detach().to(torch.float32, copy=True)
-                for m, strength in matches:
-                    pair = m.fits.get(name)
-                    if pair is not None and strength != 0.0:
-                        acc += (strength * pair.scale) * pair.delta().to(acc.device)
-                w.copy_(acc.to(w.dtype))
+            try:
+                for name in sorted(touched):            # every copy first: a failure here changed nothing
+                    self._saved[name] = self._backup(linears[name].weight)
+            except (RuntimeError, MemoryError) as e:
+                self._saved = {}
+                raise OutOfMemory(f"Not enough memory to keep the base weights while LoRAs are applied ({e}).",
+                                  "Use fewer LoRAs, or free some RAM.") from None
+            try:
+                for name in sorted(touched):
+                    w = linears[name].weight
+                    acc = w.detach().to(torch.float32, copy=True)
+                    for m, strength in matches:
+                        pair = m.fits.get(name)
+                        if pair is not None and strength != 0.0:
+                            acc += (strength * pair.scale) * pair.delta(acc.device)
+                    w.copy_(acc.to(w.dtype))
+            except BaseException:
+                self.restore()                          # half-fused is never left behind
+                raise
         self.applied = [Applied(m.lora, s, m) for m, s in matches]
         for a in self.applied:
             log.info("LoRA %s fused at %.2f: %s", a.lora, a.strength, a.match.counts())
@@ -296,7 +311,11 @@ class LoraState:
 
     @staticmethod
     def _backup(w: torch.Tensor) -> torch.Tensor:
-        copy = torch.empty(w.shape, dtype=w.dtype, device="cpu", pin_memory=w.is_cuda)
+        try:
+            # pinned: the copy back to the GPU on restore runs at full PCIe speed
+            copy = torch.empty(w.shape, dtype=w.dtype, device="cpu", pin_memory=w.is_cuda)
+        except RuntimeError:
+            copy = torch.empty(w.shape, dtype=w.dtype, device="cpu")
         copy.copy_(w.detach())
         return copy
 
