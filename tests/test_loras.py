@@ -155,3 +155,25 @@ def test_make_tiny_lora_writes_the_files_the_listing_reads(tmp_path, capsys):
             "triggers"} == set(printed)
     listed = by_name(tmp_path / "l")
     assert listed["diffusers_style"].usable and not listed["pickled"].usable
+
+
+def test_a_bare_name_as_a1111_writes_it_finds_the_file_in_its_subfolder(folder, tmp_path):
+    """Prompts copied from Civitai say <lora:kohya_style:0.8> whatever folder the file is in."""
+    import shutil
+
+    from zimage.errors import LoraAmbiguous
+
+    assert loras.resolve(folder, "kohya_style") == (folder / "kohya/kohya_style.safetensors").resolve()
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(folder / "diffusers_style.safetensors", tmp_path / sub / "same.safetensors")
+    with pytest.raises(LoraAmbiguous) as err:
+        loras.resolve(tmp_path, "same")
+    assert err.value.http_status == 409 and "a/same" in err.value.message and "b/same" in err.value.message
+
+
+def test_a_picture_s_lora_hash_finds_the_file(folder):
+    listed = loras.scan(folder)
+    one = next(f for f in listed if f.name == "diffusers_style")
+    assert loras.by_hash(listed, one.autov3.upper()) == one
+    assert loras.by_hash(listed, "000000000000") is None and loras.by_hash(listed, "") is None

@@ -215,3 +215,13 @@ class LoraNeedsFullWeights(LoraError):
     """The transformer is int8 or fp8: a LoRA cannot be fused there exactly."""
     http_status = 409
     code = "lora_needs_full_weights"
+
+
+class LoraAmbiguous(LoraError):
+    """A bare LoRA name fits files in several subfolders."""
+    http_status = 409
+    code = "lora_ambiguous"
+
+    def __init__(self, lora: str, candidates: list[str]):
+        super().__init__(lora, f"LoRA name {lora!r} fits {len(candidates)} files: {', '.join(candidates)}.",
+                         "Write the name with its folder, as the LoRA list shows it.", candidates=candidates)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LoraNameRefused, LoraNotFound, LoraUnreadable
+from ..errors import LoraAmbiguous, LoraNameRefused, LoraNotFound, LoraUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -215,5 +215,31 @@ def resolve(folder: Path, name: str) -> Path:
         pickled = [candidate.with_suffix(s) for s in PICKLE_SUFFIXES if candidate.with_suffix(s).is_file()]
         if pickled:
             raise LoraUnreadable(name, f"LoRA {name!r} is a {pickled[0].suffix} file: {PICKLE_REFUSED}.")
+        if "/" not in rel:
+            return _by_file_name(folder, base, name, rel)
         raise LoraNotFound(name, str(folder))
     return real
+
+
+def _by_file_name(folder: Path, base: Path, name: str, file_name: str) -> Path:
+    """A1111 and Civitai write `<lora:NAME:w>` with the file's name alone, wherever the user keeps
+    it: a bare name that is not at the top finds the one file of that name in a subfolder."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if file_name in files:
+            real = (Path(root) / file_name).resolve()
+            if real.is_relative_to(base) and real.is_file():
+                found.append(real)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise LoraNotFound(name, str(folder))
+    names = [name_of(base, f) for f in found]
+    raise LoraAmbiguous(name, names)
+
+
+def by_hash(files: list[LoraFile], autov3: str) -> LoraFile | None:
+    """The usable file whose A1111 hash is `autov3` (from a picture's `Lora hashes:`), if any."""
+    want = autov3.strip().lower()[:12]
+    return next((f for f in files if f.usable and want and f.autov3 == want), None)
