@@ -292,3 +292,18 @@ def test_a_non_finite_strength_is_refused_before_anything_changes(pipe, files, s
     with pytest.raises(InvalidRequest, match="diffusers_style.safetensors"):
         state.apply([(read(files, "diffusers"), strength)])
     assert same_weights(pipe.transformer, base)
+
+
+def test_a_fused_qkv_lora_is_split_over_to_q_to_k_to_v(pipe, files, state):
+    from safetensors.torch import load_file
+
+    raw = load_file(str(files["fused_qkv"]))
+    base = weights_of(pipe.transformer)
+    applied = state.apply([(read(files, "fused_qkv"), 1.0)])
+    assert applied[0].note == "" and len(applied[0].match.fits) == 12        # 4 blocks x q, k, v
+    key = "lora_unet_layers_1_attention_qkv"                                  # alpha = rank: scale 1
+    up, down = raw[f"{key}.lora_up.weight"], raw[f"{key}.lora_down.weight"]
+    for i, proj in enumerate("qkv"):
+        module = f"layers.1.attention.to_{proj}"
+        got = pipe.transformer.get_submodule(module).weight
+        assert torch.allclose(got, base[f"{module}.weight"] + up[32 * i:32 * (i + 1)] @ down, atol=1e-5)

@@ -25,7 +25,7 @@ def by_name(folder):
 
 def test_the_listing_names_every_file_by_its_path_and_refuses_pickles_and_truncated_files(folder):
     listed = by_name(folder)
-    assert sorted(listed) == sorted(["comfy_style", "corrupt", "diffusers_style", "half_match", "kohya/kohya_style",
+    assert sorted(listed) == sorted(["comfy_style", "corrupt", "diffusers_style", "half_match", "kohya/fused_qkv", "kohya/kohya_style",
                                      "pickled", "sdxl_style", "styles/trigger_words", "wrong_shape"])
     for f in listed.values():
         assert f.size_bytes == f.path.stat().st_size
@@ -151,7 +151,7 @@ def test_make_tiny_lora_writes_the_files_the_listing_reads(tmp_path, capsys):
 
     assert main(["make-tiny-lora", str(tmp_path / "l")]) == 0
     printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
-    assert {"diffusers", "kohya", "comfy", "other_model", "half_match", "wrong_shape", "corrupt", "pickle",
+    assert {"diffusers", "kohya", "comfy", "other_model", "half_match", "wrong_shape", "fused_qkv", "corrupt", "pickle",
             "triggers"} == set(printed)
     listed = by_name(tmp_path / "l")
     assert listed["diffusers_style"].usable and not listed["pickled"].usable

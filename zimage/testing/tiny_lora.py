@@ -72,7 +72,8 @@ def kohya_name(module: str) -> str:
 
 def make_tiny_loras(out_dir, pipe_or_model_dir=None, seed: int = 0) -> dict[str, Path]:
     """Write the files; returns {kind: path}. Kinds: diffusers, kohya, comfy, other_model,
-    half_match, wrong_shape, corrupt, pickle, triggers (kohya keys with trigger-word metadata)."""
+    half_match, wrong_shape, fused_qkv (kohya keys of one
+    fused attention.qkv per block), corrupt, pickle, triggers (kohya keys with trigger-word metadata)."""
     import torch
     from safetensors.torch import save_file
 
@@ -140,6 +141,17 @@ def make_tiny_loras(out_dir, pipe_or_model_dir=None, seed: int = 0) -> dict[str,
         wrong[f"transformer.{module}.lora_A.weight"] = down
         wrong[f"transformer.{module}.lora_B.weight"] = up
     write("wrong_shape", "wrong_shape.safetensors", wrong)
+
+    fused = {}                                               # one fused qkv per block, as the original tree names it
+    blocks = sorted({m.rsplit(".attention.", 1)[0] for m in shapes if ".attention." in m})
+    for block in blocks:
+        out_f, in_f = shapes[f"{block}.attention.to_q"]
+        down, up = _pair((3 * out_f, in_f), g)
+        base = kohya_name(f"{block}.attention.qkv")
+        fused[f"{base}.lora_down.weight"] = down
+        fused[f"{base}.lora_up.weight"] = up
+        fused[f"{base}.alpha"] = torch.tensor(float(RANK))
+    write("fused_qkv", "kohya/fused_qkv.safetensors", fused)
 
     corrupt = out_dir / "corrupt.safetensors"
     save_file(diffusers, str(corrupt))
