@@ -295,6 +295,7 @@ def test_a_non_finite_strength_is_refused_before_anything_changes(pipe, files, s
 
 
 def test_a_fused_qkv_lora_is_split_over_to_q_to_k_to_v(pipe, files, state):
+    """Kohya keys of Z-Image's original tree (attention.qkv): diffusers' converter splits them."""
     from safetensors.torch import load_file
 
     raw = load_file(str(files["fused_qkv"]))

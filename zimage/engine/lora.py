@@ -176,25 +176,7 @@ def read_lora(path: Path) -> LoraWeights:
                 other.append(short)
         else:
             other.append(short)
-    return LoraWeights(name, path, split_fused_qkv(modules), tuple(other), metadata)
-
-
-def split_fused_qkv(modules: dict[str, LoraModule]) -> dict[str, LoraModule]:
-    """Trainers that wrap Z-Image's original module tree write one fused `attention.qkv` LoRA;
-    diffusers splits it for the dotted layout only, so split the kohya/PEFT ones the same way
-    (one shared down, the up cut in three) unless the file also has the separate keys."""
-    out = dict(modules)
-    for module, pair in modules.items():
-        if not module.endswith(".qkv") or pair.up.shape[0] % 3:
-            continue
-        block = module[: -len(".qkv")]
-        names = [f"{block}.to_{p}" for p in "qkv"]
-        del out[module]
-        if any(n in modules for n in names):
-            continue
-        for n, up in zip(names, pair.up.chunk(3, dim=0)):
-            out[n] = LoraModule(pair.down, up.contiguous(), pair.alpha, pair.rslora)
-    return out
+    return LoraWeights(name, path, modules, tuple(other), metadata)
 
 
 def _linears(transformer) -> dict[str, torch.nn.Module]:

@@ -142,7 +142,7 @@ def make_tiny_loras(out_dir, pipe_or_model_dir=None, seed: int = 0) -> dict[str,
         wrong[f"transformer.{module}.lora_B.weight"] = up
     write("wrong_shape", "wrong_shape.safetensors", wrong)
 
-    fused = {}                                               # one fused qkv per block, as the original tree names it
+    fused = {}                  # one fused qkv per block, as the original tree names it (diffusers splits it)
     blocks = sorted({m.rsplit(".attention.", 1)[0] for m in shapes if ".attention." in m})
     for block in blocks:
         out_f, in_f = shapes[f"{block}.attention.to_q"]
