@@ -1,5 +1,5 @@
 """`python -m zimage serve [flags]` (the same as webui.py), `download`, `cache list|verify|repair|clear`,
-`make-tiny-model DIR` and `openapi` (print the HTTP API's schema)."""
+`make-tiny-model DIR`, `make-tiny-lora DIR` and `openapi` (print the HTTP API's schema)."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     tiny = sub.add_parser("make-tiny-model", help="write the tiny random Z-Image pipeline (a few MB)")
     tiny.add_argument("dir")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny_lora = sub.add_parser("make-tiny-lora", help="write small random LoRA files for the tiny model, one per format")
+    tiny_lora.add_argument("dir")
+    tiny_lora.add_argument("--model", default=None, help="the tiny model's folder (default: its shapes from the config)")
+    tiny_lora.add_argument("--seed", type=int, default=0)
     sub.add_parser("openapi", help="print the OpenAPI schema of the HTTP routes (ours, A1111's, OpenAI's)")
     from . import cli_cache
 
@@ -77,5 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         from .testing.tiny_model import make_tiny_model
 
         print(make_tiny_model(args.dir, seed=args.seed))
+    if args.command == "make-tiny-lora":
+        from .testing.tiny_lora import make_tiny_loras
+
+        for kind, path in make_tiny_loras(args.dir, args.model, seed=args.seed).items():
+            print(f"{kind}\t{path}")
     return 0
 

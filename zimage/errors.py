@@ -170,3 +170,58 @@ class ConfirmationMismatch(ZImageError):
         super().__init__(f"Not deleted: the request names {model_id} but {confirmed_id} was confirmed.",
                          "Pick the model again and confirm that one.", model_id=model_id,
                          confirmed_id=confirmed_id)
+
+
+class LoraError(ZImageError):
+    """A LoRA could not be used; `lora` names it (the name the prompt used, or the file)."""
+    http_status = 422
+    code = "lora_error"
+
+    def __init__(self, lora: str, message: str, hint: str = "", **details):
+        super().__init__(message, hint, lora=lora, **details)
+        self.lora = lora
+
+
+class LoraNameRefused(LoraError):
+    """The name points outside the LoRA folder (`..`, an absolute path, a link out) or holds a NUL."""
+    http_status = 400
+    code = "lora_name_refused"
+
+    def __init__(self, lora: str, why: str):
+        super().__init__(lora, f"LoRA name {lora!r} refused: {why}.",
+                         "Use the name the LoRA list shows (its path inside the LoRA folder, without .safetensors).")
+
+
+class LoraNotFound(LoraError):
+    http_status = 404
+    code = "lora_not_found"
+
+    def __init__(self, lora: str, folder: str):
+        super().__init__(lora, f"No LoRA named {lora!r} in {folder}.",
+                         "Put the .safetensors file in the LoRA folder, or pick one from the LoRA list.")
+
+
+class LoraUnreadable(LoraError):
+    """Not a readable safetensors LoRA: truncated, corrupt, a pickle file, or non-finite numbers."""
+    code = "lora_unreadable"
+
+
+class LoraMismatch(LoraError):
+    """The file is a LoRA, but for another model: none of its keys fit Z-Image's transformer."""
+    code = "lora_mismatch"
+
+
+class LoraNeedsFullWeights(LoraError):
+    """The transformer is int8 or fp8: a LoRA cannot be fused there exactly."""
+    http_status = 409
+    code = "lora_needs_full_weights"
+
+
+class LoraAmbiguous(LoraError):
+    """A bare LoRA name fits files in several subfolders."""
+    http_status = 409
+    code = "lora_ambiguous"
+
+    def __init__(self, lora: str, candidates: list[str]):
+        super().__init__(lora, f"LoRA name {lora!r} fits {len(candidates)} files: {', '.join(candidates)}.",
+                         "Write the name with its folder, as the LoRA list shows it.", candidates=candidates)

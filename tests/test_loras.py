@@ -1,0 +1,179 @@
+"""store/loras.py: the LoRA folder's listing (usable or refused, trigger words, A1111's hash) and
+names from a prompt turned into paths that stay inside the folder."""
+import hashlib
+import json
+import pickle
+
+import pytest
+
+from zimage.errors import LoraError, LoraNameRefused, LoraNotFound, LoraUnreadable
+from zimage.store import loras
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, tiny_model_dir):
+    from zimage.testing.tiny_lora import make_tiny_loras
+
+    root = tmp_path_factory.mktemp("lora-folder")
+    make_tiny_loras(root, tiny_model_dir)
+    return root
+
+
+def by_name(folder):
+    return {f.name: f for f in loras.scan(folder)}
+
+
+def test_the_listing_names_every_file_by_its_path_and_refuses_pickles_and_truncated_files(folder):
+    listed = by_name(folder)
+    assert sorted(listed) == sorted(["comfy_style", "corrupt", "diffusers_style", "half_match", "kohya/fused_qkv", "kohya/kohya_style",
+                                     "pickled", "sdxl_style", "styles/trigger_words", "wrong_shape"])
+    for f in listed.values():
+        assert f.size_bytes == f.path.stat().st_size
+    assert listed["pickled"].refused_reason == "pickle files can run code; convert it to .safetensors"
+    assert "truncated" in listed["corrupt"].refused_reason and not listed["corrupt"].usable
+    usable = {n for n, f in listed.items() if f.usable}
+    assert usable == set(listed) - {"pickled", "corrupt"}
+    assert all(len(listed[n].autov3) == 12 for n in usable) and listed["pickled"].autov3 == ""
+    assert listed["kohya/kohya_style"].to_dict()["name"] == "kohya/kohya_style"
+
+
+def test_pickle_files_are_listed_without_being_opened(folder, monkeypatch):
+    import builtins
+    import io
+
+    pt = folder / "pickled.pt"
+    with pytest.raises(Exception):
+        pickle.loads(pt.read_bytes())                   # the bytes would crash anything that unpickles them
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    monkeypatch.setattr(io, "open", builtins.open)
+    listed = by_name(folder)
+    assert listed["pickled"].refused_reason and str(pt) not in opened
+    assert str(folder / "diffusers_style.safetensors") in opened          # the check sees real opens
+    with pytest.raises(LoraUnreadable, match="pickle files can run code"):
+        loras.resolve(folder, "pickled")
+    with pytest.raises(LoraUnreadable, match="pickle files can run code"):
+        loras.resolve(folder, "pickled.pt")
+    assert str(pt) not in opened
+
+
+def test_trigger_words_come_from_modelspec_then_kohyas_most_frequent_tags(folder):
+    listed = by_name(folder)
+    # modelspec.trigger_phrase "zk style, glowing ink"; ss_tag_frequency counts: zkstyle 40, 1girl 25,
+    # landscape 12, outdoors 7 + 3 over two dataset folders
+    assert listed["styles/trigger_words"].trigger_words == ("zk style", "glowing ink", "zkstyle", "1girl",
+                                                            "landscape", "outdoors")
+    assert listed["kohya/kohya_style"].trigger_words == ()
+
+
+def test_autov3_is_the_sha256_of_the_tensor_bytes_after_the_header(folder):
+    """Computed independently: the tensors' raw bytes in file order (read back by safetensors),
+    which is what A1111's addnet_hash_safetensors hashes; editing metadata keeps the hash."""
+    import torch
+    from safetensors import safe_open
+
+    listed = by_name(folder)
+    for name in ("diffusers_style", "sdxl_style", "styles/trigger_words"):
+        path = listed[name].path
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            n = int.from_bytes(path.read_bytes()[:8], "little")
+            header = json.loads(path.read_bytes()[8:8 + n])
+            keys.sort(key=lambda k: header[k]["data_offsets"][0])
+            data = b"".join(f.get_tensor(k).contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() for k in keys)
+        assert listed[name].autov3 == hashlib.sha256(data).hexdigest()[:12]
+    # the trigger-word file holds the kohya file's tensors with other metadata: same hash, other file
+    a, b = listed["kohya/kohya_style"], listed["styles/trigger_words"]
+    assert a.autov3 == b.autov3 and a.path.read_bytes() != b.path.read_bytes()
+
+
+def test_hashes_are_reused_while_the_file_is_unchanged(folder, monkeypatch):
+    known: dict = {}
+    first = by_name_with(folder, known)
+    monkeypatch.setattr(loras, "autov3_hash", lambda *a: pytest.fail("hashed again"))
+    assert by_name_with(folder, known) == first
+
+
+def by_name_with(folder, known):
+    return {f.name: f.autov3 for f in loras.scan(folder, known)}
+
+
+def test_a_header_claiming_a_huge_size_is_refused_without_reading_it(tmp_path):
+    (tmp_path / "huge.safetensors").write_bytes((1 << 40).to_bytes(8, "little") + b"{}")
+    (tmp_path / "tiny.safetensors").write_bytes(b"abc")
+    listed = by_name(tmp_path)
+    assert "header claims" in listed["huge"].refused_reason and "only 3 bytes" in listed["tiny"].refused_reason
+
+
+def test_a_listed_name_resolves_inside_the_folder(folder):
+    assert loras.resolve(folder, "kohya/kohya_style") == (folder / "kohya/kohya_style.safetensors").resolve()
+    assert loras.resolve(folder, "kohya\\kohya_style.safetensors") == \
+        (folder / "kohya/kohya_style.safetensors").resolve()
+    with pytest.raises(LoraNotFound) as err:
+        loras.resolve(folder, "no_such_lora")
+    assert err.value.http_status == 404 and "no_such_lora" in err.value.message
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "kohya/../../x", "..\\..\\x", "C:/x",
+                                  "a\x00b", "", "./kohya/kohya_style"])
+def test_names_that_leave_the_folder_are_refused(folder, name):
+    with pytest.raises(LoraNameRefused) as err:
+        loras.resolve(folder, name)
+    assert err.value.http_status == 400 and err.value.lora == name and repr(name) in err.value.message
+
+
+def test_links_pointing_outside_are_refused_and_listed_as_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.safetensors").write_bytes(b"x" * 64)
+    lib = tmp_path / "loras"
+    lib.mkdir()
+    (lib / "link.safetensors").symlink_to(outside / "secret.safetensors")
+    (lib / "linkdir").symlink_to(outside, target_is_directory=True)
+    for name in ("link", "linkdir/secret"):
+        with pytest.raises(LoraNameRefused, match="outside the LoRA folder"):
+            loras.resolve(lib, name)
+    listed = by_name(lib)
+    assert "outside the LoRA folder" in listed["link"].refused_reason and "linkdir/secret" not in listed
+
+
+@pytest.mark.parametrize("err", [LoraNameRefused("../x", "the name leaves the LoRA folder"),
+                                 LoraNotFound("a/b", "/loras"), LoraUnreadable("x.safetensors", "bad")])
+def test_lora_errors_survive_pickling_with_the_lora_name(err):
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is type(err) and isinstance(back, LoraError)
+    assert back.to_dict() == err.to_dict() and back.lora == err.lora and back.http_status == err.http_status
+
+
+def test_make_tiny_lora_writes_the_files_the_listing_reads(tmp_path, capsys):
+    from zimage.cli import main
+
+    assert main(["make-tiny-lora", str(tmp_path / "l")]) == 0
+    printed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    assert {"diffusers", "kohya", "comfy", "other_model", "half_match", "wrong_shape", "fused_qkv", "corrupt", "pickle",
+            "triggers"} == set(printed)
+    listed = by_name(tmp_path / "l")
+    assert listed["diffusers_style"].usable and not listed["pickled"].usable
+
+
+def test_a_bare_name_as_a1111_writes_it_finds_the_file_in_its_subfolder(folder, tmp_path):
+    """Prompts copied from Civitai say <lora:kohya_style:0.8> whatever folder the file is in."""
+    import shutil
+
+    from zimage.errors import LoraAmbiguous
+
+    assert loras.resolve(folder, "kohya_style") == (folder / "kohya/kohya_style.safetensors").resolve()
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(folder / "diffusers_style.safetensors", tmp_path / sub / "same.safetensors")
+    with pytest.raises(LoraAmbiguous) as err:
+        loras.resolve(tmp_path, "same")
+    assert err.value.http_status == 409 and "a/same" in err.value.message and "b/same" in err.value.message
+
+
+def test_a_picture_s_lora_hash_finds_the_file(folder):
+    listed = loras.scan(folder)
+    one = next(f for f in listed if f.name == "diffusers_style")
+    assert loras.by_hash(listed, one.autov3.upper()) == one
+    assert loras.by_hash(listed, "000000000000") is None and loras.by_hash(listed, "") is None
