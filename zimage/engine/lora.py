@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import (IllegalTransition, InvalidRequest, LoraMismatch, LoraNeedsFullWeights, LoraUnreadable,
-                      OutOfMemory)
+from ..errors import IllegalTransition, InvalidRequest, LoraMismatch, LoraNeedsFullWeights, LoraUnreadable, OutOfMemory
 from .anatomy import SCALE
 
 log = logging.getLogger(__name__)
