@@ -208,3 +208,21 @@ def test_a1111_lora_list_with_the_real_client_and_refresh(server, lora_files):
     bad = requests.post(server.url + "/sdapi/v1/refresh-loras", data="[]",
                         headers={"Content-Type": "application/json"}, timeout=30)
     assert bad.status_code == 422 and "body" in bad.text
+
+
+def test_queued_requests_with_other_lora_sets_are_not_batched_together(settings):
+    m = PipelineManager(dataclasses.replace(settings, batch_max=4)).start()
+    try:
+        base = gen(m, "a cat")
+        lora = gen(m, "a cat <lora:diffusers_style:1>")
+        reqs = [GenerationRequest.from_mapping({"prompt": p, **SMALL})
+                for p in ("a dog", "a cat <lora:diffusers_style:1>", "a cat")]
+        jobs = [m.submit(r) for r in reqs]
+        out = [j.future.result(300).images[0].image for j in jobs]
+        # a shared call decodes in one batch (a level on a few pixels may differ), so: near, or far
+        assert np.abs(pixels(out[2]) - pixels(base.images[0].image)).mean() < 0.5
+        assert np.abs(pixels(out[1]) - pixels(lora.images[0].image)).mean() < 0.5
+        assert np.abs(pixels(out[1]) - pixels(out[2])).mean() > 5
+        assert m.load_count == 1
+    finally:
+        m.close()
