@@ -226,3 +226,28 @@ def test_queued_requests_with_other_lora_sets_are_not_batched_together(settings)
         assert m.load_count == 1
     finally:
         m.close()
+
+
+def test_a_low_vram_plan_refuses_loras_and_resident_again_uses_them(settings):
+    from test_manager import FakeGpuPlacement, cpu_loader
+
+    from zimage.state import LoadState
+
+    m = PipelineManager(dataclasses.replace(settings, low_vram=True), placement_factory=FakeGpuPlacement,
+                        loader=cpu_loader).start()
+    try:
+        base = gen(m, "a cat")
+        assert m.status().state == LoadState.OFFLOADED
+        with pytest.raises(LoraModeUnsupported) as e:
+            gen(m, "a cat <lora:diffusers_style:1>")
+        assert e.value.http_status == 409 and "low-VRAM" in e.value.message
+        m.set_low_vram(False).future.result(60)
+        lora = gen(m, "a cat <lora:diffusers_style:1>")
+        assert m.status().state == LoadState.ON_GPU
+        assert np.abs(pixels(lora.images[0].image) - pixels(base.images[0].image)).max() > 0
+        m.set_low_vram(True).future.result(60)              # the fused weights go back before the plan
+        again = gen(m, "a cat")
+        assert np.array_equal(pixels(again.images[0].image), pixels(base.images[0].image))
+        assert m.load_count == 1
+    finally:
+        m.close()
