@@ -251,3 +251,12 @@ def test_a_low_vram_plan_refuses_loras_and_resident_again_uses_them(settings):
         assert m.load_count == 1
     finally:
         m.close()
+
+
+def test_the_ray_backend_lists_the_local_lora_folder(settings, manager):
+    from zimage.scale.ray_backend import RayBackend
+
+    listed = RayBackend(settings).loras()           # never started: the list needs no cluster
+    assert [e["name"] for e in listed] == [e["name"] for e in manager.loras()]
+    assert {e["name"]: e["autov3"] for e in listed} == {e["name"]: e["autov3"] for e in manager.loras(refresh=True)}
+    assert "styles/trigger_words" in {e["name"] for e in listed}
