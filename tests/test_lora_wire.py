@@ -15,7 +15,7 @@ from PIL import Image
 
 from zimage.config import Settings, load_settings
 from zimage.engine.manager import PipelineManager
-from zimage.errors import InvalidRequest, LoraMismatch, LoraModeUnsupported, LoraNameRefused, LoraNotFound
+from zimage.errors import InvalidRequest, LoraMismatch, LoraModeUnsupported, LoraNameRefused, LoraNotFound, LoraUnreadable
 from zimage.request import GenerationRequest, batch_key, infotext
 from zimage.store.loras import autov3_hash
 from zimage.testing.tiny_lora import make_tiny_loras
@@ -115,7 +115,8 @@ def test_manager_fuses_switches_and_restores_without_reloading(manager, lora_fil
 
 
 @pytest.mark.parametrize("tag, error", [("sdxl_style", LoraMismatch), ("no_such_lora", LoraNotFound),
-                                        ("../../etc/passwd", LoraNameRefused)])
+                                        ("../../etc/passwd", LoraNameRefused), ("corrupt", LoraUnreadable),
+                                        ("pickled", LoraUnreadable), ("wrong_shape", LoraMismatch)])
 def test_a_lora_error_reaches_the_caller_and_the_next_image_is_the_base_models(manager, tag, error):
     base = gen(manager, "a cat")
     gen(manager, "a cat <lora:diffusers_style:1>")          # another set fused before the failing one
@@ -124,6 +125,10 @@ def test_a_lora_error_reaches_the_caller_and_the_next_image_is_the_base_models(m
     after = gen(manager, "a cat")
     assert np.array_equal(pixels(after.images[0].image), pixels(base.images[0].image))
     assert manager.load_count == 1
+
+
+def test_a_prompt_of_tags_alone_gives_the_encoder_an_empty_prompt(manager):
+    assert gen(manager, "<lora:diffusers_style:1>").images[0].infotext.startswith("<lora:diffusers_style:1>\n")
 
 
 def test_a_half_matching_lora_is_used_with_a_note(manager):
@@ -260,3 +265,22 @@ def test_the_ray_backend_lists_the_local_lora_folder(settings, manager):
     assert [e["name"] for e in listed] == [e["name"] for e in manager.loras()]
     assert {e["name"]: e["autov3"] for e in listed} == {e["name"]: e["autov3"] for e in manager.loras(refresh=True)}
     assert "styles/trigger_words" in {e["name"] for e in listed}
+
+
+def test_the_page_honours_the_prompt_syntax(server):
+    from gradio_client import Client
+
+    client = Client(server.url, verbose=False)
+
+    def page(prompt: str):
+        gallery, _info = client.predict(prompt, "", 256, 256, 2, 0.0, 7, 1, [], api_name="/generate")
+        image = gallery[0]["image"]
+        return Image.open(image if isinstance(image, str) else image["path"])
+
+    base, lora = page("a cat"), page("a cat <lora:kohya/kohya_style:1>")
+    assert np.abs(pixels(lora) - pixels(base)).max() > 0
+    assert 'Lora hashes: "kohya/kohya_style: ' in lora.text["parameters"]
+    assert np.array_equal(pixels(page("a cat <lora:kohya/kohya_style:0>")), pixels(base))
+    with pytest.raises(Exception, match="refused"):
+        page("a cat <lora:../../etc/passwd:1>")
+    assert server.manager.load_count == 1
