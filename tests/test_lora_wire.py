@@ -15,7 +15,8 @@ from PIL import Image
 
 from zimage.config import Settings, load_settings
 from zimage.engine.manager import PipelineManager
-from zimage.errors import InvalidRequest, LoraMismatch, LoraModeUnsupported, LoraNameRefused, LoraNotFound, LoraUnreadable
+from zimage.errors import (InvalidRequest, LoraMismatch, LoraModeUnsupported, LoraNameRefused, LoraNotFound,
+                           LoraUnreadable)
 from zimage.request import GenerationRequest, batch_key, infotext
 from zimage.store.loras import autov3_hash
 from zimage.testing.tiny_lora import make_tiny_loras

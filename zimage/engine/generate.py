@@ -26,7 +26,8 @@ def run_pipeline(pipe, req: GenerationRequest, should_stop: Callable[[], bool],
 
     Raises Cancelled when `should_stop` turned true; the half-denoised latents are never decoded.
     """
-    return _call(pipe, req, req.encoder_prompt, req.num_images, req.seeds(), should_stop, on_step, encode, on_phase=on_phase)
+    return _call(pipe, req, req.encoder_prompt, req.num_images, req.seeds(), should_stop, on_step, encode,
+                 on_phase=on_phase)
 
 
 def run_batch(pipe, reqs: list[GenerationRequest], should_stop: Callable[[], bool],

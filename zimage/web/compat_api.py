@@ -32,7 +32,8 @@ EMPTY = {"type": "object"}
 PROGRESS = obj({"progress": NUMBER, "eta_relative": NUMBER, "state": obj({"job_count": INT, "sampling_step": INT,
                                                                          "sampling_steps": INT}),
                 "current_image": {**NULLABLE_STRING, "description": "PNG, base64"}, "textinfo": NULLABLE_STRING})
-OPENAI_ERRORS = (400, 404, 409, 413, 415, 429, 503, 507)   # 404: a LoRA the prompt names is not there      # a 422 is answered as OpenAI's 400
+# a 422 is answered as OpenAI's 400; 404: a LoRA the prompt names is not in the folder
+OPENAI_ERRORS = (400, 404, 409, 413, 415, 429, 503, 507)
 # ASCII digits, at most 5: "²".isdigit() is true but int("²") raises, and int() refuses 4301+ digits.
 OPENAI_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
