@@ -52,6 +52,7 @@ class Settings:
     idle_unload_s: float = 3600.0           # idle seconds before the model leaves the GPU (0 = never)
     idle_drop_s: float = 7200.0             # idle seconds before the RAM copy is dropped too (0 = never)
     outputs_dir: str = "outputs"
+    lora_dir: str = ""                      # "" = models/loras beside the outputs folder
     cache_dir: str = ""                     # "" = MODELSCOPE_CACHE or modelscope's default
     demo: bool = False                      # run on the tiny random model (noise images, CPU friendly)
     queue_max: int = 8                      # generation jobs that may wait; more get 429
@@ -80,6 +81,13 @@ class Settings:
     @property
     def is_loopback(self) -> bool:
         return is_loopback_host(self.host)
+
+    @property
+    def lora_folder(self) -> Path:
+        """Where `<lora:NAME:w>` names are looked up: --lora-dir, else models/loras beside the outputs."""
+        if self.lora_dir.strip():
+            return Path(self.lora_dir).expanduser()
+        return Path(self.outputs_dir).expanduser().parent / "models" / "loras"
 
     @property
     def auth_pairs(self) -> list[tuple[str, str]]:
@@ -294,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-drop", type=float, dest="idle_drop_s", metavar="SECONDS",
                    help="drop the RAM copy too after this many idle seconds (0 = never, default 7200)")
     p.add_argument("--outputs", dest="outputs_dir", metavar="DIR", help="where images are saved")
+    p.add_argument("--lora-dir", dest="lora_dir", metavar="DIR",
+                   help="LoRA .safetensors files for <lora:NAME:w> (default models/loras beside --outputs)")
     p.add_argument("--cache-dir", dest="cache_dir", metavar="DIR", help="model cache (default MODELSCOPE_CACHE)")
     p.add_argument("--config", metavar="FILE", help="TOML settings file")
     p.add_argument("--demo", action="store_true", help="tiny random model: try the app on a CPU")

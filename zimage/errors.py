@@ -217,6 +217,15 @@ class LoraNeedsFullWeights(LoraError):
     code = "lora_needs_full_weights"
 
 
+class LoraModeUnsupported(LoraError):
+    """LoRAs are fused into full-precision resident weights; this mode (low-VRAM plan, int8, fp8) has none."""
+    http_status = 409
+    code = "lora_mode_unsupported"
+
+    def __init__(self, lora: str, mode: str, hint: str):
+        super().__init__(lora, f"LoRA {lora} cannot be used with {mode} yet.", hint, mode=mode)
+
+
 class LoraAmbiguous(LoraError):
     """A bare LoRA name fits files in several subfolders."""
     http_status = 409

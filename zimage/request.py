@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import secrets
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ MIN_STEPS, MAX_STEPS = 1, 50
 MAX_IMAGES = 4
 MAX_GUIDANCE = 20.0
 MAX_SEED = 2**32 - 1
+MIN_LORA_STRENGTH, MAX_LORA_STRENGTH = -2.0, 2.0
 MODEL_LABEL = "Z-Image-Turbo"
 SAMPLER_LABEL = "Euler (flow match)"
 
@@ -72,6 +74,58 @@ def _str_field(data: Mapping, name: str, default: str | None, max_chars: int) ->
     return value
 
 
+# A1111's extra-network tag as its parser finds them (extra_networks.re_extra_net: `<(\w+):([^>]+)>`),
+# for the `lora` network: `<lora:NAME>` or `<lora:NAME:w>`. An opened tag that never closes is caught
+# apart: A1111 would leave it in the prompt, which silently drops the LoRA the user asked for.
+LORA_TAG = re.compile(r"<lora:([^>]*)>")
+_LORA_OPEN = re.compile(r"<lora:")
+
+
+def parse_loras(prompt: str) -> tuple[tuple[str, float], ...]:
+    """((name, strength), ...) of the prompt's `<lora:NAME:w>` tags, in order; InvalidRequest
+    naming `prompt` for a malformed tag or a strength outside -2..2. Names are checked against the
+    folder later (store.loras.resolve), when the LoRA is used."""
+    found = []
+    for m in LORA_TAG.finditer(prompt):
+        name, sep, rest = m.group(1).partition(":")
+        name = name.strip()
+        if not name:
+            raise InvalidRequest("prompt", f"the LoRA tag {m.group(0)!r} has no name (write <lora:NAME:1>)")
+        strength = 1.0
+        if sep:
+            text = rest.strip()
+            if ":" in text:
+                raise InvalidRequest("prompt", f"the LoRA tag {m.group(0)!r} has more than one strength "
+                                     f"(write <lora:{name}:1>; Z-Image has one strength per LoRA)")
+            try:
+                strength = float(text)
+            except ValueError:
+                raise InvalidRequest("prompt", f"the LoRA tag {m.group(0)!r} has a strength that is not a number "
+                                     f"(write <lora:{name}:0.8>)") from None
+            if not math.isfinite(strength) or not MIN_LORA_STRENGTH <= strength <= MAX_LORA_STRENGTH:
+                raise InvalidRequest("prompt", f"the strength of LoRA {name!r} must be between "
+                                     f"{MIN_LORA_STRENGTH:g} and {MAX_LORA_STRENGTH:g}, got {text}")
+        found.append((name, strength))
+    if len(_LORA_OPEN.findall(prompt)) != len(found):
+        raise InvalidRequest("prompt", "a <lora:... tag is not closed with '>' (write <lora:NAME:1>)")
+    return tuple(found)
+
+
+def strip_loras(prompt: str) -> str:
+    """The prompt the text encoder sees: the tags removed, the spaces and commas they leave tidied.
+    A prompt without tags is returned unchanged (the same picture as before LoRAs existed)."""
+    if not LORA_TAG.search(prompt):
+        return prompt
+    text = LORA_TAG.sub(" ", prompt)
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"[ \t]+", " ", line).strip()
+        line = re.sub(r"\s+,", ",", line)
+        line = re.sub(r",(\s*,)+", ",", line).strip(" ,")
+        lines.append(line)
+    return "\n".join(lines).strip()
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
@@ -82,6 +136,7 @@ class GenerationRequest:
     guidance_scale: float = 0.0
     seed: int = -1                 # -1 = random
     num_images: int = 1
+    loras: tuple[tuple[str, float], ...] = ()     # from the prompt's <lora:NAME:w> tags (not an input field)
 
     FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
               "guidance_scale", "seed", "num_images")
@@ -105,8 +160,10 @@ class GenerationRequest:
         seed = as_int(data.get("seed", -1))
         if seed is None or not (seed == -1 or 0 <= seed <= MAX_SEED):
             raise InvalidRequest("seed", f"must be -1 (random) or an integer 0-{MAX_SEED}")
+        loras = parse_loras(prompt)
         return cls(
             prompt=prompt,
+            loras=loras,
             negative_prompt=_str_field(data, "negative_prompt", "", max_prompt_chars),
             width=_size_field(data, "width", 1024),
             height=_size_field(data, "height", 1024),
@@ -115,6 +172,11 @@ class GenerationRequest:
             seed=seed,
             num_images=_int_field(data, "num_images", 1, 1, MAX_IMAGES),
         )
+
+    @property
+    def encoder_prompt(self) -> str:
+        """The prompt the text encoder gets: `prompt` keeps the tags (for the infotext, as A1111 does)."""
+        return strip_loras(self.prompt)
 
     def with_resolved_seed(self) -> "GenerationRequest":
         """Replace seed -1 with a concrete random seed, so the result can be reproduced."""
@@ -152,16 +214,29 @@ class GenerationResult:
         return self.seconds / max(1, self.batch_images or len(self.images))
 
 
-def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL) -> str:
-    """A1111's `parameters` text, which PNG Info, SD.Next, Forge and others read back."""
+def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
+             lora_hashes: Mapping[str, str] | None = None) -> str:
+    """A1111's `parameters` text, which PNG Info, SD.Next, Forge and others read back. `lora_hashes`
+    (name as the prompt writes it -> A1111 autov3 hash, from the files) adds A1111's and Civitai's
+    `Lora hashes: "NAME: hash, ..."`."""
     lines = [req.prompt]
     if req.negative_prompt:
         lines.append(f"Negative prompt: {req.negative_prompt}")
     lines.append(f"Steps: {req.num_inference_steps}, Sampler: {SAMPLER_LABEL}, CFG scale: {req.guidance_scale:g}, "
-                 f"Seed: {seed}, Size: {req.width}x{req.height}, Model: {model}")
+                 f"Seed: {seed}, Size: {req.width}x{req.height}, Model: {model}"
+                 + _lora_hashes_text(req, lora_hashes))
     return "\n".join(lines)
 
 
+def _lora_hashes_text(req: GenerationRequest, hashes: Mapping[str, str] | None) -> str:
+    pairs = [(name, hashes[name]) for name in dict.fromkeys(n for n, _ in req.loras) if hashes and hashes.get(name)]
+    if not pairs:
+        return ""
+    # A1111 quotes the list; its infotext parser splits on ", " and ": " inside it
+    return ', Lora hashes: "' + ", ".join(f"{n.replace(':', '').replace(',', '')}: {h}" for n, h in pairs) + '"'
+
+
 def batch_key(req: GenerationRequest) -> tuple:
-    """Requests with the same key can share one pipeline call."""
-    return (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt)
+    """Requests with the same key can share one pipeline call: the LoRAs too, since they are fused
+    into the one transformer the call uses."""
+    return (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt, req.loras)

@@ -26,7 +26,8 @@ def run_pipeline(pipe, req: GenerationRequest, should_stop: Callable[[], bool],
 
     Raises Cancelled when `should_stop` turned true; the half-denoised latents are never decoded.
     """
-    return _call(pipe, req, req.prompt, req.num_images, req.seeds(), should_stop, on_step, encode, on_phase=on_phase)
+    return _call(pipe, req, req.encoder_prompt, req.num_images, req.seeds(), should_stop, on_step, encode,
+                 on_phase=on_phase)
 
 
 def run_batch(pipe, reqs: list[GenerationRequest], should_stop: Callable[[], bool],
@@ -39,7 +40,7 @@ def run_batch(pipe, reqs: list[GenerationRequest], should_stop: Callable[[], boo
     first = reqs[0]
     if any(batch_key(r) != batch_key(first) for r in reqs):
         raise ValueError("a batch must share size, steps, guidance and negative prompt")
-    prompts = [r.prompt for r in reqs for _ in range(r.num_images)]
+    prompts = [r.encoder_prompt for r in reqs for _ in range(r.num_images)]
     images = _call(pipe, first, prompts, 1, [s for r in reqs for s in r.seeds()], should_stop, on_step, encode,
                    on_phase=on_phase)
     out, start = [], 0

@@ -24,6 +24,7 @@ from ..store.cache_ops import check_confirmed, delete_model, repair_model, verif
 from ..store.outputs import OutputStore
 from . import placing, speed
 from .idle import idle_action
+from .lora_active import ActiveLoras
 from .prompt_cache import PromptCache
 from .runner import GenerationRunner
 from .vram import cuda_available, peak_vram_bytes, reset_peak_vram
@@ -68,6 +69,7 @@ class PipelineManager:
         self._replan = False                           # re-apply the low-VRAM plan (its budget changed)
         self._attention = "native"                     # the attention backend in use
         self._prompts = PromptCache()                  # text-encoder outputs per prompt, for this pipeline
+        self._loras = ActiveLoras(settings.lora_folder)   # the LoRA set fused into the transformer now
 
         self._runner = GenerationRunner(self._store, self._model_label)   # the pipeline call, PNG saving
         self.load_count = 0                            # completed weight loads from disk, for tests and /health
@@ -102,6 +104,11 @@ class PipelineManager:
 
         latent = job.latest_latent
         return latent_preview_png(latent) if latent is not None else None
+
+    def loras(self, refresh: bool = False) -> list[dict]:
+        """The LoRA folder's files (A1111's list entries, refused ones with their reason). Reads
+        only file headers (and hashes a new file once), so it runs on the caller's thread."""
+        return self._loras.listing(refresh)
 
     def memory(self) -> MemoryInfo:
         """RAM and VRAM in use now (cheap: the status panel reads it every second)."""
@@ -341,6 +348,7 @@ class PipelineManager:
         if current == target and not (target == LoadState.OFFLOADED and self._replan):
             return self.status()
         self._replan = False
+        self._loras.drop()            # base weights before a move, a plan or an fp8 switch; fused again on use
         if current == LoadState.OFFLOADED:
             placement.disable_offload(self._pipe)
         if target == LoadState.ON_CPU:
@@ -368,6 +376,7 @@ class PipelineManager:
             self._set(state=LoadState.UNLOADED, stage=None, device=None, progress=0.0, message="", hint="",
                       bytes_done=0, bytes_total=0, current_file="")
         elif state in (LoadState.ON_GPU, LoadState.OFFLOADED):
+            self._loras.drop()
             placement = self._get_placement()
             if state == LoadState.OFFLOADED:
                 placement.disable_offload(self._pipe)
@@ -376,6 +385,10 @@ class PipelineManager:
         return self.status()
 
     def _drop_pipeline(self) -> None:
+        try:
+            self._loras.drop()
+        except ZImageError as e:      # a restore that no longer fits: the weights are dropped anyway
+            log.warning("LoRA restore before unloading: %s", e.message)
         pipe, self._pipe, self._model_dir = self._pipe, None, None
         self._prompts.clear()                          # its embeddings hold GPU memory and a reference
         if pipe is not None and self._status.state == LoadState.OFFLOADED:
@@ -406,12 +419,14 @@ class PipelineManager:
         lead = members[0]
         if self._status.state not in READY_STATES or self._status.state != self._target_state() or self._pipe is None:
             self._run_load(lead)
+        hashes, notes = self._use_loras(lead.request)
         self._runner.start(members)
         batches, seconds = self._generate_once(members)
         warning = ""
         if batches is None and self._step_down():
             warning = f"The GPU ran out of memory; switched to a smaller VRAM plan ({self._status.plan}) and retried."
             log.warning(warning)
+            hashes, notes = self._use_loras(lead.request)      # the new plan restored them
             batches, seconds = self._generate_once(members)
         if batches is None:
             req = lead.request
@@ -421,7 +436,24 @@ class PipelineManager:
         with self._lock:
             self._status = replace(self._status, last_image_s=round(seconds / max(1, total), 3),
                                    last_peak_vram_bytes=peak)
-        return self._runner.save(members, batches, seconds, warning, peak)
+        warning = "\n".join(filter(None, [warning, *notes]))
+        return self._runner.save(members, batches, seconds, warning, peak, hashes)
+
+    def _use_loras(self, req: GenerationRequest) -> tuple[dict[str, str], list[str]]:
+        """The request's LoRA set fused (riders share it: batch_key); the base model when it has none."""
+        return self._loras.prepare(self._pipe, req.loras, self._lora_refusal())
+
+    def _lora_refusal(self) -> tuple[str, str] | None:
+        """(mode, hint) when LoRAs cannot be fused exactly yet: streamed blocks (their weights live
+        in the offload's RAM copies) and int8 / fp8 weights (W + delta would be rounded)."""
+        if self._status.state == LoadState.OFFLOADED:
+            return ("a low-VRAM plan (the weights are streamed from RAM)",
+                    "Turn low-VRAM off (or raise --vram-budget so the model stays resident) to use LoRAs.")
+        if self.settings.quantize == "int8":
+            return "--quantize int8", "Start without --quantize int8 (bf16 weights) to use LoRAs."
+        if self.settings.fp8 == "on":
+            return "--fp8 on", "Start with --fp8 off to use LoRAs."
+        return None
 
     def _generate_once(self, members: list[Job]) -> tuple[list | None, float]:
         """One pipeline call for the members; (None, 0) after an out-of-memory, memory freed."""

@@ -104,7 +104,7 @@ class GenerationRunner:
         return None, 0.0
 
     def save(self, members: list[Job], batches: list, seconds: float, warning: str,
-             peak: int | None) -> list[Future | BaseException]:
+             peak: int | None, lora_hashes: dict[str, str] | None = None) -> list[Future | BaseException]:
         """Each member's outcome: a Future of its result, or Cancelled for a member of a shared
         call that was stopped. Saved on the saver thread: PNG encoding (about 0.2 s an image) never
         holds up the next generation. Each member's Future resolves once its files are written."""
@@ -116,15 +116,17 @@ class GenerationRunner:
                 outcomes.append(Cancelled())
                 continue
             m.phase, m.images_done = "saving", 0
-            outcomes.append(self._saver.submit(self._save, m, images, seconds, shared, warning, peak))
+            outcomes.append(self._saver.submit(self._save, m, images, seconds, shared, warning, peak,
+                                                lora_hashes))
         return outcomes
 
     def _save(self, job: Job, images: list, seconds: float, shared: int, warning: str,
-              peak: int | None) -> GenerationResult:
+              peak: int | None, lora_hashes: dict[str, str] | None = None) -> GenerationResult:
         try:
             started = time.perf_counter()
             result = save_result(job.request, images, seconds, _CountingStore(self._store, job),
-                                 self._model_label, batch_images=shared)
+                                 self._model_label, batch_images=shared,
+                                 lora_hashes=lora_hashes)
             if images:
                 self.save_s_per_image = (time.perf_counter() - started) / len(images)
             return replace(result, warning="\n".join(filter(None, [warning, result.warning])), peak_vram_bytes=peak)

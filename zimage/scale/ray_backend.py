@@ -131,6 +131,7 @@ class RayBackend:
         self._handle = None
         self._board = None
         self.retries = 0                                       # requests retried after a replica died
+        self._lora_hashes: dict = {}                           # (path, size, mtime_ns) -> autov3, for loras()
         self.gpus_per_replica = 0.0
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -216,6 +217,15 @@ class RayBackend:
         from ..engine.memory import memory_info
 
         return memory_info(self.gpu_device)
+
+    def loras(self, refresh: bool = False) -> list[dict]:
+        """This machine's LoRA folder: the replicas read the same --lora-dir (one shared folder, or
+        a copy on each node, as with the model cache)."""
+        from ..store.loras import a1111_list
+
+        if refresh:
+            self._lora_hashes = {}
+        return a1111_list(self.settings.lora_folder, self._lora_hashes)
 
     @property
     def load_count(self) -> int:

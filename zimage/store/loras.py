@@ -243,3 +243,21 @@ def by_hash(files: list[LoraFile], autov3: str) -> LoraFile | None:
     """The usable file whose A1111 hash is `autov3` (from a picture's `Lora hashes:`), if any."""
     want = autov3.strip().lower()[:12]
     return next((f for f in files if f.usable and want and f.autov3 == want), None)
+
+
+def a1111_list(folder: Path, hashes: dict | None = None) -> list[dict]:
+    """`GET /sdapi/v1/loras`: A1111's {name, alias, path, metadata} for each file (its metadata
+    from the safetensors header, {} for a refused file), plus ours: usable, refused_reason,
+    trigger_words, autov3 and size_bytes. Refused files are listed with their reason, so a user
+    sees why a file they put there is not offered."""
+    out = []
+    for f in scan(folder, hashes):
+        metadata: dict = {}
+        if f.usable:
+            try:
+                meta = read_header(f.path)[1].get("__metadata__") or {}
+                metadata = meta if isinstance(meta, dict) else {}
+            except (LoraUnreadable, OSError):
+                pass
+        out.append({"name": f.name, "alias": f.name, "path": str(f.path), "metadata": metadata, **f.to_dict()})
+    return out

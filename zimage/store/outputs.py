@@ -127,11 +127,13 @@ def _write_bytes(fh, data: bytes) -> None:
 
 
 def save_result(req: GenerationRequest, images: list, seconds: float, store: OutputStore,
-                model_label: str = MODEL_LABEL, batch_images: int = 0) -> GenerationResult:
-    """Save a request's images (with their infotext) and make its result."""
+                model_label: str = MODEL_LABEL, batch_images: int = 0,
+                lora_hashes: dict[str, str] | None = None) -> GenerationResult:
+    """Save a request's images (with their infotext: `lora_hashes` are the fused LoRAs' A1111 hashes)
+    and make its result."""
     results, warning = [], ""
     for image, seed in zip(images, req.seeds()):
-        text = infotext(req, seed, model_label)
+        text = infotext(req, seed, model_label, lora_hashes)
         path = None
         if not warning:
             try:

@@ -32,7 +32,8 @@ EMPTY = {"type": "object"}
 PROGRESS = obj({"progress": NUMBER, "eta_relative": NUMBER, "state": obj({"job_count": INT, "sampling_step": INT,
                                                                          "sampling_steps": INT}),
                 "current_image": {**NULLABLE_STRING, "description": "PNG, base64"}, "textinfo": NULLABLE_STRING})
-OPENAI_ERRORS = (400, 409, 413, 415, 429, 503, 507)      # a 422 is answered as OpenAI's 400
+# a 422 is answered as OpenAI's 400; 404: a LoRA the prompt names is not in the folder
+OPENAI_ERRORS = (400, 404, 409, 413, 415, 429, 503, 507)
 # ASCII digits, at most 5: "²".isdigit() is true but int("²") raises, and int() refuses 4301+ digits.
 OPENAI_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
@@ -204,6 +205,26 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             await asyncio.wrap_future(manager.preload().future)
         except ZImageError as e:
             return _a1111_error(e)
+        return {}
+
+    lora_entry = obj({"name": STRING, "alias": STRING, "path": STRING, "metadata": {"type": "object"},
+                      "usable": {"type": "boolean"}, "refused_reason": STRING, "autov3": STRING},
+                     ["name", "alias", "path", "metadata"])
+
+    @router.get("/sdapi/v1/loras", **route_docs(ok={"type": "array", "items": lora_entry}))
+    async def loras():
+        """A1111's list of the LoRA folder (what `<lora:NAME:w>` can name), refused files with their reason."""
+        return await asyncio.to_thread(manager.loras)
+
+    @router.post("/sdapi/v1/refresh-loras", **route_docs(ok=EMPTY, body=EMPTY, body_required=False,
+                                                         errors=checkpoint_errors, error_schema=A1111_ERROR))
+    async def refresh_loras(request: Request):
+        """Read the folder again (a replaced file is hashed and read again)."""
+        try:
+            await read_empty_object(request)
+        except ZImageError as e:
+            return _a1111_error(e)
+        await asyncio.to_thread(manager.loras, True)
         return {}
 
     @router.post("/v1/images/generations", **route_docs(ok=OPENAI_IMAGES, body=openai_body(max_prompt_chars),

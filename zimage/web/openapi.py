@@ -124,7 +124,7 @@ NOT_FOUND = {"anyOf": [obj({"error": obj({"message": STRING})}), obj({"detail": 
 
 GUARD_ERRORS = (400, 401, 403)        # security.GuardMiddleware, in front of every route (400: a malformed Host)
 BODY_ERRORS = (400, 413, 415)         # api.read_json
-RUN_ERRORS = (409, 422, 429, 503, 507)
+RUN_ERRORS = (404, 409, 422, 429, 503, 507)     # 404: a LoRA the prompt names is not in the folder
 REASONS = {200: "OK", 202: "Accepted: the load runs on", 400: "The body is not JSON, or a malformed Host header",
            401: "Log in (--auth / --api-auth)", 403: "Foreign Host or Origin", 404: "Not found",
            409: "Stopped or in use", 413: "Body too large", 415: "Not sent as JSON", 422: "A field is wrong",

@@ -1,0 +1,287 @@
+"""LoRAs from the prompt (`<lora:NAME:w>`, A1111's syntax) through the validator, the manager and
+every generation route, and the A1111 list routes, on the tiny model and tiny LoRA files."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from zimage.config import Settings, load_settings
+from zimage.engine.manager import PipelineManager
+from zimage.errors import (InvalidRequest, LoraMismatch, LoraModeUnsupported, LoraNameRefused, LoraNotFound,
+                           LoraUnreadable)
+from zimage.request import GenerationRequest, batch_key, infotext
+from zimage.store.loras import autov3_hash
+from zimage.testing.tiny_lora import make_tiny_loras
+
+SMALL = {"width": 256, "height": 256, "num_inference_steps": 2, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def lora_files(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("loras")
+    return folder, make_tiny_loras(folder, tiny_model_dir)
+
+
+@pytest.fixture
+def settings(tiny_model_dir, tmp_path, lora_files) -> Settings:
+    return Settings(model=str(tiny_model_dir), outputs_dir=str(tmp_path / "outputs"),
+                    cache_dir=str(tmp_path / "cache"), idle_unload_s=0, idle_drop_s=0,
+                    lora_dir=str(lora_files[0]))
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def b64_pixels(text: str) -> np.ndarray:
+    return pixels(Image.open(io.BytesIO(base64.b64decode(text))))
+
+
+# ---- the validator ------------------------------------------------------------------------------
+def test_prompt_tags_become_the_lora_set_and_leave_the_encoder_prompt():
+    req = GenerationRequest.from_mapping({"prompt": "a cat, <lora:styles/trigger_words:0.5>, red <lora:kohya_style>"})
+    assert req.loras == (("styles/trigger_words", 0.5), ("kohya_style", 1.0))
+    assert req.prompt == "a cat, <lora:styles/trigger_words:0.5>, red <lora:kohya_style>"    # the infotext keeps them
+    assert req.encoder_prompt == "a cat, red"
+    plain = GenerationRequest.from_mapping({"prompt": "  a  cat \n"})
+    assert plain.loras == () and plain.encoder_prompt == "  a  cat \n"      # no tags: the prompt as it was
+
+
+@pytest.mark.parametrize("prompt", ["<lora::1>", "<lora:x:2.5>", "<lora:x:-3>", "<lora:x:strong>",
+                                    "a <lora:x:1", "<lora:x:1:1>", "<lora:x:nan>"])
+def test_a_malformed_tag_or_strength_is_refused_naming_the_prompt(prompt):
+    with pytest.raises(InvalidRequest) as e:
+        GenerationRequest.from_mapping({"prompt": prompt})
+    assert e.value.field == "prompt" and e.value.http_status == 422
+
+
+def test_different_lora_sets_never_share_a_batch_and_the_infotext_has_their_hashes():
+    a = GenerationRequest.from_mapping({"prompt": "cat <lora:a:1>"})
+    b = GenerationRequest.from_mapping({"prompt": "dog <lora:a:0.5>"})
+    c = GenerationRequest.from_mapping({"prompt": "dog <lora:a:1>"})
+    assert batch_key(a) != batch_key(b) and batch_key(a) == batch_key(c)
+    assert batch_key(a) != batch_key(GenerationRequest.from_mapping({"prompt": "cat"}))
+    text = infotext(a, 3, lora_hashes={"a": "0123456789ab"})
+    assert text.splitlines()[0] == "cat <lora:a:1>"
+    assert text.endswith(', Lora hashes: "a: 0123456789ab"')
+    assert "Lora hashes" not in infotext(GenerationRequest.from_mapping({"prompt": "cat"}), 3)
+
+
+def test_lora_dir_defaults_beside_the_outputs_and_has_a_flag(tmp_path):
+    s = Settings(outputs_dir=str(tmp_path / "out"))
+    assert s.lora_folder == tmp_path / "models" / "loras"
+    flagged = load_settings(["--lora-dir", str(tmp_path / "mine")], env={}, default_config=None)
+    assert flagged.lora_folder == tmp_path / "mine"
+
+
+# ---- the manager ---------------------------------------------------------------------------------
+@pytest.fixture
+def manager(settings):
+    m = PipelineManager(settings).start()
+    yield m
+    m.close()
+
+
+def gen(manager, prompt: str, **kw):
+    req = GenerationRequest.from_mapping({"prompt": prompt, **SMALL, **kw})
+    return manager.generate(req, timeout=300)
+
+
+def test_manager_fuses_switches_and_restores_without_reloading(manager, lora_files):
+    folder, paths = lora_files
+    base = gen(manager, "a cat")
+    lora = gen(manager, "a cat <lora:diffusers_style:1>")
+    assert np.abs(pixels(lora.images[0].image) - pixels(base.images[0].image)).max() > 0
+    # the same file, read again: the same picture; the infotext names it with A1111's hash
+    assert lora.images[0].infotext.endswith(f'Lora hashes: "diffusers_style: {autov3_hash(paths["diffusers"])}"')
+    other = gen(manager, "a cat <lora:kohya/kohya_style:1>")
+    assert np.abs(pixels(other.images[0].image) - pixels(lora.images[0].image)).max() > 0
+    # strength 0 fuses nothing, and the encoder never sees the tag: the base model's pixels
+    zero = gen(manager, "a cat, <lora:diffusers_style:0>")
+    assert np.array_equal(pixels(zero.images[0].image), pixels(base.images[0].image))
+    again = gen(manager, "a cat")
+    assert np.array_equal(pixels(again.images[0].image), pixels(base.images[0].image))
+    assert "Lora hashes" not in again.images[0].infotext
+    back = gen(manager, "a cat <lora:diffusers_style:1>")
+    assert np.array_equal(pixels(back.images[0].image), pixels(lora.images[0].image))
+    assert manager.load_count == 1
+
+
+@pytest.mark.parametrize("tag, error", [("sdxl_style", LoraMismatch), ("no_such_lora", LoraNotFound),
+                                        ("../../etc/passwd", LoraNameRefused), ("corrupt", LoraUnreadable),
+                                        ("pickled", LoraUnreadable), ("wrong_shape", LoraMismatch)])
+def test_a_lora_error_reaches_the_caller_and_the_next_image_is_the_base_models(manager, tag, error):
+    base = gen(manager, "a cat")
+    gen(manager, "a cat <lora:diffusers_style:1>")          # another set fused before the failing one
+    with pytest.raises(error):
+        gen(manager, f"a cat <lora:{tag}:1>")
+    after = gen(manager, "a cat")
+    assert np.array_equal(pixels(after.images[0].image), pixels(base.images[0].image))
+    assert manager.load_count == 1
+
+
+def test_a_prompt_of_tags_alone_gives_the_encoder_an_empty_prompt(manager):
+    assert gen(manager, "<lora:diffusers_style:1>").images[0].infotext.startswith("<lora:diffusers_style:1>\n")
+
+
+def test_a_half_matching_lora_is_used_with_a_note(manager):
+    result = gen(manager, "a cat <lora:half_match:1>")
+    assert "LoRA half_match" in result.warning and "do" in result.warning
+
+
+@pytest.mark.parametrize("change, mode", [({"fp8": "on"}, "--fp8 on"), ({"quantize": "int8"}, "--quantize int8")])
+def test_modes_without_full_weights_refuse_loras_by_name(settings, change, mode):
+    m = PipelineManager(dataclasses.replace(settings, **change)).start()
+    try:
+        with pytest.raises(LoraModeUnsupported) as e:
+            gen(m, "a cat <lora:diffusers_style:1>")
+        assert e.value.http_status == 409 and mode in e.value.message
+        assert gen(m, "a cat").images                          # without LoRAs it still works
+    finally:
+        m.close()
+
+
+# ---- the routes ------------------------------------------------------------------------------------
+def post(srv, path: str, body) -> requests.Response:
+    return requests.post(srv.url + path, data=json.dumps(body), headers={"Content-Type": "application/json"},
+                         timeout=300)
+
+
+ROUTES = {
+    "/generate": (lambda p: {"prompt": p, **SMALL}, lambda r: r.json()["images"][0]),
+    "/sdapi/v1/txt2img": (lambda p: {"prompt": p, "width": 256, "height": 256, "steps": 2, "seed": 7},
+                          lambda r: r.json()["images"][0]),
+    # OpenAI's body has no seed or steps (a random seed, 9 steps): the PNG's infotext says which
+    "/v1/images/generations": (lambda p: {"prompt": p, "size": "256x256", "response_format": "b64_json"},
+                               lambda r: r.json()["data"][0]["b64_json"]),
+}
+
+
+def without_lora(srv, png_b64: str) -> np.ndarray:
+    """The same seed and steps as that image, prompt "a cat" without LoRA, through /generate."""
+    text = Image.open(io.BytesIO(base64.b64decode(png_b64))).info["parameters"]
+    seed, steps = int(re.search(r"Seed: (\d+)", text)[1]), int(re.search(r"Steps: (\d+)", text)[1])
+    r = post(srv, "/generate", {"prompt": "a cat", "width": 256, "height": 256, "num_inference_steps": steps,
+                                "seed": seed})
+    assert r.status_code == 200, r.text
+    assert "Lora hashes" not in r.json()["info"]
+    return b64_pixels(r.json()["images"][0])
+
+
+@pytest.mark.parametrize("path", list(ROUTES))
+def test_each_route_honours_the_prompt_syntax(server, path, lora_files):
+    body, image = ROUTES[path]
+    r = post(server, path, body("a cat <lora:comfy_style:1.5>"))
+    assert r.status_code == 200, r.text
+    png = image(r)
+    assert np.abs(b64_pixels(png) - without_lora(server, png)).max() > 0
+    params = Image.open(io.BytesIO(base64.b64decode(png))).info["parameters"]
+    assert params.startswith("a cat <lora:comfy_style:1.5>")
+    assert f'Lora hashes: "comfy_style: {autov3_hash(lora_files[1]["comfy"])}"' in params
+    r = post(server, path, body("a cat <lora:comfy_style:0>"))
+    assert r.status_code == 200, r.text
+    png = image(r)
+    assert np.array_equal(b64_pixels(png), without_lora(server, png))
+    r = post(server, path, body("a cat <lora:../../etc/passwd:1>"))
+    assert 400 <= r.status_code < 500 and "passwd" in r.text and "refused" in r.text
+    r = post(server, path, body("a cat <lora:comfy_style:9>"))
+    assert r.status_code in (400, 422) and "prompt" in r.text
+    assert server.manager.load_count == 1
+
+
+def test_a1111_lora_list_with_the_real_client_and_refresh(server, lora_files):
+    import webuiapi
+
+    folder, paths = lora_files
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=server.settings.port)
+    listed = {e["name"]: e for e in api.get_loras()}
+    entry = listed["styles/trigger_words"]
+    assert entry["alias"] == "styles/trigger_words" and entry["path"] == str(paths["triggers"])
+    assert entry["metadata"]["modelspec.trigger_phrase"] == "zk style, glowing ink"
+    assert entry["autov3"] == autov3_hash(paths["triggers"])
+    assert listed["pickled"]["usable"] is False and "pickle" in listed["pickled"]["refused_reason"]
+    assert "truncated" in listed["corrupt"]["refused_reason"]
+    assert post(server, "/sdapi/v1/refresh-loras", {}).status_code == 200
+    assert requests.post(server.url + "/sdapi/v1/refresh-loras", timeout=30).status_code == 200    # no body
+    bad = requests.post(server.url + "/sdapi/v1/refresh-loras", data="[]",
+                        headers={"Content-Type": "application/json"}, timeout=30)
+    assert bad.status_code == 422 and "body" in bad.text
+
+
+def test_queued_requests_with_other_lora_sets_are_not_batched_together(settings):
+    m = PipelineManager(dataclasses.replace(settings, batch_max=4)).start()
+    try:
+        base = gen(m, "a cat")
+        lora = gen(m, "a cat <lora:diffusers_style:1>")
+        reqs = [GenerationRequest.from_mapping({"prompt": p, **SMALL})
+                for p in ("a dog", "a cat <lora:diffusers_style:1>", "a cat")]
+        jobs = [m.submit(r) for r in reqs]
+        out = [j.future.result(300).images[0].image for j in jobs]
+        # a shared call decodes in one batch (a level on a few pixels may differ), so: near, or far
+        assert np.abs(pixels(out[2]) - pixels(base.images[0].image)).mean() < 0.5
+        assert np.abs(pixels(out[1]) - pixels(lora.images[0].image)).mean() < 0.5
+        assert np.abs(pixels(out[1]) - pixels(out[2])).mean() > 5
+        assert m.load_count == 1
+    finally:
+        m.close()
+
+
+def test_a_low_vram_plan_refuses_loras_and_resident_again_uses_them(settings):
+    from test_manager import FakeGpuPlacement, cpu_loader
+
+    from zimage.state import LoadState
+
+    m = PipelineManager(dataclasses.replace(settings, low_vram=True), placement_factory=FakeGpuPlacement,
+                        loader=cpu_loader).start()
+    try:
+        base = gen(m, "a cat")
+        assert m.status().state == LoadState.OFFLOADED
+        with pytest.raises(LoraModeUnsupported) as e:
+            gen(m, "a cat <lora:diffusers_style:1>")
+        assert e.value.http_status == 409 and "low-VRAM" in e.value.message
+        m.set_low_vram(False).future.result(60)
+        lora = gen(m, "a cat <lora:diffusers_style:1>")
+        assert m.status().state == LoadState.ON_GPU
+        assert np.abs(pixels(lora.images[0].image) - pixels(base.images[0].image)).max() > 0
+        m.set_low_vram(True).future.result(60)              # the fused weights go back before the plan
+        again = gen(m, "a cat")
+        assert np.array_equal(pixels(again.images[0].image), pixels(base.images[0].image))
+        assert m.load_count == 1
+    finally:
+        m.close()
+
+
+def test_the_ray_backend_lists_the_local_lora_folder(settings, manager):
+    from zimage.scale.ray_backend import RayBackend
+
+    listed = RayBackend(settings).loras()           # never started: the list needs no cluster
+    assert [e["name"] for e in listed] == [e["name"] for e in manager.loras()]
+    assert {e["name"]: e["autov3"] for e in listed} == {e["name"]: e["autov3"] for e in manager.loras(refresh=True)}
+    assert "styles/trigger_words" in {e["name"] for e in listed}
+
+
+def test_the_page_honours_the_prompt_syntax(server):
+    from gradio_client import Client
+
+    client = Client(server.url, verbose=False)
+
+    def page(prompt: str):
+        gallery, _info = client.predict(prompt, "", 256, 256, 2, 0.0, 7, 1, [], api_name="/generate")
+        image = gallery[0]["image"]
+        return Image.open(image if isinstance(image, str) else image["path"])
+
+    base, lora = page("a cat"), page("a cat <lora:kohya/kohya_style:1>")
+    assert np.abs(pixels(lora) - pixels(base)).max() > 0
+    assert 'Lora hashes: "kohya/kohya_style: ' in lora.text["parameters"]
+    assert np.array_equal(pixels(page("a cat <lora:kohya/kohya_style:0>")), pixels(base))
+    with pytest.raises(Exception, match="refused"):
+        page("a cat <lora:../../etc/passwd:1>")
+    assert server.manager.load_count == 1

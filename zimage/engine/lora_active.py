@@ -1,0 +1,123 @@
+"""The LoRA set fused into the loaded pipeline now, switched between pipeline calls on the worker.
+
+A request's `<lora:NAME:w>` set is resolved in the LoRA folder (store.loras.resolve: always inside
+it), read once per file version (path, size, mtime) and fused with engine.lora.LoraState. The same
+set as the last call costs nothing; another set restores the base weights and fuses the new one; a
+request without LoRAs restores. No disk reads of the model: switching never reloads it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from ..errors import LoraModeUnsupported
+from ..store.loras import a1111_list, autov3_hash, resolve
+from .lora import LoraState, LoraWeights, read_lora
+
+log = logging.getLogger(__name__)
+
+# Read LoRA files kept in RAM (fp32 up/down pairs; a rank-32 LoRA over every block Linear of
+# Z-Image-Turbo is ~0.3 GB): enough to switch back and forth between a few without re-reading.
+MAX_CACHED_FILES = 4
+
+
+class ActiveLoras:
+    """Owned by the manager; `prepare`, `restore` and `drop` run on its worker only. The file caches
+    are also read by `listing` from request threads, hence their lock."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._lock = threading.Lock()
+        self._weights: OrderedDict[tuple, LoraWeights] = OrderedDict()   # (path, size, mtime_ns) -> read file
+        self._hashes: dict[tuple, str] = {}                              # (path, size, mtime_ns) -> autov3
+        self._state: LoraState | None = None
+        self._key: tuple = ()                    # the (name, strength) set fused now
+        self._result: tuple[dict[str, str], list[str]] = ({}, [])
+
+    @property
+    def fused(self) -> tuple:
+        return self._key
+
+    def prepare(self, pipe, loras: tuple, refusal: tuple[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+        """Fuse `loras` ((name, strength), ...) into `pipe`'s transformer, replacing the set fused
+        now; () restores the base weights. Returns (name -> A1111 hash, notes on partial matches).
+        `refusal` = (mode, hint) when the pipeline is in a mode LoRAs do not support yet: a
+        LoraModeUnsupported then, never a silent picture without them. Any error leaves the base
+        weights in place."""
+        loras = tuple(loras)
+        if not loras:
+            self.restore()
+            return {}, []
+        if refusal is not None:
+            self.restore()
+            raise LoraModeUnsupported(loras[0][0], *refusal)
+        if self._state is not None and self._state.transformer is not pipe.transformer:
+            self._state = None                   # another pipeline: its LoraState went with the old one
+            self._key = ()
+        if loras == self._key:
+            return self._result
+        try:
+            items, hashes = [], {}
+            for name, strength in loras:
+                path = resolve(self.folder, name)
+                weights, digest = self._read(path)
+                items.append((weights, strength))
+                hashes[name] = digest
+            if self._state is None:
+                self._state = LoraState(pipe.transformer)
+            applied = self._state.apply(items)
+        except BaseException:
+            self.restore()
+            raise
+        self._key = loras
+        self._result = (hashes, [a.note for a in applied if a.note])
+        return self._result
+
+    def _read(self, path: Path) -> tuple[LoraWeights, str]:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            weights = self._weights.get(key)
+            digest = self._hashes.get(key)
+            if weights is not None:
+                self._weights.move_to_end(key)
+        if weights is None:
+            weights = read_lora(path)
+        if digest is None:
+            digest = autov3_hash(path)
+        with self._lock:
+            self._weights[key] = weights
+            self._hashes[key] = digest
+            while len(self._weights) > MAX_CACHED_FILES:
+                self._weights.popitem(last=False)
+        return weights, digest
+
+    def restore(self) -> None:
+        """The base weights back (bit for bit); the state is kept for the next set."""
+        if self._state is not None and self._state.active:
+            self._state.restore()
+        self._key = ()
+        self._result = ({}, [])
+
+    def drop(self) -> None:
+        """Before the pipeline is unloaded, moved, re-planned or converted (fp8, int8): restored,
+        and the LoraState let go (it holds the transformer)."""
+        try:
+            self.restore()
+        finally:
+            self._state = None
+
+    def listing(self, refresh: bool = False) -> list[dict]:
+        """`GET /sdapi/v1/loras`. `refresh` forgets the cached hashes and read files, so a file
+        replaced with the same size and time is read again."""
+        with self._lock:
+            if refresh:
+                self._hashes.clear()
+                self._weights.clear()
+            hashes = dict(self._hashes)
+        found = a1111_list(self.folder, hashes)
+        with self._lock:
+            self._hashes.update(hashes)
+        return found
