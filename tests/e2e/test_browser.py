@@ -325,19 +325,17 @@ def test_controls_say_what_they_do(page, server):
         assert page.locator(f"#cache-{button}").is_disabled()
 
 
-def test_the_generated_image_shows_when_the_app_runs_as_webui(cli_server):
-    """`python webui.py` as a user starts it: the gallery's image loads in the browser (the guard
-    once refused Gradio's copy of it, so the page showed a broken image while every in-process test
-    passed)."""
+def generated_image_width(url: str, prompt: str, then=None) -> int:
+    """Open the page at `url`, make a 256x256 image and return the gallery image's width once the
+    browser has loaded it (0 would be a broken image). `then(page)` runs before the browser closes."""
     from playwright.sync_api import sync_playwright
 
-    url, terminal = cli_server
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         page.wait_for_selector("#status-panel")
-        page.fill("#prompt textarea", "a lighthouse at dusk")
+        page.fill("#prompt textarea", prompt)
         set_slider(page, "width", 256)
         set_slider(page, "height", 256)
         page.click("#generate-btn")
@@ -345,8 +343,18 @@ def test_the_generated_image_shows_when_the_app_runs_as_webui(cli_server):
         loaded = wait_for(lambda: page.evaluate(
             "() => { const i = document.querySelector('#gallery img'); return i.complete && i.naturalWidth }"),
             30, message="the gallery image to load")
+        if then is not None:
+            then(page)
         browser.close()
-    assert loaded == 256
+    return loaded
+
+
+def test_the_generated_image_shows_when_the_app_runs_as_webui(cli_server):
+    """`python webui.py` as a user starts it: the gallery's image loads in the browser (the guard
+    once refused Gradio's copy of it, so the page showed a broken image while every in-process test
+    passed)."""
+    url, terminal = cli_server
+    assert generated_image_width(url, "a lighthouse at dusk") == 256
     assert "refused GET /gradio_api/file=" not in terminal()
 
 
@@ -355,22 +363,8 @@ def test_on_a_full_disk_the_page_still_shows_the_image_and_says_why(start_server
     own copy of it, and the page shows it with the warning."""
     import dataclasses
 
-    from playwright.sync_api import sync_playwright
-
     srv = start_server(dataclasses.replace(settings, outputs_dir=str(small_disk)))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(srv.url)
-        page.wait_for_selector("#status-panel")
-        page.fill("#prompt textarea", "a full disk")
-        set_slider(page, "width", 256)
-        set_slider(page, "height", 256)
-        page.click("#generate-btn")
-        page.wait_for_selector("#gallery img", timeout=120_000)
-        loaded = wait_for(lambda: page.evaluate(
-            "() => { const i = document.querySelector('#gallery img'); return i.complete && i.naturalWidth }"),
-            30, message="the gallery image to load")
+
+    def warned(page) -> None:
         wait_for(lambda: "No space left on device" in page.inner_text("#result-info"), 30, message="the warning")
-        browser.close()
-    assert loaded == 256
+    assert generated_image_width(srv.url, "a full disk", then=warned) == 256
