@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from conftest import wait_for
+from zimage.web.ui_lora import LORA_DEFAULTS
 
 API = "/gradio_api"
 JSON = {"Content-Type": "application/json"}
@@ -253,7 +254,7 @@ def test_malformed_gradio_requests_get_4xx_and_the_page_keeps_working(server, se
     # Still serving: the API, and the page's own event path (join, then read the stream to the end).
     assert requests.get(server.url + "/health", timeout=10).json()["status"] in ("unloaded", "healthy")
     assert server.manager.load_count == 0                     # no malformed event reached the model
-    assert run_event(server.url, facts, "generate", ["a fox", "", 256, 256, 1, 0.0, 5, 1, []])["success"]
+    assert run_event(server.url, facts, "generate", ["a fox", "", 256, 256, 1, 0.0, 5, 1, [], *LORA_DEFAULTS])["success"]
     assert server.manager.load_count == 1
 
 
@@ -311,7 +312,7 @@ def read_call_stream(url: str, path: str, event_id: str) -> tuple[str, object]:
 
 def test_well_formed_calls_by_name_pass_the_guard_and_complete(server, caplog):
     caplog.set_level(logging.INFO, logger="zimage.web.gradio_guard")
-    data = ["a lighthouse", "", 256, 256, 1, 0.0, 11, 1, []]
+    data = ["a lighthouse", "", 256, 256, 1, 0.0, 11, 1, [], *LORA_DEFAULTS]
     r = requests.post(server.url + API + "/call/generate", json={"data": data}, timeout=10)
     assert r.status_code == 200, r.text
     kind, outputs = read_call_stream(server.url, "/call/generate", r.json()["event_id"])
@@ -336,7 +337,7 @@ def test_with_auth_events_still_need_the_login(start_server, settings):
     assert login.post(srv.url + "/login", data={"username": "me", "password": "secret"}, timeout=10).ok
     facts = page_facts(srv.url, login)
     gen = facts["gen"]
-    good = {"data": ["a cat", "", 256, 256, 1, 0.0, 3, 1, []], "fn_index": gen["id"], "session_hash": "auth"}
+    good = {"data": ["a cat", "", 256, 256, 1, 0.0, 3, 1, [], *LORA_DEFAULTS], "fn_index": gen["id"], "session_hash": "auth"}
     anonymous = requests.post(srv.url + API + "/queue/join", json=good, timeout=10)
     assert anonymous.status_code == 401
     bad = requests.post(srv.url + API + "/queue/join", json=dict(good, fn_index=-1), timeout=10)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 from test_fuzz_gradio import API, page_facts, read_call_stream, run_event
+from zimage.web.ui_lora import LORA_DEFAULTS
 
 from conftest import wait_for
 
@@ -136,7 +137,8 @@ def test_gradio_itself_refuses_event_files_outside_its_allowed_paths(server):
 def test_file_route_serves_only_this_pages_images(server, outputs_link):
     facts = page_facts(server.url)
     n = len(facts["gen"]["inputs"])
-    data = ["a fox", "", 256, 256, 1, 0.0, 5, 1, []][:n] + [[]] * max(0, n - 9)
+    base = ["a fox", "", 256, 256, 1, 0.0, 5, 1, [], *LORA_DEFAULTS]
+    data = base[:n] + [[]] * max(0, n - len(base))
     done = run_event(server.url, facts, "generate", data)
     assert done["success"], done
     shown = done["output"]["data"][0][0]["image"]                  # the gallery's first image, as the page gets it
@@ -270,7 +272,7 @@ def test_gradio_queue_full_503_says_when_to_come_back(held):
     srv, entered = held
     facts = page_facts(srv.url)
     n = len(facts["gen"]["inputs"])
-    data = ["x", "", 256, 256, 1, 0.0, 1, 1, []][:n] + [[]] * max(0, n - 9)
+    data = ["x", "", 256, 256, 1, 0.0, 1, 1, [], *LORA_DEFAULTS][:n]
     codes = []
     first = requests.post(srv.url + API + "/call/generate", json={"data": data}, timeout=10)
     assert first.status_code == 200
@@ -291,7 +293,7 @@ def test_an_open_event_stream_of_a_running_generation_does_not_keep_the_server_u
     srv, entered = held
     facts = page_facts(srv.url)
     n = len(facts["gen"]["inputs"])
-    data = ["x", "", 256, 256, 1, 0.0, 1, 1, []][:n] + [[]] * max(0, n - 9)
+    data = ["x", "", 256, 256, 1, 0.0, 1, 1, [], *LORA_DEFAULTS][:n]
     first = requests.post(srv.url + API + "/call/generate", json={"data": data}, timeout=10)
     ended = threading.Event()
 

@@ -8,6 +8,7 @@ from zimage.jobs import Job
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
 from zimage.web.page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from zimage.web.ui import failure_text, job_progress, parse_preset, preset_for, render_status, size_problem
+from zimage.web.ui_lora import NO_LORA, lora_tags, with_loras
 
 from conftest import wait_for
 
@@ -191,3 +192,14 @@ def test_every_waiting_page_job_is_counted_in_the_queue(server):
     for job in jobs:                          # each one says it stopped; none left waiting in Gradio's queue
         assert job.result(60)[1] == "Stopped. No image was kept."
     assert server.manager.status().queue_length == 0
+
+
+def test_lora_picks_become_prompt_tags_the_validator_reads():
+    from zimage.request import GenerationRequest
+
+    assert lora_tags(["styles/a", NO_LORA, "b"], [1, 0.5, 0.30000000000000004]) == " <lora:styles/a:1> <lora:b:0.3>"
+    assert lora_tags([NO_LORA, None, ""], [1, 1, 1]) == ""
+    assert lora_tags(["neg"], [-1.25]) == " <lora:neg:-1.25>"
+    assert with_loras("a cat", [NO_LORA] * 3, [1] * 3) == "a cat"          # nothing picked: the prompt as typed
+    req = GenerationRequest.from_mapping({"prompt": with_loras("a cat", ["x", NO_LORA, "y"], [0.75, 1, -2])})
+    assert req.loras == (("x", 0.75), ("y", -2.0))

@@ -2,6 +2,7 @@
 import logging
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -368,3 +369,62 @@ def test_on_a_full_disk_the_page_still_shows_the_image_and_says_why(start_server
     def warned(page) -> None:
         wait_for(lambda: "No space left on device" in page.inner_text("#result-info"), 30, message="the warning")
     assert generated_image_width(srv.url, "a full disk", then=warned) == 256
+
+
+def test_the_lora_picker_lists_the_folder_and_its_pick_reaches_the_image(tiny_model_dir, tmp_path, start_server,
+                                                                         settings, guard_refusals):
+    """Issue 17: a LoRA from the folder, picked on the page, is applied (infotext tag and hash);
+    picking None again makes the base model's image."""
+    import dataclasses
+    import shutil
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from zimage.testing.tiny_lora import make_tiny_loras
+
+    make_tiny_loras(tmp_path / "loras", tiny_model_dir)
+    srv = start_server(dataclasses.replace(settings, lora_dir=str(tmp_path / "loras")))
+    outputs = Path(settings.outputs_dir)
+
+    def generate(n: int) -> str:
+        page.click("#generate-btn")
+        wait_for(lambda: len(list(outputs.rglob("*.png"))) == n, 120, message=f"image {n} saved")
+        newest = max(outputs.rglob("*.png"), key=lambda p: p.stat().st_mtime_ns)
+        return Image.open(newest).text["parameters"]
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(srv.url)
+        page.wait_for_selector("#status-panel")
+        page.locator("#lora-panel").get_by_text("LoRA", exact=True).first.click()
+        page.wait_for_selector("#lora-1 input")
+        refused = page.inner_text("#lora-refused")
+        assert "pickled" in refused and "Not usable" in refused
+        page.fill("#prompt textarea", "a fox")
+        set_slider(page, "width", 256)
+        set_slider(page, "height", 256)
+        set_slider(page, "steps", 1)
+        page.locator("#seed input").fill("99")
+        page.locator("#seed input").press("Enter")
+        page.click("#lora-1 input")
+        page.get_by_role("option", name="diffusers_style", exact=True).click()
+        assert page.get_by_role("option", name="pickled", exact=True).count() == 0
+        set_slider(page, "lora-strength-1", 1)
+        text = generate(1)
+        assert "<lora:diffusers_style:1>" in text and "Lora hashes:" in text
+        page.reload()                                   # the pick is kept with the other settings
+        page.wait_for_selector("#status-panel")
+        page.locator("#lora-panel").get_by_text("LoRA", exact=True).first.click()
+        wait_for(lambda: page.input_value("#lora-1 input") == "diffusers_style", 20, message="the pick restored")
+        page.click("#lora-1 input")
+        page.get_by_role("option", name="None", exact=True).click()
+        text = generate(2)
+        assert "<lora:" not in text and "Lora hashes:" not in text and "Seed: 99" in text
+        shutil.copy(tmp_path / "loras" / "diffusers_style.safetensors", tmp_path / "loras" / "added_later.safetensors")
+        page.click("#lora-refresh")                     # a file added while the page is open
+        page.click("#lora-2 input")
+        page.get_by_role("option", name="added_later", exact=True).wait_for(timeout=20_000)
+        browser.close()
+    assert guard_refusals() == []

@@ -19,6 +19,7 @@ from ..state import LoadState, MemoryInfo, Status
 from ..units import gib
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from .ui_cache import build_cache_panel
+from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ SIZE_PRESETS = ["1024x1024", "1152x896", "896x1152", "1216x832", "832x1216", "13
 UNLOAD_CHOICES = {"Free VRAM (keep in RAM)": "cpu", "Free VRAM and RAM": "none"}
 GALLERY_MAX = 48
 CUSTOM = "Custom"
-SAVED_DEFAULTS = ("", "", 1024, 1024, 9, 0.0, -1, 1)     # the controls' defaults, in SAVED_FIELDS order
+SAVED_DEFAULTS = ("", "", 1024, 1024, 9, 0.0, -1, 1, *LORA_DEFAULTS)   # the controls' defaults, in SAVED_FIELDS order
 STATE_LABELS = {
     LoadState.UNLOADED: "Not loaded", LoadState.DOWNLOADING: "Downloading", LoadState.LOADING: "Loading",
     LoadState.ON_CPU: "Ready (CPU / RAM)", LoadState.ON_GPU: "Ready (GPU)",
@@ -189,7 +190,9 @@ def parse_preset(preset: str) -> tuple[int, int]:
 NO_GPU_LOW_VRAM = "No GPU on this machine: Low VRAM changes nothing here (the model runs from RAM anyway)."
 NO_GPU_UNLOAD = ("No GPU on this machine: the model already lives in RAM, so \"Free VRAM (keep in RAM)\" "
                  "changes nothing here. Choose \"Free VRAM and RAM\" to free the memory.")
-SAVED_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed", "count")
+SAVED_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed", "count",
+                *(f"lora{i}" for i in range(1, LORA_SLOTS + 1)),
+                *(f"lora{i}_strength" for i in range(1, LORA_SLOTS + 1)))
 
 
 def _restored(saved, name: str, default):
@@ -265,11 +268,14 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         return [item for item in (r.gallery_item() for r in result_entries(result)) if item], result_info(result)
 
     def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
-                    request: gr.Request = None, progress=gr.Progress()):
+                    lora1=None, lora2=None, lora3=None, lora1_strength=1.0, lora2_strength=1.0,
+                    lora3_strength=1.0, request: gr.Request = None, progress=gr.Progress()):
         client_id = valid_client_id(client)
         try:
             req = GenerationRequest.from_mapping(
-                {"prompt": prompt or "", "negative_prompt": negative or "", "width": int(width),
+                {"prompt": with_loras(prompt or "", (lora1, lora2, lora3),
+                                      (lora1_strength, lora2_strength, lora3_strength)),
+                 "negative_prompt": negative or "", "width": int(width),
                  "height": int(height), "num_inference_steps": int(steps), "guidance_scale": float(guidance),
                  "seed": int(seed), "num_images": int(count)}, settings.max_prompt_chars)
             job = submit(req, owner_of(client_id, request), request)
@@ -357,6 +363,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt", lines=3, max_length=settings.max_prompt_chars,
                                     elem_id="prompt")
+                lora_picks, lora_strengths = build_lora_panel(manager)
                 negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
                                       max_length=settings.max_prompt_chars, elem_id="negative-prompt")
                 preset = gr.Dropdown(SIZE_PRESETS + [CUSTOM], value="1024x1024", label="Size preset",
@@ -385,16 +392,18 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
         private = dict(queue=False, api_visibility="private")
         controls = [prompt, negative, width, height, steps, guidance, seed, count]
+        lora_controls = [*lora_picks, *lora_strengths]
+        saved_controls = [*controls, *lora_controls]       # in SAVED_FIELDS order
         # Every tab's generation reaches the manager's queue (which counts it and enforces queue_max
         # with QueueFull); with a limit of 1 here the others waited in Gradio's queue, uncounted.
         waiting_room = settings.generation_concurrency + settings.queue_max + 1
-        demo.load(on_load, [client_id, saved], [client_id, *controls, gallery], **private).then(
+        demo.load(on_load, [client_id, saved], [client_id, *saved_controls, gallery], **private).then(
             on_resume, client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
             concurrency_limit=waiting_room)
         timer = gr.Timer(1.0)
         # Status reads never enter the queue: a full generation queue must not freeze the panel.
         timer.tick(on_tick, client_id, [status_box, cancel_dl_btn, stop_btn], show_progress="hidden", **private)
-        gr.on([c.change for c in controls], on_save, controls, saved, show_progress="hidden", **private)
+        gr.on([c.change for c in saved_controls], on_save, saved_controls, saved, show_progress="hidden", **private)
         preload_btn.click(on_preload, None, status_box, **private)
         unload_btn.click(on_unload, unload_to, [status_box, controls_note], **private)
         cancel_dl_btn.click(on_cancel_download, None, status_box, **private)
@@ -403,7 +412,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         gr.on([width.change, height.change], on_size, [width, height], [size_error, preset],
               show_progress="hidden", **private)
         gr.on([generate_btn.click, prompt.submit], lambda: gr.Button(interactive=True), None, stop_btn, **private)
-        gr.on([generate_btn.click, prompt.submit], on_generate, [*controls, client_id], [gallery, info],
+        gr.on([generate_btn.click, prompt.submit], on_generate, [*controls, client_id, *lora_controls], [gallery, info],
               api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
         stop_btn.click(on_stop, client_id, info, **private)

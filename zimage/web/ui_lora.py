@@ -1,0 +1,111 @@
+"""The Generate page's LoRA picker: up to LORA_SLOTS LoRAs from the folder, each with a strength.
+
+The picks become `<lora:NAME:w>` tags appended to the prompt server-side (lora_tags), so the page,
+the API and A1111-style prompts all reach the one validator (request.parse_loras).
+"""
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Sequence
+
+import gradio as gr
+
+from ..jobs import Backend
+from ..request import MAX_LORA_STRENGTH, MIN_LORA_STRENGTH
+
+log = logging.getLogger(__name__)
+
+LORA_SLOTS = 3
+NO_LORA = "None"
+LORA_DEFAULTS = (NO_LORA,) * LORA_SLOTS + (1.0,) * LORA_SLOTS     # pick 1..3, then strength 1..3
+
+
+def _strength_text(value: float) -> str:
+    # The slider's step is 0.05: round away the float noise a slider sends (0.30000000000000004).
+    return f"{round(float(value), 2):g}"
+
+
+def lora_tags(names: Sequence, strengths: Sequence) -> str:
+    """The picks as prompt tags (' <lora:a:1> <lora:b:0.55>'), '' when none is picked. A slot left
+    at None (or empty) is skipped; a strength that is not a number is left to the validator."""
+    tags = []
+    for name, strength in zip(names, strengths):
+        if not isinstance(name, str) or not name.strip() or name == NO_LORA:
+            continue
+        try:
+            w = _strength_text(strength if strength is not None else 1.0)
+        except (TypeError, ValueError):
+            w = str(strength)
+        tags.append(f"<lora:{name.strip()}:{w}>")
+    return "".join(" " + t for t in tags)
+
+
+def with_loras(prompt: str, names: Sequence, strengths: Sequence) -> str:
+    tags = lora_tags(names, strengths)
+    return f"{prompt}{tags}" if tags else prompt
+
+
+def lora_choices(listing: list[dict]) -> list[str]:
+    return [NO_LORA] + [e["name"] for e in listing if e.get("usable")]
+
+
+def render_refused(listing: list[dict]) -> str:
+    """The files the folder holds but the app will not use, each with why (small text)."""
+    refused = [e for e in listing if not e.get("usable")]
+    if not refused:
+        return ""
+    rows = "".join(f"<li><b>{html.escape(e['name'])}</b>: {html.escape(e.get('refused_reason') or 'not usable')}</li>"
+                   for e in refused)
+    return f'<div class="zi-lora-refused"><small>Not usable:<ul>{rows}</ul></small></div>'
+
+
+def render_triggers(listing: list[dict], picks: Sequence) -> str:
+    """The trigger words of the picked LoRAs, as Markdown ('' when none has any)."""
+    by_name = {e["name"]: e for e in listing}
+    lines = []
+    for name in dict.fromkeys(p for p in picks if p and p != NO_LORA):
+        words = (by_name.get(name) or {}).get("trigger_words") or []
+        if words:
+            lines.append(f"**{name}** trigger words: " + ", ".join(f"`{w}`" for w in words))
+    return "\n\n".join(lines)
+
+
+def build_lora_panel(manager: Backend) -> tuple[list, list]:
+    """The accordion (inside the caller's layout); returns ([dropdowns], [sliders])."""
+    def listing(refresh: bool = False) -> list[dict]:
+        try:
+            return manager.loras(refresh=refresh)
+        except Exception:              # a folder that cannot be read must not take the page down
+            log.exception("listing the LoRA folder failed")
+            return []
+
+    first = listing()
+    private = dict(queue=False, api_visibility="private")
+    with gr.Accordion("LoRA", open=False, elem_id="lora-panel"):
+        picks, strengths = [], []
+        for i in range(LORA_SLOTS):
+            with gr.Row():
+                # allow_custom_value: a pick saved in the browser or typed into the API is checked by the
+                # folder lookup (LoraNotFound names it), not refused by Gradio with a bare "invalid value".
+                picks.append(gr.Dropdown(lora_choices(first), value=NO_LORA, label=f"LoRA {i + 1}",
+                                         allow_custom_value=True, elem_id=f"lora-{i + 1}", scale=3))
+                strengths.append(gr.Slider(MIN_LORA_STRENGTH, MAX_LORA_STRENGTH, value=1.0, step=0.05,
+                                           label="Strength", elem_id=f"lora-strength-{i + 1}", scale=2))
+        triggers = gr.Markdown("", elem_id="lora-triggers")
+        refresh_btn = gr.Button("Refresh LoRA list", size="sm", elem_id="lora-refresh")
+        refused = gr.HTML(render_refused(first), elem_id="lora-refused")
+
+    def on_refresh(*current):
+        fresh = listing(refresh=True)
+        choices = lora_choices(fresh)
+        kept = [c if c in choices else NO_LORA for c in current]
+        return [*(gr.Dropdown(choices=choices, value=v) for v in kept), render_refused(fresh),
+                render_triggers(fresh, kept)]
+
+    def on_pick(*current):
+        return render_triggers(listing(), current)
+
+    refresh_btn.click(on_refresh, picks, [*picks, refused, triggers], **private)
+    gr.on([p.change for p in picks], on_pick, picks, triggers, show_progress="hidden", **private)
+    return picks, strengths
