@@ -8,7 +8,7 @@ from zimage.jobs import Job
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
 from zimage.web.page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from zimage.web.ui import failure_text, job_progress, parse_preset, preset_for, render_status, size_problem
-from zimage.web.ui_lora import NO_LORA, lora_tags, with_loras
+from zimage.web.ui_lora import NO_LORA, lora_tags, render_refused, render_triggers, with_loras
 
 from conftest import wait_for
 
@@ -203,3 +203,15 @@ def test_lora_picks_become_prompt_tags_the_validator_reads():
     assert with_loras("a cat", [NO_LORA] * 3, [1] * 3) == "a cat"          # nothing picked: the prompt as typed
     req = GenerationRequest.from_mapping({"prompt": with_loras("a cat", ["x", NO_LORA, "y"], [0.75, 1, -2])})
     assert req.loras == (("x", 0.75), ("y", -2.0))
+
+
+def test_the_lora_panel_shows_the_picks_trigger_words_and_why_a_file_is_refused():
+    listing = [{"name": "styles/t", "usable": True, "refused_reason": "", "trigger_words": ["zkw", "red hat"]},
+               {"name": "plain", "usable": True, "refused_reason": "", "trigger_words": []},
+               {"name": "pickled", "usable": False, "refused_reason": "a .pt <file> is never unpickled",
+                "trigger_words": []}]
+    assert render_triggers(listing, ["styles/t", NO_LORA, "plain"]) == "**styles/t** trigger words: `zkw`, `red hat`"
+    assert render_triggers(listing, [NO_LORA] * 3) == ""
+    refused = render_refused(listing)
+    assert "pickled" in refused and "a .pt &lt;file&gt; is never unpickled" in refused and "plain" not in refused
+    assert render_refused(listing[:2]) == ""
