@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from conftest import wait_for
 from zimage.web.ui_lora import LORA_DEFAULTS
+
+from conftest import wait_for
 
 API = "/gradio_api"
 JSON = {"Content-Type": "application/json"}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 from test_fuzz_gradio import API, page_facts, read_call_stream, run_event
+
 from zimage.web.ui_lora import LORA_DEFAULTS
 
 from conftest import wait_for
