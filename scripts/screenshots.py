@@ -50,6 +50,7 @@ def main() -> None:
             page.click("#generate-btn")
             page.wait_for_selector("#gallery img", timeout=120_000)
             time.sleep(1.5)
+            page.evaluate("window.scrollTo(0, 0)")      # the page is taller than the window: show its top
             page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
             page.get_by_text("Model cache").click()
             time.sleep(1.5)
