@@ -177,3 +177,20 @@ def test_a_picture_s_lora_hash_finds_the_file(folder):
     one = next(f for f in listed if f.name == "diffusers_style")
     assert loras.by_hash(listed, one.autov3.upper()) == one
     assert loras.by_hash(listed, "000000000000") is None and loras.by_hash(listed, "") is None
+
+
+def test_a_listing_without_hashes_reads_only_headers_and_keeps_the_known_hashes(folder, monkeypatch):
+    """The page's picker lists the folder without hashing: each file's header is read once, its
+    tensor bytes never; a hash known already is still given."""
+    known: dict = {}
+    hashed = {f.name: f.autov3 for f in loras.scan(folder, known)}
+    monkeypatch.setattr(loras, "autov3_hash", lambda *a: pytest.fail("a whole file was hashed"))
+    reads = []
+    real_read = loras.read_header
+    monkeypatch.setattr(loras, "read_header", lambda path: (reads.append(path), real_read(path))[1])
+    listed = {e["name"]: e for e in loras.a1111_list(folder, known, hash_files=False)}
+    assert {n: e["autov3"] for n, e in listed.items() if e["usable"]} == {n: h for n, h in hashed.items() if h}
+    assert len(reads) == len(set(reads))                  # one header read a file, not two
+    assert listed["styles/trigger_words"]["metadata"]["modelspec.trigger_phrase"]
+    fresh = loras.a1111_list(folder, {}, hash_files=False)
+    assert all(e["autov3"] == "" for e in fresh) and [e["name"] for e in fresh] == list(listed)

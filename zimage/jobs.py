@@ -118,7 +118,7 @@ class Backend(Protocol):
     @property
     def load_count(self) -> int: ...
     def memory(self) -> MemoryInfo: ...                                       # RAM and VRAM in use now
-    def loras(self, refresh: bool = False) -> list[dict]: ...                # the LoRA folder (A1111's list)
+    def loras(self, refresh: bool = False, hash_files: bool = True) -> list[dict]: ...  # the LoRA folder (A1111's list)
 
     def submit(self, req: GenerationRequest, owner: str | None = None, user: str | None = None) -> Job: ...
     def generate(self, req: GenerationRequest, owner: str | None = None,

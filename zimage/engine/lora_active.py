@@ -109,15 +109,16 @@ class ActiveLoras:
         finally:
             self._state = None
 
-    def listing(self, refresh: bool = False) -> list[dict]:
+    def listing(self, refresh: bool = False, hash_files: bool = True) -> list[dict]:
         """`GET /sdapi/v1/loras`. `refresh` forgets the cached hashes and read files, so a file
-        replaced with the same size and time is read again."""
+        replaced with the same size and time is read again; `hash_files=False` lists from the
+        headers alone (hashes known already are still given)."""
         with self._lock:
             if refresh:
                 self._hashes.clear()
                 self._weights.clear()
             hashes = dict(self._hashes)
-        found = a1111_list(self.folder, hashes)
+        found = a1111_list(self.folder, hashes, hash_files)
         with self._lock:
             self._hashes.update(hashes)
         return found

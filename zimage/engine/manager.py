@@ -105,10 +105,10 @@ class PipelineManager:
         latent = job.latest_latent
         return latent_preview_png(latent) if latent is not None else None
 
-    def loras(self, refresh: bool = False) -> list[dict]:
+    def loras(self, refresh: bool = False, hash_files: bool = True) -> list[dict]:
         """The LoRA folder's files (A1111's list entries, refused ones with their reason). Reads
         only file headers (and hashes a new file once), so it runs on the caller's thread."""
-        return self._loras.listing(refresh)
+        return self._loras.listing(refresh, hash_files)
 
     def memory(self) -> MemoryInfo:
         """RAM and VRAM in use now (cheap: the status panel reads it every second)."""

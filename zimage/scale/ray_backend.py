@@ -218,14 +218,14 @@ class RayBackend:
 
         return memory_info(self.gpu_device)
 
-    def loras(self, refresh: bool = False) -> list[dict]:
+    def loras(self, refresh: bool = False, hash_files: bool = True) -> list[dict]:
         """This machine's LoRA folder: the replicas read the same --lora-dir (one shared folder, or
         a copy on each node, as with the model cache)."""
         from ..store.loras import a1111_list
 
         if refresh:
             self._lora_hashes = {}
-        return a1111_list(self.settings.lora_folder, self._lora_hashes)
+        return a1111_list(self.settings.lora_folder, self._lora_hashes, hash_files)
 
     @property
     def load_count(self) -> int:

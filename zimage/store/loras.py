@@ -35,7 +35,8 @@ class LoraFile:
     size_bytes: int
     refused_reason: str = ""        # empty when usable
     trigger_words: tuple[str, ...] = field(default=())
-    autov3: str = ""                # A1111 / Civitai "Lora hashes:" value; empty when refused
+    autov3: str = ""                # A1111 / Civitai "Lora hashes:" value; empty when refused or not hashed
+    metadata: dict = field(default_factory=dict, compare=False, repr=False)   # the header's __metadata__
 
     @property
     def usable(self) -> bool:
@@ -135,9 +136,11 @@ def name_of(folder: Path, path: Path) -> str:
     return rel.with_suffix("").as_posix()
 
 
-def describe(folder: Path, path: Path, hashes: dict | None = None) -> LoraFile:
+def describe(folder: Path, path: Path, hashes: dict | None = None, hash_file: bool = True) -> LoraFile:
     """One file of the folder. `hashes` (optional, the caller's to keep) maps (path, size, mtime_ns)
-    to a hash already computed, so a listing hashes a file only when it changed."""
+    to a hash already computed, so a listing hashes a file only when it changed. `hash_file=False`
+    reads the header only (autov3 then comes from `hashes` or stays empty): hashing reads the whole
+    file, which a listing for the page does not need."""
     folder = Path(folder)
     name = name_of(folder, path)
     st = path.stat()
@@ -156,15 +159,16 @@ def describe(folder: Path, path: Path, hashes: dict | None = None) -> LoraFile:
     metadata = header.get("__metadata__") or {}
     key = (str(real), st.st_size, st.st_mtime_ns)
     digest = hashes.get(key) if hashes is not None else None
-    if digest is None:
+    if digest is None and hash_file:
         digest = autov3_hash(path, n)
         if hashes is not None:
             hashes[key] = digest
-    words = trigger_words(metadata) if isinstance(metadata, dict) else ()
-    return LoraFile(name, path, st.st_size, "", words, digest)
+    if not isinstance(metadata, dict):
+        metadata = {}
+    return LoraFile(name, path, st.st_size, "", trigger_words(metadata), digest or "", metadata)
 
 
-def scan(folder: Path, hashes: dict | None = None) -> list[LoraFile]:
+def scan(folder: Path, hashes: dict | None = None, hash_files: bool = True) -> list[LoraFile]:
     """Every LoRA candidate under `folder` (subfolders too), sorted by name. Hidden files and
     folders are skipped; linked folders are not followed."""
     folder = Path(folder)
@@ -181,7 +185,7 @@ def scan(folder: Path, hashes: dict | None = None) -> list[LoraFile]:
                 continue
             path = Path(root) / fname
             try:
-                found.append(describe(folder, path, hashes))
+                found.append(describe(folder, path, hashes, hash_files))
             except OSError as e:            # vanished between the walk and the stat, or a broken link
                 log.warning("LoRA %s skipped: %s", path, e)
     return sorted(found, key=lambda f: f.name.lower())
@@ -245,19 +249,13 @@ def by_hash(files: list[LoraFile], autov3: str) -> LoraFile | None:
     return next((f for f in files if f.usable and want and f.autov3 == want), None)
 
 
-def a1111_list(folder: Path, hashes: dict | None = None) -> list[dict]:
+def a1111_list(folder: Path, hashes: dict | None = None, hash_files: bool = True) -> list[dict]:
     """`GET /sdapi/v1/loras`: A1111's {name, alias, path, metadata} for each file (its metadata
     from the safetensors header, {} for a refused file), plus ours: usable, refused_reason,
     trigger_words, autov3 and size_bytes. Refused files are listed with their reason, so a user
     sees why a file they put there is not offered."""
     out = []
-    for f in scan(folder, hashes):
-        metadata: dict = {}
-        if f.usable:
-            try:
-                meta = read_header(f.path)[1].get("__metadata__") or {}
-                metadata = meta if isinstance(meta, dict) else {}
-            except (LoraUnreadable, OSError):
-                pass
+    for f in scan(folder, hashes, hash_files):
+        metadata = f.metadata if f.usable else {}
         out.append({"name": f.name, "alias": f.name, "path": str(f.path), "metadata": metadata, **f.to_dict()})
     return out

@@ -51,6 +51,7 @@ class UploadsRefused(ZImageError):
     def __init__(self):
         super().__init__("This page takes no file uploads.")
 
+
 class LoginRequired(ZImageError):
     http_status = 401
     code = "unauthorized"

@@ -75,7 +75,9 @@ def build_lora_panel(manager: Backend) -> tuple[list, list]:
     """The accordion (inside the caller's layout); returns ([dropdowns], [sliders])."""
     def listing(refresh: bool = False) -> list[dict]:
         try:
-            return manager.loras(refresh=refresh)
+            # No hashing for the picker: it needs names, trigger words and refusals, and hashing reads
+            # every whole file, which here ran while the page was built, before the server answered.
+            return manager.loras(refresh=refresh, hash_files=False)
         except Exception:              # a folder that cannot be read must not take the page down
             log.exception("listing the LoRA folder failed")
             return []
