@@ -57,15 +57,15 @@ def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = (
     return any(path in names or str(real) in names for names in list(created))
 
 
-def page_file_sets(blocks) -> list:
+def page_file_sets(blocks) -> Iterator:
     """Gradio's records of the files it copied for this page: the Blocks' own sets, and those of the
     component copies Gradio keeps per browser session once an event updates a component; the gallery's
-    copies land there, and the Blocks' sets never list them (the gallery image showed broken)."""
-    sets = list(blocks.temp_file_sets)
+    copies land there, and the Blocks' sets never list them (the gallery image showed broken). Lazy:
+    the sessions are walked only when a file is to be checked, not for every event."""
+    yield from list(blocks.temp_file_sets)
     holder = getattr(blocks, "state_holder", None)
     for state in list(getattr(holder, "session_data", {}).values()):
-        sets += [b.temp_files for b in list(state.blocks_config.blocks.values()) if getattr(b, "temp_files", None)]
-    return sets
+        yield from (b.temp_files for b in list(state.blocks_config.blocks.values()) if getattr(b, "temp_files", None))
 
 
 def _file_values(value: Any, where: str) -> Iterator[tuple[str, dict]]:
@@ -90,8 +90,11 @@ def _url_file(url: str) -> str | None:
 
 def check_files(value: Any, where: str, outputs: Path, created: Iterable[Iterable[str]]) -> None:
     """Refuse (422, naming the field) any file an event input names that servable_file refuses."""
+    files = list(_file_values(value, where))
+    if not files:
+        return                          # most events name no file: Gradio's records are not read
     created = list(created)
-    for at, item in _file_values(value, where):
+    for at, item in files:
         path, url = item.get("path"), item.get("url")
         if not servable_file(path, outputs, created):
             raise InvalidRequest(f"{at}.path", f"{_short(path)} is not an image this server generated")
