@@ -77,3 +77,35 @@ def test_a_lone_surrogate_names_its_field(field):
     with pytest.raises(InvalidRequest) as e:
         GenerationRequest.from_mapping({**OK, field: "a \udfff b"})
     assert e.value.field == field and "surrogate at character 2" in e.value.message
+
+
+def test_parse_infotext_reads_back_what_infotext_writes():
+    from zimage.request import GenerationRequest, infotext, parse_infotext
+
+    req = GenerationRequest.from_mapping({"prompt": "a cat, on a mat: <lora:style:0.8>\nsecond line",
+                                          "negative_prompt": "blurry", "width": 768, "height": 512,
+                                          "num_inference_steps": 7, "guidance_scale": 1.5})
+    text = infotext(req, 42, lora_hashes={"style": "0123456789ab"})
+    got = parse_infotext(text)
+    assert got["prompt"] == req.prompt
+    assert got["negative_prompt"] == "blurry"
+    assert (got["steps"], got["seed"], got["guidance_scale"], got["width"], got["height"]) == (7, 42, 1.5, 768, 512)
+    assert got["model"] == "Z-Image-Turbo"
+    assert got["lora_hashes"] == {"style": "0123456789ab"}
+
+
+def test_parse_infotext_takes_a1111_text_and_leaves_plain_prompts_alone():
+    from zimage.request import parse_infotext
+
+    a1111 = ("masterpiece, 1girl\nNegative prompt: lowres, bad hands\nSteps: 20, Sampler: DPM++ 2M, "
+             'Schedule type: Karras, CFG scale: 7, Seed: 3735928559, Size: 512x768, Model hash: abc, '
+             'Model: sdxl, Lora hashes: "add_detail: 7c6bad76eb54, other: 0123"')
+    got = parse_infotext(a1111)
+    assert got["prompt"] == "masterpiece, 1girl" and got["negative_prompt"] == "lowres, bad hands"
+    assert got["params"]["Sampler"] == "DPM++ 2M" and got["seed"] == 3735928559
+    assert (got["width"], got["height"], got["steps"]) == (512, 768, 20)
+    assert got["lora_hashes"] == {"add_detail": "7c6bad76eb54", "other": "0123"}
+    plain = parse_infotext("a note: not parameters")
+    assert plain == {"prompt": "a note: not parameters", "negative_prompt": "", "params": {}}
+    assert parse_infotext(None)["prompt"] == ""
+    assert "seed" not in parse_infotext("p\nSteps: x, Seed: y, Size: 9x, CFG scale: nan")

@@ -240,3 +240,49 @@ def batch_key(req: GenerationRequest) -> tuple:
     """Requests with the same key can share one pipeline call: the LoRAs too, since they are fused
     into the one transformer the call uses."""
     return (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt, req.loras)
+
+
+# A1111's own pattern (modules/infotext_utils.py, re_param): `Key: value` or `Key: "quoted, value"`.
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def parse_infotext(text: str) -> dict[str, Any]:
+    """The inverse of `infotext`, for A1111's, Forge's, SD.Next's and our own `parameters` text:
+    {"prompt", "negative_prompt", "params": {key: raw value}, plus typed "steps", "seed",
+    "guidance_scale", "width", "height", "model", "lora_hashes" where present and well formed}.
+    Never raises: text that is not infotext gives {"prompt": text, "negative_prompt": "", "params": {}}."""
+    text = text if isinstance(text, str) else ""
+    lines = text.strip().split("\n")
+    params: dict[str, str] = {}
+    last = lines[-1] if lines else ""
+    found = _PARAM.findall(last)
+    if len(found) >= 3:                     # A1111's test: fewer is a prompt line with a colon in it
+        lines = lines[:-1]
+        params = {k.strip(): (v[1:-1] if len(v) > 1 and v[0] == v[-1] == '"' else v).strip() for k, v in found}
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            in_negative = True
+            line = line[len("Negative prompt:"):].lstrip()
+        (negative if in_negative else prompt).append(line)
+    out: dict[str, Any] = {"prompt": "\n".join(prompt).strip(), "negative_prompt": "\n".join(negative).strip(),
+                           "params": params}
+    for key, name in (("Steps", "steps"), ("Seed", "seed")):
+        if params.get(key, "").lstrip("-").isdigit():
+            out[name] = int(params[key])
+    try:
+        guidance = float(params.get("CFG scale", "nan"))
+        if math.isfinite(guidance):
+            out["guidance_scale"] = guidance
+    except ValueError:
+        pass
+    size = _SIZE.match(params.get("Size", ""))
+    if size:
+        out["width"], out["height"] = int(size.group(1)), int(size.group(2))
+    if params.get("Model"):
+        out["model"] = params["Model"]
+    if params.get("Lora hashes"):
+        pairs = (p.partition(":") for p in params["Lora hashes"].split(","))
+        out["lora_hashes"] = {n.strip(): h.strip() for n, _, h in pairs if n.strip() and h.strip()}
+    return out
