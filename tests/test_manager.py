@@ -46,6 +46,9 @@ class FakeGpuPlacement:
     def disable_offload(self, pipe):
         self.calls.append(("offload", False))
 
+    def lora_carrier(self):
+        return None                    # nothing is streamed: LoRAs are fused in place
+
     def free_memory(self):
         self.calls.append(("free",))
 
