@@ -20,9 +20,9 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 MCP_URL = "/gradio_api/mcp/"
 
 
-async def _session_calls(url: str, calls: list[tuple[str, dict]], auth=None) -> tuple[list[str], list]:
+async def _session_calls(url: str, calls: list[tuple[str, dict]], auth=None, headers=None) -> tuple[list[str], list]:
     """(tool names, results of `calls` in order) over one MCP session."""
-    async with httpx.AsyncClient(auth=auth, timeout=httpx.Timeout(60, read=300)) as http:
+    async with httpx.AsyncClient(auth=auth, headers=headers, timeout=httpx.Timeout(60, read=300)) as http:
         async with streamable_http_client(url, http_client=http) as (read, write, _):
             async with ClientSession(read, write) as session:
                 await session.initialize()
@@ -31,8 +31,8 @@ async def _session_calls(url: str, calls: list[tuple[str, dict]], auth=None) -> 
     return names, results
 
 
-def run_mcp(url: str, calls: list[tuple[str, dict]] = (), auth=None):
-    return asyncio.run(_session_calls(url, list(calls), auth))
+def run_mcp(url: str, calls: list[tuple[str, dict]] = (), auth=None, headers=None):
+    return asyncio.run(_session_calls(url, list(calls), auth, headers))
 
 
 def _text(result) -> str:
@@ -83,6 +83,8 @@ def test_mcp_with_auth_needs_the_api_login(start_server, settings):
         assert requests.get(srv.url + path, headers=headers, timeout=10).status_code == 401, path
     with pytest.raises(Exception):
         run_mcp(srv.url + MCP_URL, auth=("me", "wrong"))
-    names, (status,) = run_mcp(srv.url + MCP_URL, [("status", {})], auth=("me", "secret"))
+    names, (status, bad) = run_mcp(srv.url + MCP_URL, [("status", {}), ("generate", {"prompt": "x", "width": 250})],
+                                   auth=("me", "secret"), headers={"Accept-Language": "zh-CN"})
     assert sorted(names) == ["generate", "preload", "status", "unload"]
     assert json.loads(_text(status))["state"] == "unloaded"
+    assert bad.isError and "invalid_request: width: 必须在 256 到 2048 之间" in _text(bad)   # the request's language

@@ -28,7 +28,7 @@ from ..config import ConfigError, Settings
 from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
 from ..request import GenerationRequest
-from .api import job_owner, request_caller
+from .api import job_owner, request_caller, request_language
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,11 @@ def _status_json(manager: Backend) -> str:
     return json.dumps({"status": status.health, "load_count": manager.load_count, **status.to_dict()})
 
 
-def _refusal(err: ZImageError) -> gr.Error:
+def _refusal(err: ZImageError, request: gr.Request | None) -> gr.Error:
     # MCP answers an exception as a tool result with isError and the exception's text.
     log.info("MCP call refused (%d %s): %s", err.http_status, err.code, err.message[:300])
-    return gr.Error(f"{err.code}: {err.user_text()}", print_exception=False)
+    lang = request_language(request) if request is not None else "en"
+    return gr.Error(f"{err.code}: {err.user_text(lang)}", print_exception=False)
 
 
 def add_mcp_tools(manager: Backend, settings: Settings) -> None:
@@ -80,7 +81,7 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
             owner = client if client is not None else MCP_OWNER
             result = await asyncio.wrap_future(manager.submit(req, job_owner(owner), user).future)
         except ZImageError as e:
-            raise _refusal(e) from None
+            raise _refusal(e, request) from None
         item = result.images[0]
         if item.path is None:
             raise gr.Error(NO_IMAGE_SAVED.format(warning=result.warning), print_exception=False)
@@ -105,7 +106,7 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
         """
         return _status_json(manager)
 
-    async def preload(wait: bool = True) -> str:
+    async def preload(wait: bool = True, request: gr.Request = None) -> str:
         """Download (when missing) and load the model, so the next generate starts at once.
 
         Args:
@@ -119,10 +120,10 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
             if wait:
                 await asyncio.wrap_future(job.future)
         except ZImageError as e:
-            raise _refusal(e) from None
+            raise _refusal(e, request) from None
         return _status_json(manager)
 
-    async def unload(to: Literal["none", "cpu"] = "none") -> str:
+    async def unload(to: Literal["none", "cpu"] = "none", request: gr.Request = None) -> str:
         """Free the GPU memory the model holds.
 
         Args:
@@ -136,7 +137,7 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
                 raise InvalidRequest("to", f"must be \"cpu\" (keep in RAM) or \"none\", got {str(to)[:40]!r}")
             await asyncio.wrap_future(manager.unload(to).future)
         except ZImageError as e:
-            raise _refusal(e) from None
+            raise _refusal(e, request) from None
         return _status_json(manager)
 
     for fn in (generate, status, preload, unload):
