@@ -5,6 +5,8 @@ Tracebacks are logged, never shown.
 """
 from __future__ import annotations
 
+from .i18n import error_text
+
 
 class ZImageError(Exception):
     http_status = 500
@@ -16,15 +18,21 @@ class ZImageError(Exception):
         self.hint = hint
         self.details = details
 
-    def to_dict(self) -> dict:
-        out = {"code": self.code, "message": self.message}
-        if self.hint:
-            out["hint"] = self.hint
+    def text(self, lang: str = "en") -> tuple[str, str]:
+        """(message, hint) in `lang` ("en" or "zh", i18n.language_of); the code stays English."""
+        return error_text(self.code, self.message, self.hint, lang, self.details.get("field"))
+
+    def to_dict(self, lang: str = "en") -> dict:
+        message, hint = self.text(lang)
+        out = {"code": self.code, "message": message}
+        if hint:
+            out["hint"] = hint
         out.update(self.details)
         return out
 
-    def user_text(self) -> str:
-        return f"{self.message} {self.hint}".strip()
+    def user_text(self, lang: str = "en") -> str:
+        message, hint = self.text(lang)
+        return f"{message} {hint}".strip()
 
     def __reduce__(self):
         # Typed errors cross process boundaries (a Ray replica answers the app with one); subclasses'
