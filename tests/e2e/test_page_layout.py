@@ -144,7 +144,8 @@ def test_ctrl_enter_and_cmd_enter_generate_and_enter_is_a_newline(open_page, ser
     area.press("Control+Enter")
     first = generated(server, 1)
     # Neither Enter nor Shift+Enter made an image: the one saved carries the whole two-line prompt.
-    assert len(first) == 1 and "a fox\n" in Image.open(first[0]).text["parameters"]
+    text = Image.open(first[0]).text["parameters"]
+    assert len(first) == 1 and "a fox\n" in text and "in the snow" in text
     wait_for(lambda: page.locator("#gallery img").count() == 1, 60, message="the image shown")
     wait_for(lambda: page.locator("#stop-btn").is_disabled(), 30, message="the job over")
     page.locator("#seed input").click()                 # anywhere on the page, not only in the prompt
