@@ -95,6 +95,7 @@ def create_app(settings: Settings, manager: Backend):
     from .security import GuardMiddleware
     from .shutdown import EndStreamsOnStop
     from .ui import build_ui
+    from .ui_page import page_assets
 
     outputs = outputs_dir_checked(settings)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -112,7 +113,7 @@ def create_app(settings: Settings, manager: Backend):
         auth=settings.auth_pairs or None, allowed_paths=[str(outputs)],
         blocked_paths=[str(modelscope_cache_base(settings.cache_dir)), str(Path.home() / ".ssh")],
         max_file_size="1mb", ssr_mode=False, mcp_server=settings.mcp, enable_monitoring=False, show_error=False,
-        footer_links=[], run_history=False,
+        footer_links=[], run_history=False, **page_assets(),
     )
     # Gradio checks event files against allowed_paths/blocked_paths only once `has_launched` is true,
     # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
