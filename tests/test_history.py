@@ -73,6 +73,7 @@ def test_a_restart_adds_files_it_lacks_and_drops_files_gone(tmp_path):
     (root / "2020-01-02" / "notes.txt").write_text("not an image")
 
     store = OutputStore(root)                                          # the restart
+    assert store.history.count() == 2 and store.history.get(removed.relative_to(root).as_posix()) is None
     page = store.history.query()
     assert sorted(e.path for e in page.entries) == sorted([kept.relative_to(root).as_posix(), "2020-01-02/00001-99.png"])
     castle = store.history.get("2020-01-02/00001-99.png")
