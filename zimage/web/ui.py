@@ -19,6 +19,7 @@ from ..state import LoadState, MemoryInfo, Status
 from ..units import gib
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from .ui_cache import build_cache_panel
+from .ui_history import GenerateControls, build_history_tab
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_preview import build_live_preview, job_progress
 
@@ -324,8 +325,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             status_box = gr.HTML(status_html(), elem_id="status-panel")
             cancel_dl_btn = gr.Button("Cancel download", elem_id="cancel-download-btn", size="sm", visible=False,
                                       scale=0, min_width=140)
-        with gr.Tabs(elem_id="main-tabs"):
-            with gr.Tab("Generate", id="generate"):
+        with gr.Tabs(elem_id="main-tabs") as tabs:
+            with gr.Tab("Generate", id="generate", elem_id="generate-tab"):
                 # Forge's layout: Generate in a narrow column right of the prompt; settings left, results right.
                 with gr.Row(elem_id="prompt-row", equal_height=True):
                     with gr.Column(scale=6, min_width=200):
@@ -370,6 +371,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                         gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png",
                                              interactive=False, elem_id="gallery")
                         info = gr.Markdown("", elem_id="result-info")
+            build_history_tab(manager, tabs, GenerateControls(prompt, negative, width, height, steps, guidance,
+                                                              seed, count, lora_picks, lora_strengths))
 
         private = dict(queue=False, api_visibility="private")
         controls = [prompt, negative, width, height, steps, guidance, seed, count]
