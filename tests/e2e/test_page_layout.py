@@ -218,7 +218,9 @@ def test_status_is_a_live_region_slider_limits_meet_aa_and_the_page_has_a_langua
     page = open_page(DESKTOP)
     wait_for(lambda: page.get_attribute("#status-panel", "aria-live") == "polite", 10, message="aria-live")
     assert page.evaluate("document.documentElement.lang") == "en"
-    ratios = page.evaluate(CONTRAST, "#steps .min_value, #steps .max_value, #width .min_value, #width .max_value")
+    limits = "#steps .min_value, #steps .max_value, #width .min_value, #width .max_value"
+    wait_for(lambda: len(page.evaluate(CONTRAST, limits)) == 4, 20, message="the slider limits drawn")
+    ratios = page.evaluate(CONTRAST, limits)
     assert len(ratios) == 4 and min(ratios) >= 4.5, ratios
     # Keyboard focus shows: Tab onto Generate draws a ring.
     page.locator("#prompt textarea").focus()
