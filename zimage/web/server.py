@@ -107,14 +107,16 @@ def create_app(settings: Settings, manager: Backend):
         app, demo, path="/", server_name=settings.host, server_port=settings.port,
         auth=settings.auth_pairs or None, allowed_paths=[str(outputs)],
         blocked_paths=[str(modelscope_cache_base(settings.cache_dir)), str(Path.home() / ".ssh")],
-        max_file_size="1mb", ssr_mode=False, mcp_server=False, enable_monitoring=False, show_error=False,
+        max_file_size=settings.max_upload_bytes, ssr_mode=False, mcp_server=False, enable_monitoring=False,
+        show_error=False,
         footer_links=[], run_history=False,
     )
     # Gradio checks event files against allowed_paths/blocked_paths only once `has_launched` is true,
     # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
     demo.has_launched = True
     # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
-    app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app))
+    app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app),
+                       max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels)
     app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
                        api_prefixes=COMPAT_PREFIXES, auth=settings.api_auth_pairs)
     app.state.stopping = asyncio.Event()            # set by shutdown.Server as it stops

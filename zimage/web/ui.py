@@ -20,6 +20,8 @@ from ..units import gib
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from .ui_cache import build_cache_panel
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
+from .ui_params import gallery_caption
+from .ui_pnginfo import build_pnginfo_tab
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +236,9 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         return recorded
 
     def result_entries(result) -> list[Result]:
-        return [Result(caption=f"seed {item.seed} · {result.seconds_per_image:.2f} s",
+        req = result.request
+        return [Result(caption=gallery_caption(req.prompt, item.seed, req.num_inference_steps, req.width, req.height,
+                                               req.loras, result.seconds_per_image),
                        path=Path(item.path) if item.path else None, image=None if item.path else item.image)
                 for item in result.images]
 
@@ -345,50 +349,56 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         client_id = gr.BrowserState(None, storage_key="zimage-client")
         saved = gr.BrowserState({}, storage_key="zimage-settings")
         gr.Markdown("## Z-Image-Turbo")
-        with gr.Row():
-            with gr.Column(scale=3):
-                status_box = gr.HTML(status_html(), elem_id="status-panel")
-            with gr.Column(scale=2):
+        with gr.Tabs(elem_id="main-tabs") as tabs:
+            with gr.Tab("Generate", id="generate"):
                 with gr.Row():
-                    preload_btn = gr.Button("Preload model", variant="secondary", elem_id="preload-btn")
-                    unload_btn = gr.Button("Unload", elem_id="unload-btn")
-                    cancel_dl_btn = gr.Button("Cancel download", elem_id="cancel-download-btn", size="sm",
-                                              visible=False)
-                unload_to = gr.Radio(list(UNLOAD_CHOICES), value=gpu_default, label="Unload frees",
-                                     elem_id="unload-to", info=NO_GPU_UNLOAD if no_gpu_at_start else None)
-                low_vram = gr.Checkbox(value=settings.low_vram, label="Low VRAM (stream weights from RAM)",
-                                       elem_id="low-vram", info=NO_GPU_LOW_VRAM if no_gpu_at_start else None)
-                controls_note = gr.Markdown("", elem_id="controls-note")
-        with gr.Row():
-            with gr.Column(scale=2):
-                prompt = gr.Textbox(label="Prompt", lines=3, max_length=settings.max_prompt_chars,
-                                    elem_id="prompt")
-                lora_picks, lora_strengths = build_lora_panel(manager)
-                negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
-                                      max_length=settings.max_prompt_chars, elem_id="negative-prompt")
-                preset = gr.Dropdown(SIZE_PRESETS + [CUSTOM], value="1024x1024", label="Size preset",
-                                     elem_id="preset")
+                    with gr.Column(scale=3):
+                        status_box = gr.HTML(status_html(), elem_id="status-panel")
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            preload_btn = gr.Button("Preload model", variant="secondary", elem_id="preload-btn")
+                            unload_btn = gr.Button("Unload", elem_id="unload-btn")
+                            cancel_dl_btn = gr.Button("Cancel download", elem_id="cancel-download-btn", size="sm",
+                                                      visible=False)
+                        unload_to = gr.Radio(list(UNLOAD_CHOICES), value=gpu_default, label="Unload frees",
+                                             elem_id="unload-to", info=NO_GPU_UNLOAD if no_gpu_at_start else None)
+                        low_vram = gr.Checkbox(value=settings.low_vram, label="Low VRAM (stream weights from RAM)",
+                                               elem_id="low-vram", info=NO_GPU_LOW_VRAM if no_gpu_at_start else None)
+                        controls_note = gr.Markdown("", elem_id="controls-note")
                 with gr.Row():
-                    width = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Width",
-                                      elem_id="width")
-                    height = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Height",
-                                       elem_id="height")
-                size_error = gr.Markdown("", elem_id="size-error")
-                with gr.Row():
-                    steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label="Steps", elem_id="steps")
-                    guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.1, label="Guidance", elem_id="guidance")
-                with gr.Row():
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
-                    count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="count")
-                with gr.Row():
-                    generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False)
-            with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png",
-                                     interactive=False, elem_id="gallery")
-                info = gr.Markdown("", elem_id="result-info")
+                    with gr.Column(scale=2):
+                        prompt = gr.Textbox(label="Prompt", lines=3, max_length=settings.max_prompt_chars,
+                                            elem_id="prompt")
+                        lora_picks, lora_strengths = build_lora_panel(manager)
+                        negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
+                                              max_length=settings.max_prompt_chars, elem_id="negative-prompt")
+                        preset = gr.Dropdown(SIZE_PRESETS + [CUSTOM], value="1024x1024", label="Size preset",
+                                             elem_id="preset")
+                        with gr.Row():
+                            width = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Width",
+                                              elem_id="width")
+                            height = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Height",
+                                               elem_id="height")
+                        size_error = gr.Markdown("", elem_id="size-error")
+                        with gr.Row():
+                            steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label="Steps", elem_id="steps")
+                            guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.1, label="Guidance",
+                                                 elem_id="guidance")
+                        with gr.Row():
+                            seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
+                            count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="count")
+                        with gr.Row():
+                            generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+                            stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False)
+                    with gr.Column(scale=3):
+                        gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png",
+                                             interactive=False, elem_id="gallery",  # no "share": it only
+                                             buttons=["download", "fullscreen"])    # answered "Share failed"
+                        info = gr.Markdown("", elem_id="result-info")
 
-        build_cache_panel(manager, settings)
+                build_cache_panel(manager, settings)
+            with gr.Tab("PNG info", id="pnginfo"):
+                build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
 
         private = dict(queue=False, api_visibility="private")
         controls = [prompt, negative, width, height, steps, guidance, seed, count]
