@@ -225,3 +225,10 @@ def test_the_lora_panel_shows_the_picks_trigger_words_and_why_a_file_is_refused(
     refused = render_refused(listing)
     assert "pickled" in refused and "a .pt &lt;file&gt; is never unpickled" in refused and "plain" not in refused
     assert render_refused(listing[:2]) == ""
+
+
+def test_the_gallery_has_no_share_button(server):
+    """Gradio's Share button on the results only answered "Share failed" (no Hugging Face Space here)."""
+    config = requests.get(server.url + "/config", timeout=10).json()
+    gallery = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "gallery")
+    assert "share" not in gallery["props"]["buttons"] and "download" in gallery["props"]["buttons"]

@@ -70,7 +70,7 @@ def assert_still_serving(srv) -> None:
     r = png_info(srv, file_data(path))
     assert r.status_code == 200, r.text
     kind, outputs = read_call_stream(srv.url, "/call/png_info", r.json()["event_id"])
-    assert kind == "complete" and outputs[1] == "a red fox"
+    assert kind == "complete" and outputs[2] == "a red fox"
 
 
 def test_our_png_is_read_back_and_the_upload_is_not_kept(srv):
@@ -85,7 +85,8 @@ def test_our_png_is_read_back_and_the_upload_is_not_kept(srv):
     assert r.status_code == 200, r.text
     kind, outputs = read_call_stream(srv.url, "/call/png_info", r.json()["event_id"])
     assert kind == "complete", outputs
-    params, prompt, negative, summary, raw = outputs[:5]
+    cleared, params, prompt, negative, summary, raw = outputs[:6]
+    assert cleared is None                                 # the drop zone is emptied for the next image
     assert prompt == "a lighthouse <lora:ink:0.8>" and negative == "blurry"
     assert "1234" in summary and "832x1216" in summary and "Z-Image-Turbo" in summary
     assert raw.startswith("a lighthouse")

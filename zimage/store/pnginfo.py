@@ -39,23 +39,31 @@ BROKEN = "could not be read: {why}"
 UPLOAD_HINT = "Upload a PNG, JPEG or WebP image saved by an image generator."
 
 
+def _sentence(what: str, field_name: str) -> str:
+    """"The uploaded image (data[0]) is empty (0 bytes)." The field in brackets for API callers;
+    the page shows the sentence as it is."""
+    where = "" if field_name == FIELD else f" ({field_name})"
+    return f"The uploaded {FIELD}{where} {what}."
+
+
 class ImageRefused(InvalidRequest):
-    """An upload that is not an image this page reads; the message names the field."""
+    """An upload that is not an image this page reads; `field` names the input."""
 
     def __init__(self, message: str, hint: str = UPLOAD_HINT, field_name: str = FIELD):
         super().__init__(field_name, message)
+        self.message = _sentence(message, field_name)
         self.hint = hint
 
 
 class UploadTooLarge(BodyTooLarge):
     def __init__(self, size: int, cap: int, field_name: str = FIELD):
-        super().__init__(f"{field_name}: " + TOO_LARGE.format(size=size, cap=cap),
-                         "Upload a smaller file.", field=field_name)
+        super().__init__(_sentence(TOO_LARGE.format(size=size, cap=cap), field_name), "Upload a smaller file.",
+                         field=field_name)
 
 
 class NotAnImage(UnsupportedMediaType):
     def __init__(self, kind: str, field_name: str = FIELD):
-        super().__init__(f"{field_name}: " + NOT_AN_IMAGE.format(kind=kind), UPLOAD_HINT, field=field_name)
+        super().__init__(_sentence(NOT_AN_IMAGE.format(kind=kind), field_name), UPLOAD_HINT, field=field_name)
 
 
 @dataclass(frozen=True)

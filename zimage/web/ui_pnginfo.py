@@ -25,7 +25,7 @@ SOURCE_LABELS = {"parameters": "PNG parameters text", "comfyui": "ComfyUI graph"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp"]
 
 
-def render_summary(info: ImageInfo) -> str:
+def render_summary(info: ImageInfo, name: str = "") -> str:
     """The fields beside the prompt, as Markdown (a pure function for tests)."""
     p = info.parameters
     if info.source == "none":
@@ -37,7 +37,7 @@ def render_summary(info: ImageInfo) -> str:
             ("LoRAs", ", ".join(p.get("lora_hashes", {})) or p.get("params", {}).get("Loras")),
             ("Sampler", p.get("params", {}).get("Sampler") or p.get("params", {}).get("sampler_name")),
             ("Read from", SOURCE_LABELS.get(info.source, info.source)),
-            ("Image", f"{info.format} {info.width}x{info.height}")]
+            ("Image", f"{name} ({info.format} {info.width}x{info.height})".strip())]
     body = "".join(f"| {name} | {e(value)} |\n" for name, value in rows if value not in (None, ""))
     return "| Field | Value |\n|---|---|\n" + body
 
@@ -51,8 +51,10 @@ def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Compo
         raise ValueError(f"controls: give the {len(CONTROL_FIELDS)} controls {', '.join(CONTROL_FIELDS)}")
 
     def on_read(path: str | None):
+        """The fields, and the drop zone emptied: the upload is deleted once read, and the next
+        image can be dropped at once."""
         if not path:
-            return None, "", "", "", "", ""
+            return gr.skip(), None, "", "", "", "", ""
         try:
             info = read_image_info(path, settings.max_upload_bytes, settings.max_upload_pixels)
         except ZImageError as e:
@@ -60,7 +62,8 @@ def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Compo
         finally:
             _discard(path)          # read once: the upload has no other use, and /tmp is not a store
         p = info.parameters
-        return p or None, p.get("prompt", ""), p.get("negative_prompt", ""), render_summary(info), info.raw, ""
+        return (None, p or None, p.get("prompt", ""), p.get("negative_prompt", ""),
+                render_summary(info, Path(path).name), info.raw, "")
 
     def on_send(params: dict | None):
         if not params:
@@ -81,8 +84,9 @@ def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Compo
             summary = gr.Markdown("", elem_id="pnginfo-summary")
             raw = gr.Textbox(label="Raw text", lines=4, interactive=False, elem_id="pnginfo-raw")
     # Its own concurrency: reading a PNG must not wait behind the GPU queue.
-    upload.upload(on_read, upload, [params, prompt, negative, summary, raw, note], api_name="png_info",
-                  concurrency_id="pnginfo", concurrency_limit=2)
+    upload.upload(on_read, upload, [upload, params, prompt, negative, summary, raw, note], api_name="png_info",
+                  concurrency_id="pnginfo", concurrency_limit=2,
+                  show_progress="hidden")   # a read takes ~50 ms; a failure's toast says why, no badge on each field
     send.click(on_send, params, [*controls, tabs, note], queue=False, api_visibility="private")
 
 
