@@ -142,16 +142,46 @@ def test_an_oversized_upload_is_refused_before_it_is_read(srv):
 
 @pytest.mark.parametrize("name,data,status,words", [
     ("gif.png", b"GIF89a" + b"\0" * 100, 415, "not a PNG, JPEG or WebP"),
-    ("bomb.png", bomb_png(), 422, "pixels"),
-    ("big.png", bomb_png(9000, 9000), 422, "9000x9000 pixels"),
-    ("cut.png", png(size=(256, 256))[:400], 422, "could not be read"),
+    ("a.png", b"\0" * 2_000, 415, "not a PNG, JPEG or WebP"),
+    ("../../../etc/x.txt", b"hi", 415, "not a PNG, JPEG or WebP"),
     ("empty.png", b"", 422, "empty"),
-    ("anim.png", apng(), 422, "animated"),
 ])
-def test_a_hostile_image_is_refused_naming_the_field(srv, name, data, status, words):
+def test_a_file_that_is_no_image_is_refused_at_the_upload(srv, name, data, status, words):
+    """Refused by its first bytes before Gradio writes it into its upload folder."""
+    from gradio.utils import get_upload_folder
+
+    before = set(Path(get_upload_folder()).rglob("*"))
+    r = requests.post(srv.url + API + "/upload", files={"files": (name, data)}, timeout=30)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["field"] == "files" and words in error["message"], error
+    assert set(Path(get_upload_folder()).rglob("*")) == before
+    assert_still_serving(srv)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"files": [("files", ("a.png", png())), ("files", ("b.png", png()))]},   # one image at a time
+    {"files": {"other": ("a.png", png())}},
+    {"data": b"--x\r\nbroken", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+    {"data": b"junk", "headers": {"Content-Type": "multipart/form-data"}},
+    {"data": png(), "headers": {"Content-Type": "image/png"}},
+])
+def test_a_malformed_upload_form_is_refused(srv, kwargs):
+    r = requests.post(srv.url + API + "/upload", timeout=30, **kwargs)
+    assert 400 <= r.status_code < 500 and r.json()["error"]["message"], r.text
+
+
+@pytest.mark.parametrize("name,data,words", [
+    ("bomb.png", bomb_png(), "pixels"),
+    ("big.png", bomb_png(9000, 9000), "9000x9000 pixels"),
+    ("cut.png", png(size=(256, 256))[:400], "could not be read"),
+    ("anim.png", apng(), "animated"),
+])
+def test_a_hostile_image_is_refused_naming_the_field(srv, name, data, words):
+    """An image by its first bytes, refused by its header (before any decode) or its one decode."""
     path = upload(srv, name, data)
     r = png_info(srv, file_data(path))
-    assert r.status_code == status, r.text
+    assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert error["field"] == "data[0]" and words in error["message"], error
     assert not Path(path).exists()                          # a refused upload is not left in the temp folder

@@ -46,7 +46,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedMediaType, ZImageError
-from ..store.pnginfo import read_image_info
+from ..store.pnginfo import EMPTY, ImageRefused, NotAnImage, read_image_info, sniff
 from .api import decode_json
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
                            servable_file)
@@ -274,6 +274,7 @@ class GradioEventGuard:
                                             _upload_too_large(self.max_upload_bytes))
                     if body is None:
                         return
+                    await _check_upload_form(scope, body)
                     receive = _replay(body, receive)
                 for pattern, kind in POST_ROUTES:
                     match = pattern.fullmatch(route)
@@ -382,6 +383,37 @@ class GradioEventGuard:
 
 def _upload_too_large(cap: int) -> BodyTooLarge:
     return BodyTooLarge(f"The upload is larger than {cap / 2**20:g} MB.", "Upload a smaller image.", field="files")
+
+
+async def _check_upload_form(scope, body: bytes) -> None:
+    """One image file in the form field Gradio's clients use, by its first bytes (store/pnginfo.sniff):
+    anything else is refused before Gradio writes a byte of it. The parts are parsed by Starlette
+    (in memory up to 1 MB, then a file in the system's temporary folder, closed here)."""
+    from starlette.requests import Request
+
+    ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+    if ctype.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in ctype:
+        raise UnsupportedMediaType(f"Content-Type must be multipart/form-data with a boundary, got {ctype or 'none'}.")
+
+    async def nothing_more():
+        return {"type": "http.disconnect"}
+    try:
+        form = await Request(scope, _replay(body, nothing_more)).form(max_files=2, max_fields=4)
+    except Exception as e:          # python-multipart's and Starlette's parse errors have no common base
+        raise InvalidRequest("files", f"is not a well-formed multipart form ({str(e)[:100] or type(e).__name__})") \
+            from None
+    try:
+        parts = [(key, value) for key, value in form.multi_items()]
+        files = [value for key, value in parts if key == "files" and hasattr(value, "read")]
+        if len(files) != 1 or len(parts) != 1:
+            raise InvalidRequest("files", f"must be one image file, got {len(files)} file(s) in {len(parts)} part(s)")
+        head = await files[0].read(16)
+        if not head:
+            raise ImageRefused(EMPTY, field_name="files")
+        if sniff(head) is None:
+            raise NotAnImage(repr(head[:8])[2:-1], "files")
+    finally:
+        await form.close()
 
 
 def _discard(path: str) -> None:
