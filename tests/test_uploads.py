@@ -186,3 +186,23 @@ def test_a_hostile_image_is_refused_naming_the_field(srv, name, data, words):
     assert error["field"] == "data[0]" and words in error["message"], error
     assert not Path(path).exists()                          # a refused upload is not left in the temp folder
     assert_still_serving(srv)
+
+
+def test_call_v2_keywords_take_the_upload_and_only_as_that_input(srv):
+    params = requests.get(srv.url + API + "/info", timeout=10).json()["named_endpoints"]["/png_info"]["parameters"]
+    (name,) = [p["parameter_name"] for p in params]
+    path = upload(srv, "a.png", png())
+    r = requests.post(srv.url + API + "/call/v2/png_info", json={name: file_data(path)}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert read_call_stream(srv.url, "/call/png_info", r.json()["event_id"])[0] == "complete"
+    r = requests.post(srv.url + API + "/call/v2/png_info", json={name: file_data("/etc/passwd")}, timeout=10)
+    assert r.status_code == 422 and r.json()["error"]["field"] == f"body.{name}.path"
+
+
+def test_the_upload_caps_are_settings():
+    from zimage.config import ConfigError, Settings
+
+    for name in ("max_upload_bytes", "max_upload_pixels"):
+        with pytest.raises(ConfigError, match=name):
+            Settings(**{name: 0}).validate()
+    assert Settings().max_upload_bytes == 20 * 2**20
