@@ -15,7 +15,8 @@ from zimage.store.outputs import OutputStore
 
 from .test_browser import ARGS, CHROMIUM, guard_refusals, page  # noqa: F401: fixtures
 
-pytestmark = [pytest.mark.browser]
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
 
 A1111 = ("masterpiece, a castle on a hill\nNegative prompt: lowres, bad hands\n"
          "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 3141592653, Size: 512x768, "

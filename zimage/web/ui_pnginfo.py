@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import gradio as gr
 
