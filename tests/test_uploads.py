@@ -206,3 +206,15 @@ def test_the_upload_caps_are_settings():
         with pytest.raises(ConfigError, match=name):
             Settings(**{name: 0}).validate()
     assert Settings().max_upload_bytes == 20 * 2**20
+
+
+def test_an_outputs_folder_holding_gradios_upload_folder_stops_the_start(settings, tmp_path, monkeypatch):
+    """Uploads land in Gradio's temporary folder; one inside outputs would be served and listed."""
+    from zimage.config import ConfigError
+    from zimage.web.server import outputs_dir_checked
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(Path(settings.outputs_dir) / "gradio"))
+    with pytest.raises(ConfigError, match="upload folder"):
+        outputs_dir_checked(settings)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-temp"))
+    assert outputs_dir_checked(settings) == Path(settings.outputs_dir).resolve()

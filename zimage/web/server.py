@@ -28,6 +28,13 @@ def _temp_roots() -> set[Path]:
     return {Path(p).resolve() for p in ("/tmp", "/var/tmp", tempfile.gettempdir())}
 
 
+def gradio_upload_folder() -> str:
+    """Where Gradio's /upload writes (GRADIO_TEMP_DIR, else <temp>/gradio)."""
+    from gradio.utils import get_upload_folder
+
+    return get_upload_folder()
+
+
 def _refusal(out: Path, settings: Settings) -> str:
     """Why `out` must not be the outputs folder (before it is created), or ''."""
     home = Path.home().resolve()
@@ -43,6 +50,9 @@ def _refusal(out: Path, settings: Settings) -> str:
         return "holds the model cache"
     if out == PROJECT_ROOT:
         return "is the app's own folder (its config files would be served)"
+    uploads = Path(gradio_upload_folder()).resolve()
+    if uploads.is_relative_to(out) or out.is_relative_to(uploads):
+        return f"holds Gradio's upload folder {uploads} (GRADIO_TEMP_DIR) or lies in it: uploads are never served"
     # The default `outputs` of a checkout in /opt or /srv (a service install, or /usr/src/app in a
     # container) is the app's own subfolder, not a system folder.
     if any(out.is_relative_to(t) for t in temps) or out.is_relative_to(home) or out.is_relative_to(PROJECT_ROOT):
