@@ -88,7 +88,7 @@ def test_our_png_is_read_back_and_the_upload_is_not_kept(srv):
     cleared, params, prompt, negative, summary, raw = outputs[:6]
     assert cleared is None                                 # the drop zone is emptied for the next image
     assert prompt == "a lighthouse <lora:ink:0.8>" and negative == "blurry"
-    assert "1234" in summary and "832x1216" in summary and "Z-Image-Turbo" in summary
+    assert "1234" in summary and "832x1216" in summary and "Z-Image-Turbo" in summary and "ink (0.8)" in summary
     assert raw.startswith("a lighthouse")
     assert not Path(path).exists()                          # read once, then removed from the temp folder
 

@@ -11,6 +11,7 @@ import gradio as gr
 
 from ..config import Settings
 from ..errors import ZImageError
+from ..request import parse_loras
 from ..store.pnginfo import ImageInfo, read_image_info
 from .ui_params import CONTROL_FIELDS, control_updates, generate_values
 
@@ -34,12 +35,23 @@ def render_summary(info: ImageInfo, name: str = "") -> str:
     rows = [("Seed", p.get("seed")), ("Steps", p.get("steps")), ("Guidance (CFG)", p.get("guidance_scale")),
             ("Size", f"{p['width']}x{p['height']}" if "width" in p and "height" in p else None),
             ("Model", p.get("model")),
-            ("LoRAs", ", ".join(p.get("lora_hashes", {})) or p.get("params", {}).get("Loras")),
+            ("LoRAs", _loras(p)),
             ("Sampler", p.get("params", {}).get("Sampler") or p.get("params", {}).get("sampler_name")),
             ("Read from", SOURCE_LABELS.get(info.source, info.source)),
             ("Image", f"{name} ({info.format} {info.width}x{info.height})".strip())]
     body = "".join(f"| {name} | {e(value)} |\n" for name, value in rows if value not in (None, ""))
     return "| Field | Value |\n|---|---|\n" + body
+
+
+def _loras(p: dict) -> str:
+    """The LoRAs by the prompt's tags (with their strengths), else by A1111's hashes or ComfyUI's loaders."""
+    try:
+        tags = parse_loras(p.get("prompt", ""))
+    except ZImageError:             # a tag our validator refuses still names a LoRA; show the hashes instead
+        tags = ()
+    if tags:
+        return ", ".join(f"{name} ({weight:g})" for name, weight in tags)
+    return ", ".join(p.get("lora_hashes", {})) or p.get("params", {}).get("Loras", "")
 
 
 def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Component], tabs: gr.Tabs,
