@@ -37,19 +37,21 @@ from __future__ import annotations
 
 import json
 import logging
-
-import anyio
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+import anyio
+
 from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedMediaType, ZImageError
-from ..store.pnginfo import EMPTY, ImageRefused, NotAnImage, read_image_info, sniff
+from ..store.pnginfo import read_image_info
 from .api import decode_json
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
                            servable_file)
+from .gradio_uploads import (DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS, MULTIPART_OVERHEAD_BYTES,
+                             UPLOAD_INPUTS, check_upload_form, discard, upload_too_large)
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +65,6 @@ class UploadsRefused(ZImageError):
         super().__init__("This page takes no file uploads.")
 
 
-# (event api_name, input position): the only inputs whose value may be a file uploaded to /upload.
-# Issue 20's Edit tab adds its image inputs here.
-UPLOAD_INPUTS: frozenset[tuple[str, int]] = frozenset({("png_info", 0)})
-# A multipart body carries the file plus its part headers and boundaries: a few hundred bytes.
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
-DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
-DEFAULT_MAX_UPLOAD_PIXELS = 50_000_000
 
 
 class LoginRequired(ZImageError):
@@ -271,10 +266,10 @@ class GradioEventGuard:
                     if not self.events.takes_uploads:
                         raise UploadsRefused()
                     body = await _read_body(scope, receive, self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
-                                            _upload_too_large(self.max_upload_bytes))
+                                            upload_too_large(self.max_upload_bytes))
                     if body is None:
                         return
-                    await _check_upload_form(scope, body)
+                    await check_upload_form(scope, body)
                     receive = _replay(body, receive)
                 for pattern, kind in POST_ROUTES:
                     match = pattern.fullmatch(route)
@@ -356,7 +351,7 @@ class GradioEventGuard:
             try:
                 read_image_info(path, self.max_upload_bytes, self.max_upload_pixels, field_name=at)
             except ZImageError:
-                _discard(path)
+                discard(path)
                 raise
 
     def _check_stream(self, route: str, scope) -> None:
@@ -379,51 +374,6 @@ class GradioEventGuard:
             if event_id not in getattr(queue, "event_ids_to_events", {}) and \
                     not any(event_id in ids for ids in list(pending.values())):
                 raise UnknownEndpoint(f"No event {event_id[:64]!r} is waiting.", "POST to /call/<name> first.")
-
-
-def _upload_too_large(cap: int) -> BodyTooLarge:
-    return BodyTooLarge(f"The upload is larger than {cap / 2**20:g} MB.", "Upload a smaller image.", field="files")
-
-
-async def _check_upload_form(scope, body: bytes) -> None:
-    """One image file in the form field Gradio's clients use, by its first bytes (store/pnginfo.sniff):
-    anything else is refused before Gradio writes a byte of it. The parts are parsed by Starlette
-    (in memory up to 1 MB, then a file in the system's temporary folder, closed here)."""
-    from starlette.requests import Request
-
-    ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
-    if ctype.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in ctype:
-        raise UnsupportedMediaType(f"Content-Type must be multipart/form-data with a boundary, got {ctype or 'none'}.")
-
-    async def nothing_more():
-        return {"type": "http.disconnect"}
-    try:
-        form = await Request(scope, _replay(body, nothing_more)).form(max_files=2, max_fields=4)
-    except Exception as e:          # python-multipart's and Starlette's parse errors have no common base
-        raise InvalidRequest("files", f"is not a well-formed multipart form ({str(e)[:100] or type(e).__name__})") \
-            from None
-    try:
-        parts = [(key, value) for key, value in form.multi_items()]
-        files = [value for key, value in parts if key == "files" and hasattr(value, "read")]
-        if len(files) != 1 or len(parts) != 1:
-            raise InvalidRequest("files", f"must be one image file, got {len(files)} file(s) in {len(parts)} part(s)")
-        head = await files[0].read(16)
-        if not head:
-            raise ImageRefused(EMPTY, field_name="files")
-        if sniff(head) is None:
-            raise NotAnImage(repr(head[:8])[2:-1], "files")
-    finally:
-        await form.close()
-
-
-def _discard(path: str) -> None:
-    """Remove a refused upload and the one-file folder Gradio made for it."""
-    file = Path(path)
-    try:
-        file.unlink(missing_ok=True)
-        file.parent.rmdir()
-    except OSError:
-        pass                        # the folder holds another upload, or is gone already
 
 
 async def _read_body(scope, receive, limit: int = MAX_EVENT_BODY_BYTES,
