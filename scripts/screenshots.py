@@ -1,7 +1,8 @@
 """Regenerate the README's screenshots: `python scripts/screenshots.py` (needs /usr/bin/chromium).
 
 Starts `webui.py --demo` on a free port, preloads, generates one image and opens the Model cache
-panel, saving docs/screenshot.png and docs/screenshot-cache.png.
+panel, saving docs/screenshot.png (desktop, 1440x900), docs/screenshot-phone.png (390x844, the
+first screen) and docs/screenshot-cache.png.
 """
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
         "--disable-component-update", "--disable-sync"]
 
 
+def make_image(page) -> None:
+    page.fill("#prompt textarea", "a lighthouse at dusk, golden light")
+    for elem, value in (("width", 512), ("height", 512)):
+        box = page.locator(f"#{elem} input[type=number]")
+        box.fill(str(value))
+        box.press("Enter")
+    page.click("#generate-btn")
+    page.wait_for_selector("#gallery img", timeout=120_000)
+    time.sleep(1.5)
+    page.evaluate("window.scrollTo(0, 0)")      # the page is taller than the window: show its top
+
+
 def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -38,20 +51,19 @@ def main() -> None:
                 time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.goto(url)
+            page.locator("#settings-panel").get_by_text("Model and memory").click()
             page.click("#preload-btn")
             page.wait_for_selector('[data-state="on_cpu"]', timeout=120_000)
-            page.fill("#prompt textarea", "a lighthouse at dusk, golden light")
-            for elem, value in (("width", 512), ("height", 512)):
-                box = page.locator(f"#{elem} input[type=number]")
-                box.fill(str(value))
-                box.press("Enter")
-            page.click("#generate-btn")
-            page.wait_for_selector("#gallery img", timeout=120_000)
-            time.sleep(1.5)
-            page.evaluate("window.scrollTo(0, 0)")      # the page is taller than the window: show its top
+            page.locator("#settings-panel").get_by_text("Model and memory").click()     # folded again
+            make_image(page)
             page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+            phone = browser.new_page(viewport={"width": 390, "height": 844})
+            phone.goto(url)
+            make_image(phone)
+            phone.screenshot(path=str(ROOT / "docs" / "screenshot-phone.png"))
+            page.locator("#settings-panel").get_by_text("Model and memory").click()
             page.get_by_text("Model cache").click()
             time.sleep(1.5)
             page.locator("#cache-panel").screenshot(path=str(ROOT / "docs" / "screenshot-cache.png"))

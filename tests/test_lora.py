@@ -270,15 +270,15 @@ def test_a_failure_half_way_through_fusing_leaves_the_base_model(pipe, files, st
 
     base = weights_of(pipe.transformer)
     calls = []
-    real = lora_mod.LoraModule.delta
+    real = lora_mod.terms
 
-    def failing(self, device=None):
+    def failing(*args):
         calls.append(1)
         if len(calls) == 10:
             raise RuntimeError("CUDA out of memory (injected)")
-        return real(self, device)
+        return real(*args)
 
-    monkeypatch.setattr(lora_mod.LoraModule, "delta", failing)
+    monkeypatch.setattr(lora_mod, "terms", failing)
     with pytest.raises(RuntimeError, match="injected"):
         state.apply([(read(files, "kohya"), 1.0)])
     assert len(calls) == 10 and same_weights(pipe.transformer, base) and not state.active
@@ -308,3 +308,24 @@ def test_a_fused_qkv_lora_is_split_over_to_q_to_k_to_v(pipe, files, state):
         module = f"layers.1.attention.to_{proj}"
         got = pipe.transformer.get_submodule(module).weight
         assert torch.allclose(got, base[f"{module}.weight"] + up[32 * i:32 * (i + 1)] @ down, atol=1e-5)
+
+
+def test_switching_reuses_the_kept_copies_and_release_frees_them(tiny_model_dir, files):
+    """The first set copies the base weights once; a switch restores from those copies and fuses
+    the next set without copying again (what keeps a switch under a second on the full model)."""
+    from zimage.engine.loader import load_pipeline
+    from zimage.engine.lora import LoraState
+
+    transformer = load_pipeline(tiny_model_dir, torch.bfloat16, "cpu", None, True).transformer
+    base = weights_of(transformer)
+    st = LoraState(transformer)
+    st.apply([(read(files, "kohya"), 1.0)])
+    copies = dict(st._saved)
+    assert st.saved_bytes > 0
+    st.apply([(read(files, "diffusers"), 0.5)])
+    st.restore()
+    assert st._saved == copies and all(st._saved[n] is t for n, t in copies.items())
+    assert same_weights(transformer, base) and not st.active
+    st.apply([(read(files, "comfy"), 1.0)])
+    st.release()
+    assert st._saved == {} and same_weights(transformer, base)

@@ -46,6 +46,9 @@ class FakeGpuPlacement:
     def disable_offload(self, pipe):
         self.calls.append(("offload", False))
 
+    def lora_carrier(self):
+        return None                    # nothing is streamed: LoRAs are fused in place
+
     def free_memory(self):
         self.calls.append(("free",))
 
@@ -535,11 +538,11 @@ def test_the_next_image_starts_while_the_last_one_is_saved_and_close_writes_it(m
     release, saving = threading.Event(), threading.Event()
     real_save = OutputStore.save
 
-    def slow_save(store, image, seed, text):
+    def slow_save(store, image, seed, text, **kw):
         if seed == 1:
             saving.set()
             assert release.wait(30)
-        return real_save(store, image, seed, text)
+        return real_save(store, image, seed, text, **kw)
     monkeypatch.setattr(OutputStore, "save", slow_save)
     m = make_manager()
     first, second = m.submit(req(seed=1)), m.submit(req(seed=2))
@@ -649,7 +652,7 @@ def test_progress_names_each_phase_with_image_counts_and_an_eta(make_manager, mo
     m._pipe.transformer.register_forward_pre_hook(note)
     m._pipe.vae.decoder.register_forward_pre_hook(note)
     real_save = OutputStore.save
-    monkeypatch.setattr(OutputStore, "save", lambda store, *a: (note(), real_save(store, *a))[1])
+    monkeypatch.setattr(OutputStore, "save", lambda store, *a, **kw: (note(), real_save(store, *a, **kw))[1])
     gate.release.set()
     ahead.future.result(60)
     assert len(job.future.result(60).images) == 2

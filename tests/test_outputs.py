@@ -61,6 +61,7 @@ def test_a_kill_mid_write_leaves_no_partial_png_and_a_restart_cleans_up(tmp_path
     import subprocess
     import sys
 
+    from zimage.store.history import INDEX_DIR
     from zimage.store.outputs import BLOCK_WRITE_ENV, QUARANTINE_DIR
 
     from conftest import wait_for
@@ -78,7 +79,7 @@ def test_a_kill_mid_write_leaves_no_partial_png_and_a_restart_cleans_up(tmp_path
         child.send_signal(signal.SIGKILL)
         child.wait(30)
     assert list(root.rglob("*.png")) == []                           # no partial image under a final name
-    leftovers = [p for p in root.rglob("*") if p.is_file()]
+    leftovers = [p for p in root.rglob("*") if p.is_file() and INDEX_DIR not in p.parts]
     assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0   # the half-written temporary file
     day = leftovers[0].parent
     truncated = day / "120000-9.png"                                  # as the old direct write left them
@@ -87,6 +88,7 @@ def test_a_kill_mid_write_leaves_no_partial_png_and_a_restart_cleans_up(tmp_path
     kept = day / "120001-9.png"
     kept.write_bytes(whole.read_bytes())
     store = OutputStore(root)                                         # the restart
-    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == sorted(
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and INDEX_DIR not in p.parts) == sorted(
         [kept.relative_to(root).as_posix(), f"{QUARANTINE_DIR}/{day.name}/120000-9.png.partial"])
     assert Image.open(kept).size == (8, 8) and store.save(Image.new("RGB", (8, 8)), 2, "x").exists()

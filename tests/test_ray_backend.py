@@ -238,3 +238,5 @@ def test_a_replicas_answer_carries_the_peak_vram_and_its_shared_batch(settings, 
     assert answer.peak_vram_bytes == 7 * 2**30 and answer.batch_images == 2
     assert answer.seconds_per_image == pytest.approx(local.seconds / 2)
     assert answer.images[0].path.is_relative_to(app._store.root) and not local.images[0].path.exists()
+    landed = app._store.history.get(answer.images[0].path.relative_to(app._store.root).as_posix())   # the History tab's
+    assert landed.seed == answer.images[0].seed and landed.seconds == pytest.approx(local.seconds / 2)

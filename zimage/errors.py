@@ -5,6 +5,8 @@ Tracebacks are logged, never shown.
 """
 from __future__ import annotations
 
+from .i18n import error_text
+
 
 class ZImageError(Exception):
     http_status = 500
@@ -16,15 +18,21 @@ class ZImageError(Exception):
         self.hint = hint
         self.details = details
 
-    def to_dict(self) -> dict:
-        out = {"code": self.code, "message": self.message}
-        if self.hint:
-            out["hint"] = self.hint
+    def text(self, lang: str = "en") -> tuple[str, str]:
+        """(message, hint) in `lang` ("en" or "zh", i18n.language_of); the code stays English."""
+        return error_text(self.code, self.message, self.hint, lang, self.details.get("field"))
+
+    def to_dict(self, lang: str = "en") -> dict:
+        message, hint = self.text(lang)
+        out = {"code": self.code, "message": message}
+        if hint:
+            out["hint"] = hint
         out.update(self.details)
         return out
 
-    def user_text(self) -> str:
-        return f"{self.message} {self.hint}".strip()
+    def user_text(self, lang: str = "en") -> str:
+        message, hint = self.text(lang)
+        return f"{message} {hint}".strip()
 
     def __reduce__(self):
         # Typed errors cross process boundaries (a Ray replica answers the app with one); subclasses'
@@ -234,3 +242,32 @@ class LoraAmbiguous(LoraError):
     def __init__(self, lora: str, candidates: list[str]):
         super().__init__(lora, f"LoRA name {lora!r} fits {len(candidates)} files: {', '.join(candidates)}.",
                          "Write the name with its folder, as the LoRA list shows it.", candidates=candidates)
+
+
+class HistoryPathRefused(ZImageError):
+    """A History item named a file outside the outputs folder (`..`, an absolute path, a link out,
+    a hidden folder) or something that is no image of it."""
+    http_status = 400
+    code = "history_path_refused"
+
+    def __init__(self, item: str, why: str):
+        super().__init__(f"History item {item!r} refused: {why}.",
+                         "Pick the image in the History tab again.", item=item)
+
+
+class HistoryItemNotFound(ZImageError):
+    http_status = 404
+    code = "history_item_not_found"
+
+    def __init__(self, item: str):
+        super().__init__(f"No image {item!r} in the history.", "Press Refresh in the History tab.", item=item)
+
+
+class HistoryItemChanged(ZImageError):
+    """The file was replaced, changed or removed since the page listed it: a delete would hit another image."""
+    http_status = 409
+    code = "history_item_changed"
+
+    def __init__(self, item: str, why: str):
+        super().__init__(f"Not deleted: {item} {why} since it was listed.",
+                         "Press Refresh in the History tab and pick it again.", item=item)

@@ -108,7 +108,8 @@ def settle(future: Future, outcome: Any) -> None:
 
 class Backend(Protocol):
     settings: Settings
-    _store: Any                   # the OutputStore where images are saved on this machine (compat_api serves them)
+    _store: Any                   # the OutputStore where images are saved on this machine (compat_api serves
+                                  # them; the History tab lists them from its `history` and deletes through it)
 
     def start(self) -> Backend: ...
     def close(self, timeout: float = 10.0) -> None: ...

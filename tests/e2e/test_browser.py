@@ -39,6 +39,13 @@ def page(server, guard_refusals):
     assert guard_refusals() == []
 
 
+def open_settings(page) -> None:
+    """The memory controls and the cache panel live in the folded Model and memory section."""
+    if not page.locator("#preload-btn").is_visible():
+        page.locator("#settings-panel").get_by_text("Model and memory").click()
+        page.locator("#preload-btn").wait_for(state="visible")
+
+
 def state_of(page) -> str:
     return page.get_attribute("#status-panel .zi-state", "data-state")
 
@@ -51,6 +58,7 @@ def set_slider(page, elem_id: str, value: int) -> None:
 
 def test_preload_progress_generate_unload(page, server):
     assert state_of(page) == "unloaded"
+    open_settings(page)
     page.click("#preload-btn")
     wait_for(lambda: state_of(page) == "on_cpu", 60, message="status panel to show ready")
     assert "Ready (CPU / RAM)" in page.inner_text("#status-panel")
@@ -86,6 +94,7 @@ def test_stop_during_a_long_generation(page, server):
 
 
 def test_low_vram_toggle_reaches_the_manager(page, server):
+    open_settings(page)
     page.locator("#low-vram input").check()
     wait_for(lambda: server.manager.status().low_vram, 20, message="low VRAM on")
     wait_for(lambda: "Low VRAM: on" in page.inner_text("#status-panel"), 20, message="panel shows it")
@@ -123,6 +132,7 @@ def test_model_cache_panel_verify_repair_delete(hub, start_server, settings, gua
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.goto(srv.url)
+        open_settings(page)
         page.get_by_text("Model cache").click()
         wait_for(lambda: MODEL_ID in page.inner_text("#cache-table"), 30, message="the cache table")
         assert settings.cache_dir in page.inner_text("#cache-summary")
@@ -176,6 +186,7 @@ def test_model_errors_show_in_the_status_panel_and_the_api(start_server, setting
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(srv.url)
         page.wait_for_selector("#status-panel")
+        open_settings(page)
         page.click("#preload-btn")
         wait_for(lambda: state_of(page) == "error", 30, message="the status panel to show the error")
         panel = page.inner_text("#status-panel")
@@ -219,6 +230,7 @@ def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypat
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(srv.url)
+            open_settings(page)
             page.get_by_text("Model cache").click()
             wait_for(lambda: OTHER_ID in page.inner_text("#cache-table"), 30, message="the cache table")
             assert page.input_value("#cache-model input") == MODEL_ID      # the first one, sorted
@@ -315,6 +327,7 @@ def test_controls_say_what_they_do(page, server):
     wait_for(lambda: page.input_value("#width input[type=number]") == "1216", 10, message="the preset's width")
     assert not page.locator("#cancel-download-btn").is_visible()     # nothing downloads
     assert page.locator("#stop-btn").is_disabled()
+    open_settings(page)
     page.locator("#low-vram input").check()
     wait_for(lambda: "changes nothing" in page.inner_text("#controls-note"), 10, message="the low VRAM note")
     page.locator("#low-vram input").uncheck()

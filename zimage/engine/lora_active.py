@@ -40,12 +40,13 @@ class ActiveLoras:
     def fused(self) -> tuple:
         return self._key
 
-    def prepare(self, pipe, loras: tuple, refusal: tuple[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+    def prepare(self, pipe, loras: tuple, refusal: tuple[str, str] | None = None, carrier=None,
+                backup_room=None) -> tuple[dict[str, str], list[str]]:
         """Fuse `loras` ((name, strength), ...) into `pipe`'s transformer, replacing the set fused
         now; () restores the base weights. Returns (name -> A1111 hash, notes on partial matches).
-        `refusal` = (mode, hint) when the pipeline is in a mode LoRAs do not support yet: a
-        LoraModeUnsupported then, never a silent picture without them. Any error leaves the base
-        weights in place."""
+        `refusal` = (mode, hint) when the pipeline is in a mode LoRAs do not support: a
+        LoraModeUnsupported then, never a silent picture without them. `carrier`: the low-VRAM
+        plan's block streamer (engine.lora.LoraState). Any error leaves the base weights in place."""
         loras = tuple(loras)
         if not loras:
             self.restore()
@@ -53,9 +54,9 @@ class ActiveLoras:
         if refusal is not None:
             self.restore()
             raise LoraModeUnsupported(loras[0][0], *refusal)
-        if self._state is not None and self._state.transformer is not pipe.transformer:
-            self._state = None                   # another pipeline: its LoraState went with the old one
-            self._key = ()
+        if self._state is not None and (self._state.transformer is not pipe.transformer
+                                        or self._state.carrier is not carrier):
+            self.drop()                          # another pipeline or plan: its LoraState went with the old one
         if loras == self._key:
             return self._result
         try:
@@ -66,7 +67,7 @@ class ActiveLoras:
                 items.append((weights, strength))
                 hashes[name] = digest
             if self._state is None:
-                self._state = LoraState(pipe.transformer)
+                self._state = LoraState(pipe.transformer, carrier, backup_room)
             applied = self._state.apply(items)
         except BaseException:
             self.restore()
@@ -95,7 +96,7 @@ class ActiveLoras:
         return weights, digest
 
     def restore(self) -> None:
-        """The base weights back (bit for bit); the state is kept for the next set."""
+        """The base weights back (bit for bit); the state and its copies are kept for the next set."""
         if self._state is not None and self._state.active:
             self._state.restore()
         self._key = ()
@@ -105,9 +106,12 @@ class ActiveLoras:
         """Before the pipeline is unloaded, moved, re-planned or converted (fp8, int8): restored,
         and the LoraState let go (it holds the transformer)."""
         try:
-            self.restore()
+            if self._state is not None:
+                self._state.release()
         finally:
             self._state = None
+            self._key = ()
+            self._result = ({}, [])
 
     def listing(self, refresh: bool = False, hash_files: bool = True) -> list[dict]:
         """`GET /sdapi/v1/loras`. `refresh` forgets the cached hashes and read files, so a file

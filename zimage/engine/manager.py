@@ -27,7 +27,7 @@ from .idle import idle_action
 from .lora_active import ActiveLoras
 from .prompt_cache import PromptCache
 from .runner import GenerationRunner
-from .vram import cuda_available, peak_vram_bytes, reset_peak_vram
+from .vram import allocated_vram_bytes, cuda_available, peak_vram_bytes, reset_peak_vram
 from .worker import JobQueue
 
 log = logging.getLogger(__name__)
@@ -440,20 +440,31 @@ class PipelineManager:
         return self._runner.save(members, batches, seconds, warning, peak, hashes)
 
     def _use_loras(self, req: GenerationRequest) -> tuple[dict[str, str], list[str]]:
-        """The request's LoRA set fused (riders share it: batch_key); the base model when it has none."""
-        return self._loras.prepare(self._pipe, req.loras, self._lora_refusal())
+        """The request's LoRA set fused (riders share it: batch_key); the base model when it has none.
+        In a low-VRAM plan the streamed (and int8) blocks carry them (placement.lora_carrier)."""
+        placement = self._get_placement()
+        carrier = placement.lora_carrier() if self._status.state == LoadState.OFFLOADED else None
+        return self._loras.prepare(self._pipe, req.loras, self._lora_refusal(), carrier, self._lora_backup_room)
 
     def _lora_refusal(self) -> tuple[str, str] | None:
-        """(mode, hint) when LoRAs cannot be fused exactly yet: streamed blocks (their weights live
-        in the offload's RAM copies) and int8 / fp8 weights (W + delta would be rounded)."""
-        if self._status.state == LoadState.OFFLOADED:
-            return ("a low-VRAM plan (the weights are streamed from RAM)",
-                    "Turn low-VRAM off (or raise --vram-budget so the model stays resident) to use LoRAs.")
-        if self.settings.quantize == "int8":
-            return "--quantize int8", "Start without --quantize int8 (bf16 weights) to use LoRAs."
-        if self.settings.fp8 == "on":
-            return "--fp8 on", "Start with --fp8 off to use LoRAs."
+        """(mode, hint) when LoRAs cannot be fused correctly: fp8 weights. Rounding W + delta back
+        to e4m3 leaves an error 1.45x the delta itself for a LoRA 2% the size of the weight (0.12x in
+        bf16), measured on a 3840x3840 Linear: the LoRA would be mostly noise."""
+        from . import fp8
+
+        if self._pipe is not None and fp8.is_applied(self._pipe):
+            return "--fp8 on", "Start with --fp8 off (bf16 weights) to use LoRAs."
         return None
+
+    def _lora_backup_room(self, nbytes: int) -> bool:
+        """Whether exact copies of `nbytes` of weights fit on the GPU beside the model and a
+        generation's working memory, within the VRAM budget (else they go to pinned RAM)."""
+        placement = self._get_placement()
+        if placement.gpu_device is None:
+            return False
+        from .planning import working_bytes
+
+        return allocated_vram_bytes(placement.gpu_device) + nbytes + working_bytes(False) <= self._budget_bytes()
 
     def _generate_once(self, members: list[Job]) -> tuple[list | None, float]:
         """One pipeline call for the members; (None, 0) after an out-of-memory, memory freed."""

@@ -117,6 +117,7 @@ class _Entry:
     slot_off: int | None         # where it goes in a slot (None: used where it is, on the GPU)
     stage_off: int | None = None  # int8 from RAM lands here before it is dequantized into the slot
     scale: object = None         # per-row scale (on the GPU) of an int8 weight
+    lora: tuple | None = None    # (up, down) on the GPU: added to the weight in its slot (engine.lora.terms)
 
 
 class BlockStreamer:
@@ -140,6 +141,7 @@ class BlockStreamer:
         self.cuda = self.device.type == "cuda"
         self.blocks = blocks
         self.layouts: list[list[_Entry]] = []
+        self._slotted: dict[int, _Entry] = {}        # id(module) -> its weight's entry, when that goes through a slot
         self.slot_sizes, self.stage_sizes = [], []
         align = lambda n: -(-n // self.ALIGN) * self.ALIGN   # noqa: E731
         pack_small = self.cuda if pack_small is None else pack_small
@@ -173,6 +175,7 @@ class BlockStreamer:
                 for e in entries:
                     e.src = e.src.to("cpu")
             self.layouts.append(entries)
+            self._slotted.update({id(e.module): e for e in entries if e.name == "weight" and e.slot_off is not None})
             self.slot_sizes.append(slot_off)
             self.stage_sizes.append(stage_off)
             self._point_rest(index)
@@ -192,6 +195,25 @@ class BlockStreamer:
         for i, block in enumerate(blocks):
             self.handles.append(block.register_forward_pre_hook(self._make_pre(i)))
             self.handles.append(block.register_forward_hook(self._make_post(i)))
+
+    def carries(self, module) -> bool:
+        """Whether `module`'s weight reaches the GPU through a slot (streamed, or int8 dequantized),
+        so a LoRA is added there instead of to the weight at rest."""
+        return id(module) in self._slotted
+
+    def set_loras(self, loras: dict) -> None:
+        """{module: (up, down)} (engine.lora.terms, on this device): each carried module's slot gets
+        `weight.addmm_(up, down)` after its copy; {} takes them all away. The weights at rest are
+        never changed. Called between pipeline calls only."""
+        for entry in self._slotted.values():
+            entry.lora = None
+        for module, pair in loras.items():
+            self._slotted[id(module)].lora = pair
+        self.ready.clear()              # a copy made before the change would lack (or keep) them
+        if self.cuda:                   # the side stream adds them: it must see them made first
+            import torch
+
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
 
     def _pack(self, entries: list[_Entry]) -> None:
         """One RAM allocation for the block's tensors (copied from wherever they are)."""
@@ -253,13 +275,17 @@ class BlockStreamer:
             if e.slot_off is None:
                 continue
             if e.scale is None:
-                self._view(buf, e.slot_off, e.src).copy_(e.src, non_blocking=True)
-                continue
-            q = e.src
-            if e.stage_off is not None:
-                q = self._view(stage, e.stage_off, e.src)
-                q.copy_(e.src, non_blocking=True)
-            dequantize_into(q, e.scale, self._view(buf, e.slot_off, e.src, self.compute_dtype))
+                out = self._view(buf, e.slot_off, e.src)
+                out.copy_(e.src, non_blocking=True)
+            else:
+                q = e.src
+                if e.stage_off is not None:
+                    q = self._view(stage, e.stage_off, e.src)
+                    q.copy_(e.src, non_blocking=True)
+                out = self._view(buf, e.slot_off, e.src, self.compute_dtype)
+                dequantize_into(q, e.scale, out)
+            if e.lora is not None:
+                out.addmm_(*e.lora)             # the same arithmetic as a weight fused in place
 
     def _fetch(self, i: int) -> None:
         import torch
@@ -404,6 +430,8 @@ class LowVramRuntime:
         else:
             handled = blocks[resident:]
             self.streamers = [streamer(handled)] if handled else []
+        # the transformer's streamer carries LoRAs for the weights it streams or dequantizes (engine.lora)
+        self.lora_carrier = self.streamers[0] if self.streamers else None
         text_layers = text_encoder_layers(pipe.text_encoder)
         if not plan.text_encoder_on_gpu:
             self.streamers.append(streamer(text_layers, persistent_slots=False))

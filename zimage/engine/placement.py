@@ -26,6 +26,7 @@ class Placement(Protocol):
     def vram_budget_bytes(self) -> int: ...
     def enable_offload(self, pipe, budget_bytes: int) -> str: ...
     def disable_offload(self, pipe) -> None: ...
+    def lora_carrier(self): ...                     # the plan's transformer BlockStreamer, or None
     def free_memory(self) -> None: ...
     def release_pinned(self) -> None: ...
 
@@ -187,6 +188,10 @@ class TorchPlacement:
         self._runtime = LowVramRuntime(pipe, plan, self.gpu_device)
         log.info("low-VRAM plan: %s", plan.describe())
         return plan.describe()
+
+    def lora_carrier(self):
+        """What adds LoRAs to the blocks a low-VRAM plan streams (engine.lora); None when resident."""
+        return self._runtime.lora_carrier if self._runtime is not None else None
 
     def disable_offload(self, pipe) -> None:
         runtime, self._runtime = self._runtime, None

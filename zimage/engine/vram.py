@@ -29,6 +29,14 @@ def peak_vram_bytes(device: str | None) -> int | None:
     return None
 
 
+def allocated_vram_bytes(device: str | None) -> int:
+    """What this process holds in tensors on `device` now (0 without a GPU)."""
+    torch = _torch_with_cuda()
+    if torch is not None and device:
+        return int(torch.cuda.memory_allocated(device))
+    return 0
+
+
 def cuda_error_code(rc) -> int:
     """The number in a CUDA runtime result (torch.cuda.cudart() returns an enum): 0 is success."""
     return int(getattr(rc, "value", rc))

@@ -325,11 +325,12 @@ class RayBackend:
         job.replica_id = remote.replica_status.replica_id
         self._note_replica(remote.replica_status)
         images, warning = [], remote.warning
+        per_image_s = remote.seconds / max(1, remote.batch_images or len(remote.images))
         for item in remote.images:
             path = None
             if not warning:
                 try:
-                    path = self._store.save_png(item.png, item.seed)
+                    path = self._store.save_png(item.png, item.seed, seconds=per_image_s)
                 except OSError as e:
                     warning = unsaved_warning(self._store, e)
             image = Image.open(io.BytesIO(item.png))      # decoded only if the page needs the pixels

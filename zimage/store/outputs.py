@@ -11,7 +11,9 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
+from ..errors import HistoryItemChanged, HistoryItemNotFound, HistoryPathRefused
 from ..request import MODEL_LABEL, GeneratedImage, GenerationRequest, GenerationResult, infotext
+from .history import HistoryEntry, HistoryIndex, split_id
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,13 @@ class OutputStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
+        self.history = HistoryIndex(self.root)      # updated here for every image saved or deleted
         self.recover()
+        if self.root.is_dir():
+            try:
+                self.history.reconcile()
+            except Exception:       # the history is derived data: without it, images are still saved
+                log.exception("the history index of %s could not be brought up to date", self.root)
 
     def recover(self) -> None:
         """Clean what a killed process left: temporary files are removed; a final-named PNG without
@@ -58,7 +66,8 @@ class OutputStore:
             except OSError as e:
                 log.warning("could not check %s: %s", png, e)
 
-    def save(self, image, seed: int, text: str) -> Path:
+    def save(self, image, seed: int, text: str, seconds: float | None = None) -> Path:
+        """`seconds`: what the image took, for the History view."""
         import io
 
         from PIL.PngImagePlugin import PngInfo
@@ -67,11 +76,52 @@ class OutputStore:
         meta.add_text("parameters", text)
         buf = io.BytesIO()
         image.save(buf, format="PNG", pnginfo=meta)
-        return self._write(seed, buf.getvalue())
+        path = self._write(seed, buf.getvalue())
+        self._index(path, seconds, text, image.size)
+        return path
 
-    def save_png(self, data: bytes, seed: int) -> Path:
+    def save_png(self, data: bytes, seed: int, seconds: float | None = None) -> Path:
         """Save an encoded PNG as it is (one made by a Ray replica, metadata included)."""
-        return self._write(seed, data)
+        path = self._write(seed, data)
+        self._index(path, seconds)
+        return path
+
+    def _index(self, path: Path, seconds: float | None, text: str | None = None,
+               size: tuple[int, int] | None = None) -> None:
+        try:
+            self.history.add(path, seconds, text, size)
+        except Exception as e:      # the image is saved; the next start's reconcile indexes it
+            log.warning("could not add %s to the history index: %s", path, e)
+
+    def delete(self, item: str) -> HistoryEntry:
+        """Delete the one image the History view listed as `item` (`entry.id`) and its index row.
+        Refused (typed) when it names a path outside the outputs folder's images, or a file that
+        changed or went since it was listed: the user confirmed that file and no other."""
+        parsed = split_id(item)
+        if parsed is None:
+            raise HistoryPathRefused(str(item)[:200], "it is not an item of the History list")
+        rel, mtime_ns = parsed
+        parts = rel.split("/")
+        if ("\x00" in rel or rel.startswith("/") or len(parts) != 2 or any(p in ("", ".", "..") for p in parts)
+                or any(p.startswith(".") for p in parts) or not parts[1].endswith(".png")):
+            raise HistoryPathRefused(rel[:200], "it is not an image in the outputs folder")
+        path = self.root / parts[0] / parts[1]
+        if path.is_symlink() or not path.parent.resolve().parent == self.root:
+            raise HistoryPathRefused(rel, "it leads out of the outputs folder")
+        entry = self.history.get(rel)
+        if entry is None:
+            raise HistoryItemNotFound(rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.history.remove(rel)
+            raise HistoryItemChanged(rel, "was removed") from None
+        if st.st_mtime_ns != mtime_ns or entry.mtime_ns != mtime_ns:
+            raise HistoryItemChanged(rel, "was replaced or changed")
+        path.unlink()
+        self.history.remove(rel)
+        log.info("deleted %s from the outputs (History)", rel)
+        return entry
 
     def _write(self, seed: int, data: bytes) -> Path:
         day = self.root / datetime.now().strftime("%Y-%m-%d")
@@ -132,12 +182,13 @@ def save_result(req: GenerationRequest, images: list, seconds: float, store: Out
     """Save a request's images (with their infotext: `lora_hashes` are the fused LoRAs' A1111 hashes)
     and make its result."""
     results, warning = [], ""
+    per_image_s = seconds / max(1, batch_images or len(images))     # as GenerationResult.seconds_per_image
     for image, seed in zip(images, req.seeds()):
         text = infotext(req, seed, model_label, lora_hashes)
         path = None
         if not warning:
             try:
-                path = store.save(image, seed, text)
+                path = store.save(image, seed, text, seconds=per_image_s)
             except OSError as e:
                 warning = unsaved_warning(store, e)
         results.append(GeneratedImage(image=image, seed=seed, infotext=text, path=path))

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import BadRequestBody, BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
+from ..i18n import language_of
 from ..jobs import Backend
 from ..request import GenerationRequest
 from ..store.outputs import png_bytes
@@ -41,13 +42,18 @@ def log_refusal(err: ZImageError) -> None:
         log.info("request refused (%d %s): %s", err.http_status, err.code, err.message[:300])
 
 
-def error_response(err: ZImageError) -> JSONResponse:
+def request_language(request) -> str:
+    """"zh" or "en": what the request's Accept-Language prefers (error messages; codes stay English)."""
+    return language_of(request.headers.get("accept-language"))
+
+
+def error_response(err: ZImageError, lang: str = "en") -> JSONResponse:
     log_refusal(err)
-    headers = {}
+    headers = {"Content-Language": lang}
     retry = getattr(err, "retry_after_s", None)
     if retry is not None:
         headers["Retry-After"] = str(retry)
-    return JSONResponse({"error": err.to_dict()}, status_code=err.http_status, headers=headers)
+    return JSONResponse({"error": err.to_dict(lang)}, status_code=err.http_status, headers=headers)
 
 
 async def read_json(request: Request, required: bool = True):
@@ -127,7 +133,7 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             started = time.perf_counter()
             result = await asyncio.wrap_future(job.future)
         except ZImageError as e:
-            return error_response(e)
+            return error_response(e, request_language(request))
         r = result.request
         body = {
             "images": [base64.b64encode(png_bytes(item)).decode("ascii") for item in result.images],
@@ -154,7 +160,7 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             if wait:
                 await asyncio.wrap_future(job.future)
         except ZImageError as e:
-            return error_response(e)
+            return error_response(e, request_language(request))
         return JSONResponse(health_body(), status_code=200 if wait else 202)
 
     @router.post("/unload", **route_docs(
@@ -168,7 +174,7 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                 raise InvalidRequest("to", "must be \"cpu\" (keep in RAM) or \"none\"")
             await asyncio.wrap_future(manager.unload(to).future)
         except ZImageError as e:
-            return error_response(e)
+            return error_response(e, request_language(request))
         return health_body()
 
     return router

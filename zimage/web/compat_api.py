@@ -21,7 +21,7 @@ from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
 from ..request import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
 from ..store.outputs import png_bytes
-from .api import API_CLIENT, job_owner, log_refusal, read_json, request_caller
+from .api import API_CLIENT, job_owner, log_refusal, read_json, request_caller, request_language
 from .openapi import (A1111_ERROR, A1111_IMAGES, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING, NUMBER,
                       OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
 
@@ -57,22 +57,29 @@ def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationReque
     return GenerationRequest.from_mapping(data, max_prompt_chars), {"sampler_name": body.get("sampler_name")}
 
 
-def _a1111_error(err: ZImageError) -> JSONResponse:
+def _a1111_error(err: ZImageError, request: Request) -> JSONResponse:
     # A1111's FastAPI answers 422 with "detail" for bad input; its clients print the body.
     log_refusal(err)
-    headers = {"Retry-After": str(err.retry_after_s)} if hasattr(err, "retry_after_s") else {}
-    return JSONResponse({"error": err.code, "detail": err.user_text(), "errors": err.message},
+    lang = request_language(request)
+    headers = {"Content-Language": lang}
+    if hasattr(err, "retry_after_s"):
+        headers["Retry-After"] = str(err.retry_after_s)
+    return JSONResponse({"error": err.code, "detail": err.user_text(lang), "errors": err.text(lang)[0]},
                         status_code=err.http_status, headers=headers)
 
 
-def _openai_error(err: ZImageError) -> JSONResponse:
+def _openai_error(err: ZImageError, request: Request) -> JSONResponse:
     log_refusal(err)
+    lang = request_language(request)
     status = 400 if err.http_status == 422 else err.http_status
     kind = "invalid_request_error" if status < 500 else "server_error"
     retry = getattr(err, "retry_after_s", None)       # openai's client waits this long before its retry
-    return JSONResponse({"error": {"message": err.user_text(), "type": kind,
+    headers = {"Content-Language": lang}
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return JSONResponse({"error": {"message": err.user_text(lang), "type": kind,
                                    "param": getattr(err, "field", None), "code": err.code}}, status_code=status,
-                        headers={"Retry-After": str(retry)} if retry is not None else None)
+                        headers=headers)
 
 
 async def read_empty_object(request: Request) -> None:
@@ -111,7 +118,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             req, notes = a1111_to_request(body, max_prompt_chars)
             result = await run(req, request)
         except ZImageError as e:
-            return _a1111_error(e)
+            return _a1111_error(e, request)
         r = result.request
         info = {"prompt": r.prompt, "negative_prompt": r.negative_prompt, "seed": r.seed,
                 "all_seeds": [i.seed for i in result.images], "width": r.width, "height": r.height,
@@ -150,7 +157,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             await read_empty_object(request)
             stop_callers_jobs(request, current_only=current_only)
         except ZImageError as e:
-            return _a1111_error(e)
+            return _a1111_error(e, request)
         return {}
 
     @router.post("/sdapi/v1/interrupt", **stop_docs)
@@ -183,7 +190,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             await read_json(request, required=False)     # accepted and ignored: nothing here is switchable
         except ZImageError as e:
-            return _a1111_error(e)
+            return _a1111_error(e, request)
         return {}
 
     @router.post("/sdapi/v1/unload-checkpoint", **route_docs(ok=EMPTY, body=EMPTY, body_required=False,
@@ -193,7 +200,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             await read_empty_object(request)
             await asyncio.wrap_future(manager.unload("none").future)
         except ZImageError as e:
-            return _a1111_error(e)
+            return _a1111_error(e, request)
         return {}
 
     @router.post("/sdapi/v1/reload-checkpoint", **route_docs(ok=EMPTY, body=EMPTY, body_required=False,
@@ -204,7 +211,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             await read_empty_object(request)
             await asyncio.wrap_future(manager.preload().future)
         except ZImageError as e:
-            return _a1111_error(e)
+            return _a1111_error(e, request)
         return {}
 
     lora_entry = obj({"name": STRING, "alias": STRING, "path": STRING, "metadata": {"type": "object"},
@@ -223,7 +230,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             await read_empty_object(request)
         except ZImageError as e:
-            return _a1111_error(e)
+            return _a1111_error(e, request)
         await asyncio.to_thread(manager.loras, True)
         return {}
 
@@ -249,7 +256,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                                                  max_prompt_chars)
             result = await run(req, request)
         except ZImageError as e:
-            return _openai_error(e)
+            return _openai_error(e, request)
         base = str(request.base_url).rstrip("/")
         data = []
         for item in result.images:

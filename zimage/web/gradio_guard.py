@@ -46,6 +46,7 @@ from urllib.parse import parse_qs
 import anyio
 
 from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedMediaType, ZImageError
+from ..i18n import language_of
 from ..store.pnginfo import read_image_info
 from .api import decode_json
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
@@ -255,7 +256,7 @@ class GradioEventGuard:
         if self.logged_in is not None and not self.logged_in(scope):
             if LOGIN_ONLY.fullmatch(route):
                 log.info("refused %s %s: not logged in", scope["method"], path[:200])
-                return await send_error(send, LoginRequired())
+                return await send_error(send, LoginRequired(), lang=_language(scope))
             return await self.app(scope, receive, send)
         try:
             if scope["method"] in ("GET", "HEAD"):
@@ -285,7 +286,7 @@ class GradioEventGuard:
                         break
         except ZImageError as e:
             log.info("refused %s %s: %s", scope["method"], path[:200], e.message[:200])
-            return await send_error(send, e)
+            return await send_error(send, e, lang=_language(scope))
         return await self.app(scope, receive, send)
 
     def _check_file(self, route: str) -> None:
@@ -429,9 +430,14 @@ def _with_retry_after(send, retry_after_s: Callable[[], int]):
     return add
 
 
-async def send_error(send, err: ZImageError, extra: list | None = None) -> None:
-    body = json.dumps({"error": err.to_dict(), "detail": err.user_text()}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+def _language(scope) -> str:
+    return language_of(dict(scope.get("headers", [])).get(b"accept-language", b"").decode("latin-1"))
+
+
+async def send_error(send, err: ZImageError, extra: list | None = None, lang: str = "en") -> None:
+    body = json.dumps({"error": err.to_dict(lang), "detail": err.user_text(lang)}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"content-language", lang.encode())]
     if getattr(err, "retry_after_s", None) is not None:
         headers.append((b"retry-after", str(err.retry_after_s).encode()))
     await send({"type": "http.response.start", "status": err.http_status, "headers": headers + (extra or [])})

@@ -18,6 +18,8 @@ import re
 import secrets
 from urllib.parse import urlsplit
 
+from ..i18n import error_text, language_of
+
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # One host (a DNS name, IPv4, or a bracketed IPv6) and an optional port: what RFC 9110 allows in Host.
@@ -87,10 +89,11 @@ class GuardMiddleware:
         raw = scope.get("headers", [])
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
         host = headers.get("host", "")
+        lang = language_of(headers.get("accept-language"))
         if sum(k.lower() == b"host" for k, _ in raw) > 1 or (host and not host_header_ok(host)):
-            return await _deny(send, 400, "bad_host", f"Host {host[:100]!r} is not one host[:port].")
+            return await _deny(send, lang, 400, "bad_host", f"Host {host[:100]!r} is not one host[:port].")
         if self.loopback_only and host_name(host) not in LOOPBACK_NAMES:
-            return await _deny(send, 403, "forbidden_host",
+            return await _deny(send, lang, 403, "forbidden_host",
                                f"Host {host[:100]!r} is not served: this app only answers on 127.0.0.1 / localhost.")
         method = scope.get("method", "GET")
         origin = headers.get("origin")
@@ -101,12 +104,12 @@ class GuardMiddleware:
         scheme = forwarded if forwarded in ("http", "https") else scheme
         foreign = origin is not None and not origin_allowed(origin, host, scheme)
         if method not in SAFE_METHODS and foreign:
-            return await _deny(send, 403, "forbidden_origin", f"Requests from {origin[:100]} are not allowed.")
+            return await _deny(send, lang, 403, "forbidden_origin", f"Requests from {origin[:100]} are not allowed.")
         path = scope["path"]
         if self.auth and (path in self.api_paths or path.startswith(self.api_prefixes)):
             given = headers.get("authorization", "")
             if not any([basic_auth_ok(given, user, password) for user, password in self.auth]):   # no short cut
-                return await _deny(send, 401, "unauthorized", "Log in with HTTP Basic (the --auth user:password).",
+                return await _deny(send, lang, 401, "unauthorized", "Log in with HTTP Basic (the --auth user:password).",
                                    extra=[(b"www-authenticate", b'Basic realm="zimage"')])
         if foreign:
             send = _without_cors(send)
@@ -124,10 +127,10 @@ def _without_cors(send):
     return strip
 
 
-async def _deny(send, status: int, code: str, message: str, extra: list | None = None) -> None:
+async def _deny(send, lang: str, status: int, code: str, message: str, extra: list | None = None) -> None:
     # Also fine for a websocket scope: ASGI servers answer a pre-accept http.response with that status.
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps({"error": {"code": code, "message": error_text(code, message, "", lang)[0]}}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
+                "headers": [(b"content-type", b"application/json"), (b"content-language", lang.encode()),
                             (b"content-length", str(len(body)).encode())] + (extra or [])})
     await send({"type": "http.response.body", "body": body})

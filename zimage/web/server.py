@@ -101,9 +101,11 @@ def create_app(settings: Settings, manager: Backend):
     from .api import API_PATHS, build_router
     from .compat_api import COMPAT_PREFIXES, build_compat_router
     from .gradio_guard import GradioEventGuard, gradio_login_check
+    from .mcp_tools import MCP_PATH, add_mcp_tools, keep_only_mcp_tools
     from .security import GuardMiddleware
     from .shutdown import EndStreamsOnStop
     from .ui import build_ui
+    from .ui_page import page_assets
 
     outputs = outputs_dir_checked(settings)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -112,23 +114,29 @@ def create_app(settings: Settings, manager: Backend):
     for router in app.state.api_routers:
         app.include_router(router)          # before the "/" mount
     demo = build_ui(manager, settings)
+    if settings.mcp:
+        with demo:
+            add_mcp_tools(manager, settings)
     demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
     app = gr.mount_gradio_app(
         app, demo, path="/", server_name=settings.host, server_port=settings.port,
         auth=settings.auth_pairs or None, allowed_paths=[str(outputs)],
         blocked_paths=[str(modelscope_cache_base(settings.cache_dir)), str(Path.home() / ".ssh")],
-        max_file_size=settings.max_upload_bytes, ssr_mode=False, mcp_server=False, enable_monitoring=False,
-        show_error=False,
-        footer_links=[], run_history=False,
+        max_file_size=settings.max_upload_bytes, ssr_mode=False, mcp_server=settings.mcp, enable_monitoring=False,
+        show_error=False, footer_links=[], run_history=False, **page_assets(),
     )
     # Gradio checks event files against allowed_paths/blocked_paths only once `has_launched` is true,
     # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
     demo.has_launched = True
+    if settings.mcp:
+        keep_only_mcp_tools(demo)
     # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
     app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app),
                        max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels)
-    app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS,
-                       api_prefixes=COMPAT_PREFIXES, auth=settings.api_auth_pairs)
+    # MCP clients log in as API clients do (HTTP Basic): Gradio's login cookie is the page's, and
+    # Gradio does not check it on its MCP routes.
+    app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS + (MCP_PATH,),
+                       api_prefixes=COMPAT_PREFIXES + (MCP_PATH + "/",), auth=settings.api_auth_pairs)
     app.state.stopping = asyncio.Event()            # set by shutdown.Server as it stops
     app.add_middleware(EndStreamsOnStop, stopping=app.state.stopping)
     return app

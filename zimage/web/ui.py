@@ -19,9 +19,11 @@ from ..state import LoadState, MemoryInfo, Status
 from ..units import gib
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from .ui_cache import build_cache_panel
+from .ui_history import GenerateControls, build_history_tab
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_params import gallery_caption
 from .ui_pnginfo import build_pnginfo_tab
+from .ui_preview import build_live_preview, job_progress
 
 log = logging.getLogger(__name__)
 
@@ -36,44 +38,56 @@ STATE_LABELS = {
     LoadState.ON_CPU: "Ready (CPU / RAM)", LoadState.ON_GPU: "Ready (GPU)",
     LoadState.OFFLOADED: "Ready (Low VRAM: offloaded)", LoadState.ERROR: "Error",
 }
+STATUS_MORE = "details"
+PROMPT_LABEL = "Prompt"
+PROMPT_HINT = "Describe the image · Ctrl+Enter (⌘+Enter) generates · Esc stops"
+SETTINGS_LABEL = "Model and memory"
 
 
 def render_status(status: Status, mem: MemoryInfo) -> str:
-    """The status panel as HTML; a pure function so tests can call it."""
+    """The status panel as HTML; a pure function so tests can call it. One line (the model's state,
+    a load's progress, the queue, an error) that is always shown, and the rest, which the phone
+    layout folds behind a tap on that line (ui_page's CSS and script)."""
     e = html.escape
-    rows = [f'<div class="zi-state" data-state="{status.state.value}"><b>Model:</b> '
-            f'{e(STATE_LABELS[status.state])}</div>']
+    line = [f'<span class="zi-state" data-state="{status.state.value}"><b>Model:</b> '
+            f'{e(STATE_LABELS[status.state])}</span>']
+    head, more = [], []
     if status.state in (LoadState.DOWNLOADING, LoadState.LOADING):
         pct = int(round(status.progress * 100))
+        line.append(f"{pct}%")
         detail = status.stage.value if status.stage else ""
         if status.bytes_total:
             detail += f" · {status.bytes_done / 2**20:,.0f} / {status.bytes_total / 2**20:,.0f} MiB"
         if status.current_file:
             detail += f" · {e(status.current_file)}"
-        rows.append(f'<progress class="zi-progress" max="100" value="{pct}"></progress> {pct}% · {e(detail)}')
+        head.append(f'<div><progress class="zi-progress" max="100" value="{pct}"></progress> {pct}% · {e(detail)}</div>')
     if status.state == LoadState.DOWNLOADING and status.speed_bps:
         eta = f" · {status.eta_s:,.0f} s left" if status.eta_s is not None else ""
-        rows.append(f"<div>{status.speed_bps / 2**20:,.1f} MiB/s{eta}</div>")
+        head.append(f"<div>{status.speed_bps / 2**20:,.1f} MiB/s{eta}</div>")
+    line.append(f"Low VRAM: {'on' if status.low_vram else 'off'}")
+    line.append(f"Queue: {status.queue_length}")
     if status.message or status.hint:
         css = "zi-error" if status.state == LoadState.ERROR else "zi-message"
-        rows.append(f'<div class="{css}"><b>{e(status.message)}</b><br>{e(status.hint)}</div>')
+        head.append(f'<div class="{css}"><b>{e(status.message)}</b><br>{e(status.hint)}</div>')
     if status.plan:
-        rows.append(f'<div class="zi-plan">Plan: {e(status.plan)}</div>')
+        more.append(f'<div class="zi-plan">Plan: {e(status.plan)}</div>')
     peak = f" · peak VRAM {gib(status.last_peak_vram_bytes)}" if status.last_peak_vram_bytes else ""
-    rows.append(f"<div>Device: {e(status.device or '-')} · Low VRAM: {'on' if status.low_vram else 'off'}{peak}"
-                f" · Queue: {status.queue_length}"
+    more.append(f"<div>Device: {e(status.device or '-')}{peak}"
                 + (f" · Last image: {status.last_image_s:.2f} s" if status.last_image_s else "") + "</div>")
     vram = ""
     if mem.vram_total_bytes is not None or mem.vram_allocated_bytes is not None:
         vram = f"VRAM: {gib(mem.vram_allocated_bytes)} (device {gib(mem.vram_used_bytes)} / " \
                f"{gib(mem.vram_total_bytes)}) · "
-    rows.append(f"<div>{vram}RAM: process {gib(mem.process_rss_bytes)} · "
+    more.append(f"<div>{vram}RAM: process {gib(mem.process_rss_bytes)} · "
                 f"free {gib(mem.ram_available_bytes)} / {gib(mem.ram_total_bytes)}</div>")
     if status.replicas:
-        rows.append(render_replicas(status.replicas))
+        more.append(render_replicas(status.replicas))
     if status.note:
-        rows.append(f'<div class="zi-note">{e(status.note)}</div>')
-    return f'<div id="zi-status-body">{"".join(rows)}</div>'
+        more.append(f'<div class="zi-note">{e(status.note)}</div>')
+    toggle = (f'<button type="button" class="zi-status-toggle" aria-expanded="false" aria-controls="zi-status-more">'
+              f'{" · ".join(line)} <span class="zi-chevron" aria-hidden="true">▾ {STATUS_MORE}</span></button>')
+    return (f'<div id="zi-status-body">{toggle}{"".join(head)}'
+            f'<div class="zi-status-more" id="zi-status-more">{"".join(more)}</div></div>')
 
 
 PHASE_LABELS = {"ready": "Ready", "loading": "Loading", "unloaded": "Not loaded", "error": "Error",
@@ -102,44 +116,6 @@ def render_replicas(replicas) -> str:
                     f"<td>{e(device)}</td><td>{state}</td><td>{s.queue_length}</td><td>{last}</td></tr>")
     head = "<tr><th>Replica</th><th>Node</th><th>Device</th><th>State</th><th>Queue</th><th>Last image</th></tr>"
     return f'<table class="zi-replicas">{head}{"".join(rows)}</table>'
-
-
-def eta_seconds(job: Job) -> float | None:
-    """The job's own ETA when the manager gives one, else from the measured step time."""
-    if job.eta_s is not None:
-        return job.eta_s
-    if job.phase == "generating" and job.step_seconds > 0 and job.total_steps:
-        return max(0, job.total_steps - job.step) * job.step_seconds
-    return None
-
-
-def job_progress(job: Job, status: Status) -> tuple[float, str]:
-    """(fraction, description) for Gradio's progress bar while `job` waits or runs: the phase it is
-    in, step k of n, image k of n, and an ETA once a step has been timed."""
-    phase = job.phase
-    if phase == "waiting":
-        return 0.0, f"Waiting in queue (position {job.queue_position})"
-    if phase == "loading":
-        stage = status.stage.value if status.stage else status.state.value
-        return status.progress, f"Loading model: {stage}"
-    total, step = job.total_steps, job.step
-    images_total, images_done = job.images_total, job.images_done
-    if phase == "encoding":
-        fraction, desc = 0.0, "Encoding the prompt"
-    elif phase == "decoding":
-        fraction, desc = 0.9, "Decoding"
-    elif phase == "saving":
-        fraction, desc = 0.95 + 0.05 * (images_done / images_total if images_total else 0), "Saving"
-    elif total and (phase == "generating" or step):
-        fraction, desc = 0.9 * step / total, f"Step {step} of {total}"
-    else:
-        return 0.0, "Starting"
-    if images_total > 1:
-        desc = f"Image {min(images_done + 1, images_total)} of {images_total} · {desc}"
-    eta = eta_seconds(job)
-    if eta is not None:
-        desc += f" · about {eta:.0f} s left" if eta >= 10 else f" · about {eta:.1f} s left"
-    return fraction, desc
 
 
 def size_problem(width, height) -> str:
@@ -304,7 +280,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     def on_load(client, saved):
         client_id = valid_client_id(client) or new_client_id()
         restored = [_restored(saved, name, default) for name, default in zip(SAVED_FIELDS, SAVED_DEFAULTS)]
-        return [client_id, *restored, registry.gallery(client_id)]
+        return [client_id, *restored, registry.gallery(client_id), gr.Timer(active=bool(registry.running(client_id)))]
 
     def on_save(*values):
         return dict(zip(SAVED_FIELDS, values))
@@ -348,30 +324,26 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     with gr.Blocks(title="Z-Image-Turbo", analytics_enabled=False) as demo:
         client_id = gr.BrowserState(None, storage_key="zimage-client")
         saved = gr.BrowserState({}, storage_key="zimage-settings")
-        gr.Markdown("## Z-Image-Turbo")
+        with gr.Row(elem_id="status-row", equal_height=True):
+            gr.Markdown("## Z-Image-Turbo", elem_id="page-title")
+            status_box = gr.HTML(status_html(), elem_id="status-panel")
+            cancel_dl_btn = gr.Button("Cancel download", elem_id="cancel-download-btn", size="sm", visible=False,
+                                      scale=0, min_width=140)
         with gr.Tabs(elem_id="main-tabs") as tabs:
-            with gr.Tab("Generate", id="generate"):
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        status_box = gr.HTML(status_html(), elem_id="status-panel")
-                    with gr.Column(scale=2):
-                        with gr.Row():
-                            preload_btn = gr.Button("Preload model", variant="secondary", elem_id="preload-btn")
-                            unload_btn = gr.Button("Unload", elem_id="unload-btn")
-                            cancel_dl_btn = gr.Button("Cancel download", elem_id="cancel-download-btn", size="sm",
-                                                      visible=False)
-                        unload_to = gr.Radio(list(UNLOAD_CHOICES), value=gpu_default, label="Unload frees",
-                                             elem_id="unload-to", info=NO_GPU_UNLOAD if no_gpu_at_start else None)
-                        low_vram = gr.Checkbox(value=settings.low_vram, label="Low VRAM (stream weights from RAM)",
-                                               elem_id="low-vram", info=NO_GPU_LOW_VRAM if no_gpu_at_start else None)
-                        controls_note = gr.Markdown("", elem_id="controls-note")
-                with gr.Row():
-                    with gr.Column(scale=2):
-                        prompt = gr.Textbox(label="Prompt", lines=3, max_length=settings.max_prompt_chars,
-                                            elem_id="prompt")
-                        lora_picks, lora_strengths = build_lora_panel(manager)
+            with gr.Tab("Generate", id="generate", elem_id="generate-tab"):
+                # Forge's layout: Generate in a narrow column right of the prompt; settings left, results right.
+                with gr.Row(elem_id="prompt-row", equal_height=True):
+                    with gr.Column(scale=6, min_width=200):
+                        prompt = gr.Textbox(label=PROMPT_LABEL, lines=3, max_length=settings.max_prompt_chars,
+                                            elem_id="prompt", placeholder=PROMPT_HINT)
+                    with gr.Column(scale=1, min_width=96, elem_id="generate-col"):
+                        generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False)
+                with gr.Row(elem_id="work-row"):
+                    with gr.Column(scale=2, elem_id="settings-col"):
                         negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
                                               max_length=settings.max_prompt_chars, elem_id="negative-prompt")
+                        lora_picks, lora_strengths = build_lora_panel(manager)
                         preset = gr.Dropdown(SIZE_PRESETS + [CUSTOM], value="1024x1024", label="Size preset",
                                              elem_id="preset")
                         with gr.Row():
@@ -387,16 +359,25 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                         with gr.Row():
                             seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
                             count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="count")
-                        with gr.Row():
-                            generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
-                            stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False)
-                    with gr.Column(scale=3):
+                        with gr.Accordion(SETTINGS_LABEL, open=False, elem_id="settings-panel"):
+                            with gr.Row():
+                                preload_btn = gr.Button("Preload model", variant="secondary", elem_id="preload-btn")
+                                unload_btn = gr.Button("Unload", elem_id="unload-btn")
+                            unload_to = gr.Radio(list(UNLOAD_CHOICES), value=gpu_default, label="Unload frees",
+                                                 elem_id="unload-to", info=NO_GPU_UNLOAD if no_gpu_at_start else None)
+                            low_vram = gr.Checkbox(value=settings.low_vram, label="Low VRAM (stream weights from RAM)",
+                                                   elem_id="low-vram",
+                                                   info=NO_GPU_LOW_VRAM if no_gpu_at_start else None)
+                            controls_note = gr.Markdown("", elem_id="controls-note")
+                            build_cache_panel(manager, settings)
+                    with gr.Column(scale=3, elem_id="results-col"):
+                        preview_timer, preview_panel = build_live_preview(manager, registry, client_id)
                         gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png",
                                              interactive=False, elem_id="gallery",  # no "share": it only
                                              buttons=["download", "fullscreen"])    # answered "Share failed"
                         info = gr.Markdown("", elem_id="result-info")
-
-                build_cache_panel(manager, settings)
+            build_history_tab(manager, tabs, GenerateControls(prompt, negative, width, height, steps, guidance,
+                                                              seed, count, lora_picks, lora_strengths))
             with gr.Tab("PNG info", id="pnginfo"):
                 build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
 
@@ -407,9 +388,10 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # Every tab's generation reaches the manager's queue (which counts it and enforces queue_max
         # with QueueFull); with a limit of 1 here the others waited in Gradio's queue, uncounted.
         waiting_room = settings.generation_concurrency + settings.queue_max + 1
-        demo.load(on_load, [client_id, saved], [client_id, *saved_controls, gallery], **private).then(
+        preview_off = (lambda: (gr.Timer(active=False), ""), None, [preview_timer, preview_panel])
+        demo.load(on_load, [client_id, saved], [client_id, *saved_controls, gallery, preview_timer], **private).then(
             on_resume, client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
-            concurrency_limit=waiting_room)
+            concurrency_limit=waiting_room).then(*preview_off, **private)
         timer = gr.Timer(1.0)
         # Status reads never enter the queue: a full generation queue must not freeze the panel.
         timer.tick(on_tick, client_id, [status_box, cancel_dl_btn, stop_btn], show_progress="hidden", **private)
@@ -421,9 +403,12 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         preset.input(on_preset, preset, [width, height], **private)
         gr.on([width.change, height.change], on_size, [width, height], [size_error, preset],
               show_progress="hidden", **private)
-        gr.on([generate_btn.click, prompt.submit], lambda: gr.Button(interactive=True), None, stop_btn, **private)
-        gr.on([generate_btn.click, prompt.submit], on_generate, [*controls, client_id, *lora_controls], [gallery, info],
-              api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room)
+        # No prompt.submit: Enter in the prompt is a newline; Ctrl/Cmd+Enter clicks Generate (ui_page).
+        generate_btn.click(lambda: (gr.Button(interactive=True), gr.Timer(active=True)), None,
+                           [stop_btn, preview_timer], **private)
+        generate_btn.click(on_generate, [*controls, client_id, *lora_controls], [gallery, info],
+                           api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room).then(
+            *preview_off, **private)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
         stop_btn.click(on_stop, client_id, info, **private)
     return demo

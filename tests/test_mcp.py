@@ -1,0 +1,90 @@
+"""--mcp: Gradio's MCP server with the tools generate, status, preload and unload, driven by the
+official `mcp` Python client (streamable HTTP) against the real server on the tiny model."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import io
+import json
+
+import httpx
+import pytest
+import requests
+from PIL import Image
+
+mcp = pytest.importorskip("mcp", reason="the mcp client is not installed (pip install -r requirements-dev.txt)")
+from mcp import ClientSession  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+
+MCP_URL = "/gradio_api/mcp/"
+
+
+async def _session_calls(url: str, calls: list[tuple[str, dict]], auth=None, headers=None) -> tuple[list[str], list]:
+    """(tool names, results of `calls` in order) over one MCP session."""
+    async with httpx.AsyncClient(auth=auth, headers=headers, timeout=httpx.Timeout(60, read=300)) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                names = [t.name for t in (await session.list_tools()).tools]
+                results = [await session.call_tool(name, args) for name, args in calls]
+    return names, results
+
+
+def run_mcp(url: str, calls: list[tuple[str, dict]] = (), auth=None, headers=None):
+    return asyncio.run(_session_calls(url, list(calls), auth, headers))
+
+
+def _text(result) -> str:
+    return "\n".join(c.text for c in result.content if c.type == "text")
+
+
+def test_mcp_lists_the_four_tools_and_runs_them(start_server, settings):
+    srv = start_server(dataclasses.replace(settings, mcp=True))
+    names, (status, preload, generate, unload, bad) = run_mcp(srv.url + MCP_URL, [
+        ("status", {}), ("preload", {"wait": True}),
+        ("generate", {"prompt": "a red fox", "width": 256, "height": 320, "num_inference_steps": 2, "seed": 7}),
+        ("unload", {}), ("generate", {"prompt": "x", "width": 250})])
+    assert sorted(names) == ["generate", "preload", "status", "unload"]
+    assert json.loads(_text(status))["state"] == "unloaded"
+    assert not preload.isError and json.loads(_text(preload))["status"] == "healthy"
+
+    assert not generate.isError, _text(generate)
+    images = [c for c in generate.content if c.type == "image"]
+    assert len(images) == 1 and images[0].mimeType == "image/png", generate.content
+    assert Image.open(io.BytesIO(base64.b64decode(images[0].data))).size == (256, 320)
+    info = json.loads(_text(generate).split("\n")[-1])
+    assert info["seed"] == 7 and (info["width"], info["height"]) == (256, 320)
+    saved = requests.get(info["url"], timeout=10)       # the outputs route serves the same file
+    assert saved.status_code == 200 and Image.open(io.BytesIO(saved.content)).size == (256, 320)
+
+    assert json.loads(_text(unload))["state"] == "unloaded"
+    assert bad.isError and "width" in _text(bad) and "invalid_request" in _text(bad)
+    # The page's private events stay private, and the page's own generate event is not a tool.
+    info = requests.get(srv.url + "/gradio_api/info", timeout=10).json()["named_endpoints"]
+    assert "/generate" in info and not any("preload" in name and "mcp" not in name for name in info)
+
+
+def test_mcp_is_off_by_default(server):
+    assert requests.post(server.url + MCP_URL, json={}, timeout=10).status_code == 404
+    assert requests.get(server.url + "/gradio_api/mcp/sse", timeout=10).status_code == 404
+
+
+def test_mcp_with_auth_needs_the_api_login(start_server, settings):
+    srv = start_server(dataclasses.replace(settings, mcp=True, auth="me:secret"))
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    for path in (MCP_URL, "/gradio_api/mcp", "/gradio_api/mcp/sse", "/gradio_api/mcp/schema",
+                 "/gradio_api/mcp/messages/?session_id=x"):
+        r = requests.post(srv.url + path, json=init, headers=headers, timeout=10)
+        assert r.status_code == 401, (path, r.status_code, r.text[:200])
+        assert requests.get(srv.url + path, headers=headers, timeout=10).status_code == 401, path
+    with pytest.raises(Exception):
+        run_mcp(srv.url + MCP_URL, auth=("me", "wrong"))
+    names, (status, bad) = run_mcp(srv.url + MCP_URL, [("status", {}), ("generate", {"prompt": "x", "width": 250})],
+                                   auth=("me", "secret"), headers={"Accept-Language": "zh-CN"})
+    assert sorted(names) == ["generate", "preload", "status", "unload"]
+    assert json.loads(_text(status))["state"] == "unloaded"
+    assert bad.isError and "invalid_request: width: 必须在 256 到 2048 之间" in _text(bad)   # the request's language

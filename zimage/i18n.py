@@ -1,0 +1,237 @@
+"""Languages: which one a request asks for (Accept-Language), and the Simplified Chinese text of the
+app's error messages and hints. Stdlib only (core layer): the page's own label tables (gr.I18n)
+go beside these in the page round.
+
+Errors keep their English `code`; only `message` and `hint` are translated. Messages are built
+with dynamic parts at the raise sites (a field, a number, a file name), so the catalog matches the
+English text and fills a Chinese template with the same parts:
+- ERROR_ZH: one Chinese sentence for every error code (tests/test_i18n.py walks every ZImageError
+  subclass). A message no pattern knows becomes that sentence with the English text after it, so a
+  Chinese reader always gets Chinese first and loses no detail.
+- MESSAGES_ZH / INVALID_ZH / HINTS_ZH: (English pattern, Chinese template) for the messages the app
+  raises; InvalidRequest's "<field>: <detail>" keeps the field name as sent.
+"""
+from __future__ import annotations
+
+import re
+
+LANGUAGES = ("en", "zh")
+DEFAULT_LANGUAGE = "en"
+# Every Chinese tag counts as zh: Simplified is the only Chinese table, and a zh-TW reader reads it
+# more easily than English (the page round may add zh-Hant).
+_TAG = re.compile(r"\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9](?:\.[0-9]{0,3})?))?\s*")
+
+
+def language_of(accept_language: str | None) -> str:
+    """The supported language the header prefers most ("zh" or "en"), by q-value, the first listed
+    on a tie; "en" when the header is absent, malformed or names neither."""
+    best, best_q = DEFAULT_LANGUAGE, 0.0
+    for part in (accept_language or "")[:1000].split(","):
+        m = _TAG.fullmatch(part)
+        if m is None:
+            continue
+        q = float(m[2]) if m[2] is not None else 1.0
+        primary = m[1].split("-")[0].lower()
+        if primary in LANGUAGES and q > best_q:
+            best, best_q = primary, q
+    return best
+
+
+# One sentence per error code. Codes from zimage/errors.py and the web layer's own errors, plus the
+# guard's refusals (security.GuardMiddleware answers these codes without an error class).
+ERROR_ZH: dict[str, str] = {
+    "internal_error": "服务器内部错误。",
+    "invalid_request": "请求中的某个字段缺失、类型错误或超出范围。",
+    "bad_body": "请求体不是有效的 JSON 对象。",
+    "queue_full": "生成队列已满。",
+    "model_unavailable": "找不到或无法下载模型。",
+    "model_load_failed": "模型文件存在，但无法加载。",
+    "cache_corrupt": "缓存中的模型文件已损坏。",
+    "out_of_memory": "内存不足。",
+    "cancelled": "已停止生成。",
+    "illegal_transition": "状态机拒绝了这次状态切换（程序错误）。",
+    "shutting_down": "服务器正在关闭。",
+    "unsupported_media_type": "请求体的 Content-Type 不受支持。",
+    "body_too_large": "请求体过大。",
+    "model_in_use": "这些文件正被已加载的模型使用。",
+    "disk_full": "磁盘空间不足。",
+    "download_cancelled": "下载已取消。",
+    "replica_failed": "Ray Serve 副本失败，重试也失败了。",
+    "backend_unavailable": "无法连接 Ray 集群，或部署未能启动。",
+    "not_found": "找不到请求的内容。",
+    "generation_failed": "生成失败。",
+    "confirmation_mismatch": "确认的模型与请求的模型不一致。",
+    "lora_error": "无法使用该 LoRA。",
+    "lora_name_refused": "LoRA 名称被拒绝。",
+    "lora_not_found": "找不到该 LoRA。",
+    "lora_unreadable": "无法读取该 LoRA 文件。",
+    "lora_mismatch": "该 LoRA 不适用于此模型。",
+    "lora_needs_full_weights": "LoRA 需要全精度权重。",
+    "lora_mode_unsupported": "当前模式下无法使用 LoRA。",
+    "lora_ambiguous": "LoRA 名称对应多个文件。",
+    "history_path_refused": "历史记录中的该项被拒绝：它不是输出文件夹里的图片。",
+    "history_item_not_found": "历史记录中找不到该图片。",
+    "history_item_changed": "该图片在列出之后已被更改或删除，未做任何删除。",
+    "vram_budget_too_small": "显存预算太小。",
+    "uploads_refused": "此页面不接受文件上传。",
+    "unauthorized": "需要登录。",
+    "bad_host": "Host 请求头格式错误。",
+    "forbidden_host": "不提供此 Host 的服务。",
+    "forbidden_origin": "不允许来自该来源的请求。",
+}
+
+# InvalidRequest's detail (after "<field>: "), fullmatched.
+INVALID_ZH: list[tuple[str, str]] = [
+    (r"is required", "为必填项"),
+    (r"must not be empty", "不能为空"),
+    (r"must be an integer, got (?P<t>.+)", "必须是整数，收到的是 {t}"),
+    (r"must be between (?P<lo>\S+) and (?P<hi>\S+), got (?P<v>.+)", "必须在 {lo} 到 {hi} 之间，收到的是 {v}"),
+    (r"must be a multiple of (?P<m>\d+), got (?P<v>.+)", "必须是 {m} 的倍数，收到的是 {v}"),
+    (r"must be a string, got (?P<t>.+)", "必须是字符串，收到的是 {t}"),
+    (r"is too long \((?P<n>\d+) characters, at most (?P<max>\d+)\)", "太长（{n} 个字符，最多 {max} 个）"),
+    (r"must not contain NUL characters", "不能包含 NUL 字符"),
+    (r"must be valid Unicode text \(a lone UTF-16 surrogate at character (?P<i>\d+)\)",
+     "必须是有效的 Unicode 文本（第 {i} 个字符是孤立的 UTF-16 代理项）"),
+    (r"the LoRA tag (?P<tag>.+) has no name \(write <lora:NAME:1>\)", "LoRA 标签 {tag} 没有名称（请写 <lora:名称:1>）"),
+    (r"the LoRA tag (?P<tag>.+) has more than one strength \(write (?P<w>.+); Z-Image has one strength per LoRA\)",
+     "LoRA 标签 {tag} 有多个强度（请写 {w}；Z-Image 每个 LoRA 只有一个强度）"),
+    (r"the LoRA tag (?P<tag>.+) has a strength that is not a number \(write (?P<w>.+)\)",
+     "LoRA 标签 {tag} 的强度不是数字（请写 {w}）"),
+    (r"the strength of LoRA (?P<n>.+) must be between (?P<lo>\S+) and (?P<hi>\S+), got (?P<v>.+)",
+     "LoRA {n} 的强度必须在 {lo} 到 {hi} 之间，收到的是 {v}"),
+    (r"a <lora:\.\.\. tag is not closed with '>' \(write <lora:NAME:1>\)", "<lora:... 标签没有用 '>' 结束（请写 <lora:名称:1>）"),
+    (r"the strength of (?P<n>.+) must be a finite number", "{n} 的强度必须是有限的数字"),
+    (r"must be a JSON object", "必须是 JSON 对象"),
+    (r"must be a JSON object \(or empty\)", "必须是 JSON 对象（或为空）"),
+    (r"must be a JSON object with a \"data\" list", "必须是带有 \"data\" 列表的 JSON 对象"),
+    (r"must be a JSON object of keyword arguments", "必须是关键字参数组成的 JSON 对象"),
+    (r"is not a known field \(known: (?P<k>.+)\)", "不是已知字段（已知字段：{k}）"),
+    (r"must be a finite number", "必须是有限的数字"),
+    (r"must be -1 \(random\) or an integer 0-(?P<max>\d+)", "必须是 -1（随机）或 0-{max} 之间的整数"),
+    (r"must be an integer >= 1", "必须是大于等于 1 的整数"),
+    (r"must look like 1024x1024, got (?P<v>.+)", "格式应为 1024x1024，收到的是 {v}"),
+    (r"must be b64_json or url", "必须是 b64_json 或 url"),
+    (r"must be \"cpu\" \(keep in RAM\) or \"none\"(?:, got (?P<v>.+))?", "必须是 \"cpu\"（保留在内存中）或 \"none\""),
+    (r"must be 1-(?P<n>\d+) visible ASCII characters", "必须是 1-{n} 个可见 ASCII 字符"),
+    (r"must be a list of the event's (?P<n>\d+) input values", "必须是该事件 {n} 个输入值组成的列表"),
+    (r"has (?P<n>\d+) values; this event takes (?P<want>.+)", "有 {n} 个值；该事件需要 {want} 个"),
+    (r"must be a string of 1-(?P<n>\d+) characters", "必须是 1-{n} 个字符的字符串"),
+    (r"give exactly one session_hash", "请只给出一个 session_hash"),
+    (r"(?P<v>.+) is not an event of this page", "{v} 不是此页面的事件"),
+    (r"(?P<v>.+) is not a component of this page", "{v} 不是此页面的组件"),
+    (r"(?P<v>.+) is not an image this server generated", "{v} 不是本服务器生成的图片"),
+]
+
+# Whole messages of the other errors, fullmatched.
+MESSAGES_ZH: list[tuple[str, str]] = [
+    (r"The generation queue is full \((?P<n>\d+) jobs waiting\)\.", "生成队列已满（{n} 个任务在等待）。"),
+    (r"The server is shutting down\.", "服务器正在关闭。"),
+    (r"The generation was stopped\.", "已停止生成。"),
+    (r"The download was cancelled\.", "下载已取消。"),
+    (r"Not deleted: the request names (?P<m>.+) but (?P<c>.+) was confirmed\.", "未删除：请求的是 {m}，但确认的是 {c}。"),
+    (r"LoRA name (?P<n>.+) refused: (?P<why>.+)\.", "LoRA 名称 {n} 被拒绝：{why}。"),
+    (r"No LoRA named (?P<n>.+) in (?P<f>.+)\.", "{f} 中没有名为 {n} 的 LoRA。"),
+    (r"LoRA (?P<n>.+) cannot be used with (?P<mode>.+) yet\.", "LoRA {n} 暂时不能与 {mode} 一起使用。"),
+    (r"LoRA name (?P<n>.+) fits (?P<k>\d+) files: (?P<c>.+)\.", "LoRA 名称 {n} 对应 {k} 个文件：{c}。"),
+    (r"LoRA (?P<n>.+) refused: pickle files can run code; convert it to \.safetensors\.",
+     "LoRA {n} 被拒绝：pickle 文件可以执行代码，请转换为 .safetensors。"),
+    (r"LoRA (?P<n>.+) holds no tensors\.", "LoRA {n} 不含任何张量。"),
+    (r"The request body is larger than (?P<kb>\d+) KB\.", "请求体超过 {kb} KB。"),
+    (r"Content-Type must be application/json, got (?P<t>.+)\.", "Content-Type 必须是 application/json，收到的是 {t}。"),
+    (r"The body is not valid JSON: it is nested too deeply\.", "请求体不是有效的 JSON：嵌套太深。"),
+    (r"The body is not valid JSON: (?P<e>.+)\.", "请求体不是有效的 JSON：{e}。"),
+    (r"This page has no API endpoint named (?P<n>.+)\.", "此页面没有名为 {n} 的 API 端点。"),
+    (r"No such component function on this page\.", "此页面没有这个组件函数。"),
+    (r"No events are waiting for this session\.", "此会话没有等待中的事件。"),
+    (r"No event (?P<e>.+) is waiting\.", "没有等待中的事件 {e}。"),
+    (r"No such file on this page\.", "此页面没有这个文件。"),
+    (r"Not authenticated\.", "未登录。"),
+    (r"This page takes no file uploads\.", "此页面不接受文件上传。"),
+    (r"The generation failed: (?P<e>.+)", "生成失败：{e}"),
+    (r"Model folder not found: (?P<p>.+)", "找不到模型文件夹：{p}"),
+    (r"(?P<m>.+) has no model files on the hub\.", "模型库中没有 {m} 的模型文件。"),
+    (r"(?P<m>.+) is neither a folder nor a ModelScope id \(owner/name\)\.", "{m} 既不是文件夹，也不是 ModelScope 模型 ID（所有者/名称）。"),
+    (r"Log in with HTTP Basic \(the --auth user:password\)\.", "请用 HTTP Basic 登录（--auth 的 用户名:密码）。"),
+    (r"Requests from (?P<o>.+) are not allowed\.", "不允许来自 {o} 的请求。"),
+    (r"Host (?P<h>.+) is not one host\[:port\]\.", "Host {h} 不是一个 主机[:端口]。"),
+    (r"Host (?P<h>.+) is not served: this app only answers on 127\.0\.0\.1 / localhost\.",
+     "不提供 Host {h} 的服务：此应用只响应 127.0.0.1 / localhost。"),
+    (r"A (?P<b>\S+) GiB VRAM budget is below the (?P<m>\S+) GiB this model needs even with every block streamed "
+     r"from RAM\.", "{b} GiB 的显存预算低于此模型所需的 {m} GiB（即使所有块都从内存流式加载）。"),
+]
+
+HINTS_ZH: list[tuple[str, str]] = [
+    (r"Try again in a few seconds\.", "请几秒后重试。"),
+    (r"Press Preload to continue it where it stopped\.", "点击“预加载”从中断处继续。"),
+    (r"Pick the model again and confirm that one\.", "请重新选择模型并确认该模型。"),
+    (r"Use the name the LoRA list shows \(its path inside the LoRA folder, without \.safetensors\)\.",
+     "请使用 LoRA 列表显示的名称（LoRA 文件夹内的路径，不含 .safetensors）。"),
+    (r"Put the \.safetensors file in the LoRA folder, or pick one from the LoRA list\.",
+     "请把 .safetensors 文件放进 LoRA 文件夹，或从 LoRA 列表中选择。"),
+    (r"Write the name with its folder, as the LoRA list shows it\.", "请按 LoRA 列表的显示写出带文件夹的名称。"),
+    (r"The file is damaged or not a safetensors file; download it again\.", "文件已损坏或不是 safetensors 文件，请重新下载。"),
+    (r"The file is damaged; download it again\.", "文件已损坏，请重新下载。"),
+    (r"It is probably a LoRA for another model\.", "它可能是其他模型的 LoRA。"),
+    (r"It is a LoRA for another model; pick one made for Z-Image-Turbo\.", "这是其他模型的 LoRA，请选择为 Z-Image-Turbo 制作的 LoRA。"),
+    (r"Shorten the prompt\.", "请缩短提示词。"),
+    (r"Send the body as JSON with -H 'Content-Type: application/json'\.",
+     "请以 JSON 发送请求体：-H 'Content-Type: application/json'。"),
+    (r"The endpoints are listed at /gradio_api/info\.", "端点列表见 /gradio_api/info。"),
+    (r"Join the queue first\.", "请先加入队列。"),
+    (r"POST to /call/<name> first\.", "请先 POST 到 /call/<name>。"),
+    (r"Log in on the page first\.", "请先在页面上登录。"),
+    (r"Event inputs are small; shorten the text\.", "事件输入应当很短，请缩短文本。"),
+    (r"Only the images this server generated are served\.", "只提供本服务器生成的图片。"),
+    (r"Try again; if it fails again, the server log has the details \(try Unload, then Preload\)\.",
+     "请重试；如果仍然失败，详情见服务器日志（可先卸载，再预加载）。"),
+    (r"Check the model id\.", "请检查模型 ID。"),
+    (r"Re-download the model\.", "请重新下载模型。"),
+    (r"The files may be incomplete or corrupt: download the model again\.", "文件可能不完整或已损坏：请重新下载模型。"),
+    (r"Check the disk, then press Preload\.", "请检查磁盘，然后点击“预加载”。"),
+    (r"Use fewer LoRAs, or free some RAM\.", "请减少 LoRA 数量，或释放一些内存。"),
+    (r"Set --vram-budget to at least (?P<m>\S+) \(GB\), or use --quantize int8\.",
+     "请把 --vram-budget 设为至少 {m}（GB），或使用 --quantize int8。"),
+]
+
+_INVALID = [(re.compile(p, re.DOTALL), t) for p, t in INVALID_ZH]
+_MESSAGES = [(re.compile(p, re.DOTALL), t) for p, t in MESSAGES_ZH]
+_HINTS = [(re.compile(p, re.DOTALL), t) for p, t in HINTS_ZH]
+
+
+def _match(table, text: str) -> str | None:
+    for pattern, template in table:
+        m = pattern.fullmatch(text)
+        if m is not None:
+            return template.format(**{k: v or "" for k, v in m.groupdict().items()})
+    return None
+
+
+def message_zh(code: str, message: str, field: str | None = None) -> str:
+    """The Chinese text of an error message: a catalog pattern filled with the message's own parts,
+    else the code's sentence followed by the English message."""
+    if not message:
+        return ERROR_ZH.get(code, ERROR_ZH["internal_error"])
+    if field is not None and message.startswith(f"{field}: "):
+        detail = _match(_INVALID, message[len(field) + 2:])
+        if detail is not None:
+            return f"{field}: {detail}"
+    found = _match(_MESSAGES, message)
+    if found is not None:
+        return found
+    return f"{ERROR_ZH.get(code, ERROR_ZH['internal_error'])}（{message}）"
+
+
+def hint_zh(hint: str) -> str:
+    """A hint in Chinese: a catalog pattern, else the English hint as it is (a hint is an action,
+    often a command line, and a generic sentence in its place would say nothing)."""
+    if not hint:
+        return ""
+    found = _match(_HINTS, hint)
+    return found if found is not None else hint
+
+
+def error_text(code: str, message: str, hint: str, lang: str, field: str | None = None) -> tuple[str, str]:
+    """(message, hint) of an error in `lang` (a value language_of returns)."""
+    if lang != "zh":
+        return message, hint
+    return message_zh(code, message, field), hint_zh(hint)

@@ -1,0 +1,332 @@
+"""The History index: one row per image in the outputs folder (its `parameters` read once), kept
+next to the outputs in `<outputs>/.index/history.sqlite3`, so a page of 10,000 images is one
+indexed query and never a re-read of every PNG. No torch.
+
+The PNGs are the truth and the index is derived from them: `reconcile()` (at start) adds the files
+it lacks, re-reads the ones whose mtime or size changed and drops the rows whose file is gone; a
+page query also drops the rows of its own page whose file vanished since. An index that cannot be
+read (a torn or foreign file) is moved aside and rebuilt from the files.
+
+Why SQLite (the stdlib's): each save is one small transaction (WAL: a kill mid-write loses at
+most that row, which the next start re-reads), and search, date and size filters, newest-first
+ordering and paging are one query over an index instead of a scan of a JSON file in memory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, time as dtime, timedelta
+from pathlib import Path
+
+from ..errors import InvalidRequest
+from ..request import parse_infotext, parse_loras
+
+log = logging.getLogger(__name__)
+
+INDEX_DIR = ".index"
+INDEX_FILE = "history.sqlite3"
+SCHEMA_VERSION = 1
+PAGE_MAX = 200                   # rows one query may return (the page shows far fewer)
+ORIENTATIONS = ("square", "landscape", "portrait")
+
+_COLUMNS = ("path", "mtime_ns", "bytes", "width", "height", "prompt", "negative", "seed", "steps", "guidance",
+            "model", "loras", "seconds", "created")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    width INTEGER, height INTEGER, prompt TEXT NOT NULL, fold TEXT NOT NULL, negative TEXT NOT NULL,
+    seed INTEGER, steps INTEGER, guidance REAL, model TEXT NOT NULL, loras TEXT NOT NULL,
+    seconds REAL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS images_newest ON images (created DESC, path DESC);
+"""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    path: str                    # relative to the outputs folder, with '/' ("2025-01-31/120000-42.png")
+    mtime_ns: int
+    bytes: int
+    width: int | None
+    height: int | None
+    prompt: str                  # as saved, <lora:...> tags included
+    negative: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    model: str = ""
+    loras: tuple[tuple[str, float], ...] = ()
+    seconds: float | None = None  # seconds per image, when the app made it (not known for other files)
+    created: float = 0.0         # Unix time: the file's mtime when first indexed
+
+    @property
+    def id(self) -> str:
+        """What the page hands back to act on this exact file: a replaced file gets another id."""
+        return entry_id(self.path, self.mtime_ns)
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    text: str = ""               # case-insensitive, in the prompt
+    since: date | None = None    # local dates, both ends included
+    until: date | None = None
+    size: str = ""               # "" (any), "square", "landscape", "portrait", or "WxH"
+    offset: int = 0
+    limit: int = 24
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    entries: list[HistoryEntry]
+    total: int                   # rows matching the filters, over every page
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    added: int
+    updated: int
+    dropped: int
+    seconds: float
+
+
+def entry_id(path: str, mtime_ns: int) -> str:
+    return f"{path}@{mtime_ns}"
+
+
+def split_id(item: str) -> tuple[str, int] | None:
+    """(relative path, mtime_ns) of an id, None when it is not one."""
+    if not isinstance(item, str):
+        return None
+    path, sep, stamp = item.rpartition("@")
+    return (path, int(stamp)) if sep and path and stamp.isdigit() else None
+
+
+def parse_size_filter(size: str) -> tuple[str, list]:
+    """The SQL condition (and its parameters) for a size filter; InvalidRequest naming `size`."""
+    size = (size or "").strip().lower()
+    if not size or size == "any":
+        return "", []
+    if size == "square":
+        return "width = height", []
+    if size == "landscape":
+        return "width > height", []
+    if size == "portrait":
+        return "width < height", []
+    w, sep, h = size.partition("x")
+    if sep and w.isdigit() and h.isdigit():
+        return "width = ? AND height = ?", [int(w), int(h)]
+    raise InvalidRequest("size", f"must be square, landscape, portrait or WIDTHxHEIGHT, got {size!r}")
+
+
+def read_entry(root: Path, path: Path, seconds: float | None = None, text: str | None = None,
+               size: tuple[int, int] | None = None) -> HistoryEntry:
+    """The entry of one PNG. Without `text`/`size`, only its chunks before the pixels are read
+    (Pillow's `info`; `.text` would decode the whole image to look for chunks after it)."""
+    st = os.stat(path)
+    if text is None or size is None:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            size = im.size
+            raw = im.info.get("parameters")
+            text = raw if isinstance(raw, str) else ""
+    info = parse_infotext(text)
+    try:
+        loras = parse_loras(info["prompt"])
+    except InvalidRequest:       # a malformed tag in someone else's PNG: shown as text, no LoRAs
+        loras = ()
+    return HistoryEntry(path=path.relative_to(root).as_posix(), mtime_ns=st.st_mtime_ns, bytes=st.st_size,
+                        width=size[0], height=size[1], prompt=info["prompt"], negative=info["negative_prompt"],
+                        seed=info.get("seed"), steps=info.get("steps"), guidance=info.get("guidance_scale"),
+                        model=info.get("model", ""), loras=loras, seconds=seconds, created=st.st_mtime)
+
+
+def scan_pngs(root: Path) -> dict[str, os.stat_result]:
+    """relative path -> stat of every image OutputStore could have written: `<day>/<name>.png`,
+    hidden folders and files (.index, .quarantine, temporaries) and symlinks left out."""
+    found = {}
+    try:
+        days = [d for d in os.scandir(root) if not d.name.startswith(".") and d.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return found
+    for day in days:
+        try:
+            with os.scandir(day.path) as files:
+                for f in files:
+                    if f.name.endswith(".png") and not f.name.startswith(".") and f.is_file(follow_symlinks=False):
+                        found[f"{day.name}/{f.name}"] = f.stat(follow_symlinks=False)
+        except OSError as e:
+            log.warning("could not list %s: %s", day.path, e)
+    return found
+
+
+class HistoryIndex:
+    """Owned by OutputStore (which calls `add` for each image it saves and `remove` for each it
+    deletes). One connection behind `_lock`: every call is one short statement or transaction,
+    from the saver thread or a page handler."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.file = self.root / INDEX_DIR / INDEX_FILE
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    # ---- the database file ---------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        """The open index, created (or rebuilt after a torn file) on first use. Call under _lock."""
+        if self._db is None:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as e:
+                # A torn or foreign file: kept beside it for a look, then rebuilt from the PNGs.
+                log.warning("the history index %s cannot be read (%s); rebuilding it from the images", self.file, e)
+                os.replace(self.file, self.file.with_name(INDEX_FILE + ".unreadable"))
+                for extra in ("-wal", "-shm"):
+                    Path(f"{self.file}{extra}").unlink(missing_ok=True)
+                self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.file, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: consistent after a kill; a lost row is re-read
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            if db.execute("PRAGMA user_version").fetchone()[0] not in (0, SCHEMA_VERSION):
+                db.execute("DROP TABLE IF EXISTS images")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # ---- writes ----------------------------------------------------------------------------------
+    def add(self, path: Path, seconds: float | None = None, text: str | None = None,
+            size: tuple[int, int] | None = None) -> HistoryEntry:
+        entry = read_entry(self.root, Path(path), seconds, text, size)
+        with self._lock:
+            self._conn().execute(_UPSERT, _row(entry))
+        return entry
+
+    def remove(self, rel_path: str) -> None:
+        with self._lock:
+            self._conn().execute("DELETE FROM images WHERE path = ?", (rel_path,))
+
+    def reconcile(self) -> ReconcileReport:
+        """Bring the index in line with the folder: only files it lacks (or that changed) are read."""
+        began = time.perf_counter()
+        on_disk = scan_pngs(self.root)
+        with self._lock:
+            known = dict(self._conn().execute("SELECT path, mtime_ns || ':' || bytes FROM images"))
+        gone = [p for p in known if p not in on_disk]
+        fresh, updated = [], 0
+        for rel, st in on_disk.items():
+            was = known.get(rel)
+            if was == f"{st.st_mtime_ns}:{st.st_size}":
+                continue
+            try:
+                fresh.append(_row(read_entry(self.root, self.root / rel)))
+                updated += was is not None
+            except Exception as e:          # not a PNG Pillow reads: left out of the history, not fatal
+                log.warning("history: %s left out (%s)", rel, e)
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN")
+            db.executemany("DELETE FROM images WHERE path = ?", [(p,) for p in gone])
+            db.executemany(_UPSERT, fresh)
+            db.execute("COMMIT")
+        report = ReconcileReport(added=len(fresh) - updated, updated=updated, dropped=len(gone),
+                                 seconds=time.perf_counter() - began)
+        if fresh or gone:
+            log.info("history index: %d added, %d re-read, %d dropped in %.2f s", report.added, report.updated,
+                     report.dropped, report.seconds)
+        return report
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def get(self, rel_path: str) -> HistoryEntry | None:
+        with self._lock:
+            row = self._conn().execute(f"SELECT {', '.join(_COLUMNS)} FROM images WHERE path = ?",
+                                       (rel_path,)).fetchone()
+        return _entry(row) if row else None
+
+    def query(self, q: HistoryQuery = HistoryQuery()) -> HistoryPage:
+        """Newest first. Rows of this page whose file vanished (deleted by hand) are dropped and the
+        page asked again: a stat per shown row, never a read of the files."""
+        where, params = _where(q)
+        limit, offset = max(1, min(int(q.limit), PAGE_MAX)), max(0, int(q.offset))
+        for _ in range(3):
+            with self._lock:
+                db = self._conn()
+                total = db.execute(f"SELECT COUNT(*) FROM images{where}", params).fetchone()[0]
+                rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM images{where} "
+                                  "ORDER BY created DESC, path DESC LIMIT ? OFFSET ?",
+                                  [*params, limit, offset]).fetchall()
+            entries = [_entry(r) for r in rows]
+            gone = [e for e in entries if not (self.root / e.path).is_file()]
+            if not gone:
+                break
+            with self._lock:
+                self._conn().executemany("DELETE FROM images WHERE path = ?", [(e.path,) for e in gone])
+        return HistoryPage(entries=entries, total=total)
+
+    def sizes(self) -> list[tuple[int, int, int]]:
+        """(width, height, images) of every size in the index, the most common first."""
+        with self._lock:
+            return [tuple(r) for r in self._conn().execute(
+                "SELECT width, height, COUNT(*) FROM images WHERE width IS NOT NULL "
+                "GROUP BY width, height ORDER BY COUNT(*) DESC, width, height")]
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn().execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+
+_UPSERT = (f"INSERT OR REPLACE INTO images ({', '.join(_COLUMNS)}, fold) "
+           f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})")
+
+
+def _row(e: HistoryEntry) -> tuple:
+    return (e.path, e.mtime_ns, e.bytes, e.width, e.height, e.prompt, e.negative, e.seed, e.steps, e.guidance,
+            e.model, json.dumps([list(x) for x in e.loras]), e.seconds, e.created, e.prompt.casefold())
+
+
+def _entry(row) -> HistoryEntry:
+    values = dict(zip(_COLUMNS, row))
+    values["loras"] = tuple((str(n), float(w)) for n, w in json.loads(values["loras"]))
+    return HistoryEntry(**values)
+
+
+def _day_start(d: date) -> float:
+    return datetime.combine(d, dtime.min).timestamp()
+
+
+def _where(q: HistoryQuery) -> tuple[str, list]:
+    clauses, params = [], []
+    text = (q.text or "").strip().casefold()
+    if text:
+        clauses.append("instr(fold, ?) > 0")        # instr, not LIKE: '%' and '_' in a search are text
+        params.append(text)
+    if q.since is not None:
+        clauses.append("created >= ?")
+        params.append(_day_start(q.since))
+    if q.until is not None:
+        clauses.append("created < ?")
+        params.append(_day_start(q.until + timedelta(days=1)))
+    size_sql, size_params = parse_size_filter(q.size)
+    if size_sql:
+        clauses.append(size_sql)
+        params += size_params
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

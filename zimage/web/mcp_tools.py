@@ -1,0 +1,157 @@
+"""The MCP tools (--mcp): generate, status, preload and unload, served by Gradio's MCP server.
+
+Gradio turns every public API endpoint of the Blocks into a tool named after its function, so the
+tools are dedicated `gr.api` functions added only with --mcp, and `keep_only_mcp_tools` drops the
+page's own public `generate` event from the tool list (it stays callable by gradio_client as
+before). The page's preload/unload events stay private. The tools run outside Gradio's queue
+(`queue=False`): Gradio then calls them in-process instead of through a gradio_client loopback to
+its own queue routes, which with --auth would need a Gradio login cookie an MCP client does not
+have; the manager's own queue (queue_max, QueueFull) counts and orders their generations, as it does
+for /generate.
+
+Transports: streamable HTTP at /gradio_api/mcp (SSE at /gradio_api/mcp/sse). With auth, those
+paths take the API's HTTP Basic login (security.GuardMiddleware, MCP_PATH in server.create_app).
+An image comes back as MCP image content (the saved PNG) plus a text item with its parameters and
+the URL of the file under /outputs/.
+"""
+# No `from __future__ import annotations`: gr.api reads the number of outputs from the return
+# annotation unevaluated (gradio.utils.get_return_types), and a string is one output.
+import asyncio
+import json
+import logging
+from typing import Literal
+from urllib.parse import urlsplit
+
+import gradio as gr
+
+from ..config import ConfigError, Settings
+from ..errors import InvalidRequest, ZImageError
+from ..jobs import Backend
+from ..request import GenerationRequest
+from .api import job_owner, request_caller, request_language
+
+log = logging.getLogger(__name__)
+
+MCP_PATH = "/gradio_api/mcp"          # Gradio's mount point (gradio.routes.App.setup_mcp_server)
+MCP_TOOLS = ("generate", "status", "preload", "unload")
+MCP_OWNER = "mcp"                     # the owner of MCP generations sent without X-Client-Id
+# User-facing text (one place, for the later translation round).
+NO_IMAGE_SAVED = "The image could not be saved, so it cannot be returned: {warning}"
+
+
+def _status_json(manager: Backend) -> str:
+    status = manager.status()
+    return json.dumps({"status": status.health, "load_count": manager.load_count, **status.to_dict()})
+
+
+def _refusal(err: ZImageError, request: gr.Request | None) -> gr.Error:
+    # MCP answers an exception as a tool result with isError and the exception's text.
+    log.info("MCP call refused (%d %s): %s", err.http_status, err.code, err.message[:300])
+    lang = request_language(request) if request is not None else "en"
+    return gr.Error(f"{err.code}: {err.user_text(lang)}", print_exception=False)
+
+
+def add_mcp_tools(manager: Backend, settings: Settings) -> None:
+    """Add the four tools to the Blocks whose context is open (server.create_app opens it)."""
+    auth_on = bool(settings.api_auth_pairs)
+
+    async def generate(prompt: str, negative_prompt: str = "", width: int = 1024, height: int = 1024,
+                       num_inference_steps: int = 9, guidance_scale: float = 0.0, seed: int = -1,
+                       request: gr.Request = None) -> tuple[dict, str]:
+        """Make one image with Z-Image-Turbo from a text prompt (loads the model first if needed).
+
+        Args:
+            prompt: What the image shows. English or Chinese; <lora:NAME:weight> applies a LoRA from the LoRA folder.
+            negative_prompt: What to avoid; used only when guidance_scale > 0.
+            width: Image width in pixels, a multiple of 16 from 256 to 2048.
+            height: Image height in pixels, a multiple of 16 from 256 to 2048.
+            num_inference_steps: Denoising steps; Z-Image-Turbo is made for 8-9.
+            guidance_scale: 0 for Z-Image-Turbo (its default); higher follows the prompt more literally.
+            seed: -1 for a random seed; the same seed and settings give the same image.
+
+        Returns:
+            The PNG image, and a JSON text with its seed, size, steps, seconds, file and URL.
+        """
+        try:
+            req = GenerationRequest.from_mapping(
+                {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
+                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "seed": seed},
+                settings.max_prompt_chars)
+            client, user = request_caller(request, auth_on)
+            owner = client if client is not None else MCP_OWNER
+            result = await asyncio.wrap_future(manager.submit(req, job_owner(owner), user).future)
+        except ZImageError as e:
+            raise _refusal(e, request) from None
+        item = result.images[0]
+        if item.path is None:
+            raise gr.Error(NO_IMAGE_SAVED.format(warning=result.warning), print_exception=False)
+        rel = item.path.resolve().relative_to(manager._store.root.resolve()).as_posix()
+        url = urlsplit(str(request.url)) if request is not None else None
+        root = f"{url.scheme}://{url.netloc}" if url is not None else ""
+        info = {"seed": item.seed, "width": req.width, "height": req.height,
+                "num_inference_steps": req.num_inference_steps, "guidance_scale": req.guidance_scale,
+                "seconds": round(result.seconds, 3), "file": str(item.path), "url": f"{root}/outputs/{rel}",
+                "parameters": item.infotext}
+        # A FileData dict: Gradio's MCP server reads the file into image content, and prefixes the
+        # relative URL with the server's root.
+        image = {"path": str(item.path), "url": f"/outputs/{rel}", "orig_name": item.path.name,
+                 "mime_type": "image/png", "meta": {"_type": "gradio.FileData"}}
+        return image, json.dumps(info)
+
+    def status() -> str:
+        """The model's state now: loaded or not, on which device, download/load progress, queue length and the last image's time.
+
+        Returns:
+            JSON text: status (healthy, loading, unloaded, error), state, device, progress, queue_length, message, hint.
+        """
+        return _status_json(manager)
+
+    async def preload(wait: bool = True, request: gr.Request = None) -> str:
+        """Download (when missing) and load the model, so the next generate starts at once.
+
+        Args:
+            wait: true: answer once the model is loaded; false: answer at once while it loads.
+
+        Returns:
+            JSON text of the status, as the status tool gives it.
+        """
+        try:
+            job = manager.preload()
+            if wait:
+                await asyncio.wrap_future(job.future)
+        except ZImageError as e:
+            raise _refusal(e, request) from None
+        return _status_json(manager)
+
+    async def unload(to: Literal["none", "cpu"] = "none", request: gr.Request = None) -> str:
+        """Free the GPU memory the model holds.
+
+        Args:
+            to: "none" frees VRAM and RAM; "cpu" keeps a copy in RAM for a faster reload.
+
+        Returns:
+            JSON text of the status, as the status tool gives it.
+        """
+        try:
+            if to not in ("cpu", "none"):
+                raise InvalidRequest("to", f"must be \"cpu\" (keep in RAM) or \"none\", got {str(to)[:40]!r}")
+            await asyncio.wrap_future(manager.unload(to).future)
+        except ZImageError as e:
+            raise _refusal(e, request) from None
+        return _status_json(manager)
+
+    for fn in (generate, status, preload, unload):
+        gr.api(fn, api_name=f"mcp_{fn.__name__}", queue=False)
+
+
+def keep_only_mcp_tools(demo: gr.Blocks) -> None:
+    """After mount_gradio_app(mcp_server=True): the tool list is exactly MCP_TOOLS."""
+    server = getattr(demo, "mcp_server_obj", None)
+    if server is None:
+        raise ConfigError(f"--mcp: Gradio's MCP server did not start: {getattr(demo, 'mcp_error', '') or 'unknown'}. "
+                          "Install it with: pip install -r requirements-mcp.txt", "mcp")
+    tools = {name: endpoint for name, endpoint in server.tool_to_endpoint.items() if name in MCP_TOOLS}
+    if set(tools) != set(MCP_TOOLS):        # a Gradio that names tools otherwise: fail at start, not at a call
+        raise ConfigError(f"--mcp: Gradio's MCP server lists {sorted(server.tool_to_endpoint)}, "
+                          f"not the tools {list(MCP_TOOLS)}.", "mcp")
+    server.tool_to_endpoint = tools

@@ -1,0 +1,268 @@
+"""The History tab: every image in the outputs folder, newest first, a page at a time from the
+index (store.history), with search, date and size filters and a detail view whose buttons send the
+image's settings to the Generate tab, download it or delete it (after a confirmation that names it).
+"""
+from __future__ import annotations
+
+import html
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import gradio as gr
+
+from ..errors import InvalidRequest, ZImageError
+from ..jobs import Backend
+from ..request import strip_loras
+from ..store.history import HistoryEntry, HistoryQuery, split_id
+from ..units import human_bytes
+from .ui_lora import LORA_SLOTS, NO_LORA
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 24                   # thumbnails a page: 4 rows of 6 on a desktop
+ANY_SIZE = "Any size"
+ORIENTATION_CHOICES = [(ANY_SIZE, ""), ("Square", "square"), ("Landscape", "landscape"), ("Portrait", "portrait")]
+
+# The tab's words, in one place (a later round moves them into gr.I18n tables).
+TAB_LABEL = "History"
+SEARCH_LABEL = "Search prompts"
+SEARCH_PLACEHOLDER = "words in the prompt, then Enter"
+SINCE_LABEL = "From (YYYY-MM-DD)"
+UNTIL_LABEL = "To (YYYY-MM-DD)"
+SIZE_LABEL = "Size"
+REFRESH_LABEL = "Refresh"
+PREV_LABEL = "◀ Newer"
+NEXT_LABEL = "Older ▶"
+USE_LABEL = "Use these settings"
+SEED_LABEL = "Reuse seed"
+DOWNLOAD_LABEL = "Download"
+DELETE_LABEL = "Delete"
+CONFIRM_LABEL = "Yes, delete it"
+CANCEL_LABEL = "Cancel"
+EMPTY_TEXT = "No images yet: the ones you generate appear here."
+NO_MATCH_TEXT = "No image matches these filters."
+PICK_TEXT = "Click an image to see its settings."
+GONE_TEXT = "That image is no longer in the outputs folder; press Refresh."
+CONFIRM_TEXT = "Delete **{name}** from the outputs folder? This removes the file from disk."
+DELETED_TEXT = "Deleted {name}."
+NOT_DELETED_TEXT = "**Not deleted:** {why}"
+
+
+@dataclass(frozen=True)
+class GenerateControls:
+    """The Generate tab's inputs that Use these settings and Reuse seed fill."""
+    prompt: Any
+    negative: Any
+    width: Any
+    height: Any
+    steps: Any
+    guidance: Any
+    seed: Any
+    count: Any
+    lora_picks: list
+    lora_strengths: list
+
+    def all(self) -> list:
+        return [self.prompt, self.negative, self.width, self.height, self.steps, self.guidance, self.seed,
+                self.count, *self.lora_picks, *self.lora_strengths]
+
+
+def parse_day(text: str, field: str) -> date | None:
+    """A filter's date ('' for none); InvalidRequest naming the field otherwise."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(field, f"must be a date written YYYY-MM-DD, got {text!r}") from None
+
+
+def history_query(search: str, since: str, until: str, size: str, page: int) -> HistoryQuery:
+    return HistoryQuery(text=search or "", since=parse_day(since, "From"), until=parse_day(until, "To"),
+                        size=size or "", offset=max(0, int(page or 0)) * PAGE_SIZE, limit=PAGE_SIZE)
+
+
+def size_choices(sizes: list[tuple[int, int, int]]) -> list[tuple[str, str]]:
+    return ORIENTATION_CHOICES + [(f"{w}x{h} ({n})", f"{w}x{h}") for w, h, n in sizes]
+
+
+def caption(entry: HistoryEntry) -> str:
+    text = strip_loras(entry.prompt).replace("\n", " ")
+    return (text[:40] + "…" if len(text) > 40 else text) or entry.path.rsplit("/", 1)[-1]
+
+
+def summary_text(total: int, page: int, filtered: bool) -> str:
+    if not total:
+        return NO_MATCH_TEXT if filtered else EMPTY_TEXT
+    pages = -(-total // PAGE_SIZE)
+    return f"{total} image(s) · page {page + 1} of {pages}"
+
+
+def render_detail(entry: HistoryEntry) -> str:
+    """The detail view's settings as HTML (every value escaped: prompts are anyone's text)."""
+    e = html.escape
+    loras = ", ".join(f"{n} ({w:g})" for n, w in entry.loras) or "none"
+    size = f"{entry.width}x{entry.height}" if entry.width else "-"
+    made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
+    took = f" · {entry.seconds:.2f} s" if entry.seconds is not None else ""
+    rows = [("Prompt", entry.prompt or "-"), ("Negative prompt", entry.negative or "-"),
+            ("Seed", "-" if entry.seed is None else str(entry.seed)),
+            ("Steps", "-" if entry.steps is None else str(entry.steps)),
+            ("Guidance", "-" if entry.guidance is None else f"{entry.guidance:g}"),
+            ("Size", size), ("Model", entry.model or "-"), ("LoRAs", loras),
+            ("Made", made + took), ("File", f"{entry.path} · {human_bytes(entry.bytes)}")]
+    body = "".join(f'<tr><th>{e(k)}</th><td data-field="{e(k.lower())}">{e(v)}</td></tr>' for k, v in rows)
+    return f'<table class="zi-history-detail">{body}</table>'
+
+
+def settings_values(entry: HistoryEntry) -> list:
+    """The Generate controls' values (GenerateControls.all order) for this image: its own seed and
+    count 1 (the image itself again); LoRAs from its prompt's tags go to the slots (the prompt keeps
+    them when there are more tags than slots). gr.skip() where the image does not say."""
+    keep = gr.skip()
+    loras = entry.loras if len(entry.loras) <= LORA_SLOTS else ()
+    prompt = strip_loras(entry.prompt) if loras else entry.prompt
+    picks = [n for n, _ in loras] + [NO_LORA] * (LORA_SLOTS - len(loras))
+    strengths = [w for _, w in loras] + [1.0] * (LORA_SLOTS - len(loras))
+
+    def known(value):
+        return keep if value is None else value
+
+    return [prompt, entry.negative, known(entry.width), known(entry.height), known(entry.steps),
+            known(entry.guidance), known(entry.seed), 1, *picks, *strengths]
+
+
+def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControls) -> gr.Tab:
+    """The History tab inside the caller's gr.Tabs; `generate` are the controls its buttons fill."""
+    store = manager._store
+
+    def current(item: str | None) -> HistoryEntry | None:
+        """The entry `item` names while its file is the one listed (same path and mtime)."""
+        parsed = split_id(item) if item else None
+        if parsed is None:
+            return None
+        entry = store.history.get(parsed[0])
+        return entry if entry is not None and entry.id == item else None
+
+    def show(search, since, until, size, page):
+        try:
+            q = history_query(search, since, until, size, page)
+            listed = store.history.query(q)
+            if listed.total and not listed.entries and q.offset:      # past the end (a delete emptied it)
+                page = max(0, -(-listed.total // PAGE_SIZE) - 1)
+                listed = store.history.query(history_query(search, since, until, size, page))
+            sizes = store.history.sizes()
+        except ZImageError as e:
+            return gr.skip(), gr.skip(), f"**{e.user_text()}**", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        page = int(page or 0)
+        filtered = bool((search or "").strip() or (since or "").strip() or (until or "").strip() or size)
+        pages = -(-listed.total // PAGE_SIZE)
+        items = [(str(store.root / e.path), caption(e)) for e in listed.entries]
+        return (items, [e.id for e in listed.entries], summary_text(listed.total, page, filtered), page,
+                gr.Button(interactive=page > 0), gr.Button(interactive=page + 1 < pages),
+                gr.Dropdown(choices=size_choices(sizes)))
+
+    def first_page(search, since, until, size):
+        return show(search, since, until, size, 0)
+
+    def newer(search, since, until, size, page):
+        return show(search, since, until, size, max(0, int(page or 0) - 1))
+
+    def older(search, since, until, size, page):
+        return show(search, since, until, size, int(page or 0) + 1)
+
+    def hidden_confirm() -> tuple:
+        return gr.Row(visible=False), None      # the confirmation hidden, and it names nothing
+
+    def on_select(ids, evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else -1
+        entry = current(ids[index]) if 0 <= index < len(ids) else None
+        if entry is None:
+            return None, GONE_TEXT, gr.DownloadButton(value=None, interactive=False), None, *hidden_confirm(), ""
+        path = str(store.root / entry.path)
+        return (path, render_detail(entry), gr.DownloadButton(value=path, interactive=True), entry.id,
+                *hidden_confirm(), "")
+
+    def on_use(item):
+        entry = current(item)
+        if entry is None:
+            gr.Warning(GONE_TEXT)
+            return [gr.skip()] * len(generate.all()) + [gr.skip()]
+        return [*settings_values(entry), gr.Tabs(selected="generate")]
+
+    def on_reuse_seed(item):
+        entry = current(item)
+        if entry is None or entry.seed is None:
+            gr.Warning(GONE_TEXT if entry is None else "This image does not say its seed.")
+            return gr.skip(), gr.skip()
+        return entry.seed, gr.Tabs(selected="generate")
+
+    def on_delete(item):
+        """Ask first: the confirmation names the file and remembers exactly this one (its id)."""
+        entry = current(item)
+        if entry is None:
+            return gr.Row(visible=False), "", None, GONE_TEXT
+        return gr.Row(visible=True), CONFIRM_TEXT.format(name=entry.path), entry.id, ""
+
+    def on_confirm(pending):
+        if not pending:
+            return *hidden_confirm(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
+        try:
+            entry = store.delete(pending)
+        except ZImageError as e:
+            return *hidden_confirm(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), NOT_DELETED_TEXT.format(why=e.user_text())
+        return (*hidden_confirm(), None, PICK_TEXT, gr.DownloadButton(value=None, interactive=False), None,
+                DELETED_TEXT.format(name=entry.path))
+
+    with gr.Tab(TAB_LABEL, id="history", elem_id="history-tab") as tab:
+        with gr.Row():
+            search = gr.Textbox(label=SEARCH_LABEL, placeholder=SEARCH_PLACEHOLDER, elem_id="history-search", scale=3)
+            since = gr.Textbox(label=SINCE_LABEL, elem_id="history-since", scale=1)
+            until = gr.Textbox(label=UNTIL_LABEL, elem_id="history-until", scale=1)
+            size = gr.Dropdown(ORIENTATION_CHOICES, value="", label=SIZE_LABEL, elem_id="history-size", scale=1)
+            refresh_btn = gr.Button(REFRESH_LABEL, elem_id="history-refresh", scale=0)
+        summary = gr.Markdown("", elem_id="history-summary")
+        with gr.Row():
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(show_label=False, columns=6, height="auto", allow_preview=False,
+                                     interactive=False, format="png", elem_id="history-gallery")
+                with gr.Row():
+                    newer_btn = gr.Button(PREV_LABEL, size="sm", interactive=False, elem_id="history-newer")
+                    older_btn = gr.Button(NEXT_LABEL, size="sm", interactive=False, elem_id="history-older")
+            with gr.Column(scale=2):
+                image = gr.Image(type="filepath", interactive=False, show_label=False, elem_id="history-image")
+                detail = gr.HTML(PICK_TEXT, elem_id="history-detail")
+                with gr.Row():
+                    use_btn = gr.Button(USE_LABEL, variant="primary", elem_id="history-use")
+                    seed_btn = gr.Button(SEED_LABEL, elem_id="history-reuse-seed")
+                    download = gr.DownloadButton(DOWNLOAD_LABEL, interactive=False, elem_id="history-download")
+                    delete_btn = gr.Button(DELETE_LABEL, variant="stop", elem_id="history-delete")
+                with gr.Row(visible=False, elem_id="history-confirm-row") as confirm_row:
+                    confirm_text = gr.Markdown("", elem_id="history-confirm-text")
+                    confirm_btn = gr.Button(CONFIRM_LABEL, variant="stop", elem_id="history-confirm")
+                    cancel_btn = gr.Button(CANCEL_LABEL, elem_id="history-cancel")
+                result = gr.Markdown("", elem_id="history-result")
+        page_ids = gr.State([])        # the ids of the thumbnails shown, in gallery order
+        page_no = gr.State(0)
+        selected = gr.State(None)      # the id of the image in the detail view
+        pending = gr.State(None)       # the id the delete confirmation names
+
+    private = dict(queue=False, api_visibility="private")
+    filters = [search, since, until, size]
+    listing = [gallery, page_ids, summary, page_no, newer_btn, older_btn, size]
+    gr.on([tab.select, refresh_btn.click, search.submit, since.submit, until.submit, size.input],
+          first_page, filters, listing, **private)
+    newer_btn.click(newer, [*filters, page_no], listing, **private)
+    older_btn.click(older, [*filters, page_no], listing, **private)
+    gallery.select(on_select, page_ids, [image, detail, download, selected, confirm_row, pending, result], **private)
+    use_btn.click(on_use, selected, [*generate.all(), tabs], **private)
+    seed_btn.click(on_reuse_seed, selected, [generate.seed, tabs], **private)
+    delete_btn.click(on_delete, selected, [confirm_row, confirm_text, pending, result], **private)
+    cancel_btn.click(hidden_confirm, None, [confirm_row, pending], **private)
+    confirm_btn.click(on_confirm, pending, [confirm_row, pending, image, detail, download, selected, result],
+                      **private).then(show, [*filters, page_no], listing, **private)
+    return tab

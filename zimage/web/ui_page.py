@@ -1,0 +1,106 @@
+"""The page's own CSS and script: layout for desktop and phone, focus rings, contrast, keyboard, `<html lang>`.
+
+Passed to `gr.mount_gradio_app(css=..., head=...)` by `page_assets()` (Gradio 6 takes them there,
+not on Blocks). The script only clicks the page's own buttons, so every action still goes through
+the same Gradio events (and the same guard) as a mouse click.
+"""
+from __future__ import annotations
+
+import json
+
+PAGE_LANG = "en"        # the language round makes this follow the chosen language (see set_lang_js)
+PHONE_MAX_PX = 767      # below this width the phone layout applies (a 390 px phone, a 768 px tablet is desktop)
+
+# Text on the page's background must reach WCAG AA's 4.5:1. Gradio's slider limit labels use
+# --body-text-color-subdued (#9ca3af in the default theme: 2.5:1 on white); #4b5563 is 7.6:1 on
+# white, #d1d5db 12:1 on Gradio's dark background (#0b0f19).
+SUBDUED_LIGHT = "#4b5563"
+SUBDUED_DARK = "#d1d5db"
+FOCUS_RING = "#2563eb"  # 5.2:1 against white: a ring people can see (WCAG 2.4.7 / 1.4.11)
+
+CSS = f"""
+/* Visible focus for keyboard users only (a mouse click shows none). */
+:focus-visible, #main-tabs button:focus-visible, .gradio-container input:focus-visible,
+.gradio-container textarea:focus-visible, .gradio-container button:focus-visible {{
+  outline: 3px solid {FOCUS_RING} !important; outline-offset: 2px !important;
+}}
+/* Slider limits (min/max) and other subdued text: AA contrast. */
+.gradio-container {{ --body-text-color-subdued: {SUBDUED_LIGHT}; }}
+.dark .gradio-container, .gradio-container.dark {{ --body-text-color-subdued: {SUBDUED_DARK}; }}
+.gradio-container .min_value, .gradio-container .max_value {{ color: {SUBDUED_LIGHT} !important; }}
+.dark .gradio-container .min_value, .dark .gradio-container .max_value {{ color: {SUBDUED_DARK} !important; }}
+/* Forge's place for Generate: a narrow column right of the prompt, the button as tall as the box. */
+#generate-col {{ min-width: 120px !important; max-width: 220px; }}
+#generate-btn {{ min-height: 64px; font-size: 1.1em; }}
+/* Results grow with the page instead of scrolling inside a fixed box. */
+#gallery, #gallery .grid-wrap, #gallery .grid-container {{ max-height: none !important; overflow: visible !important;
+  height: auto !important; }}
+#live-preview:not(:has(.zi-live)) {{ display: none !important; }}
+#live-preview img {{ max-width: 100%; max-height: 384px; image-rendering: pixelated; display: block; }}
+#live-preview .zi-live-line {{ margin: 2px 0 6px; }}
+#live-preview progress {{ width: 100%; }}
+/* The status: one line; the rest below it on desktop, behind a tap on the phone. */
+#status-panel .zi-status-toggle {{ all: unset; cursor: pointer; display: block; width: 100%; }}
+#status-panel .zi-status-toggle .zi-chevron {{ display: none; }}
+#status-panel .zi-status-more {{ font-size: 0.9em; }}
+#status-panel .zi-status-more > div {{ display: inline; }}
+#status-panel .zi-status-more > div + div::before {{ content: " · "; }}
+@media (max-width: {PHONE_MAX_PX}px) {{
+  #status-panel .zi-status-toggle .zi-chevron {{ display: inline; }}
+  #status-panel:not(.zi-expanded) .zi-status-more {{ display: none; }}
+  #status-panel .zi-status-more > div {{ display: block; }}
+  #status-panel .zi-status-more > div + div::before {{ content: none; }}
+  /* Results right under the prompt and Generate, the settings after them. */
+  #work-row {{ flex-direction: column; }}
+  #results-col {{ order: -1; }}
+  #prompt-row {{ flex-wrap: nowrap !important; }}
+  #generate-col {{ min-width: 96px !important; max-width: 110px; }}
+  #page-title {{ display: none; }}
+}}
+"""
+
+# Keys: Ctrl+Enter / Cmd+Enter generate, Escape stops this browser's job (the Stop button's own
+# event, which names this browser's client id). Enter in the prompt stays a newline (Gradio's own).
+KEYS_JS = """
+document.addEventListener('keydown', (e) => {
+  const click = (id) => { const b = document.getElementById(id); if (b && !b.disabled) { b.click(); return true; } return false; };
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !e.isComposing) {
+    if (click('generate-btn')) { e.preventDefault(); e.stopPropagation(); }
+  } else if (e.key === 'Escape' && !e.isComposing) {
+    if (document.querySelector('[role=listbox], .options')) return;    // Escape closes an open dropdown first
+    click('stop-btn');
+  }
+}, true);
+document.addEventListener('click', (e) => {
+  const t = e.target.closest && e.target.closest('#status-panel .zi-status-toggle');
+  if (!t) return;
+  const panel = document.getElementById('status-panel');
+  panel.classList.toggle('zi-expanded');
+  t.setAttribute('aria-expanded', panel.classList.contains('zi-expanded') ? 'true' : 'false');
+});
+// The panel is re-rendered every second: it is the live region (its wrapper stays, so screen readers
+// hear changes), and its button's aria-expanded follows the wrapper's class.
+const ziWatchStatus = () => {
+  const panel = document.getElementById('status-panel');
+  if (!panel) { setTimeout(ziWatchStatus, 200); return; }
+  panel.setAttribute('aria-live', 'polite');
+  panel.setAttribute('role', 'status');
+  const sync = () => { const t = panel.querySelector('.zi-status-toggle');
+    if (t) t.setAttribute('aria-expanded', panel.classList.contains('zi-expanded') ? 'true' : 'false'); };
+  new MutationObserver(sync).observe(panel, {childList: true, subtree: true});
+  sync();
+};
+ziWatchStatus();
+"""
+
+
+def set_lang_js(lang: str) -> str:
+    """The one hook for the page's language: `window.ziSetLang(code)` sets `<html lang>`; the
+    language round calls it when the user switches (and changes PAGE_LANG's default)."""
+    return ("window.ziSetLang = (code) => { document.documentElement.lang = code; };\n"
+            f"window.ziSetLang({json.dumps(lang)});\n")
+
+
+def page_assets(lang: str = PAGE_LANG) -> dict[str, str]:
+    """The keyword arguments for gr.mount_gradio_app: the page's CSS and its head script."""
+    return {"css": CSS, "head": f"<script>\n{set_lang_js(lang)}{KEYS_JS}</script>"}
