@@ -95,17 +95,19 @@ def cases(facts: dict, rng: random.Random):
     # Direct calls by name: /call (queued), /call/v2 (keywords), /run and /api (no queue).
     names = [d["api_name"] for d in facts["public"]]
     private = [d["api_name"] for d in deps if d.get("api_name") and d.get("api_visibility") != "public"]
+    n_inputs = {d["api_name"]: len(d["inputs"]) for d in facts["public"]}
     for name in names + ["nope", "predict", "generate_", "%2e%2e", "x" * 2000, "🐈"] + private[:4]:
         known = name in names
+        n_ev = n_inputs.get(name, n_gen)                  # each event's own count (png_info takes 1)
         for prefix in ["/call/", "/run/", "/api/"]:
             path = API + prefix + name
             if known:
-                for data in [None, "x", 1, {}, [], [None] * (n_gen - 1), [None] * (n_gen + 1)]:
+                for data in [None, "x", 1, {}, [], [None] * (n_ev - 1), [None] * (n_ev + 1)]:
                     yield json_case(path, {"data": data})
                 for _ in range(12):                  # random values, never the right count
-                    n = rng.choice([k for k in range(20) if k != n_gen])
+                    n = rng.choice([k for k in range(20) if k != n_ev])
                     yield json_case(path, {"data": [rng.choice(NASTY) for _ in range(n)]})
-                yield json_case(path, {"fn_index": 10**9, "data": [None] * n_gen}) if prefix != "/call/" else \
+                yield json_case(path, {"fn_index": 10**9, "data": [None] * n_ev}) if prefix != "/call/" else \
                     json_case(path, {"datum": []})
                 for body, headers in broken_bodies(rng)[:10]:
                     yield Case("POST", path, {"data": body, "headers": headers})
@@ -135,7 +137,7 @@ def cases(facts: dict, rng: random.Random):
         for event_id in ["nope", "0" * 32, "%2e%2e", "x" * 3000]:
             yield Case("GET", f"{API}/call/{name}/{event_id}")
 
-    # Uploads: the page has no file input, so every one is refused.
+    # Uploads: only one PNG/JPEG/WebP image at a time (PNG info), so every one of these is refused.
     upload = API + "/upload"
     yield Case("POST", upload)
     yield Case("POST", upload, {"files": {"wrong": ("a.txt", b"hi")}})

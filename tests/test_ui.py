@@ -103,9 +103,16 @@ def test_gradio_client_generates_through_the_page_endpoint(server):
     assert img.size == (256, 320) and "Seed: 77" in img.text["parameters"]
     assert "seeds 77" in info
     assert server.manager.load_count == 1
-    # Internal events (preload, unload, status timer) are not callable by clients.
+    # Internal events (preload, unload, status timer) are not callable by clients; PNG info is.
     names = list(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert names == ["/generate"]
+    assert sorted(names) == ["/generate", "/png_info"]
+    # The caption says how the image was made, not only its seed.
+    assert "256x320" in gallery[0]["caption"] and "steps" in gallery[0]["caption"]
+    # gradio_client uploads the saved PNG and reads its parameters back.
+    from gradio_client import handle_file
+
+    read = client.predict(handle_file(str(image if isinstance(image, str) else image["path"])), api_name="/png_info")
+    assert "77" in read[3] and "256x320" in read[3]
 
 
 def test_gradio_client_validation_error_is_shown_not_a_crash(server):
@@ -129,9 +136,11 @@ def test_page_serves_with_status_panel_and_safe_gradio_routes(server, tmp_path):
     outputs.mkdir(exist_ok=True)
     (outputs / "link.png").symlink_to("/etc/passwd")          # a symlink planted in the served folder
     assert requests.get(server.url + f"/gradio_api/file={outputs}/link.png", timeout=10).status_code in (403, 404)
-    for size in (10, 2_000_000):                               # the page takes no files: no upload lands on disk
-        up = requests.post(server.url + "/gradio_api/upload", files={"files": ("a.bin", b"0" * size)}, timeout=30)
-        assert up.status_code == 403 and "no file uploads" in up.text
+    # Uploads (the PNG info tab's only) are capped before Gradio reads them (tests/test_uploads.py).
+    cap = server.settings.max_upload_bytes
+    up = requests.post(server.url + "/gradio_api/upload", files={"files": ("a.bin", b"0" * (cap + 100_000))},
+                       timeout=30)
+    assert up.status_code == 413
 
 
 def test_one_listener_on_loopback_only(server):
@@ -160,14 +169,15 @@ def test_status_panel_lists_every_replica_with_node_device_state_queue_and_last_
 def test_no_event_of_the_page_takes_a_file_and_a_crafted_gallery_downloads_nothing(server, tmp_path):
     """The gallery was an input of the generate event and went back out as a result: a request
     naming any file as a gallery item got that file served. Now no event takes a file-carrying
-    component (results stay server-side), and the guard refuses a file named in any input."""
+    component (results stay server-side) but PNG info's upload, and the guard refuses a file named
+    in any other input."""
     config = requests.get(server.url + "/config", timeout=10).json()
     kinds = {c["id"]: c["type"] for c in config["components"]}
     file_kinds = {"gallery", "image", "file", "imageeditor", "video", "audio", "model3d", "uploadbutton",
                   "multimodaltextbox", "imageslider"}
     takes_files = [(d.get("api_name"), kinds[i]) for d in config["dependencies"] for i in d["inputs"]
                    if kinds.get(i) in file_kinds]
-    assert takes_files == []
+    assert takes_files == [("png_info", "file")]
 
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"not yours")
@@ -215,3 +225,10 @@ def test_the_lora_panel_shows_the_picks_trigger_words_and_why_a_file_is_refused(
     refused = render_refused(listing)
     assert "pickled" in refused and "a .pt &lt;file&gt; is never unpickled" in refused and "plain" not in refused
     assert render_refused(listing[:2]) == ""
+
+
+def test_the_gallery_has_no_share_button(server):
+    """Gradio's Share button on the results only answered "Share failed" (no Hugging Face Space here)."""
+    config = requests.get(server.url + "/config", timeout=10).json()
+    gallery = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "gallery")
+    assert "share" not in gallery["props"]["buttons"] and "download" in gallery["props"]["buttons"]

@@ -63,6 +63,8 @@ class Settings:
     device: str = "auto"                    # auto | cuda | cuda:N | cpu
     dtype: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
     max_prompt_chars: int = 4000
+    max_upload_bytes: int = 20 * 2**20      # an uploaded image (PNG info); a 2048px PNG of ours is ~6 MB
+    max_upload_pixels: int = 50_000_000     # checked on the header before decoding; 8192x6104, ~200 MB decoded as RGBA
     loader: str = "fast"                    # fast (stream shards to the device) | plain (diffusers from_pretrained)
     warmup: bool = True                     # after a GPU load, one 1-step image so the first real one is fast
     pin_ram_gb: float = -1.0                # pinned RAM for idle unload: -1 = half the RAM, 0 = never pin
@@ -118,6 +120,9 @@ class Settings:
         if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS_LIMIT:
             raise ConfigError(f"max_prompt_chars must be 1-{MAX_PROMPT_CHARS_LIMIT}, got {self.max_prompt_chars}",
                               "max_prompt_chars")
+        for name in ("max_upload_bytes", "max_upload_pixels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", name)
         if self.pin_ram_gb != -1 and self.pin_ram_gb < 0:
             raise ConfigError(f"pin_ram_gb must be -1 (half the RAM) or >= 0, got {self.pin_ram_gb}", "pin_ram_gb")
         if not DEVICE_PATTERN.fullmatch(self.device):

@@ -61,8 +61,11 @@ def page_file_sets(blocks) -> Iterator:
     """Gradio's records of the files it copied for this page: the Blocks' own sets, and those of the
     component copies Gradio keeps per browser session once an event updates a component; the gallery's
     copies land there, and the Blocks' sets never list them (the gallery image showed broken). Lazy:
-    the sessions are walked only when a file is to be checked, not for every event."""
-    yield from list(blocks.temp_file_sets)
+    the sessions are walked only when a file is to be checked, not for every event.
+    Not the uploads (`blocks.upload_file_set`, one of the Blocks' sets): an upload is accepted only as
+    the input it was made for (check_upload_value) and never served back."""
+    uploads = getattr(blocks, "upload_file_set", None)
+    yield from [names for names in list(blocks.temp_file_sets) if names is not uploads]
     holder = getattr(blocks, "state_holder", None)
     for state in list(getattr(holder, "session_data", {}).values()):
         yield from (b.temp_files for b in list(state.blocks_config.blocks.values()) if getattr(b, "temp_files", None))
@@ -86,6 +89,32 @@ def _url_file(url: str) -> str | None:
     """The path a `/gradio_api/file=<path>` URL names, else None."""
     match = FILE_ROUTE.search(unquote(urlsplit(url).path)) if isinstance(url, str) else None
     return match["path"] if match else None
+
+
+def check_upload_value(value: Any, where: str, uploads: Iterable[str]) -> str | None:
+    """The path of an upload named as an UPLOAD_INPUTS value (a FileData dict whose path, and url if
+    any, name one file of `uploads`, inside Gradio's upload folder); None for no file. Refuses (422,
+    naming the field) anything else: a generated image, a path of the server's, a traversal."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest(where, "must be a file uploaded to this page")
+    path, url = value.get("path"), value.get("url")
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path:
+        raise InvalidRequest(f"{where}.path", f"{_short(path)} is not a file uploaded to this page")
+    from gradio.utils import get_upload_folder
+
+    try:
+        real = Path(os.path.realpath(path))
+        inside = real.is_relative_to(Path(get_upload_folder()).resolve()) and real.is_file()
+    except (OSError, ValueError):
+        inside = False
+    # The exact string Gradio answered from /upload: "../" or a link cannot reach another file.
+    if not inside or path not in uploads or str(real) != os.path.abspath(path):
+        raise InvalidRequest(f"{where}.path", f"{_short(path)} is not a file uploaded to this page")
+    if url is not None and _url_file(url) != path:
+        raise InvalidRequest(f"{where}.url", f"{_short(url)} is not the uploaded file's address")
+    return path
 
 
 def check_files(value: Any, where: str, outputs: Path, created: Iterable[Iterable[str]]) -> None:

@@ -25,21 +25,34 @@ serves only those; everything else is a 404.
 With --auth, the routes Gradio leaves without its login check (heartbeat, reset, cancel, stream,
 startup-events) need the login too: an anonymous heartbeat was an endless stream.
 Gradio's "queue is full" 503 gets a Retry-After, as our own 429s have.
+
+Uploads: `/upload` is refused unless the page has an input in UPLOAD_INPUTS (the PNG info tab's
+image); then its body is capped (Content-Length, and the bytes as they stream) at the upload limit,
+and Gradio stores it in its upload folder (a temporary folder, never outputs). An uploaded path is
+accepted only as the value of an UPLOAD_INPUTS input, after the image checks of store/pnginfo
+(magic bytes, header pixels before any decode, frames, a truncated file); any other input naming
+it is refused as before, and /gradio_api/file= does not serve it back.
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+import anyio
+
 from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedMediaType, ZImageError
 from ..i18n import language_of
+from ..store.pnginfo import read_image_info
 from .api import decode_json
-from .gradio_files import FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, page_file_sets, servable_file
+from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
+                           servable_file)
+from .gradio_uploads import (DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS, MULTIPART_OVERHEAD_BYTES,
+                             UPLOAD_INPUTS, check_upload_form, discard, upload_too_large)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +64,8 @@ class UploadsRefused(ZImageError):
 
     def __init__(self):
         super().__init__("This page takes no file uploads.")
+
+
 
 
 class LoginRequired(ZImageError):
@@ -73,9 +88,6 @@ POST_ROUTES = [                   # (pattern, kind): the routes that run an even
     (re.compile(r"/(?:run|api)" + _NAME), "run"),
     (re.compile(r"/component_server/?"), "component"),
 ]
-# Components whose input arrives through /upload first (a Gallery input is the page's own gallery: no upload).
-UPLOAD_KINDS = frozenset({"File", "Image", "ImageEditor", "ImageSlider", "Audio", "Video", "UploadButton", "Model3D",
-                          "MultimodalTextbox"})
 EVENT_STREAM = re.compile(r"/call(?:/v2)?/[^/]+/(?P<event_id>[^/]+)/?")
 # Gradio's routes without its login check: with --auth they are refused here before a login.
 LOGIN_ONLY = re.compile(r"/(?:heartbeat/.*|reset/?|cancel/?|stream/.*|startup-events/?)")
@@ -92,11 +104,21 @@ class PageEvents:
     parameters: dict[str, list]              # public api_name -> gradio_client's parameter info
     block_ids: frozenset[int]
     server_fns: frozenset[tuple[int, str]]   # (component id, function name) for component_server
-    takes_uploads: bool = False              # an input of some event is a file-taking component
+    takes_uploads: bool = False              # some event has an UPLOAD_INPUTS input
+    upload_inputs: dict[int, frozenset[int]] = field(default_factory=dict)      # fn_index -> input positions
+    upload_api_inputs: dict[int, frozenset[int]] = field(default_factory=dict)  # the same, without gr.State inputs
+    upload_params: dict[str, frozenset[str]] = field(default_factory=dict)      # api_name -> call/v2 keywords
 
     @classmethod
-    def of(cls, blocks) -> PageEvents:
+    def of(cls, blocks, upload_inputs: frozenset[tuple[str, int]] = UPLOAD_INPUTS) -> PageEvents:
         fns = blocks.fns
+        uploads: dict[int, frozenset[int]] = {}
+        for i, fn in fns.items():
+            positions = frozenset(pos for name, pos in upload_inputs if name == fn.api_name and pos < len(fn.inputs))
+            if positions:
+                uploads[i] = positions
+        api_uploads = {i: frozenset(sum(not getattr(b, "skip_api", False) for b in fns[i].inputs[:pos]) for pos in ps
+                                    if not getattr(fns[i].inputs[pos], "skip_api", False)) for i, ps in uploads.items()}
         public = {fn.api_name: i for i, fn in fns.items()
                   if fn.api_name and fn.fn is not None and fn.api_visibility != "private"}
         named = blocks.get_api_info(all_endpoints=True)["named_endpoints"]
@@ -110,7 +132,12 @@ class PageEvents:
             parameters={name: named.get("/" + name, {}).get("parameters", []) for name in public},
             block_ids=frozenset(blocks.blocks) | {blocks._id},     # the page itself triggers its load event
             server_fns=server_fns,
-            takes_uploads=any(type(b).__name__ in UPLOAD_KINDS for fn in fns.values() for b in fn.inputs),
+            takes_uploads=bool(uploads),
+            upload_inputs=uploads,
+            upload_api_inputs=api_uploads,
+            upload_params={name: frozenset(p.get("parameter_name") for k, p in enumerate(
+                named.get("/" + name, {}).get("parameters", [])) if k in api_uploads.get(i, ()))
+                for name, i in public.items() if i in api_uploads},
         )
 
 
@@ -198,7 +225,9 @@ class GradioEventGuard:
     only, then hands Gradio the same bytes; every other request streams through untouched."""
 
     def __init__(self, app, *, blocks, outputs: Path, prefix: str = API_PREFIX,
-                 logged_in: Callable[[dict], bool] | None = None):
+                 logged_in: Callable[[dict], bool] | None = None,
+                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
+                 upload_inputs: frozenset[tuple[str, int]] = UPLOAD_INPUTS):
         """`outputs`: the folder whose files the page may name and download.
         `logged_in(scope)`: with --auth, whether the request carries a valid Gradio login; requests
         without one go straight to Gradio, which answers 401, so nothing here answers before the login
@@ -208,12 +237,15 @@ class GradioEventGuard:
         self.outputs = Path(outputs).resolve()
         self.prefix = prefix
         self.logged_in = logged_in
+        self.max_upload_bytes = max_upload_bytes
+        self.max_upload_pixels = max_upload_pixels
+        self.upload_inputs = upload_inputs
         self._events: PageEvents | None = None
 
     @property
     def events(self) -> PageEvents:
         if self._events is None:        # the Blocks' config is complete once the server serves
-            self._events = PageEvents.of(self.blocks)
+            self._events = PageEvents.of(self.blocks, self.upload_inputs)
         return self._events
 
     async def __call__(self, scope, receive, send):
@@ -231,15 +263,24 @@ class GradioEventGuard:
                 self._check_file(route)
                 self._check_stream(route, scope)
             elif scope["method"] == "POST":
-                if route.rstrip("/") == "/upload" and not self.events.takes_uploads:
-                    raise UploadsRefused()
+                if route.rstrip("/") == "/upload":
+                    if not self.events.takes_uploads:
+                        raise UploadsRefused()
+                    body = await _read_body(scope, receive, self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+                                            upload_too_large(self.max_upload_bytes))
+                    if body is None:
+                        return
+                    await check_upload_form(scope, body)
+                    receive = _replay(body, receive)
                 for pattern, kind in POST_ROUTES:
                     match = pattern.fullmatch(route)
                     if match:
                         body = await _read_body(scope, receive)
                         if body is None:
                             return              # the client left before sending its body
-                        self._check_post(kind, match, _json_of(scope, body))
+                        uploads = self._check_post(kind, match, _json_of(scope, body))
+                        if uploads:          # decoded off the event loop: up to max_upload_pixels
+                            await anyio.to_thread.run_sync(self._check_uploads, uploads)
                         receive = _replay(body, receive)
                         send = _with_retry_after(send, self._retry_after_s)
                         break
@@ -262,11 +303,39 @@ class GradioEventGuard:
             return QUEUE_FULL_RETRY_AFTER_S
         return max(1, min(3600, round(max(times) * (len(queue) + 1))))
 
-    def _check_post(self, kind: str, match: re.Match, body: Any) -> None:
+    def _upload_slots(self, kind: str, match: re.Match, body: dict) -> frozenset:
+        """Which values of this event may name an upload: positions of `data`, or call/v2 keywords."""
+        ev = self.events
+        if kind == "call_v2":
+            return ev.upload_params.get(match["name"], frozenset())
+        fn_index = body.get("fn_index") if kind == "join" or (kind == "run" and body.get("fn_index") is not None) \
+            else ev.by_name.get(match["name"])
+        if not _is_int(fn_index) or fn_index not in ev.upload_inputs:
+            return frozenset()
+        data = body.get("data")
+        if kind == "call" and isinstance(data, list) and len(data) == ev.api_inputs[fn_index] != ev.inputs[fn_index]:
+            return ev.upload_api_inputs[fn_index]
+        return ev.upload_inputs[fn_index]
+
+    def _check_post(self, kind: str, match: re.Match, body: Any) -> list[tuple[str, str]]:
+        """Check an event request; returns the (field, path) of each upload it names, for _check_uploads."""
+        uploads: list[tuple[str, str]] = []
         if isinstance(body, dict):
             # Every value of every event: data (join, call, run), the keywords of call/v2, component_server's data.
-            check_files(body if kind == "call_v2" else body.get("data"), "data" if kind != "call_v2" else "body",
-                        self.outputs, page_file_sets(self.blocks))
+            values = body if kind == "call_v2" else body.get("data")
+            where = "body" if kind == "call_v2" else "data"
+            slots = self._upload_slots(kind, match, body) if kind != "component" else frozenset()
+            if slots and isinstance(values, (dict, list)):
+                keys = [k for k in (values if isinstance(values, dict) else range(len(values))) if k in slots]
+                upload_set = self.blocks.upload_file_set
+                for k in keys:
+                    at = f"{where}.{k}" if isinstance(values, dict) else f"{where}[{k}]"
+                    path = check_upload_value(values[k], at, upload_set)
+                    if path is not None:
+                        uploads.append((at, path))
+                values = ({k: v for k, v in values.items() if k not in slots} if isinstance(values, dict)
+                          else [None if i in slots else v for i, v in enumerate(values)])
+            check_files(values, where, self.outputs, page_file_sets(self.blocks))
         if kind == "join":
             check_event(body, self.events, session_required=True)
         elif kind == "call_v2":
@@ -275,6 +344,16 @@ class GradioEventGuard:
             check_call(kind, match["name"], body, self.events)
         else:
             check_component_call(body, self.events)
+        return uploads
+
+    def _check_uploads(self, uploads: list[tuple[str, str]]) -> None:
+        """The image checks (store/pnginfo), naming the field; a refused upload is deleted."""
+        for at, path in uploads:
+            try:
+                read_image_info(path, self.max_upload_bytes, self.max_upload_pixels, field_name=at)
+            except ZImageError:
+                discard(path)
+                raise
 
     def _check_stream(self, route: str, scope) -> None:
         """An event stream Gradio would open and then cut (it raises inside the generator)."""
@@ -298,12 +377,14 @@ class GradioEventGuard:
                 raise UnknownEndpoint(f"No event {event_id[:64]!r} is waiting.", "POST to /call/<name> first.")
 
 
-async def _read_body(scope, receive) -> bytes | None:
+async def _read_body(scope, receive, limit: int = MAX_EVENT_BODY_BYTES,
+                     too_large: ZImageError | None = None) -> bytes | None:
+    """The whole body, refused (raises `too_large`) once it is declared or streamed past `limit` bytes."""
     headers = dict(scope.get("headers", []))
     declared = headers.get(b"content-length", b"")
-    too_large = BodyTooLarge(f"The request body is larger than {MAX_EVENT_BODY_BYTES // 1024} KB.",
-                             "Event inputs are small; shorten the text.")
-    if declared.isdigit() and int(declared) > MAX_EVENT_BODY_BYTES:
+    too_large = too_large or BodyTooLarge(f"The request body is larger than {MAX_EVENT_BODY_BYTES // 1024} KB.",
+                                          "Event inputs are small; shorten the text.")
+    if declared.isdigit() and int(declared) > limit:
         raise too_large
     body = bytearray()
     while True:
@@ -311,7 +392,7 @@ async def _read_body(scope, receive) -> bytes | None:
         if message["type"] != "http.request":     # http.disconnect
             return None
         body += message.get("body", b"")
-        if len(body) > MAX_EVENT_BODY_BYTES:
+        if len(body) > limit:
             raise too_large
         if not message.get("more_body", False):
             return bytes(body)

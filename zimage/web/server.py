@@ -28,6 +28,13 @@ def _temp_roots() -> set[Path]:
     return {Path(p).resolve() for p in ("/tmp", "/var/tmp", tempfile.gettempdir())}
 
 
+def gradio_upload_folder() -> str:
+    """Where Gradio's /upload writes (GRADIO_TEMP_DIR, else <temp>/gradio)."""
+    from gradio.utils import get_upload_folder
+
+    return get_upload_folder()
+
+
 def _refusal(out: Path, settings: Settings) -> str:
     """Why `out` must not be the outputs folder (before it is created), or ''."""
     home = Path.home().resolve()
@@ -43,6 +50,9 @@ def _refusal(out: Path, settings: Settings) -> str:
         return "holds the model cache"
     if out == PROJECT_ROOT:
         return "is the app's own folder (its config files would be served)"
+    uploads = Path(gradio_upload_folder()).resolve()
+    if uploads.is_relative_to(out) or out.is_relative_to(uploads):
+        return f"holds Gradio's upload folder {uploads} (GRADIO_TEMP_DIR) or lies in it: uploads are never served"
     # The default `outputs` of a checkout in /opt or /srv (a service install, or /usr/src/app in a
     # container) is the app's own subfolder, not a system folder.
     if any(out.is_relative_to(t) for t in temps) or out.is_relative_to(home) or out.is_relative_to(PROJECT_ROOT):
@@ -112,8 +122,8 @@ def create_app(settings: Settings, manager: Backend):
         app, demo, path="/", server_name=settings.host, server_port=settings.port,
         auth=settings.auth_pairs or None, allowed_paths=[str(outputs)],
         blocked_paths=[str(modelscope_cache_base(settings.cache_dir)), str(Path.home() / ".ssh")],
-        max_file_size="1mb", ssr_mode=False, mcp_server=settings.mcp, enable_monitoring=False, show_error=False,
-        footer_links=[], run_history=False, **page_assets(),
+        max_file_size=settings.max_upload_bytes, ssr_mode=False, mcp_server=settings.mcp, enable_monitoring=False,
+        show_error=False, footer_links=[], run_history=False, **page_assets(),
     )
     # Gradio checks event files against allowed_paths/blocked_paths only once `has_launched` is true,
     # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
@@ -121,7 +131,8 @@ def create_app(settings: Settings, manager: Backend):
     if settings.mcp:
         keep_only_mcp_tools(demo)
     # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
-    app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app))
+    app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app),
+                       max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels)
     # MCP clients log in as API clients do (HTTP Basic): Gradio's login cookie is the page's, and
     # Gradio does not check it on its MCP routes.
     app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS + (MCP_PATH,),

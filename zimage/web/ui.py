@@ -21,6 +21,8 @@ from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from .ui_cache import build_cache_panel
 from .ui_history import GenerateControls, build_history_tab
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
+from .ui_params import gallery_caption
+from .ui_pnginfo import build_pnginfo_tab
 from .ui_preview import build_live_preview, job_progress
 
 log = logging.getLogger(__name__)
@@ -210,7 +212,9 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         return recorded
 
     def result_entries(result) -> list[Result]:
-        return [Result(caption=f"seed {item.seed} · {result.seconds_per_image:.2f} s",
+        req = result.request
+        return [Result(caption=gallery_caption(req.prompt, item.seed, req.num_inference_steps, req.width, req.height,
+                                               req.loras, result.seconds_per_image),
                        path=Path(item.path) if item.path else None, image=None if item.path else item.image)
                 for item in result.images]
 
@@ -369,10 +373,13 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                     with gr.Column(scale=3, elem_id="results-col"):
                         preview_timer, preview_panel = build_live_preview(manager, registry, client_id)
                         gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png",
-                                             interactive=False, elem_id="gallery")
+                                             interactive=False, elem_id="gallery",  # no "share": it only
+                                             buttons=["download", "fullscreen"])    # answered "Share failed"
                         info = gr.Markdown("", elem_id="result-info")
             build_history_tab(manager, tabs, GenerateControls(prompt, negative, width, height, steps, guidance,
                                                               seed, count, lora_picks, lora_strengths))
+            with gr.Tab("PNG info", id="pnginfo"):
+                build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
 
         private = dict(queue=False, api_visibility="private")
         controls = [prompt, negative, width, height, steps, guidance, seed, count]

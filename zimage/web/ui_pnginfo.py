@@ -1,0 +1,111 @@
+"""The PNG info tab: drop an image, read the parameters it was made with, send them to Generate.
+Layout and wiring only; the reading is store/pnginfo's, the mapping to controls ui_params'."""
+from __future__ import annotations
+
+import html
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import gradio as gr
+
+from ..config import Settings
+from ..errors import ZImageError
+from ..request import parse_loras
+from ..store.pnginfo import ImageInfo, read_image_info
+from .ui_params import CONTROL_FIELDS, control_updates, generate_values
+
+log = logging.getLogger(__name__)
+
+UPLOAD_LABEL = "Image (PNG, JPEG or WebP)"
+SEND_LABEL = "Send to Generate"
+NOTHING_FOUND = "This image carries no generation parameters (no `parameters` text, ComfyUI graph or EXIF comment)."
+SENT = "Sent to the Generate tab."
+NOTHING_TO_SEND = "Drop an image with parameters first."
+SOURCE_LABELS = {"parameters": "PNG parameters text", "comfyui": "ComfyUI graph", "exif": "EXIF UserComment"}
+FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp"]
+
+
+def render_summary(info: ImageInfo, name: str = "") -> str:
+    """The fields beside the prompt, as Markdown (a pure function for tests)."""
+    p = info.parameters
+    if info.source == "none":
+        return NOTHING_FOUND
+    e = lambda v: html.escape(str(v)).replace("|", "\\|")    # noqa: E731: the file's text, not ours
+    rows = [("Seed", p.get("seed")), ("Steps", p.get("steps")), ("Guidance (CFG)", p.get("guidance_scale")),
+            ("Size", f"{p['width']}x{p['height']}" if "width" in p and "height" in p else None),
+            ("Model", p.get("model")),
+            ("LoRAs", _loras(p)),
+            ("Sampler", p.get("params", {}).get("Sampler") or p.get("params", {}).get("sampler_name")),
+            ("Read from", SOURCE_LABELS.get(info.source, info.source)),
+            ("Image", f"{name} ({info.format} {info.width}x{info.height})".strip())]
+    body = "".join(f"| {name} | {e(value)} |\n" for name, value in rows if value not in (None, ""))
+    return "| Field | Value |\n|---|---|\n" + body
+
+
+def _loras(p: dict) -> str:
+    """The LoRAs by the prompt's tags (with their strengths), else by A1111's hashes or ComfyUI's loaders."""
+    try:
+        tags = parse_loras(p.get("prompt", ""))
+    except ZImageError:             # a tag our validator refuses still names a LoRA; show the hashes instead
+        tags = ()
+    if tags:
+        return ", ".join(f"{name} ({weight:g})" for name, weight in tags)
+    return ", ".join(p.get("lora_hashes", {})) or p.get("params", {}).get("Loras", "")
+
+
+def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Component], tabs: gr.Tabs,
+                      generate_tab: str = "generate") -> None:
+    """Inside the caller's `gr.Tab`. `controls`: the Generate tab's prompt, negative, width, height,
+    steps, guidance and seed (ui_params.CONTROL_FIELDS order); Send to Generate fills them and
+    selects the Generate tab of `tabs`."""
+    if len(controls) != len(CONTROL_FIELDS):
+        raise ValueError(f"controls: give the {len(CONTROL_FIELDS)} controls {', '.join(CONTROL_FIELDS)}")
+
+    def on_read(path: str | None):
+        """The fields, and the drop zone emptied: the upload is deleted once read, and the next
+        image can be dropped at once."""
+        if not path:
+            return gr.skip(), None, "", "", "", "", ""
+        try:
+            info = read_image_info(path, settings.max_upload_bytes, settings.max_upload_pixels)
+        except ZImageError as e:
+            raise gr.Error(e.user_text())
+        finally:
+            _discard(path)          # read once: the upload has no other use, and /tmp is not a store
+        p = info.parameters
+        return (None, p or None, p.get("prompt", ""), p.get("negative_prompt", ""),
+                render_summary(info, Path(path).name), info.raw, "")
+
+    def on_send(params: dict | None):
+        if not params:
+            return [*control_updates({}, gr.skip()), gr.skip(), NOTHING_TO_SEND]
+        values = generate_values(params, settings.max_prompt_chars)
+        return [*control_updates(values, gr.skip()), gr.Tabs(selected=generate_tab), SENT]
+
+    params = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=2):
+            upload = gr.File(label=UPLOAD_LABEL, file_types=FILE_TYPES, file_count="single", type="filepath",
+                             elem_id="pnginfo-file")
+            send = gr.Button(SEND_LABEL, variant="primary", elem_id="pnginfo-send")
+            note = gr.Markdown("", elem_id="pnginfo-note")
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", lines=3, interactive=False, elem_id="pnginfo-prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=1, interactive=False, elem_id="pnginfo-negative")
+            summary = gr.Markdown("", elem_id="pnginfo-summary")
+            raw = gr.Textbox(label="Raw text", lines=4, interactive=False, elem_id="pnginfo-raw")
+    # Its own concurrency: reading a PNG must not wait behind the GPU queue.
+    upload.upload(on_read, upload, [upload, params, prompt, negative, summary, raw, note], api_name="png_info",
+                  concurrency_id="pnginfo", concurrency_limit=2,
+                  show_progress="hidden")   # a read takes ~50 ms; a failure's toast says why, no badge on each field
+    send.click(on_send, params, [*controls, tabs, note], queue=False, api_visibility="private")
+
+
+def _discard(path: str) -> None:
+    file = Path(path)
+    try:
+        file.unlink(missing_ok=True)
+        file.parent.rmdir()         # Gradio's one-upload folder
+    except OSError:
+        pass
