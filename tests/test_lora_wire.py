@@ -116,6 +116,32 @@ def test_manager_fuses_switches_and_restores_without_reloading(manager, lora_fil
     assert manager.load_count == 1
 
 
+def test_a_file_replaced_under_the_same_name_is_read_again(settings, tmp_path):
+    """The same `<lora:swap:1>` twice, with the file replaced in between (what a user does after
+    downloading a new version): the second image is the new file's, not the first one's still fused."""
+    import shutil
+
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    srcs = make_tiny_loras(tmp_path / "src", settings.model)
+    m = PipelineManager(dataclasses.replace(settings, lora_dir=str(folder))).start()
+    try:
+        want = {}
+        for kind in ("diffusers", "comfy"):
+            shutil.copy(srcs[kind], folder / f"{kind}_only.safetensors")
+            want[kind] = pixels(gen(m, f"a cat <lora:{kind}_only:1>").images[0].image)
+        assert np.abs(want["diffusers"] - want["comfy"]).max() > 0
+        swap = folder / "swap.safetensors"
+        shutil.copy(srcs["diffusers"], swap)
+        assert np.array_equal(pixels(gen(m, "a cat <lora:swap:1>").images[0].image), want["diffusers"])
+        shutil.copy(srcs["comfy"], folder / "tmp.safetensors")
+        (folder / "tmp.safetensors").replace(swap)          # another size and time under the same name
+        assert np.array_equal(pixels(gen(m, "a cat <lora:swap:1>").images[0].image), want["comfy"])
+        assert m.load_count == 1
+    finally:
+        m.close()
+
+
 @pytest.mark.parametrize("tag, error", [("sdxl_style", LoraMismatch), ("no_such_lora", LoraNotFound),
                                         ("../../etc/passwd", LoraNameRefused), ("corrupt", LoraUnreadable),
                                         ("pickled", LoraUnreadable), ("wrong_shape", LoraMismatch)])

@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 MAX_CACHED_FILES = 4
 
 
+def _version(path: Path) -> tuple:
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
 class ActiveLoras:
     """Owned by the manager; `prepare`, `restore` and `drop` run on its worker only. The file caches
     are also read by `listing` from request threads, hence their lock."""
@@ -33,12 +38,8 @@ class ActiveLoras:
         self._weights: OrderedDict[tuple, LoraWeights] = OrderedDict()   # (path, size, mtime_ns) -> read file
         self._hashes: dict[tuple, str] = {}                              # (path, size, mtime_ns) -> autov3
         self._state: LoraState | None = None
-        self._key: tuple = ()                    # the (name, strength) set fused now
+        self._key: tuple = ()                    # the (name, strength, file version) set fused now
         self._result: tuple[dict[str, str], list[str]] = ({}, [])
-
-    @property
-    def fused(self) -> tuple:
-        return self._key
 
     def prepare(self, pipe, loras: tuple, refusal: tuple[str, str] | None = None, carrier=None,
                 backup_room=None) -> tuple[dict[str, str], list[str]]:
@@ -57,12 +58,18 @@ class ActiveLoras:
         if self._state is not None and (self._state.transformer is not pipe.transformer
                                         or self._state.carrier is not carrier):
             self.drop()                          # another pipeline or plan: its LoraState went with the old one
-        if loras == self._key:
+        try:
+            paths = [resolve(self.folder, name) for name, _ in loras]
+            # the files' versions are part of the key: a file replaced under the same name is read again
+            key = tuple((name, strength, _version(path)) for (name, strength), path in zip(loras, paths))
+        except BaseException:
+            self.restore()
+            raise
+        if key == self._key:
             return self._result
         try:
             items, hashes = [], {}
-            for name, strength in loras:
-                path = resolve(self.folder, name)
+            for (name, strength), path in zip(loras, paths):
                 weights, digest = self._read(path)
                 items.append((weights, strength))
                 hashes[name] = digest
@@ -72,13 +79,12 @@ class ActiveLoras:
         except BaseException:
             self.restore()
             raise
-        self._key = loras
+        self._key = key
         self._result = (hashes, [a.note for a in applied if a.note])
         return self._result
 
     def _read(self, path: Path) -> tuple[LoraWeights, str]:
-        st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
+        key = _version(path)
         with self._lock:
             weights = self._weights.get(key)
             digest = self._hashes.get(key)
