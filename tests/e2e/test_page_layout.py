@@ -160,6 +160,7 @@ def test_escape_stops_this_browsers_long_job(open_page, server, stepper):
     page.click("#generate-btn")
     stepper.release(3)
     wait_for(lambda: re.search(r"Step 3 of 50", page.inner_text("#live-preview")), 60, message="step 3 shown")
+    wait_for(lambda: page.locator("#stop-btn").is_enabled(), 30, message="Stop enabled for this browser's job")
     page.keyboard.press("Escape")
     wait_for(lambda: server.manager.current_generation() is None or server.manager.current_generation().cancelled,
              30, message="the job cancelled")
