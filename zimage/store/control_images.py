@@ -77,7 +77,7 @@ def canny_map(image, low: int = CANNY_LOW, high: int = CANNY_HIGH):
 
 
 def make_unit(image, module: str, model: str, weight: float, start: float, end: float,
-              prefix: str = "control") -> ControlUnit:
+              prefix: str = "control", thresholds: tuple[int, int] = (CANNY_LOW, CANNY_HIGH)) -> ControlUnit:
     """The unit for a decoded image: the canny map drawn when asked, the values checked."""
     if module not in CONTROL_MODULES:
         raise InvalidRequest(f"{prefix}.module", f"must be one of {', '.join(CONTROL_MODULES)}, got {module!r}")
@@ -89,7 +89,7 @@ def make_unit(image, module: str, model: str, weight: float, start: float, end: 
             raise InvalidRequest(f"{prefix}.{name}", f"must be between {lo:g} and {hi:g}, got {value}")
     if start >= end:
         raise InvalidRequest(f"{prefix}.guidance_end", f"must be above guidance_start ({start:g}), got {end:g}")
-    control = canny_map(image) if module == "canny" else image
+    control = canny_map(image, *thresholds) if module == "canny" else image
     digest = hashlib.sha256(control.tobytes() + repr(control.size).encode()).hexdigest()
     return ControlUnit(module=module, image=control, digest=digest, model=model, weight=float(weight),
                        guidance_start=float(start), guidance_end=float(end))
