@@ -21,7 +21,7 @@ from ..units import gib
 from .control_api import model_label
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from .ui_cache import build_cache_panel
-from .ui_controlnet import build_controlnet_panel, control_unit
+from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
 from .ui_history import GenerateControls, build_history_tab
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_params import gallery_caption
@@ -189,6 +189,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     gpu_default = "Free VRAM (keep in RAM)"
     registry = registry or PageJobs(max_results=GALLERY_MAX)
     no_gpu_at_start = gpu_absent(settings)
+    control_picks = ControlPicks()          # the ControlNet panel's values, per browser session
 
     def status_html() -> str:
         return render_status(manager.status(), manager.memory())
@@ -252,7 +253,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
     def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
                     lora1=None, lora2=None, lora3=None, lora1_strength=1.0, lora2_strength=1.0,
-                    lora3_strength=1.0, control=None, request: gr.Request = None, progress=gr.Progress()):
+                    lora3_strength=1.0, request: gr.Request = None, progress=gr.Progress()):
         client_id = valid_client_id(client)
         try:
             req = GenerationRequest.from_mapping(
@@ -261,7 +262,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                  "negative_prompt": negative or "", "width": int(width),
                  "height": int(height), "num_inference_steps": int(steps), "guidance_scale": float(guidance),
                  "seed": int(seed), "num_images": int(count)}, settings.max_prompt_chars)
-            req = dataclasses.replace(req, control=control_unit(control, model_label(settings)))
+            picked = control_picks.get(request.session_hash if request else None)
+            req = dataclasses.replace(req, control=control_unit(picked, model_label(settings)))
             job = submit(req, owner_of(client_id, request), request)
         except ZImageError as e:          # validation errors included: they name the field
             raise gr.Error(e.user_text())
@@ -348,7 +350,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                         negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
                                               max_length=settings.max_prompt_chars, elem_id="negative-prompt")
                         lora_picks, lora_strengths = build_lora_panel(manager)
-                        control_state = build_controlnet_panel(settings, model_label(settings))
+                        build_controlnet_panel(settings, control_picks)
                         preset = gr.Dropdown(SIZE_PRESETS + [CUSTOM], value="1024x1024", label="Size preset",
                                              elem_id="preset")
                         with gr.Row():
@@ -411,7 +413,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # No prompt.submit: Enter in the prompt is a newline; Ctrl/Cmd+Enter clicks Generate (ui_page).
         generate_btn.click(lambda: (gr.Button(interactive=True), gr.Timer(active=True)), None,
                            [stop_btn, preview_timer], **private)
-        generate_btn.click(on_generate, [*controls, client_id, *lora_controls, control_state], [gallery, info],
+        generate_btn.click(on_generate, [*controls, client_id, *lora_controls], [gallery, info],
                            api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room).then(
             *preview_off, **private)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.

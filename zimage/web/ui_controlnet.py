@@ -1,11 +1,14 @@
 """The ControlNet accordion on the Generate tab: control type, control image, strength, guidance
 start and end, and a preview of the map the ControlNet will see. Layout and wiring only: the image
-checks and the canny map are store/control_images'. Its values reach Generate as one gr.State
-(not an API parameter of the `generate` event, whose signature stays as it was).
+checks and the canny map are store/control_images'. Its values reach Generate through ControlPicks,
+per browser session, so the `generate` event keeps its inputs (the API signature, and every caller
+that sends the page's input list, stay as they were).
 """
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -48,9 +51,31 @@ def control_unit(state: dict | None, model_label: str) -> ControlUnit | None:
                      float(state["end"]), prefix="controlnet")
 
 
-def build_controlnet_panel(settings: Settings, model_label: str) -> gr.State:
-    """The accordion, inside the caller's column; returns the State Generate reads."""
-    state = gr.State(dict(DEFAULTS))
+class ControlPicks:
+    """Each browser session's panel values (the decoded image included), for its Generate. Bounded:
+    the oldest session's picks go first (a decoded 2048px image is 12 MB)."""
+
+    def __init__(self, max_sessions: int = 16):
+        self._lock = threading.Lock()       # the panel's events and Generate run on Gradio's threads
+        self._picks: collections.OrderedDict[str, dict] = collections.OrderedDict()
+        self.max_sessions = max_sessions
+
+    def get(self, session: str | None) -> dict:
+        with self._lock:
+            return dict(self._picks.get(session or "", DEFAULTS))
+
+    def update(self, session: str | None, **changes) -> dict:
+        with self._lock:
+            new = {**self._picks.get(session or "", DEFAULTS), **changes}
+            self._picks[session or ""] = new
+            self._picks.move_to_end(session or "")
+            while len(self._picks) > self.max_sessions:
+                self._picks.popitem(last=False)
+            return dict(new)
+
+
+def build_controlnet_panel(settings: Settings, picks: ControlPicks) -> None:
+    """The accordion, inside the caller's column; its values go to `picks` under the session."""
     with gr.Accordion(PANEL_LABEL, open=False, elem_id="controlnet-panel"):
         enabled = gr.Checkbox(False, label=ENABLE_LABEL, elem_id="controlnet-enabled")
         module = gr.Radio(TYPES, value="canny", label=TYPE_LABEL, elem_id="controlnet-module")
@@ -72,30 +97,37 @@ def build_controlnet_panel(settings: Settings, model_label: str) -> gr.State:
     def shown(picture, kind: str):
         return None if picture is None else (canny_map(picture) if kind == "canny" else picture)
 
-    def on_image(path: str | None, kind: str, current: dict):
-        """The decoded image kept in the State and shown as its map; the drop zone emptied and the
-        upload deleted (the guard never serves an upload back, and /tmp is not a store)."""
+    def session(request: gr.Request | None) -> str | None:
+        return request.session_hash if request else None
+
+    def on_image(path: str | None, kind: str, request: gr.Request = None):
+        """The decoded image kept for the session and shown as its map; the drop zone emptied and
+        the upload deleted (the guard never serves an upload back, and /tmp is not a store)."""
         if not path:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
         try:
             picture = load_image(path, settings.max_upload_bytes, settings.max_upload_pixels, FIELD)
         except ZImageError as e:
             raise gr.Error(e.user_text())
         finally:
             discard(path)
+        picks.update(session(request), image=picture)
         note = LOADED.format(name=Path(path).name, w=picture.width, h=picture.height)
-        return None, {**current, "image": picture}, shown(picture, kind), note
+        return None, shown(picture, kind), note
 
-    def on_values(on: bool, kind: str, w: float, s: float, e: float, current: dict):
-        new = {**current, "enabled": bool(on), "module": kind, "weight": w, "start": s, "end": e}
-        return new, shown(new["image"], kind)
+    def on_values(on: bool, kind: str, w: float, s: float, e: float, request: gr.Request = None):
+        new = picks.update(session(request), enabled=bool(on), module=kind, weight=w, start=s, end=e)
+        return shown(new["image"], kind)
+
+    def on_remove(request: gr.Request = None):
+        picks.update(session(request), image=None)
+        return None, ""
 
     private = dict(queue=False, api_visibility="private", show_progress="hidden")
     # The one input here that takes an upload (gradio_uploads.UPLOAD_INPUTS names it by api_name).
-    image.upload(on_image, [image, module, state], [image, state, preview, note], api_name="controlnet_image",
+    image.upload(on_image, [image, module], [image, preview, note], api_name="controlnet_image",
                  concurrency_id="controlnet", concurrency_limit=2, api_visibility="private",
                  show_progress="hidden")
-    remove.click(lambda current: ({**current, "image": None}, None, ""), state, [state, preview, note], **private)
+    remove.click(on_remove, None, [preview, note], **private)
     gr.on([enabled.change, module.change, weight.change, start.change, end.change], on_values,
-          [enabled, module, weight, start, end, state], [state, preview], **private)
-    return state
+          [enabled, module, weight, start, end], preview, **private)
