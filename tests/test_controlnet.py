@@ -208,3 +208,69 @@ def test_make_tiny_model_controlnet_command(tmp_path):
     header = json.loads((tmp_path / "cn" / FILENAME).read_bytes()[8:8 + struct.unpack(
         "<Q", (tmp_path / "cn" / FILENAME).read_bytes()[:8])[0]])
     assert "control_layers.0.before_proj.weight" in header and "control_all_x_embedder.2-1.weight" in header
+
+
+@pytest.fixture
+def gpu_manager(settings, tiny_controlnet_dir):
+    """The manager on the stand-in GPU of test_manager (tensors stay in RAM), the tiny ControlNet local."""
+    from test_manager import FakeGpuPlacement, cpu_loader
+
+    from zimage.engine.manager import PipelineManager
+
+    managers = []
+
+    def make(**overrides):
+        s = dataclasses.replace(settings, controlnet=str(tiny_controlnet_dir), warmup=False, compile="off",
+                                **overrides)
+        m = PipelineManager(s, placement_factory=FakeGpuPlacement, loader=cpu_loader, idle_poll_s=0.05).start()
+        managers.append(m)
+        return m
+    yield make
+    for m in managers:
+        m.close()
+
+
+def control_request(weight: float = 1.0):
+    from zimage.request import GenerationRequest
+    from zimage.store.control_images import make_unit
+
+    req = GenerationRequest.from_mapping(BASE)
+    return dataclasses.replace(req, control=make_unit(Image.open(io.BytesIO(square_png())), "canny", "tiny",
+                                                      weight, 0.0, 1.0))
+
+
+def test_refused_in_a_low_vram_plan_and_the_plain_image_still_runs(gpu_manager):
+    from zimage.errors import ControlNetRefused
+    from zimage.state import LoadState
+
+    m = gpu_manager(low_vram=True)
+    assert m.ensure_ready(60).state == LoadState.OFFLOADED
+    with pytest.raises(ControlNetRefused) as e:
+        m.generate(control_request(), timeout=60)
+    assert e.value.http_status == 409 and "Low VRAM" in e.value.hint
+    assert not m._control.loaded
+    assert m.generate(dataclasses.replace(control_request(), control=None), timeout=60).images
+    m.set_low_vram(False).future.result(30)
+    assert m.status().state == LoadState.ON_GPU
+    assert m.generate(control_request(), timeout=60).images          # resident: it runs, no reload
+    assert m.load_count == 1
+    m.set_low_vram(True).future.result(30)
+    assert not m._control.loaded                                      # a low-VRAM plan drops it
+
+
+def test_the_budget_counts_the_controlnet(gpu_manager, tiny_model_dir, tiny_controlnet_dir):
+    from zimage.engine.loader import component_bytes, read_model_index
+    from zimage.engine.planning import WORKING_BYTES
+    from zimage.errors import ControlNetRefused
+    from zimage.state import LoadState
+
+    model = sum(component_bytes(tiny_model_dir, n) for n in read_model_index(tiny_model_dir))
+    extra = (tiny_controlnet_dir / FILENAME).stat().st_size
+    fits_model_only = (model + WORKING_BYTES + extra // 2) / 2**30
+    m = gpu_manager(vram_budget=f"{fits_model_only:.12f}")
+    assert m.ensure_ready(60).state == LoadState.ON_GPU
+    with pytest.raises(ControlNetRefused) as e:
+        m.generate(control_request(), timeout=60)
+    assert "does not fit in the VRAM budget" in e.value.message and not m._control.loaded
+    roomy = gpu_manager(vram_budget=f"{(model + WORKING_BYTES + 2 * extra) / 2**30:.12f}")
+    assert roomy.generate(control_request(), timeout=60).images

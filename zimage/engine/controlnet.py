@@ -143,8 +143,11 @@ class ControlNetSlot:
     def loaded(self) -> bool:
         return self.model is not None
 
-    def load(self, folder: Path, transformer, dtype, device: str) -> None:
-        self.model = load_controlnet(folder, transformer, dtype, device)
+    def load(self, folder: Path, transformer) -> None:
+        """On the transformer's device and in its dtype."""
+        weight = next(transformer.parameters())
+        device = str(weight.device)
+        self.model = load_controlnet(folder, transformer, weight.dtype, device)
         self.folder = folder
         self.file_bytes = controlnet_file(folder).stat().st_size
         log.info("ControlNet loaded from %s onto %s (%.1f MB of its own weights)", folder, device,
@@ -155,15 +158,11 @@ class ControlNetSlot:
             self._pipeline, self._base = control_pipeline(pipe, self.model), pipe
         return self._pipeline
 
-    def follow(self, device: str | None) -> None:
-        """Move the ControlNet's own weights where the model went (the shared ones moved with it);
-        None drops it."""
-        if self.model is None:
-            return
-        if device is None:
-            self.drop()
-        else:
-            self.model.to(device)
+    def follow(self, transformer) -> None:
+        """Move the ControlNet's own weights to where the transformer went (the shared ones moved
+        with it): placement moves the pipeline's components, and the ControlNet is not one."""
+        if self.model is not None:
+            self.model.to(next(transformer.parameters()).device)
 
     def drop(self) -> None:
         self.model, self.folder, self.file_bytes, self._pipeline, self._base = None, None, 0, None, None

@@ -353,8 +353,8 @@ class PipelineManager:
         self._loras.drop()            # base weights before a move, a plan or an fp8 switch; fused again on use
         if current == LoadState.OFFLOADED:
             placement.disable_offload(self._pipe)
-        self._control.follow(None if target == LoadState.OFFLOADED else
-                             "cpu" if target == LoadState.ON_CPU else placement.gpu_device)
+        if target == LoadState.OFFLOADED:
+            self._control.drop()      # refused in a low-VRAM plan: its VRAM goes back to the plan
         if target == LoadState.ON_CPU:
             placement.move(self._pipe, "cpu")
             self._set(state=LoadState.ON_CPU, stage=None, device="cpu", progress=1.0, plan="")
@@ -371,6 +371,7 @@ class PipelineManager:
             self._speed_up(warm=self.settings.warmup and current == LoadState.OFFLOADED)
             self._set(state=LoadState.ON_GPU, stage=None, device=placement.gpu_device, progress=1.0,
                       plan=speed.resident_plan(self._pipe, self.settings))
+        self._control.follow(self._pipe.transformer)
         return self.status()
 
     def _run_unload(self, to: str) -> Status:
@@ -385,7 +386,7 @@ class PipelineManager:
             if state == LoadState.OFFLOADED:
                 placement.disable_offload(self._pipe)
             placement.move(self._pipe, "cpu")
-            self._control.follow("cpu")
+            self._control.follow(self._pipe.transformer)
             self._set(state=LoadState.ON_CPU, stage=None, device="cpu")
         return self.status()
 
@@ -501,10 +502,18 @@ class PipelineManager:
         if not self._control.loaded:
             folder = self._resolver(self.settings.controlnet, self.settings.cache_dir,
                                     on_progress=self._report_control_download, cancel=self._download_cancel)
-            device = self._get_placement().gpu_device if state == LoadState.ON_GPU else "cpu"
+            from .controlnet import controlnet_file
+
+            extra = controlnet_file(folder).stat().st_size
+            if state == LoadState.ON_GPU and placing.target_state(
+                    has_gpu=True, low_vram=False, lowered=False, quantized=False,
+                    model_bytes=self._model_bytes + extra, budget=self._budget_bytes) != LoadState.ON_GPU:
+                raise ControlNetRefused(
+                    f"The ControlNet ({extra / 2**30:.1f} GiB) does not fit in the VRAM budget beside the model.",
+                    "Raise --vram-budget (or free VRAM); ControlNet does not run in a low-VRAM plan yet.")
             self._set(stage=LoadStage.READ, current_file="ControlNet")
-            try:
-                self._control.load(folder, self._pipe.transformer, self._pipe.transformer.dtype, device)
+            try:          # onto the transformer's device: it shares the transformer's first blocks
+                self._control.load(folder, self._pipe.transformer)
             finally:
                 self._set(stage=None, current_file="", progress=1.0)
             self._model_bytes += self._control.file_bytes      # the plans count it from now on
