@@ -84,7 +84,7 @@ def a1111_body(max_prompt_chars: int) -> dict:
         "batch_size": integer(1, MAX_IMAGES, 1, description=f"batch_size x n_iter <= {MAX_IMAGES}"),
         "n_iter": integer(1, MAX_IMAGES, 1, description=f"batch_size x n_iter <= {MAX_IMAGES}"),
         "sampler_name": {**ANY_JSON, "description": "accepted and reported back; the sampler is fixed"},
-        "alwayson_scripts": {**ANY_JSON, "description": "ControlNet: {\"controlnet\": {\"args\": [unit]}}, the "
+        "alwayson_scripts": {"type": "object", "description": "ControlNet: {\"controlnet\": {\"args\": [unit]}}, the "
                              "extension's shape (input_image or image, module canny or none, weight, "
                              "guidance_start, guidance_end); one enabled unit"},
     }}
