@@ -169,7 +169,7 @@ def test_status_panel_lists_every_replica_with_node_device_state_queue_and_last_
 def test_no_event_of_the_page_takes_a_file_and_a_crafted_gallery_downloads_nothing(server, tmp_path):
     """The gallery was an input of the generate event and went back out as a result: a request
     naming any file as a gallery item got that file served. Now no event takes a file-carrying
-    component (results stay server-side) but PNG info's upload, and the guard refuses a file named
+    component (results stay server-side) but PNG info's and ControlNet's uploads, and the guard refuses a file named
     in any other input."""
     config = requests.get(server.url + "/config", timeout=10).json()
     kinds = {c["id"]: c["type"] for c in config["components"]}
@@ -177,7 +177,7 @@ def test_no_event_of_the_page_takes_a_file_and_a_crafted_gallery_downloads_nothi
                   "multimodaltextbox", "imageslider"}
     takes_files = [(d.get("api_name"), kinds[i]) for d in config["dependencies"] for i in d["inputs"]
                    if kinds.get(i) in file_kinds]
-    assert takes_files == [("png_info", "file")]
+    assert sorted(takes_files) == [("controlnet_image", "file"), ("png_info", "file")]
 
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"not yours")

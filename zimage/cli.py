@@ -1,5 +1,5 @@
 """`python -m zimage serve [flags]` (the same as webui.py), `download`, `cache list|verify|repair|clear`,
-`make-tiny-model DIR`, `make-tiny-lora DIR` and `openapi` (print the HTTP API's schema)."""
+`make-tiny-model DIR [--controlnet]`, `make-tiny-lora DIR` and `openapi` (print the HTTP API's schema)."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny = sub.add_parser("make-tiny-model", help="write the tiny random Z-Image pipeline (a few MB)")
     tiny.add_argument("dir")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--controlnet", action="store_true",
+                      help="write the tiny random ControlNet for it instead (one file, the ModelScope repo's layout)")
     tiny_lora = sub.add_parser("make-tiny-lora", help="write small random LoRA files for the tiny model, one per format")
     tiny_lora.add_argument("dir")
     tiny_lora.add_argument("--model", default=None, help="the tiny model's folder (default: its shapes from the config)")
@@ -77,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         return cli_cache.run(args)
     if args.command == "openapi":
         return print_openapi()
-    if args.command == "make-tiny-model":
+    if args.command == "make-tiny-model" and args.controlnet:
+        from .testing.tiny_controlnet import make_tiny_controlnet
+
+        print(make_tiny_controlnet(args.dir, seed=args.seed))
+    elif args.command == "make-tiny-model":
         from .testing.tiny_model import make_tiny_model
 
         print(make_tiny_model(args.dir, seed=args.seed))

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
+# The Z-Image-Turbo Fun ControlNet Union (Alibaba PAI, on ModelScope): one safetensors file, control
+# blocks on 6 of the 30 layers; canny, HED, depth, pose and MLSD maps.
+DEFAULT_CONTROLNET = "PAI/Z-Image-Turbo-Fun-Controlnet-Union"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.toml"
 ENV_PREFIX = "ZIMAGE_"
@@ -46,6 +49,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     model: str = DEFAULT_MODEL              # ModelScope id or a local folder
+    controlnet: str = DEFAULT_CONTROLNET    # ControlNet weights: ModelScope id or a local folder (loaded on first use)
     preload: bool = False                   # start loading the model at startup
     low_vram: bool = False                  # stream weights from RAM to fit a small VRAM budget
     vram_budget: str = "auto"               # GB of VRAM the model may use, or auto (free VRAM)
@@ -298,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bind 0.0.0.0 (needs --auth)")
     p.add_argument("--port", type=int, help="port (default 7860)")
     p.add_argument("--model", help="ModelScope id or local folder (default %s)" % DEFAULT_MODEL)
+    p.add_argument("--controlnet", metavar="MODEL_ID",
+                   help="ControlNet weights, downloaded and loaded on first use: ModelScope id or local folder "
+                        "(default %s)" % DEFAULT_CONTROLNET)
     p.add_argument("--preload", action="store_true", help="load the model at startup")
     p.add_argument("--low-vram", action="store_true", dest="low_vram",
                    help="stream weights from RAM (8 GB budget unless --vram-budget says otherwise)")

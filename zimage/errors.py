@@ -271,3 +271,9 @@ class HistoryItemChanged(ZImageError):
     def __init__(self, item: str, why: str):
         super().__init__(f"Not deleted: {item} {why} since it was listed.",
                          "Press Refresh in the History tab and pick it again.", item=item)
+
+
+class ControlNetRefused(ZImageError):
+    """ControlNet cannot run on the model as it is placed now (a low-VRAM plan, int8 or fp8 weights)."""
+    http_status = 409
+    code = "controlnet_refused"

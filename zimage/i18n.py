@@ -42,6 +42,7 @@ def language_of(accept_language: str | None) -> str:
 ERROR_ZH: dict[str, str] = {
     "internal_error": "服务器内部错误。",
     "invalid_request": "请求中的某个字段缺失、类型错误或超出范围。",
+    "controlnet_refused": "当前的模型放置方式下无法使用 ControlNet。",
     "bad_body": "请求体不是有效的 JSON 对象。",
     "queue_full": "生成队列已满。",
     "model_unavailable": "找不到或无法下载模型。",

@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import secrets
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -126,6 +126,29 @@ def strip_loras(prompt: str) -> str:
     return "\n".join(lines).strip()
 
 
+CONTROL_MODULES = ("canny", "none")     # canny: edges computed here; none: the image is the control map
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """One ControlNet unit, checked: `image` is the control map the ControlNet sees (PIL RGB, the
+    canny edges already drawn), `digest` its pixels' sha256 (requests share a pipeline call only
+    with the same map). Weight is the ControlNet's conditioning scale; start/end are fractions of
+    the steps, as A1111's ControlNet extension has them."""
+    module: str
+    image: Any = field(compare=False, repr=False)
+    digest: str = ""
+    model: str = ""
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+
+    def infotext(self, index: int = 0) -> str:
+        """A1111's ControlNet extension's infotext entry."""
+        return (f'ControlNet {index}: "Module: {self.module}, Model: {self.model}, Weight: {self.weight:g}, '
+                f'Guidance Start: {self.guidance_start:g}, Guidance End: {self.guidance_end:g}"')
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
@@ -137,6 +160,7 @@ class GenerationRequest:
     seed: int = -1                 # -1 = random
     num_images: int = 1
     loras: tuple[tuple[str, float], ...] = ()     # from the prompt's <lora:NAME:w> tags (not an input field)
+    control: ControlUnit | None = None            # ControlNet (store.control_images.parse_control; not an input field)
 
     FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
               "guidance_scale", "seed", "num_images")
@@ -189,7 +213,12 @@ class GenerationRequest:
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(replace(self, control=None))
+        if self.control is not None:
+            unit = self.control
+            out["control"] = {"module": unit.module, "model": unit.model, "weight": unit.weight,
+                              "guidance_start": unit.guidance_start, "guidance_end": unit.guidance_end}
+        return out
 
 
 @dataclass(frozen=True)
@@ -224,7 +253,8 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
         lines.append(f"Negative prompt: {req.negative_prompt}")
     lines.append(f"Steps: {req.num_inference_steps}, Sampler: {SAMPLER_LABEL}, CFG scale: {req.guidance_scale:g}, "
                  f"Seed: {seed}, Size: {req.width}x{req.height}, Model: {model}"
-                 + _lora_hashes_text(req, lora_hashes))
+                 + _lora_hashes_text(req, lora_hashes)
+                 + (f", {req.control.infotext()}" if req.control is not None else ""))
     return "\n".join(lines)
 
 
@@ -239,7 +269,8 @@ def _lora_hashes_text(req: GenerationRequest, hashes: Mapping[str, str] | None) 
 def batch_key(req: GenerationRequest) -> tuple:
     """Requests with the same key can share one pipeline call: the LoRAs too, since they are fused
     into the one transformer the call uses."""
-    return (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt, req.loras)
+    return (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt, req.loras,
+            req.control)
 
 
 # A1111's own pattern (modules/infotext_utils.py, re_param): `Key: value` or `Key: "quoted, value"`.

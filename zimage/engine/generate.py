@@ -3,6 +3,7 @@ does itself (a stopped job is never decoded), the warm-up image and the cheap la
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Callable
@@ -107,18 +108,25 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
             if uses_guidance(req.guidance_scale):
                 texts["negative_prompt_embeds"] = encode(pipe, [req.negative_prompt] * len(prompts))
         phase("generating", 0, req.num_inference_steps)
+        window, control = contextlib.nullcontext(), {}
+        if req.control is not None:     # pipe is the ZImageControlNetPipeline (engine/controlnet.py)
+            from .controlnet import guidance_window
+
+            window = guidance_window(pipe.controlnet, req.control, req.num_inference_steps)
+            control = dict(control_image=req.control.image, controlnet_conditioning_scale=req.control.weight)
         # Latents out, decoded here: a stopped job skips the VAE (6 s for 4 images at 1024x1024 on
         # the GPU), so the worker is free at the step boundary where Stop was seen.
-        out = pipe(
-            **texts,
-            width=req.width, height=req.height,
-            num_inference_steps=req.num_inference_steps,
-            guidance_scale=req.guidance_scale,
-            num_images_per_prompt=per_prompt,
-            generator=generators,
-            callback_on_step_end=on_step_end,
-            output_type="latent",
-        )
+        with window:
+            out = pipe(
+                **texts, **control,
+                width=req.width, height=req.height,
+                num_inference_steps=req.num_inference_steps,
+                guidance_scale=req.guidance_scale,
+                num_images_per_prompt=per_prompt,
+                generator=generators,
+                callback_on_step_end=on_step_end,
+                output_type="latent",
+            )
         if stopped:
             raise Cancelled()
         return decode_latents(pipe, out.images, on_phase)

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from ..config import Settings
-from ..errors import Cancelled, DownloadCancelled, ModelLoadFailed, OutOfMemory, ZImageError
+from ..errors import Cancelled, ControlNetRefused, DownloadCancelled, ModelLoadFailed, OutOfMemory, ZImageError
 from ..jobs import CACHE, GENERATE, IDLE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches, settle
 from ..request import GenerationRequest, GenerationResult
 from ..state import READY_STATES, LoadStage, LoadState, MemoryInfo, Status
@@ -24,6 +24,7 @@ from ..store.cache_ops import check_confirmed, delete_model, repair_model, verif
 from ..store.outputs import OutputStore
 from . import placing, speed
 from .idle import idle_action
+from .controlnet import ControlNetSlot
 from .lora_active import ActiveLoras
 from .prompt_cache import PromptCache
 from .runner import GenerationRunner
@@ -70,6 +71,7 @@ class PipelineManager:
         self._attention = "native"                     # the attention backend in use
         self._prompts = PromptCache()                  # text-encoder outputs per prompt, for this pipeline
         self._loras = ActiveLoras(settings.lora_folder)   # the LoRA set fused into the transformer now
+        self._control = ControlNetSlot()               # the ControlNet, loaded on first use
 
         self._runner = GenerationRunner(self._store, self._model_label)   # the pipeline call, PNG saving
         self.load_count = 0                            # completed weight loads from disk, for tests and /health
@@ -351,6 +353,8 @@ class PipelineManager:
         self._loras.drop()            # base weights before a move, a plan or an fp8 switch; fused again on use
         if current == LoadState.OFFLOADED:
             placement.disable_offload(self._pipe)
+        if target == LoadState.OFFLOADED:
+            self._control.drop()      # refused in a low-VRAM plan: its VRAM goes back to the plan
         if target == LoadState.ON_CPU:
             placement.move(self._pipe, "cpu")
             self._set(state=LoadState.ON_CPU, stage=None, device="cpu", progress=1.0, plan="")
@@ -367,6 +371,7 @@ class PipelineManager:
             self._speed_up(warm=self.settings.warmup and current == LoadState.OFFLOADED)
             self._set(state=LoadState.ON_GPU, stage=None, device=placement.gpu_device, progress=1.0,
                       plan=speed.resident_plan(self._pipe, self.settings))
+        self._control.follow(self._pipe.transformer)
         return self.status()
 
     def _run_unload(self, to: str) -> Status:
@@ -381,6 +386,7 @@ class PipelineManager:
             if state == LoadState.OFFLOADED:
                 placement.disable_offload(self._pipe)
             placement.move(self._pipe, "cpu")
+            self._control.follow(self._pipe.transformer)
             self._set(state=LoadState.ON_CPU, stage=None, device="cpu")
         return self.status()
 
@@ -389,6 +395,7 @@ class PipelineManager:
             self._loras.drop()
         except ZImageError as e:      # a restore that no longer fits: the weights are dropped anyway
             log.warning("LoRA restore before unloading: %s", e.message)
+        self._control.drop()
         pipe, self._pipe, self._model_dir = self._pipe, None, None
         self._prompts.clear()                          # its embeddings hold GPU memory and a reference
         if pipe is not None and self._status.state == LoadState.OFFLOADED:
@@ -420,14 +427,16 @@ class PipelineManager:
         if self._status.state not in READY_STATES or self._status.state != self._target_state() or self._pipe is None:
             self._run_load(lead)
         hashes, notes = self._use_loras(lead.request)
+        pipe = self._control_pipeline() if lead.request.control is not None else self._pipe
         self._runner.start(members)
-        batches, seconds = self._generate_once(members)
+        batches, seconds = self._generate_once(members, pipe)
         warning = ""
         if batches is None and self._step_down():
             warning = f"The GPU ran out of memory; switched to a smaller VRAM plan ({self._status.plan}) and retried."
             log.warning(warning)
             hashes, notes = self._use_loras(lead.request)      # the new plan restored them
-            batches, seconds = self._generate_once(members)
+            pipe = self._control_pipeline() if lead.request.control is not None else self._pipe
+            batches, seconds = self._generate_once(members, pipe)
         if batches is None:
             req = lead.request
             raise placing.out_of_memory(req.width, req.height, sum(m.request.num_images for m in members))
@@ -466,16 +475,55 @@ class PipelineManager:
 
         return allocated_vram_bytes(placement.gpu_device) + nbytes + working_bytes(False) <= self._budget_bytes()
 
-    def _generate_once(self, members: list[Job]) -> tuple[list | None, float]:
+    def _generate_once(self, members: list[Job], pipe) -> tuple[list | None, float]:
         """One pipeline call for the members; (None, 0) after an out-of-memory, memory freed."""
         reset_peak_vram(self.gpu_device)
-        batches, seconds = self._runner.call(self._pipe, members, self._prompts.embeds)
+        batches, seconds = self._runner.call(pipe, members, self._prompts.embeds)
         if batches is None:
             # Freed once the exception is gone: its traceback would keep the step's tensors alive.
             self._get_placement().free_memory()
             with self._lock:
                 self._status = replace(self._status, oom_count=self._status.oom_count + 1)
         return batches, seconds
+
+    def _control_pipeline(self):
+        """The ControlNet pipeline on the loaded components; the ControlNet downloaded (through the
+        cache, verified as the model is) and loaded on first use. Refused where it cannot run."""
+        from . import fp8
+
+        state = self._status.state
+        if state == LoadState.OFFLOADED:
+            raise ControlNetRefused("ControlNet does not run in a low-VRAM plan (the weights stream block by "
+                                    "block, and the ControlNet shares the transformer's first blocks).",
+                                    "Turn Low VRAM off (or raise the VRAM budget) to use ControlNet.")
+        if self._quantized() or fp8.is_applied(self._pipe):
+            raise ControlNetRefused("ControlNet does not run on int8 or fp8 weights yet.",
+                                    "Start with --quantize none and --fp8 off to use ControlNet.")
+        if not self._control.loaded:
+            folder = self._resolver(self.settings.controlnet, self.settings.cache_dir,
+                                    on_progress=self._report_control_download, cancel=self._download_cancel)
+            from .controlnet import controlnet_file
+
+            extra = controlnet_file(folder).stat().st_size
+            if state == LoadState.ON_GPU and placing.target_state(
+                    has_gpu=True, low_vram=False, lowered=False, quantized=False,
+                    model_bytes=self._model_bytes + extra, budget=self._budget_bytes) != LoadState.ON_GPU:
+                raise ControlNetRefused(
+                    f"The ControlNet ({extra / 2**30:.1f} GiB) does not fit in the VRAM budget beside the model.",
+                    "Raise --vram-budget (or free VRAM); ControlNet does not run in a low-VRAM plan yet.")
+            self._set(stage=LoadStage.READ, current_file="ControlNet")
+            try:          # onto the transformer's device: it shares the transformer's first blocks
+                self._control.load(folder, self._pipe.transformer)
+            finally:
+                self._set(stage=None, current_file="", progress=1.0)
+            self._model_bytes += self._control.file_bytes      # the plans count it from now on
+        return self._control.pipeline(self._pipe)
+
+    def _report_control_download(self, p) -> None:
+        # The model stays ready while the ControlNet downloads: progress without a state change.
+        self._set(stage=LoadStage.DOWNLOAD, bytes_done=p.bytes_done, bytes_total=p.bytes_total,
+                  current_file=f"ControlNet: {p.current_file}", speed_bps=p.bytes_per_s, eta_s=p.eta_s,
+                  progress=(p.bytes_done / p.bytes_total) if p.bytes_total else 0.0)
 
     def _step_down(self) -> bool:
         """After an out-of-memory on the GPU: a smaller budget's plan (placing.budget_after_oom), no disk reads."""

@@ -98,12 +98,23 @@ def weight_files(component_dir: Path) -> tuple[list[Path], list[Problem]]:
     return [f for f in files if f.exists()], problems
 
 
+def single_file_weights(model_dir: Path) -> list[Path]:
+    """The safetensors files at the top of a folder without model_index.json: a one-file model such
+    as the Z-Image ControlNet (ComfyUI's and VideoX-Fun's layout, no diffusers config)."""
+    if not model_dir.is_dir() or (model_dir / MODEL_INDEX).exists():
+        return []
+    return sorted(p for p in model_dir.glob("*.safetensors") if p.is_file())
+
+
 def quick_check(model_dir: Path) -> list[Problem]:
     """Problems that would make loading fail; empty when the folder looks complete."""
     index_path = model_dir / MODEL_INDEX
     try:
         index = json.loads(index_path.read_text())
     except FileNotFoundError:
+        singles = single_file_weights(model_dir)
+        if singles:                  # a one-file repo (the ControlNet): its files' headers are the check
+            return [Problem(f.name, reason) for f in singles if (reason := safetensors_problem(f))]
         return [missing(MODEL_INDEX)]
     except (OSError, ValueError) as e:
         return [Problem(MODEL_INDEX, f"unreadable ({e.__class__.__name__})")]

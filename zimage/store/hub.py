@@ -54,8 +54,11 @@ def is_local_reference(model: str) -> bool:
 
 
 def needed_files(listing: list[dict], patterns: list[str] = ALLOW_PATTERNS) -> list[dict]:
-    return [f for f in listing if f.get("Type", "blob") != "tree"
-            and any(fnmatch.fnmatch(f["Path"], p) for p in patterns)]
+    files = [f for f in listing if f.get("Type", "blob") != "tree"]
+    if not any(f["Path"] == "model_index.json" for f in files):
+        # A one-file repo (the ControlNet): its top-level safetensors only, not its sample images
+        return [f for f in files if "/" not in f["Path"] and f["Path"].endswith(".safetensors")]
+    return [f for f in files if any(fnmatch.fnmatch(f["Path"], p) for p in patterns)]
 
 
 def _network_error(model_id: str, e: Exception) -> ModelUnavailable:
@@ -143,7 +146,8 @@ def download(model_id: str, cache_dir: str = "", on_progress: DownloadCallback |
         def update(self, size: int) -> None:
             transfer.update(self.filename, size)
 
-    patterns = [f["Path"] for f in wanted] if only is not None else ALLOW_PATTERNS
+    one_file = not any(f["Path"] == "model_index.json" for f in listing)
+    patterns = [f["Path"] for f in wanted] if only is not None or one_file else ALLOW_PATTERNS
     try:
         path = Path(snapshot_download(model_id, cache_dir=str(base), allow_patterns=patterns,
                                       progress_callbacks=[_Report]))
@@ -223,7 +227,8 @@ def corrupt_error(folder: Path, problems: list[Problem]) -> CacheCorrupt:
 def resolve_model_dir(model: str, cache_dir: str = "", on_progress: DownloadCallback | None = None,
                       on_download_start: Callable[[], None] | None = None,
                       cancel: threading.Event | None = None) -> Path:
-    """A folder holding a complete diffusers Z-Image pipeline, downloading (or resuming) if needed."""
+    """A folder holding a complete diffusers Z-Image pipeline (or a one-file model such as the
+    ControlNet), downloading (or resuming) if needed."""
     if is_local_reference(model):
         path = Path(model).expanduser().resolve()
         if not path.is_dir():

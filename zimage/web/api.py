@@ -21,6 +21,7 @@ from ..i18n import language_of
 from ..jobs import Backend
 from ..request import GenerationRequest
 from ..store.outputs import png_bytes
+from .control_api import with_control
 from .openapi import ANY_JSON, BODY_ERRORS, GENERATED, HEALTH, RUN_ERRORS, generate_body, route_docs
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,9 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     async def generate(request: Request):
         try:
             data = await read_json(request)
+            control = data.pop("control", None) if isinstance(data, dict) else None
             req = GenerationRequest.from_mapping(data, max_prompt_chars)
+            req = await with_control(req, control, manager.settings)
             client, user = request_caller(request, auth_on)
             job = manager.submit(req, job_owner(client), user)
             started = time.perf_counter()

@@ -22,6 +22,7 @@ from ..jobs import Backend
 from ..request import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
 from ..store.outputs import png_bytes
 from .api import API_CLIENT, job_owner, log_refusal, read_json, request_caller, request_language
+from .control_api import a1111_control
 from .openapi import (A1111_ERROR, A1111_IMAGES, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING, NUMBER,
                       OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
 
@@ -116,6 +117,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             body = await read_json(request)
             req, notes = a1111_to_request(body, max_prompt_chars)
+            req = await a1111_control(req, body, manager.settings)
             result = await run(req, request)
         except ZImageError as e:
             return _a1111_error(e, request)

@@ -10,7 +10,7 @@ from ..store.pnginfo import EMPTY, ImageRefused, NotAnImage, sniff
 
 # (event api_name, input position): the only inputs whose value may be a file uploaded to /upload.
 # Issue 20's Edit tab adds its image inputs here.
-UPLOAD_INPUTS: frozenset[tuple[str, int]] = frozenset({("png_info", 0)})
+UPLOAD_INPUTS: frozenset[tuple[str, int]] = frozenset({("png_info", 0), ("controlnet_image", 0)})
 # A multipart body carries the file plus its part headers and boundaries: a few hundred bytes.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20

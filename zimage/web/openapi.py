@@ -46,6 +46,18 @@ SEED = integer(-1, MAX_SEED, -1, description="-1 = random")
 GUIDANCE = {"type": "number", "minimum": 0, "maximum": MAX_GUIDANCE, "default": 0.0}
 
 
+CONTROL_UNIT = {"type": "object", "additionalProperties": False, "required": ["image"],
+                "description": "ControlNet (web/control_api.py): a control image and how strongly it steers",
+                "properties": {
+                    "image": {"type": "string", "description": "PNG, JPEG or WebP, base64 (a data: URL too)"},
+                    "module": {"enum": ["canny", "none"], "default": "none",
+                               "description": "canny: edges computed here; none: the image is the map"},
+                    "model": {**ANY_JSON, "description": "accepted; the server's --controlnet is used"},
+                    "weight": {"type": "number", "minimum": 0, "maximum": 2, "default": 1},
+                    "guidance_start": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
+                    "guidance_end": {"type": "number", "minimum": 0, "maximum": 1, "default": 1}}}
+
+
 def generate_body(max_prompt_chars: int) -> dict:
     """POST /generate: GenerationRequest's fields; unknown fields are refused."""
     return {"type": "object", "additionalProperties": False, "required": ["prompt"], "properties": {
@@ -55,6 +67,7 @@ def generate_body(max_prompt_chars: int) -> dict:
         "num_inference_steps": integer(MIN_STEPS, MAX_STEPS, 9),
         "guidance_scale": GUIDANCE, "seed": SEED,
         "num_images": integer(1, MAX_IMAGES, 1),
+        "control": CONTROL_UNIT,
     }}
 
 
@@ -71,6 +84,9 @@ def a1111_body(max_prompt_chars: int) -> dict:
         "batch_size": integer(1, MAX_IMAGES, 1, description=f"batch_size x n_iter <= {MAX_IMAGES}"),
         "n_iter": integer(1, MAX_IMAGES, 1, description=f"batch_size x n_iter <= {MAX_IMAGES}"),
         "sampler_name": {**ANY_JSON, "description": "accepted and reported back; the sampler is fixed"},
+        "alwayson_scripts": {"type": "object", "description": "ControlNet: {\"controlnet\": {\"args\": [unit]}}, the "
+                             "extension's shape (input_image or image, module canny or none, weight, "
+                             "guidance_start, guidance_end); one enabled unit"},
     }}
 
 

@@ -1,6 +1,7 @@
 """The Gradio page: layout and event wiring only. Model logic lives in the PipelineManager."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import math
@@ -17,8 +18,10 @@ from ..jobs import Backend, Job
 from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest, as_int
 from ..state import LoadState, MemoryInfo, Status
 from ..units import gib
+from .control_api import model_label
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from .ui_cache import build_cache_panel
+from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
 from .ui_history import GenerateControls, build_history_tab
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_params import gallery_caption
@@ -186,6 +189,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     gpu_default = "Free VRAM (keep in RAM)"
     registry = registry or PageJobs(max_results=GALLERY_MAX)
     no_gpu_at_start = gpu_absent(settings)
+    control_picks = ControlPicks()          # the ControlNet panel's values, per browser session
 
     def status_html() -> str:
         return render_status(manager.status(), manager.memory())
@@ -258,6 +262,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                  "negative_prompt": negative or "", "width": int(width),
                  "height": int(height), "num_inference_steps": int(steps), "guidance_scale": float(guidance),
                  "seed": int(seed), "num_images": int(count)}, settings.max_prompt_chars)
+            picked = control_picks.get(request.session_hash if request else None)
+            req = dataclasses.replace(req, control=control_unit(picked, model_label(settings)))
             job = submit(req, owner_of(client_id, request), request)
         except ZImageError as e:          # validation errors included: they name the field
             raise gr.Error(e.user_text())
@@ -344,6 +350,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                         negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
                                               max_length=settings.max_prompt_chars, elem_id="negative-prompt")
                         lora_picks, lora_strengths = build_lora_panel(manager)
+                        build_controlnet_panel(settings, control_picks)
                         preset = gr.Dropdown(SIZE_PRESETS + [CUSTOM], value="1024x1024", label="Size preset",
                                              elem_id="preset")
                         with gr.Row():

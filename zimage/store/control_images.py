@@ -1,0 +1,116 @@
+"""ControlNet inputs: a control image checked like every upload (store/pnginfo.check_upload: bytes,
+type by content, header pixels before decoding, one frame), decoded once with its colour mode made
+explicit, and the canny edge map computed here with OpenCV. Pure functions; no torch.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import InvalidRequest
+from ..request import CONTROL_MODULES, ControlUnit
+from .pnginfo import BROKEN, ImageRefused, check_upload
+
+log = logging.getLogger(__name__)
+
+# OpenCV's usual canny thresholds (A1111's ControlNet extension's defaults: low 100, high 200).
+CANNY_LOW, CANNY_HIGH = 100, 200
+UNIT_FIELDS = ("image", "module", "model", "weight", "guidance_start", "guidance_end")
+MAX_CONTROL_WEIGHT = 2.0
+
+
+def load_image(path: str | Path, max_bytes: int, max_pixels: int, field_name: str):
+    """A checked upload decoded as RGB: EXIF rotation applied, alpha dropped, palette, 16-bit
+    and CMYK converted. Raises ImageRefused / UploadTooLarge / NotAnImage naming `field_name`."""
+    from PIL import Image, ImageOps
+
+    kind, _, _ = check_upload(path, max_bytes, max_pixels, field_name)
+    try:
+        with Image.open(path, formats=[kind]) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                im = im.point(lambda v: v / 256).convert("L")      # 16-bit grey: keep the tones, not the low byte
+            return im.convert("RGB")
+    except Exception as e:          # a truncated file fails in load(); Pillow raises many types
+        log.info("refused a control image: %s", e)
+        raise ImageRefused(BROKEN.format(why=str(e) or type(e).__name__), field_name=field_name) from None
+
+
+def decode_image(data: Any, max_bytes: int, max_pixels: int, field_name: str):
+    """An image sent as base64 (a data URL's prefix allowed, as A1111's clients send it), checked
+    as an upload through a temporary file that is removed before returning."""
+    if not isinstance(data, str) or not data.strip():
+        raise InvalidRequest(field_name, "must be a base64-encoded PNG, JPEG or WebP image")
+    text = data.split(",", 1)[1] if data.startswith("data:") else data
+    if len(text) > math.ceil(max_bytes * 4 / 3) + 4:
+        raise InvalidRequest(field_name, f"is larger than {max_bytes:,} bytes")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(field_name, "is not valid base64") from None
+    fd, name = tempfile.mkstemp(prefix="zimage-control-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+        return load_image(name, max_bytes, max_pixels, field_name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def canny_map(image, low: int = CANNY_LOW, high: int = CANNY_HIGH):
+    """White edges on black (RGB), as the union ControlNet was trained on."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    grey = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2GRAY)
+    edges = cv2.Canny(grey, low, high)
+    return Image.fromarray(np.stack([edges] * 3, axis=-1), "RGB")
+
+
+def make_unit(image, module: str, model: str, weight: float, start: float, end: float,
+              prefix: str = "control", thresholds: tuple[int, int] = (CANNY_LOW, CANNY_HIGH)) -> ControlUnit:
+    """The unit for a decoded image: the canny map drawn when asked, the values checked."""
+    if module not in CONTROL_MODULES:
+        raise InvalidRequest(f"{prefix}.module", f"must be one of {', '.join(CONTROL_MODULES)}, got {module!r}")
+    for name, value, lo, hi in (("weight", weight, 0.0, MAX_CONTROL_WEIGHT), ("guidance_start", start, 0.0, 1.0),
+                                ("guidance_end", end, 0.0, 1.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidRequest(f"{prefix}.{name}", "must be a finite number")
+        if not lo <= value <= hi:
+            raise InvalidRequest(f"{prefix}.{name}", f"must be between {lo:g} and {hi:g}, got {value}")
+    if start >= end:
+        raise InvalidRequest(f"{prefix}.guidance_end", f"must be above guidance_start ({start:g}), got {end:g}")
+    control = canny_map(image, *thresholds) if module == "canny" else image
+    digest = hashlib.sha256(control.tobytes() + repr(control.size).encode()).hexdigest()
+    return ControlUnit(module=module, image=control, digest=digest, model=model, weight=float(weight),
+                       guidance_start=float(start), guidance_end=float(end))
+
+
+def parse_control(data: Any, max_bytes: int, max_pixels: int, model: str, prefix: str = "control",
+                  image_keys: tuple[str, ...] = ("image",)) -> ControlUnit:
+    """Our `/generate` body's `control` object (or one A1111 ControlNet unit, with its
+    `input_image` key): {image (base64), module, weight, guidance_start, guidance_end}."""
+    if not isinstance(data, Mapping):
+        raise InvalidRequest(prefix, "must be an object")
+    known = set(UNIT_FIELDS) | set(image_keys)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidRequest(f"{prefix}.{unknown[0]}", f"is not a known field (known: {', '.join(sorted(known))})")
+    key = next((k for k in image_keys if data.get(k)), None)
+    if key is None:
+        raise InvalidRequest(f"{prefix}.{image_keys[0]}", "is required (a base64 PNG, JPEG or WebP image)")
+    module = data.get("module", "none")
+    if not isinstance(module, str):
+        raise InvalidRequest(f"{prefix}.module", f"must be one of {', '.join(CONTROL_MODULES)}")
+    image = decode_image(data[key], max_bytes, max_pixels, f"{prefix}.{key}")
+    return make_unit(image, module.strip().lower(), model, data.get("weight", 1.0), data.get("guidance_start", 0.0),
+                     data.get("guidance_end", 1.0), prefix)
