@@ -25,7 +25,8 @@ from ..store.outputs import png_bytes
 from .api import MAX_BODY_BYTES, job_owner, read_json, request_caller
 from .compat_api import OPENAI_ERRORS, OPENAI_SIZE, _a1111_error, _openai_error, a1111_fields
 from .edit_fields import caps, edit_body_cap
-from .openapi import A1111_ERROR, A1111_IMAGES, BODY_ERRORS, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, route_docs
+from .openapi import (A1111_ERROR, A1111_IMAGES, BODY_ERRORS, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, edits_body,
+                      img2img_body, route_docs)
 
 # A1111 fields an img2img body maps onto the request; the others are accepted and ignored, as A1111 does.
 A1111_EDIT = {"denoising_strength": "strength", "mask_blur": "mask_blur", "inpainting_fill": "inpainting_fill",
@@ -165,7 +166,7 @@ def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         client, user = request_caller(request, auth_on)
         return await asyncio.wrap_future(manager.submit(req, job_owner(client), user).future)
 
-    @router.post("/sdapi/v1/img2img", **route_docs(ok=A1111_IMAGES, body={"type": "object", "required": ["init_images"]},
+    @router.post("/sdapi/v1/img2img", **route_docs(ok=A1111_IMAGES, body=img2img_body(max_prompt_chars),
                                                    errors=BODY_ERRORS + RUN_ERRORS, error_schema=A1111_ERROR))
     async def img2img(request: Request):
         try:
@@ -185,7 +186,9 @@ def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         return {"images": [base64.b64encode(png_bytes(i)).decode() for i in result.images],
                 "parameters": parameters, "info": json.dumps(info)}
 
-    @router.post("/v1/images/edits", **route_docs(ok=OPENAI_IMAGES, errors=OPENAI_ERRORS, error_schema=OPENAI_ERROR))
+    @router.post("/v1/images/edits", **route_docs(ok=OPENAI_IMAGES, body=edits_body(max_prompt_chars),
+                                                  body_media="multipart/form-data", errors=OPENAI_ERRORS,
+                                                  error_schema=OPENAI_ERROR))
     async def openai_edit(request: Request):
         try:
             form = await read_form(request, form_cap)
