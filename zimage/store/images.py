@@ -60,6 +60,21 @@ def load_image(data: Any, field_name: str, max_bytes: int, max_pixels: int, mask
     """A checked upload as a PIL image: RGB, or "L" when `mask` (white = change, as A1111; an
     alpha channel, where the image has one that is not all opaque, is the mask: transparent =
     change, as OpenAI's edits). Raises ImageRefused / UploadTooLarge / NotAnImage naming `field_name`."""
+    im = _checked(data, field_name, max_bytes, max_pixels)
+    return as_mask(im) if mask else as_rgb(im)
+
+
+def drawn_mask(data: Any, field_name: str, max_bytes: int, max_pixels: int):
+    """A layer drawn on the page's image editor as a mask: "L", 255 where anything was painted
+    (its alpha above 0), whatever the brush colour."""
+    im = _checked(data, field_name, max_bytes, max_pixels)
+    if not _has_alpha(im):
+        return as_rgb(im).convert("L").point(lambda v: 255 if v > 0 else 0)
+    return im.convert("RGBA").getchannel("A").point(lambda v: 255 if v > 0 else 0)
+
+
+def _checked(data: Any, field_name: str, max_bytes: int, max_pixels: int):
+    """The upload decoded under the caps, EXIF rotation applied; its own mode."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     raw = decode_base64(data, field_name, max_bytes)
@@ -81,8 +96,8 @@ def load_image(data: Any, field_name: str, max_bytes: int, max_pixels: int, mask
                 raise ImageRefused(ANIMATED.format(frames=frames), field_name=field_name)
             check_side(w, h, field_name)
             im.load()                   # a truncated file fails here, under the caps above
-            im = ImageOps.exif_transpose(im)    # a phone photo's rotation, as every viewer shows it
-            return as_mask(im) if mask else as_rgb(im)
+            out = ImageOps.exif_transpose(im)    # a phone photo's rotation, as every viewer shows it
+            return out if out is not im else im.copy()
     except ZImageError:
         raise
     except Image.DecompressionBombError:

@@ -51,8 +51,9 @@ from ..store.pnginfo import read_image_info
 from .api import decode_json
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
                            servable_file)
-from .gradio_uploads import (DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS, MULTIPART_OVERHEAD_BYTES,
-                             UPLOAD_INPUTS, check_upload_form, discard, upload_too_large)
+from .gradio_uploads import (BLOB_INPUTS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS,
+                             MULTIPART_OVERHEAD_BYTES, UPLOAD_INPUTS, check_blob_form, check_blob_value,
+                             check_upload_form, discard, upload_too_large)
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,15 @@ class PageEvents:
     upload_inputs: dict[int, frozenset[int]] = field(default_factory=dict)      # fn_index -> input positions
     upload_api_inputs: dict[int, frozenset[int]] = field(default_factory=dict)  # the same, without gr.State inputs
     upload_params: dict[str, frozenset[str]] = field(default_factory=dict)      # api_name -> call/v2 keywords
+    blob_components: frozenset[int] = frozenset()             # ImageEditors of BLOB_INPUTS: their ids
+    blob_inputs: dict[int, frozenset[int]] = field(default_factory=dict)        # fn_index -> editor positions
 
     @classmethod
     def of(cls, blocks, upload_inputs: frozenset[tuple[str, int]] = UPLOAD_INPUTS) -> PageEvents:
         fns = blocks.fns
+        blobs = {i: frozenset(pos for name, pos in BLOB_INPUTS if name == fn.api_name and pos < len(fn.inputs))
+                 for i, fn in fns.items()}
+        blobs = {i: ps for i, ps in blobs.items() if ps}
         uploads: dict[int, frozenset[int]] = {}
         for i, fn in fns.items():
             positions = frozenset(pos for name, pos in upload_inputs if name == fn.api_name and pos < len(fn.inputs))
@@ -138,6 +144,8 @@ class PageEvents:
             upload_params={name: frozenset(p.get("parameter_name") for k, p in enumerate(
                 named.get("/" + name, {}).get("parameters", [])) if k in api_uploads.get(i, ()))
                 for name, i in public.items() if i in api_uploads},
+            blob_components=frozenset(fns[i].inputs[pos]._id for i, ps in blobs.items() for pos in ps),
+            blob_inputs=blobs,
         )
 
 
@@ -272,6 +280,14 @@ class GradioEventGuard:
                         return
                     await check_upload_form(scope, body)
                     receive = _replay(body, receive)
+                if route.rstrip("/") == "/component_server" and _is_multipart(scope):
+                    body = await _read_body(scope, receive, self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+                                            upload_too_large(self.max_upload_bytes))
+                    if body is None:
+                        return
+                    await check_blob_form(scope, body, self.events.blob_components, self.max_upload_bytes,
+                                          self.max_upload_pixels)
+                    return await self.app(scope, _replay(body, receive), send)
                 for pattern, kind in POST_ROUTES:
                     match = pattern.fullmatch(route)
                     if match:
@@ -317,6 +333,18 @@ class GradioEventGuard:
             return ev.upload_api_inputs[fn_index]
         return ev.upload_inputs[fn_index]
 
+    def _blob_values(self, kind: str, body: dict, values: Any) -> Any:
+        """The event's values, its image editors' values checked (gradio_uploads.check_blob_value;
+        the editor's blobs came through check_blob_form; files it names go through check_files)."""
+        fn_index = body.get("fn_index") if kind in ("join", "run") else None
+        positions = self.events.blob_inputs.get(fn_index, frozenset()) if _is_int(fn_index) else frozenset()
+        if not positions or not isinstance(values, list):
+            return values
+        for pos in positions:
+            if pos < len(values):
+                check_blob_value(values[pos], f"data[{pos}]")
+        return values
+
     def _check_post(self, kind: str, match: re.Match, body: Any) -> list[tuple[str, str]]:
         """Check an event request; returns the (field, path) of each upload it names, for _check_uploads."""
         uploads: list[tuple[str, str]] = []
@@ -325,6 +353,7 @@ class GradioEventGuard:
             values = body if kind == "call_v2" else body.get("data")
             where = "body" if kind == "call_v2" else "data"
             slots = self._upload_slots(kind, match, body) if kind != "component" else frozenset()
+            values = self._blob_values(kind, body, values)
             if slots and isinstance(values, (dict, list)):
                 keys = [k for k in (values if isinstance(values, dict) else range(len(values))) if k in slots]
                 upload_set = self.blocks.upload_file_set
@@ -396,6 +425,11 @@ async def _read_body(scope, receive, limit: int = MAX_EVENT_BODY_BYTES,
             raise too_large
         if not message.get("more_body", False):
             return bytes(body)
+
+
+def _is_multipart(scope) -> bool:
+    ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+    return ctype.split(";")[0].strip().lower() == "multipart/form-data"
 
 
 def _json_of(scope, body: bytes) -> Any:
