@@ -333,16 +333,36 @@ class GradioEventGuard:
             return ev.upload_api_inputs[fn_index]
         return ev.upload_inputs[fn_index]
 
-    def _blob_values(self, kind: str, body: dict, values: Any) -> Any:
-        """The event's values, its image editors' values checked (gradio_uploads.check_blob_value;
-        the editor's blobs came through check_blob_form; files it names go through check_files)."""
+    def _blob_values(self, kind: str, body: dict, values: Any, uploads: list[tuple[str, str]]) -> Any:
+        """The event's values with its image editors' values checked (gradio_uploads.check_blob_value):
+        a file the editor names that was uploaded to this page (the dropped image, sent by /upload)
+        joins `uploads` (the image checks follow) and leaves the values; the rest (a picture the page
+        put there) goes through check_files. The editor's painted layers came by check_blob_form."""
         fn_index = body.get("fn_index") if kind in ("join", "run") else None
         positions = self.events.blob_inputs.get(fn_index, frozenset()) if _is_int(fn_index) else frozenset()
         if not positions or not isinstance(values, list):
             return values
+        values = list(values)
+        upload_set = self.blocks.upload_file_set
         for pos in positions:
-            if pos < len(values):
-                check_blob_value(values[pos], f"data[{pos}]")
+            if pos >= len(values) or values[pos] is None:
+                continue
+            check_blob_value(values[pos], f"data[{pos}]")
+            value = dict(values[pos])
+            named = [(key, value.get(key)) for key in ("background", "composite")]
+            layers = list(value.get("layers") or []) if isinstance(value.get("layers"), list) else []
+            named += [(f"layers[{i}]", item) for i, item in enumerate(layers)]
+            for key, item in named:
+                if isinstance(item, dict) and item.get("path") in upload_set:
+                    at = f"data[{pos}].{key}"
+                    uploads.append((at, check_upload_value(item, at, upload_set)))
+                    if key.startswith("layers["):
+                        layers[int(key[7:-1])] = None
+                    else:
+                        value[key] = None
+            if layers:
+                value["layers"] = layers
+            values[pos] = value
         return values
 
     def _check_post(self, kind: str, match: re.Match, body: Any) -> list[tuple[str, str]]:
@@ -353,7 +373,7 @@ class GradioEventGuard:
             values = body if kind == "call_v2" else body.get("data")
             where = "body" if kind == "call_v2" else "data"
             slots = self._upload_slots(kind, match, body) if kind != "component" else frozenset()
-            values = self._blob_values(kind, body, values)
+            values = self._blob_values(kind, body, values, uploads)
             if slots and isinstance(values, (dict, list)):
                 keys = [k for k in (values if isinstance(values, dict) else range(len(values))) if k in slots]
                 upload_set = self.blocks.upload_file_set
