@@ -333,12 +333,15 @@ class GradioEventGuard:
             return ev.upload_api_inputs[fn_index]
         return ev.upload_inputs[fn_index]
 
-    def _blob_values(self, kind: str, body: dict, values: Any, uploads: list[tuple[str, str]]) -> Any:
+    def _blob_values(self, kind: str, match: re.Match, body: dict, values: Any,
+                     uploads: list[tuple[str, str]]) -> Any:
         """The event's values with its image editors' values checked (gradio_uploads.check_blob_value):
         a file the editor names that was uploaded to this page (the dropped image, sent by /upload)
         joins `uploads` (the image checks follow) and leaves the values; the rest (a picture the page
         put there) goes through check_files. The editor's painted layers came by check_blob_form."""
         fn_index = body.get("fn_index") if kind in ("join", "run") else None
+        if kind == "call" or (kind == "run" and fn_index is None):
+            fn_index = self.events.by_name.get(match["name"])
         positions = self.events.blob_inputs.get(fn_index, frozenset()) if _is_int(fn_index) else frozenset()
         if not positions or not isinstance(values, list):
             return values
@@ -373,7 +376,7 @@ class GradioEventGuard:
             values = body if kind == "call_v2" else body.get("data")
             where = "body" if kind == "call_v2" else "data"
             slots = self._upload_slots(kind, match, body) if kind != "component" else frozenset()
-            values = self._blob_values(kind, body, values, uploads)
+            values = self._blob_values(kind, match, body, values, uploads)
             if slots and isinstance(values, (dict, list)):
                 keys = [k for k in (values if isinstance(values, dict) else range(len(values))) if k in slots]
                 upload_set = self.blocks.upload_file_set
