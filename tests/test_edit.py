@@ -305,3 +305,27 @@ def test_exif_rotation_is_applied():
     buf = io.BytesIO()
     src.save(buf, format="JPEG", exif=exif.tobytes())
     assert load_image(buf.getvalue(), "image", 10**7, 10**7).size == (64, 128)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_every_mode_runs_on_the_loaded_model_without_a_reload(settings, quantize):
+    """The manager's own model, resident or int8: the modes share its modules (load count unchanged)."""
+    import dataclasses
+
+    from zimage.engine.manager import PipelineManager
+
+    manager = PipelineManager(dataclasses.replace(settings, quantize=quantize)).start()
+    try:
+        image, mask = picture(), square_mask()
+        manager.generate(GenerationRequest.from_mapping({"prompt": "x", "width": SIZE, "height": SIZE, **FAST}),
+                         timeout=300)
+        loads = manager.load_count
+        manager.generate(GenerationRequest.from_mapping({"prompt": "x", "init_image": image, "strength": 0.6,
+                                                         **FAST}), timeout=300)
+        result = manager.generate(GenerationRequest.from_mapping({"prompt": "x", "init_image": image, "mask": mask,
+                                                                  "strength": 1.0, **FAST}), timeout=300)
+        out = np.asarray(result.images[0].image, int)
+        assert np.abs(out - np.asarray(image, int))[far_from_mask(mask, 12)].max() <= OUTSIDE_TOLERANCE
+        assert manager.load_count == loads
+    finally:
+        manager.close()
