@@ -73,3 +73,38 @@ def test_inpaint_a_drawn_mask(page, server, tmp_path):
     # only around the stroke (the middle row band): the top and bottom quarters are untouched
     assert np.abs(result - src)[: SIZE // 4].max() <= 1 and np.abs(result - src)[-SIZE // 4:].max() <= 1
     assert SIZE * 0.25 < rows.mean() < SIZE * 0.75
+
+
+def test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0(page, server):
+    page.locator("#prompt textarea").fill("a lighthouse")
+    set_slider(page, "width", SIZE)
+    set_slider(page, "height", SIZE)
+    set_slider(page, "steps", 2)
+    page.click("#generate-btn")
+    wait_for(lambda: page.locator("#gallery img").count() > 0, 120, message="the generated image")
+    generated = saved_images(server)[-1]
+    page.locator("#gallery img").first.click()
+    page.click("#send-to-edit")
+    tab = page.get_by_role("tab", name="Edit")
+    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message="the Edit tab")
+    assert page.locator("#edit-prompt textarea").input_value() == "a lighthouse"
+    wait_for(lambda: page.locator("#edit-image canvas").count() > 0, 20, message="the image in the editor")
+    set_slider(page, "edit-strength", 0)
+    before = len(saved_images(server))
+    page.click("#edit-btn")
+    wait_for(lambda: len(saved_images(server)) > before, 120, message="the edited image saved")
+    out = np.asarray(Image.open(saved_images(server)[-1]).convert("RGB"), int)
+    assert np.abs(out - np.asarray(Image.open(generated).convert("RGB"), int)).max() <= 1   # strength 0: the input
+
+    open_tab(page, "History")
+    wait_for(lambda: page.locator("#history-gallery img").count() >= 2, 30, message="the history thumbnails")
+    page.locator("#history-gallery img").first.click()
+    page.click("#history-send-edit")
+    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message="the Edit tab from History")
+    wait_for(lambda: page.locator("#edit-image canvas").count() > 0, 20, message="the History image in the editor")
+    newest = saved_images(server)[-1]                    # the History's first thumbnail
+    before = len(saved_images(server))
+    page.click("#edit-btn")
+    wait_for(lambda: len(saved_images(server)) > before, 120, message="the History image edited")
+    out = np.asarray(Image.open(saved_images(server)[-1]).convert("RGB"), int)
+    assert np.abs(out - np.asarray(Image.open(newest).convert("RGB"), int)).max() <= 1
