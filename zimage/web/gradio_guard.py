@@ -32,6 +32,10 @@ and Gradio stores it in its upload folder (a temporary folder, never outputs). A
 accepted only as the value of an UPLOAD_INPUTS input, after the image checks of store/pnginfo
 (magic bytes, header pixels before any decode, frames, a truncated file); any other input naming
 it is refused as before, and /gradio_api/file= does not serve it back.
+The Edit tab's gr.ImageEditor (BLOB_INPUTS) is the one other input that takes images: the files its
+value names (background, composite, layers) are checked as uploads when they are uploads, and as
+page files otherwise; its accept_blobs calls (component_server, multipart) carry one image each,
+checked the same way (store/images), for that editor only.
 """
 from __future__ import annotations
 
