@@ -274,3 +274,12 @@ def test_the_budget_counts_the_controlnet(gpu_manager, tiny_model_dir, tiny_cont
     assert "does not fit in the VRAM budget" in e.value.message and not m._control.loaded
     roomy = gpu_manager(vram_budget=f"{(model + WORKING_BYTES + 2 * extra) / 2**30:.12f}")
     assert roomy.generate(control_request(), timeout=60).images
+
+
+def test_control_with_an_edit_mode_is_refused_naming_control(cn_server, hub):
+    """ControlNet's pipeline takes no init image or mask: an img2img request with a control unit
+    is a clear 422, not an image that silently ignores one of them."""
+    r = post(cn_server, {**BASE, "image": b64(square_png()), "control": {"image": b64(square_png()), "module": "canny"}})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "control", r.text
+    assert "text to image only" in r.json()["error"]["message"]
+    assert post(cn_server, {**BASE, "image": b64(square_png())}).status_code == 200

@@ -25,13 +25,46 @@ SMALL = {"width": 320, "height": 320, "num_inference_steps": 2, "steps": 2, "num
 SMALL_SIZES = ["256x256", "320x256"]
 
 
+def _b64_png(im) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def valid_uploads() -> tuple[str, str]:
+    """(image, mask) as base64 PNGs: no schema can say "a decodable image", so positive cases pick these."""
+    from PIL import Image
+
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (32, 32, 96, 96))
+    return _b64_png(Image.new("RGB", (128, 128), (200, 80, 40))), _b64_png(mask)
+
+
+# /generate's positive cases stay txt2img (which edit fields go together is GenerationRequest's
+# rule, not the schema's; tests/test_edit.py covers them); OpenAI's edits are multipart files,
+# which only negative cases fuzz (tests/test_edit.py drives it with the openai SDK).
+GENERATE_EDIT_FIELDS = ("image", "mask", "mode", "strength", "outpaint", "mask_blur", "inpainting_fill",
+                        "inpaint_full_res", "inpaint_full_res_padding", "resize_mode")
+
+
 def small_images(schema: dict) -> dict:
     """The schema with every generating body bounded to small, few, short images, sizes required."""
     schema = copy.deepcopy(schema)
-    for item in schema["paths"].values():
+    image, mask = valid_uploads()
+    schema["paths"].pop("/v1/images/edits", None)
+    for path, item in schema["paths"].items():
         for operation in item.values():
             body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
             props = (body or {}).get("properties", {})
+            if path == "/generate":
+                for name in GENERATE_EDIT_FIELDS:
+                    props.pop(name, None)
+            if "init_images" in props:
+                props["init_images"]["items"] = {"enum": [image]}
+                props["mask"] = {"enum": [None, mask]}
             for name, limit in SMALL.items():
                 if "maximum" in props.get(name, {}):
                     props[name]["maximum"] = limit

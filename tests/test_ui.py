@@ -103,9 +103,9 @@ def test_gradio_client_generates_through_the_page_endpoint(server):
     assert img.size == (256, 320) and "Seed: 77" in img.text["parameters"]
     assert "seeds 77" in info
     assert server.manager.load_count == 1
-    # Internal events (preload, unload, status timer) are not callable by clients; PNG info is.
+    # Internal events (preload, unload, status timer) are not callable by clients; PNG info and Edit are.
     names = list(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert sorted(names) == ["/generate", "/png_info"]
+    assert sorted(names) == ["/edit", "/generate", "/png_info"]
     # The caption says how the image was made, not only its seed.
     assert "256x320" in gallery[0]["caption"] and "steps" in gallery[0]["caption"]
     # gradio_client uploads the saved PNG and reads its parameters back.
@@ -177,7 +177,7 @@ def test_no_event_of_the_page_takes_a_file_and_a_crafted_gallery_downloads_nothi
                   "multimodaltextbox", "imageslider"}
     takes_files = [(d.get("api_name"), kinds[i]) for d in config["dependencies"] for i in d["inputs"]
                    if kinds.get(i) in file_kinds]
-    assert sorted(takes_files) == [("controlnet_image", "file"), ("png_info", "file")]
+    assert sorted(takes_files) == [("controlnet_image", "file"), ("edit", "imageeditor"), ("png_info", "file")]
 
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"not yours")

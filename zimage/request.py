@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import secrets
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +22,17 @@ MAX_GUIDANCE = 20.0
 MAX_SEED = 2**32 - 1
 MIN_LORA_STRENGTH, MAX_LORA_STRENGTH = -2.0, 2.0
 MODEL_LABEL = "Z-Image-Turbo"
+MODES = ("txt2img", "img2img", "inpaint")    # outpaint is an inpaint of an extended canvas (store.images)
+DEFAULT_STRENGTH = 0.75                       # A1111's denoising_strength default
+DEFAULT_MASK_BLUR = 4                         # A1111's mask_blur default, px
+DEFAULT_PADDING = 32                          # A1111's inpaint_full_res_padding default, px
+MAX_MASK_BLUR, MAX_PADDING = 64, 256
+# A1111's resize_mode: 0 just resize, 1 crop and resize, 2 resize and fill. inpainting_fill: 0 fill,
+# 1 original, 2 latent noise, 3 latent nothing.
+RESIZE_MODES = (0, 1, 2)
+INPAINT_FILLS = (0, 1, 2, 3)
+RESIZE_LABELS = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill"}
+INPAINT_FILL_LABELS = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
 SAMPLER_LABEL = "Euler (flow match)"
 
 
@@ -161,18 +172,32 @@ class GenerationRequest:
     num_images: int = 1
     loras: tuple[tuple[str, float], ...] = ()     # from the prompt's <lora:NAME:w> tags (not an input field)
     control: ControlUnit | None = None            # ControlNet (store.control_images.parse_control; not an input field)
+    # Edit modes. init_image: a checked RGB PIL image (store.images.load_image); mask: "L", 255 =
+    # change. Neither takes part in ==, repr or the infotext; batch_key keeps edits apart.
+    mode: str = "txt2img"
+    init_image: Any = field(default=None, compare=False, repr=False)
+    mask: Any = field(default=None, compare=False, repr=False)
+    strength: float = DEFAULT_STRENGTH
+    mask_blur: int = DEFAULT_MASK_BLUR
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = DEFAULT_PADDING
+    resize_mode: int = 0
+    inpainting_fill: int = 1
 
     FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
               "guidance_scale", "seed", "num_images")
+    EDIT_FIELDS = ("mode", "init_image", "mask", "strength", "mask_blur", "inpaint_full_res",
+                   "inpaint_full_res_padding", "resize_mode", "inpainting_fill")
 
     @classmethod
     def from_mapping(cls, data: Any, max_prompt_chars: int = 4000) -> "GenerationRequest":
         """Validate untrusted input (a JSON body or the page's fields). Errors name the field."""
         if not isinstance(data, Mapping):
             raise InvalidRequest("body", "must be a JSON object")
-        unknown = sorted(set(data) - set(cls.FIELDS))
+        unknown = sorted(set(data) - set(cls.FIELDS) - set(cls.EDIT_FIELDS))
         if unknown:
             raise InvalidRequest(unknown[0], f"is not a known field (known: {', '.join(cls.FIELDS)})")
+        edit = _edit_fields(data)
         prompt = _str_field(data, "prompt", None, max_prompt_chars)
         if not prompt.strip():
             raise InvalidRequest("prompt", "must not be empty")
@@ -189,13 +214,24 @@ class GenerationRequest:
             prompt=prompt,
             loras=loras,
             negative_prompt=_str_field(data, "negative_prompt", "", max_prompt_chars),
-            width=_size_field(data, "width", 1024),
-            height=_size_field(data, "height", 1024),
+            width=_size_field(data, "width", edit.pop("default_width", 1024)),
+            height=_size_field(data, "height", edit.pop("default_height", 1024)),
             num_inference_steps=_int_field(data, "num_inference_steps", 9, MIN_STEPS, MAX_STEPS),
             guidance_scale=float(guidance),
             seed=seed,
             num_images=_int_field(data, "num_images", 1, 1, MAX_IMAGES),
+            **edit,
         )
+
+    @property
+    def is_edit(self) -> bool:
+        return self.mode != "txt2img"
+
+    def __post_init__(self):
+        # every way a request is made (from_mapping, dataclasses.replace by the routes) passes here
+        if self.control is not None and self.mode != "txt2img":
+            raise InvalidRequest("control", f"ControlNet is used with text to image only for now, not with "
+                                 f"{self.mode}; send the control image without an init image or mask")
 
     @property
     def encoder_prompt(self) -> str:
@@ -213,7 +249,14 @@ class GenerationRequest:
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
 
     def to_dict(self) -> dict:
-        out = asdict(replace(self, control=None))
+        """The fields as plain values; an image or mask as its size ("WxH"), not its pixels; the
+        ControlNet unit without its image."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init_image", "mask", "control")}
+        out["loras"] = [list(pair) for pair in self.loras]
+        for name in ("init_image", "mask"):
+            value = getattr(self, name)
+            out[name] = None if value is None else "%dx%d" % tuple(value.size)
+        out["control"] = None
         if self.control is not None:
             unit = self.control
             out["control"] = {"module": unit.module, "model": unit.model, "weight": unit.weight,
@@ -253,9 +296,27 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
         lines.append(f"Negative prompt: {req.negative_prompt}")
     lines.append(f"Steps: {req.num_inference_steps}, Sampler: {SAMPLER_LABEL}, CFG scale: {req.guidance_scale:g}, "
                  f"Seed: {seed}, Size: {req.width}x{req.height}, Model: {model}"
-                 + _lora_hashes_text(req, lora_hashes)
+                 + _edit_text(req) + _lora_hashes_text(req, lora_hashes)
                  + (f", {req.control.infotext()}" if req.control is not None else ""))
     return "\n".join(lines)
+
+
+def _edit_text(req: GenerationRequest) -> str:
+    """A1111's img2img keys, in its order: Denoising strength, then (inpaint) Mask blur and, for
+    "only masked", Inpaint area and Masked area padding; ours: Mode (A1111 tells the tabs apart by
+    these keys; readers ignore a key they do not know)."""
+    if not req.is_edit:
+        return ""
+    text = f", Mode: {req.mode}, Denoising strength: {req.strength:g}"
+    if req.resize_mode:
+        text += f", Resize mode: {RESIZE_LABELS[req.resize_mode]}"
+    if req.mode == "inpaint":
+        text += f", Mask blur: {req.mask_blur}"
+        if req.inpainting_fill != 1:
+            text += f", Masked content: {INPAINT_FILL_LABELS[req.inpainting_fill]}"
+        if req.inpaint_full_res:
+            text += f", Inpaint area: Only masked, Masked area padding: {req.inpaint_full_res_padding}"
+    return text
 
 
 def _lora_hashes_text(req: GenerationRequest, hashes: Mapping[str, str] | None) -> str:
@@ -268,9 +329,86 @@ def _lora_hashes_text(req: GenerationRequest, hashes: Mapping[str, str] | None) 
 
 def batch_key(req: GenerationRequest) -> tuple:
     """Requests with the same key can share one pipeline call: the LoRAs too, since they are fused
-    into the one transformer the call uses."""
-    return (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt, req.loras,
-            req.control)
+    into the one transformer the call uses. An edit shares a call with nothing: its image, mask and
+    strength are the call's (the image's identity, not its pixels, is the key)."""
+    key = (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt, req.loras,
+           req.control)
+    if req.is_edit:
+        key += (req.mode, id(req.init_image), id(req.mask))
+    return key
+
+
+def fit_size(w: int, h: int) -> tuple[int, int]:
+    """The size an edit of a w x h image runs at when no width/height is given: the image's own,
+    scaled into MIN_SIZE..MAX_SIZE (aspect kept where the limits allow) and rounded to SIZE_MULTIPLE."""
+    scale = min(1.0, MAX_SIZE / max(w, h))
+    scale = max(scale, MIN_SIZE / min(w, h))
+
+    def snap(v: float) -> int:
+        return int(min(MAX_SIZE, max(MIN_SIZE, round(v / SIZE_MULTIPLE) * SIZE_MULTIPLE)))
+    return snap(w * scale), snap(h * scale)
+
+
+def _is_image(value: Any, mode: str) -> bool:
+    return getattr(value, "mode", None) == mode and isinstance(getattr(value, "size", None), tuple)
+
+
+def _number_field(data: Mapping, name: str, default: float, lo: float, hi: float) -> float:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequest(name, "must be a finite number")
+    if not lo <= value <= hi:
+        raise InvalidRequest(name, f"must be between {lo:g} and {hi:g}, got {value}")
+    return float(value)
+
+
+def _edit_fields(data: Mapping) -> dict[str, Any]:
+    """The edit fields of `data`, checked (images already decoded by store.images.load_image); the
+    mode defaults to what the inputs say (an image: img2img; with a mask: inpaint). Also
+    default_width/default_height: the image's size, fitted (fit_size)."""
+    image, mask = data.get("init_image"), data.get("mask")
+    mode = data.get("mode")
+    if mode is None:
+        mode = "txt2img" if image is None else "img2img" if mask is None else "inpaint"
+    if mode not in MODES:
+        raise InvalidRequest("mode", f"must be one of {', '.join(MODES)}, got {str(mode)[:40]!r}")
+    if mode == "txt2img":
+        for name in ("init_image", "mask"):
+            if data.get(name) is not None:
+                raise InvalidRequest(name, "is only used by the img2img and inpaint modes")
+        return {}
+    if image is None:
+        raise InvalidRequest("init_image", f"is required in the {mode} mode")
+    if not _is_image(image, "RGB"):
+        raise InvalidRequest("init_image", "must be a decoded RGB image")
+    if mode == "inpaint":
+        if mask is None:
+            raise InvalidRequest("mask", "is required in the inpaint mode")
+        if not _is_image(mask, "L"):
+            raise InvalidRequest("mask", "must be a decoded greyscale (L) image")
+        if mask.getbbox() is None:
+            raise InvalidRequest("mask", "marks nothing to change (it is all black; white = change)")
+    elif mask is not None:
+        raise InvalidRequest("mask", "is only used by the inpaint mode")
+    full_res = data.get("inpaint_full_res", False)
+    if not isinstance(full_res, bool):
+        full_res = as_int(full_res)             # A1111's clients send 0 / 1 as well as false / true
+        if full_res not in (0, 1):
+            raise InvalidRequest("inpaint_full_res", "must be true or false")
+        full_res = bool(full_res)
+    resize = as_int(data.get("resize_mode", 0))
+    if resize not in RESIZE_MODES:
+        raise InvalidRequest("resize_mode", "must be 0 (just resize), 1 (crop and resize) or 2 (resize and fill)")
+    fill = as_int(data.get("inpainting_fill", 1))
+    if fill not in INPAINT_FILLS:
+        raise InvalidRequest("inpainting_fill", "must be 0 (fill), 1 (original), 2 (latent noise) or 3 (latent nothing)")
+    width, height = fit_size(*image.size)
+    return dict(mode=mode, init_image=image, mask=mask,
+                strength=_number_field(data, "strength", DEFAULT_STRENGTH, 0.0, 1.0),
+                mask_blur=_int_field(data, "mask_blur", DEFAULT_MASK_BLUR, 0, MAX_MASK_BLUR),
+                inpaint_full_res=full_res,
+                inpaint_full_res_padding=_int_field(data, "inpaint_full_res_padding", DEFAULT_PADDING, 0, MAX_PADDING),
+                resize_mode=resize, inpainting_fill=fill, default_width=width, default_height=height)
 
 
 # A1111's own pattern (modules/infotext_utils.py, re_param): `Key: value` or `Key: "quoted, value"`.

@@ -80,12 +80,18 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
           on_phase: PhaseCallback | None = None) -> list:
     import torch
 
+    from . import edit
+
     stopped = False
+    inputs = edit.prepare(req) if req.is_edit else None
+    total = edit.denoise_steps(req.num_inference_steps, edit.effective_strength(req)) if inputs else \
+        req.num_inference_steps
+    call_pipe = edit.mode_pipeline(pipe, req.mode)
 
     def on_step_end(pipeline, step, _timestep, callback_kwargs):
         nonlocal stopped
         if on_step is not None:
-            on_step(step + 1, req.num_inference_steps, callback_kwargs.get("latents"))
+            on_step(step + 1, total, callback_kwargs.get("latents"))
         if should_stop():
             stopped = True
             pipeline._interrupt = True   # the pipeline's own interrupt flag, checked before each step
@@ -97,6 +103,11 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
 
     if should_stop():
         raise Cancelled()
+    if inputs is not None and total == 0:
+        # Strength 0 denoises nothing (diffusers raises on it): the input is the answer, with no
+        # VAE round trip to blur it.
+        phase("decoding", len(seeds), len(seeds))
+        return [inputs.base.copy() for _ in seeds]
     # Noise drawn on the CPU: the same seed gives the same picture on every device.
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     with torch.inference_mode():
@@ -107,18 +118,19 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
             texts = dict(prompt=None, prompt_embeds=encode(pipe, prompts))
             if uses_guidance(req.guidance_scale):
                 texts["negative_prompt_embeds"] = encode(pipe, [req.negative_prompt] * len(prompts))
-        phase("generating", 0, req.num_inference_steps)
-        window, control = contextlib.nullcontext(), {}
+        phase("generating", 0, total)
+        extra = edit.call_kwargs(req, inputs) if inputs is not None else {}
+        window = contextlib.nullcontext()
         if req.control is not None:     # pipe is the ZImageControlNetPipeline (engine/controlnet.py)
             from .controlnet import guidance_window
 
             window = guidance_window(pipe.controlnet, req.control, req.num_inference_steps)
-            control = dict(control_image=req.control.image, controlnet_conditioning_scale=req.control.weight)
+            extra.update(control_image=req.control.image, controlnet_conditioning_scale=req.control.weight)
         # Latents out, decoded here: a stopped job skips the VAE (6 s for 4 images at 1024x1024 on
         # the GPU), so the worker is free at the step boundary where Stop was seen.
         with window:
-            out = pipe(
-                **texts, **control,
+            out = call_pipe(
+                **texts, **extra,
                 width=req.width, height=req.height,
                 num_inference_steps=req.num_inference_steps,
                 guidance_scale=req.guidance_scale,
@@ -129,7 +141,8 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
             )
         if stopped:
             raise Cancelled()
-        return decode_latents(pipe, out.images, on_phase)
+        images = decode_latents(pipe, out.images, on_phase)
+        return edit.finish(inputs, images) if inputs is not None else images
 
 
 def warm_up(pipe, width: int = 1024, height: int = 1024, prompt: str = "warm-up") -> float:

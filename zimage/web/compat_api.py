@@ -39,10 +39,9 @@ OPENAI_ERRORS = (400, 404, 409, 413, 415, 429, 503, 507)
 OPENAI_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
 
-def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationRequest, dict]:
-    """(validated request, the mapping notes) from an A1111 txt2img body."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("body", "must be a JSON object")
+def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
+    """(our request's fields, the mapping notes) from an A1111 txt2img or img2img body. `sized`:
+    width and height default to 1024 (txt2img); else they are left out (img2img: the image's size)."""
     steps = body.get("steps", A1111_DEFAULT_STEPS)
     cfg = body.get("cfg_scale", A1111_DEFAULT_CFG)
     batch, iters = as_int(body.get("batch_size", 1)), as_int(body.get("n_iter", 1))
@@ -51,11 +50,20 @@ def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationReque
             raise InvalidRequest(name, "must be an integer >= 1")
     negative = body.get("negative_prompt")
     data = {"prompt": body.get("prompt", ""), "negative_prompt": "" if negative is None else negative,
-            "width": body.get("width", 1024), "height": body.get("height", 1024),
             "num_inference_steps": 9 if steps in (None, A1111_DEFAULT_STEPS) else steps,
             "guidance_scale": 0.0 if cfg in (None, A1111_DEFAULT_CFG) else cfg,
             "seed": body.get("seed", -1), "num_images": batch * iters}
-    return GenerationRequest.from_mapping(data, max_prompt_chars), {"sampler_name": body.get("sampler_name")}
+    if sized:
+        data.update(width=body.get("width", 1024), height=body.get("height", 1024))
+    return data, {"sampler_name": body.get("sampler_name")}
+
+
+def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationRequest, dict]:
+    """(validated request, the mapping notes) from an A1111 txt2img body."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "must be a JSON object")
+    data, notes = a1111_fields(body)
+    return GenerationRequest.from_mapping(data, max_prompt_chars), notes
 
 
 def _a1111_error(err: ZImageError, request: Request) -> JSONResponse:

@@ -32,6 +32,10 @@ and Gradio stores it in its upload folder (a temporary folder, never outputs). A
 accepted only as the value of an UPLOAD_INPUTS input, after the image checks of store/pnginfo
 (magic bytes, header pixels before any decode, frames, a truncated file); any other input naming
 it is refused as before, and /gradio_api/file= does not serve it back.
+The Edit tab's gr.ImageEditor (BLOB_INPUTS) is the one other input that takes images: the files its
+value names (background, composite, layers) are checked as uploads when they are uploads, and as
+page files otherwise; its accept_blobs calls (component_server, multipart) carry one image each,
+checked the same way (store/images), for that editor only.
 """
 from __future__ import annotations
 
@@ -51,8 +55,9 @@ from ..store.pnginfo import read_image_info
 from .api import decode_json
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
                            servable_file)
-from .gradio_uploads import (DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS, MULTIPART_OVERHEAD_BYTES,
-                             UPLOAD_INPUTS, check_upload_form, discard, upload_too_large)
+from .gradio_uploads import (BLOB_INPUTS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS,
+                             MULTIPART_OVERHEAD_BYTES, UPLOAD_INPUTS, check_blob_form, check_blob_value,
+                             check_upload_form, discard, upload_too_large)
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +113,15 @@ class PageEvents:
     upload_inputs: dict[int, frozenset[int]] = field(default_factory=dict)      # fn_index -> input positions
     upload_api_inputs: dict[int, frozenset[int]] = field(default_factory=dict)  # the same, without gr.State inputs
     upload_params: dict[str, frozenset[str]] = field(default_factory=dict)      # api_name -> call/v2 keywords
+    blob_components: frozenset[int] = frozenset()             # ImageEditors of BLOB_INPUTS: their ids
+    blob_inputs: dict[int, frozenset[int]] = field(default_factory=dict)        # fn_index -> editor positions
 
     @classmethod
     def of(cls, blocks, upload_inputs: frozenset[tuple[str, int]] = UPLOAD_INPUTS) -> PageEvents:
         fns = blocks.fns
+        blobs = {i: frozenset(pos for name, pos in BLOB_INPUTS if name == fn.api_name and pos < len(fn.inputs))
+                 for i, fn in fns.items()}
+        blobs = {i: ps for i, ps in blobs.items() if ps}
         uploads: dict[int, frozenset[int]] = {}
         for i, fn in fns.items():
             positions = frozenset(pos for name, pos in upload_inputs if name == fn.api_name and pos < len(fn.inputs))
@@ -138,6 +148,8 @@ class PageEvents:
             upload_params={name: frozenset(p.get("parameter_name") for k, p in enumerate(
                 named.get("/" + name, {}).get("parameters", [])) if k in api_uploads.get(i, ()))
                 for name, i in public.items() if i in api_uploads},
+            blob_components=frozenset(fns[i].inputs[pos]._id for i, ps in blobs.items() for pos in ps),
+            blob_inputs=blobs,
         )
 
 
@@ -272,6 +284,14 @@ class GradioEventGuard:
                         return
                     await check_upload_form(scope, body)
                     receive = _replay(body, receive)
+                if route.rstrip("/") == "/component_server" and _is_multipart(scope):
+                    body = await _read_body(scope, receive, self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+                                            upload_too_large(self.max_upload_bytes))
+                    if body is None:
+                        return
+                    await check_blob_form(scope, body, self.events.blob_components, self.max_upload_bytes,
+                                          self.max_upload_pixels)
+                    return await self.app(scope, _replay(body, receive), send)
                 for pattern, kind in POST_ROUTES:
                     match = pattern.fullmatch(route)
                     if match:
@@ -317,6 +337,41 @@ class GradioEventGuard:
             return ev.upload_api_inputs[fn_index]
         return ev.upload_inputs[fn_index]
 
+    def _blob_values(self, kind: str, match: re.Match, body: dict, values: Any,
+                     uploads: list[tuple[str, str]]) -> Any:
+        """The event's values with its image editors' values checked (gradio_uploads.check_blob_value):
+        a file the editor names that was uploaded to this page (the dropped image, sent by /upload)
+        joins `uploads` (the image checks follow) and leaves the values; the rest (a picture the page
+        put there) goes through check_files. The editor's painted layers came by check_blob_form."""
+        fn_index = body.get("fn_index") if kind in ("join", "run") else None
+        if kind == "call" or (kind == "run" and fn_index is None):
+            fn_index = self.events.by_name.get(match["name"])
+        positions = self.events.blob_inputs.get(fn_index, frozenset()) if _is_int(fn_index) else frozenset()
+        if not positions or not isinstance(values, list):
+            return values
+        values = list(values)
+        upload_set = self.blocks.upload_file_set
+        for pos in positions:
+            if pos >= len(values) or values[pos] is None:
+                continue
+            check_blob_value(values[pos], f"data[{pos}]")
+            value = dict(values[pos])
+            named = [(key, value.get(key)) for key in ("background", "composite")]
+            layers = list(value.get("layers") or []) if isinstance(value.get("layers"), list) else []
+            named += [(f"layers[{i}]", item) for i, item in enumerate(layers)]
+            for key, item in named:
+                if isinstance(item, dict) and item.get("path") in upload_set:
+                    at = f"data[{pos}].{key}"
+                    uploads.append((at, check_upload_value(item, at, upload_set)))
+                    if key.startswith("layers["):
+                        layers[int(key[7:-1])] = None
+                    else:
+                        value[key] = None
+            if layers:
+                value["layers"] = layers
+            values[pos] = value
+        return values
+
     def _check_post(self, kind: str, match: re.Match, body: Any) -> list[tuple[str, str]]:
         """Check an event request; returns the (field, path) of each upload it names, for _check_uploads."""
         uploads: list[tuple[str, str]] = []
@@ -325,6 +380,7 @@ class GradioEventGuard:
             values = body if kind == "call_v2" else body.get("data")
             where = "body" if kind == "call_v2" else "data"
             slots = self._upload_slots(kind, match, body) if kind != "component" else frozenset()
+            values = self._blob_values(kind, match, body, values, uploads)
             if slots and isinstance(values, (dict, list)):
                 keys = [k for k in (values if isinstance(values, dict) else range(len(values))) if k in slots]
                 upload_set = self.blocks.upload_file_set
@@ -396,6 +452,11 @@ async def _read_body(scope, receive, limit: int = MAX_EVENT_BODY_BYTES,
             raise too_large
         if not message.get("more_body", False):
             return bytes(body)
+
+
+def _is_multipart(scope) -> bool:
+    ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+    return ctype.split(";")[0].strip().lower() == "multipart/form-data"
 
 
 def _json_of(scope, body: bytes) -> Any:

@@ -9,8 +9,13 @@ from ..errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType
 from ..store.pnginfo import EMPTY, ImageRefused, NotAnImage, sniff
 
 # (event api_name, input position): the only inputs whose value may be a file uploaded to /upload.
-# Issue 20's Edit tab adds its image inputs here.
 UPLOAD_INPUTS: frozenset[tuple[str, int]] = frozenset({("png_info", 0), ("controlnet_image", 0)})
+# (event api_name, input position) of the gr.ImageEditor inputs (the Edit tab's image): Gradio 6's
+# editor sends its background, layers and composite through component_server's accept_blobs (kept
+# in the component's memory, popped when the event reads them), and its event value is {"id": ...}.
+BLOB_INPUTS: frozenset[tuple[str, int]] = frozenset({("edit", 0)})
+BLOB_TYPES = ("background", "layer", "composite")
+MAX_BLOB_ID_CHARS = 64              # the page sends a 13-character id
 # A multipart body carries the file plus its part headers and boundaries: a few hundred bytes.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
@@ -56,6 +61,65 @@ async def check_upload_form(scope, body: bytes) -> None:
             raise NotAnImage(repr(head[:8])[2:-1], "files")
     finally:
         await form.close()
+
+
+async def check_blob_form(scope, body: bytes, blob_components: frozenset[int], max_bytes: int,
+                          max_pixels: int) -> None:
+    """An ImageEditor's accept_blobs call: one image file for an editor of BLOB_INPUTS, of this
+    session, checked as every upload is (store/images: bytes, PNG/JPEG/WebP by content, header
+    pixels before decoding, one frame, a full decode under the caps)."""
+    from starlette.requests import Request
+
+    from ..store.images import load_image
+
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    try:
+        form = await Request(scope, receive).form(max_files=1, max_fields=8)
+    except Exception as e:          # python-multipart's and Starlette's parse errors have no common base
+        raise InvalidRequest("body", f"is not a well-formed multipart form ({str(e)[:100] or type(e).__name__})") \
+            from None
+    try:
+        fields = {k: v for k, v in form.multi_items() if not hasattr(v, "read")}
+        files = [v for _, v in form.multi_items() if hasattr(v, "read")]
+        component = fields.get("component_id", "")
+        if fields.get("fn_name") != "accept_blobs" or not component.isdigit() or int(component) not in blob_components:
+            raise InvalidRequest("component_id", "is not an image editor of this page")
+        session = fields.get("session_hash", "")
+        if not 0 < len(session) <= 256:
+            raise InvalidRequest("session_hash", "must be a string of 1-256 characters")
+        if not 0 < len(fields.get("id", "")) <= MAX_BLOB_ID_CHARS:
+            raise InvalidRequest("id", f"must be 1-{MAX_BLOB_ID_CHARS} characters")
+        if fields.get("type") not in BLOB_TYPES:
+            raise InvalidRequest("type", f"must be one of {', '.join(BLOB_TYPES)}")
+        if len(files) != 1:
+            raise InvalidRequest("file", f"must be one image file, got {len(files)}")
+        raw = await files[0].read(max_bytes + 1)
+        import anyio
+
+        await anyio.to_thread.run_sync(lambda: load_image(raw, "file", max_bytes, max_pixels))
+    finally:
+        await form.close()
+
+
+def check_blob_value(value, where: str) -> None:
+    """An ImageEditor's event value: None, {"id": str} (its blobs, sent before), or the editor's own
+    {background, layers, composite} (a picture the page put there: the guard's file check then
+    accepts only files this page made)."""
+    if value is None:
+        return
+    keys = {"id", "background", "layers", "composite"}
+    if not isinstance(value, dict) or set(value) - keys:
+        raise InvalidRequest(where, "must be the image editor's value ({\"id\": ...} or background/layers/composite)")
+    ident = value.get("id")
+    if ident is not None and not (isinstance(ident, str) and 0 < len(ident) <= MAX_BLOB_ID_CHARS):
+        raise InvalidRequest(f"{where}.id", f"must be 1-{MAX_BLOB_ID_CHARS} characters")
 
 
 def discard(path: str) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS, SIZE_MULTIPLE
+from ..request import (INPAINT_FILLS, MAX_GUIDANCE, MAX_IMAGES, MAX_MASK_BLUR, MAX_PADDING, MAX_SEED, MAX_SIZE,
+                       MAX_STEPS, MIN_SIZE, MIN_STEPS, MODES, RESIZE_MODES, SIZE_MULTIPLE)
 
 JSON_MEDIA = "application/json"
 ANY_JSON: dict = {"description": "any JSON value"}
@@ -44,6 +45,19 @@ def integer(lo: int, hi: int, default: int | None = None, **extra) -> dict:
 SIZE = integer(MIN_SIZE, MAX_SIZE, 1024, multipleOf=SIZE_MULTIPLE)
 SEED = integer(-1, MAX_SEED, -1, description="-1 = random")
 GUIDANCE = {"type": "number", "minimum": 0, "maximum": MAX_GUIDANCE, "default": 0.0}
+IMAGE_B64 = {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/*",
+             "description": "a PNG, JPEG or WebP image, base64 (a data:image/...;base64, prefix allowed)"}
+STRENGTH = {"type": "number", "minimum": 0, "maximum": 1, "default": 0.75}
+# The edit fields our /generate and A1111's img2img share (GenerationRequest's checks).
+EDIT_COMMON = {
+    "mask_blur": integer(0, MAX_MASK_BLUR, 4),
+    "inpainting_fill": {"enum": list(INPAINT_FILLS), "default": 1,
+                        "description": "0 fill, 1 original, 2 latent noise, 3 latent nothing"},
+    "inpaint_full_res": {"type": "boolean", "default": False, "description": "inpaint only the masked area"},
+    "inpaint_full_res_padding": integer(0, MAX_PADDING, 32),
+    "resize_mode": {"enum": list(RESIZE_MODES), "default": 0,
+                    "description": "0 just resize, 1 crop and resize, 2 resize and fill"},
+}
 
 
 CONTROL_UNIT = {"type": "object", "additionalProperties": False, "required": ["image"],
@@ -68,6 +82,41 @@ def generate_body(max_prompt_chars: int) -> dict:
         "guidance_scale": GUIDANCE, "seed": SEED,
         "num_images": integer(1, MAX_IMAGES, 1),
         "control": CONTROL_UNIT,
+        # edits: an image makes it img2img, with a mask inpaint; outpaint extends the canvas
+        "image": IMAGE_B64, "mask": {**IMAGE_B64, "description": "white = change (an alpha channel: transparent = change)"},
+        "mode": {"enum": list(MODES)}, "strength": STRENGTH,
+        "outpaint": {"type": "object", "additionalProperties": False, "properties": {
+            side: integer(0, 1024) for side in ("left", "right", "top", "bottom")}},
+        **EDIT_COMMON,
+    }}
+
+
+def img2img_body(max_prompt_chars: int) -> dict:
+    """POST /sdapi/v1/img2img: txt2img's fields, one init image, an optional mask (inpaint)."""
+    body = a1111_body(max_prompt_chars)
+    body["required"] = ["init_images"]
+    body["properties"].update({
+        "prompt": text(max_prompt_chars, blank_ok=False),
+        "init_images": {"type": "array", "items": IMAGE_B64, "minItems": 1, "maxItems": 1},
+        "mask": {**IMAGE_B64, "type": ["string", "null"], "description": "white = change; null or \"\": img2img"},
+        "denoising_strength": STRENGTH, "inpainting_mask_invert": {"enum": [0, 1], "default": 0},
+        **EDIT_COMMON,
+    })
+    body["required"] = ["init_images", "prompt"]
+    return body
+
+
+def edits_body(max_prompt_chars: int) -> dict:
+    """POST /v1/images/edits: OpenAI's multipart form."""
+    binary = {"type": "string", "format": "binary"}
+    return {"type": "object", "required": ["image", "prompt"], "properties": {
+        "image": {**binary, "description": "PNG, JPEG or WebP"},
+        "mask": {**binary, "description": "PNG with alpha: the transparent pixels are edited"},
+        "prompt": text(max_prompt_chars, blank_ok=False), "n": integer(1, MAX_IMAGES, 1),
+        "size": {"type": "string", "description": "WIDTHxHEIGHT or auto (the image's size)"},
+        "response_format": {"enum": ["b64_json", "url"], "default": "b64_json"},
+        "strength": {**STRENGTH, "description": "ours: with no mask, how much of the image changes"},
+        "model": ANY_JSON,
     }}
 
 
@@ -157,7 +206,7 @@ def _answer(status: int, schema: dict, media: str = JSON_MEDIA) -> dict:
 
 def route_docs(*, ok: dict | None = None, body: dict | None = None, body_required: bool = True,
                errors: tuple[int, ...] = (), error_schema: dict = ERROR, also_ok: tuple[int, ...] = (),
-               ok_media: str = JSON_MEDIA) -> dict[str, Any]:
+               ok_media: str = JSON_MEDIA, body_media: str = JSON_MEDIA) -> dict[str, Any]:
     """Keyword arguments for a route decorator: `openapi_extra` (the hand-parsed body) and `responses`."""
     responses = {status: _answer(status, ok or ANY_JSON, ok_media) for status in (200, *also_ok)}
     responses.update({status: _answer(status, error_schema) for status in errors})
@@ -167,7 +216,7 @@ def route_docs(*, ok: dict | None = None, body: dict | None = None, body_require
     docs: dict[str, Any] = {"responses": responses}
     if body is not None:
         docs["openapi_extra"] = {"requestBody": {"required": body_required,
-                                                 "content": {JSON_MEDIA: {"schema": body}}}}
+                                                 "content": {body_media: {"schema": body}}}}
     return docs
 
 

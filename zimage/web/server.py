@@ -100,6 +100,7 @@ def create_app(settings: Settings, manager: Backend):
 
     from .api import API_PATHS, build_router
     from .compat_api import COMPAT_PREFIXES, build_compat_router
+    from .edit_api import build_edit_router
     from .gradio_guard import GradioEventGuard, gradio_login_check
     from .mcp_tools import MCP_PATH, add_mcp_tools, keep_only_mcp_tools
     from .security import GuardMiddleware
@@ -110,7 +111,8 @@ def create_app(settings: Settings, manager: Backend):
     outputs = outputs_dir_checked(settings)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.api_routers = [build_router(manager, settings.max_prompt_chars),   # read by openapi_schema()
-                             build_compat_router(manager, settings.max_prompt_chars)]
+                             build_compat_router(manager, settings.max_prompt_chars),
+                             build_edit_router(manager, settings.max_prompt_chars)]
     for router in app.state.api_routers:
         app.include_router(router)          # before the "/" mount
     demo = build_ui(manager, settings)

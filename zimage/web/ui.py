@@ -22,6 +22,7 @@ from .control_api import model_label
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
 from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
+from .ui_edit import SEND_LABEL, build_edit_tab, send_selected
 from .ui_history import GenerateControls, build_history_tab
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_params import gallery_caption
@@ -273,6 +274,21 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         wait_for_job(job, recorded.is_set if recorded else job.future.done, progress)
         return outcome(job, client_id)
 
+    def run_edit(req: GenerationRequest, client, request: gr.Request | None, progress) -> tuple:
+        """The Edit tab's request, queued and tracked as Generate's are: (gallery, info)."""
+        client_id = valid_client_id(client)
+        try:
+            job = submit(req, owner_of(client_id, request), request)
+        except ZImageError as e:
+            raise gr.Error(e.user_text())
+        recorded = track(client_id, job) if client_id else None
+        wait_for_job(job, recorded.is_set if recorded else job.future.done, progress)
+        return outcome(job, client_id)
+
+    def on_pick(evt: gr.SelectData):
+        image = evt.value.get("image") if isinstance(evt.value, dict) else None
+        return image.get("path") if isinstance(image, dict) else None
+
     def on_resume(client, progress=gr.Progress()):
         """A page (re)opened while this browser's job runs: its progress, then its images."""
         client_id = valid_client_id(client)
@@ -383,8 +399,11 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                              interactive=False, elem_id="gallery",  # no "share": it only
                                              buttons=["download", "fullscreen"])    # answered "Share failed"
                         info = gr.Markdown("", elem_id="result-info")
+                        send_btn = gr.Button(SEND_LABEL, size="sm", elem_id="send-to-edit")
+                        picked = gr.State(None)     # the gallery image Send to Edit sends
+            edit = build_edit_tab(settings, run_edit, client_id, lora_picks, lora_strengths)
             build_history_tab(manager, tabs, GenerateControls(prompt, negative, width, height, steps, guidance,
-                                                              seed, count, lora_picks, lora_strengths))
+                                                              seed, count, lora_picks, lora_strengths), edit)
             with gr.Tab("PNG info", id="pnginfo"):
                 build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
 
@@ -418,4 +437,6 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             *preview_off, **private)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
         stop_btn.click(on_stop, client_id, info, **private)
+        gallery.select(on_pick, None, picked, **private)
+        send_btn.click(send_selected, [picked, prompt], [*edit.outputs, tabs], **private)
     return demo

@@ -38,6 +38,7 @@ PREV_LABEL = "◀ Newer"
 NEXT_LABEL = "Older ▶"
 USE_LABEL = "Use these settings"
 SEED_LABEL = "Reuse seed"
+SEND_TO_EDIT_LABEL = "Send to Edit"
 DOWNLOAD_LABEL = "Download"
 DELETE_LABEL = "Delete"
 CONFIRM_LABEL = "Yes, delete it"
@@ -136,8 +137,9 @@ def settings_values(entry: HistoryEntry) -> list:
             known(entry.guidance), known(entry.seed), 1, *picks, *strengths]
 
 
-def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControls) -> gr.Tab:
-    """The History tab inside the caller's gr.Tabs; `generate` are the controls its buttons fill."""
+def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControls, edit=None) -> gr.Tab:
+    """The History tab inside the caller's gr.Tabs; `generate` are the controls its buttons fill,
+    `edit` (ui_edit.EditTarget) what Send to Edit fills."""
     store = manager._store
 
     def current(item: str | None) -> HistoryEntry | None:
@@ -201,6 +203,13 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
             return gr.skip(), gr.skip()
         return entry.seed, gr.Tabs(selected="generate")
 
+    def on_send(item):
+        entry = current(item)
+        if entry is None:
+            gr.Warning(GONE_TEXT)
+            return [gr.skip()] * (len(edit.outputs) + 1)
+        return [*edit.values(str(store.root / entry.path), entry.prompt), gr.Tabs(selected="edit")]
+
     def on_delete(item):
         """Ask first: the confirmation names the file and remembers exactly this one (its id)."""
         entry = current(item)
@@ -239,6 +248,7 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
                 with gr.Row():
                     use_btn = gr.Button(USE_LABEL, variant="primary", elem_id="history-use")
                     seed_btn = gr.Button(SEED_LABEL, elem_id="history-reuse-seed")
+                    send_btn = gr.Button(SEND_TO_EDIT_LABEL, elem_id="history-send-edit", visible=edit is not None)
                     download = gr.DownloadButton(DOWNLOAD_LABEL, interactive=False, elem_id="history-download")
                     delete_btn = gr.Button(DELETE_LABEL, variant="stop", elem_id="history-delete")
                 with gr.Row(visible=False, elem_id="history-confirm-row") as confirm_row:
@@ -261,6 +271,8 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
     gallery.select(on_select, page_ids, [image, detail, download, selected, confirm_row, pending, result], **private)
     use_btn.click(on_use, selected, [*generate.all(), tabs], **private)
     seed_btn.click(on_reuse_seed, selected, [generate.seed, tabs], **private)
+    if edit is not None:
+        send_btn.click(on_send, selected, [*edit.outputs, tabs], **private)
     delete_btn.click(on_delete, selected, [confirm_row, confirm_text, pending, result], **private)
     cancel_btn.click(hidden_confirm, None, [confirm_row, pending], **private)
     confirm_btn.click(on_confirm, pending, [confirm_row, pending, image, detail, download, selected, result],

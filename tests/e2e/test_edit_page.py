@@ -1,0 +1,110 @@
+"""The Edit tab in a real browser: an image dropped into the editor, a mask drawn on it with the
+mouse, inpainted; the pixels away from the stroke come back as they were. The editor's images pass
+the Gradio guard (the page fixture fails on any refusal)."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import wait_for
+
+from .test_browser import ARGS, CHROMIUM, guard_refusals, page, set_slider  # noqa: F401: fixtures
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
+SIZE = 256
+
+
+def picture() -> Image.Image:
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    rgb = np.stack([x * 255 // (SIZE - 1), y * 255 // (SIZE - 1), np.full_like(x, 90)], -1).astype(np.uint8)
+    return Image.fromarray(rgb, "RGB")
+
+
+def open_tab(page, name: str) -> None:
+    tab = page.get_by_role("tab", name=name)
+    tab.click()
+    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {name} tab")
+
+
+def saved_images(server) -> list[Path]:
+    return sorted(Path(server.settings.outputs_dir).rglob("*.png"), key=lambda p: p.stat().st_mtime)
+
+
+def test_inpaint_a_drawn_mask(page, server, tmp_path):
+    source = tmp_path / "source.png"
+    picture().save(source)
+    open_tab(page, "Edit")
+    page.locator("#edit-image input[type=file]").set_input_files(str(source))
+    page.get_by_text("Inpaint (draw the mask)").click()
+    page.locator("#edit-prompt textarea").fill("a red square")
+    set_slider(page, "edit-steps", 2)
+    canvas = page.locator("#edit-image canvas").first
+    wait_for(lambda: canvas.bounding_box() is not None and canvas.bounding_box()["width"] > 50, 20,
+             message="the editor's canvas")
+    brush = page.locator("#edit-image").get_by_role("button", name="Brush")
+    if brush.count():
+        brush.first.click()
+    box = canvas.bounding_box()
+    # a stroke across the middle of the image
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    for i in range(11):
+        page.mouse.move(box["x"] + box["width"] * (0.4 + 0.02 * i), box["y"] + box["height"] * 0.5, steps=2)
+    page.mouse.up()
+    before = len(saved_images(server))
+    page.click("#edit-btn")
+    wait_for(lambda: len(saved_images(server)) > before, 120, message="the inpainted image saved")
+    wait_for(lambda: page.locator("#edit-gallery img").count() > 0, 30, message="the result shown")
+    out = Image.open(saved_images(server)[-1])
+    assert "Mode: inpaint" in out.info["parameters"] and "Mask blur: 4" in out.info["parameters"]
+    result = np.asarray(out.convert("RGB"), int)
+    src = np.asarray(picture(), int)
+    assert result.shape == src.shape
+    diff = np.abs(result - src).max(-1)
+    changed = diff > 2
+    assert changed.any(), "the drawn stroke was inpainted"
+    rows, cols = np.nonzero(changed)
+    # only around the stroke (the middle row band): the top and bottom quarters are untouched
+    assert np.abs(result - src)[: SIZE // 4].max() <= 1 and np.abs(result - src)[-SIZE // 4:].max() <= 1
+    assert SIZE * 0.25 < rows.mean() < SIZE * 0.75
+
+
+def test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0(page, server):
+    page.locator("#prompt textarea").fill("a lighthouse")
+    set_slider(page, "width", SIZE)
+    set_slider(page, "height", SIZE)
+    set_slider(page, "steps", 2)
+    page.click("#generate-btn")
+    wait_for(lambda: page.locator("#gallery img").count() > 0, 120, message="the generated image")
+    generated = saved_images(server)[-1]
+    page.locator("#gallery img").first.click()
+    page.click("#send-to-edit")
+    tab = page.get_by_role("tab", name="Edit")
+    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message="the Edit tab")
+    assert page.locator("#edit-prompt textarea").input_value() == "a lighthouse"
+    wait_for(lambda: page.locator("#edit-image canvas").count() > 0, 20, message="the image in the editor")
+    set_slider(page, "edit-strength", 0)
+    before = len(saved_images(server))
+    page.click("#edit-btn")
+    wait_for(lambda: len(saved_images(server)) > before, 120, message="the edited image saved")
+    out = np.asarray(Image.open(saved_images(server)[-1]).convert("RGB"), int)
+    assert np.abs(out - np.asarray(Image.open(generated).convert("RGB"), int)).max() <= 1   # strength 0: the input
+
+    open_tab(page, "History")
+    wait_for(lambda: page.locator("#history-gallery img").count() >= 2, 30, message="the history thumbnails")
+    page.locator("#history-gallery img").first.click()
+    page.click("#history-send-edit")
+    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message="the Edit tab from History")
+    wait_for(lambda: page.locator("#edit-image canvas").count() > 0, 20, message="the History image in the editor")
+    newest = saved_images(server)[-1]                    # the History's first thumbnail
+    before = len(saved_images(server))
+    page.click("#edit-btn")
+    wait_for(lambda: len(saved_images(server)) > before, 120, message="the History image edited")
+    out = np.asarray(Image.open(saved_images(server)[-1]).convert("RGB"), int)
+    assert np.abs(out - np.asarray(Image.open(newest).convert("RGB"), int)).max() <= 1

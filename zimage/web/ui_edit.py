@@ -1,0 +1,234 @@
+"""The Edit tab: an image dropped, pasted or sent from the gallery or History, then img2img
+(strength), inpaint (a mask drawn on the image with Gradio's ImageEditor; mask blur; only the
+masked area) or outpaint (the canvas extended by N px a side). Layout and wiring; the request is
+built by `edit_request`, a pure function; the images are checked by store/images.
+
+The editor's images reach the server through the guard (gradio_uploads.BLOB_INPUTS); the copies
+Gradio writes for the event (its cache folder) are deleted once read.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+
+from ..config import Settings
+from ..errors import InvalidRequest, ZImageError
+from ..request import (DEFAULT_MASK_BLUR, DEFAULT_PADDING, DEFAULT_STRENGTH, MAX_IMAGES, MAX_MASK_BLUR, MAX_PADDING,
+                       MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest)
+from ..store.images import MAX_OUTPAINT_PX, drawn_mask, load_image, outpaint_canvas
+from .ui_lora import with_loras
+
+log = logging.getLogger(__name__)
+
+TAB_LABEL = "Edit"
+MODES = {"Image to image": "img2img", "Inpaint (draw the mask)": "inpaint", "Outpaint (extend the canvas)": "outpaint"}
+EDITOR_LABEL = "Image (drop, paste or send one here; in Inpaint, paint over what should change)"
+PROMPT_LABEL = "Prompt"
+PROMPT_HINT = "What the edited image shows · <lora:NAME:w> tags work here too"
+STRENGTH_LABEL = "Denoising strength (0 keeps the image, 1 repaints it)"
+BLUR_LABEL = "Mask blur (px)"
+ONLY_MASKED_LABEL = "Only masked area (at full resolution)"
+PADDING_LABEL = "Masked area padding (px)"
+OUTPAINT_LABELS = ("Extend left (px)", "Extend right (px)", "Extend top (px)", "Extend bottom (px)")
+IMAGE_SIZE_LABEL = "Size from the image"
+RUN_LABEL = "Edit"
+SEND_LABEL = "Send to Edit"
+NO_IMAGE = "Add an image first: drop, paste or send one to the Edit tab."
+NO_MASK = "Paint over the part of the image to change (Inpaint mode), or choose Image to image."
+NOTHING_SELECTED = "Select an image in the results first."
+
+
+@dataclass
+class EditTarget:
+    """What Send to Edit fills: the editor and the Edit tab's prompt."""
+    editor: Any
+    prompt: Any
+
+    @property
+    def outputs(self) -> list:
+        return [self.editor, self.prompt]
+
+    @staticmethod
+    def values(path: str, prompt: str | None) -> list:
+        """The editor showing `path` (no mask yet) and the prompt (kept when None)."""
+        return [{"background": path, "layers": [], "composite": path}, gr.skip() if prompt is None else prompt]
+
+
+def _read(path: str | None, field: str, settings: Settings, mask: bool = False):
+    if not path:
+        return None
+    raw = Path(path).read_bytes()
+    reader = drawn_mask if mask else load_image
+    return reader(raw, field, settings.max_upload_bytes, settings.max_upload_pixels)
+
+
+def editor_images(value: Any, settings: Settings) -> tuple[Any, Any]:
+    """(image, mask or None) from the editor's value (type="filepath"): the background, and every
+    painted layer's pixels as the mask. Raises InvalidRequest naming `image` when there is none."""
+    if not isinstance(value, dict) or not (value.get("background") or value.get("composite")):
+        raise InvalidRequest("image", NO_IMAGE)
+    image = _read(value.get("background") or value.get("composite"), "image", settings)
+    mask = None
+    for i, layer in enumerate(value.get("layers") or []):
+        drawn = _read(layer, f"layers[{i}]", settings, mask=True)
+        if drawn is None:
+            continue
+        if drawn.size != image.size:
+            drawn = drawn.resize(image.size)
+        mask = drawn if mask is None else _union(mask, drawn)
+    if mask is not None and mask.getbbox() is None:
+        mask = None
+    return image, mask
+
+
+def _union(a, b):
+    from PIL import ImageChops
+
+    return ImageChops.lighter(a, b)
+
+
+def edit_request(value: Any, mode_label: str, prompt: str, negative: str, strength: float, blur: int,
+                 only_masked: bool, padding: int, outpaint: tuple[int, int, int, int], image_size: bool,
+                 width: int, height: int, steps: int, seed: int, count: int, settings: Settings,
+                 loras: tuple[Any, ...] = (), lora_strengths: tuple[float, ...] = ()) -> GenerationRequest:
+    """The Edit tab's fields as a validated request (errors name the field). Pure but for the
+    editor's files, which it reads."""
+    mode = MODES.get(mode_label, mode_label)
+    image, mask = editor_images(value, settings)
+    data: dict[str, Any] = {"prompt": with_loras(prompt or "", loras, lora_strengths) if loras else (prompt or ""),
+                            "negative_prompt": negative or "", "num_inference_steps": int(steps),
+                            "seed": int(seed), "num_images": int(count), "strength": float(strength)}
+    if mode == "outpaint":
+        image, mask = outpaint_canvas(image, *(int(v) for v in outpaint))
+        data.update(mode="inpaint", mask_blur=int(blur))
+    elif mode == "inpaint":
+        if mask is None:
+            raise InvalidRequest("mask", NO_MASK)
+        data.update(mode="inpaint", mask_blur=int(blur), inpaint_full_res=bool(only_masked),
+                    inpaint_full_res_padding=int(padding))
+    else:
+        data["mode"], mask = "img2img", None
+    data["init_image"], data["mask"] = image, mask
+    if not image_size:
+        data.update(width=int(width), height=int(height))
+    return GenerationRequest.from_mapping(data, settings.max_prompt_chars)
+
+
+def _discard(value: Any, cache: str | None, in_use: set[str]) -> None:
+    """Delete the event's copies of the editor's images: files in Gradio's cache that the page does
+    not show (`in_use`: its registered files, e.g. a picture Send to Edit put in the editor)."""
+    if not isinstance(value, dict) or not cache:
+        return
+    root = Path(cache).resolve()
+    paths = [value.get("background"), value.get("composite"), *(value.get("layers") or [])]
+    for p in paths:
+        try:
+            if p and p not in in_use and Path(p).resolve().is_relative_to(root):
+                Path(p).unlink(missing_ok=True)
+                Path(p).parent.rmdir()          # Gradio's one-file folder (a hash)
+        except OSError:
+            pass
+
+
+RunEdit = Callable[..., tuple]      # (request, client, gr.Request, gr.Progress) -> (gallery, info)
+
+
+def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list, lora_strengths: list) -> EditTarget:
+    """The Edit tab (inside the caller's gr.Tabs); `run` submits a request and waits for its images."""
+
+    def on_mode(label):
+        mode = MODES.get(label, "img2img")
+        return gr.Group(visible=mode == "inpaint"), gr.Group(visible=mode == "outpaint"), \
+            gr.Slider(visible=mode != "img2img")
+
+    def on_image_size(checked):
+        return gr.Row(visible=not checked)
+
+    root = gr.context.Context.root_block         # the page: its registered files are not discarded
+
+    def in_use() -> set[str]:
+        sets = getattr(root, "temp_file_sets", None) or []
+        return {str(p) for s in sets for p in s}
+
+    def on_edit(value, mode_label, prompt, negative, strength, blur, only_masked, padding, left, right, top, bottom,
+                image_size, width, height, steps, seed, count, client=None, lora1=None, lora2=None, lora3=None,
+                lora1_strength=1.0, lora2_strength=1.0, lora3_strength=1.0,
+                request: gr.Request = None, progress=gr.Progress()):
+        picks, weights = (lora1, lora2, lora3), (lora1_strength, lora2_strength, lora3_strength)
+        try:
+            req = edit_request(value, mode_label, prompt, negative, strength, blur, only_masked, padding,
+                               (left, right, top, bottom), image_size, width, height, steps, seed, count, settings,
+                               tuple(picks), tuple(weights))
+        except ZImageError as e:
+            raise gr.Error(e.user_text())
+        except (TypeError, ValueError) as e:
+            raise gr.Error(f"Check the settings: {e}")
+        finally:
+            _discard(value, getattr(editor, "GRADIO_CACHE", None), in_use())
+        return run(req, client, request, progress)
+
+    with gr.Tab(TAB_LABEL, id="edit", elem_id="edit-tab"):
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=6, min_width=200):
+                prompt = gr.Textbox(label=PROMPT_LABEL, lines=2, max_length=settings.max_prompt_chars,
+                                    elem_id="edit-prompt", placeholder=PROMPT_HINT)
+            with gr.Column(scale=1, min_width=96):
+                run_btn = gr.Button(RUN_LABEL, variant="primary", elem_id="edit-btn")
+        with gr.Row():
+            with gr.Column(scale=3):
+                editor = gr.ImageEditor(type="filepath", label=EDITOR_LABEL, sources=["upload", "clipboard"],
+                                        image_mode="RGBA", format="png", layers=False, transforms=(),
+                                        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=32),
+                                        elem_id="edit-image")
+                mode = gr.Radio(list(MODES), value=next(iter(MODES)), label="Mode", elem_id="edit-mode")
+                strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.01, label=STRENGTH_LABEL,
+                                     elem_id="edit-strength")
+                blur = gr.Slider(0, MAX_MASK_BLUR, value=DEFAULT_MASK_BLUR, step=1, label=BLUR_LABEL,
+                                 elem_id="edit-mask-blur", visible=False)
+                with gr.Group(visible=False, elem_id="edit-inpaint") as inpaint_group:
+                    only_masked = gr.Checkbox(False, label=ONLY_MASKED_LABEL, elem_id="edit-only-masked")
+                    padding = gr.Slider(0, MAX_PADDING, value=DEFAULT_PADDING, step=4, label=PADDING_LABEL,
+                                        elem_id="edit-padding")
+                with gr.Group(visible=False, elem_id="edit-outpaint") as outpaint_group:
+                    with gr.Row():
+                        sides = [gr.Slider(0, MAX_OUTPAINT_PX, value=0, step=SIZE_MULTIPLE, label=label,
+                                           elem_id=f"edit-extend-{name}")
+                                 for label, name in zip(OUTPAINT_LABELS, ("left", "right", "top", "bottom"))]
+                negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
+                                      max_length=settings.max_prompt_chars, elem_id="edit-negative")
+                image_size = gr.Checkbox(True, label=IMAGE_SIZE_LABEL, elem_id="edit-image-size")
+                with gr.Row(visible=False) as size_row:
+                    width = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Width",
+                                      elem_id="edit-width")
+                    height = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Height",
+                                       elem_id="edit-height")
+                with gr.Row():
+                    steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label="Steps", elem_id="edit-steps")
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="edit-seed")
+                    count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="edit-count")
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png", interactive=False,
+                                     elem_id="edit-gallery", buttons=["download", "fullscreen"])
+                info = gr.Markdown("", elem_id="edit-info")
+
+    private = dict(queue=False, api_visibility="private")
+    mode.change(on_mode, mode, [inpaint_group, outpaint_group, blur], **private)
+    image_size.change(on_image_size, image_size, size_row, **private)
+    inputs = [editor, mode, prompt, negative, strength, blur, only_masked, padding, *sides, image_size, width, height,
+              steps, seed, count, client_id, *lora_picks, *lora_strengths]
+    # api_name "edit", input 0: the editor (gradio_uploads.BLOB_INPUTS lets exactly it carry images)
+    run_btn.click(on_edit, inputs, [gallery, info], api_name="edit", concurrency_id="gpu",
+                  concurrency_limit=settings.generation_concurrency + settings.queue_max + 1)
+    return EditTarget(editor=editor, prompt=prompt)
+
+
+def send_selected(selected: str | None, prompt: str | None) -> list:
+    """Send to Edit from the Generate gallery: the selected image into the editor, its prompt too."""
+    if not selected:
+        gr.Warning(NOTHING_SELECTED)
+        return [gr.skip(), gr.skip(), gr.skip()]
+    return [*EditTarget.values(selected, prompt), gr.Tabs(selected="edit")]
