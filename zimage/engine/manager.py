@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
+from .. import startup
 from ..config import Settings
 from ..errors import Cancelled, DownloadCancelled, ModelLoadFailed, OutOfMemory, ZImageError
 from ..jobs import CACHE, GENERATE, IDLE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches, settle
@@ -87,7 +88,7 @@ class PipelineManager:
     def status(self) -> Status:
         with self._lock:
             return replace(self._status, busy=self._queue.current is not None,
-                           queue_length=self._queue.pending_generations)
+                           queue_length=self._queue.pending_generations, startup=tuple(startup.timeline()))
 
     @property
     def worker_alive(self) -> bool:
@@ -290,6 +291,7 @@ class PipelineManager:
                                    on_download_start=self._start_download, cancel=self._download_cancel)
         self._set(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.0, bytes_done=0, bytes_total=0,
                   message="", hint="")
+        startup.mark(startup.READING)
         if self.settings.loader == "fast":
             # The disk reads start now, while torch and diffusers are still being imported below
             # (on a cold start, the libraries those imports read go first).
@@ -324,6 +326,7 @@ class PipelineManager:
         landed = LoadState.ON_CPU if device == "cpu" else LoadState.ON_GPU
         self._set(state=landed, stage=None, device=device, progress=1.0,
                   plan="" if device == "cpu" else speed.resident_plan(self._pipe, self.settings))
+        startup.mark(startup.READY)
         log.info("model loaded from %s onto %s", model_dir, device)
 
     def _quantized(self) -> bool:
@@ -437,7 +440,9 @@ class PipelineManager:
             self._status = replace(self._status, last_image_s=round(seconds / max(1, total), 3),
                                    last_peak_vram_bytes=peak)
         warning = "\n".join(filter(None, [warning, *notes]))
-        return self._runner.save(members, batches, seconds, warning, peak, hashes)
+        saved = self._runner.save(members, batches, seconds, warning, peak, hashes)
+        startup.mark(startup.FIRST_IMAGE)
+        return saved
 
     def _use_loras(self, req: GenerationRequest) -> tuple[dict[str, str], list[str]]:
         """The request's LoRA set fused (riders share it: batch_key); the base model when it has none.

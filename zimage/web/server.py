@@ -12,6 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .. import startup
 from ..app import create_backend
 from ..config import PROJECT_ROOT, ConfigError, Settings
 from ..jobs import Backend
@@ -107,6 +108,7 @@ def create_app(settings: Settings, manager: Backend):
     from .ui import build_ui
     from .ui_page import page_assets
 
+    startup.mark(startup.WEB_IMPORTED)
     outputs = outputs_dir_checked(settings)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.api_routers = [build_router(manager, settings.max_prompt_chars),   # read by openapi_schema()
@@ -195,6 +197,7 @@ def import_model_stack_when_up(server, manager: Backend) -> threading.Thread:
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if server.started:
+            startup.mark(startup.PAGE_UP)
             manager.import_model_stack()
     t = threading.Thread(target=run, name="zimage-imports", daemon=True)
     t.start()

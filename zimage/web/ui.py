@@ -24,6 +24,7 @@ from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_params import gallery_caption
 from .ui_pnginfo import build_pnginfo_tab
 from .ui_preview import build_live_preview, job_progress
+from .ui_startup import current_step, startup_html
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ def render_status(status: Status, mem: MemoryInfo) -> str:
     if status.state == LoadState.DOWNLOADING and status.speed_bps:
         eta = f" · {status.eta_s:,.0f} s left" if status.eta_s is not None else ""
         head.append(f"<div>{status.speed_bps / 2**20:,.1f} MiB/s{eta}</div>")
+    timeline = startup_html(status)
+    if timeline:          # in view while the launch is under way, folded away after it
+        (head if current_step(status) else more).append(timeline)
     line.append(f"Low VRAM: {'on' if status.low_vram else 'off'}")
     line.append(f"Queue: {status.queue_length}")
     if status.message or status.hint:
