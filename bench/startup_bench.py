@@ -151,7 +151,7 @@ def webui(case: str, folder: str, size: int, steps: int, cache_dir: str, cold: b
         log.close()
         if "error" in out:
             with open(os.path.join(outputs, "server.log")) as fh:
-                out["log_tail"] = fh.read()[-3000:]
+                out["log_tail"] = fh.read()[-6000:]
         shutil.rmtree(outputs, ignore_errors=True)
     return out
 

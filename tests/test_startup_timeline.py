@@ -59,3 +59,20 @@ def test_the_backend_is_created_without_importing_torch():
                            "print('torch' in sys.modules, 'diffusers' in sys.modules)"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False"], done.stderr[-2000:]
+
+
+def test_the_page_does_not_read_a_torch_that_is_still_being_imported(monkeypatch, settings):
+    """The worker imports torch while the page is built (webui.py --preload): the page asked the
+    half-imported module for torch.cuda and the start failed ("partially initialized module")."""
+    import dataclasses
+    import importlib.machinery
+    import types
+
+    from zimage.web.ui import gpu_absent
+
+    partial = types.ModuleType("torch")
+    partial.__spec__ = importlib.machinery.ModuleSpec("torch", None)
+    partial.__spec__._initializing = True
+    monkeypatch.setitem(sys.modules, "torch", partial)
+    assert gpu_absent(dataclasses.replace(settings, device="auto")) is None
+    assert startup.imported("torch") is None and startup.imported("zimage.startup") is startup

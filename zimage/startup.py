@@ -8,6 +8,7 @@ through start-up; the list only grows, and readers get a copy.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -71,6 +72,17 @@ def timeline_dict() -> dict[str, float]:
     for name, t in timeline():
         out.setdefault(name, t)
     return out
+
+
+def imported(name: str):
+    """The module `name` once it is fully imported, else None (never imports it). The worker
+    imports torch while the page is being built: a module that is still initialising has no
+    `torch.cuda` yet ("partially initialized module 'torch' has no attribute 'cuda'")."""
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    if module is None or getattr(spec, "_initializing", False):
+        return None
+    return module
 
 
 def reset() -> None:

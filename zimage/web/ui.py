@@ -4,13 +4,13 @@ from __future__ import annotations
 import html
 import logging
 import math
-import sys
 import threading
 import time
 from pathlib import Path
 
 import gradio as gr
 
+from .. import startup
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
 from ..jobs import Backend, Job
@@ -157,7 +157,7 @@ def gpu_absent(settings: Settings) -> bool | None:
     """True on a machine without a usable GPU, None while that is not known yet (torch not imported)."""
     if settings.device == "cpu":
         return True
-    torch = sys.modules.get("torch")     # never imported just to answer: the page runs before torch
+    torch = startup.imported("torch")    # never imported just to answer: the page runs before torch
     if torch is None:
         return None
     return not torch.cuda.is_available()
