@@ -9,7 +9,8 @@ Cases, each with the page cache dropped ("cold", root only; said in `caches_drop
                     POST /generate, sent as soon as the port accepts a connection
   webui_auto_empty  the same, compile auto with an empty compile cache (GPU only)
   webui_auto_warm   the same, compile auto with the cache the previous case left (GPU only)
-  manager           PipelineManager without the web server (compile auto, its own cache)
+  manager           PipelineManager without the web server (compile auto, an empty compile cache)
+  manager_warm      the same with the compile cache (and cache artifacts) the previous case left
   bare_gradio       a one-textbox Gradio app: its first 200 is the page's baseline
 Prints JSON lines: the machine, each case's timeline {event: s since process start}, then the
 figures with ours, the baseline and the ratio. Timings are figures, never pass/fail.
@@ -32,7 +33,7 @@ import time
 import requests
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES = ("seed", "webui_off", "webui_auto_empty", "webui_auto_warm", "manager", "bare_gradio")
+CASES = ("seed", "webui_off", "webui_auto_empty", "webui_auto_warm", "manager", "manager_warm", "bare_gradio")
 
 
 def drop_caches() -> bool:
@@ -186,6 +187,7 @@ def main() -> None:
             "load_avg": os.getloadavg()[0]}
     print(json.dumps(meta), flush=True)
     compile_cache = tempfile.mkdtemp(prefix="zimage-startup-cache-")     # empty: webui_auto_empty fills it
+    manager_cache = tempfile.mkdtemp(prefix="zimage-startup-mcache-")    # the same for manager, manager_warm
     results: dict[tuple[str, bool], list[dict]] = {}
     temperatures = [False] if a.warm_only else [True, False]
     for _ in range(a.repeat):
@@ -193,9 +195,13 @@ def main() -> None:
             for case in cases:
                 if case == "seed":
                     r = run_probe(["seed", folder, str(size), str(steps)], cold)
-                elif case == "manager":
+                elif case in ("manager", "manager_warm"):
+                    if case == "manager":
+                        shutil.rmtree(manager_cache, ignore_errors=True)
+                        os.makedirs(manager_cache)
                     r = run_probe(["manager", folder, str(size), str(steps), "--steady", str(a.steady),
-                                   "--cache-dir", tempfile.mkdtemp(prefix="zimage-startup-mcache-")], cold)
+                                   "--cache-dir", manager_cache], cold)
+                    r["case"] = case
                 elif case == "bare_gradio":
                     r = bare_gradio(cold)
                 else:
@@ -210,13 +216,13 @@ def main() -> None:
 
     def fig(case: str, cold: bool, key: str):
         runs = results.get((case, cold), [])
-        if key == "first_image_s" and case in ("seed", "manager"):
+        if key == "first_image_s" and case in ("seed", "manager", "manager_warm"):
             return median([r.get("timeline", {}).get("first image") for r in runs])
         return median([r.get(key) for r in runs])
 
     for cold in temperatures:
         seed = fig("seed", cold, "first_image_s")
-        for case in ("webui_off", "webui_auto_empty", "webui_auto_warm", "manager"):
+        for case in ("webui_off", "webui_auto_empty", "webui_auto_warm", "manager", "manager_warm"):
             ours = fig(case, cold, "first_image_s")
             if ours is not None:
                 print(json.dumps({"figure": f"launch to first image, {'cold' if cold else 'warm'} page cache (s)",
@@ -231,6 +237,7 @@ def main() -> None:
                               "ours": page, "bare_gradio": bare, "ratio_vs_bare": ratio(page, bare),
                               "target": "<= 1.3x a bare Gradio app"}), flush=True)
     shutil.rmtree(compile_cache, ignore_errors=True)
+    shutil.rmtree(manager_cache, ignore_errors=True)
 
 
 if __name__ == "__main__":
