@@ -76,3 +76,24 @@ def test_the_page_does_not_read_a_torch_that_is_still_being_imported(monkeypatch
     monkeypatch.setitem(sys.modules, "torch", partial)
     assert gpu_absent(dataclasses.replace(settings, device="auto")) is None
     assert startup.imported("torch") is None and startup.imported("zimage.startup") is startup
+
+
+def test_the_upload_folder_rule_is_gradios(monkeypatch, tmp_path):
+    from gradio.utils import get_upload_folder
+
+    from zimage.web.server import gradio_upload_folder
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    assert gradio_upload_folder() == get_upload_folder()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "up"))
+    assert gradio_upload_folder() == get_upload_folder() == str(tmp_path / "up")
+
+
+def test_the_weight_reads_start_before_the_page_imports_gradio(tmp_path):
+    """serve() checks the outputs folder before it starts the worker: that check imported gradio
+    (2.5 s), so the reads and the model's imports began only after it."""
+    code = ("import sys; from zimage.config import load_settings; from zimage.web.server import outputs_dir_checked; "
+            f"outputs_dir_checked(load_settings(['--outputs', {str(tmp_path / 'out')!r}], env={{}})); "
+            "print('gradio' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False"], done.stderr[-2000:]

@@ -30,10 +30,11 @@ def _temp_roots() -> set[Path]:
 
 
 def gradio_upload_folder() -> str:
-    """Where Gradio's /upload writes (GRADIO_TEMP_DIR, else <temp>/gradio)."""
-    from gradio.utils import get_upload_folder
-
-    return get_upload_folder()
+    """Where Gradio's /upload writes (GRADIO_TEMP_DIR, else <temp>/gradio): gradio.utils.get_upload_folder's
+    rule, written out because importing gradio.utils imports all of gradio (2.5 s on the CPU machine),
+    and the outputs folder is checked before the worker starts reading the weights (tests/test_startup_timeline
+    checks that both give the same folder)."""
+    return os.environ.get("GRADIO_TEMP_DIR") or str((Path(tempfile.gettempdir()) / "gradio").resolve())
 
 
 def _refusal(out: Path, settings: Settings) -> str:
