@@ -97,27 +97,3 @@ def test_the_weight_reads_start_before_the_page_imports_gradio(tmp_path):
             "print('gradio' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False"], done.stderr[-2000:]
-
-
-def test_with_the_page_being_built_the_load_reads_but_imports_after_it(settings):
-    """webui.py --preload: the worker's CPU-bound imports wait for the page's (one GIL: interleaved,
-    both came up late); the reads do not wait."""
-    from zimage.engine.manager import PipelineManager
-
-    from conftest import wait_for
-
-    startup.reset()
-    startup.hold_model_imports()
-    m = PipelineManager(settings).start()
-    try:
-        job = m.preload()
-        wait_for(lambda: job.future.done() or startup.model_imports_waiting(), 60, message="the load to wait")
-        assert not job.future.done() and startup.READING in startup.timeline_dict()
-        assert m.status().state == LoadState.LOADING
-        startup.release_model_imports()
-        job.future.result(120)
-        events = startup.timeline_dict()
-        assert events[startup.READING] <= events[startup.PAGE_BUILT] <= events[startup.MODEL_IMPORTED]
-    finally:
-        startup.release_model_imports()
-        m.close()

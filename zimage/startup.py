@@ -21,7 +21,6 @@ READ = "weights read"
 BUILT = "modules built"
 ON_DEVICE = "on device"
 READY = "ready"
-PAGE_BUILT = "page built"
 PAGE_UP = "page up"
 FIRST_IMAGE = "first image"
 COMPILING = "compiling in the background"
@@ -86,43 +85,7 @@ def imported(name: str):
     return module
 
 
-# Imports of the model code wait for this while it is clear (only webui.py clears it, for the
-# page's imports). Both are CPU-bound under one GIL: interleaved, the page came up 1.3 s later and
-# the model 2.5 s later than each alone (gradio 2.4 s, the Z-Image modules 3.3 s, the CPU machine);
-# page first, the page is up as soon as a bare Gradio app and the model no later than interleaved.
-# The disk reads (plain threads, the GIL released) do not wait.
-_imports_may_start = threading.Event()
-_imports_may_start.set()
-_imports_waiting = threading.Event()        # set while a load waits for the page (for tests and the log)
-HOLD_LIMIT_S = 60.0
-
-
-def hold_model_imports() -> None:
-    _imports_may_start.clear()
-
-
-def release_model_imports() -> None:
-    if not _imports_may_start.is_set():
-        mark(PAGE_BUILT)
-    _imports_may_start.set()
-
-
-def model_imports_waiting() -> bool:
-    return _imports_waiting.is_set()
-
-
-def wait_until_model_imports_may_start(timeout_s: float = HOLD_LIMIT_S) -> bool:
-    if _imports_may_start.is_set():
-        return True
-    _imports_waiting.set()
-    try:
-        return _imports_may_start.wait(timeout_s)
-    finally:
-        _imports_waiting.clear()
-
-
 def reset() -> None:
     """For tests that start several managers in one process."""
     with _lock:
         _events.clear()
-    _imports_may_start.set()

@@ -300,7 +300,6 @@ class PipelineManager:
             from .loader import weight_paths
 
             prefetch(weight_paths(model_dir), libraries_first="torch" not in sys.modules)
-        startup.wait_until_model_imports_may_start()
         from .loader import component_bytes, read_model_index
         from .placement import resolve_dtype
 

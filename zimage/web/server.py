@@ -210,12 +210,9 @@ def serve(settings: Settings) -> None:
     manager = create_backend(settings).start()
     try:
         if settings.preload:
-            # The reads start at once on the worker; its imports wait for the page's (startup.py says why).
-            startup.hold_model_imports()
-            manager.preload()
+            manager.preload()        # reads start at once on the worker, while the page's imports run here
         quiet_gradio_user_errors()
         app = create_app(settings, manager)
-        startup.release_model_imports()
         server = make_server(app, settings)
         import_model_stack_when_up(server, manager)
         log.info("serving on http://%s:%d", settings.host, settings.port)
@@ -224,5 +221,4 @@ def serve(settings: Settings) -> None:
                         "Use TLS through a reverse proxy if the network is not yours.", settings.host)
         server.run()
     finally:
-        startup.release_model_imports()
         manager.close()
