@@ -54,7 +54,7 @@ def manager(folder: str, size: int, steps: int, args: list[str]) -> dict:
 
     opt = dict(zip(args[::2], args[1::2]))
     settings = Settings(model=folder, outputs_dir="/tmp/zimage-startup-bench-out", idle_unload_s=0, idle_drop_s=0,
-                        compile=opt.get("--compile", "auto"), cache_dir=opt.get("--cache-dir") or None)
+                        compile=opt.get("--compile", "auto"), cache_dir=opt.get("--cache-dir", ""))
     m = PipelineManager(settings).start()
     req = GenerationRequest(prompt="warmup", width=size, height=size, num_inference_steps=steps, seed=1)
     m.generate(req, timeout=900)
