@@ -25,6 +25,7 @@ class JobKind(StrEnum):
     IDLE = "idle"
     IMPORT = "import"
     CACHE = "cache"          # verify, repair, delete of a cached model
+    COMPILE = "compile"      # the background compile's blocks swapped in, between two requests
 
 
 class JobPhase(StrEnum):
@@ -38,7 +39,7 @@ class JobPhase(StrEnum):
     DONE = "done"
 
 
-GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, IMPORT, CACHE = JobKind
+GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, IMPORT, CACHE, COMPILE = JobKind
 
 
 @dataclass(eq=False)

@@ -71,6 +71,7 @@ class Status:
     last_peak_vram_bytes: int | None = None
     oom_count: int = 0               # generations that ran out of GPU memory since start
     replicas: tuple = ()             # with --backend ray: one ReplicaStatus (zimage.scale.replicas) per replica
+    startup: tuple = ()              # (event, s since the process started), zimage.startup's timeline
     updated_at: float = field(default_factory=time.time)
 
     @property
@@ -103,6 +104,9 @@ class Status:
             "last_image_s": self.last_image_s, "note": self.note, "plan": self.plan,
             "last_peak_vram_bytes": self.last_peak_vram_bytes, "oom_count": self.oom_count,
         }
+        out["startup"] = {}
+        for name, t in self.startup:
+            out["startup"].setdefault(name, t)
         if self.replicas:
             out["replicas"] = [r.to_dict() for r in self.replicas]
         return out

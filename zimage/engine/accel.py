@@ -111,9 +111,13 @@ def real_rope_processor():
 
 def _swap_processors(pipe, make) -> None:
     """Give every block attention a new processor from `make`, keeping its attention backend."""
+    _swap_transformer_processors(pipe.transformer, make)
+
+
+def _swap_transformer_processors(transformer, make) -> None:
     from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnProcessor
 
-    for module in pipe.transformer.modules():
+    for module in transformer.modules():
         old = getattr(module, "processor", None)
         if isinstance(old, ZSingleStreamAttnProcessor):
             new = make()
@@ -124,11 +128,16 @@ def _swap_processors(pipe, make) -> None:
 def compile_blocks(pipe, cache_dir: Path | None, backend: str = "inductor") -> None:
     """Regional compile, with the rotary embedding in real arithmetic; the kernels are built lazily,
     by the warm-up images."""
+    compile_transformer(pipe.transformer, cache_dir, backend)
+
+
+def compile_transformer(transformer, cache_dir: Path | None, backend: str = "inductor") -> None:
+    """compile_blocks for a transformer of its own (the background compile's twin, compile_bg)."""
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir))
-    _swap_processors(pipe, real_rope_processor())
-    pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=backend)
+    _swap_transformer_processors(transformer, real_rope_processor())
+    transformer.compile_repeated_blocks(fullgraph=True, backend=backend)
 
 
 def is_compiled(pipe) -> bool:

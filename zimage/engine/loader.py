@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+from .. import startup
 from ..errors import ModelLoadFailed
 from ..state import LoadStage
 from ..store.cache import weight_files
@@ -172,6 +173,7 @@ def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: Load
     quantized cache, quantize.py) the transformer and text encoder come from there."""
     spec = read_model_index(model_dir)
     component_classes(spec)
+    startup.mark(startup.MODEL_IMPORTED)
     sizes = {name: component_bytes(quant_dir if quant_dir and (quant_dir / name).is_dir() else model_dir, name)
              for name in spec}
     total = sum(sizes.values())
@@ -193,6 +195,7 @@ def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: Load
         components[name] = _load_plain(model_dir, name, _component_class(library, class_name), dtype,
                                        bool(sizes[name]))
         done += sizes[name]
+    startup.mark(startup.READ)
     if on_progress:
         on_progress(LoadStage.READ, total, total, "")
         on_progress(LoadStage.BUILD, total, total, PIPELINE_CLASS)
@@ -202,7 +205,9 @@ def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: Load
 
     pipe = getattr(diffusers, PIPELINE_CLASS)(**components)
     pipe.set_progress_bar_config(disable=True)
+    startup.mark(startup.BUILT)
     if device != "cpu":   # plain components still sit in RAM
         TorchPlacement.move_modules(pipe, device, on_progress=on_progress and (
             lambda d, t, n: on_progress(LoadStage.MOVE, d, t, n)))
+    startup.mark(startup.ON_DEVICE)
     return pipe

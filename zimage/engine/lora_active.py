@@ -11,10 +11,13 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import LoraModeUnsupported
 from ..store.loras import a1111_list, autov3_hash, resolve
-from .lora import LoraState, LoraWeights, read_lora
+
+if TYPE_CHECKING:     # engine.lora imports torch (1.1 s here): not on the path of the page's start
+    from .lora import LoraState, LoraWeights
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ class ActiveLoras:
                 items.append((weights, strength))
                 hashes[name] = digest
             if self._state is None:
+                from .lora import LoraState
+
                 self._state = LoraState(pipe.transformer, carrier, backup_room)
             applied = self._state.apply(items)
         except BaseException:
@@ -91,6 +96,8 @@ class ActiveLoras:
             if weights is not None:
                 self._weights.move_to_end(key)
         if weights is None:
+            from .lora import read_lora
+
             weights = read_lora(path)
         if digest is None:
             digest = autov3_hash(path)

@@ -15,9 +15,10 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
+from .. import startup
 from ..config import Settings
 from ..errors import Cancelled, ControlNetRefused, DownloadCancelled, ModelLoadFailed, OutOfMemory, ZImageError
-from ..jobs import CACHE, GENERATE, IDLE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches, settle
+from ..jobs import CACHE, COMPILE, GENERATE, IDLE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches, settle
 from ..request import GenerationRequest, GenerationResult
 from ..state import READY_STATES, LoadStage, LoadState, MemoryInfo, Status
 from ..store.cache_ops import check_confirmed, delete_model, repair_model, verify_model
@@ -72,6 +73,7 @@ class PipelineManager:
         self._prompts = PromptCache()                  # text-encoder outputs per prompt, for this pipeline
         self._loras = ActiveLoras(settings.lora_folder)   # the LoRA set fused into the transformer now
         self._control = ControlNetSlot()               # the ControlNet, loaded on first use
+        self._compiling = None                         # the BackgroundCompile under way (compile_bg)
 
         self._runner = GenerationRunner(self._store, self._model_label)   # the pipeline call, PNG saving
         self.load_count = 0                            # completed weight loads from disk, for tests and /health
@@ -89,7 +91,7 @@ class PipelineManager:
     def status(self) -> Status:
         with self._lock:
             return replace(self._status, busy=self._queue.current is not None,
-                           queue_length=self._queue.pending_generations)
+                           queue_length=self._queue.pending_generations, startup=tuple(startup.timeline()))
 
     @property
     def worker_alive(self) -> bool:
@@ -292,6 +294,7 @@ class PipelineManager:
                                    on_download_start=self._start_download, cancel=self._download_cancel)
         self._set(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.0, bytes_done=0, bytes_total=0,
                   message="", hint="")
+        startup.mark(startup.READING)
         if self.settings.loader == "fast":
             # The disk reads start now, while torch and diffusers are still being imported below
             # (on a cold start, the libraries those imports read go first).
@@ -326,6 +329,7 @@ class PipelineManager:
         landed = LoadState.ON_CPU if device == "cpu" else LoadState.ON_GPU
         self._set(state=landed, stage=None, device=device, progress=1.0,
                   plan="" if device == "cpu" else speed.resident_plan(self._pipe, self.settings))
+        startup.mark(startup.READY)
         log.info("model loaded from %s onto %s", model_dir, device)
 
     def _quantized(self) -> bool:
@@ -333,10 +337,57 @@ class PipelineManager:
 
     def _speed_up(self, warm: bool) -> None:
         demo = DEMO_NOTE if self.settings.demo else ""
-        self._attention = speed.speed_up(
+        self._attention, compile_wanted = speed.speed_up(
             self._pipe, self.settings, self._get_placement(), warm=warm,
             on_fp8=lambda note: self._set(note="\n".join(filter(None, [demo, note]))),
             on_warm_up=lambda: self._set(state=LoadState.LOADING, stage=LoadStage.WARMUP, progress=0.0, current_file=""))
+        if compile_wanted:
+            self._compile_in_background()
+
+    # ---- the background compile (compile_bg): never in the way of readiness or a request -----
+    def _compile_in_background(self) -> None:
+        from .accel import compile_transformer
+        from .compile_bg import BackgroundCompile, artifact_path
+
+        if self._compiling is not None and self._compiling.pipe is self._pipe and not self._compiling.cancelled.is_set():
+            return
+        cache = speed.compile_cache_dir(self.settings)
+        backend = speed.COMPILE_BACKEND
+        self._compiling = BackgroundCompile(self._pipe, lambda twin: compile_transformer(twin, cache, backend),
+                                            speed.warm_compiled, self._compile_finished,
+                                            artifacts=artifact_path(cache, self.gpu_device)).start()
+        startup.mark(startup.COMPILING)
+        log.info("compiling the transformer blocks in the background; eager blocks serve meanwhile")
+
+    def _compile_finished(self, bg) -> None:
+        """From the compile's thread: the swap is queued, so it happens between two requests."""
+        with self._lock:
+            if self._queue.alive:
+                self._enqueue_locked(COMPILE, lambda job: self._run_swap_compiled(bg))
+
+    def _run_swap_compiled(self, bg) -> bool:
+        if bg is not self._compiling:
+            return False
+        self._compiling = None
+        if bg.cancelled.is_set():
+            return False
+        if bg.error is not None:
+            startup.mark(startup.COMPILE_FAILED)
+            log.warning("background compile failed (%s): the eager blocks keep serving", bg.error)
+            return False
+        if self._status.state != LoadState.ON_GPU or self._pipe is not bg.pipe:
+            return False
+        self._loras.drop()               # the base weights under the twin too (shared tensors); fused again on use
+        swapped = bg.swap_into(self._pipe)
+        if swapped:
+            startup.mark(startup.COMPILED)
+            log.info("compiled blocks in use%s", " (from the saved cache artifacts)" if bg.loaded_artifacts else "")
+        return swapped
+
+    def _cancel_compile(self) -> None:
+        if self._compiling is not None:
+            self._compiling.cancel()
+            self._compiling = None
 
     def _run_apply_placement(self, job: Job | None = None) -> Status:
         """Put the loaded pipeline where the settings say (GPU, offloaded or CPU); no disk reads."""
@@ -356,11 +407,13 @@ class PipelineManager:
         if target == LoadState.OFFLOADED:
             self._control.drop()      # refused in a low-VRAM plan: its VRAM goes back to the plan
         if target == LoadState.ON_CPU:
+            self._cancel_compile()
             placement.move(self._pipe, "cpu")
             self._set(state=LoadState.ON_CPU, stage=None, device="cpu", progress=1.0, plan="")
         elif target == LoadState.OFFLOADED:
             from .accel import uncompile_blocks
 
+            self._cancel_compile()
             uncompile_blocks(self._pipe)      # streaming hooks must run eagerly
             speed.leave_fp8(self._pipe, self.settings, placement)
             plan = placement.enable_offload(self._pipe, self._budget_bytes())
@@ -381,6 +434,7 @@ class PipelineManager:
             self._set(state=LoadState.UNLOADED, stage=None, device=None, progress=0.0, message="", hint="",
                       bytes_done=0, bytes_total=0, current_file="")
         elif state in (LoadState.ON_GPU, LoadState.OFFLOADED):
+            self._cancel_compile()
             self._loras.drop()
             placement = self._get_placement()
             if state == LoadState.OFFLOADED:
@@ -391,6 +445,7 @@ class PipelineManager:
         return self.status()
 
     def _drop_pipeline(self) -> None:
+        self._cancel_compile()
         try:
             self._loras.drop()
         except ZImageError as e:      # a restore that no longer fits: the weights are dropped anyway
@@ -446,7 +501,9 @@ class PipelineManager:
             self._status = replace(self._status, last_image_s=round(seconds / max(1, total), 3),
                                    last_peak_vram_bytes=peak)
         warning = "\n".join(filter(None, [warning, *notes]))
-        return self._runner.save(members, batches, seconds, warning, peak, hashes)
+        saved = self._runner.save(members, batches, seconds, warning, peak, hashes)
+        startup.mark(startup.FIRST_IMAGE)
+        return saved
 
     def _use_loras(self, req: GenerationRequest) -> tuple[dict[str, str], list[str]]:
         """The request's LoRA set fused (riders share it: batch_key); the base model when it has none.

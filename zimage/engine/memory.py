@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import psutil
 
+from .. import startup
 from ..state import MemoryInfo
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def memory_info(gpu_device: str | None = None) -> MemoryInfo:
                 ram_total_bytes=vm.total, ram_available_bytes=vm.available)
     index = _cuda_index(gpu_device)
     if index is not None:
-        torch = sys.modules.get("torch")
+        torch = startup.imported("torch")
         if torch is not None and torch.cuda.is_available():
             info["vram_allocated_bytes"] = torch.cuda.memory_allocated(index)
         try:

@@ -14,13 +14,17 @@ from .vram import is_oom
 
 log = logging.getLogger(__name__)
 
+COMPILE_BACKEND = "inductor"      # torch.compile's; "eager" (tracing, no code generation) in the CPU tests
+
 
 def speed_up(pipe, settings: Settings, placement: Any, *, warm: bool, on_fp8: Callable[[str], None],
-             on_warm_up: Callable[[], None]) -> str:
-    """On the GPU with the model resident: the attention backend, regional compile (when wanted),
-    and the warm-up images that build the kernels before any request. `on_fp8(note)` gets fp8's
-    outcome for the page ("" when there is nothing to say) whenever fp8 is not off; `on_warm_up()`
-    comes before the warm-up images. Returns the attention backend in use."""
+             on_warm_up: Callable[[], None]) -> tuple[str, bool]:
+    """On the GPU with the model resident: the attention backend, fp8 (when wanted) and one eager
+    warm-up image. The compile is not done here: it would hold readiness back (22 s with an empty
+    inductor cache on the H100); the manager has it built in the background (compile_bg) when the
+    second value returned is True. `on_fp8(note)` gets fp8's outcome for the page ("" when there is
+    nothing to say) whenever fp8 is not off; `on_warm_up()` comes before the warm-up image.
+    Returns (the attention backend in use, whether to compile in the background)."""
     import torch
 
     from . import accel
@@ -34,16 +38,28 @@ def speed_up(pipe, settings: Settings, placement: Any, *, warm: bool, on_fp8: Ca
     note = use_fp8(pipe, settings, placement, capability, compiled)
     if note is not None:
         on_fp8(note)
-    if compiled and not accel.is_compiled(pipe):
-        from ..store.cache import modelscope_cache_base
-
-        accel.compile_blocks(pipe, accel.compile_cache_dir(modelscope_cache_base(settings.cache_dir)))
     if warm:
         on_warm_up()
-        for prompt in accel.WARMUP_PROMPTS[:2 if compiled else 1]:
-            log.info("warm-up image in %.2f s (attention %s%s)", warm_up(pipe, prompt=prompt),
-                     attention, ", compiled blocks" if compiled else "")
-    return attention
+        log.info("warm-up image in %.2f s (attention %s%s)", warm_up(pipe, prompt=accel.WARMUP_PROMPTS[0]),
+                 attention, ", compiled blocks" if accel.is_compiled(pipe) else "")
+    return attention, compiled and not accel.is_compiled(pipe)
+
+
+def compile_cache_dir(settings: Settings):
+    from ..store.cache import modelscope_cache_base
+    from .accel import compile_cache_dir as under
+
+    return under(modelscope_cache_base(settings.cache_dir))
+
+
+def warm_compiled(pipe, size: int = 1024) -> None:
+    """The background compile's warm-up: one image per prompt length, so the compiled blocks take
+    any prompt length without compiling again (the shapes turn dynamic on the second)."""
+    from .accel import WARMUP_PROMPTS
+    from .generate import warm_up
+
+    for prompt in WARMUP_PROMPTS:
+        log.info("compiled warm-up image in %.2f s", warm_up(pipe, size, size, prompt=prompt))
 
 
 def use_fp8(pipe, settings: Settings, placement: Any, capability: tuple[int, int] | None,

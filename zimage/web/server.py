@@ -12,6 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .. import startup
 from ..app import create_backend
 from ..config import PROJECT_ROOT, ConfigError, Settings
 from ..jobs import Backend
@@ -29,10 +30,11 @@ def _temp_roots() -> set[Path]:
 
 
 def gradio_upload_folder() -> str:
-    """Where Gradio's /upload writes (GRADIO_TEMP_DIR, else <temp>/gradio)."""
-    from gradio.utils import get_upload_folder
-
-    return get_upload_folder()
+    """Where Gradio's /upload writes (GRADIO_TEMP_DIR, else <temp>/gradio): gradio.utils.get_upload_folder's
+    rule, written out because importing gradio.utils imports all of gradio (2.5 s on the CPU machine),
+    and the outputs folder is checked before the worker starts reading the weights (tests/test_startup_timeline
+    checks that both give the same folder)."""
+    return os.environ.get("GRADIO_TEMP_DIR") or str((Path(tempfile.gettempdir()) / "gradio").resolve())
 
 
 def _refusal(out: Path, settings: Settings) -> str:
@@ -108,6 +110,7 @@ def create_app(settings: Settings, manager: Backend):
     from .ui import build_ui
     from .ui_page import page_assets
 
+    startup.mark(startup.WEB_IMPORTED)
     outputs = outputs_dir_checked(settings)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.api_routers = [build_router(manager, settings.max_prompt_chars),   # read by openapi_schema()
@@ -197,6 +200,7 @@ def import_model_stack_when_up(server, manager: Backend) -> threading.Thread:
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if server.started:
+            startup.mark(startup.PAGE_UP)
             manager.import_model_stack()
     t = threading.Thread(target=run, name="zimage-imports", daemon=True)
     t.start()

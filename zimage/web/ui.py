@@ -5,13 +5,13 @@ import dataclasses
 import html
 import logging
 import math
-import sys
 import threading
 import time
 from pathlib import Path
 
 import gradio as gr
 
+from .. import startup
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
 from ..jobs import Backend, Job
@@ -28,6 +28,7 @@ from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_params import gallery_caption
 from .ui_pnginfo import build_pnginfo_tab
 from .ui_preview import build_live_preview, job_progress
+from .ui_startup import current_step, startup_html
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ def render_status(status: Status, mem: MemoryInfo) -> str:
     if status.state == LoadState.DOWNLOADING and status.speed_bps:
         eta = f" · {status.eta_s:,.0f} s left" if status.eta_s is not None else ""
         head.append(f"<div>{status.speed_bps / 2**20:,.1f} MiB/s{eta}</div>")
+    timeline = startup_html(status)
+    if timeline:          # in view while the launch is under way, folded away after it
+        (head if current_step(status) else more).append(timeline)
     line.append(f"Low VRAM: {'on' if status.low_vram else 'off'}")
     line.append(f"Queue: {status.queue_length}")
     if status.message or status.hint:
@@ -157,7 +161,7 @@ def gpu_absent(settings: Settings) -> bool | None:
     """True on a machine without a usable GPU, None while that is not known yet (torch not imported)."""
     if settings.device == "cpu":
         return True
-    torch = sys.modules.get("torch")     # never imported just to answer: the page runs before torch
+    torch = startup.imported("torch")    # never imported just to answer: the page runs before torch
     if torch is None:
         return None
     return not torch.cuda.is_available()

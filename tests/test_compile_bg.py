@@ -1,0 +1,106 @@
+"""The background compile (issue 19): the model is ready and serves eagerly while compiled blocks
+are built beside it, then the compiled blocks are swapped in between two requests, over the same
+weight tensors. On the CPU torch.compile runs with the "eager" backend: dynamo's real tracing and
+guards, no code generation (inductor needs a GPU here); CUDA itself is the only stand-in."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import types
+
+import numpy as np
+import torch
+
+from conftest import wait_for
+from test_accel import image
+from test_manager import FakeGpuPlacement, cpu_loader, req
+from zimage import startup
+from zimage.engine import accel, speed
+from zimage.engine.compile_bg import BackgroundCompile, artifact_key, twin_module
+from zimage.engine.loader import load_pipeline
+from zimage.engine.manager import PipelineManager
+from zimage.state import LoadState
+
+
+def tensors_of(module) -> dict[str, int]:
+    return {name: t.data_ptr() for name, t in [*module.named_parameters(), *module.named_buffers()]}
+
+
+def test_the_twin_shares_every_weight_and_compiles_on_its_own(tiny_model_dir, tmp_path):
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    expected = image(pipe)
+    gate, served_meanwhile = threading.Event(), []
+
+    def warm(twin_pipe):
+        served_meanwhile.append((accel.is_compiled(pipe), image(pipe)))   # the eager pipeline, mid-compile
+        gate.wait(60)
+        speed.warm_compiled(twin_pipe, size=64)
+    bg = BackgroundCompile(pipe, lambda t: accel.compile_transformer(t, tmp_path / "c", "eager"), warm,
+                           on_done=lambda b: None, artifacts=tmp_path / "c" / "artifacts.bin").start()
+    wait_for(lambda: served_meanwhile, 60, message="the compile to reach its warm-up")
+    compiled_meanwhile, picture = served_meanwhile[0]
+    assert not compiled_meanwhile and np.array_equal(picture, expected)
+    gate.set()
+    assert bg.done.wait(120) and bg.error is None, bg.error
+    assert accel.is_compiled(types.SimpleNamespace(transformer=bg.transformer))
+    before = tensors_of(pipe.transformer)
+    assert bg.swap_into(pipe)
+    assert accel.is_compiled(pipe) and tensors_of(pipe.transformer) == before      # no weight was copied
+    assert np.abs(image(pipe) - expected).max() <= 1
+
+
+def test_a_cancelled_compile_is_not_swapped_in(tiny_model_dir):
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    bg = BackgroundCompile(pipe, lambda t: accel.compile_transformer(t, None, "eager"), lambda p: None,
+                           on_done=lambda b: None)
+    bg.cancel()
+    bg.start().done.wait(60)
+    assert not bg.swap_into(pipe) and not accel.is_compiled(pipe)
+
+
+def test_twin_processors_are_its_own(tiny_model_dir):
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    twin = twin_module(pipe.transformer)
+    accel._swap_transformer_processors(twin, accel.real_rope_processor())
+    names = {type(m.processor).__name__ for m in pipe.transformer.modules() if hasattr(m, "processor")}
+    assert names == {"ZSingleStreamAttnProcessor"}
+
+
+def test_artifacts_are_keyed_by_torch_triton_and_gpu():
+    key = artifact_key("2.9.0", "3.5.0", "NVIDIA H200", (9, 0))
+    assert key == artifact_key("2.9.0", "3.5.0", "NVIDIA H200", (9, 0))
+    others = {artifact_key("2.9.1", "3.5.0", "NVIDIA H200", (9, 0)), artifact_key("2.9.0", "3.4.0", "NVIDIA H200", (9, 0)),
+              artifact_key("2.9.0", "3.5.0", "NVIDIA H100", (9, 0)), artifact_key("2.9.0", "3.5.0", "NVIDIA H200", (8, 9))}
+    assert key not in others and len(others) == 4
+
+
+def test_the_manager_is_ready_and_serves_eagerly_while_compiling_then_swaps(settings, monkeypatch):
+    """A compile never delays readiness or a request: ready with eager blocks, a request served
+    while the compile waits, the compiled blocks in use after it, the picture unchanged."""
+    startup.reset()
+    gate = threading.Event()
+    monkeypatch.setattr(accel, "want_compile", lambda *a, **k: True)      # "a CUDA GPU with Triton"
+    monkeypatch.setattr(speed, "COMPILE_BACKEND", "eager", raising=False)
+
+    def gated_warm(pipe):
+        gate.wait(120)
+        real_warm(pipe, size=64)
+    real_warm = getattr(speed, "warm_compiled", None)
+    monkeypatch.setattr(speed, "warm_compiled", gated_warm, raising=False)
+    s = dataclasses.replace(settings, warmup=False, compile="on")
+    m = PipelineManager(s, placement_factory=FakeGpuPlacement, loader=cpu_loader, idle_poll_s=0.05).start()
+    try:
+        assert m.ensure_ready(120).state == LoadState.ON_GPU
+        events = startup.timeline_dict()
+        assert startup.COMPILING in events and startup.COMPILED not in events
+        assert "compiling in the background" in str(m.status().to_dict()["startup"])
+        eager = m.generate(req(), timeout=120).images[0].image
+        assert not accel.is_compiled(m._pipe)
+        gate.set()
+        wait_for(lambda: startup.COMPILED in startup.timeline_dict(), 180, message="the compiled blocks swapped in")
+        compiled = m.generate(req(), timeout=120).images[0].image
+        assert accel.is_compiled(m._pipe)
+        assert np.abs(np.asarray(compiled, np.int16) - np.asarray(eager, np.int16)).max() <= 1
+    finally:
+        gate.set()
+        m.close()
