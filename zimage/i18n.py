@@ -235,3 +235,12 @@ def error_text(code: str, message: str, hint: str, lang: str, field: str | None 
     if lang != "zh":
         return message, hint
     return message_zh(code, message, field), hint_zh(hint)
+
+
+def status_text(message: str, hint: str, lang: str) -> tuple[str, str]:
+    """(message, hint) of an error the status panel shows, which keeps no code: the catalog's
+    Chinese where a pattern knows the message, else the English as it is (a generic sentence in
+    front of an unknown message would name the wrong error)."""
+    if lang != "zh":
+        return message, hint
+    return (_match(_MESSAGES, message) or message) if message else "", hint_zh(hint)
