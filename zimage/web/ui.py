@@ -347,12 +347,13 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         client_id = gr.BrowserState(None, storage_key="zimage-client")
         saved = gr.BrowserState({}, storage_key="zimage-settings")
         with gr.Row(elem_id="status-row", equal_height=True):
-            gr.Markdown("## Z-Image-Turbo", elem_id="page-title")
+            with gr.Column(scale=0, min_width=200, elem_id="title-col"):
+                gr.Markdown("## Z-Image-Turbo", elem_id="page-title")
+                lang_switch = gr.Radio(LANG_CHOICES, value="en", show_label=False, label=label("lang_label"),
+                                       elem_id="lang-switch", container=False)
             status_box = gr.HTML(status_html(), elem_id="status-panel")
             cancel_dl_btn = gr.Button(label("cancel_download"), elem_id="cancel-download-btn", size="sm",
                                       visible=False, scale=0, min_width=140)
-            lang_switch = gr.Radio(LANG_CHOICES, value="en", show_label=False, label=label("lang_label"),
-                                   elem_id="lang-switch", container=False, scale=0, min_width=160)
         with gr.Tabs(elem_id="main-tabs") as tabs:
             with gr.Tab(label("tab_generate"), id="generate", elem_id="generate-tab") as generate_tab:
                 # Forge's layout: Generate in a narrow column right of the prompt; settings left, results right.

@@ -41,7 +41,7 @@ CSS = f"""
 #live-preview .zi-live-line {{ margin: 2px 0 6px; }}
 #live-preview progress {{ width: 100%; }}
 /* The language switch: two small choices side by side, at the status row's end. */
-#lang-switch {{ flex-grow: 0 !important; min-width: 0 !important; align-self: flex-start; }}
+#title-col {{ gap: 4px !important; }}
 #lang-switch .wrap {{ flex-wrap: nowrap !important; gap: 4px; }}
 #lang-switch label {{ padding: 2px 8px !important; }}
 /* The status: one line; the rest below it on desktop, behind a tap on the phone. */
@@ -61,6 +61,11 @@ CSS = f"""
   #prompt-row {{ flex-wrap: nowrap !important; }}
   #generate-col {{ min-width: 96px !important; max-width: 110px; }}
   #page-title {{ display: none; }}
+  /* The switch alone on the status line's left, as narrow as its two words. */
+  #title-col {{ min-width: 0 !important; flex: 0 0 auto !important; }}
+  #lang-switch label {{ padding: 2px 6px !important; }}
+  #lang-switch input {{ position: absolute; opacity: 0; }}   /* still focusable, still a radio to a screen reader */
+  #lang-switch label:has(input:checked) {{ font-weight: 700; border-color: var(--color-accent) !important; }}
 }}
 """
 
