@@ -109,6 +109,8 @@ def test_status_progress_and_size_messages_in_chinese():
     zh = render_status(Status(state=LoadState.LOADING, stage=LoadStage.MOVE, progress=0.5), mem, "zh")
     assert "模型：" in zh and "加载中" in zh and "移到设备" in zh and "队列：0" in zh and "Model:" not in zh
     assert "Model:" in render_status(Status(), mem)                  # English stays the default
+    from zimage.engine.manager import DEMO_NOTE
+    assert "演示模式" in render_status(Status(note=DEMO_NOTE), mem, "zh")
     assert size_problem(250, 1024, "zh") == "**宽度** 必须在 256 到 2048 之间，当前为 250。"
     job = Job(kind="generate", fn=None, phase="generating", step=3, total_steps=9, images_total=4, images_done=1)
     assert job_progress(job, Status(), "zh")[1] == "第 2 张，共 4 张 · 第 3 步，共 9 步"

@@ -156,6 +156,8 @@ MESSAGES_ZH: list[tuple[str, str]] = [
     (r"Host (?P<h>.+) is not one host\[:port\]\.", "Host {h} 不是一个 主机[:端口]。"),
     (r"Host (?P<h>.+) is not served: this app only answers on 127\.0\.0\.1 / localhost\.",
      "不提供 Host {h} 的服务：此应用只响应 127.0.0.1 / localhost。"),
+    # Not an error: the status panel's note in demo mode (engine/manager.DEMO_NOTE), read by status_text.
+    (r"Demo mode: a tiny model with random weights, so every image is noise\.", "演示模式：使用随机权重的小模型，所以每张图片都是噪点。"),
     (r"A (?P<b>\S+) GiB VRAM budget is below the (?P<m>\S+) GiB this model needs even with every block streamed "
      r"from RAM\.", "{b} GiB 的显存预算低于此模型所需的 {m} GiB（即使所有块都从内存流式加载）。"),
 ]

@@ -79,7 +79,8 @@ def render_status(status: Status, mem: MemoryInfo, lang: str = "en") -> str:
     if status.replicas:
         more.append(render_replicas(status.replicas, lang))
     if status.note:
-        more.append(f'<div class="zi-note">{e(status.note)}</div>')
+        note = "\n".join(status_text(line, "", lang)[0] for line in status.note.split("\n"))
+        more.append(f'<div class="zi-note">{e(note)}</div>')
     toggle = (f'<button type="button" class="zi-status-toggle" aria-expanded="false" aria-controls="zi-status-more">'
               f'{" · ".join(line)} <span class="zi-chevron" aria-hidden="true">▾ {t("status_more")}</span></button>')
     return (f'<div id="zi-status-body">{toggle}{"".join(head)}'
