@@ -107,6 +107,7 @@ INVALID_ZH: list[tuple[str, str]] = [
     (r"must be a JSON object of keyword arguments", "必须是关键字参数组成的 JSON 对象"),
     (r"is not a known field \(known: (?P<k>.+)\)", "不是已知字段（已知字段：{k}）"),
     (r"must be a finite number", "必须是有限的数字"),
+    (r"must be a date written YYYY-MM-DD, got (?P<v>.+)", "必须是 YYYY-MM-DD 格式的日期，收到的是 {v}"),
     (r"must be -1 \(random\) or an integer 0-(?P<max>\d+)", "必须是 -1（随机）或 0-{max} 之间的整数"),
     (r"must be an integer >= 1", "必须是大于等于 1 的整数"),
     (r"must look like 1024x1024, got (?P<v>.+)", "格式应为 1024x1024，收到的是 {v}"),
