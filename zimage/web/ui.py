@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import gradio as gr
-from gradio.components.number import Number
 
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
@@ -26,6 +25,7 @@ from .ui_history import GenerateControls, build_history_tab
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_page import SWITCH_JS
 from .ui_params import gallery_caption
+from .ui_slider import SizeSlider
 from .ui_pnginfo import build_pnginfo_tab
 from .ui_preview import build_live_preview, job_progress
 
@@ -128,19 +128,6 @@ def size_problem(width, height, lang: str = "en") -> str:
             out.append(text("size_multiple", lang, name=name, m=SIZE_MULTIPLE, value=value, below=below,
                             above=below + SIZE_MULTIPLE))
     return " ".join(out)
-
-
-class SizeSlider(gr.Slider):
-    """Width and height: their bounds are the app's to check (size_problem as they change,
-    GenerationRequest on Generate), in the page's language and naming the field. Gradio's own check
-    refused a typed 250 before any handler, with an English "Value 250 is less than minimum value
-    256." that named no field. `is_template`: the browser draws it as Gradio's slider."""
-    is_template = True
-
-    def preprocess(self, payload):
-        if isinstance(payload, (int, float)) and not isinstance(payload, bool) and math.isfinite(payload):
-            return Number.round_to_precision(payload, self.precision)
-        return payload
 
 
 def preset_for(width, height) -> str:
@@ -374,9 +361,9 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                              label=label("preset_label"), elem_id="preset")
                         with gr.Row():
                             width = SizeSlider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label=label("width"),
-                                              elem_id="width")
-                            height = SizeSlider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE,
-                                               label=label("height"), elem_id="height")
+                                                elem_id="width")
+                            height = SizeSlider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label=label("height"),
+                                                 elem_id="height")
                         size_error = gr.Markdown("", elem_id="size-error")
                         with gr.Row():
                             steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label=label("steps"), elem_id="steps")
