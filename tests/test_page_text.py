@@ -9,6 +9,7 @@ import re
 import string
 from pathlib import Path
 
+import pytest
 import requests
 
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
@@ -123,3 +124,16 @@ def test_the_page_sends_both_tables_and_keys_not_english(server):
     assert any("prompt_label" in v for v in values) and "Prompt" not in values
     # The page's status panel, asked for by a Chinese browser, answers in Chinese.
     assert page_text.FRONTEND_LOCALES["zh"] in config["i18n_translations"]
+
+
+def test_a_size_out_of_range_is_refused_naming_the_field_in_the_callers_language(server):
+    """Gradio's own slider check answered a width of 250 with "Value 250 is less than minimum value
+    256.", in English and naming no field; the app's check answers now (ui_slider.SizeSlider)."""
+    from gradio_client import Client
+
+    zh = Client(server.url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    with pytest.raises(Exception, match="width: 必须在 256 到 2048 之间，收到的是 250"):
+        zh.predict("x", "", 250, 256, 2, 0.0, 1, 1, [], api_name="/generate")
+    en = Client(server.url, verbose=False)
+    with pytest.raises(Exception, match="height: must be between 256 and 2048, got 4096"):
+        en.predict("x", "", 256, 4096, 2, 0.0, 1, 1, [], api_name="/generate")
