@@ -1,8 +1,10 @@
 """Regenerate the README's screenshots: `python scripts/screenshots.py` (needs /usr/bin/chromium).
 
 Starts `webui.py --demo` on a free port, preloads, generates one image and opens the Model cache
-panel, saving docs/screenshot.png (desktop, 1440x900), docs/screenshot-phone.png (390x844, the
-first screen) and docs/screenshot-cache.png.
+panel, saving, in English and Simplified Chinese (the browser's locale picks the page's language):
+docs/screenshot.png and docs/screenshot-zh.png (desktop, 1440x900), docs/screenshot-phone.png and
+docs/screenshot-zh-phone.png (390x844, the first screen), and docs/screenshot-cache.png. The Chinese
+ones need a CJK font (Debian: fonts-wqy-zenhei or fonts-noto-cjk), or every character is a box.
 """
 from __future__ import annotations
 
@@ -22,8 +24,18 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
         "--disable-component-update", "--disable-sync"]
 
 
-def make_image(page) -> None:
-    page.fill("#prompt textarea", "a lighthouse at dusk, golden light")
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+SHOTS = {"en-US": ("screenshot.png", "screenshot-phone.png"), "zh-CN": ("screenshot-zh.png", "screenshot-zh-phone.png")}
+PROMPTS = {"en-US": "a lighthouse at dusk, golden light", "zh-CN": "黄昏时的灯塔，金色的光"}
+
+
+def open_settings(page) -> None:
+    page.locator("#settings-panel > button").first.click()      # its title is in the page's language
+
+
+def make_image(page, prompt: str) -> None:
+    page.fill("#prompt textarea", prompt)
     for elem, value in (("width", 512), ("height", 512)):
         box = page.locator(f"#{elem} input[type=number]")
         box.fill(str(value))
@@ -51,22 +63,27 @@ def main() -> None:
                 time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.goto(url)
-            page.locator("#settings-panel").get_by_text("Model and memory").click()
-            page.click("#preload-btn")
-            page.wait_for_selector('[data-state="on_cpu"]', timeout=120_000)
-            page.locator("#settings-panel").get_by_text("Model and memory").click()     # folded again
-            make_image(page)
-            page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
-            phone = browser.new_page(viewport={"width": 390, "height": 844})
-            phone.goto(url)
-            make_image(phone)
-            phone.screenshot(path=str(ROOT / "docs" / "screenshot-phone.png"))
-            page.locator("#settings-panel").get_by_text("Model and memory").click()
-            page.get_by_text("Model cache").click()
+            first = None
+            for locale, (desktop_png, phone_png) in SHOTS.items():
+                page = browser.new_context(viewport=DESKTOP, locale=locale).new_page()
+                page.goto(url)
+                page.wait_for_selector("#status-panel .zi-state")
+                if first is None:
+                    open_settings(page)
+                    page.click("#preload-btn")
+                    page.wait_for_selector('[data-state="on_cpu"]', timeout=120_000)
+                    open_settings(page)                  # folded again
+                    first = page
+                make_image(page, PROMPTS[locale])
+                page.screenshot(path=str(ROOT / "docs" / desktop_png))
+                phone = browser.new_context(viewport=PHONE, locale=locale).new_page()
+                phone.goto(url)
+                make_image(phone, PROMPTS[locale])
+                phone.screenshot(path=str(ROOT / "docs" / phone_png))
+            open_settings(first)
+            first.locator("#cache-panel > button").first.click()
             time.sleep(1.5)
-            page.locator("#cache-panel").screenshot(path=str(ROOT / "docs" / "screenshot-cache.png"))
+            first.locator("#cache-panel").screenshot(path=str(ROOT / "docs" / "screenshot-cache.png"))
             browser.close()
     finally:
         proc.terminate()

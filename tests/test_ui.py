@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import requests
 from gradio_client import Client
@@ -126,8 +128,11 @@ def test_page_serves_with_status_panel_and_safe_gradio_routes(server, tmp_path):
     page = requests.get(server.url + "/", timeout=10)
     assert page.status_code == 200
     config = requests.get(server.url + "/config", timeout=10).json()
-    labels = {str(c.get("props", {}).get("value")) for c in config["components"]}
-    assert {"Preload model", "Unload", "Generate", "Stop"} <= labels
+    tables = config["i18n_translations"]          # the buttons' values are page_text keys, in both tables
+    keys = {json.loads(str(v).removeprefix("__i18n__"))["key"] for c in config["components"]
+            if str(v := c.get("props", {}).get("value")).startswith("__i18n__")}
+    assert {"Preload model", "Unload", "Generate", "Stop"} <= {tables["en"][k] for k in keys}
+    assert {"预加载模型", "卸载", "生成", "停止"} <= {tables["zh-CN"][k] for k in keys}
     for path in ["/gradio_api/file=/etc/passwd", "/gradio_api/file=../../etc/passwd",
                  f"/gradio_api/file={server.settings.cache_dir}/x"]:
         assert requests.get(server.url + path, timeout=10).status_code in (403, 404)

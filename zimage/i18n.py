@@ -108,6 +108,7 @@ INVALID_ZH: list[tuple[str, str]] = [
     (r"must be a JSON object of keyword arguments", "必须是关键字参数组成的 JSON 对象"),
     (r"is not a known field \(known: (?P<k>.+)\)", "不是已知字段（已知字段：{k}）"),
     (r"must be a finite number", "必须是有限的数字"),
+    (r"must be a date written YYYY-MM-DD, got (?P<v>.+)", "必须是 YYYY-MM-DD 格式的日期，收到的是 {v}"),
     (r"must be -1 \(random\) or an integer 0-(?P<max>\d+)", "必须是 -1（随机）或 0-{max} 之间的整数"),
     (r"must be an integer >= 1", "必须是大于等于 1 的整数"),
     (r"must look like 1024x1024, got (?P<v>.+)", "格式应为 1024x1024，收到的是 {v}"),
@@ -157,6 +158,8 @@ MESSAGES_ZH: list[tuple[str, str]] = [
     (r"Host (?P<h>.+) is not one host\[:port\]\.", "Host {h} 不是一个 主机[:端口]。"),
     (r"Host (?P<h>.+) is not served: this app only answers on 127\.0\.0\.1 / localhost\.",
      "不提供 Host {h} 的服务：此应用只响应 127.0.0.1 / localhost。"),
+    # Not an error: the status panel's note in demo mode (engine/manager.DEMO_NOTE), read by status_text.
+    (r"Demo mode: a tiny model with random weights, so every image is noise\.", "演示模式：使用随机权重的小模型，所以每张图片都是噪点。"),
     (r"A (?P<b>\S+) GiB VRAM budget is below the (?P<m>\S+) GiB this model needs even with every block streamed "
      r"from RAM\.", "{b} GiB 的显存预算低于此模型所需的 {m} GiB（即使所有块都从内存流式加载）。"),
 ]
@@ -236,3 +239,12 @@ def error_text(code: str, message: str, hint: str, lang: str, field: str | None 
     if lang != "zh":
         return message, hint
     return message_zh(code, message, field), hint_zh(hint)
+
+
+def status_text(message: str, hint: str, lang: str) -> tuple[str, str]:
+    """(message, hint) of an error the status panel shows, which keeps no code: the catalog's
+    Chinese where a pattern knows the message, else the English as it is (a generic sentence in
+    front of an unknown message would name the wrong error)."""
+    if lang != "zh":
+        return message, hint
+    return (_match(_MESSAGES, message) or message) if message else "", hint_zh(hint)

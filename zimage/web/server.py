@@ -179,7 +179,8 @@ class _UserErrorsInOneLine:
         for frame, _ in traceback.walk_tb(tb):
             owner = frame.f_locals.get("self")
             if isinstance(owner, Component):
-                field = f"{owner.label or owner.elem_id or type(owner).__name__}: "
+                name = getattr(owner.label, "key", owner.label)      # a page_text key when translated
+                field = f"{name or owner.elem_id or type(owner).__name__}: "
         log.info("page request refused: %s%s", field, err.message)
 
 

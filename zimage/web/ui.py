@@ -14,18 +14,22 @@ import gradio as gr
 from .. import startup
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
+from ..i18n import status_text
 from ..jobs import Backend, Job
 from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest, as_int
 from ..state import LoadState, MemoryInfo, Status
 from ..units import gib
 from .control_api import model_label
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
+from .page_text import LANG_CHOICES, STATE_KEYS, label, request_lang, stage_text, text
 from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
-from .ui_edit import SEND_LABEL, build_edit_tab, send_selected
+from .ui_edit import build_edit_tab, send_selected
 from .ui_history import GenerateControls, build_history_tab
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
+from .ui_page import SWITCH_JS
 from .ui_params import gallery_caption
+from .ui_slider import SizeSlider
 from .ui_pnginfo import build_pnginfo_tab
 from .ui_preview import build_live_preview, job_progress
 from .ui_startup import current_step, startup_html
@@ -34,111 +38,103 @@ log = logging.getLogger(__name__)
 
 SIZE_PRESETS = ["1024x1024", "1152x896", "896x1152", "1216x832", "832x1216", "1344x768", "768x1344",
                 "1280x720", "720x1280", "768x768", "512x512"]
-UNLOAD_CHOICES = {"Free VRAM (keep in RAM)": "cpu", "Free VRAM and RAM": "none"}
+UNLOAD_CHOICES = [("unload_keep_ram", "cpu"), ("unload_free_all", "none")]    # (page_text key, unload(to=))
 GALLERY_MAX = 48
 CUSTOM = "Custom"
 SAVED_DEFAULTS = ("", "", 1024, 1024, 9, 0.0, -1, 1, *LORA_DEFAULTS)   # the controls' defaults, in SAVED_FIELDS order
-STATE_LABELS = {
-    LoadState.UNLOADED: "Not loaded", LoadState.DOWNLOADING: "Downloading", LoadState.LOADING: "Loading",
-    LoadState.ON_CPU: "Ready (CPU / RAM)", LoadState.ON_GPU: "Ready (GPU)",
-    LoadState.OFFLOADED: "Ready (Low VRAM: offloaded)", LoadState.ERROR: "Error",
-}
-STATUS_MORE = "details"
-PROMPT_LABEL = "Prompt"
-PROMPT_HINT = "Describe the image · Ctrl+Enter (⌘+Enter) generates · Esc stops"
-SETTINGS_LABEL = "Model and memory"
-
-
-def render_status(status: Status, mem: MemoryInfo) -> str:
-    """The status panel as HTML; a pure function so tests can call it. One line (the model's state,
-    a load's progress, the queue, an error) that is always shown, and the rest, which the phone
+def render_status(status: Status, mem: MemoryInfo, lang: str = "en") -> str:
+    """The status panel as HTML in `lang`; a pure function so tests can call it. One line (the model's
+    state, a load's progress, the queue, an error) that is always shown, and the rest, which the phone
     layout folds behind a tap on that line (ui_page's CSS and script)."""
     e = html.escape
-    line = [f'<span class="zi-state" data-state="{status.state.value}"><b>Model:</b> '
-            f'{e(STATE_LABELS[status.state])}</span>']
+    t = lambda key, **parts: text(key, lang, **parts)     # noqa: E731
+    line = [f'<span class="zi-state" data-state="{status.state.value}"><b>{t("status_model")}</b> '
+            f'{e(t(STATE_KEYS[status.state]))}</span>']
     head, more = [], []
     if status.state in (LoadState.DOWNLOADING, LoadState.LOADING):
         pct = int(round(status.progress * 100))
         line.append(f"{pct}%")
-        detail = status.stage.value if status.stage else ""
+        detail = stage_text(status, lang) if status.stage else ""
         if status.bytes_total:
             detail += f" · {status.bytes_done / 2**20:,.0f} / {status.bytes_total / 2**20:,.0f} MiB"
         if status.current_file:
             detail += f" · {e(status.current_file)}"
         head.append(f'<div><progress class="zi-progress" max="100" value="{pct}"></progress> {pct}% · {e(detail)}</div>')
     if status.state == LoadState.DOWNLOADING and status.speed_bps:
-        eta = f" · {status.eta_s:,.0f} s left" if status.eta_s is not None else ""
+        eta = f" · {t('status_left', s=f'{status.eta_s:,.0f}')}" if status.eta_s is not None else ""
         head.append(f"<div>{status.speed_bps / 2**20:,.1f} MiB/s{eta}</div>")
     timeline = startup_html(status)
     if timeline:          # in view while the launch is under way, folded away after it
         (head if current_step(status) else more).append(timeline)
-    line.append(f"Low VRAM: {'on' if status.low_vram else 'off'}")
-    line.append(f"Queue: {status.queue_length}")
+    line.append(t("status_low_vram_on" if status.low_vram else "status_low_vram_off"))
+    line.append(t("status_queue", n=status.queue_length))
     if status.message or status.hint:
         css = "zi-error" if status.state == LoadState.ERROR else "zi-message"
-        head.append(f'<div class="{css}"><b>{e(status.message)}</b><br>{e(status.hint)}</div>')
+        message, hint = status_text(status.message, status.hint, lang)
+        head.append(f'<div class="{css}"><b>{e(message)}</b><br>{e(hint)}</div>')
     if status.plan:
-        more.append(f'<div class="zi-plan">Plan: {e(status.plan)}</div>')
-    peak = f" · peak VRAM {gib(status.last_peak_vram_bytes)}" if status.last_peak_vram_bytes else ""
-    more.append(f"<div>Device: {e(status.device or '-')}{peak}"
-                + (f" · Last image: {status.last_image_s:.2f} s" if status.last_image_s else "") + "</div>")
+        more.append(f'<div class="zi-plan">{e(t("status_plan", plan=status.plan))}</div>')
+    peak = f" · {t('status_peak', v=gib(status.last_peak_vram_bytes))}" if status.last_peak_vram_bytes else ""
+    more.append(f"<div>{e(t('status_device', device=status.device or '-'))}{peak}"
+                + (f" · {t('status_last_image', s=f'{status.last_image_s:.2f}')}" if status.last_image_s else "")
+                + "</div>")
     vram = ""
     if mem.vram_total_bytes is not None or mem.vram_allocated_bytes is not None:
-        vram = f"VRAM: {gib(mem.vram_allocated_bytes)} (device {gib(mem.vram_used_bytes)} / " \
-               f"{gib(mem.vram_total_bytes)}) · "
-    more.append(f"<div>{vram}RAM: process {gib(mem.process_rss_bytes)} · "
-                f"free {gib(mem.ram_available_bytes)} / {gib(mem.ram_total_bytes)}</div>")
+        vram = t("status_vram", allocated=gib(mem.vram_allocated_bytes), used=gib(mem.vram_used_bytes),
+                 total=gib(mem.vram_total_bytes)) + " · "
+    more.append(f"<div>{vram}" + t("status_ram", rss=gib(mem.process_rss_bytes), free=gib(mem.ram_available_bytes),
+                                   total=gib(mem.ram_total_bytes)) + "</div>")
     if status.replicas:
-        more.append(render_replicas(status.replicas))
+        more.append(render_replicas(status.replicas, lang))
     if status.note:
-        more.append(f'<div class="zi-note">{e(status.note)}</div>')
+        note = "\n".join(status_text(line, "", lang)[0] for line in status.note.split("\n"))
+        more.append(f'<div class="zi-note">{e(note)}</div>')
     toggle = (f'<button type="button" class="zi-status-toggle" aria-expanded="false" aria-controls="zi-status-more">'
-              f'{" · ".join(line)} <span class="zi-chevron" aria-hidden="true">▾ {STATUS_MORE}</span></button>')
+              f'{" · ".join(line)} <span class="zi-chevron" aria-hidden="true">▾ {t("status_more")}</span></button>')
     return (f'<div id="zi-status-body">{toggle}{"".join(head)}'
             f'<div class="zi-status-more" id="zi-status-more">{"".join(more)}</div></div>')
 
 
-PHASE_LABELS = {"ready": "Ready", "loading": "Loading", "unloaded": "Not loaded", "error": "Error",
-                "lost": "Not answering (Ray is restarting it)"}
+PHASE_KEYS = {"ready": "phase_ready", "loading": "phase_loading", "unloaded": "phase_unloaded", "error": "phase_error",
+              "lost": "phase_lost"}
 
 
-def render_replicas(replicas) -> str:
+def render_replicas(replicas, lang: str = "en") -> str:
     """--backend ray: one row per replica (node, device, state and progress, queue, last image)."""
     e = html.escape
     rows = []
     for r in replicas:
         s = r.status
-        state = PHASE_LABELS.get(r.phase, r.phase)
+        state = text(PHASE_KEYS[r.phase], lang) if r.phase in PHASE_KEYS else r.phase
         if r.phase == "loading":
-            stage = s.stage.value if s.stage else s.state.value
-            state += f" · {e(stage)} {round(s.progress * 100)}%"
+            state += f" · {e(stage_text(s, lang))} {round(s.progress * 100)}%"
         elif r.phase == "error" and s.message:
-            state += f": {e(s.message)}"
+            state += f": {e(status_text(s.message, '', lang)[0])}"
         device = s.device or "-"
         if r.gpu_ids:
             device += f" (GPU {', '.join(r.gpu_ids)})"
         last = "-"
         if s.last_image_s and r.last_image_at:
-            last = f"{s.last_image_s:.2f} s at {time.strftime('%H:%M:%S', time.localtime(r.last_image_at))}"
+            last = text("replica_last", lang, s=f"{s.last_image_s:.2f}",
+                        time=time.strftime('%H:%M:%S', time.localtime(r.last_image_at)))
         rows.append(f'<tr class="zi-replica" data-phase="{r.phase}"><td>{e(r.replica_id)}</td><td>{e(r.node)}</td>'
                     f"<td>{e(device)}</td><td>{state}</td><td>{s.queue_length}</td><td>{last}</td></tr>")
-    head = "<tr><th>Replica</th><th>Node</th><th>Device</th><th>State</th><th>Queue</th><th>Last image</th></tr>"
-    return f'<table class="zi-replicas">{head}{"".join(rows)}</table>'
+    return f'<table class="zi-replicas">{text("replica_head", lang)}{"".join(rows)}</table>'
 
 
-def size_problem(width, height) -> str:
+def size_problem(width, height, lang: str = "en") -> str:
     """What is wrong with a width and height, naming the field ('' when both are fine)."""
     out = []
-    for name, raw in (("Width", width), ("Height", height)):
-        value = as_int(raw)
+    for key, raw in (("width", width), ("height", height)):
+        name, value = text(key, lang), as_int(raw)
         if value is None:
-            out.append(f"**{name}** must be a whole number.")
+            out.append(text("size_whole", lang, name=name))
         elif not MIN_SIZE <= value <= MAX_SIZE:
-            out.append(f"**{name}** must be between {MIN_SIZE} and {MAX_SIZE}, got {value}.")
+            out.append(text("size_range", lang, name=name, lo=MIN_SIZE, hi=MAX_SIZE, value=value))
         elif value % SIZE_MULTIPLE:
             below = value - value % SIZE_MULTIPLE
-            out.append(f"**{name}** must be a multiple of {SIZE_MULTIPLE}: {value} lies between "
-                       f"{below} and {below + SIZE_MULTIPLE}.")
+            out.append(text("size_multiple", lang, name=name, m=SIZE_MULTIPLE, value=value, below=below,
+                            above=below + SIZE_MULTIPLE))
     return " ".join(out)
 
 
@@ -148,13 +144,12 @@ def preset_for(width, height) -> str:
     return key if key in SIZE_PRESETS else CUSTOM
 
 
-def failure_text(e: BaseException) -> str:
+def failure_text(e: BaseException, lang: str = "en") -> str:
     """A failed generation, for the page: typed errors say what to do; anything else names itself."""
     if isinstance(e, ZImageError):
-        return e.user_text()
+        return e.user_text(lang)
     detail = str(e).strip() or type(e).__name__
-    return (f"The generation failed: {detail}. The model stays loaded and nothing was saved; try again, "
-            "and if it keeps failing, press Unload (Free VRAM and RAM) and then Preload model.")
+    return text("failure_generic", lang, detail=detail)
 
 
 def gpu_absent(settings: Settings) -> bool | None:
@@ -173,9 +168,6 @@ def parse_preset(preset: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-NO_GPU_LOW_VRAM = "No GPU on this machine: Low VRAM changes nothing here (the model runs from RAM anyway)."
-NO_GPU_UNLOAD = ("No GPU on this machine: the model already lives in RAM, so \"Free VRAM (keep in RAM)\" "
-                 "changes nothing here. Choose \"Free VRAM and RAM\" to free the memory.")
 SAVED_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed", "count",
                 *(f"lora{i}" for i in range(1, LORA_SLOTS + 1)),
                 *(f"lora{i}_strength" for i in range(1, LORA_SLOTS + 1)))
@@ -191,13 +183,13 @@ def _restored(saved, name: str, default):
 
 
 def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = None) -> gr.Blocks:
-    gpu_default = "Free VRAM (keep in RAM)"
+    gpu_default = "cpu"
     registry = registry or PageJobs(max_results=GALLERY_MAX)
     no_gpu_at_start = gpu_absent(settings)
     control_picks = ControlPicks()          # the ControlNet panel's values, per browser session
 
-    def status_html() -> str:
-        return render_status(manager.status(), manager.memory())
+    def status_html(lang: str = "en") -> str:
+        return render_status(manager.status(), manager.memory(), lang)
 
     def owner_of(client_id: str | None, request: gr.Request | None) -> str | None:
         return client_id or (request.session_hash if request else None)
@@ -205,7 +197,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     def submit(req: GenerationRequest, owner: str | None, request: gr.Request | None) -> Job:
         return manager.submit(req, owner=owner, user=getattr(request, "username", None))
 
-    def track(client_id: str, job: Job) -> threading.Event:
+    def track(client_id: str, job: Job, lang: str) -> threading.Event:
         """Record the job under this browser; its results join the browser's gallery when it ends,
         whether or not a page is still waiting for it (a reload drops the waiting handler's page)."""
         recorded = threading.Event()
@@ -213,53 +205,55 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
         def done(future) -> None:
             try:
-                results = [] if future.cancelled() or future.exception() else result_entries(future.result())
+                results = [] if future.cancelled() or future.exception() else result_entries(future.result(), lang)
                 registry.finish(client_id, job, results)
             finally:
                 recorded.set()
         job.future.add_done_callback(done)
         return recorded
 
-    def result_entries(result) -> list[Result]:
+    def result_entries(result, lang: str = "en") -> list[Result]:
         req = result.request
         return [Result(caption=gallery_caption(req.prompt, item.seed, req.num_inference_steps, req.width, req.height,
-                                               req.loras, result.seconds_per_image),
+                                               req.loras, result.seconds_per_image, lang),
                        path=Path(item.path) if item.path else None, image=None if item.path else item.image)
                 for item in result.images]
 
-    def result_info(result) -> str:
-        peak = f" · peak VRAM {result.peak_vram_bytes / 2**30:.1f} GiB" if result.peak_vram_bytes else ""
-        info = (f"{len(result.images)} image(s) in {result.seconds:.2f} s ({result.seconds_per_image:.2f} s/image)"
-                f"{peak} · seeds {', '.join(str(i.seed) for i in result.images)}")
+    def result_info(result, lang: str) -> str:
+        peak = text("result_peak", lang, v=f"{result.peak_vram_bytes / 2**30:.1f}") if result.peak_vram_bytes else ""
+        info = text("result_info", lang, n=len(result.images), s=f"{result.seconds:.2f}",
+                    per=f"{result.seconds_per_image:.2f}", peak=peak,
+                    seeds=", ".join(str(i.seed) for i in result.images))
         if result.warning:
-            info += f"\n\n⚠️ {result.warning}"
+            info += f"\n\n⚠️ {status_text(result.warning, '', lang)[0]}"
         return info
 
-    def wait_for_job(job: Job, finished, progress: gr.Progress) -> None:
+    def wait_for_job(job: Job, finished, progress: gr.Progress, lang: str) -> None:
         while not finished():
-            fraction, desc = job_progress(job, manager.status())
+            fraction, desc = job_progress(job, manager.status(), lang)
             progress(fraction, desc=desc)
             time.sleep(0.2)
 
-    def outcome(job: Job, client_id: str | None):
+    def outcome(job: Job, client_id: str | None, lang: str):
         """(gallery, info) once `job` has ended; raises gr.Error with what went wrong."""
         try:
             result = job.future.result()
         except Cancelled:
-            gr.Info("Stopped: the cancelled image was discarded.")
-            return (registry.gallery(client_id) if client_id else []), "Stopped. No image was kept."
+            gr.Info(text("stopped_info", lang))
+            return (registry.gallery(client_id) if client_id else []), text("stopped_text", lang)
         except Exception as e:          # typed or not: the page says what happened and keeps working
-            raise gr.Error(failure_text(e))
+            raise gr.Error(failure_text(e, lang))
         if result.warning:
-            gr.Warning(result.warning)
+            gr.Warning(status_text(result.warning, "", lang)[0])
         if client_id:
-            return registry.gallery(client_id), result_info(result)
-        return [item for item in (r.gallery_item() for r in result_entries(result)) if item], result_info(result)
+            return registry.gallery(client_id), result_info(result, lang)
+        entries = result_entries(result, lang)
+        return [item for item in (r.gallery_item() for r in entries) if item], result_info(result, lang)
 
     def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
                     lora1=None, lora2=None, lora3=None, lora1_strength=1.0, lora2_strength=1.0,
                     lora3_strength=1.0, request: gr.Request = None, progress=gr.Progress()):
-        client_id = valid_client_id(client)
+        client_id, lang = valid_client_id(client), request_lang(request)
         try:
             req = GenerationRequest.from_mapping(
                 {"prompt": with_loras(prompt or "", (lora1, lora2, lora3),
@@ -271,42 +265,45 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             req = dataclasses.replace(req, control=control_unit(picked, model_label(settings)))
             job = submit(req, owner_of(client_id, request), request)
         except ZImageError as e:          # validation errors included: they name the field
-            raise gr.Error(e.user_text())
+            raise gr.Error(e.user_text(lang))
         except (TypeError, ValueError) as e:
-            raise gr.Error(f"Check the settings: {e}")
-        recorded = track(client_id, job) if client_id else None
-        wait_for_job(job, recorded.is_set if recorded else job.future.done, progress)
-        return outcome(job, client_id)
+            raise gr.Error(text("check_settings", lang, error=e))
+        recorded = track(client_id, job, lang) if client_id else None
+        wait_for_job(job, recorded.is_set if recorded else job.future.done, progress, lang)
+        return outcome(job, client_id, lang)
 
     def run_edit(req: GenerationRequest, client, request: gr.Request | None, progress) -> tuple:
         """The Edit tab's request, queued and tracked as Generate's are: (gallery, info)."""
-        client_id = valid_client_id(client)
+        client_id, lang = valid_client_id(client), request_lang(request)
         try:
             job = submit(req, owner_of(client_id, request), request)
         except ZImageError as e:
-            raise gr.Error(e.user_text())
-        recorded = track(client_id, job) if client_id else None
-        wait_for_job(job, recorded.is_set if recorded else job.future.done, progress)
-        return outcome(job, client_id)
+            raise gr.Error(e.user_text(lang))
+        recorded = track(client_id, job, lang) if client_id else None
+        wait_for_job(job, recorded.is_set if recorded else job.future.done, progress, lang)
+        return outcome(job, client_id, lang)
 
     def on_pick(evt: gr.SelectData):
         image = evt.value.get("image") if isinstance(evt.value, dict) else None
         return image.get("path") if isinstance(image, dict) else None
 
-    def on_resume(client, progress=gr.Progress()):
+    def on_resume(client, request: gr.Request = None, progress=gr.Progress()):
         """A page (re)opened while this browser's job runs: its progress, then its images."""
         client_id = valid_client_id(client)
         jobs = registry.running(client_id)
         if not jobs:
             return gr.skip(), gr.skip()
         job = jobs[-1]
-        wait_for_job(job, lambda: job not in registry.running(client_id), progress)
-        return outcome(job, client_id)
+        lang = request_lang(request)
+        wait_for_job(job, lambda: job not in registry.running(client_id), progress, lang)
+        return outcome(job, client_id, lang)
 
-    def on_load(client, saved):
+    def on_load(client, saved, request: gr.Request = None):
         client_id = valid_client_id(client) or new_client_id()
         restored = [_restored(saved, name, default) for name, default in zip(SAVED_FIELDS, SAVED_DEFAULTS)]
-        return [client_id, *restored, registry.gallery(client_id), gr.Timer(active=bool(registry.running(client_id)))]
+        lang = request_lang(request)
+        return [client_id, *restored, registry.gallery(client_id), gr.Timer(active=bool(registry.running(client_id))),
+                lang, status_html(lang), *tab_labels(lang)]
 
     def on_save(*values):
         return dict(zip(SAVED_FIELDS, values))
@@ -314,104 +311,124 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     def on_stop(client, request: gr.Request):
         owner = owner_of(valid_client_id(client), request)
         n = manager.cancel(owner=owner, user=getattr(request, "username", None))
-        return "Stopping… (the image being made ends after its current step)" if n else "Nothing to stop."
+        return text("stopping" if n else "nothing_to_stop", request_lang(request))
 
-    def on_tick(client):
+    def on_tick(client, request: gr.Request = None):
         status = manager.status()
         mine = bool(registry.running(valid_client_id(client)))
-        return (render_status(status, manager.memory()),
+        return (render_status(status, manager.memory(), request_lang(request)),
                 gr.Button(visible=status.state == LoadState.DOWNLOADING), gr.Button(interactive=mine))
 
-    def on_preload():
+    def on_preload(request: gr.Request = None):
         manager.preload()
-        return status_html()
+        return status_html(request_lang(request))
 
-    def on_unload(choice):
-        to = UNLOAD_CHOICES.get(choice, "none")
+    def on_unload(choice, request: gr.Request = None):
+        lang = request_lang(request)
+        to = choice if choice in dict(UNLOAD_CHOICES).values() else "none"
         manager.unload(to)
-        return status_html(), (NO_GPU_UNLOAD if to == "cpu" and gpu_absent(settings) else "")
+        return status_html(lang), (text("no_gpu_unload", lang) if to == "cpu" and gpu_absent(settings) else "")
 
-    def on_cancel_download():
+    def on_cancel_download(request: gr.Request = None):
         manager.cancel_download()
-        return status_html()
+        return status_html(request_lang(request))
 
-    def on_low_vram(enabled):
+    def on_low_vram(enabled, request: gr.Request = None):
+        lang = request_lang(request)
         manager.set_low_vram(bool(enabled))
-        return status_html(), (NO_GPU_LOW_VRAM if enabled and gpu_absent(settings) else "")
+        return status_html(lang), (text("no_gpu_low_vram", lang) if enabled and gpu_absent(settings) else "")
 
     def on_preset(preset):
         if preset == CUSTOM:
             return gr.skip(), gr.skip()
         return parse_preset(preset)
 
-    def on_size(width, height):
-        return size_problem(width, height), gr.Dropdown(value=preset_for(width, height))
+    def on_size(width, height, request: gr.Request = None):
+        return size_problem(width, height, request_lang(request)), gr.Dropdown(value=preset_for(width, height))
+
+    def tab_labels(lang: str) -> list:
+        """The tabs' titles from the server: Gradio's tab bar keeps the titles it drew first, so the
+        hidden tabs' stayed in the old language when the browser's locale changed."""
+        return [gr.Tab(label=text(key, lang)) for key in ("tab_generate", "history_tab", "tab_pnginfo")]
+
+    def on_lang(lang, width, height):
+        """The switch moved (its script already set the cookie and the browser's labels): the text the
+        server wrote, again in the new language."""
+        lang = lang if lang in dict(LANG_CHOICES).values() else "en"
+        return status_html(lang), size_problem(width, height, lang), *tab_labels(lang)
 
     with gr.Blocks(title="Z-Image-Turbo", analytics_enabled=False) as demo:
         client_id = gr.BrowserState(None, storage_key="zimage-client")
         saved = gr.BrowserState({}, storage_key="zimage-settings")
         with gr.Row(elem_id="status-row", equal_height=True):
-            gr.Markdown("## Z-Image-Turbo", elem_id="page-title")
+            with gr.Column(scale=0, min_width=200, elem_id="title-col"):
+                gr.Markdown("## Z-Image-Turbo", elem_id="page-title")
+                lang_switch = gr.Radio(LANG_CHOICES, value="en", show_label=False, label=label("lang_label"),
+                                       elem_id="lang-switch", container=False)
             status_box = gr.HTML(status_html(), elem_id="status-panel")
-            cancel_dl_btn = gr.Button("Cancel download", elem_id="cancel-download-btn", size="sm", visible=False,
-                                      scale=0, min_width=140)
+            cancel_dl_btn = gr.Button(label("cancel_download"), elem_id="cancel-download-btn", size="sm",
+                                      visible=False, scale=0, min_width=140)
         with gr.Tabs(elem_id="main-tabs") as tabs:
-            with gr.Tab("Generate", id="generate", elem_id="generate-tab"):
+            with gr.Tab(label("tab_generate"), id="generate", elem_id="generate-tab") as generate_tab:
                 # Forge's layout: Generate in a narrow column right of the prompt; settings left, results right.
                 with gr.Row(elem_id="prompt-row", equal_height=True):
                     with gr.Column(scale=6, min_width=200):
-                        prompt = gr.Textbox(label=PROMPT_LABEL, lines=3, max_length=settings.max_prompt_chars,
-                                            elem_id="prompt", placeholder=PROMPT_HINT)
+                        prompt = gr.Textbox(label=label("prompt_label"), lines=3, max_length=settings.max_prompt_chars,
+                                            elem_id="prompt", placeholder=label("prompt_hint"))
                     with gr.Column(scale=1, min_width=96, elem_id="generate-col"):
-                        generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
-                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False)
+                        generate_btn = gr.Button(label("generate_btn"), variant="primary", elem_id="generate-btn")
+                        stop_btn = gr.Button(label("stop_btn"), variant="stop", elem_id="stop-btn", interactive=False)
                 with gr.Row(elem_id="work-row"):
                     with gr.Column(scale=2, elem_id="settings-col"):
-                        negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
+                        negative = gr.Textbox(label=label("negative_label"), lines=1,
                                               max_length=settings.max_prompt_chars, elem_id="negative-prompt")
                         lora_picks, lora_strengths = build_lora_panel(manager)
                         build_controlnet_panel(settings, control_picks)
-                        preset = gr.Dropdown(SIZE_PRESETS + [CUSTOM], value="1024x1024", label="Size preset",
-                                             elem_id="preset")
+                        preset = gr.Dropdown([*SIZE_PRESETS, (label("preset_custom"), CUSTOM)], value="1024x1024",
+                                             label=label("preset_label"), elem_id="preset")
                         with gr.Row():
-                            width = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Width",
-                                              elem_id="width")
-                            height = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Height",
-                                               elem_id="height")
+                            width = SizeSlider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label=label("width"),
+                                                elem_id="width")
+                            height = SizeSlider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label=label("height"),
+                                                 elem_id="height")
                         size_error = gr.Markdown("", elem_id="size-error")
                         with gr.Row():
-                            steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label="Steps", elem_id="steps")
-                            guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.1, label="Guidance",
+                            steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label=label("steps"), elem_id="steps")
+                            guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.1, label=label("guidance"),
                                                  elem_id="guidance")
                         with gr.Row():
-                            seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
-                            count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="count")
-                        with gr.Accordion(SETTINGS_LABEL, open=False, elem_id="settings-panel"):
+                            seed = gr.Number(value=-1, precision=0, label=label("seed_label"), elem_id="seed")
+                            count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label=label("images_label"),
+                                              elem_id="count")
+                        with gr.Accordion(label("settings_label"), open=False, elem_id="settings-panel"):
                             with gr.Row():
-                                preload_btn = gr.Button("Preload model", variant="secondary", elem_id="preload-btn")
-                                unload_btn = gr.Button("Unload", elem_id="unload-btn")
-                            unload_to = gr.Radio(list(UNLOAD_CHOICES), value=gpu_default, label="Unload frees",
-                                                 elem_id="unload-to", info=NO_GPU_UNLOAD if no_gpu_at_start else None)
-                            low_vram = gr.Checkbox(value=settings.low_vram, label="Low VRAM (stream weights from RAM)",
+                                preload_btn = gr.Button(label("preload_btn"), variant="secondary", elem_id="preload-btn")
+                                unload_btn = gr.Button(label("unload_btn"), elem_id="unload-btn")
+                            unload_to = gr.Radio([(label(key), to) for key, to in UNLOAD_CHOICES], value=gpu_default,
+                                                 label=label("unload_to_label"), elem_id="unload-to",
+                                                 info=label("no_gpu_unload") if no_gpu_at_start else None)
+                            low_vram = gr.Checkbox(value=settings.low_vram, label=label("low_vram_label"),
                                                    elem_id="low-vram",
-                                                   info=NO_GPU_LOW_VRAM if no_gpu_at_start else None)
+                                                   info=label("no_gpu_low_vram") if no_gpu_at_start else None)
                             controls_note = gr.Markdown("", elem_id="controls-note")
                             build_cache_panel(manager, settings)
                     with gr.Column(scale=3, elem_id="results-col"):
                         preview_timer, preview_panel = build_live_preview(manager, registry, client_id)
-                        gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png",
+                        gallery = gr.Gallery(label=label("results_label"), columns=2, height="auto", format="png",
                                              interactive=False, elem_id="gallery",  # no "share": it only
                                              buttons=["download", "fullscreen"])    # answered "Share failed"
                         info = gr.Markdown("", elem_id="result-info")
-                        send_btn = gr.Button(SEND_LABEL, size="sm", elem_id="send-to-edit")
+                        send_btn = gr.Button(label("send_to_edit"), size="sm", elem_id="send-to-edit")
                         picked = gr.State(None)     # the gallery image Send to Edit sends
             edit = build_edit_tab(settings, run_edit, client_id, lora_picks, lora_strengths)
-            build_history_tab(manager, tabs, GenerateControls(prompt, negative, width, height, steps, guidance,
-                                                              seed, count, lora_picks, lora_strengths), edit)
-            with gr.Tab("PNG info", id="pnginfo"):
+            history_tab = build_history_tab(manager, tabs, GenerateControls(prompt, negative, width, height, steps,
+                                                                            guidance, seed, count, lora_picks,
+                                                                            lora_strengths), edit)
+            with gr.Tab(label("tab_pnginfo"), id="pnginfo") as pnginfo_tab:
                 build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
 
         private = dict(queue=False, api_visibility="private")
+        tab_outputs = [generate_tab, history_tab, pnginfo_tab]
         controls = [prompt, negative, width, height, steps, guidance, seed, count]
         lora_controls = [*lora_picks, *lora_strengths]
         saved_controls = [*controls, *lora_controls]       # in SAVED_FIELDS order
@@ -419,7 +436,9 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # with QueueFull); with a limit of 1 here the others waited in Gradio's queue, uncounted.
         waiting_room = settings.generation_concurrency + settings.queue_max + 1
         preview_off = (lambda: (gr.Timer(active=False), ""), None, [preview_timer, preview_panel])
-        demo.load(on_load, [client_id, saved], [client_id, *saved_controls, gallery, preview_timer], **private).then(
+        demo.load(on_load, [client_id, saved],
+                  [client_id, *saved_controls, gallery, preview_timer, lang_switch, status_box, *tab_outputs],
+                  **private).then(
             on_resume, client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
             concurrency_limit=waiting_room).then(*preview_off, **private)
         timer = gr.Timer(1.0)
@@ -430,6 +449,9 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         unload_btn.click(on_unload, unload_to, [status_box, controls_note], **private)
         cancel_dl_btn.click(on_cancel_download, None, status_box, **private)
         low_vram.change(on_low_vram, low_vram, [status_box, controls_note], **private)
+        # The script first (the cookie that later requests carry, the browser's labels), then the server's text.
+        lang_switch.input(on_lang, [lang_switch, width, height], [status_box, size_error, *tab_outputs], js=SWITCH_JS,
+                          **private)
         preset.input(on_preset, preset, [width, height], **private)
         gr.on([width.change, height.change], on_size, [width, height], [size_error, preset],
               show_progress="hidden", **private)

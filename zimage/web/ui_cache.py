@@ -11,25 +11,26 @@ from ..errors import ZImageError
 from ..jobs import Backend
 from ..store.cache import CachedModel, modelscope_cache_base, scan_cache
 from ..units import human_bytes
+from .page_text import label, request_lang, text
 
 COLUMNS = ["model", "status", "size", "layout", "folder"]
+
+
+def columns(lang: str = "en") -> list[str]:
+    return text("cache_columns", lang).split(",")
 
 
 def cache_rows(models: list[CachedModel]) -> list[list]:
     return [[m.model_id, m.status, human_bytes(m.size_bytes), m.layout, str(m.folder)] for m in models]
 
 
-def cache_summary(settings: Settings) -> str:
+def cache_summary(settings: Settings, lang: str = "en") -> str:
     base = modelscope_cache_base(settings.cache_dir)
     probe = base if base.exists() else base.parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
-    return (f"**Cache:** `{base}` · {human_bytes(free)} free on that disk. "
-            "Move it by setting `MODELSCOPE_CACHE` (or `--cache-dir`) and restarting.")
-
-
-NOTHING_CACHED = "Nothing cached yet: the model downloads on the first **Preload model** or **Generate**."
+    return text("cache_summary", lang, base=base, free=human_bytes(free))
 
 
 def selection_after_refresh(ids: list[str], selected: str | None) -> str | None:
@@ -40,9 +41,11 @@ def selection_after_refresh(ids: list[str], selected: str | None) -> str | None:
     return ids[0] if ids else None
 
 
-def confirm_label(model_id: str | None, models: list[CachedModel]) -> str:
+def confirm_label(model_id: str | None, models: list[CachedModel], lang: str = "en") -> str:
     size = sum(m.size_bytes for m in models if m.model_id == model_id)
-    return f"Delete {model_id}, {human_bytes(size)}?" if model_id else "Confirm delete"
+    if not model_id:
+        return text("cache_confirm", lang)
+    return text("cache_confirm_named", lang, model=model_id, size=human_bytes(size))
 
 
 def build_cache_panel(manager: Backend, settings: Settings) -> None:
@@ -51,18 +54,20 @@ def build_cache_panel(manager: Backend, settings: Settings) -> None:
     def scan() -> list[CachedModel]:
         return scan_cache(modelscope_cache_base(settings.cache_dir))
 
-    def refresh(selected):
+    def refresh(selected, request: gr.Request = None):
+        lang = request_lang(request)
         models = scan()
         ids = sorted({m.model_id for m in models})
         value = selection_after_refresh(ids, selected)
-        summary = cache_summary(settings) + ("" if ids else f"\n\n{NOTHING_CACHED}")
+        summary = cache_summary(settings, lang) + ("" if ids else f"\n\n{text('cache_nothing', lang)}")
         buttons = [gr.Button(interactive=bool(ids)) for _ in range(3)]
-        return (summary, cache_rows(models), gr.Dropdown(choices=ids, value=value), *buttons,
+        table = gr.Dataframe(value=cache_rows(models), headers=columns(lang))
+        return (summary, table, gr.Dropdown(choices=ids, value=value), *buttons,
                 gr.Checkbox(interactive=bool(ids)))
 
-    def on_select(model_id):
+    def on_select(model_id, request: gr.Request = None):
         """Any change of the selection clears the confirmation, which names the model and its size."""
-        return gr.Checkbox(value=False, label=confirm_label(model_id, scan())), None
+        return gr.Checkbox(value=False, label=confirm_label(model_id, scan(), request_lang(request))), None
 
     def on_confirm(ticked, model_id):
         return model_id if ticked and model_id else None
@@ -74,63 +79,66 @@ def build_cache_panel(manager: Backend, settings: Settings) -> None:
             time.sleep(0.2)
         return job.future.result()
 
-    def verify_report(model_id: str, progress: gr.Progress):
+    def verify_report(model_id: str, progress: gr.Progress, lang: str = "en"):
         # A job of the manager: it never runs beside a load or a repair.
-        return wait_job(manager.verify(model_id), progress, f"Verifying {model_id}")
+        return wait_job(manager.verify(model_id), progress, text("cache_verifying", lang, model=model_id))
 
-    def on_verify(model_id, progress=gr.Progress()):
+    def on_verify(model_id, request: gr.Request = None, progress=gr.Progress()):
+        lang = request_lang(request)
         if not model_id:
-            return "Pick a model first."
+            return text("cache_pick_first", lang)
         try:
-            report = verify_report(model_id, progress)
+            report = verify_report(model_id, progress, lang)
         except ZImageError as e:
-            return f"**Verify of {model_id} failed:** {e.user_text()}"
+            return text("cache_verify_failed", lang, model=model_id, error=e.user_text(lang))
         if report.folder is None:
-            return f"{model_id} is not in the cache."
+            return text("cache_not_cached", lang, model=model_id)
         if not report.problems:
-            return f"OK: {model_id}: all {report.checked} files are intact ({report.how})."
+            return text("cache_verify_ok", lang, model=model_id, n=report.checked, how=report.how)
         lines = "\n".join(f"- `{p.path}`: {p.reason}" for p in report.problems)
-        return f"**{model_id}: {len(report.problems)} problem(s).** Press **Repair**.\n\n{lines}"
+        return text("cache_problems", lang, model=model_id, n=len(report.problems)) + f"\n\n{lines}"
 
-    def on_repair(model_id, progress=gr.Progress()):
+    def on_repair(model_id, request: gr.Request = None, progress=gr.Progress()):
+        lang = request_lang(request)
         if not model_id:
-            return "Pick a model first."
+            return text("cache_pick_first", lang)
         try:
-            fixed = wait_job(manager.repair(model_id), progress, f"Repairing {model_id}")
+            fixed = wait_job(manager.repair(model_id), progress, text("cache_repairing", lang, model=model_id))
         except ZImageError as e:
-            return f"**Repair of {model_id} failed:** {e.user_text()}"
+            return text("cache_repair_failed", lang, model=model_id, error=e.user_text(lang))
         if model_id == settings.model:
             manager.preload()
         if not fixed:
-            return f"{model_id}: nothing needed repair."
-        return f"{model_id}: re-downloaded " + ", ".join(f"`{f}`" for f in fixed)
+            return text("cache_nothing_to_repair", lang, model=model_id)
+        return text("cache_redownloaded", lang, model=model_id, files=", ".join(f"`{f}`" for f in fixed))
 
-    def on_delete(model_id, confirmed, confirmed_id):
+    def on_delete(model_id, confirmed, confirmed_id, request: gr.Request = None):
+        lang = request_lang(request)
         cleared = gr.Checkbox(value=False)
         if not model_id:
-            return "Pick a model first.", cleared, None
+            return text("cache_pick_first", lang), cleared, None
         if not confirmed or not confirmed_id:
-            return (f"Tick **{confirm_label(model_id, scan())}** first: this removes the files from disk.",
+            return (text("cache_tick_first", lang, confirm=confirm_label(model_id, scan(), lang)),
                     gr.Checkbox(), confirmed_id)
         try:
             # The server side refuses when the confirmed model is not the one it would delete.
             freed = manager.delete_cached(model_id, confirmed_id=confirmed_id).future.result()
         except ZImageError as e:
-            return f"**{model_id} not deleted:** {e.user_text()}", cleared, None
-        return f"Deleted {model_id}: {human_bytes(freed)} freed.", cleared, None
+            return text("cache_not_deleted", lang, model=model_id, error=e.user_text(lang)), cleared, None
+        return text("cache_deleted", lang, model=model_id, size=human_bytes(freed)), cleared, None
 
-    with gr.Accordion("Model cache", open=False, elem_id="cache-panel") as panel:
+    with gr.Accordion(label("cache_panel"), open=False, elem_id="cache-panel") as panel:
         summary = gr.Markdown(elem_id="cache-summary")
         table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="cache-table")
         with gr.Row():
             # Its own row, full width: a narrow selector hid which model Delete would remove.
-            model = gr.Dropdown(label="Model", choices=[], elem_id="cache-model", scale=1)
+            model = gr.Dropdown(label=label("cache_model"), choices=[], elem_id="cache-model", scale=1)
         with gr.Row():
-            refresh_btn = gr.Button("Refresh", elem_id="cache-refresh")
-            verify_btn = gr.Button("Verify", elem_id="cache-verify")
-            repair_btn = gr.Button("Repair", elem_id="cache-repair")
-            delete_btn = gr.Button("Delete", variant="stop", elem_id="cache-delete")
-            confirm = gr.Checkbox(label="Confirm delete", value=False, elem_id="cache-confirm")
+            refresh_btn = gr.Button(label("cache_refresh"), elem_id="cache-refresh")
+            verify_btn = gr.Button(label("cache_verify"), elem_id="cache-verify")
+            repair_btn = gr.Button(label("cache_repair"), elem_id="cache-repair")
+            delete_btn = gr.Button(label("cache_delete"), variant="stop", elem_id="cache-delete")
+            confirm = gr.Checkbox(label=label("cache_confirm"), value=False, elem_id="cache-confirm")
         result = gr.Markdown(elem_id="cache-result")
         confirmed_id = gr.State(None)          # server-side: the model the user ticked the confirmation for
 

@@ -18,38 +18,18 @@ from ..jobs import Backend
 from ..request import strip_loras
 from ..store.history import HistoryEntry, HistoryQuery, split_id
 from ..units import human_bytes
+from .page_text import label, request_lang, text
 from .ui_lora import LORA_SLOTS, NO_LORA
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 24                   # thumbnails a page: 4 rows of 6 on a desktop
-ANY_SIZE = "Any size"
-ORIENTATION_CHOICES = [(ANY_SIZE, ""), ("Square", "square"), ("Landscape", "landscape"), ("Portrait", "portrait")]
-
-# The tab's words, in one place (a later round moves them into gr.I18n tables).
-TAB_LABEL = "History"
-SEARCH_LABEL = "Search prompts"
-SEARCH_PLACEHOLDER = "words in the prompt, then Enter"
-SINCE_LABEL = "From (YYYY-MM-DD)"
-UNTIL_LABEL = "To (YYYY-MM-DD)"
-SIZE_LABEL = "Size"
-REFRESH_LABEL = "Refresh"
-PREV_LABEL = "◀ Newer"
-NEXT_LABEL = "Older ▶"
-USE_LABEL = "Use these settings"
-SEED_LABEL = "Reuse seed"
-SEND_TO_EDIT_LABEL = "Send to Edit"
-DOWNLOAD_LABEL = "Download"
-DELETE_LABEL = "Delete"
-CONFIRM_LABEL = "Yes, delete it"
-CANCEL_LABEL = "Cancel"
-EMPTY_TEXT = "No images yet: the ones you generate appear here."
-NO_MATCH_TEXT = "No image matches these filters."
-PICK_TEXT = "Click an image to see its settings."
-GONE_TEXT = "That image is no longer in the outputs folder; press Refresh."
-CONFIRM_TEXT = "Delete **{name}** from the outputs folder? This removes the file from disk."
-DELETED_TEXT = "Deleted {name}."
-NOT_DELETED_TEXT = "**Not deleted:** {why}"
+# (page_text key, the filter's value); the words are page_text's, in both languages.
+ORIENTATION_CHOICES = [("history_any_size", ""), ("history_square", "square"), ("history_landscape", "landscape"),
+                       ("history_portrait", "portrait")]
+DETAIL_ROWS = (("field_prompt", "prompt"), ("field_negative", "negative prompt"), ("field_seed", "seed"),
+               ("field_steps", "steps"), ("field_guidance", "guidance"), ("field_size", "size"),
+               ("field_model", "model"), ("field_loras", "loras"), ("field_made", "made"), ("field_file", "file"))
 
 
 @dataclass(frozen=True)
@@ -87,8 +67,9 @@ def history_query(search: str, since: str, until: str, size: str, page: int) -> 
                         size=size or "", offset=max(0, int(page or 0)) * PAGE_SIZE, limit=PAGE_SIZE)
 
 
-def size_choices(sizes: list[tuple[int, int, int]]) -> list[tuple[str, str]]:
-    return ORIENTATION_CHOICES + [(f"{w}x{h} ({n})", f"{w}x{h}") for w, h, n in sizes]
+def size_choices(sizes: list[tuple[int, int, int]]) -> list[tuple]:
+    return [(label(key), value) for key, value in ORIENTATION_CHOICES] + [(f"{w}x{h} ({n})", f"{w}x{h}")
+                                                                        for w, h, n in sizes]
 
 
 def caption(entry: HistoryEntry) -> str:
@@ -96,27 +77,27 @@ def caption(entry: HistoryEntry) -> str:
     return (text[:40] + "…" if len(text) > 40 else text) or entry.path.rsplit("/", 1)[-1]
 
 
-def summary_text(total: int, page: int, filtered: bool) -> str:
+def summary_text(total: int, page: int, filtered: bool, lang: str = "en") -> str:
     if not total:
-        return NO_MATCH_TEXT if filtered else EMPTY_TEXT
+        return text("history_no_match" if filtered else "history_empty", lang)
     pages = -(-total // PAGE_SIZE)
-    return f"{total} image(s) · page {page + 1} of {pages}"
+    return text("history_summary", lang, total=total, page=page + 1, pages=pages)
 
 
-def render_detail(entry: HistoryEntry) -> str:
-    """The detail view's settings as HTML (every value escaped: prompts are anyone's text)."""
+def render_detail(entry: HistoryEntry, lang: str = "en") -> str:
+    """The detail view's settings as HTML in `lang` (every value escaped: prompts are anyone's text);
+    each value's data-field stays English, whatever the language."""
     e = html.escape
-    loras = ", ".join(f"{n} ({w:g})" for n, w in entry.loras) or "none"
+    loras = ", ".join(f"{n} ({w:g})" for n, w in entry.loras) or text("history_none", lang)
     size = f"{entry.width}x{entry.height}" if entry.width else "-"
     made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
     took = f" · {entry.seconds:.2f} s" if entry.seconds is not None else ""
-    rows = [("Prompt", entry.prompt or "-"), ("Negative prompt", entry.negative or "-"),
-            ("Seed", "-" if entry.seed is None else str(entry.seed)),
-            ("Steps", "-" if entry.steps is None else str(entry.steps)),
-            ("Guidance", "-" if entry.guidance is None else f"{entry.guidance:g}"),
-            ("Size", size), ("Model", entry.model or "-"), ("LoRAs", loras),
-            ("Made", made + took), ("File", f"{entry.path} · {human_bytes(entry.bytes)}")]
-    body = "".join(f'<tr><th>{e(k)}</th><td data-field="{e(k.lower())}">{e(v)}</td></tr>' for k, v in rows)
+    values = [entry.prompt or "-", entry.negative or "-", "-" if entry.seed is None else str(entry.seed),
+              "-" if entry.steps is None else str(entry.steps),
+              "-" if entry.guidance is None else f"{entry.guidance:g}", size, entry.model or "-", loras,
+              made + took, f"{entry.path} · {human_bytes(entry.bytes)}"]
+    body = "".join(f'<tr><th>{e(text(key, lang))}</th><td data-field="{field}">{e(v)}</td></tr>'
+                   for (key, field), v in zip(DETAIL_ROWS, values))
     return f'<table class="zi-history-detail">{body}</table>'
 
 
@@ -150,7 +131,8 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
         entry = store.history.get(parsed[0])
         return entry if entry is not None and entry.id == item else None
 
-    def show(search, since, until, size, page):
+    def show(search, since, until, size, page, request: gr.Request = None):
+        lang = request_lang(request)
         try:
             q = history_query(search, since, until, size, page)
             listed = store.history.query(q)
@@ -159,102 +141,109 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
                 listed = store.history.query(history_query(search, since, until, size, page))
             sizes = store.history.sizes()
         except ZImageError as e:
-            return gr.skip(), gr.skip(), f"**{e.user_text()}**", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), f"**{e.user_text(lang)}**", gr.skip(), gr.skip(), gr.skip(), gr.skip()
         page = int(page or 0)
         filtered = bool((search or "").strip() or (since or "").strip() or (until or "").strip() or size)
         pages = -(-listed.total // PAGE_SIZE)
         items = [(str(store.root / e.path), caption(e)) for e in listed.entries]
-        return (items, [e.id for e in listed.entries], summary_text(listed.total, page, filtered), page,
+        return (items, [e.id for e in listed.entries], summary_text(listed.total, page, filtered, lang), page,
                 gr.Button(interactive=page > 0), gr.Button(interactive=page + 1 < pages),
                 gr.Dropdown(choices=size_choices(sizes)))
 
-    def first_page(search, since, until, size):
-        return show(search, since, until, size, 0)
+    def first_page(search, since, until, size, request: gr.Request = None):
+        return show(search, since, until, size, 0, request)
 
-    def newer(search, since, until, size, page):
-        return show(search, since, until, size, max(0, int(page or 0) - 1))
+    def newer(search, since, until, size, page, request: gr.Request = None):
+        return show(search, since, until, size, max(0, int(page or 0) - 1), request)
 
-    def older(search, since, until, size, page):
-        return show(search, since, until, size, int(page or 0) + 1)
+    def older(search, since, until, size, page, request: gr.Request = None):
+        return show(search, since, until, size, int(page or 0) + 1, request)
 
     def hidden_confirm() -> tuple:
         return gr.Row(visible=False), None      # the confirmation hidden, and it names nothing
 
-    def on_select(ids, evt: gr.SelectData):
+    def on_select(ids, evt: gr.SelectData, request: gr.Request = None):
+        lang = request_lang(request)
         index = evt.index if isinstance(evt.index, int) else -1
         entry = current(ids[index]) if 0 <= index < len(ids) else None
         if entry is None:
-            return None, GONE_TEXT, gr.DownloadButton(value=None, interactive=False), None, *hidden_confirm(), ""
+            return (None, text("history_gone", lang), gr.DownloadButton(value=None, interactive=False), None,
+                    *hidden_confirm(), "")
         path = str(store.root / entry.path)
-        return (path, render_detail(entry), gr.DownloadButton(value=path, interactive=True), entry.id,
+        return (path, render_detail(entry, lang), gr.DownloadButton(value=path, interactive=True), entry.id,
                 *hidden_confirm(), "")
 
-    def on_use(item):
+    def on_use(item, request: gr.Request = None):
         entry = current(item)
         if entry is None:
-            gr.Warning(GONE_TEXT)
+            gr.Warning(text("history_gone", request_lang(request)))
             return [gr.skip()] * len(generate.all()) + [gr.skip()]
         return [*settings_values(entry), gr.Tabs(selected="generate")]
 
-    def on_reuse_seed(item):
+    def on_reuse_seed(item, request: gr.Request = None):
         entry = current(item)
         if entry is None or entry.seed is None:
-            gr.Warning(GONE_TEXT if entry is None else "This image does not say its seed.")
+            gr.Warning(text("history_gone" if entry is None else "history_no_seed", request_lang(request)))
             return gr.skip(), gr.skip()
         return entry.seed, gr.Tabs(selected="generate")
 
-    def on_send(item):
+    def on_send(item, request: gr.Request = None):
         entry = current(item)
         if entry is None:
-            gr.Warning(GONE_TEXT)
+            gr.Warning(text("history_gone", request_lang(request)))
             return [gr.skip()] * (len(edit.outputs) + 1)
         return [*edit.values(str(store.root / entry.path), entry.prompt), gr.Tabs(selected="edit")]
 
-    def on_delete(item):
+    def on_delete(item, request: gr.Request = None):
         """Ask first: the confirmation names the file and remembers exactly this one (its id)."""
+        lang = request_lang(request)
         entry = current(item)
         if entry is None:
-            return gr.Row(visible=False), "", None, GONE_TEXT
-        return gr.Row(visible=True), CONFIRM_TEXT.format(name=entry.path), entry.id, ""
+            return gr.Row(visible=False), "", None, text("history_gone", lang)
+        return gr.Row(visible=True), text("history_confirm_text", lang, name=entry.path), entry.id, ""
 
-    def on_confirm(pending):
+    def on_confirm(pending, request: gr.Request = None):
+        lang = request_lang(request)
         if not pending:
             return *hidden_confirm(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
         try:
             entry = store.delete(pending)
         except ZImageError as e:
-            return *hidden_confirm(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), NOT_DELETED_TEXT.format(why=e.user_text())
-        return (*hidden_confirm(), None, PICK_TEXT, gr.DownloadButton(value=None, interactive=False), None,
-                DELETED_TEXT.format(name=entry.path))
+            return *hidden_confirm(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), text("history_not_deleted", lang, why=e.user_text(lang))
+        return (*hidden_confirm(), None, text("history_pick", lang), gr.DownloadButton(value=None, interactive=False),
+                None, text("history_deleted", lang, name=entry.path))
 
-    with gr.Tab(TAB_LABEL, id="history", elem_id="history-tab") as tab:
+    with gr.Tab(label("history_tab"), id="history", elem_id="history-tab") as tab:
         with gr.Row():
-            search = gr.Textbox(label=SEARCH_LABEL, placeholder=SEARCH_PLACEHOLDER, elem_id="history-search", scale=3)
-            since = gr.Textbox(label=SINCE_LABEL, elem_id="history-since", scale=1)
-            until = gr.Textbox(label=UNTIL_LABEL, elem_id="history-until", scale=1)
-            size = gr.Dropdown(ORIENTATION_CHOICES, value="", label=SIZE_LABEL, elem_id="history-size", scale=1)
-            refresh_btn = gr.Button(REFRESH_LABEL, elem_id="history-refresh", scale=0)
+            search = gr.Textbox(label=label("history_search"), placeholder=label("history_search_hint"),
+                                elem_id="history-search", scale=3)
+            since = gr.Textbox(label=label("history_since"), elem_id="history-since", scale=1)
+            until = gr.Textbox(label=label("history_until"), elem_id="history-until", scale=1)
+            size = gr.Dropdown(size_choices([]), value="", label=label("history_size"), elem_id="history-size",
+                               scale=1)
+            refresh_btn = gr.Button(label("history_refresh"), elem_id="history-refresh", scale=0)
         summary = gr.Markdown("", elem_id="history-summary")
         with gr.Row():
             with gr.Column(scale=3):
                 gallery = gr.Gallery(show_label=False, columns=6, height="auto", allow_preview=False,
                                      interactive=False, format="png", elem_id="history-gallery")
                 with gr.Row():
-                    newer_btn = gr.Button(PREV_LABEL, size="sm", interactive=False, elem_id="history-newer")
-                    older_btn = gr.Button(NEXT_LABEL, size="sm", interactive=False, elem_id="history-older")
+                    newer_btn = gr.Button(label("history_newer"), size="sm", interactive=False, elem_id="history-newer")
+                    older_btn = gr.Button(label("history_older"), size="sm", interactive=False, elem_id="history-older")
             with gr.Column(scale=2):
                 image = gr.Image(type="filepath", interactive=False, show_label=False, elem_id="history-image")
-                detail = gr.HTML(PICK_TEXT, elem_id="history-detail")
+                detail = gr.HTML(label("history_pick"), elem_id="history-detail")
                 with gr.Row():
-                    use_btn = gr.Button(USE_LABEL, variant="primary", elem_id="history-use")
-                    seed_btn = gr.Button(SEED_LABEL, elem_id="history-reuse-seed")
-                    send_btn = gr.Button(SEND_TO_EDIT_LABEL, elem_id="history-send-edit", visible=edit is not None)
-                    download = gr.DownloadButton(DOWNLOAD_LABEL, interactive=False, elem_id="history-download")
-                    delete_btn = gr.Button(DELETE_LABEL, variant="stop", elem_id="history-delete")
+                    use_btn = gr.Button(label("history_use"), variant="primary", elem_id="history-use")
+                    seed_btn = gr.Button(label("history_reuse_seed"), elem_id="history-reuse-seed")
+                    send_btn = gr.Button(label("history_send_edit"), elem_id="history-send-edit",
+                                         visible=edit is not None)
+                    download = gr.DownloadButton(label("history_download"), interactive=False, elem_id="history-download")
+                    delete_btn = gr.Button(label("history_delete"), variant="stop", elem_id="history-delete")
                 with gr.Row(visible=False, elem_id="history-confirm-row") as confirm_row:
                     confirm_text = gr.Markdown("", elem_id="history-confirm-text")
-                    confirm_btn = gr.Button(CONFIRM_LABEL, variant="stop", elem_id="history-confirm")
-                    cancel_btn = gr.Button(CANCEL_LABEL, elem_id="history-cancel")
+                    confirm_btn = gr.Button(label("history_confirm"), variant="stop", elem_id="history-confirm")
+                    cancel_btn = gr.Button(label("history_cancel"), elem_id="history-cancel")
                 result = gr.Markdown("", elem_id="history-result")
         page_ids = gr.State([])        # the ids of the thumbnails shown, in gallery order
         page_no = gr.State(0)

@@ -13,6 +13,7 @@ import gradio as gr
 
 from ..jobs import Backend
 from ..request import MAX_LORA_STRENGTH, MIN_LORA_STRENGTH
+from .page_text import label, request_lang, text
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +47,31 @@ def with_loras(prompt: str, names: Sequence, strengths: Sequence) -> str:
     return f"{prompt}{tags}" if tags else prompt
 
 
-def lora_choices(listing: list[dict]) -> list[str]:
-    return [NO_LORA] + [e["name"] for e in listing if e.get("usable")]
+def lora_choices(listing: list[dict]) -> list:
+    """The dropdown's choices: "None" (shown in the page's language, its value stays NO_LORA), then
+    the usable LoRAs by name."""
+    return [(label("lora_none"), NO_LORA)] + [e["name"] for e in listing if e.get("usable")]
 
 
-def render_refused(listing: list[dict]) -> str:
+def render_refused(listing: list[dict], lang: str = "en") -> str:
     """The files the folder holds but the app will not use, each with why (small text)."""
     refused = [e for e in listing if not e.get("usable")]
     if not refused:
         return ""
-    rows = "".join(f"<li><b>{html.escape(e['name'])}</b>: {html.escape(e.get('refused_reason') or 'not usable')}</li>"
+    fallback = text("lora_not_usable_reason", lang)
+    rows = "".join(f"<li><b>{html.escape(e['name'])}</b>: {html.escape(e.get('refused_reason') or fallback)}</li>"
                    for e in refused)
-    return f'<div class="zi-lora-refused"><small>Not usable:<ul>{rows}</ul></small></div>'
+    return f'<div class="zi-lora-refused"><small>{text("lora_not_usable", lang)}<ul>{rows}</ul></small></div>'
 
 
-def render_triggers(listing: list[dict], picks: Sequence) -> str:
+def render_triggers(listing: list[dict], picks: Sequence, lang: str = "en") -> str:
     """The trigger words of the picked LoRAs, as Markdown ('' when none has any)."""
     by_name = {e["name"]: e for e in listing}
     lines = []
     for name in dict.fromkeys(p for p in picks if p and p != NO_LORA):
         words = (by_name.get(name) or {}).get("trigger_words") or []
         if words:
-            lines.append(f"**{name}** trigger words: " + ", ".join(f"`{w}`" for w in words))
+            lines.append(text("lora_triggers", lang, name=name, words=", ".join(f"`{w}`" for w in words)))
     return "\n\n".join(lines)
 
 
@@ -84,29 +88,34 @@ def build_lora_panel(manager: Backend) -> tuple[list, list]:
 
     first = listing()
     private = dict(queue=False, api_visibility="private")
-    with gr.Accordion("LoRA", open=False, elem_id="lora-panel"):
+    with gr.Accordion(label("lora_panel"), open=False, elem_id="lora-panel"):
         picks, strengths = [], []
         for i in range(LORA_SLOTS):
             with gr.Row():
                 # allow_custom_value: a pick saved in the browser or typed into the API is checked by the
                 # folder lookup (LoraNotFound names it), not refused by Gradio with a bare "invalid value".
-                picks.append(gr.Dropdown(lora_choices(first), value=NO_LORA, label=f"LoRA {i + 1}",
+                picks.append(gr.Dropdown(lora_choices(first), value=NO_LORA, label=text("lora_slot", i=i + 1),
                                          allow_custom_value=True, elem_id=f"lora-{i + 1}", scale=3))
                 strengths.append(gr.Slider(MIN_LORA_STRENGTH, MAX_LORA_STRENGTH, value=1.0, step=0.05,
-                                           label="Strength", elem_id=f"lora-strength-{i + 1}", scale=2))
+                                           label=label("lora_strength"), elem_id=f"lora-strength-{i + 1}", scale=2))
         triggers = gr.Markdown("", elem_id="lora-triggers")
-        refresh_btn = gr.Button("Refresh LoRA list", size="sm", elem_id="lora-refresh")
+        refresh_btn = gr.Button(label("lora_refresh"), size="sm", elem_id="lora-refresh")
         refused = gr.HTML(render_refused(first), elem_id="lora-refused")
 
-    def on_refresh(*current):
+    # One parameter per slot: Gradio hands gr.Request only to a positional parameter, never after *args.
+    assert LORA_SLOTS == 3, "on_refresh / on_pick take one parameter per LoRA slot"
+
+    def on_refresh(pick1, pick2, pick3, request: gr.Request = None):
+        lang, current = request_lang(request), (pick1, pick2, pick3)
         fresh = listing(refresh=True)
         choices = lora_choices(fresh)
-        kept = [c if c in choices else NO_LORA for c in current]
-        return [*(gr.Dropdown(choices=choices, value=v) for v in kept), render_refused(fresh),
-                render_triggers(fresh, kept)]
+        names = {c[1] if isinstance(c, tuple) else c for c in choices}
+        kept = [c if c in names else NO_LORA for c in current]
+        return [*(gr.Dropdown(choices=choices, value=v) for v in kept), render_refused(fresh, lang),
+                render_triggers(fresh, kept, lang)]
 
-    def on_pick(*current):
-        return render_triggers(listing(), current)
+    def on_pick(pick1, pick2, pick3, request: gr.Request = None):
+        return render_triggers(listing(), (pick1, pick2, pick3), request_lang(request))
 
     refresh_btn.click(on_refresh, picks, [*picks, refused, triggers], **private)
     gr.on([p.change for p in picks], on_pick, picks, triggers, show_progress="hidden", **private)

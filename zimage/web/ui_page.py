@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-PAGE_LANG = "en"        # the language round makes this follow the chosen language (see set_lang_js)
+from .page_text import LANG_COOKIE, PAGE_I18N
+
 PHONE_MAX_PX = 767      # below this width the phone layout applies (a 390 px phone, a 768 px tablet is desktop)
 
 # Text on the page's background must reach WCAG AA's 4.5:1. Gradio's slider limit labels use
@@ -39,6 +40,10 @@ CSS = f"""
 #live-preview img {{ max-width: 100%; max-height: 384px; image-rendering: pixelated; display: block; }}
 #live-preview .zi-live-line {{ margin: 2px 0 6px; }}
 #live-preview progress {{ width: 100%; }}
+/* The language switch: two small choices side by side, at the status row's end. */
+#title-col {{ gap: 4px !important; }}
+#lang-switch .wrap {{ flex-wrap: nowrap !important; gap: 4px; }}
+#lang-switch label {{ padding: 2px 8px !important; }}
 /* The status: one line; the rest below it on desktop, behind a tap on the phone. */
 #status-panel .zi-status-toggle {{ all: unset; cursor: pointer; display: block; width: 100%; }}
 #status-panel .zi-status-toggle .zi-chevron {{ display: none; }}
@@ -56,6 +61,11 @@ CSS = f"""
   #prompt-row {{ flex-wrap: nowrap !important; }}
   #generate-col {{ min-width: 96px !important; max-width: 110px; }}
   #page-title {{ display: none; }}
+  /* The switch alone on the status line's left, as narrow as its two words. */
+  #title-col {{ min-width: 0 !important; flex: 0 0 auto !important; }}
+  #lang-switch label {{ padding: 2px 6px !important; }}
+  #lang-switch input {{ position: absolute; opacity: 0; }}   /* still focusable, still a radio to a screen reader */
+  #lang-switch label:has(input:checked) {{ font-weight: 700; border-color: var(--color-accent) !important; }}
 }}
 """
 
@@ -94,13 +104,55 @@ ziWatchStatus();
 """
 
 
-def set_lang_js(lang: str) -> str:
-    """The one hook for the page's language: `window.ziSetLang(code)` sets `<html lang>`; the
-    language round calls it when the user switches (and changes PAGE_LANG's default)."""
-    return ("window.ziSetLang = (code) => { document.documentElement.lang = code; };\n"
-            f"window.ziSetLang({json.dumps(lang)});\n")
+# The page's language, in the browser. Gradio's frontend picks its locale from navigator.language
+# once, before this script runs, and has no setting for it on a mounted page without its footer; its
+# `changeLocale` (the export its own Settings panel uses) is reached through the module the page has
+# already loaded, so a switch re-labels the page in place: no reload, the prompt and results stay.
+# The choice lives in a cookie, so every later request (status ticks, progress, errors) carries it
+# to the server (page_text.request_lang), which writes its own text in the same language.
+LANG_JS = """
+const ziLocale = (code) => (code === 'zh' ? 'zh-CN' : 'en');
+const ziCookie = () => { const m = document.cookie.match(/(?:^|;\\s*)COOKIE=(en|zh)(?:;|$)/); return m ? m[1] : null; };
+// Accept-Language's rule (zimage.i18n.language_of): the first of the browser's languages that is en or zh.
+const ziBrowserLang = () => { for (const l of (navigator.languages || [navigator.language || 'en'])) {
+  const p = String(l).toLowerCase().split('-')[0]; if (p === 'zh' || p === 'en') return p; } return 'en'; };
+let ziCoreModule = null;
+const ziCore = async () => {
+  if (ziCoreModule) return ziCoreModule;
+  const url = performance.getEntriesByType('resource').map((e) => e.name)
+    .find((n) => /\\/assets\\/core-[\\w-]+\\.js$/.test(n));
+  if (!url) return null;
+  ziCoreModule = await import(url);      // the same URL: the module instance the page runs
+  return ziCoreModule;
+};
+const ziApplyLang = async (code, tries = 50) => {
+  document.documentElement.lang = ziLocale(code);
+  const core = await ziCore();
+  if (core && core.changeLocale) { core.changeLocale(ziLocale(code)); document.documentElement.lang = ziLocale(code); }
+  else if (tries > 0) setTimeout(() => ziApplyLang(code, tries - 1), 100);
+  else console.warn('zimage: Gradio has no changeLocale; the page keeps the browser language');
+};
+window.ziLang = () => ziCookie() || ziBrowserLang();
+window.ziSetLang = (code) => {
+  if (code !== 'zh' && code !== 'en') return;
+  document.cookie = `COOKIE=${code}; path=/; max-age=31536000; SameSite=Strict`;
+  ziApplyLang(code);
+};
+ziApplyLang(window.ziLang());
+""".replace("COOKIE", LANG_COOKIE)
+
+# The language switch's `js=`: set the language in the browser first, then pass the inputs on.
+SWITCH_JS = "(lang, ...rest) => { window.ziSetLang(lang); return [lang, ...rest]; }"
 
 
-def page_assets(lang: str = PAGE_LANG) -> dict[str, str]:
-    """The keyword arguments for gr.mount_gradio_app: the page's CSS and its head script."""
-    return {"css": CSS, "head": f"<script>\n{set_lang_js(lang)}{KEYS_JS}</script>"}
+def set_lang_js(lang: str | None = None) -> str:
+    """The one hook for the page's language: `window.ziSetLang(code)` ("en" or "zh") sets the
+    cookie, Gradio's locale and `<html lang>`; at load the cookie, else the browser's languages,
+    decide (`lang` forces one, for a page built for a single language)."""
+    return LANG_JS + (f"window.ziSetLang({json.dumps(lang)});\n" if lang else "")
+
+
+def page_assets(lang: str | None = None) -> dict[str, str]:
+    """The keyword arguments for gr.mount_gradio_app: the page's CSS, its head script and its
+    English and Chinese tables."""
+    return {"css": CSS, "head": f"<script>\n{set_lang_js(lang)}{KEYS_JS}</script>", "i18n": PAGE_I18N}

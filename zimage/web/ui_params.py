@@ -6,6 +6,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from ..request import LORA_TAG, MAX_GUIDANCE, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS, SIZE_MULTIPLE
+from .page_text import text as page_text
 
 # The Generate controls a parameters dict can fill, by SAVED_FIELDS name (ui.py), in this order.
 CONTROL_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed")
@@ -56,12 +57,13 @@ def control_updates(values: Mapping[str, Any], skip: Any, fields: Sequence[str] 
 
 
 def gallery_caption(prompt: str, seed: int, steps: int, width: int, height: int,
-                    loras: Sequence[tuple[str, float]] = (), seconds: float | None = None) -> str:
-    """A result's caption: the prompt's start, seed, steps, size, LoRAs and seconds."""
+                    loras: Sequence[tuple[str, float]] = (), seconds: float | None = None, lang: str = "en") -> str:
+    """A result's caption in `lang`: the prompt's start, seed, steps, size, LoRAs and seconds."""
     text = " ".join(LORA_TAG.sub(" ", prompt).split())
     if len(text) > CAPTION_PROMPT_CHARS:
         text = text[:CAPTION_PROMPT_CHARS - 1].rstrip() + "…"
-    parts = [text, f"seed {seed}", f"{steps} steps", f"{width}x{height}"]
+    parts = [text, page_text("caption_seed", lang, seed=seed), page_text("caption_steps", lang, steps=steps),
+             f"{width}x{height}"]
     if loras:
         parts.append("LoRA " + ", ".join(f"{name} {weight:g}" for name, weight in loras))
     if seconds is not None:

@@ -13,34 +13,32 @@ from ..config import Settings
 from ..errors import ZImageError
 from ..request import parse_loras
 from ..store.pnginfo import ImageInfo, read_image_info
+from .page_text import label, request_lang, text
 from .ui_params import CONTROL_FIELDS, control_updates, generate_values
 
 log = logging.getLogger(__name__)
 
-UPLOAD_LABEL = "Image (PNG, JPEG or WebP)"
-SEND_LABEL = "Send to Generate"
-NOTHING_FOUND = "This image carries no generation parameters (no `parameters` text, ComfyUI graph or EXIF comment)."
-SENT = "Sent to the Generate tab."
-NOTHING_TO_SEND = "Drop an image with parameters first."
-SOURCE_LABELS = {"parameters": "PNG parameters text", "comfyui": "ComfyUI graph", "exif": "EXIF UserComment"}
+SOURCE_KEYS = {"parameters": "png_source_parameters", "comfyui": "png_source_comfyui", "exif": "png_source_exif"}
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp"]
 
 
-def render_summary(info: ImageInfo, name: str = "") -> str:
-    """The fields beside the prompt, as Markdown (a pure function for tests)."""
+def render_summary(info: ImageInfo, name: str = "", lang: str = "en") -> str:
+    """The fields beside the prompt, as Markdown in `lang` (a pure function for tests)."""
     p = info.parameters
+    t = lambda key: text(key, lang)     # noqa: E731
     if info.source == "none":
-        return NOTHING_FOUND
+        return t("png_nothing_found")
     e = lambda v: html.escape(str(v)).replace("|", "\\|")    # noqa: E731: the file's text, not ours
-    rows = [("Seed", p.get("seed")), ("Steps", p.get("steps")), ("Guidance (CFG)", p.get("guidance_scale")),
-            ("Size", f"{p['width']}x{p['height']}" if "width" in p and "height" in p else None),
-            ("Model", p.get("model")),
-            ("LoRAs", _loras(p)),
-            ("Sampler", p.get("params", {}).get("Sampler") or p.get("params", {}).get("sampler_name")),
-            ("Read from", SOURCE_LABELS.get(info.source, info.source)),
-            ("Image", f"{name} ({info.format} {info.width}x{info.height})".strip())]
+    rows = [(t("field_seed"), p.get("seed")), (t("field_steps"), p.get("steps")),
+            (t("field_cfg"), p.get("guidance_scale")),
+            (t("field_size"), f"{p['width']}x{p['height']}" if "width" in p and "height" in p else None),
+            (t("field_model"), p.get("model")),
+            (t("field_loras"), _loras(p)),
+            (t("field_sampler"), p.get("params", {}).get("Sampler") or p.get("params", {}).get("sampler_name")),
+            (t("field_read_from"), t(SOURCE_KEYS[info.source]) if info.source in SOURCE_KEYS else info.source),
+            (t("field_image"), f"{name} ({info.format} {info.width}x{info.height})".strip())]
     body = "".join(f"| {name} | {e(value)} |\n" for name, value in rows if value not in (None, ""))
-    return "| Field | Value |\n|---|---|\n" + body
+    return t("png_table_head") + "\n|---|---|\n" + body
 
 
 def _loras(p: dict) -> str:
@@ -62,7 +60,7 @@ def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Compo
     if len(controls) != len(CONTROL_FIELDS):
         raise ValueError(f"controls: give the {len(CONTROL_FIELDS)} controls {', '.join(CONTROL_FIELDS)}")
 
-    def on_read(path: str | None):
+    def on_read(path: str | None, request: gr.Request = None):
         """The fields, and the drop zone emptied: the upload is deleted once read, and the next
         image can be dropped at once."""
         if not path:
@@ -70,31 +68,32 @@ def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Compo
         try:
             info = read_image_info(path, settings.max_upload_bytes, settings.max_upload_pixels)
         except ZImageError as e:
-            raise gr.Error(e.user_text())
+            raise gr.Error(e.user_text(request_lang(request)))
         finally:
             _discard(path)          # read once: the upload has no other use, and /tmp is not a store
         p = info.parameters
         return (None, p or None, p.get("prompt", ""), p.get("negative_prompt", ""),
-                render_summary(info, Path(path).name), info.raw, "")
+                render_summary(info, Path(path).name, request_lang(request)), info.raw, "")
 
-    def on_send(params: dict | None):
+    def on_send(params: dict | None, request: gr.Request = None):
+        lang = request_lang(request)
         if not params:
-            return [*control_updates({}, gr.skip()), gr.skip(), NOTHING_TO_SEND]
+            return [*control_updates({}, gr.skip()), gr.skip(), text("png_nothing_to_send", lang)]
         values = generate_values(params, settings.max_prompt_chars)
-        return [*control_updates(values, gr.skip()), gr.Tabs(selected=generate_tab), SENT]
+        return [*control_updates(values, gr.skip()), gr.Tabs(selected=generate_tab), text("png_sent", lang)]
 
     params = gr.State(None)
     with gr.Row():
         with gr.Column(scale=2):
-            upload = gr.File(label=UPLOAD_LABEL, file_types=FILE_TYPES, file_count="single", type="filepath",
+            upload = gr.File(label=label("png_upload"), file_types=FILE_TYPES, file_count="single", type="filepath",
                              elem_id="pnginfo-file")
-            send = gr.Button(SEND_LABEL, variant="primary", elem_id="pnginfo-send")
+            send = gr.Button(label("png_send"), variant="primary", elem_id="pnginfo-send")
             note = gr.Markdown("", elem_id="pnginfo-note")
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", lines=3, interactive=False, elem_id="pnginfo-prompt")
-            negative = gr.Textbox(label="Negative prompt", lines=1, interactive=False, elem_id="pnginfo-negative")
+            prompt = gr.Textbox(label=label("field_prompt"), lines=3, interactive=False, elem_id="pnginfo-prompt")
+            negative = gr.Textbox(label=label("field_negative"), lines=1, interactive=False, elem_id="pnginfo-negative")
             summary = gr.Markdown("", elem_id="pnginfo-summary")
-            raw = gr.Textbox(label="Raw text", lines=4, interactive=False, elem_id="pnginfo-raw")
+            raw = gr.Textbox(label=label("png_raw"), lines=4, interactive=False, elem_id="pnginfo-raw")
     # Its own concurrency: reading a PNG must not wait behind the GPU queue.
     upload.upload(on_read, upload, [upload, params, prompt, negative, summary, raw, note], api_name="png_info",
                   concurrency_id="pnginfo", concurrency_limit=2,

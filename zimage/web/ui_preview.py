@@ -18,14 +18,13 @@ import gradio as gr
 from ..jobs import Backend, Job
 from ..state import Status
 from .page_jobs import PageJobs, valid_client_id
+from .page_text import request_lang, stage_text, text
 
 log = logging.getLogger(__name__)
 
 # About one tick per step on the GPU (a 1024x1024 step takes ~0.2 s on an H200); each tick that
 # finds nothing new returns no update, so the browser re-draws only when the step changed.
 PREVIEW_TICK_S = 0.25
-PREVIEW_ALT = "Live preview of the image being made"
-PREVIEW_TITLE = "Live preview"
 
 
 def eta_seconds(job: Job) -> float | None:
@@ -37,32 +36,32 @@ def eta_seconds(job: Job) -> float | None:
     return None
 
 
-def job_progress(job: Job, status: Status) -> tuple[float, str]:
-    """(fraction, description) for Gradio's progress bar while `job` waits or runs: the phase it is
-    in, step k of n, image k of n, and an ETA once a step has been timed."""
+def job_progress(job: Job, status: Status, lang: str = "en") -> tuple[float, str]:
+    """(fraction, description) for Gradio's progress bar while `job` waits or runs, in `lang`: the
+    phase it is in, step k of n, image k of n, and an ETA once a step has been timed."""
     phase = job.phase
     if phase == "waiting":
-        return 0.0, f"Waiting in queue (position {job.queue_position})"
+        return 0.0, text("progress_waiting", lang, n=job.queue_position)
     if phase == "loading":
-        stage = status.stage.value if status.stage else status.state.value
-        return status.progress, f"Loading model: {stage}"
+        return status.progress, text("progress_loading", lang, stage=stage_text(status, lang))
     total, step = job.total_steps, job.step
     images_total, images_done = job.images_total, job.images_done
     if phase == "encoding":
-        fraction, desc = 0.0, "Encoding the prompt"
+        fraction, desc = 0.0, text("progress_encoding", lang)
     elif phase == "decoding":
-        fraction, desc = 0.9, "Decoding"
+        fraction, desc = 0.9, text("progress_decoding", lang)
     elif phase == "saving":
-        fraction, desc = 0.95 + 0.05 * (images_done / images_total if images_total else 0), "Saving"
+        fraction = 0.95 + 0.05 * (images_done / images_total if images_total else 0)
+        desc = text("progress_saving", lang)
     elif total and (phase == "generating" or step):
-        fraction, desc = 0.9 * step / total, f"Step {step} of {total}"
+        fraction, desc = 0.9 * step / total, text("progress_step", lang, step=step, total=total)
     else:
-        return 0.0, "Starting"
+        return 0.0, text("progress_starting", lang)
     if images_total > 1:
-        desc = f"Image {min(images_done + 1, images_total)} of {images_total} · {desc}"
+        desc = text("progress_image", lang, k=min(images_done + 1, images_total), n=images_total, desc=desc)
     eta = eta_seconds(job)
     if eta is not None:
-        desc += f" · about {eta:.0f} s left" if eta >= 10 else f" · about {eta:.1f} s left"
+        desc += text("progress_left", lang, s=f"{eta:.0f}" if eta >= 10 else f"{eta:.1f}")
     return fraction, desc
 
 
@@ -71,17 +70,17 @@ def progress_key(job: Job) -> str:
     return f"{job.id}:{job.phase}:{job.step}:{job.images_done}:{job.queue_position}"
 
 
-def render_live(job: Job, status: Status, png: bytes | None) -> str:
-    """The live panel as HTML: a progress bar with its line, and the latent preview once a step
-    has run. A pure function so tests can call it."""
-    fraction, desc = job_progress(job, status)
+def render_live(job: Job, status: Status, png: bytes | None, lang: str = "en") -> str:
+    """The live panel as HTML in `lang`: a progress bar with its line, and the latent preview once a
+    step has run. A pure function so tests can call it."""
+    fraction, desc = job_progress(job, status, lang)
     pct = int(round(fraction * 100))
     parts = [f'<div class="zi-live" data-job="{job.id}" data-step="{job.step}">',
              f'<progress class="zi-live-bar" max="100" value="{pct}" aria-label="{html.escape(desc)}"></progress>',
              f'<div class="zi-live-line">{html.escape(desc)}</div>']
     if png is not None:
         data = base64.b64encode(png).decode()
-        parts.append(f'<img class="zi-live-image" alt="{PREVIEW_ALT}" title="{PREVIEW_TITLE}" '
+        parts.append(f'<img class="zi-live-image" alt="{text("preview_alt", lang)}" title="{text("preview_title", lang)}" '
                      f'src="data:image/png;base64,{data}">')
     parts.append("</div>")
     return "".join(parts)
@@ -93,7 +92,7 @@ def build_live_preview(manager: Backend, registry: PageJobs,
     activates when this browser starts (or finds) a job and stops once that job's event ended
     (clearing the panel, the other value returned)."""
 
-    def on_tick(client, shown):
+    def on_tick(client, shown, request: gr.Request = None):
         jobs = registry.running(valid_client_id(client))
         if not jobs:
             return ("", "") if shown else (gr.skip(), gr.skip())
@@ -106,7 +105,7 @@ def build_live_preview(manager: Backend, registry: PageJobs,
         except Exception:              # a preview is a nicety: never let it break the page's tick
             log.exception("latent preview failed")
             png = None
-        return render_live(job, manager.status(), png), key
+        return render_live(job, manager.status(), png, request_lang(request)), key
 
     panel = gr.HTML("", elem_id="live-preview")
     shown = gr.State("")
