@@ -25,6 +25,7 @@ from ..store.outputs import png_bytes
 from .api import MAX_BODY_BYTES, job_owner, read_json, request_caller
 from .compat_api import OPENAI_ERRORS, OPENAI_SIZE, _a1111_error, _openai_error, a1111_fields
 from .edit_fields import caps, edit_body_cap
+from .gradio_uploads import buffered_form
 from .openapi import (A1111_ERROR, A1111_IMAGES, BODY_ERRORS, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, edits_body,
                       img2img_body, route_docs)
 
@@ -85,26 +86,12 @@ async def read_capped(request: Request, cap: int, what: str) -> bytes:
 async def read_form(request: Request, cap: int) -> dict[str, Any]:
     """A multipart form under `cap` bytes: {name: bytes of a file | text}. The parts are parsed from
     the buffered body (Starlette: in memory up to 1 MB a file, then a temporary file closed here)."""
-    from starlette.requests import Request as StarletteRequest
-
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in ctype:
         raise UnsupportedMediaType(f"Content-Type must be multipart/form-data, got {ctype.split(';')[0] or 'none'}.",
                                    "Send the image and mask as files of a multipart form (the openai SDK does).")
     body = await read_capped(request, cap, "the image and mask")
-    sent = False
-
-    async def receive():
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-    try:
-        form = await StarletteRequest(request.scope, receive).form(max_files=4, max_fields=32)
-    except Exception as e:          # python-multipart's and Starlette's parse errors have no common base
-        raise InvalidRequest("body", f"is not a well-formed multipart form ({str(e)[:100] or type(e).__name__})") \
-            from None
+    form = await buffered_form(request.scope, body, "body", max_files=4, max_fields=32)
     out: dict[str, Any] = {}
     try:
         for key, value in form.multi_items():

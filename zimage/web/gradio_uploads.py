@@ -26,15 +26,10 @@ def upload_too_large(cap: int) -> BodyTooLarge:
     return BodyTooLarge(f"The upload is larger than {cap / 2**20:g} MB.", "Upload a smaller image.", field="files")
 
 
-async def check_upload_form(scope, body: bytes) -> None:
-    """One image file in the form field Gradio's clients use, by its first bytes (store/pnginfo.sniff):
-    anything else is refused before Gradio writes a byte of it. The parts are parsed by Starlette
-    (in memory up to 1 MB, then a file in the system's temporary folder, closed here)."""
+async def buffered_form(scope, body: bytes, field: str, max_files: int, max_fields: int):
+    """Starlette's multipart parser over a body already read (and capped); a malformed form is an
+    InvalidRequest naming `field`. The caller closes the form."""
     from starlette.requests import Request
-
-    ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
-    if ctype.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in ctype:
-        raise UnsupportedMediaType(f"Content-Type must be multipart/form-data with a boundary, got {ctype or 'none'}.")
 
     sent = False
 
@@ -45,10 +40,21 @@ async def check_upload_form(scope, body: bytes) -> None:
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
     try:
-        form = await Request(scope, receive).form(max_files=2, max_fields=4)
+        return await Request(scope, receive).form(max_files=max_files, max_fields=max_fields)
     except Exception as e:          # python-multipart's and Starlette's parse errors have no common base
-        raise InvalidRequest("files", f"is not a well-formed multipart form ({str(e)[:100] or type(e).__name__})") \
+        raise InvalidRequest(field, f"is not a well-formed multipart form ({str(e)[:100] or type(e).__name__})") \
             from None
+
+
+async def check_upload_form(scope, body: bytes) -> None:
+    """One image file in the form field Gradio's clients use, by its first bytes (store/pnginfo.sniff):
+    anything else is refused before Gradio writes a byte of it. The parts are parsed by Starlette
+    (in memory up to 1 MB, then a file in the system's temporary folder, closed here)."""
+    ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
+    if ctype.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in ctype:
+        raise UnsupportedMediaType(f"Content-Type must be multipart/form-data with a boundary, got {ctype or 'none'}.")
+
+    form = await buffered_form(scope, body, "files", max_files=2, max_fields=4)
     try:
         parts = [(key, value) for key, value in form.multi_items()]
         files = [value for key, value in parts if key == "files" and hasattr(value, "read")]
@@ -68,23 +74,9 @@ async def check_blob_form(scope, body: bytes, blob_components: frozenset[int], m
     """An ImageEditor's accept_blobs call: one image file for an editor of BLOB_INPUTS, of this
     session, checked as every upload is (store/images: bytes, PNG/JPEG/WebP by content, header
     pixels before decoding, one frame, a full decode under the caps)."""
-    from starlette.requests import Request
-
     from ..store.images import load_image
 
-    sent = False
-
-    async def receive():
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-    try:
-        form = await Request(scope, receive).form(max_files=1, max_fields=8)
-    except Exception as e:          # python-multipart's and Starlette's parse errors have no common base
-        raise InvalidRequest("body", f"is not a well-formed multipart form ({str(e)[:100] or type(e).__name__})") \
-            from None
+    form = await buffered_form(scope, body, "body", max_files=1, max_fields=8)
     try:
         fields = {k: v for k, v in form.multi_items() if not hasattr(v, "read")}
         files = [v for _, v in form.multi_items() if hasattr(v, "read")]
