@@ -20,7 +20,7 @@ WEB = Path(__file__).resolve().parent.parent / "zimage" / "web"
 PAGE_MODULES = sorted(WEB.glob("ui*.py"))
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # The same in both languages: names, and the switch's own label (it names both languages).
-SAME_IN_BOTH = {"lang_label", "lora_panel", "lora_slot", "field_loras", "png_source_exif"}
+SAME_IN_BOTH = {"lang_label", "lora_panel", "lora_slot", "field_loras", "png_source_exif", "controlnet_panel"}
 # Keyword arguments that Gradio shows to the reader.
 SHOWN = {"label", "info", "placeholder", "title"}
 PRODUCT = "Z-Image-Turbo"          # the model's name: the same in every language
@@ -122,6 +122,13 @@ def test_the_page_sends_both_tables_and_keys_not_english(server):
     assert config["i18n_translations"]["en"] == EN and config["i18n_translations"]["zh-CN"] == ZH
     values = [str(c.get("props", {}).get("label")) for c in config["components"]]
     assert any("prompt_label" in v for v in values) and "Prompt" not in values
+    # No label and no choice of any tab or panel (Edit's modes, ControlNet's types included) is sent in English.
+    props = [c.get("props", {}) for c in config["components"]]
+    shown = [str(p["label"]) for p in props if p.get("label") is not None] \
+        + [str(choice[0]) for p in props for choice in p.get("choices") or []]
+    english = {v for k, v in EN.items() if k not in SAME_IN_BOTH}
+    assert sorted(english & set(shown)) == []
+    assert any("edit_mode_inpaint" in v for v in shown) and any("controlnet_canny" in v for v in shown)
     # The page's status panel, asked for by a Chinese browser, answers in Chinese.
     assert page_text.FRONTEND_LOCALES["zh"] in config["i18n_translations"]
 
@@ -137,3 +144,35 @@ def test_a_size_out_of_range_is_refused_naming_the_field_in_the_callers_language
     en = Client(server.url, verbose=False)
     with pytest.raises(Exception, match="height: must be between 256 and 2048, got 4096"):
         en.predict("x", "", 256, 4096, 2, 0.0, 1, 1, [], api_name="/generate")
+
+
+def test_the_start_up_timeline_in_chinese():
+    """The status panel's start-up line was English in the Chinese page (ui_startup)."""
+    from zimage import startup
+    from zimage.web.ui import render_status
+
+    mem = MemoryInfo(process_rss_bytes=2**30, ram_available_bytes=2**33, ram_total_bytes=2**34)
+    reading = Status(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.45, bytes_done=45, bytes_total=100,
+                     startup=((startup.READING, 0.4), (startup.MODEL_IMPORTED, 2.5)))
+    zh = render_status(reading, mem, "zh")
+    assert "启动：" in zh and "正在读取权重 45%" in zh and "模型代码 2.5 秒" in zh
+    assert "reading weights" not in zh and "Start-up" not in zh
+    compiling = Status(state=LoadState.ON_GPU, startup=((startup.READY, 4.0), (startup.COMPILING, 4.1)))
+    assert "正在后台编译" in render_status(compiling, mem, "zh")
+    assert "reading weights 45%" in render_status(reading, mem)            # English stays the default
+
+
+def test_the_edit_tab_answers_a_chinese_caller_in_chinese(server):
+    """Edit without an image: the refusal named the field in English to a Chinese page."""
+    from gradio_client import Client
+
+    from zimage.web.ui_lora import NO_LORA
+
+    args = [None, "Image to image", "x", "", 0.5, 4, False, 32, 0, 0, 0, 0, True, 1024, 1024, 2, 5, 1, None,
+            *[NO_LORA] * 3, *[1.0] * 3]
+    zh = Client(server.url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    with pytest.raises(Exception, match="image: 请先添加一张图片"):
+        zh.predict(*args, api_name="/edit")
+    en = Client(server.url, verbose=False)
+    with pytest.raises(Exception, match="image: Add an image first"):
+        en.predict(*args, api_name="/edit")

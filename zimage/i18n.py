@@ -122,6 +122,12 @@ INVALID_ZH: list[tuple[str, str]] = [
     (r"(?P<v>.+) is not an event of this page", "{v} 不是此页面的事件"),
     (r"(?P<v>.+) is not a component of this page", "{v} 不是此页面的组件"),
     (r"(?P<v>.+) is not an image this server generated", "{v} 不是本服务器生成的图片"),
+    # The Edit tab's and the ControlNet panel's (zimage/web/ui_edit.py, ui_controlnet.py)
+    (r"Add an image first: drop, paste or send one to the Edit tab\.", "请先添加一张图片：拖放、粘贴或发送一张到“编辑”标签页。"),
+    (r"Paint over the part of the image to change \(Inpaint mode\), or choose Image to image\.",
+     "请涂抹图片中要改变的部分（局部重绘模式），或选择“图生图”。"),
+    (r"is missing: drop one in the ControlNet panel, or untick Use ControlNet",
+     "缺失：请在 ControlNet 面板中放入一张，或取消勾选“启用 ControlNet”"),
 ]
 
 # Whole messages of the other errors, fullmatched.

@@ -91,6 +91,11 @@ def test_an_english_browser_gets_english_and_the_switch_changes_it_keeping_the_p
     wait_language(page, ZH)          # labels re-drawn in place, the server's text follows
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
     assert shows(page, "#prompt", ZH["prompt_label"]) and shows(page, "#main-tabs", ZH["tab_pnginfo"])
+    # The Edit tab's title follows the switch as the others do (it stayed "Edit"), and so does its content.
+    edit_tab = page.get_by_role("tab", name=ZH["tab_edit"], exact=True)
+    wait_for(lambda: edit_tab.count() == 1, 15, message="the Edit tab's title in Chinese")
+    edit_tab.click()
+    wait_for(lambda: shows(page, "#edit-mode", ZH["edit_mode_inpaint"]), 15, message="the Edit tab's modes in Chinese")
     assert page.input_value("#prompt textarea") == "a lighthouse at dusk"
     # The choice is kept across a reload (a cookie the server reads as well as the browser).
     page.reload()
@@ -102,4 +107,6 @@ def test_an_english_browser_gets_english_and_the_switch_changes_it_keeping_the_p
     page.locator("#lang-switch").get_by_text("English").click()
     wait_language(page, EN)
     assert page.evaluate("document.documentElement.lang") == "en"
+    wait_for(lambda: page.get_by_role("tab", name=EN["tab_edit"], exact=True).count() == 1, 15,
+             message="the Edit tab's title back in English")
     assert shows(page, "#status-panel", EN["state_unloaded"])

@@ -63,9 +63,9 @@ def render_status(status: Status, mem: MemoryInfo, lang: str = "en") -> str:
     if status.state == LoadState.DOWNLOADING and status.speed_bps:
         eta = f" · {t('status_left', s=f'{status.eta_s:,.0f}')}" if status.eta_s is not None else ""
         head.append(f"<div>{status.speed_bps / 2**20:,.1f} MiB/s{eta}</div>")
-    timeline = startup_html(status)
+    timeline = startup_html(status, lang)
     if timeline:          # in view while the launch is under way, folded away after it
-        (head if current_step(status) else more).append(timeline)
+        (head if current_step(status, lang) else more).append(timeline)
     line.append(t("status_low_vram_on" if status.low_vram else "status_low_vram_off"))
     line.append(t("status_queue", n=status.queue_length))
     if status.message or status.hint:
@@ -349,7 +349,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     def tab_labels(lang: str) -> list:
         """The tabs' titles from the server: Gradio's tab bar keeps the titles it drew first, so the
         hidden tabs' stayed in the old language when the browser's locale changed."""
-        return [gr.Tab(label=text(key, lang)) for key in ("tab_generate", "history_tab", "tab_pnginfo")]
+        return [gr.Tab(label=text(key, lang)) for key in ("tab_generate", "tab_edit", "history_tab", "tab_pnginfo")]
 
     def on_lang(lang, width, height):
         """The switch moved (its script already set the cookie and the browser's labels): the text the
@@ -428,7 +428,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                 build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
 
         private = dict(queue=False, api_visibility="private")
-        tab_outputs = [generate_tab, history_tab, pnginfo_tab]
+        tab_outputs = [generate_tab, edit.tab, history_tab, pnginfo_tab]      # in tab_labels' order
         controls = [prompt, negative, width, height, steps, guidance, seed, count]
         lora_controls = [*lora_picks, *lora_strengths]
         saved_controls = [*controls, *lora_controls]       # in SAVED_FIELDS order

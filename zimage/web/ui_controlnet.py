@@ -18,22 +18,13 @@ from ..errors import InvalidRequest, ZImageError
 from ..request import ControlUnit
 from ..store.control_images import canny_map, load_image, make_unit
 from .gradio_uploads import discard
+from .page_text import label, request_lang, text
 
 log = logging.getLogger(__name__)
 
-PANEL_LABEL = "ControlNet"
-ENABLE_LABEL = "Use ControlNet"
-TYPE_LABEL = "Control type"
-TYPES = [("Canny edges (computed from the image)", "canny"),
-         ("None: the image is the map (depth, pose, lines...)", "none")]
-IMAGE_LABEL = "Control image (PNG, JPEG or WebP)"
-PREVIEW_LABEL = "What the ControlNet sees"
-WEIGHT_LABEL = "Control strength"
-START_LABEL = "Guidance start (fraction of the steps)"
-END_LABEL = "Guidance end"
+TYPES = [("controlnet_canny", "canny"), ("controlnet_none", "none")]     # (page_text key, module)
+# An InvalidRequest detail: zimage/i18n.py's INVALID_ZH has its Chinese.
 NO_IMAGE = "is missing: drop one in the ControlNet panel, or untick Use ControlNet"
-REMOVE_LABEL = "Remove control image"
-LOADED = "Control image: {name} ({w}x{h})"
 FIELD = "controlnet image"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp"]           # what a refused upload's message names
 DEFAULTS = {"enabled": False, "module": "canny", "weight": 1.0, "start": 0.0, "end": 1.0, "image": None}
@@ -76,23 +67,25 @@ class ControlPicks:
 
 def build_controlnet_panel(settings: Settings, picks: ControlPicks) -> None:
     """The accordion, inside the caller's column; its values go to `picks` under the session."""
-    with gr.Accordion(PANEL_LABEL, open=False, elem_id="controlnet-panel"):
-        enabled = gr.Checkbox(False, label=ENABLE_LABEL, elem_id="controlnet-enabled")
-        module = gr.Radio(TYPES, value="canny", label=TYPE_LABEL, elem_id="controlnet-module")
+    with gr.Accordion(label("controlnet_panel"), open=False, elem_id="controlnet-panel"):
+        enabled = gr.Checkbox(False, label=label("controlnet_enable"), elem_id="controlnet-enabled")
+        module = gr.Radio([(label(key), kind) for key, kind in TYPES], value="canny",
+                          label=label("controlnet_type"), elem_id="controlnet-module")
         with gr.Row():
             # A file drop zone, not gr.Image: gr.Image fetches the upload back to show it, and the
             # guard never serves an upload; the map below shows what was read.
-            image = gr.File(label=IMAGE_LABEL, file_types=FILE_TYPES, file_count="single", type="filepath",
-                            elem_id="controlnet-image", height=220)
-            preview = gr.Image(label=PREVIEW_LABEL, interactive=False, format="png", elem_id="controlnet-preview",
-                               height=220)
-        weight = gr.Slider(0, 2, value=1.0, step=0.05, label=WEIGHT_LABEL, elem_id="controlnet-weight")
+            image = gr.File(label=label("controlnet_image"), file_types=FILE_TYPES, file_count="single",
+                            type="filepath", elem_id="controlnet-image", height=220)
+            preview = gr.Image(label=label("controlnet_preview"), interactive=False, format="png",
+                               elem_id="controlnet-preview", height=220)
+        weight = gr.Slider(0, 2, value=1.0, step=0.05, label=label("controlnet_weight"), elem_id="controlnet-weight")
         with gr.Row():
-            start = gr.Slider(0, 1, value=0.0, step=0.05, label=START_LABEL, elem_id="controlnet-start")
-            end = gr.Slider(0, 1, value=1.0, step=0.05, label=END_LABEL, elem_id="controlnet-end")
+            start = gr.Slider(0, 1, value=0.0, step=0.05, label=label("controlnet_start"), elem_id="controlnet-start")
+            end = gr.Slider(0, 1, value=1.0, step=0.05, label=label("controlnet_end"), elem_id="controlnet-end")
         with gr.Row():
             note = gr.Markdown("", elem_id="controlnet-note")
-            remove = gr.Button(REMOVE_LABEL, size="sm", scale=0, min_width=160, elem_id="controlnet-remove")
+            remove = gr.Button(label("controlnet_remove"), size="sm", scale=0, min_width=160,
+                               elem_id="controlnet-remove")
 
     def shown(picture, kind: str):
         return None if picture is None else (canny_map(picture) if kind == "canny" else picture)
@@ -108,11 +101,11 @@ def build_controlnet_panel(settings: Settings, picks: ControlPicks) -> None:
         try:
             picture = load_image(path, settings.max_upload_bytes, settings.max_upload_pixels, FIELD)
         except ZImageError as e:
-            raise gr.Error(e.user_text())
+            raise gr.Error(e.user_text(request_lang(request)))
         finally:
             discard(path)
         picks.update(session(request), image=picture)
-        note = LOADED.format(name=Path(path).name, w=picture.width, h=picture.height)
+        note = text("controlnet_loaded", request_lang(request), name=Path(path).name, w=picture.width, h=picture.height)
         return None, shown(picture, kind), note
 
     def on_values(on: bool, kind: str, w: float, s: float, e: float, request: gr.Request = None):

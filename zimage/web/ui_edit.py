@@ -20,26 +20,21 @@ from ..errors import InvalidRequest, ZImageError
 from ..request import (DEFAULT_MASK_BLUR, DEFAULT_PADDING, DEFAULT_STRENGTH, MAX_IMAGES, MAX_MASK_BLUR, MAX_PADDING,
                        MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest)
 from ..store.images import MAX_OUTPAINT_PX, drawn_mask, load_image, outpaint_canvas
+from .page_text import label, request_lang, text
 from .ui_lora import with_loras
 
 log = logging.getLogger(__name__)
 
-TAB_LABEL = "Edit"
+# The mode radio's values (the `edit` API's mode argument: unchanged, so API callers and scripts that
+# send these English words keep working) -> the request's mode; the browser shows the page_text key.
 MODES = {"Image to image": "img2img", "Inpaint (draw the mask)": "inpaint", "Outpaint (extend the canvas)": "outpaint"}
-EDITOR_LABEL = "Image (drop, paste or send one here; in Inpaint, paint over what should change)"
-PROMPT_LABEL = "Prompt"
-PROMPT_HINT = "What the edited image shows · <lora:NAME:w> tags work here too"
-STRENGTH_LABEL = "Denoising strength (0 keeps the image, 1 repaints it)"
-BLUR_LABEL = "Mask blur (px)"
-ONLY_MASKED_LABEL = "Only masked area (at full resolution)"
-PADDING_LABEL = "Masked area padding (px)"
-OUTPAINT_LABELS = ("Extend left (px)", "Extend right (px)", "Extend top (px)", "Extend bottom (px)")
-IMAGE_SIZE_LABEL = "Size from the image"
-RUN_LABEL = "Edit"
-SEND_LABEL = "Send to Edit"
+MODE_KEYS = {"img2img": "edit_mode_img2img", "inpaint": "edit_mode_inpaint", "outpaint": "edit_mode_outpaint"}
+# Outpaint's sliders, in the request's order: (element id suffix, page_text key).
+SIDES = (("left", "edit_extend_left"), ("right", "edit_extend_right"), ("top", "edit_extend_top"),
+         ("bottom", "edit_extend_bottom"))
+# InvalidRequest details: zimage/i18n.py's INVALID_ZH has their Chinese.
 NO_IMAGE = "Add an image first: drop, paste or send one to the Edit tab."
 NO_MASK = "Paint over the part of the image to change (Inpaint mode), or choose Image to image."
-NOTHING_SELECTED = "Select an image in the results first."
 
 
 @dataclass
@@ -47,6 +42,7 @@ class EditTarget:
     """What Send to Edit fills: the editor and the Edit tab's prompt."""
     editor: Any
     prompt: Any
+    tab: Any = None         # the gr.Tab, whose title ui.py re-sends in the page's language
 
     @property
     def outputs(self) -> list:
@@ -140,8 +136,8 @@ RunEdit = Callable[..., tuple]      # (request, client, gr.Request, gr.Progress)
 def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list, lora_strengths: list) -> EditTarget:
     """The Edit tab (inside the caller's gr.Tabs); `run` submits a request and waits for its images."""
 
-    def on_mode(label):
-        mode = MODES.get(label, "img2img")
+    def on_mode(choice):
+        mode = MODES.get(choice, "img2img")
         return gr.Group(visible=mode == "inpaint"), gr.Group(visible=mode == "outpaint"), \
             gr.Slider(visible=mode != "img2img")
 
@@ -159,60 +155,62 @@ def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list
                 lora1_strength=1.0, lora2_strength=1.0, lora3_strength=1.0,
                 request: gr.Request = None, progress=gr.Progress()):
         picks, weights = (lora1, lora2, lora3), (lora1_strength, lora2_strength, lora3_strength)
+        lang = request_lang(request)
         try:
             req = edit_request(value, mode_label, prompt, negative, strength, blur, only_masked, padding,
                                (left, right, top, bottom), image_size, width, height, steps, seed, count, settings,
                                tuple(picks), tuple(weights))
         except ZImageError as e:
-            raise gr.Error(e.user_text())
+            raise gr.Error(e.user_text(lang))
         except (TypeError, ValueError) as e:
-            raise gr.Error(f"Check the settings: {e}")
+            raise gr.Error(text("check_settings", lang, error=e))
         finally:
             _discard(value, getattr(editor, "GRADIO_CACHE", None), in_use())
         return run(req, client, request, progress)
 
-    with gr.Tab(TAB_LABEL, id="edit", elem_id="edit-tab"):
+    with gr.Tab(label("tab_edit"), id="edit", elem_id="edit-tab") as tab:
         with gr.Row(equal_height=True):
             with gr.Column(scale=6, min_width=200):
-                prompt = gr.Textbox(label=PROMPT_LABEL, lines=2, max_length=settings.max_prompt_chars,
-                                    elem_id="edit-prompt", placeholder=PROMPT_HINT)
+                prompt = gr.Textbox(label=label("prompt_label"), lines=2, max_length=settings.max_prompt_chars,
+                                    elem_id="edit-prompt", placeholder=label("edit_prompt_hint"))
             with gr.Column(scale=1, min_width=96):
-                run_btn = gr.Button(RUN_LABEL, variant="primary", elem_id="edit-btn")
+                run_btn = gr.Button(label("edit_btn"), variant="primary", elem_id="edit-btn")
         with gr.Row():
             with gr.Column(scale=3):
-                editor = gr.ImageEditor(type="filepath", label=EDITOR_LABEL, sources=["upload", "clipboard"],
+                editor = gr.ImageEditor(type="filepath", label=label("edit_image"), sources=["upload", "clipboard"],
                                         image_mode="RGBA", format="png", layers=False, transforms=(),
                                         brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=32),
                                         elem_id="edit-image")
-                mode = gr.Radio(list(MODES), value=next(iter(MODES)), label="Mode", elem_id="edit-mode")
-                strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.01, label=STRENGTH_LABEL,
+                mode = gr.Radio([(label(MODE_KEYS[m]), value) for value, m in MODES.items()],
+                                value=next(iter(MODES)), label=label("edit_mode_label"), elem_id="edit-mode")
+                strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.01, label=label("edit_strength"),
                                      elem_id="edit-strength")
-                blur = gr.Slider(0, MAX_MASK_BLUR, value=DEFAULT_MASK_BLUR, step=1, label=BLUR_LABEL,
+                blur = gr.Slider(0, MAX_MASK_BLUR, value=DEFAULT_MASK_BLUR, step=1, label=label("edit_blur"),
                                  elem_id="edit-mask-blur", visible=False)
                 with gr.Group(visible=False, elem_id="edit-inpaint") as inpaint_group:
-                    only_masked = gr.Checkbox(False, label=ONLY_MASKED_LABEL, elem_id="edit-only-masked")
-                    padding = gr.Slider(0, MAX_PADDING, value=DEFAULT_PADDING, step=4, label=PADDING_LABEL,
+                    only_masked = gr.Checkbox(False, label=label("edit_only_masked"), elem_id="edit-only-masked")
+                    padding = gr.Slider(0, MAX_PADDING, value=DEFAULT_PADDING, step=4, label=label("edit_padding"),
                                         elem_id="edit-padding")
                 with gr.Group(visible=False, elem_id="edit-outpaint") as outpaint_group:
                     with gr.Row():
-                        sides = [gr.Slider(0, MAX_OUTPAINT_PX, value=0, step=SIZE_MULTIPLE, label=label,
-                                           elem_id=f"edit-extend-{name}")
-                                 for label, name in zip(OUTPAINT_LABELS, ("left", "right", "top", "bottom"))]
-                negative = gr.Textbox(label="Negative prompt (used when guidance > 0)", lines=1,
+                        sides = [gr.Slider(0, MAX_OUTPAINT_PX, value=0, step=SIZE_MULTIPLE,
+                                           label=label(key), elem_id=f"edit-extend-{side}")
+                                 for side, key in SIDES]
+                negative = gr.Textbox(label=label("negative_label"), lines=1,
                                       max_length=settings.max_prompt_chars, elem_id="edit-negative")
-                image_size = gr.Checkbox(True, label=IMAGE_SIZE_LABEL, elem_id="edit-image-size")
+                image_size = gr.Checkbox(True, label=label("edit_image_size"), elem_id="edit-image-size")
                 with gr.Row(visible=False) as size_row:
-                    width = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Width",
+                    width = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label=label("width"),
                                       elem_id="edit-width")
-                    height = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label="Height",
+                    height = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label=label("height"),
                                        elem_id="edit-height")
                 with gr.Row():
-                    steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label="Steps", elem_id="edit-steps")
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="edit-seed")
-                    count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="edit-count")
+                    steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label=label("steps"), elem_id="edit-steps")
+                    seed = gr.Number(value=-1, precision=0, label=label("seed_label"), elem_id="edit-seed")
+                    count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label=label("images_label"), elem_id="edit-count")
             with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Results", columns=2, height="auto", format="png", interactive=False,
-                                     elem_id="edit-gallery", buttons=["download", "fullscreen"])
+                gallery = gr.Gallery(label=label("results_label"), columns=2, height="auto", format="png",
+                                     interactive=False, elem_id="edit-gallery", buttons=["download", "fullscreen"])
                 info = gr.Markdown("", elem_id="edit-info")
 
     private = dict(queue=False, api_visibility="private")
@@ -223,12 +221,12 @@ def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list
     # api_name "edit", input 0: the editor (gradio_uploads.BLOB_INPUTS lets exactly it carry images)
     run_btn.click(on_edit, inputs, [gallery, info], api_name="edit", concurrency_id="gpu",
                   concurrency_limit=settings.generation_concurrency + settings.queue_max + 1)
-    return EditTarget(editor=editor, prompt=prompt)
+    return EditTarget(editor=editor, prompt=prompt, tab=tab)
 
 
-def send_selected(selected: str | None, prompt: str | None) -> list:
+def send_selected(selected: str | None, prompt: str | None, request: gr.Request = None) -> list:
     """Send to Edit from the Generate gallery: the selected image into the editor, its prompt too."""
     if not selected:
-        gr.Warning(NOTHING_SELECTED)
+        gr.Warning(text("edit_nothing_selected", request_lang(request)))
         return [gr.skip(), gr.skip(), gr.skip()]
     return [*EditTarget.values(selected, prompt), gr.Tabs(selected="edit")]

@@ -7,19 +7,14 @@ import html
 
 from .. import startup
 from ..state import LoadStage, LoadState, Status
+from .page_text import text
 
-NOW_IMPORTING = "importing the model code (torch, diffusers)"
-NOW_READING = "reading weights {pct}%"
-NOW_BUILDING = "building the pipeline"
-NOW_MOVING = "moving to the device {pct}%"
-NOW_WARMING = "warming up"
-NOW_COMPILING = "compiling in the background (images run eagerly meanwhile)"
-TITLE = "Start-up"
-# The finished steps shown, in launch order, with the words the panel uses.
-DONE_LABELS = ((startup.WEB_IMPORTED, "page code"), (startup.MODEL_IMPORTED, "model code"),
-               (startup.READ, "weights read"), (startup.BUILT, "built"), (startup.ON_DEVICE, "on device"),
-               (startup.READY, "ready"), (startup.PAGE_UP, "page up"), (startup.FIRST_IMAGE, "first image"),
-               (startup.COMPILED, "compiled blocks in use"), (startup.COMPILE_FAILED, "compile failed: eager"))
+# The finished steps shown, in launch order, with the page_text keys of their words.
+DONE_LABELS = ((startup.WEB_IMPORTED, "startup_web_imported"), (startup.MODEL_IMPORTED, "startup_model_imported"),
+               (startup.READ, "startup_read"), (startup.BUILT, "startup_built"),
+               (startup.ON_DEVICE, "startup_on_device"), (startup.READY, "startup_ready"),
+               (startup.PAGE_UP, "startup_page_up"), (startup.FIRST_IMAGE, "startup_first_image"),
+               (startup.COMPILED, "startup_compiled"), (startup.COMPILE_FAILED, "startup_compile_failed"))
 
 
 def events_of(status: Status) -> dict[str, float]:
@@ -33,33 +28,34 @@ def compiling(events: dict[str, float]) -> bool:
     return startup.COMPILING in events and startup.COMPILED not in events and startup.COMPILE_FAILED not in events
 
 
-def current_step(status: Status) -> str:
-    """What the launch is doing now, "" when nothing is under way."""
+def current_step(status: Status, lang: str = "en") -> str:
+    """What the launch is doing now in `lang`, "" when nothing is under way."""
     events = events_of(status)
     pct = int(round(status.progress * 100))
     if status.state == LoadState.LOADING:
         if status.stage == LoadStage.READ:
             if startup.MODEL_IMPORTED not in events and not status.bytes_done:
-                return NOW_IMPORTING
-            return NOW_READING.format(pct=pct)
+                return text("startup_importing", lang)
+            return text("startup_reading", lang, pct=pct)
         if status.stage == LoadStage.BUILD:
-            return NOW_BUILDING
+            return text("startup_building", lang)
         if status.stage == LoadStage.MOVE:
-            return NOW_MOVING.format(pct=pct)
+            return text("startup_moving", lang, pct=pct)
         if status.stage == LoadStage.WARMUP:
-            return NOW_WARMING
+            return text("startup_warming", lang)
     if compiling(events):
-        return NOW_COMPILING
+        return text("startup_compiling", lang)
     return ""
 
 
-def startup_html(status: Status) -> str:
-    """One line: the step under way, then the finished ones with their time since the process
-    started; "" once there is no timeline (a Ray replica's status)."""
+def startup_html(status: Status, lang: str = "en") -> str:
+    """One line in `lang`: the step under way, then the finished ones with their time since the
+    process started; "" once there is no timeline (a Ray replica's status)."""
     events = events_of(status)
     if not events:
         return ""
-    done = [f"{label} {events[name]:.1f} s" for name, label in DONE_LABELS if name in events]
-    now = current_step(status)
+    done = [text("startup_done", lang, step=text(key, lang), s=f"{events[name]:.1f}")
+            for name, key in DONE_LABELS if name in events]
+    now = current_step(status, lang)
     parts = ([f"<b>{html.escape(now)}</b>"] if now else []) + [html.escape(d) for d in done]
-    return f'<div class="zi-startup"><b>{TITLE}:</b> ' + " · ".join(parts) + "</div>"
+    return f'<div class="zi-startup"><b>{html.escape(text("startup_title", lang))}</b> ' + " · ".join(parts) + "</div>"
