@@ -372,6 +372,7 @@ def _edit_fields(data: Mapping) -> dict[str, Any]:
         mode = "txt2img" if image is None else "img2img" if mask is None else "inpaint"
     if mode not in MODES:
         raise InvalidRequest("mode", f"must be one of {', '.join(MODES)}, got {str(mode)[:40]!r}")
+    scalars = _edit_scalars(data)
     if mode == "txt2img":
         for name in ("init_image", "mask"):
             if data.get(name) is not None:
@@ -390,6 +391,13 @@ def _edit_fields(data: Mapping) -> dict[str, Any]:
             raise InvalidRequest("mask", "marks nothing to change (it is all black; white = change)")
     elif mask is not None:
         raise InvalidRequest("mask", "is only used by the inpaint mode")
+    width, height = fit_size(*image.size)
+    return dict(mode=mode, init_image=image, mask=mask, default_width=width, default_height=height, **scalars)
+
+
+def _edit_scalars(data: Mapping) -> dict[str, Any]:
+    """The edit modes' numbers and switches, checked in every mode: a text-to-image request that
+    sends them out of range is refused like any other field, not quietly ignored."""
     full_res = data.get("inpaint_full_res", False)
     if not isinstance(full_res, bool):
         full_res = as_int(full_res)             # A1111's clients send 0 / 1 as well as false / true
@@ -402,13 +410,11 @@ def _edit_fields(data: Mapping) -> dict[str, Any]:
     fill = as_int(data.get("inpainting_fill", 1))
     if fill not in INPAINT_FILLS:
         raise InvalidRequest("inpainting_fill", "must be 0 (fill), 1 (original), 2 (latent noise) or 3 (latent nothing)")
-    width, height = fit_size(*image.size)
-    return dict(mode=mode, init_image=image, mask=mask,
-                strength=_number_field(data, "strength", DEFAULT_STRENGTH, 0.0, 1.0),
+    return dict(strength=_number_field(data, "strength", DEFAULT_STRENGTH, 0.0, 1.0),
                 mask_blur=_int_field(data, "mask_blur", DEFAULT_MASK_BLUR, 0, MAX_MASK_BLUR),
                 inpaint_full_res=full_res,
                 inpaint_full_res_padding=_int_field(data, "inpaint_full_res_padding", DEFAULT_PADDING, 0, MAX_PADDING),
-                resize_mode=resize, inpainting_fill=fill, default_width=width, default_height=height)
+                resize_mode=resize, inpainting_fill=fill)
 
 
 # A1111's own pattern (modules/infotext_utils.py, re_param): `Key: value` or `Key: "quoted, value"`.
