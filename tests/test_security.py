@@ -149,6 +149,10 @@ def test_file_route_serves_only_this_pages_images(server, outputs_link):
     assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
     saved = next(p for p in Path(server.settings.outputs_dir).rglob("*.png") if not p.is_symlink())
     assert requests.get(f"{server.url}{API}/file={saved.resolve()}", timeout=10).status_code == 200
+    # The History index beside the images (prompts of every image, in one file) is not an image.
+    index = Path(server.settings.outputs_dir) / ".index" / "history.sqlite3"
+    assert index.is_file()
+    assert requests.get(f"{server.url}{API}/file={index.resolve()}", timeout=10).status_code == 404
     # A page reloaded with that gallery sends its images back: a copy Gradio made passes the guard.
     gen_inputs = facts["gen"]["inputs"]
     gallery_id = next(c["id"] for c in requests.get(server.url + "/config", timeout=10).json()["components"]

@@ -37,7 +37,7 @@ def _short(value: Any) -> str:
 
 def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = ()) -> bool:
     """Whether `path` is a file this page may hand out: inside `outputs` once symlinks are resolved
-    (a link in outputs that points out is refused), or a copy Gradio made for this page's
+    (a link in outputs that points out is refused) and not in a hidden folder there, or a copy Gradio made for this page's
     components (`created`: page_file_sets), which live in Gradio's upload folder.
     Relative paths count from the working directory, as Gradio reads them."""
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path or "://" in path:
@@ -46,8 +46,10 @@ def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = (
         real = Path(os.path.realpath(path))
         if not real.is_file():
             return False
-        if real.is_relative_to(outputs.resolve()):
-            return True
+        root = outputs.resolve()
+        if real.is_relative_to(root):
+            # the app's own folders there (.index: the History database, .quarantine) are not images
+            return not any(part.startswith(".") for part in real.relative_to(root).parts)
         from gradio.utils import get_upload_folder
 
         if not real.is_relative_to(Path(get_upload_folder()).resolve()):
