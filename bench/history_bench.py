@@ -30,8 +30,9 @@ SIZES = [(64, 64), (80, 64), (64, 80)]
 
 
 def machine() -> dict:
-    import PIL
     import sqlite3
+
+    import PIL
 
     return {"machine": platform.node(), "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "pillow": PIL.__version__, "sqlite": sqlite3.sqlite_version}

@@ -32,18 +32,10 @@ import time
 
 import requests
 
+from bench.load_bench import drop_caches
+
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ("seed", "webui_off", "webui_auto_empty", "webui_auto_warm", "manager", "manager_warm", "bare_gradio")
-
-
-def drop_caches() -> bool:
-    try:
-        subprocess.run(["sync"], check=True)
-        with open("/proc/sys/vm/drop_caches", "w") as fh:
-            fh.write("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def free_port() -> int:

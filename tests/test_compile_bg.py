@@ -10,16 +10,17 @@ import types
 
 import numpy as np
 import torch
-
-from conftest import wait_for
 from test_accel import image
 from test_manager import FakeGpuPlacement, cpu_loader, req
+
 from zimage import startup
 from zimage.engine import accel, speed
 from zimage.engine.compile_bg import BackgroundCompile, artifact_key, twin_module
 from zimage.engine.loader import load_pipeline
 from zimage.engine.manager import PipelineManager
 from zimage.state import LoadState
+
+from conftest import wait_for
 
 
 def tensors_of(module) -> dict[str, int]:

@@ -13,6 +13,8 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
@@ -35,6 +37,25 @@ def page(server, guard_refusals):
         page.goto(server.url)
         page.wait_for_selector("#status-panel")
         yield page
+        browser.close()
+    assert guard_refusals() == []
+
+
+@pytest.fixture
+def open_page(server, guard_refusals):
+    """open_page(viewport, locale) -> a page of the running server in a fresh browser context (its
+    own localStorage, so its own client id; `locale` sets navigator.language and Accept-Language)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+
+        def open_(viewport=DESKTOP, locale: str | None = None):
+            page = browser.new_context(viewport=viewport, **({"locale": locale} if locale else {})).new_page()
+            page.goto(server.url)
+            page.wait_for_selector("#status-panel .zi-state")
+            return page
+        yield open_
         browser.close()
     assert guard_refusals() == []
 

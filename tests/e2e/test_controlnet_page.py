@@ -7,11 +7,10 @@ import os
 
 import pytest
 from PIL import Image
-
-from conftest import wait_for
-
 from test_controlnet import cn_server, hub, square_png, tiny_controlnet_dir  # noqa: F401: fixtures
+
 from .test_browser import ARGS, CHROMIUM, guard_refusals, set_slider  # noqa: F401: fixtures
+from conftest import wait_for
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]

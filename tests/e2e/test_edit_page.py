@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import wait_for
-
 from .test_browser import ARGS, CHROMIUM, guard_refusals, page, set_slider  # noqa: F401: fixtures
+from conftest import wait_for
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]

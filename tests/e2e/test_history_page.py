@@ -1,8 +1,8 @@
 """The History tab in a real browser (Playwright driving Debian's chromium), on the tiny model."""
 import pytest
+from e2e.test_browser import CHROMIUM, guard_refusals, page  # noqa: F401  (fixtures)
 
 from conftest import wait_for
-from e2e.test_browser import CHROMIUM, guard_refusals, page  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]

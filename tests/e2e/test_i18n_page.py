@@ -3,45 +3,17 @@
 losing the prompt, with `<html lang>`, the status panel and a validation message following."""
 from __future__ import annotations
 
-import logging
 import os
 
 import pytest
 
-from conftest import wait_for
 from zimage.web.page_text import EN, ZH
 
-CHROMIUM = os.environ.get("ZIMAGE_CHROMIUM", "/usr/bin/chromium")
+from .test_browser import CHROMIUM, guard_refusals, open_page  # noqa: F401: fixtures
+from conftest import wait_for
+
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-DESKTOP = {"width": 1440, "height": 900}
-
-
-@pytest.fixture
-def guard_refusals(caplog):
-    caplog.set_level(logging.INFO, logger="zimage.web.gradio_guard")
-    return lambda: [r.getMessage() for when in ("setup", "call", "teardown") for r in caplog.get_records(when)
-                    if r.name == "zimage.web.gradio_guard"]
-
-
-@pytest.fixture
-def open_page(server, guard_refusals):
-    """open_page(locale) -> the page in a fresh browser context whose language is `locale`."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-
-        def open_(locale: str):
-            page = browser.new_context(viewport=DESKTOP, locale=locale).new_page()
-            page.goto(server.url)
-            page.wait_for_selector("#status-panel .zi-state")
-            return page
-        yield open_
-        browser.close()
-    assert guard_refusals() == []
 
 
 def shows(page, selector: str, words: str) -> bool:
@@ -55,7 +27,7 @@ def wait_language(page, table: dict[str, str]) -> None:
 
 
 def test_a_chinese_browser_gets_the_page_in_chinese(open_page):
-    page = open_page("zh-CN")
+    page = open_page(locale="zh-CN")
     wait_language(page, ZH)
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
     assert shows(page, "#prompt", ZH["prompt_label"])
@@ -81,7 +53,7 @@ def test_a_chinese_browser_gets_the_page_in_chinese(open_page):
 
 
 def test_an_english_browser_gets_english_and_the_switch_changes_it_keeping_the_prompt(open_page, server):
-    page = open_page("en-US")
+    page = open_page(locale="en-US")
     wait_language(page, EN)
     assert page.evaluate("document.documentElement.lang") == "en"
     assert page.locator("#lang-switch input[value=en]").is_checked()

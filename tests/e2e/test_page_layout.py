@@ -1,6 +1,5 @@
 """The Generate page's layout on a desktop and a phone, its live preview, keyboard and accessibility,
 in a real browser (Playwright driving Debian's chromium), on the tiny model."""
-import logging
 import os
 import re
 import threading
@@ -9,42 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from .test_browser import CHROMIUM, DESKTOP, PHONE, guard_refusals, open_page  # noqa: F401: fixtures
 from conftest import wait_for
 
-CHROMIUM = os.environ.get("ZIMAGE_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-DESKTOP = {"width": 1440, "height": 900}
-PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def guard_refusals(caplog):
-    """Requests the Gradio event guard refused: the page's own must all pass it."""
-    caplog.set_level(logging.INFO, logger="zimage.web.gradio_guard")
-    return lambda: [r.getMessage() for when in ("setup", "call", "teardown") for r in caplog.get_records(when)
-                    if r.name == "zimage.web.gradio_guard"]
-
-
-@pytest.fixture
-def open_page(server, guard_refusals):
-    """open_page(viewport) -> a page of the running server in a fresh browser context (its own
-    localStorage: its own client id)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-
-        def open_(viewport=DESKTOP):
-            page = browser.new_context(viewport=viewport).new_page()
-            page.goto(server.url)
-            page.wait_for_selector("#status-panel .zi-state")
-            return page
-        yield open_
-        browser.close()
-    assert guard_refusals() == []
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from conftest import wait_for
 from zimage.request import GenerationRequest, infotext
 from zimage.store.outputs import OutputStore
 
 from .test_browser import ARGS, CHROMIUM, guard_refusals, page  # noqa: F401: fixtures
+from conftest import wait_for
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]

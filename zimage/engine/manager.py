@@ -24,8 +24,8 @@ from ..state import READY_STATES, LoadStage, LoadState, MemoryInfo, Status
 from ..store.cache_ops import check_confirmed, delete_model, repair_model, verify_model
 from ..store.outputs import OutputStore
 from . import placing, speed
-from .idle import idle_action
 from .controlnet import ControlNetSlot
+from .idle import idle_action
 from .lora_active import ActiveLoras
 from .prompt_cache import PromptCache
 from .runner import GenerationRunner
@@ -535,7 +535,8 @@ class PipelineManager:
         In a low-VRAM plan the streamed (and int8) blocks carry them (placement.lora_carrier)."""
         placement = self._get_placement()
         carrier = placement.lora_carrier() if self._status.state == LoadState.OFFLOADED else None
-        return self._loras.prepare(self._pipe, req.loras, self._lora_refusal(), carrier, self._lora_backup_room)
+        refusal = self._lora_refusal() if req.loras else None     # it walks the blocks' modules
+        return self._loras.prepare(self._pipe, req.loras, refusal, carrier, self._lora_backup_room)
 
     def _lora_refusal(self) -> tuple[str, str] | None:
         """(mode, hint) when LoRAs cannot be fused correctly: fp8 weights. Rounding W + delta back

@@ -13,6 +13,7 @@ import base64
 import json
 import re
 import time
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -75,6 +76,19 @@ def _a1111_error(err: ZImageError, request: Request) -> JSONResponse:
         headers["Retry-After"] = str(err.retry_after_s)
     return JSONResponse({"error": err.code, "detail": err.user_text(lang), "errors": err.text(lang)[0]},
                         status_code=err.http_status, headers=headers)
+
+
+def openai_images(result, fmt: str, request: Request, outputs: Path, **per_image) -> dict:
+    """OpenAI's images answer: each image as a URL of the outputs route (`fmt` "url", when it was
+    saved) or base64, with `per_image`'s keys beside it."""
+    base = str(request.base_url).rstrip("/")
+    data = []
+    for item in result.images:
+        if fmt == "url" and item.path is not None:
+            data.append({"url": f"{base}/outputs/{item.path.relative_to(outputs).as_posix()}", **per_image})
+        else:
+            data.append({"b64_json": base64.b64encode(png_bytes(item)).decode(), **per_image})
+    return {"created": int(time.time()), "data": data}
 
 
 def _openai_error(err: ZImageError, request: Request) -> JSONResponse:
@@ -267,16 +281,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             result = await run(req, request)
         except ZImageError as e:
             return _openai_error(e, request)
-        base = str(request.base_url).rstrip("/")
-        data = []
-        for item in result.images:
-            if fmt == "url" and item.path is not None:
-                data.append({"url": f"{base}/outputs/{item.path.relative_to(outputs).as_posix()}",
-                             "revised_prompt": result.request.prompt})
-            else:
-                data.append({"b64_json": base64.b64encode(png_bytes(item)).decode(),
-                             "revised_prompt": result.request.prompt})
-        return {"created": int(time.time()), "data": data}
+        return openai_images(result, fmt, request, outputs, revised_prompt=result.request.prompt)
 
     @router.get("/v1/models", **route_docs(ok=obj({"object": STRING, "data": {"type": "array", "items": obj(
         {"id": STRING, "object": STRING, "owned_by": STRING})}})))

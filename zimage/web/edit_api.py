@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,7 +22,7 @@ from ..request import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
 from ..store.images import load_image
 from ..store.outputs import png_bytes
 from .api import MAX_BODY_BYTES, job_owner, read_json, request_caller
-from .compat_api import OPENAI_ERRORS, OPENAI_SIZE, _a1111_error, _openai_error, a1111_fields
+from .compat_api import OPENAI_ERRORS, OPENAI_SIZE, _a1111_error, _openai_error, a1111_fields, openai_images
 from .edit_fields import caps, edit_body_cap
 from .gradio_uploads import buffered_form
 from .openapi import (A1111_ERROR, A1111_IMAGES, BODY_ERRORS, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, edits_body,
@@ -183,13 +182,6 @@ def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             result = await run(req, request)
         except ZImageError as e:
             return _openai_error(e, request)
-        base = str(request.base_url).rstrip("/")
-        data = []
-        for item in result.images:
-            if fmt == "url" and item.path is not None:
-                data.append({"url": f"{base}/outputs/{item.path.relative_to(outputs).as_posix()}"})
-            else:
-                data.append({"b64_json": base64.b64encode(png_bytes(item)).decode()})
-        return {"created": int(time.time()), "data": data}
+        return openai_images(result, fmt, request, outputs)
 
     return router

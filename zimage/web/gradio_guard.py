@@ -55,9 +55,9 @@ from ..store.pnginfo import read_image_info
 from .api import decode_json
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
                            servable_file)
-from .gradio_uploads import (BLOB_INPUTS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS,
-                             MULTIPART_OVERHEAD_BYTES, UPLOAD_INPUTS, check_blob_form, check_blob_value,
-                             check_upload_form, discard, upload_too_large)
+from .gradio_uploads import (BLOB_INPUTS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS, MULTIPART_OVERHEAD_BYTES,
+                             UPLOAD_INPUTS, check_blob_form, check_blob_value, check_upload_form, discard,
+                             upload_too_large)
 
 log = logging.getLogger(__name__)
 

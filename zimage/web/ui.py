@@ -29,9 +29,9 @@ from .ui_history import GenerateControls, build_history_tab
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_page import SWITCH_JS
 from .ui_params import gallery_caption
-from .ui_slider import SizeSlider
 from .ui_pnginfo import build_pnginfo_tab
 from .ui_preview import build_live_preview, job_progress
+from .ui_slider import SizeSlider
 from .ui_startup import current_step, startup_html
 
 log = logging.getLogger(__name__)
