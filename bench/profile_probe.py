@@ -23,10 +23,11 @@ import sys
 import time
 
 PROMPT = "a red fox in the snow, golden hour, photo, take {}"
-KINDS = (("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|scaled_mm|cublas|sm90_|wgmma", re.I)),
-         ("attention", re.compile(r"flash|fmha|attention|attn|cudnn|sdpa", re.I)),
+KINDS = (("attention", re.compile(r"flash_fprop|fmha|sdpa_sm90|flash_fwd|attention_kernel", re.I)),
+         ("conv", re.compile(r"conv|fprop_implicit|winograd|nchwToNhwc|cudnn::", re.I)),
+         ("matmul", re.compile(r"gemm|nvjet|cutlass|scaled_mm|cublas|wgmma", re.I)),
          ("triton", re.compile(r"^triton_", re.I)),
-         ("conv", re.compile(r"conv|implicit|winograd|cudnn::", re.I)),
+         ("norm", re.compile(r"RowwiseMoments|group_norm|layer_norm", re.I)),
          ("copy", re.compile(r"memcpy|memset|copy", re.I)))
 
 
@@ -125,12 +126,21 @@ def trace(generate) -> dict:
     for e in kernels:
         by_kind[kind_of(e.name)] = by_kind.get(kind_of(e.name), 0.0) + (e.time_range.end - e.time_range.start)
     span = (max(e for _, e in intervals) - min(s for s, _ in intervals)) if intervals else 0.0
+    ordered = sorted(kernels, key=lambda e: e.time_range.start)
+    gaps, reach = [], None
+    for before, after in zip(ordered, ordered[1:]):
+        reach = before.time_range.end if reach is None else max(reach, before.time_range.end)
+        if after.time_range.start - reach > 200:            # idle stretches over 0.2 ms
+            gaps.append((round((after.time_range.start - reach) / 1000, 2),
+                         round((reach - ordered[0].time_range.start) / 1000, 1), before.name[:50], after.name[:50]))
     busy = busy_us(intervals)
     top: dict[str, float] = {}
     for e in kernels:
         top[e.name[:80]] = top.get(e.name[:80], 0.0) + (e.time_range.end - e.time_range.start)
     return {"traced_wall_ms": round(wall_ms, 1), "gpu_span_ms": round(span / 1000, 1),
             "gpu_busy_ms": round(busy / 1000, 1), "gpu_idle_in_span_ms": round((span - busy) / 1000, 1),
+            "idle_over_0.2ms_ms": round(sum(g[0] for g in gaps), 1), "idle_stretches_over_0.2ms": len(gaps),
+            "largest_idle_stretches": sorted(gaps, reverse=True)[:15],
             "kernels": len(kernels), "kernel_ms_by_kind": {k: round(v / 1000, 1) for k, v in sorted(by_kind.items())},
             "top_kernels_ms": {k: round(v / 1000, 1) for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:12]}}
 
