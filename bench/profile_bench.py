@@ -1,7 +1,7 @@
 """Where one image's time goes (issue 21): the profile of each mode, each in a fresh process.
 
     python -m bench.profile_bench DIR [SIZE] [--only ours,ours_fp8,...]
-Modes (bench/profile_probe.py): ours, ours_fp8, ours_cudnn, ours_vae, ours_8gib, fp8_layers.
+Modes (bench/profile_probe.py): ours, ours_fp8, ours_8gib, fp8_layers.
 Prints each probe's JSON line, then one line per mode with s/image and its ratio to `ours`.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 from bench.runner import run_probe
 
-MODES = ("ours", "ours_fp8", "ours_cudnn", "ours_vae", "ours_8gib", "fp8_layers")
+MODES = ("ours", "ours_fp8", "ours_8gib", "fp8_layers")
 
 
 def main() -> None:

@@ -2,8 +2,7 @@
 
     python -m bench.profile_probe MODE DIR [SIZE]
 MODE: ours (the app's resident compiled path, after the background compile is swapped in),
-ours_fp8 (--fp8 on), ours_cudnn (--attention _native_cudnn), ours_vae (ours with the VAE decoder
-compiled, a candidate), ours_8gib (the 8 GiB low-VRAM plan, as the app runs it), fp8_layers (the
+ours_fp8 (--fp8 on), ours_8gib (the 8 GiB low-VRAM plan, as the app runs it), fp8_layers (the
 per-Linear SQNR of fp8 against bf16 on the first step's real inputs, and the first step's SQNR with
 the worst layers kept in bf16).
 
@@ -153,8 +152,7 @@ def app_mode(mode: str, folder: str, size: int) -> dict:
     from zimage.engine.manager import PipelineManager
     from zimage.request import GenerationRequest
 
-    extra = {"ours_fp8": {"fp8": "on"}, "ours_cudnn": {"attention": "_native_cudnn"},
-             "ours_8gib": {"low_vram": True, "vram_budget": "8"}}.get(mode, {})
+    extra = {"ours_fp8": {"fp8": "on"}, "ours_8gib": {"low_vram": True, "vram_budget": "8"}}.get(mode, {})
     settings = Settings(model=folder, outputs_dir=f"/tmp/profile-out-{mode}", idle_unload_s=0, idle_drop_s=0,
                         cache_dir="/tmp/profile-cache", **extra)
     manager = PipelineManager(settings).start()
@@ -172,8 +170,6 @@ def app_mode(mode: str, folder: str, size: int) -> dict:
             break
         time.sleep(0.5)
     pipe = manager._pipe
-    if mode == "ours_vae":
-        pipe.vae.decoder = torch.compile(pipe.vae.decoder)
     for _ in range(3):
         generate()
     out = {"plan": manager.status().plan, "attention": manager._attention,

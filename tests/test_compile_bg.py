@@ -37,16 +37,19 @@ def test_the_twin_shares_every_weight_and_compiles_on_its_own(tiny_model_dir, tm
         gate.wait(60)
         speed.warm_compiled(twin_pipe, size=64)
     bg = BackgroundCompile(pipe, lambda t: accel.compile_transformer(t, tmp_path / "c", "eager"), warm,
-                           on_done=lambda b: None, artifacts=tmp_path / "c" / "artifacts.bin").start()
+                           on_done=lambda b: None, artifacts=tmp_path / "c" / "artifacts.bin",
+                           compile_vae=lambda vae: accel.compiled_vae_decoder(vae, "eager")).start()
     wait_for(lambda: served_meanwhile, 60, message="the compile to reach its warm-up")
     compiled_meanwhile, picture = served_meanwhile[0]
     assert not compiled_meanwhile and np.array_equal(picture, expected)
     gate.set()
     assert bg.done.wait(120) and bg.error is None, bg.error
     assert accel.is_compiled(types.SimpleNamespace(transformer=bg.transformer))
-    before = tensors_of(pipe.transformer)
+    assert not accel.vae_compiled(pipe.vae)                 # nothing changes under the serving pipeline
+    before, vae_before = tensors_of(pipe.transformer), tensors_of(pipe.vae)
     assert bg.swap_into(pipe)
     assert accel.is_compiled(pipe) and tensors_of(pipe.transformer) == before      # no weight was copied
+    assert accel.vae_compiled(pipe.vae) and tensors_of(pipe.vae) == vae_before
     assert np.abs(image(pipe) - expected).max() <= 1
 
 
@@ -101,8 +104,10 @@ def test_the_manager_is_ready_and_serves_eagerly_while_compiling_then_swaps(sett
         gate.set()
         wait_for(lambda: startup.COMPILED in startup.timeline_dict(), 180, message="the compiled blocks swapped in")
         compiled = m.generate(req(), timeout=120).images[0].image
-        assert accel.is_compiled(m._pipe)
+        assert accel.is_compiled(m._pipe) and accel.vae_compiled(m._pipe.vae)
         assert np.abs(np.asarray(compiled, np.int16) - np.asarray(eager, np.int16)).max() <= 1
+        m.set_low_vram(True).future.result(120)             # a plan's hooks and tiles run eagerly
+        assert not accel.is_compiled(m._pipe) and not accel.vae_compiled(m._pipe.vae)
     finally:
         gate.set()
         m.close()
@@ -132,3 +137,27 @@ def test_the_compile_waits_for_a_quiet_queue(settings, monkeypatch):
         wait_for(lambda: startup.COMPILED in startup.timeline_dict(), 180, message="the compiled blocks swapped in")
     finally:
         m.close()
+
+
+def test_the_compiled_vae_decoder_takes_any_size_and_batch_without_compiling_again(tiny_model_dir):
+    """Warmed at two batch sizes and two sizes, the decoder's graph is dynamic: other sizes and
+    batches reuse it (no new frame compiled), and it decodes what the eager decoder does. (Latents
+    under 16*h*w = 20480, images under ~180x180, take a graph of their own: a guard of the conv.)"""
+    from torch._dynamo.utils import counters
+
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    vae = pipe.vae
+    torch._dynamo.reset()
+    forward = accel.compiled_vae_decoder(vae, "eager")
+    compiled_frames = counters["stats"]["unique_graphs"]
+    accel.use_vae_decoder(vae, forward)
+    channels = vae.config.latent_channels
+    with torch.inference_mode():
+        for shape in ((1, channels, 40, 48), (1, channels, 48, 48), (3, channels, 40, 40), (2, channels, 36, 44)):
+            z = torch.randn(shape)
+            ours = vae.decode(z, return_dict=False)[0]
+            accel.use_vae_decoder(vae, None)
+            eager = vae.decode(z, return_dict=False)[0]
+            accel.use_vae_decoder(vae, forward)
+            assert torch.allclose(ours, eager, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == compiled_frames

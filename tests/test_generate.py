@@ -44,3 +44,21 @@ def test_run_pipeline_stopped_mid_way_is_cancelled_without_a_decode(tiny_pipe, m
     with pytest.raises(Cancelled):
         run_pipeline(tiny_pipe, req, lambda: len(steps) >= 2, lambda step, total, latents=None: steps.append(step))
     assert steps == [1, 2] and decodes == []
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_to_pil_gives_diffusers_postprocess_pixels(tiny_pipe, dtype):
+    """The uint8 conversion done on the image's device gives diffusers' CPU postprocess pixel for
+    pixel, values on the rounding boundaries (x.5 after scaling) and outside [-1, 1] included."""
+    import torch
+
+    from zimage.engine.generate import to_pil
+
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, 64, 48) * 1.5
+    boundaries = (torch.arange(256, dtype=torch.float32) + 0.5) / 255 * 2 - 1     # (k + .5) / 255 in [0, 1]
+    image.view(-1)[:256] = boundaries
+    image = image.to(getattr(torch, dtype))
+    ours = to_pil(tiny_pipe.image_processor, image)
+    theirs = tiny_pipe.image_processor.postprocess(image, output_type="pil")
+    assert [a.mode for a in ours] == ["RGB", "RGB"] and [a.tobytes() for a in ours] == [b.tobytes() for b in theirs]
