@@ -6,8 +6,8 @@ in place; a thread of its own builds a twin of the transformer (new module objec
 weight tensors: no VRAM is copied), compiles the twin's repeated blocks and runs the warm-up images
 through a twin pipeline (its own scheduler, the text encoder and VAE shared: inference only reads
 them), while the worker keeps serving with the eager blocks. When it is done, the manager's worker
-puts the twin in as `pipe.transformer` between two requests (`swap_into`), with the VAE decoder
-compiled the same way (its forward compiled over the same weights, accel.compiled_vae_decoder).
+puts the twin in as `pipe.transformer` between two requests (`swap_into`), with the VAE decoder's
+and the text encoder's forwards compiled over the same weights (accel.compiled_extras).
 
 The compile's products outlive the process twice over: inductor's cache folder (accel.compile_blocks)
 and PyTorch's cache artifacts (torch.compiler.save_cache_artifacts: the FX graph, AOTAutograd and
@@ -108,15 +108,15 @@ class BackgroundCompile:
     pipeline, `on_done(self)` is called from the thread when it has finished or failed."""
 
     def __init__(self, pipe, compile_twin: Callable, warm: Callable, on_done: Callable[["BackgroundCompile"], None],
-                 artifacts: Path | None = None, compile_vae: Callable | None = None):
-        """`compile_vae(vae)`: the VAE decoder's compiled and warmed forward (accel.compiled_vae_decoder),
-        made after the blocks and put in with them."""
+                 artifacts: Path | None = None, compile_extras: Callable | None = None):
+        """`compile_extras(pipe)`: [(module, its compiled and warmed forward)] (accel.compiled_extras:
+        the VAE decoder, the text encoder), made after the blocks and put in with them."""
         self.pipe = pipe
         self._compile_twin, self._warm, self._on_done = compile_twin, warm, on_done
-        self._compile_vae = compile_vae
+        self._compile_extras = compile_extras
         self.artifacts = artifacts
         self.transformer = None           # the compiled twin, once built and warmed
-        self.vae_forward = None           # the compiled VAE decoder's forward, once built and warmed
+        self.extras: list = []            # (module, compiled forward), once built and warmed
         self.error: BaseException | None = None
         self.loaded_artifacts = False
         self.cancelled = threading.Event()
@@ -138,8 +138,8 @@ class BackgroundCompile:
             twin = twin_module(self.pipe.transformer)
             self._compile_twin(twin)
             self._warm(twin_pipeline(self.pipe, twin))
-            if self._compile_vae is not None and not self.cancelled.is_set():
-                self.vae_forward = self._compile_vae(self.pipe.vae)
+            if self._compile_extras is not None and not self.cancelled.is_set():
+                self.extras = self._compile_extras(self.pipe)
             if self.artifacts is not None and not self.cancelled.is_set():
                 log.info("compile cache artifacts: %d bytes saved", save_artifacts(self.artifacts))
             self.transformer = twin
@@ -157,8 +157,8 @@ class BackgroundCompile:
         if self.transformer is None or self.cancelled.is_set() or pipe is not self.pipe:
             return False
         pipe.transformer = self.transformer
-        if self.vae_forward is not None:
-            from .accel import use_vae_decoder
+        from .accel import use_forward
 
-            use_vae_decoder(pipe.vae, self.vae_forward)
+        for module, forward in self.extras:
+            use_forward(module, forward)
         return True

@@ -371,7 +371,7 @@ class PipelineManager:
         return True
 
     def _compile_in_background(self) -> None:
-        from .accel import compile_transformer, compiled_vae_decoder
+        from .accel import compile_transformer, compiled_extras
         from .compile_bg import BackgroundCompile, artifact_path
 
         if self._compiling is not None and self._compiling.pipe is self._pipe and not self._compiling.cancelled.is_set():
@@ -381,7 +381,7 @@ class PipelineManager:
         self._compiling = BackgroundCompile(self._pipe, lambda twin: compile_transformer(twin, cache, backend),
                                             speed.warm_compiled, self._compile_finished,
                                             artifacts=artifact_path(cache, self.gpu_device),
-                                            compile_vae=lambda vae: compiled_vae_decoder(vae, backend)).start()
+                                            compile_extras=lambda pipe: compiled_extras(pipe, backend)).start()
         startup.mark(startup.COMPILING)
         log.info("compiling the transformer blocks in the background; eager blocks serve meanwhile")
 
