@@ -173,11 +173,12 @@ class ControlNetSlot:
     def pipeline(self, pipe, mode: str = "txt2img"):
         return control_pipeline(pipe, self.model, mode)
 
-    def follow(self, device) -> None:
-        """Move the ControlNet's own weights to `device`, where the transformer went (the shared
-        ones moved with it): placement moves the pipeline's components, and the ControlNet is not
-        one. In a low-VRAM plan the plan places it instead (offload.LowVramRuntime)."""
+    def follow(self, transformer) -> None:
+        """Move the ControlNet's own weights to where the transformer went (the shared ones moved
+        with it): placement moves the pipeline's components, and the ControlNet is not one. In a
+        low-VRAM plan the plan places it instead (offload.LowVramRuntime)."""
         if self.model is not None:
+            device = next(transformer.parameters()).device
             from .planning import controlnet_own_modules
 
             for module in controlnet_own_modules(self.model):

@@ -448,7 +448,7 @@ class PipelineManager:
             self._set(state=LoadState.ON_GPU, stage=None, device=placement.gpu_device, progress=1.0,
                       plan=speed.resident_plan(self._pipe, self.settings))
         if target != LoadState.OFFLOADED:            # a plan places it itself
-            self._control.follow(self._control_device())
+            self._control.follow(self._pipe.transformer)
         return self.status()
 
     def _enable_offload(self, placement) -> str:
@@ -468,7 +468,7 @@ class PipelineManager:
             if state == LoadState.OFFLOADED:
                 placement.disable_offload(self._pipe)
             placement.move(self._pipe, "cpu")
-            self._control.follow("cpu")
+            self._control.follow(self._pipe.transformer)
             self._set(state=LoadState.ON_CPU, stage=None, device="cpu")
         return self.status()
 
@@ -618,10 +618,7 @@ class PipelineManager:
         log.info("ControlNet loaded into RAM; placing it (the model was %s)", state)
         self._run_apply_placement()
         if self._status.state != LoadState.OFFLOADED:
-            self._control.follow(self._control_device())
-
-    def _control_device(self) -> str:
-        return self.gpu_device if self._status.state == LoadState.ON_GPU else "cpu"
+            self._control.follow(self._pipe.transformer)
 
     def _report_control_download(self, p) -> None:
         # The model stays ready while the ControlNet downloads: progress without a state change.
