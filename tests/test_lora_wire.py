@@ -206,7 +206,7 @@ class CpuStreaming:
     def vram_budget_bytes(self):
         return 80 * 2**30
 
-    def enable_offload(self, pipe, budget_bytes, controlnet=None):
+    def enable_offload(self, pipe, budget_bytes):
         from zimage.engine.offload import LowVramRuntime
         from zimage.engine.planning import Plan
 

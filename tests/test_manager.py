@@ -38,7 +38,7 @@ class FakeGpuPlacement:
     def vram_budget_bytes(self):
         return 80 * 2**30
 
-    def enable_offload(self, pipe, budget_bytes, controlnet=None):
+    def enable_offload(self, pipe, budget_bytes):
         self.calls.append(("offload", True))
         self.budgets.append(budget_bytes)
         return f"plan for {budget_bytes // 2**30} GiB"

@@ -452,8 +452,11 @@ class PipelineManager:
         return self.status()
 
     def _enable_offload(self, placement) -> str:
-        """The plan for the budget, with the loaded ControlNet (or None) counted and placed by it."""
-        return placement.enable_offload(self._pipe, self._budget_bytes(), controlnet=self._control.model)
+        """The plan for the budget, with the loaded ControlNet counted and placed by it (the
+        keyword only then: placements and test doubles without a ControlNet keep their signature)."""
+        if self._control.loaded:
+            return placement.enable_offload(self._pipe, self._budget_bytes(), controlnet=self._control.model)
+        return placement.enable_offload(self._pipe, self._budget_bytes())
 
     def _run_unload(self, to: str) -> Status:
         state = self._status.state
