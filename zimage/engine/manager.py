@@ -648,6 +648,7 @@ class PipelineManager:
             # GPU when the failed call ran resident). Moved to RAM so that the state is true and the
             # VRAM is free after the out-of-memory; the next request puts them back, no disk reads.
             placement.move(self._pipe, "cpu")
+            self._control.follow(self._pipe.transformer)
             placement.free_memory()
             self._set(state=LoadState.ON_CPU, stage=None, device="cpu", plan="")
             return False
