@@ -210,19 +210,66 @@ def test_make_tiny_model_controlnet_command(tmp_path):
     assert "control_layers.0.before_proj.weight" in header and "control_all_x_embedder.2-1.weight" in header
 
 
+class CpuPlanPlacement:
+    """The stand-in GPU of test_manager whose low-VRAM plans are real: make_plan over the real
+    sizes (the ControlNet's included) and a LowVramRuntime streaming blocks, on the CPU. The tiny
+    model's blocks are a few KB beside the GBs of working memory, so its plans keep everything
+    resident: `stream` carries out the plan with that many of the ControlNet's blocks streamed
+    (and all but one transformer block), the part a budget cannot show here."""
+
+    gpu_device = "cuda:0"
+    stream: int | None = None
+
+    def __init__(self):
+        self.plans, self.runtime = [], None
+
+    def move(self, pipe, device, on_progress=None):
+        pass
+
+    def vram_budget_bytes(self):
+        return 80 * 2**30
+
+    def enable_offload(self, pipe, budget_bytes, controlnet=None):
+        from zimage.engine.offload import LowVramRuntime
+        from zimage.engine.planning import make_plan, sizes_of
+
+        plan = make_plan(sizes_of(pipe, controlnet), budget_bytes)
+        if self.stream is not None and controlnet is not None:
+            total = plan.control_resident + plan.control_streamed
+            plan = dataclasses.replace(plan, resident_blocks=1, streamed_blocks=plan.resident_blocks - 1,
+                                       control_resident=total - self.stream, control_streamed=self.stream)
+        self.plans.append(plan)
+        self.runtime = LowVramRuntime(pipe, plan, "cpu", controlnet)
+        return plan.describe()
+
+    def disable_offload(self, pipe):
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None:
+            runtime.remove("cpu")
+
+    def lora_carrier(self):
+        return self.runtime.lora_carrier if self.runtime is not None else None
+
+    def free_memory(self):
+        pass
+
+    def release_pinned(self):
+        pass
+
+
 @pytest.fixture
 def gpu_manager(settings, tiny_controlnet_dir):
-    """The manager on the stand-in GPU of test_manager (tensors stay in RAM), the tiny ControlNet local."""
-    from test_manager import FakeGpuPlacement, cpu_loader
+    """The manager on a stand-in GPU (tensors stay in RAM; its plans really stream), the tiny
+    ControlNet local."""
+    from test_manager import cpu_loader
 
     from zimage.engine.manager import PipelineManager
 
     managers = []
 
-    def make(**overrides):
-        s = dataclasses.replace(settings, controlnet=str(tiny_controlnet_dir), warmup=False, compile="off",
-                                **overrides)
-        m = PipelineManager(s, placement_factory=FakeGpuPlacement, loader=cpu_loader, idle_poll_s=0.05).start()
+    def make(controlnet=tiny_controlnet_dir, **overrides):
+        s = dataclasses.replace(settings, controlnet=str(controlnet), warmup=False, compile="off", **overrides)
+        m = PipelineManager(s, placement_factory=CpuPlanPlacement, loader=cpu_loader, idle_poll_s=0.05).start()
         managers.append(m)
         return m
     yield make
@@ -230,56 +277,208 @@ def gpu_manager(settings, tiny_controlnet_dir):
         m.close()
 
 
-def control_request(weight: float = 1.0):
+def control_request(weight: float = 1.0, **fields):
     from zimage.request import GenerationRequest
     from zimage.store.control_images import make_unit
 
-    req = GenerationRequest.from_mapping(BASE)
+    req = GenerationRequest.from_mapping({**BASE, **fields})
     return dataclasses.replace(req, control=make_unit(Image.open(io.BytesIO(square_png())), "canny", "tiny",
                                                       weight, 0.0, 1.0))
 
 
-def test_refused_in_a_low_vram_plan_and_the_plain_image_still_runs(gpu_manager):
-    from zimage.errors import ControlNetRefused
+def image_of(result) -> np.ndarray:
+    return np.asarray(result.images[0].image.convert("RGB"), dtype=int)
+
+
+def test_runs_in_a_low_vram_plan_that_counts_and_streams_it(gpu_manager, monkeypatch):
+    """Low VRAM: the ControlNet joins the plan (its blocks counted, streamed when they do not
+    fit) instead of a refusal; the picture is the resident one; no reload across plan changes."""
     from zimage.state import LoadState
 
+    resident = gpu_manager()
+    expected = image_of(resident.generate(control_request(), timeout=120))
+    monkeypatch.setattr(CpuPlanPlacement, "stream", 2)
     m = gpu_manager(low_vram=True)
     assert m.ensure_ready(60).state == LoadState.OFFLOADED
-    with pytest.raises(ControlNetRefused) as e:
-        m.generate(control_request(), timeout=60)
-    assert e.value.http_status == 409 and "Low VRAM" in e.value.hint
-    assert not m._control.loaded
-    assert m.generate(dataclasses.replace(control_request(), control=None), timeout=60).images
-    m.set_low_vram(False).future.result(30)
-    assert m.status().state == LoadState.ON_GPU
-    assert m.generate(control_request(), timeout=60).images          # resident: it runs, no reload
+    out = m.generate(control_request(), timeout=120)
+    plan = m._placement.plans[-1]
+    assert m._control.loaded and (plan.control_resident, plan.control_streamed, plan.streamed_blocks) == (1, 2, 3)
+    assert "ControlNet: 1 of 3 blocks resident" in m.status().plan
+    from zimage.engine.anatomy import controlnet_blocks
+
+    streamed = [s.blocks for s in m._placement.runtime.streamers]
+    assert controlnet_blocks(m._control.model)[1:] in streamed     # its own streamer, beside the transformer's
+    assert np.array_equal(image_of(out), expected)
+    assert np.array_equal(image_of(m.generate(control_request(), timeout=120)), expected)   # prefetch wraps
     assert m.load_count == 1
-    m.set_low_vram(True).future.result(30)
-    assert not m._control.loaded                                      # a low-VRAM plan drops it
+    monkeypatch.setattr(CpuPlanPlacement, "stream", None)
+    roomy = gpu_manager(low_vram=True)                             # 8 GiB: everything resident in the plan
+    assert np.array_equal(image_of(roomy.generate(control_request(), timeout=120)), expected)
+    assert roomy._placement.plans[-1].control_resident == 3
+    roomy.set_low_vram(False).future.result(60)                   # resident again: the same ControlNet
+    assert roomy.status().state == LoadState.ON_GPU and roomy._control.loaded
+    assert np.array_equal(image_of(roomy.generate(control_request(), timeout=120)), expected)
+    roomy.set_low_vram(True).future.result(60)                    # and back into a plan, kept
+    assert roomy._control.loaded and roomy._placement.plans[-1].control_resident == 3
+    assert np.array_equal(image_of(roomy.generate(control_request(), timeout=120)), expected)
+    assert roomy.load_count == 1
+    roomy.unload("none").future.result(60)
+    assert not roomy._control.loaded and roomy._control.fit_bytes == 0
 
 
-def test_the_budget_counts_the_controlnet(gpu_manager, tiny_model_dir, tiny_controlnet_dir):
+def test_int8_weights_take_it_too(gpu_manager):
+    """int8: the transformer's quantized blocks (dequantized into slots) are shared with the
+    ControlNet, whose own blocks stay in the compute dtype; the picture is near the bf16 one."""
+    from zimage.state import LoadState
+
+    expected = image_of(gpu_manager().generate(control_request(), timeout=120))
+    m = gpu_manager(quantize="int8")
+    out = m.generate(control_request(), timeout=120)
+    assert m.status().state == LoadState.OFFLOADED and m._control.loaded and m._placement.plans[-1].quantized
+    assert np.abs(image_of(out) - expected).mean() < 8                # int8 rounding, not another picture
+    plain = image_of(m.generate(dataclasses.replace(control_request(), control=None), timeout=120))
+    assert np.abs(image_of(out) - plain).mean() > 5                   # the ControlNet still steers it
+
+
+def test_a_budget_without_room_beside_the_model_gets_a_plan(gpu_manager, tiny_model_dir, tiny_controlnet_dir):
+    """A resident model whose budget has no room for the ControlNet goes to a plan with it
+    (counted) rather than refusing; a budget no plan fits is refused naming --vram-budget."""
     from zimage.engine.loader import component_bytes, read_model_index
-    from zimage.engine.planning import WORKING_BYTES
+    from zimage.engine.planning import CONTROL_WORKING_BYTES, WORKING_BYTES
     from zimage.errors import ControlNetRefused
     from zimage.state import LoadState
 
     model = sum(component_bytes(tiny_model_dir, n) for n in read_model_index(tiny_model_dir))
-    extra = (tiny_controlnet_dir / FILENAME).stat().st_size
-    fits_model_only = (model + WORKING_BYTES + extra // 2) / 2**30
-    m = gpu_manager(vram_budget=f"{fits_model_only:.12f}")
+    m = gpu_manager(vram_budget=f"{(model + WORKING_BYTES + CONTROL_WORKING_BYTES // 2) / 2**30:.12f}")
     assert m.ensure_ready(60).state == LoadState.ON_GPU
+    assert m.generate(control_request(), timeout=120).images
+    assert m.status().state == LoadState.OFFLOADED and m._control.loaded and m.load_count == 1
+    # 2 GiB: the model's smallest plan fits (1 GiB of working memory with the VAE in tiles), the
+    # ControlNet's pass needs 1.5 GiB more beside the denoise
+    tight = gpu_manager(vram_budget="2", low_vram=True)
+    tight.ensure_ready(60)
     with pytest.raises(ControlNetRefused) as e:
-        m.generate(control_request(), timeout=60)
-    assert "does not fit in the VRAM budget" in e.value.message and not m._control.loaded
-    roomy = gpu_manager(vram_budget=f"{(model + WORKING_BYTES + 2 * extra) / 2**30:.12f}")
-    assert roomy.generate(control_request(), timeout=60).images
+        tight.generate(control_request(), timeout=120)
+    assert e.value.http_status == 409 and "does not fit in the" in e.value.message
+    assert "--vram-budget to at least" in e.value.hint and not tight._control.loaded
+    assert tight.generate(dataclasses.replace(control_request(), control=None), timeout=120).images
 
 
-def test_control_with_an_edit_mode_is_refused_naming_control(cn_server, hub):
-    """ControlNet's pipeline takes no init image or mask: an img2img request with a control unit
-    is a clear 422, not an image that silently ignores one of them."""
+def test_v1_controlnet_with_inpaint_is_refused_naming_the_one_that_can(gpu_manager):
+    from zimage.errors import ControlNetRefused
+
+    m = gpu_manager()
+    with pytest.raises(ControlNetRefused) as e:
+        m.generate(control_request(init_image=picture(), mask=square_mask()), timeout=120)
+    assert "reads no mask" in e.value.message and "Union-2.1" in e.value.hint
+
+
+def png_of(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def picture() -> Image.Image:
+    return Image.open(io.BytesIO(square_png())).convert("RGB")
+
+
+def square_mask(box=(96, 96, 160, 160)) -> Image.Image:
+    mask = Image.new("L", (256, 256), 0)
+    ImageDraw.Draw(mask).rectangle(box, fill=255)
+    return mask
+
+
+def test_control_with_img2img_is_refused_naming_control(cn_server, hub):
+    """diffusers has no ControlNet image-to-image pipeline for Z-Image: an img2img request with a
+    control unit is a clear 422 naming the modes that take one, not an image that ignores it."""
     r = post(cn_server, {**BASE, "image": b64(square_png()), "control": {"image": b64(square_png()), "module": "canny"}})
     assert r.status_code == 422 and r.json()["error"]["field"] == "control", r.text
-    assert "text to image only" in r.json()["error"]["message"]
+    assert "text to image, inpaint and outpaint, not with image to image" in r.json()["error"]["message"]
+    zh = requests.post(cn_server.url + "/generate", timeout=60, headers={"Accept-Language": "zh-CN"},
+                       json={**BASE, "image": b64(square_png()), "control": {"image": b64(square_png())}})
+    assert "不能用于图生图" in zh.json()["error"]["message"]
     assert post(cn_server, {**BASE, "image": b64(square_png())}).status_code == 200
+    assert not hub.file_requests                              # refused before the ControlNet was fetched
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet21_dir(tmp_path_factory) -> Path:
+    return make_tiny_controlnet(tmp_path_factory.mktemp("controlnet21") / "tiny", version="2.1")
+
+
+@pytest.fixture
+def cn21_server(start_server, settings, tiny_controlnet21_dir, monkeypatch):
+    with FakeHub({CONTROLNET_ID: tiny_controlnet21_dir}) as fake:
+        fake.configure_client(monkeypatch.setenv)
+        yield start_server(dataclasses.replace(settings, controlnet=CONTROLNET_ID, warmup=False))
+
+
+def photo(size: int = 256) -> Image.Image:
+    """A picture with detail everywhere, so pixels kept or changed show."""
+    rng = np.random.default_rng(3)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), "RGB")
+
+
+MASK_BOX = (96, 96, 160, 160)
+
+
+def outside(box, margin: int, size: int = 256) -> np.ndarray:
+    """Pixels farther than `margin` from `box` (the mask's blur reaches that far)."""
+    keep = np.ones((size, size), dtype=bool)
+    keep[max(0, box[1] - margin):box[3] + margin, max(0, box[0] - margin):box[2] + margin] = False
+    return keep
+
+
+def test_inpaint_with_controlnet_keeps_the_outside_and_loads_nothing_again(cn21_server):
+    srv = cn21_server
+    source = photo()
+    control = {"image": b64(square_png()), "module": "canny"}
+    body = {**BASE, "image": b64(png_of(source)), "mask": b64(png_of(square_mask(MASK_BOX))), "strength": 1.0}
+    plain = post(srv, body)
+    assert plain.status_code == 200, plain.text
+    r = post(srv, {**body, "control": control})
+    assert r.status_code == 200, r.text
+    out, before = pixels(r.json()), np.asarray(source, dtype=int)
+    keep = outside(MASK_BOX, 12)
+    assert np.abs(out[keep] - before[keep]).max() <= 2                 # outside the mask: the input
+    inner = ~outside(MASK_BOX, -8)
+    assert np.abs(out[inner] - before[inner]).mean() > 10              # inside: painted
+    assert np.abs(out[inner] - pixels(plain.json())[inner]).mean() > 3   # and steered by the ControlNet
+    info = r.json()["info"]
+    assert 'ControlNet 0: "Module: canny' in info and "Mask blur: 4" in info
+    saved = [Image.open(p).text["parameters"] for p in Path(srv.settings.outputs_dir).rglob("*.png")]
+    assert sum('ControlNet 0: "Module: canny' in text and "Mode: inpaint" in text for text in saved) == 1
+    assert requests.get(srv.url + "/health", timeout=10).json()["load_count"] == 1
+
+
+def test_outpaint_with_controlnet_keeps_the_picture(cn21_server):
+    source = photo(192)
+    body = {**BASE, "image": b64(png_of(source)), "outpaint": {"left": 64, "right": 0, "top": 0, "bottom": 64},
+            "control": {"image": b64(square_png()), "module": "canny"}}
+    r = post(cn21_server, body)
+    assert r.status_code == 200, r.text
+    out = pixels(r.json())
+    assert out.shape == (256, 256, 3)
+    kept = out[0:180, 76:256]                                           # the original, away from the seam's blur
+    assert np.abs(kept - np.asarray(source, dtype=int)[0:180, 12:192]).max() <= 2
+    assert out[200:, :50].std() > 5                                    # the new corner is painted
+
+
+def test_a1111_img2img_with_mask_and_alwayson_controlnet(cn21_server):
+    import webuiapi
+
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=cn21_server.settings.port)
+    unit = webuiapi.ControlNetUnit(image=Image.open(io.BytesIO(square_png())), module="canny", weight=0.8)
+    source = photo()
+    result = api.img2img(images=[source], mask_image=square_mask(MASK_BOX), prompt="a cat", width=256, height=256,
+                         steps=2, seed=7, denoising_strength=0.75, controlnet_units=[unit], alwayson_scripts={})
+    info = result.info["infotexts"][0]
+    assert 'ControlNet 0: "Module: canny, Model: Z-Image-Turbo-Fun-Controlnet-Union, Weight: 0.8' in info
+    out, before = np.asarray(result.image.convert("RGB"), dtype=int), np.asarray(source, dtype=int)
+    keep = outside(MASK_BOX, 12)
+    assert np.abs(out[keep] - before[keep]).max() <= 2
+    plain = requests.post(cn21_server.url + "/sdapi/v1/img2img", timeout=120, json={
+        "init_images": [b64(png_of(source))], "prompt": "a cat", "steps": 2,
+        "alwayson_scripts": {"controlnet": {"args": [{"input_image": b64(square_png()), "module": "canny"}]}}})
+    assert plain.status_code == 422 and "control" in plain.text               # no mask: img2img, no ControlNet

@@ -195,3 +195,37 @@ def test_plan_setup_unlocks_ram_whose_tensors_moved_before_it_is_freed(tiny_mode
     runtime.remove("cpu")
     assert ("unregister", kept) in cudart.calls
     assert run(pipe) == expected
+
+
+def test_a_streamed_controlnet_gives_the_same_image(tiny_model_dir, tmp_path):
+    """The ControlNet's own blocks in a plan: the first resident, the others streamed by their own
+    streamer, between the transformer's streamed shared refiners; the picture is the resident one,
+    for text to image and inpaint, and again after the plan is removed."""
+    from PIL import Image
+
+    from zimage.engine.controlnet import ControlNetSlot
+    from zimage.engine.loader import load_pipeline
+    from zimage.testing.tiny_controlnet import make_tiny_controlnet
+
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    slot = ControlNetSlot()
+    slot.load(make_tiny_controlnet(tmp_path / "cn", version="2.1"), pipe.transformer, torch.float32, "cpu")
+    control = Image.new("RGB", (256, 256), "white")
+
+    def call(mode):
+        kw = dict(prompt="a cat", width=256, height=256, num_inference_steps=2, guidance_scale=0.0,
+                  control_image=control, generator=torch.Generator().manual_seed(3))
+        if mode == "inpaint":
+            kw.update(image=Image.new("RGB", (256, 256), "red"), mask_image=Image.new("L", (256, 256), 255))
+        return slot.pipeline(pipe, mode)(**kw).images[0].tobytes()
+
+    expected = {mode: call(mode) for mode in ("txt2img", "inpaint")}
+    sizes = sizes_of(pipe, slot.model)
+    assert len(sizes.control_blocks) == 3 and sizes.control_core > 0
+    runtime = LowVramRuntime(pipe, Plan(None, 1, 3, False, 0, control_resident=1, control_streamed=2), "cpu",
+                             slot.model)
+    assert len(runtime.streamers) == 3
+    assert call("txt2img") == expected["txt2img"] and call("txt2img") == expected["txt2img"]
+    assert call("inpaint") == expected["inpaint"]
+    runtime.remove("cpu")
+    assert call("txt2img") == expected["txt2img"]

@@ -81,3 +81,56 @@ def test_int8_everything_on_the_gpu_still_needs_the_runtime():
 def test_plan_description_is_readable():
     text = make_plan(REAL, 12 * GiB).describe()
     assert "streamed from RAM" in text and "streamed while encoding" in text and "12.0 GiB" in text
+
+
+# The union ControlNet 2.1's own weights (bf16): 15 control layers and 2 control noise refiners of
+# a transformer block's size plus their after_proj (3840 x 3840, and before_proj on the first of each).
+CONTROL_BLOCK = BLOCK + int(29.5e6)
+REAL_CN = Sizes(core=REAL.core, blocks=REAL.blocks, vae=REAL.vae, text_core=REAL.text_core,
+                text_blocks=REAL.text_blocks, control_core=int(1.0e6), control_blocks=(CONTROL_BLOCK,) * 17)
+
+
+def test_the_controlnet_is_counted_in_every_plan():
+    from zimage.engine.planning import CONTROL_WORKING_BYTES, minimum_bytes
+
+    roomy = make_plan(REAL_CN, 40 * GiB)
+    assert roomy.is_resident and roomy.control_resident == 17 and "ControlNet resident" in roomy.describe()
+    assert roomy.est_peak_bytes - make_plan(REAL, 40 * GiB).est_peak_bytes >= 17 * CONTROL_BLOCK
+    eight = make_plan(REAL_CN, 8 * GiB)
+    assert eight.est_peak_bytes <= 8 * GiB and eight.control_streamed == 17 - eight.control_resident > 0
+    assert "ControlNet: " in eight.describe() and eight.resident_blocks < make_plan(REAL, 8 * GiB).resident_blocks
+    assert minimum_bytes(REAL_CN) >= minimum_bytes(REAL) + 2 * CONTROL_BLOCK + CONTROL_WORKING_BYTES - GiB
+
+
+@pytest.mark.parametrize("budget_gib", [24, 20, 16, 12, 8])
+def test_the_controlnet_streams_before_the_transformer(budget_gib):
+    """Its blocks run only for a control request: they are streamed before any transformer block,
+    so text to image keeps the most resident blocks the budget allows with it loaded."""
+    plan = make_plan(REAL_CN, budget_gib * GiB)
+    assert plan.est_peak_bytes <= budget_gib * GiB
+    if plan.streamed_blocks:
+        assert plan.control_resident == 0
+    from zimage.engine.planning import working_bytes
+
+    work = working_bytes(plan.vae_tiling, control=True)
+    assert REAL_CN.peak(plan.resident_blocks, plan.text_encoder_on_gpu, work, plan.control_resident) == \
+        plan.est_peak_bytes
+    if plan.control_resident < 17:     # one more ControlNet block would not fit
+        more = REAL_CN.peak(plan.resident_blocks, plan.text_encoder_on_gpu, work, plan.control_resident + 1)
+        assert more > budget_gib * GiB
+
+
+def test_int8_with_the_controlnet_keeps_its_blocks_bf16_sized():
+    q = Sizes(core=REAL_Q.core, blocks=REAL_Q.blocks, vae=REAL_Q.vae, text_core=REAL_Q.text_core,
+              text_blocks=REAL_Q.text_blocks, block_slots=REAL_Q.block_slots, text_slots=REAL_Q.text_slots,
+              control_blocks=REAL_CN.control_blocks)
+    plan = make_plan(q, 8 * GiB)
+    assert plan.quantized and plan.est_peak_bytes <= 8 * GiB and plan.control_resident + plan.control_streamed == 17
+
+
+def test_no_plan_fits_the_controlnet_below_its_minimum():
+    from zimage.engine.planning import minimum_bytes
+
+    with pytest.raises(DoesNotFit) as e:
+        make_plan(REAL_CN, minimum_bytes(REAL_CN) - 1)
+    assert e.value.minimum_bytes == minimum_bytes(REAL_CN)

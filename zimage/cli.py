@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--controlnet", action="store_true",
                       help="write the tiny random ControlNet for it instead (one file, the ModelScope repo's layout)")
+    tiny.add_argument("--controlnet-version", choices=("1", "2.1"), default="1",
+                      help="the union ControlNet's layout: 1 (text to image) or 2.1 (also inpaint and outpaint)")
     tiny_lora = sub.add_parser("make-tiny-lora", help="write small random LoRA files for the tiny model, one per format")
     tiny_lora.add_argument("dir")
     tiny_lora.add_argument("--model", default=None, help="the tiny model's folder (default: its shapes from the config)")
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make-tiny-model" and args.controlnet:
         from .testing.tiny_controlnet import make_tiny_controlnet
 
-        print(make_tiny_controlnet(args.dir, seed=args.seed))
+        print(make_tiny_controlnet(args.dir, seed=args.seed, version=args.controlnet_version))
     elif args.command == "make-tiny-model":
         from .testing.tiny_model import make_tiny_model
 

@@ -128,6 +128,9 @@ INVALID_ZH: list[tuple[str, str]] = [
      "请涂抹图片中要改变的部分（局部重绘模式），或选择“图生图”。"),
     (r"is missing: drop one in the ControlNet panel, or untick Use ControlNet",
      "缺失：请在 ControlNet 面板中放入一张，或取消勾选“启用 ControlNet”"),
+    (r"ControlNet works with text to image, inpaint and outpaint, not with image to image; add a mask \(inpaint\), "
+     r"or send the control image without an init image",
+     "ControlNet 可用于文生图、局部重绘和扩图，不能用于图生图；请添加蒙版（局部重绘），或只发送控制图而不发送初始图片"),
 ]
 
 # Whole messages of the other errors, fullmatched.
@@ -168,6 +171,11 @@ MESSAGES_ZH: list[tuple[str, str]] = [
     (r"Demo mode: a tiny model with random weights, so every image is noise\.", "演示模式：使用随机权重的小模型，所以每张图片都是噪点。"),
     (r"A (?P<b>\S+) GiB VRAM budget is below the (?P<m>\S+) GiB this model needs even with every block streamed "
      r"from RAM\.", "{b} GiB 的显存预算低于此模型所需的 {m} GiB（即使所有块都从内存流式加载）。"),
+    (r"The ControlNet does not fit in the (?P<b>\S+) GiB VRAM budget beside the model, even with every block "
+     r"streamed \(it needs (?P<m>\S+) GiB\)\.",
+     "ControlNet 放不进 {b} GiB 的显存预算（即使所有块都流式加载，也需要 {m} GiB）。"),
+    (r"This ControlNet \(the union v1\) reads no mask, so it cannot inpaint or outpaint\.",
+     "此 ControlNet（union v1）不读取蒙版，因此不能用于局部重绘或扩图。"),
 ]
 
 HINTS_ZH: list[tuple[str, str]] = [
@@ -201,6 +209,8 @@ HINTS_ZH: list[tuple[str, str]] = [
     (r"Use fewer LoRAs, or free some RAM\.", "请减少 LoRA 数量，或释放一些内存。"),
     (r"Set --vram-budget to at least (?P<m>\S+) \(GB\), or use --quantize int8\.",
      "请把 --vram-budget 设为至少 {m}（GB），或使用 --quantize int8。"),
+    (r"Use --controlnet (?P<m>\S+) for ControlNet with inpaint and outpaint, or untick Use ControlNet\.",
+     "要在局部重绘和扩图中使用 ControlNet，请使用 --controlnet {m}，或取消勾选“启用 ControlNet”。"),
 ]
 
 _INVALID = [(re.compile(p, re.DOTALL), t) for p, t in INVALID_ZH]

@@ -229,9 +229,9 @@ class GenerationRequest:
 
     def __post_init__(self):
         # every way a request is made (from_mapping, dataclasses.replace by the routes) passes here
-        if self.control is not None and self.mode != "txt2img":
-            raise InvalidRequest("control", f"ControlNet is used with text to image only for now, not with "
-                                 f"{self.mode}; send the control image without an init image or mask")
+        if self.control is not None and self.mode == "img2img":     # diffusers 0.42 has no such pipeline
+            raise InvalidRequest("control", "ControlNet works with text to image, inpaint and outpaint, not with "
+                                 "image to image; add a mask (inpaint), or send the control image without an init image")
 
     @property
     def encoder_prompt(self) -> str:

@@ -15,3 +15,10 @@ def text_encoder_layers(text_encoder) -> list:
     """The text encoder's decoder layers, in order."""
     return list(text_encoder.layers)
 
+
+
+def controlnet_blocks(controlnet) -> list:
+    """The ControlNet's own repeated blocks in the order its forward runs them: the control noise
+    refiners (2.x: before the shared refiners; v1: after them), then the control layers. Its
+    embedders and refiners shared with the transformer are the transformer's, not listed here."""
+    return list(controlnet.control_noise_refiner or []) + list(controlnet.control_layers)

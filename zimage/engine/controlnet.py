@@ -1,8 +1,12 @@
 """The ControlNet on the loaded model: its one file read into a ZImageControlNetModel that shares
 the transformer's embedders and refiners (ZImageControlNetModel.from_transformer, no copy), the
-ZImageControlNetPipeline made of the loaded components, and the guidance window (start/end).
+ZImageControlNetPipeline (text to image) or ZImageControlNetInpaintPipeline (inpaint, outpaint)
+made of the loaded components, and the guidance window (start/end).
 
-The manager owns the loaded ControlNet (worker-only field) and drops it with the model.
+The manager owns the loaded ControlNet (worker-only field) and drops it with the model. Its own
+weights (control embedder, control noise refiners, control layers) stay in the compute dtype in
+every placement: int8 and fp8 quantize the transformer's blocks, which the ControlNet shares, not
+its own; a low-VRAM plan counts them and streams the ones it cannot keep (planning, offload).
 """
 from __future__ import annotations
 
@@ -94,14 +98,24 @@ def own_bytes(controlnet) -> int:
     return sum(p.numel() * p.element_size() for p in controlnet.parameters() if id(p) not in shared)
 
 
-def control_pipeline(pipe, controlnet):
-    """A ZImageControlNetPipeline made of the loaded pipeline's own modules and the ControlNet:
-    no weight is copied or read again."""
-    from diffusers import ZImageControlNetPipeline
+def takes_inpaint(controlnet, transformer) -> bool:
+    """Whether the ControlNet reads a mask and a masked image beside the control map (the union
+    2.0 and 2.1: 33 input channels); the v1 union reads the 16 latent channels only, and diffusers'
+    ZImageControlNetInpaintPipeline refuses it."""
+    return controlnet.config.control_in_dim != transformer.in_channels
+
+
+def control_pipeline(pipe, controlnet, mode: str = "txt2img"):
+    """The ControlNet pipeline for `mode` (txt2img; inpaint, which outpaint is) made of the loaded
+    pipeline's own modules and the ControlNet: no weight is copied or read again. Not from_pipe:
+    it casts shared modules to float32 (engine/edit.py). Built per call (a few attribute sets), so
+    a transformer swapped since (the background compile's twin) is the one used and shared."""
+    from diffusers import ZImageControlNetInpaintPipeline, ZImageControlNetPipeline     # both share (from_transformer)
 
     c = pipe.components
-    out = ZImageControlNetPipeline(scheduler=c["scheduler"], vae=c["vae"], text_encoder=c["text_encoder"],
-                                   tokenizer=c["tokenizer"], transformer=c["transformer"], controlnet=controlnet)
+    cls = ZImageControlNetInpaintPipeline if mode == "inpaint" else ZImageControlNetPipeline
+    out = cls(scheduler=c["scheduler"], vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
+              transformer=c["transformer"], controlnet=controlnet)
     out.set_progress_bar_config(disable=True)
     return out
 
@@ -136,33 +150,39 @@ class ControlNetSlot:
         self.model = None
         self.folder: Path | None = None
         self.file_bytes = 0
-        self._pipeline = None
-        self._base = None                # the base pipeline the control pipeline was built from
 
     @property
     def loaded(self) -> bool:
         return self.model is not None
 
-    def load(self, folder: Path, transformer) -> None:
-        """On the transformer's device and in its dtype."""
-        weight = next(transformer.parameters())
-        device = str(weight.device)
-        self.model = load_controlnet(folder, transformer, weight.dtype, device)
+    @property
+    def fit_bytes(self) -> int:
+        """What it adds beside the resident model: its file and its pass's working memory."""
+        from .planning import CONTROL_WORKING_BYTES
+
+        return self.file_bytes + CONTROL_WORKING_BYTES if self.loaded else 0
+
+    def load(self, folder: Path, transformer, dtype, device: str) -> None:
+        """On `device` in the compute `dtype` (a low-VRAM plan places it from RAM)."""
+        self.model = load_controlnet(folder, transformer, dtype, device)
         self.folder = folder
         self.file_bytes = controlnet_file(folder).stat().st_size
         log.info("ControlNet loaded from %s onto %s (%.1f MB of its own weights)", folder, device,
                  own_bytes(self.model) / 2**20)
 
-    def pipeline(self, pipe):
-        if self._base is not pipe:
-            self._pipeline, self._base = control_pipeline(pipe, self.model), pipe
-        return self._pipeline
+    def pipeline(self, pipe, mode: str = "txt2img"):
+        return control_pipeline(pipe, self.model, mode)
 
     def follow(self, transformer) -> None:
         """Move the ControlNet's own weights to where the transformer went (the shared ones moved
-        with it): placement moves the pipeline's components, and the ControlNet is not one."""
+        with it): placement moves the pipeline's components, and the ControlNet is not one. In a
+        low-VRAM plan the plan places it instead (offload.LowVramRuntime)."""
         if self.model is not None:
-            self.model.to(next(transformer.parameters()).device)
+            device = next(transformer.parameters()).device
+            from .planning import controlnet_own_modules
+
+            for module in controlnet_own_modules(self.model):
+                module.to(device)
 
     def drop(self) -> None:
-        self.model, self.folder, self.file_bytes, self._pipeline, self._base = None, None, 0, None, None
+        self.model, self.folder, self.file_bytes = None, None, 0

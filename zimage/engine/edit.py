@@ -47,8 +47,12 @@ def denoise_steps(steps: int, strength: float) -> int:
 
 
 def effective_strength(req: GenerationRequest) -> float:
-    """"latent noise" (inpainting_fill 2) starts the masked area from pure noise: strength 1."""
-    return 1.0 if req.mode == "inpaint" and req.inpainting_fill == 2 else req.strength
+    """"latent noise" (inpainting_fill 2) starts the masked area from pure noise: strength 1. So
+    does inpaint with a ControlNet: diffusers' ZImageControlNetInpaintPipeline has no strength;
+    the masked picture and the mask reach the model through the ControlNet, beside the control map."""
+    if req.mode == "inpaint" and (req.inpainting_fill == 2 or req.control is not None):
+        return 1.0
+    return req.strength
 
 
 def resize_to(image, width: int, height: int, resize_mode: int, fill: Any = None):
@@ -158,7 +162,21 @@ def finish(inputs: EditInputs, images: list) -> list:
 
 def call_kwargs(req: GenerationRequest, inputs: EditInputs) -> dict:
     """The mode's extra arguments to the pipeline call."""
+    if req.control is not None:           # ZImageControlNetInpaintPipeline: no strength argument
+        return dict(image=inputs.image, mask_image=inputs.mask, control_image=control_image(req, inputs))
     kwargs = dict(image=inputs.image, strength=effective_strength(req))
     if req.mode == "inpaint":
         kwargs["mask_image"] = inputs.mask
     return kwargs
+
+
+def control_image(req: GenerationRequest, inputs: EditInputs):
+    """The control map for an edit call: the unit's map, or for "only masked" the same crop of it
+    as of the picture (the map is laid over the output, as the picture is), at the call's size."""
+    from PIL import Image
+
+    image = req.control.image
+    if inputs.region is None:
+        return image
+    size = (req.width, req.height)
+    return image.resize(size, Image.Resampling.BILINEAR).crop(inputs.region).resize(size, Image.Resampling.BILINEAR)

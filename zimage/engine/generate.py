@@ -102,7 +102,8 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
     inputs = edit.prepare(req) if req.is_edit else None
     total = edit.denoise_steps(req.num_inference_steps, edit.effective_strength(req)) if inputs else \
         req.num_inference_steps
-    call_pipe = edit.mode_pipeline(pipe, req.mode)
+    # with a ControlNet, pipe is already the mode's ControlNet pipeline (the manager's _control_pipeline)
+    call_pipe = pipe if req.control is not None else edit.mode_pipeline(pipe, req.mode)
 
     def on_step_end(pipeline, step, _timestep, callback_kwargs):
         nonlocal stopped
@@ -137,11 +138,12 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
         phase("generating", 0, total)
         extra = edit.call_kwargs(req, inputs) if inputs is not None else {}
         window = contextlib.nullcontext()
-        if req.control is not None:     # pipe is the ZImageControlNetPipeline (engine/controlnet.py)
+        if req.control is not None:     # pipe is a ControlNet pipeline (engine/controlnet.py)
             from .controlnet import guidance_window
 
             window = guidance_window(pipe.controlnet, req.control, req.num_inference_steps)
-            extra.update(control_image=req.control.image, controlnet_conditioning_scale=req.control.weight)
+            extra.setdefault("control_image", req.control.image)
+            extra.update(controlnet_conditioning_scale=req.control.weight)
         # Latents out, decoded here: a stopped job skips the VAE (6 s for 4 images at 1024x1024 on
         # the GPU), so the worker is free at the step boundary where Stop was seen.
         with window:

@@ -243,7 +243,7 @@ class PipelineManager:
     def _target_state(self) -> LoadState:
         return placing.target_state(has_gpu=self._get_placement().gpu_device is not None, low_vram=self._low_vram,
                                     lowered=self._budget_override is not None, quantized=self._quantized(),
-                                    model_bytes=self._model_bytes, budget=self._budget_bytes)
+                                    model_bytes=self._model_bytes + self._control.fit_bytes, budget=self._budget_bytes)
 
     def _report_load(self, stage: LoadStage, done: int, total: int, name: str) -> None:
         self._set(state=LoadState.LOADING, stage=stage, bytes_done=done, bytes_total=total,
@@ -430,8 +430,6 @@ class PipelineManager:
         self._loras.drop()            # base weights before a move, a plan or an fp8 switch; fused again on use
         if current == LoadState.OFFLOADED:
             placement.disable_offload(self._pipe)
-        if target == LoadState.OFFLOADED:
-            self._control.drop()      # refused in a low-VRAM plan: its VRAM goes back to the plan
         if target == LoadState.ON_CPU:
             self._cancel_compile()
             placement.move(self._pipe, "cpu")
@@ -442,7 +440,7 @@ class PipelineManager:
             self._cancel_compile()
             uncompile_blocks(self._pipe)      # streaming hooks must run eagerly
             speed.leave_fp8(self._pipe, self.settings, placement)
-            plan = placement.enable_offload(self._pipe, self._budget_bytes())
+            plan = self._enable_offload(placement)
             self._set(state=LoadState.OFFLOADED, stage=None, device=placement.gpu_device, progress=1.0, plan=plan)
         else:
             self._set(state=LoadState.LOADING, stage=LoadStage.MOVE, progress=0.0)
@@ -450,8 +448,16 @@ class PipelineManager:
             self._speed_up(warm=self.settings.warmup and current == LoadState.OFFLOADED)
             self._set(state=LoadState.ON_GPU, stage=None, device=placement.gpu_device, progress=1.0,
                       plan=speed.resident_plan(self._pipe, self.settings))
-        self._control.follow(self._pipe.transformer)
+        if target != LoadState.OFFLOADED:            # a plan places it itself
+            self._control.follow(self._pipe.transformer)
         return self.status()
+
+    def _enable_offload(self, placement) -> str:
+        """The plan for the budget, with the loaded ControlNet counted and placed by it (the
+        keyword only then: placements and test doubles without a ControlNet keep their signature)."""
+        if self._control.loaded:
+            return placement.enable_offload(self._pipe, self._budget_bytes(), controlnet=self._control.model)
+        return placement.enable_offload(self._pipe, self._budget_bytes())
 
     def _run_unload(self, to: str) -> Status:
         state = self._status.state
@@ -508,7 +514,7 @@ class PipelineManager:
         if self._status.state not in READY_STATES or self._status.state != self._target_state() or self._pipe is None:
             self._run_load(lead)
         hashes, notes = self._use_loras(lead.request)
-        pipe = self._control_pipeline() if lead.request.control is not None else self._pipe
+        pipe = self._control_pipeline(lead.request.mode) if lead.request.control is not None else self._pipe
         self._runner.start(members)
         batches, seconds = self._generate_once(members, pipe)
         warning = ""
@@ -516,7 +522,7 @@ class PipelineManager:
             warning = f"The GPU ran out of memory; switched to a smaller VRAM plan ({self._status.plan}) and retried."
             log.warning(warning)
             hashes, notes = self._use_loras(lead.request)      # the new plan restored them
-            pipe = self._control_pipeline() if lead.request.control is not None else self._pipe
+            pipe = self._control_pipeline(lead.request.mode) if lead.request.control is not None else self._pipe
             batches, seconds = self._generate_once(members, pipe)
         if batches is None:
             req = lead.request
@@ -570,38 +576,53 @@ class PipelineManager:
                 self._status = replace(self._status, oom_count=self._status.oom_count + 1)
         return batches, seconds
 
-    def _control_pipeline(self):
-        """The ControlNet pipeline on the loaded components; the ControlNet downloaded (through the
-        cache, verified as the model is) and loaded on first use. Refused where it cannot run."""
-        from . import fp8
-
-        state = self._status.state
-        if state == LoadState.OFFLOADED:
-            raise ControlNetRefused("ControlNet does not run in a low-VRAM plan (the weights stream block by "
-                                    "block, and the ControlNet shares the transformer's first blocks).",
-                                    "Turn Low VRAM off (or raise the VRAM budget) to use ControlNet.")
-        if self._quantized() or fp8.is_applied(self._pipe):
-            raise ControlNetRefused("ControlNet does not run on int8 or fp8 weights yet.",
-                                    "Start with --quantize none and --fp8 off to use ControlNet.")
+    def _control_pipeline(self, mode: str):
+        """The ControlNet pipeline for `mode` on the loaded components; the ControlNet downloaded
+        (through the cache, verified as the model is) and loaded on first use, then counted by
+        the plans: resident beside the model when it fits, else in a low-VRAM plan that keeps
+        or streams its blocks (as it does with int8). Refused only where no plan fits it, or
+        for inpaint with a ControlNet that reads no mask."""
         if not self._control.loaded:
-            folder = self._resolver(self.settings.controlnet, self.settings.cache_dir,
-                                    on_progress=self._report_control_download, cancel=self._download_cancel)
-            from .controlnet import controlnet_file
+            self._load_control()
+        from .controlnet import takes_inpaint
 
-            extra = controlnet_file(folder).stat().st_size
-            if state == LoadState.ON_GPU and placing.target_state(
-                    has_gpu=True, low_vram=False, lowered=False, quantized=False,
-                    model_bytes=self._model_bytes + extra, budget=self._budget_bytes) != LoadState.ON_GPU:
+        if mode == "inpaint" and not takes_inpaint(self._control.model, self._pipe.transformer):
+            raise ControlNetRefused(
+                "This ControlNet (the union v1) reads no mask, so it cannot inpaint or outpaint.",
+                "Use --controlnet PAI/Z-Image-Turbo-Fun-Controlnet-Union-2.1 for ControlNet with inpaint "
+                "and outpaint, or untick Use ControlNet.")
+        return self._control.pipeline(self._pipe, mode)
+
+    def _load_control(self) -> None:
+        folder = self._resolver(self.settings.controlnet, self.settings.cache_dir,
+                                on_progress=self._report_control_download, cancel=self._download_cancel)
+        from .planning import DoesNotFit, make_plan, sizes_of
+
+        placement = self._get_placement()
+        state = self._status.state
+        dtype = self._pipe.vae.dtype               # the compute dtype (the VAE is never quantized)
+        # Into RAM first: it reaches the GPU only through a placement that counted it.
+        self._set(stage=LoadStage.READ, current_file="ControlNet")
+        try:
+            self._control.load(folder, self._pipe.transformer, dtype, "cpu")
+        finally:
+            self._set(stage=None, current_file="", progress=1.0)
+        if placement.gpu_device is not None:
+            try:
+                make_plan(sizes_of(self._pipe, self._control.model), self._budget_bytes())
+            except DoesNotFit as e:
+                self._control.drop()
                 raise ControlNetRefused(
-                    f"The ControlNet ({extra / 2**30:.1f} GiB) does not fit in the VRAM budget beside the model.",
-                    "Raise --vram-budget (or free VRAM); ControlNet does not run in a low-VRAM plan yet.")
-            self._set(stage=LoadStage.READ, current_file="ControlNet")
-            try:          # onto the transformer's device: it shares the transformer's first blocks
-                self._control.load(folder, self._pipe.transformer)
-            finally:
-                self._set(stage=None, current_file="", progress=1.0)
-            self._model_bytes += self._control.file_bytes      # the plans count it from now on
-        return self._control.pipeline(self._pipe)
+                    f"The ControlNet does not fit in the {e.budget_bytes / 2**30:.1f} GiB VRAM budget beside the "
+                    f"model, even with every block streamed (it needs {e.minimum_bytes / 2**30:.1f} GiB).",
+                    f"Set --vram-budget to at least {e.minimum_bytes / 2**30:.1f} (GB), or use --quantize int8.") from e
+        # From now on the placements count it (_target_state, the plans): resident beside the model
+        # when it fits, else a plan; a plan in effect is made again with it.
+        self._replan = self._target_state() == LoadState.OFFLOADED
+        log.info("ControlNet loaded into RAM; placing it (the model was %s)", state)
+        self._run_apply_placement()
+        if self._status.state != LoadState.OFFLOADED:
+            self._control.follow(self._pipe.transformer)
 
     def _report_control_download(self, p) -> None:
         # The model stays ready while the ControlNet downloads: progress without a state change.
@@ -628,6 +649,7 @@ class PipelineManager:
             # GPU when the failed call ran resident). Moved to RAM so that the state is true and the
             # VRAM is free after the out-of-memory; the next request puts them back, no disk reads.
             placement.move(self._pipe, "cpu")
+            self._control.follow(self._pipe.transformer)
             placement.free_memory()
             self._set(state=LoadState.ON_CPU, stage=None, device="cpu", plan="")
             return False

@@ -16,7 +16,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from .anatomy import SCALE, text_encoder_layers, transformer_blocks
+from .anatomy import SCALE, controlnet_blocks, text_encoder_layers, transformer_blocks
 from .planning import SLOTS, Plan
 from .vram import cuda_error_code
 
@@ -410,14 +410,20 @@ def _pinnable_storages(pipe) -> list[tuple[int, int]]:
 class LowVramRuntime:
     """A pipeline running under a Plan: resident parts on the GPU, streamed blocks in RAM, int8
     blocks dequantized as they run, the text encoder visiting the GPU only to encode (when the
-    plan says so). The weights may start anywhere (GPU or RAM): nothing is read from disk."""
+    plan says so). The weights may start anywhere (GPU or RAM): nothing is read from disk.
 
-    def __init__(self, pipe, plan: Plan, device: str):
-        self.pipe, self.plan, self.device = pipe, plan, device
+    A loaded `controlnet` is placed by the same plan: its first `plan.control_resident` blocks and
+    its control embedder on the GPU, its other blocks streamed by a BlockStreamer of their own (they
+    run between the transformer's shared refiners and its layers, so they cannot share its slots).
+    Its shared embedders and refiners are the transformer's, placed with it."""
+
+    def __init__(self, pipe, plan: Plan, device: str, controlnet=None):
+        self.pipe, self.plan, self.device, self.controlnet = pipe, plan, device, controlnet
         # The loader's RAM, page-locked first (0.35-0.9 s for 5-20 GB on the GPU machine), so that
         # the resident part goes to the GPU by DMA instead of pageable copies (2.5 s for 9 GB).
         # Held until the setup is done: RAM whose tensors move to the GPU is unlocked before it is freed.
-        loader_ram = _big_storages(_pipeline_tensors(pipe))
+        control_tensors = list(controlnet.parameters()) + list(controlnet.buffers()) if controlnet is not None else []
+        loader_ram = _big_storages(_pipeline_tensors(pipe) + control_tensors)
         self.pinner = HostPinner(_ranges(loader_ram)).wait() if torch_device_is_cuda(device) else None
         locked = frozenset(self.pinner.locked) if self.pinner is not None else frozenset()
         streamer = functools.partial(BlockStreamer, device=device, compute_dtype=pipe.vae.dtype, locked=locked)
@@ -443,6 +449,14 @@ class LowVramRuntime:
         for name, component in pipe.components.items():
             if hasattr(component, "_parameters"):
                 _move_own_tensors(component, device, skip)
+        if controlnet is not None:
+            control = controlnet_blocks(controlnet)
+            streamed = control[plan.control_resident:]
+            if streamed:
+                self.streamers.append(streamer(streamed))
+            # its own tensors only: the shared modules are the transformer's (placed above)
+            shared = {id(m) for m in pipe.transformer.modules()}
+            _move_own_tensors(controlnet, device, shared | {id(b) for b in streamed})
         set_vae_tiling(pipe.vae, plan.vae_tiling)
         self._sync()
         if self.pinner is not None:
@@ -452,7 +466,8 @@ class LowVramRuntime:
     def ram_in_use(self) -> dict[int, object]:
         """The big RAM allocations the plan still reads: streamed blocks' tensors, and any left in RAM."""
         streamed = [e.src for s in self.streamers for entries in s.layouts for e in entries]
-        return _big_storages(streamed + _pipeline_tensors(self.pipe))
+        control = list(self.controlnet.parameters()) if self.controlnet is not None else []
+        return _big_storages(streamed + _pipeline_tensors(self.pipe) + control)
 
     @property
     def pinning(self) -> tuple[int, int]:
@@ -476,4 +491,6 @@ class LowVramRuntime:
         for name, component in self.pipe.components.items():
             if hasattr(component, "to"):
                 component.to(to_device)
+        if self.controlnet is not None:
+            self.controlnet.to(to_device)
         self._sync()

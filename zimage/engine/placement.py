@@ -24,7 +24,7 @@ class Placement(Protocol):
 
     def move(self, pipe, device: str, on_progress: Progress | None = None) -> None: ...
     def vram_budget_bytes(self) -> int: ...
-    def enable_offload(self, pipe, budget_bytes: int) -> str: ...
+    def enable_offload(self, pipe, budget_bytes: int, controlnet=None) -> str: ...
     def disable_offload(self, pipe) -> None: ...
     def lora_carrier(self): ...                     # the plan's transformer BlockStreamer, or None
     def free_memory(self) -> None: ...
@@ -178,14 +178,15 @@ class TorchPlacement:
             budget = min(budget, int(fraction(self.gpu_device) * total) - VRAM_MARGIN_BYTES)
         return budget
 
-    def enable_offload(self, pipe, budget_bytes: int) -> str:
-        """Run under the fastest plan that fits `budget_bytes`; returns the plan's description."""
+    def enable_offload(self, pipe, budget_bytes: int, controlnet=None) -> str:
+        """Run under the fastest plan that fits `budget_bytes` (a loaded `controlnet` counted and
+        placed by it); returns the plan's description."""
         from .offload import LowVramRuntime
         from .planning import make_plan, sizes_of
 
         self.free_memory()             # what an earlier plan or an out-of-memory left in the allocator's cache
-        plan = make_plan(sizes_of(pipe), budget_bytes)
-        self._runtime = LowVramRuntime(pipe, plan, self.gpu_device)
+        plan = make_plan(sizes_of(pipe, controlnet), budget_bytes)
+        self._runtime = LowVramRuntime(pipe, plan, self.gpu_device, controlnet)
         log.info("low-VRAM plan: %s", plan.describe())
         return plan.describe()
 

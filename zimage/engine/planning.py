@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ZImageError
-from .anatomy import SCALE, text_encoder_layers, transformer_blocks
+from .anatomy import SCALE, controlnet_blocks, text_encoder_layers, transformer_blocks
 
 GiB = 2**30
 # Activations of a 1024x1024 image beside the weights. The resident peak is 23.3 GB for 20.5 GB of
@@ -17,6 +17,10 @@ DENOISE_WORKING_BYTES = int(1.0 * GiB)
 VAE_WORKING_BYTES = int(2.8 * GiB)
 VAE_TILED_WORKING_BYTES = int(1.0 * GiB)
 WORKING_BYTES = max(DENOISE_WORKING_BYTES, VAE_WORKING_BYTES)
+# The ControlNet's pass beside the denoise: its hints for 15 layers stacked at 1024x1024 (16 x 4608
+# tokens x 3840 x 2 bytes = 0.57 GB, briefly twice while the stack grows, plus the scaled copies).
+# Estimated from those shapes, not measured yet (bench/edit_bench.py reports the peak).
+CONTROL_WORKING_BYTES = int(1.5 * GiB)
 SLOTS = 2
 
 
@@ -35,7 +39,10 @@ class DoesNotFit(ZImageError):
 class Sizes:
     """Bytes of what a plan places: the transformer without its blocks and each block (in execution
     order) as stored, the text encoder likewise, the VAE. With quantized blocks, `block_slots` and
-    `text_slots` are each block's bytes once dequantized (what a GPU slot must hold)."""
+    `text_slots` are each block's bytes once dequantized (what a GPU slot must hold). A loaded
+    ControlNet adds its own weights: `control_core` (its control embedder) and `control_blocks`
+    (its control noise refiners and control layers, in execution order; bf16 in every placement,
+    int8 and fp8 included, so a streamed one needs a slot of its own size and no staging)."""
     core: int
     blocks: tuple[int, ...]
     vae: int
@@ -43,6 +50,8 @@ class Sizes:
     text_blocks: tuple[int, ...] = ()
     block_slots: tuple[int, ...] = ()
     text_slots: tuple[int, ...] = ()
+    control_core: int = 0
+    control_blocks: tuple[int, ...] = ()
 
     @property
     def quantized(self) -> bool:
@@ -54,10 +63,11 @@ class Sizes:
 
     @property
     def total(self) -> int:
-        return self.text_encoder + self.core + sum(self.blocks) + self.vae
+        return self.text_encoder + self.core + sum(self.blocks) + self.vae + self.control_core + sum(self.control_blocks)
 
-    def peak(self, resident: int, text_on_gpu: bool, working: int) -> int:
-        """VRAM at the peak for `resident` blocks on the GPU (the rest streamed)."""
+    def peak(self, resident: int, text_on_gpu: bool, working: int, control_resident: int | None = None) -> int:
+        """VRAM at the peak for `resident` blocks on the GPU (the rest streamed) and
+        `control_resident` of the ControlNet's blocks (default: all of them)."""
         streamed = len(self.blocks) - resident
         q = self.quantized
         slot = max(self.block_slots or self.blocks, default=0)
@@ -68,7 +78,11 @@ class Sizes:
         else:
             text = self.text_core + SLOTS * (tslot + (max(self.text_blocks, default=0) if q else 0))
         slots = SLOTS * (slot + stage) if (streamed or q) else 0
-        return self.core + sum(self.blocks[:resident]) + slots + self.vae + text + working
+        cn = len(self.control_blocks) if control_resident is None else control_resident
+        control = self.control_core + sum(self.control_blocks[:cn])
+        if cn < len(self.control_blocks):      # its own two slots: its blocks run between the transformer's
+            control += SLOTS * max(self.control_blocks)
+        return self.core + sum(self.blocks[:resident]) + slots + self.vae + text + working + control
 
 
 @dataclass(frozen=True)
@@ -80,34 +94,47 @@ class Plan:
     est_peak_bytes: int
     vae_tiling: bool = False
     quantized: bool = False
+    control_resident: int = 0     # the ControlNet's first blocks that stay on the GPU
+    control_streamed: int = 0
 
     @property
     def is_resident(self) -> bool:
-        return self.streamed_blocks == 0 and self.text_encoder_on_gpu and not self.quantized
+        return (self.streamed_blocks == 0 and self.text_encoder_on_gpu and not self.quantized
+                and self.control_streamed == 0)
 
     def describe(self) -> str:
         budget = "no budget" if self.budget_bytes is None else f"budget {self.budget_bytes / GiB:.1f} GiB"
         extra = (", int8 weights" if self.quantized else "") + (", VAE in tiles" if self.vae_tiling else "")
-        if self.streamed_blocks == 0 and self.text_encoder_on_gpu:
+        control = self.control_resident + self.control_streamed
+        if control:
+            extra += (f", ControlNet: {self.control_resident} of {control} blocks resident" if self.control_streamed
+                      else ", ControlNet resident")
+        if self.streamed_blocks == 0 and self.text_encoder_on_gpu and self.control_streamed == 0:
             return f"everything on the GPU ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB{extra})"
         te = "on the GPU" if self.text_encoder_on_gpu else "streamed while encoding"
         return (f"{self.resident_blocks} transformer blocks resident, {self.streamed_blocks} streamed from RAM; "
                 f"text encoder {te} ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB{extra})")
 
 
-def working_bytes(vae_tiling: bool) -> int:
-    return max(DENOISE_WORKING_BYTES, VAE_TILED_WORKING_BYTES if vae_tiling else VAE_WORKING_BYTES)
+def working_bytes(vae_tiling: bool, control: bool = False) -> int:
+    denoise = DENOISE_WORKING_BYTES + (CONTROL_WORKING_BYTES if control else 0)
+    return max(denoise, VAE_TILED_WORKING_BYTES if vae_tiling else VAE_WORKING_BYTES)
 
 
 def _best_fit(sizes: Sizes, budget_bytes: int | None, tiling: bool) -> Plan | None:
-    n, q, work = len(sizes.blocks), sizes.quantized, working_bytes(tiling)
+    m = len(sizes.control_blocks)
+    n, q, work = len(sizes.blocks), sizes.quantized, working_bytes(tiling, control=bool(m))
     everything = sizes.peak(n, True, work)
     if budget_bytes is None or everything <= budget_bytes:
-        return Plan(budget_bytes, n, 0, True, everything, tiling, q)
-    for resident in range(n, -1, -1):     # the text encoder's layers are streamed first: they run once per image
-        peak = sizes.peak(resident, False, work)
-        if peak <= budget_bytes:
-            return Plan(budget_bytes, resident, n - resident, False, peak, tiling, q)
+        return Plan(budget_bytes, n, 0, True, everything, tiling, q, m, 0)
+    # The text encoder's layers are streamed first (they run once per image), then the ControlNet's
+    # blocks (they run only for a control request; text to image keeps its resident blocks), then
+    # the transformer's. 35 x 18 peaks for the real sizes: arithmetic, no search worth pruning.
+    for resident in range(n, -1, -1):
+        for control in range(m, -1, -1):
+            peak = sizes.peak(resident, False, work, control)
+            if peak <= budget_bytes:
+                return Plan(budget_bytes, resident, n - resident, False, peak, tiling, q, control, m - control)
     return None
 
 
@@ -124,7 +151,12 @@ def make_plan(sizes: Sizes, budget_bytes: int | None) -> Plan:
         return tiled
     if whole is not None:
         return whole
-    raise DoesNotFit(budget_bytes, sizes.peak(0, False, working_bytes(True)))
+    raise DoesNotFit(budget_bytes, minimum_bytes(sizes))
+
+
+def minimum_bytes(sizes: Sizes) -> int:
+    """The smallest budget any plan fits: every block streamed, the VAE in tiles."""
+    return sizes.peak(0, False, working_bytes(True, control=bool(sizes.control_blocks)), 0)
 
 
 def _tensor_bytes(module) -> int:
@@ -143,7 +175,8 @@ def _slot_bytes(module, itemsize: int) -> int:
     return total
 
 
-def sizes_of(pipe) -> Sizes:
+def sizes_of(pipe, controlnet=None) -> Sizes:
+    """The pipeline's sizes, and a loaded ControlNet's own (its shared modules are the transformer's)."""
     blocks_list = transformer_blocks(pipe.transformer)
     text_list = text_encoder_layers(pipe.text_encoder)
     blocks = tuple(_tensor_bytes(b) for b in blocks_list)
@@ -153,4 +186,15 @@ def sizes_of(pipe) -> Sizes:
     return Sizes(core=_tensor_bytes(pipe.transformer) - sum(blocks), blocks=blocks, vae=_tensor_bytes(pipe.vae),
                  text_core=_tensor_bytes(pipe.text_encoder) - sum(text_blocks), text_blocks=text_blocks,
                  block_slots=tuple(_slot_bytes(b, itemsize) for b in blocks_list) if quantized else (),
-                 text_slots=tuple(_slot_bytes(b, itemsize) for b in text_list) if quantized else ())
+                 text_slots=tuple(_slot_bytes(b, itemsize) for b in text_list) if quantized else (),
+                 **(_control_sizes(controlnet) if controlnet is not None else {}))
+
+
+def controlnet_own_modules(controlnet) -> list:
+    """The ControlNet's modules that are its own (not the transformer's shared embedders and refiners)."""
+    return [controlnet.control_all_x_embedder, *controlnet_blocks(controlnet)]
+
+
+def _control_sizes(controlnet) -> dict:
+    blocks = tuple(_tensor_bytes(b) for b in controlnet_blocks(controlnet))
+    return dict(control_core=_tensor_bytes(controlnet.control_all_x_embedder), control_blocks=blocks)

@@ -23,6 +23,7 @@ from ..store.images import load_image
 from ..store.outputs import png_bytes
 from .api import MAX_BODY_BYTES, job_owner, read_json, request_caller
 from .compat_api import OPENAI_ERRORS, OPENAI_SIZE, _a1111_error, _openai_error, a1111_fields, openai_images
+from .control_api import a1111_control
 from .edit_fields import caps, edit_body_cap
 from .gradio_uploads import buffered_form
 from .openapi import (A1111_ERROR, A1111_IMAGES, BODY_ERRORS, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, edits_body,
@@ -158,6 +159,7 @@ def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             body = await read_json(request, max_bytes=json_cap, image_keys=("init_images", "mask"))
             req, notes = await asyncio.to_thread(a1111_img2img_request, body, manager, max_prompt_chars)
+            req = await a1111_control(req, body, manager.settings)     # with a mask: ControlNet inpaint
             result = await run(req, request)
         except ZImageError as e:
             return _a1111_error(e, request)

@@ -276,6 +276,9 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         """The Edit tab's request, queued and tracked as Generate's are: (gallery, info)."""
         client_id, lang = valid_client_id(client), request_lang(request)
         try:
+            if req.mode == "inpaint":    # and outpaint; img2img takes no ControlNet (the request refuses one)
+                picked = control_picks.get(request.session_hash if request else None)
+                req = dataclasses.replace(req, control=control_unit(picked, model_label(settings)))
             job = submit(req, owner_of(client_id, request), request)
         except ZImageError as e:
             raise gr.Error(e.user_text(lang))
