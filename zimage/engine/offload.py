@@ -254,12 +254,18 @@ class BlockStreamer:
             self._set(e, e.src)
 
     def _point_slot(self, i: int, slot) -> None:
+        import torch
+
         buf, _stage = slot
-        for e in self.layouts[i]:
-            if e.slot_off is None:
-                self._set(e, e.src)
-            else:
-                self._set(e, self._view(buf, e.slot_off, e.src, self.compute_dtype if e.scale is not None else None))
+        # Views made outside inference mode, like the resident weights: a compiled block's graphs
+        # guard on the dispatch keys of its weights, and an inference-mode view's differ, so every
+        # plan change recompiled (accel.compile_block_forwards; tests/test_accel.py counts graphs).
+        with torch.inference_mode(False):
+            for e in self.layouts[i]:
+                if e.slot_off is None:
+                    self._set(e, e.src)
+                else:
+                    self._set(e, self._view(buf, e.slot_off, e.src, self.compute_dtype if e.scale is not None else None))
 
     def _fill(self, i: int, slot) -> None:
         if self.pinner is None:
