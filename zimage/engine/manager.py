@@ -389,6 +389,7 @@ class PipelineManager:
             last = speed.warm_plan_piece(pipe, piece)
         except Exception as e:            # the eager blocks keep serving; the log says why
             log.warning("compiling the plan's blocks failed (%s): its blocks run eagerly", e)
+            startup.mark(startup.COMPILE_FAILED)
             accel.uncompile_blocks(pipe)
             self._get_placement().free_memory()
             return False
