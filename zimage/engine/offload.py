@@ -118,6 +118,7 @@ class _Entry:
     stage_off: int | None = None  # int8 from RAM lands here before it is dequantized into the slot
     scale: object = None         # per-row scale (on the GPU) of an int8 weight
     lora: tuple | None = None    # (up, down) on the GPU: added to the weight in its slot (engine.lora.terms)
+    at_rest: object = None       # a dense block's int8 weight (in RAM), put back when the plan goes
 
 
 class BlockStreamer:
@@ -128,13 +129,17 @@ class BlockStreamer:
     ALIGN = 64
 
     def __init__(self, blocks: list, device: str, compute_dtype, persistent_slots: bool = True, on_device: int = 0,
-                 pack_small: bool | None = None, locked: frozenset[int] = frozenset()):
+                 pack_small: bool | None = None, locked: frozenset[int] = frozenset(), dense: int = 0):
         """`persistent_slots=False` (the text encoder's visit): the GPU copy is made when the block
-        runs and released right after, and nothing is prefetched. `pack_small` (default: on a GPU)
+        runs and released right after, and nothing is prefetched. `dense`: the first blocks (of the
+        `on_device` ones) have their int8 weights dequantized once, on the GPU, and used there as
+        bf16 ones (planning.with_dense_blocks); their int8 stays in RAM. `pack_small` (default: on a GPU)
         gathers a streamed block whose tensors are on the GPU or in small allocations into one RAM
         allocation of its own, so it can be page-locked whole (HostPinner). `locked`: addresses of
         allocations already page-locked (by the runtime); only the others are locked here."""
         import torch
+
+        from .quantize import dequantize_into
 
         self.persistent = persistent_slots
         self.device = torch.device(device)
@@ -158,7 +163,11 @@ class BlockStreamer:
                     src = t.detach()
                     quant = scale is not None and name == "weight"
                     entry = _Entry(module, name, name in module._parameters, src, None, None, scale if quant else None)
-                    if quant or streamed:
+                    if quant and index < dense:
+                        entry.at_rest, entry.scale = src, None
+                        entry.src = torch.empty(src.shape, dtype=compute_dtype, device=self.device)
+                        dequantize_into(src.to(self.device), scale, entry.src)
+                    elif quant or streamed:
                         entry.slot_off = slot_off
                         slot_off += align(src.numel() * (torch.empty((), dtype=compute_dtype).element_size()
                                                          if quant else src.element_size()))
@@ -354,6 +363,9 @@ class BlockStreamer:
             self.pinner.close()
         for i, block in enumerate(self.blocks):
             self._point_rest(i)
+            for e in self.layouts[i]:
+                if e.at_rest is not None:         # int8 again, as the plan found it
+                    self._set(e, e.at_rest)
             block.to(to_device)
         self.ready.clear()
 
@@ -432,7 +444,7 @@ class LowVramRuntime:
         resident = plan.resident_blocks
         if any(quantized(b) for b in blocks):
             handled = blocks
-            self.streamers = [streamer(blocks, on_device=resident)]
+            self.streamers = [streamer(blocks, on_device=resident, dense=plan.dense_blocks)]
         else:
             handled = blocks[resident:]
             self.streamers = [streamer(handled)] if handled else []
@@ -457,7 +469,8 @@ class LowVramRuntime:
 
     def ram_in_use(self) -> dict[int, object]:
         """The big RAM allocations the plan still reads: streamed blocks' tensors, and any left in RAM."""
-        streamed = [e.src for s in self.streamers for entries in s.layouts for e in entries]
+        streamed = [t for s in self.streamers for entries in s.layouts for e in entries
+                    for t in (e.src, e.at_rest) if t is not None]
         return _big_storages(streamed + _pipeline_tensors(self.pipe))
 
     @property
