@@ -118,7 +118,7 @@ class _Entry:
     stage_off: int | None = None  # int8 from RAM lands here before it is dequantized into the slot
     scale: object = None         # per-row scale (on the GPU) of an int8 weight
     lora: tuple | None = None    # (up, down) on the GPU: added to the weight in its slot (engine.lora.terms)
-    at_rest: object = None       # a dense block's int8 weight (in RAM), put back when the plan goes
+    at_rest: tuple | None = None  # a dense block's (int8 weight in RAM, scale): put back when the plan goes
 
 
 class BlockStreamer:
@@ -164,7 +164,7 @@ class BlockStreamer:
                     quant = scale is not None and name == "weight"
                     entry = _Entry(module, name, name in module._parameters, src, None, None, scale if quant else None)
                     if quant and index < dense:
-                        entry.at_rest, entry.scale = src, None
+                        entry.at_rest, entry.scale = (src, scale), None
                         entry.src = torch.empty(src.shape, dtype=compute_dtype, device=self.device)
                         dequantize_into(src.to(self.device), scale, entry.src)
                     elif quant or streamed:
@@ -184,7 +184,8 @@ class BlockStreamer:
                 for e in entries:
                     e.src = e.src.to("cpu")
             self.layouts.append(entries)
-            self._slotted.update({id(e.module): e for e in entries if e.name == "weight" and e.slot_off is not None})
+            self._slotted.update({id(e.module): e for e in entries
+                                  if e.name == "weight" and (e.slot_off is not None or e.at_rest is not None)})
             self.slot_sizes.append(slot_off)
             self.stage_sizes.append(stage_off)
             self._point_rest(index)
@@ -218,6 +219,14 @@ class BlockStreamer:
             entry.lora = None
         for module, pair in loras.items():
             self._slotted[id(module)].lora = pair
+        for entry in self._slotted.values():
+            if entry.at_rest is not None:       # a dense weight: made again from its int8, plus the terms
+                from .quantize import dequantize_into
+
+                q, scale = entry.at_rest
+                dequantize_into(q.to(self.device), scale, entry.src)
+                if entry.lora is not None:
+                    entry.src.addmm_(*entry.lora)
         self.ready.clear()              # a copy made before the change would lack (or keep) them
         if self.cuda:                   # the side stream adds them: it must see them made first
             import torch
@@ -365,7 +374,7 @@ class BlockStreamer:
             self._point_rest(i)
             for e in self.layouts[i]:
                 if e.at_rest is not None:         # int8 again, as the plan found it
-                    self._set(e, e.at_rest)
+                    self._set(e, e.at_rest[0])
             block.to(to_device)
         self.ready.clear()
 
@@ -470,7 +479,7 @@ class LowVramRuntime:
     def ram_in_use(self) -> dict[int, object]:
         """The big RAM allocations the plan still reads: streamed blocks' tensors, and any left in RAM."""
         streamed = [t for s in self.streamers for entries in s.layouts for e in entries
-                    for t in (e.src, e.at_rest) if t is not None]
+                    for t in (e.src, e.at_rest[0] if e.at_rest else None) if t is not None]
         return _big_storages(streamed + _pipeline_tensors(self.pipe))
 
     @property
