@@ -5,6 +5,18 @@ process each.
     python -m bench.lowvram_bench DIR [BUDGETS_GB ...] [--int8 GB,GB] [--baselines model_offload,group,torchao_int8]
       default budgets: 12 8 4; --int8 default: 8 (each int8 budget runs twice: the first start makes
       the quantized cache, the second loads it)
+
+Compiled low-VRAM plans (issue 21), one command, a fresh process per case:
+
+    python -m bench.lowvram_bench DIR --compiled [--budgets 12,8,4] [--int8 8] [--size 1024] [--steps 9]
+                                  [--images 2] [--cases eager_resident,diffusers_compile,...] [--device cuda:0]
+
+cases: eager_resident (plain diffusers, the quality reference), diffusers_compile (its
+compile_repeated_blocks), ours_resident (the app, compiled in the background), eager_planB
+(today's plans: --compile off), compiled_planB, int8_planB (--quantize int8, compiled; its first
+start makes the int8 cache), switch (resident -> 8 GiB -> resident). One JSON line per case with
+s/image, peak VRAM, ratio vs ours_resident (and vs eager_resident), PSNR / step-1 SQNR / NaN vs
+eager_resident, graphs made during the timed images (recompiles) and, for switch, the switch times.
 """
 from __future__ import annotations
 
@@ -44,9 +56,64 @@ def compare(name: str, ref: str = "resident", out_dir: str = OUT) -> dict:
     return out
 
 
+def _option(args: list[str], name: str, default: str) -> str:
+    if name in args:
+        i = args.index(name)
+        value = args[i + 1]
+        del args[i:i + 2]
+        return value
+    return default
+
+
+def compiled_suite(folder: str, args: list[str]) -> None:
+    budgets = [float(x) for x in _option(args, "--budgets", "12,8,4").split(",") if x]
+    int8 = [float(x) for x in _option(args, "--int8", "8").split(",") if x]
+    common = ["--size", _option(args, "--size", "1024"), "--steps", _option(args, "--steps", "9"),
+              "--images", _option(args, "--images", "2")]
+    device = _option(args, "--device", "")
+    if device:
+        common += ["--device", device]
+    cases = {"eager_resident": ["plain"], "diffusers_compile": ["plain", "--diffusers-compile"],
+             "ours_resident": ["app"]}
+    for b in budgets:
+        cases[f"eager_plan{b:g}"] = ["app", "--budget", str(b), "--compile", "off"]
+    for b in budgets:
+        cases[f"compiled_plan{b:g}"] = ["app", "--budget", str(b)]
+    for b in int8:
+        cases[f"int8_plan{b:g}"] = ["app", "--budget", str(b), "--quantize", "int8"]
+    cases["switch"] = ["app", "--switch"]
+    wanted = [c for c in _option(args, "--cases", ",".join(cases)).split(",") if c]
+    results = {}
+    for name in wanted:
+        kind, *rest = cases[name]
+        results[name] = run_probe("bench.lowvram_probe", [kind, folder, name, *rest, *common],
+                                  {"name": name}, "wall_s", 1500)
+    base = results.get("ours_resident", {}).get("s_per_image")
+    eager = results.get("eager_resident", {}).get("s_per_image")
+    for name in wanted:
+        r = results[name]
+        fig = {"figure": name, "s_per_image": r.get("s_per_image"), "peak_vram_gb": r.get("peak_vram_gb"),
+               "peak_reserved_gb": r.get("peak_reserved_gb"), "budget_gb": r.get("budget_gb"),
+               "ratio_vs_ours_resident": round(r["s_per_image"] / base, 3) if r.get("s_per_image") and base else None,
+               "ratio_vs_eager_resident": round(r["s_per_image"] / eager, 3) if r.get("s_per_image") and eager else None,
+               "recompiles_in_timed_images": r.get("recompiles"), "ready_s": r.get("ready_s"),
+               "compile_wait_s": r.get("compile_wait_s"), "plan": r.get("plan"), "wall_s": r.get("wall_s"),
+               "error": r.get("error")}
+        if name == "switch":
+            fig.update({k: r.get(k) for k in ("to_plan_s", "plan_after_switch", "first_image_in_plan_s",
+                                               "plan_compile_wait_s", "compiled_image_in_plan_s", "to_resident_s",
+                                               "first_image_resident_again_s", "disk_loads")})
+        elif name != "eager_resident":
+            fig.update(compare(name, "eager_resident"))
+        print(json.dumps(fig), flush=True)
+
+
 def main() -> None:
     args = sys.argv[1:]
     folder = args.pop(0)
+    if "--compiled" in args:
+        args.remove("--compiled")
+        return compiled_suite(folder, args)
     int8 = [8.0]
     if "--int8" in args:
         i = args.index("--int8")

@@ -7,6 +7,20 @@ weight-only transformer, resident: the quantization baseline), ours (zimage's pl
 ours_int8 (the same with --quantize int8: the first run makes the cache, later runs load it).
 A budget is enforced with torch.cuda.set_per_process_memory_fraction. Saves the seed-0 image and the
 first denoising step's transformer output under /tmp/lowvram/ for PSNR and SQNR. Prints one JSON line.
+
+The compiled-plans suite (issue 21; `lowvram_bench.py DIR --compiled`) runs these instead:
+
+    python -m bench.lowvram_probe app DIR NAME [--budget GB] [--compile auto|on|off] [--quantize none|int8]
+                                  [--switch] [--size PX] [--steps N] [--images N] [--device cuda:0|cpu]
+    python -m bench.lowvram_probe plain DIR NAME [--diffusers-compile] [--size PX] [--steps N] [--images N]
+
+`app`: the PipelineManager under Settings(vram_budget, low_vram, compile, quantize), timed once its
+compile (resident: the background twin; a plan: its warm-up images) is in use; `--switch` times
+resident -> 8 GiB plan -> resident instead (no disk read: load_count stays 1). `plain`: diffusers
+eager, or with its compile_repeated_blocks. Both count the graphs dynamo makes during the timed
+images (`recompiles`: 0 means no compile inside a request) and take a new prompt per image, as
+speed_probe does. On the CPU (a check of the command with the tiny model) the plans run with the
+CPU as their "GPU" and torch.compile uses ZIMAGE_BENCH_BACKEND (default aot_eager).
 """
 from __future__ import annotations
 
@@ -39,7 +53,191 @@ def capture_first_step(pipe, name: str, out_dir: Path = OUT_DIR):
     return pipe.transformer.register_forward_hook(hook)
 
 
+def _graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _suite_args(argv: list[str]):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("mode")
+    p.add_argument("folder")
+    p.add_argument("name")
+    p.add_argument("--budget", type=float, default=None)
+    p.add_argument("--compile", default="auto")
+    p.add_argument("--quantize", default="none")
+    p.add_argument("--switch", action="store_true")
+    p.add_argument("--diffusers-compile", action="store_true")
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=9)
+    p.add_argument("--images", type=int, default=3)
+    p.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    return p.parse_args(argv)
+
+
+def _prompt(seed: int) -> str:
+    from bench.speed_probe import prompt_for
+
+    return prompt_for(seed)
+
+
+def _peaks(out: dict, device: str) -> None:
+    if device.startswith("cuda"):
+        out["peak_vram_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        out["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+
+
+def _reset_peaks(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _cpu_plans():
+    """On the CPU: a placement whose "GPU" is the CPU (so plans are made and streamed), and
+    torch.compile allowed, with a backend that needs no GPU."""
+    from zimage.engine import accel, speed
+    from zimage.engine.placement import TorchPlacement
+
+    class CpuAsGpu(TorchPlacement):
+        def __init__(self):
+            super().__init__("cpu")
+            self.gpu_device = "cpu"
+
+        def vram_budget_bytes(self) -> int:
+            return 64 * 2**30
+
+        def move(self, pipe, device: str, on_progress=None) -> None:
+            self.move_modules(pipe, device, on_progress)        # no page-locked RAM without CUDA
+
+    accel.want_compile = lambda setting, on_cuda, available=None: setting != "off"
+    speed.COMPILE_BACKEND = os.environ.get("ZIMAGE_BENCH_BACKEND", "aot_eager")
+    return CpuAsGpu
+
+
+def _wait_compiled(manager, compile_setting: str, timeout_s: float = 240) -> float | None:
+    """Seconds until the compiled blocks are in use (None: compile off or it never came): a plan
+    says so in its text, a resident compile marks the startup timeline."""
+    from zimage import startup
+    from zimage.state import LoadState
+
+    if compile_setting == "off":
+        return None
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        events = startup.timeline_dict()
+        status = manager.status()
+        if ("compiled blocks" in status.plan if status.state == LoadState.OFFLOADED else startup.COMPILED in events):
+            return round(time.perf_counter() - t0, 2)
+        if startup.COMPILE_FAILED in events:
+            return None
+        time.sleep(0.2)
+    return None
+
+
+def app(a) -> dict:
+    from zimage.config import Settings
+    from zimage.engine.manager import PipelineManager
+    from zimage.request import GenerationRequest
+
+    out: dict = {"mode": "app", "name": a.name, "budget_gb": a.budget, "compile": a.compile, "quantize": a.quantize}
+    cuda = a.device.startswith("cuda")
+    if a.budget and cuda and not a.switch:
+        torch.cuda.set_per_process_memory_fraction(a.budget * 2**30 / torch.cuda.get_device_properties(0).total_memory)
+    factory = None if cuda else _cpu_plans()
+    settings = Settings(model=a.folder, outputs_dir="/tmp/lowvram-out", cache_dir="/tmp/lowvram-cache",
+                        idle_unload_s=0, idle_drop_s=0, compile=a.compile, quantize=a.quantize, device=a.device,
+                        vram_budget=str(a.budget) if a.budget and not a.switch else "auto",
+                        low_vram=bool(a.budget) and not a.switch)
+    t0 = time.perf_counter()
+    manager = PipelineManager(settings, placement_factory=factory).start()
+    manager.ensure_ready(900)
+    out["ready_s"] = round(time.perf_counter() - t0, 2)
+    out["compile_wait_s"] = _wait_compiled(manager, a.compile)
+    out["plan"] = manager.status().plan
+
+    def one(seed: int, prompt: str | None = None) -> tuple[float, object]:
+        r = manager.generate(GenerationRequest(prompt=prompt or _prompt(seed), seed=seed, width=a.size, height=a.size,
+                                               num_inference_steps=a.steps), timeout=600)
+        return r.seconds, r.images[0].image
+
+    if a.switch:                # resident -> 8 GiB plan -> resident, no disk read
+        one(1)
+        t = time.perf_counter()
+        manager.set_low_vram(True).future.result(600)
+        out["to_plan_s"] = round(time.perf_counter() - t, 3)
+        out["plan_after_switch"] = manager.status().plan
+        out["first_image_in_plan_s"] = round(one(2)[0], 3)
+        out["plan_compile_wait_s"] = _wait_compiled(manager, a.compile)
+        out["compiled_image_in_plan_s"] = round(one(3)[0], 3)
+        t = time.perf_counter()
+        manager.set_low_vram(False).future.result(600)
+        out["to_resident_s"] = round(time.perf_counter() - t, 3)
+        out["first_image_resident_again_s"] = round(one(4)[0], 3)
+        out["disk_loads"] = manager.load_count
+        return out
+    handle = capture_first_step(manager._pipe, a.name)          # after the swap: the transformer in use
+    _, image = one(0, PROMPT)
+    handle.remove()
+    np.save(OUT_DIR / f"{a.name}.npy", np.asarray(image))
+    out["finite"] = bool(np.isfinite(np.load(OUT_DIR / f"{a.name}.step1.npy")).all())
+    _reset_peaks(a.device)
+    graphs = _graphs()
+    times = [round(one(1 + i)[0], 3) for i in range(a.images)]
+    out["recompiles"] = _graphs() - graphs
+    out["times"], out["s_per_image"] = times, min(times)
+    _peaks(out, a.device)
+    out["disk_loads"] = manager.load_count
+    return out
+
+
+def plain(a) -> dict:
+    from diffusers import ZImagePipeline
+
+    out: dict = {"mode": "plain", "name": a.name, "diffusers_compile": a.diffusers_compile}
+    dtype = torch.bfloat16 if a.device.startswith("cuda") else torch.float32
+    t0 = time.perf_counter()
+    pipe = ZImagePipeline.from_pretrained(a.folder, torch_dtype=dtype).to(a.device)
+    pipe.set_progress_bar_config(disable=True)
+    if a.diffusers_compile:
+        backend = "inductor" if a.device.startswith("cuda") else os.environ.get("ZIMAGE_BENCH_BACKEND", "aot_eager")
+        pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=backend)
+
+    def one(seed: int, prompt: str | None = None):
+        t = time.perf_counter()
+        image = pipe(prompt=prompt or _prompt(seed), height=a.size, width=a.size, num_inference_steps=a.steps,
+                     guidance_scale=0.0, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+        if a.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t, image
+
+    for prompt in ("warm-up", "a warm-up prompt of a different length, so that the compiled blocks take "
+                              "any prompt length without compiling again"):   # the app's warm-up prompts
+        one(0, prompt)
+    out["ready_s"] = round(time.perf_counter() - t0, 2)
+    handle = capture_first_step(pipe, a.name)
+    _, image = one(0, PROMPT)
+    handle.remove()
+    np.save(OUT_DIR / f"{a.name}.npy", np.asarray(image))
+    out["finite"] = bool(np.isfinite(np.load(OUT_DIR / f"{a.name}.step1.npy")).all())
+    _reset_peaks(a.device)
+    graphs = _graphs()
+    times = [round(one(1 + i)[0], 3) for i in range(a.images)]
+    out["recompiles"] = _graphs() - graphs
+    out["times"], out["s_per_image"] = times, min(times)
+    _peaks(out, a.device)
+    return out
+
+
 def main() -> None:
+    if sys.argv[1] in ("app", "plain"):
+        OUT_DIR.mkdir(exist_ok=True)
+        a = _suite_args(sys.argv[1:])
+        print(json.dumps(app(a) if a.mode == "app" else plain(a)), flush=True)
+        os._exit(0)
     mode, folder = sys.argv[1], sys.argv[2]
     budget_gb = float(sys.argv[3]) if len(sys.argv) > 3 else None
     name = f"{mode}{budget_gb or ''}"

@@ -29,17 +29,16 @@ def test_attention_choice(setting, capability, fa3, expected):
     assert accel.choose_attention(setting, capability, lambda name: fa3 and name == "flash_attn_interface") == expected
 
 
-@pytest.mark.parametrize("setting, on_cuda, resident, triton, expected", [
-    ("auto", True, True, True, True),
-    ("auto", True, True, False, False),          # no Triton: inductor cannot make GPU kernels
-    ("auto", True, False, True, False),          # low-VRAM plans stream weights in hooks: eager
-    ("auto", False, True, True, False),          # CPU
-    ("on", True, True, False, True),
-    ("on", False, True, True, False),
-    ("off", True, True, True, False),
+@pytest.mark.parametrize("setting, on_cuda, triton, expected", [
+    ("auto", True, True, True),                  # resident or a low-VRAM plan (compiled forwards under its hooks)
+    ("auto", True, False, False),                # no Triton: inductor cannot make GPU kernels
+    ("auto", False, True, False),                # CPU
+    ("on", True, False, True),
+    ("on", False, True, False),
+    ("off", True, True, False),
 ])
-def test_compile_choice(setting, on_cuda, resident, triton, expected):
-    assert accel.want_compile(setting, on_cuda, resident, lambda name: triton and name == "triton") is expected
+def test_compile_choice(setting, on_cuda, triton, expected):
+    assert accel.want_compile(setting, on_cuda, lambda name: triton and name == "triton") is expected
 
 
 def test_settings_reject_unknown_backends_and_modes():
@@ -108,3 +107,70 @@ def test_the_real_rope_processor_keeps_the_backend_and_the_picture(tiny_model_di
     pipe.transformer.set_attention_backend("_native_math")
     accel._swap_processors(pipe, accel.real_rope_processor())
     assert {str(p._attention_backend) for p in processors(pipe)} == {"AttentionBackendName._NATIVE_MATH"}
+
+
+class GraphCounter:
+    """A torch.compile backend that runs the traced graph as it is and counts the graphs made:
+    dynamo's real tracing and guards, no code generation."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        return gm.forward
+
+
+def test_compiled_forwards_under_streaming_hooks_give_the_eager_plans_pixels_and_compile_once(tiny_model_dir):
+    """Low-VRAM plans (issue 21): each block's forward compiled, the streaming hooks eager around it.
+    The graphs are made once for all blocks (resident and streamed, whose weights point at a slot
+    for each call) and reused by another plan, an int8 plan and a LoRA added in the slot."""
+    from zimage.engine.offload import LowVramRuntime
+    from zimage.engine.planning import Plan
+    from zimage.engine.quantize import COMPONENTS, quantize_module
+
+    torch._dynamo.reset()
+    pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
+    runtime = LowVramRuntime(pipe, Plan(None, 1, 3, False, 0), "cpu")       # 1 resident, 3 streamed
+    eager = image(pipe)
+    counter = GraphCounter()
+    accel.compile_block_forwards(pipe.transformer, None, counter)
+    assert accel.is_compiled(pipe)
+    assert np.abs(image(pipe) - eager).max() <= 1
+    made = counter.graphs
+    # 4 blocks of two kinds (modulated, context refiner); the modulated kind turns dynamic once
+    assert 0 < made <= 3
+    assert np.abs(image(pipe, seed=6) - image(pipe, seed=6)).max() == 0 and counter.graphs == made
+
+    runtime.remove("cpu")                                                    # another plan, no compile
+    runtime = LowVramRuntime(pipe, Plan(None, 3, 1, True, 0), "cpu")
+    assert np.abs(image(pipe) - eager).max() <= 1 and counter.graphs == made
+
+    carrier = runtime.lora_carrier                                           # a LoRA added in the slot
+    linear = next(m for m in transformer_blocks(pipe.transformer)[3].modules()
+                  if isinstance(m, torch.nn.Linear) and carrier.carries(m))
+    g = torch.Generator().manual_seed(1)
+    up = torch.randn(linear.out_features, 2, generator=g) * 0.5
+    down = torch.randn(2, linear.in_features, generator=g) * 0.5
+    carrier.set_loras({linear: (up, down)})
+    with_lora = image(pipe)
+    assert np.abs(with_lora - eager).max() > 1 and counter.graphs == made
+    accel.uncompile_blocks(pipe)
+    assert not accel.is_compiled(pipe)
+    assert np.abs(image(pipe) - with_lora).max() <= 1                        # the same LoRA, eagerly
+    runtime.remove("cpu")
+
+    q = load_pipeline(tiny_model_dir, torch.float32, "cpu")                  # int8: dequantized into the slot
+    for name in COMPONENTS:
+        quantize_module(name, getattr(q, name))
+    runtime = LowVramRuntime(q, Plan(None, 1, 3, False, 0, quantized=True), "cpu")
+    int8_eager = image(q)
+    accel.compile_block_forwards(q.transformer, None, counter)
+    assert np.abs(image(q) - int8_eager).max() <= 1 and counter.graphs == made
+    runtime.remove("cpu")
+
+
+def transformer_blocks(transformer):
+    from zimage.engine.anatomy import transformer_blocks as blocks
+
+    return blocks(transformer)

@@ -184,3 +184,58 @@ def test_the_compiled_text_encoder_gives_the_prompts_embeddings_without_compilin
         assert [o.shape for o in ours] == [e.shape for e in eager]
         assert all(torch.allclose(o, e, atol=1e-5) for o, e in zip(ours, eager))
     assert counters["stats"]["unique_graphs"] == compiled_frames
+
+
+def test_a_low_vram_plan_compiles_between_requests_and_no_request_compiles(settings, monkeypatch):
+    """Issue 21: a plan's blocks are compiled (forwards under its streaming hooks) by warm-up images
+    queued on a quiet worker, one per prompt length. A request that arrives meanwhile waits only
+    for the warm-up under way and runs eagerly, compiling nothing; once the plan is compiled, a
+    request compiles nothing either and gives the eager plan's picture."""
+    from test_accel import GraphCounter
+    from test_lora_wire import CpuStreaming
+
+    torch._dynamo.reset()
+    counter = GraphCounter()
+    monkeypatch.setattr(accel, "want_compile", lambda *a, **k: True)       # "a CUDA GPU with Triton"
+    monkeypatch.setattr(speed, "COMPILE_BACKEND", counter)
+    gates = [threading.Event(), threading.Event()]
+    seen = {}
+    real_piece = speed.warm_plan_piece
+
+    def piece(pipe, k, size=1024):
+        seen[f"start{k}"] = counter.graphs
+        gates[k].wait(120)
+        last = real_piece(pipe, k, size=256)           # the size of the requests below (test_manager.SMALL)
+        seen[f"end{k}"] = counter.graphs
+        return last
+    monkeypatch.setattr(speed, "warm_plan_piece", piece)
+    s = dataclasses.replace(settings, warmup=False, compile="on", low_vram=True)
+    eager_manager = PipelineManager(dataclasses.replace(s, compile="off"), placement_factory=CpuStreaming,
+                                    loader=cpu_loader).start()
+    try:
+        eager = np.asarray(eager_manager.generate(req(prompt="a much longer prompt: a cat on a mat"), timeout=120)
+                           .images[0].image, np.int16)
+    finally:
+        eager_manager.close()
+    m = PipelineManager(s, placement_factory=CpuStreaming, loader=cpu_loader, idle_poll_s=0.05).start()
+    try:
+        assert m.ensure_ready(120).state == LoadState.OFFLOADED
+        wait_for(lambda: "start0" in seen, 30, message="the plan's first warm-up image (queue quiet)")
+        job = m.submit(req(num_images=2))               # a batch: compiled blocks would compile for it
+        gates[0].set()
+        assert len(job.future.result(120).images) == 2
+        wait_for(lambda: "start1" in seen, 30, message="the second warm-up image, after the request")
+        assert seen["end0"] > 0 and seen["start1"] == seen["end0"]          # the request compiled nothing
+        gates[1].set()
+        wait_for(lambda: "compiled blocks" in m.status().plan, 120, message="the plan's compiled blocks in use")
+        made = counter.graphs
+        compiled = np.asarray(m.generate(req(prompt="a much longer prompt: a cat on a mat"), timeout=120)
+                              .images[0].image, np.int16)
+        assert accel.is_compiled(m._pipe) and counter.graphs == made
+        assert np.abs(compiled - eager).max() <= 1
+        m.unload("cpu").future.result(120)                               # leaving the plan: eager blocks
+        assert not accel.forwards_compiled(m._pipe.transformer)
+    finally:
+        for g in gates:
+            g.set()
+        m.close()

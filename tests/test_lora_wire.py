@@ -282,6 +282,44 @@ def test_int8_blocks_carry_a_lora_through_their_dequantized_slots(settings, mode
         m.close()
 
 
+class CpuStreamingDense(CpuStreaming):
+    """An int8 plan whose first two resident blocks are kept dequantized (planning.with_dense_blocks)."""
+
+    def enable_offload(self, pipe, budget_bytes):
+        from zimage.engine.offload import LowVramRuntime
+        from zimage.engine.planning import Plan
+
+        self.plans += 1
+        self.real._runtime = LowVramRuntime(pipe, Plan(None, 3, 1, True, 0, quantized=True, dense_blocks=2), "cpu")
+        return "3 blocks resident (2 in bf16), 1 streamed"
+
+
+def test_int8_blocks_kept_in_bf16_carry_a_lora_with_the_pictures_of_the_slots(settings, model_copy):
+    """Issue 21: int8 blocks held dequantized take a LoRA too (made again from their int8 plus the
+    terms), and give the pixels the plan that dequantizes them into slots gives."""
+    want = {}
+    m = streaming_manager(settings, quantize="int8", model=str(model_copy))
+    try:
+        for prompt in ("a cat", "a cat <lora:diffusers_style:1>"):
+            want[prompt] = pixels(gen(m, prompt).images[0].image)
+    finally:
+        m.close()
+    m = PipelineManager(dataclasses.replace(settings, quantize="int8", model=str(model_copy)),
+                        placement_factory=CpuStreamingDense, loader=cpu_loader_for_tests()).start()
+    try:
+        for prompt in ("a cat", "a cat <lora:diffusers_style:1>", "a cat"):
+            assert np.array_equal(pixels(gen(m, prompt).images[0].image), want[prompt]), prompt
+        assert m.load_count == 1
+    finally:
+        m.close()
+
+
+def cpu_loader_for_tests():
+    from test_manager import cpu_loader
+
+    return cpu_loader
+
+
 # ---- the routes ------------------------------------------------------------------------------------
 def post(srv, path: str, body) -> requests.Response:
     return requests.post(srv.url + path, data=json.dumps(body), headers={"Content-Type": "application/json"},

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from zimage.engine.planning import VAE_WORKING_BYTES, DoesNotFit, GiB, Plan, Sizes, make_plan
+from zimage.engine.planning import (VAE_WORKING_BYTES, DoesNotFit, GiB, Plan, Sizes, _best_fit, make_plan,
+                                    working_bytes)
 
 # The real Z-Image-Turbo sizes (bf16): transformer 12.31 GB = 34 blocks of ~0.347 GB + ~0.5 GB of
 # embedders and final layer; text encoder 8.04 GB = 36 layers of ~0.2 GB + 0.78 GB of embeddings;
@@ -134,3 +135,27 @@ def test_no_plan_fits_the_controlnet_below_its_minimum():
     with pytest.raises(DoesNotFit) as e:
         make_plan(REAL_CN, minimum_bytes(REAL_CN) - 1)
     assert e.value.minimum_bytes == minimum_bytes(REAL_CN)
+
+
+@pytest.mark.parametrize("budget_gib", [40, 16, 12, 8, 6, 4])
+def test_int8_keeps_resident_blocks_in_bf16_with_the_room_left(budget_gib):
+    """Issue 21: the room an int8 plan leaves holds resident blocks dequantized once (no dequantize
+    each step), never at the cost of a resident block, within the budget; at 8 GiB there is no
+    room for one (26 int8 blocks resident, as before)."""
+    plan = make_plan(REAL_Q, budget_gib * GiB)
+    before = _best_fit(REAL_Q, budget_gib * GiB, plan.vae_tiling)
+    assert plan.resident_blocks == before.resident_blocks and plan.est_peak_bytes <= budget_gib * GiB
+    assert plan.est_peak_bytes == REAL_Q.peak(plan.resident_blocks, plan.text_encoder_on_gpu,
+                                              working_bytes(plan.vae_tiling), dense=plan.dense_blocks)
+    one_more = REAL_Q.peak(plan.resident_blocks, plan.text_encoder_on_gpu, working_bytes(plan.vae_tiling),
+                           dense=plan.dense_blocks + 1)
+    assert plan.dense_blocks == plan.resident_blocks or one_more > budget_gib * GiB
+    assert {40: 34, 8: 0, 4: 0}.get(budget_gib, plan.dense_blocks) == plan.dense_blocks
+    if budget_gib in (16, 12):
+        assert 0 < plan.dense_blocks < plan.resident_blocks
+
+
+def test_all_dense_and_nothing_streamed_needs_no_slots():
+    all_int8 = REAL_Q.peak(34, True, 0)
+    all_dense = REAL_Q.peak(34, True, 0, dense=34)
+    assert all_dense - all_int8 == sum(REAL_Q.block_slots) - sum(REAL_Q.blocks) - 2 * max(REAL_Q.block_slots)

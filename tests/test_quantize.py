@@ -64,16 +64,25 @@ def _dequantized_copy(model_dir, quantized):
     return pipe
 
 
-@pytest.mark.parametrize("resident, text_on_gpu", [(4, True), (1, False), (0, False)])
-def test_runtime_dequantizes_exactly_like_the_plain_model(tiny_model_dir, resident, text_on_gpu):
+@pytest.mark.parametrize("resident, text_on_gpu, dense", [(4, True, 0), (1, False, 0), (0, False, 0),
+                                                          (4, True, 4), (3, False, 2)])
+def test_runtime_dequantizes_exactly_like_the_plain_model(tiny_model_dir, resident, text_on_gpu, dense):
+    """`dense`: resident blocks dequantized once at the plan's start (planning.with_dense_blocks)."""
     pipe = quantized_pipe(tiny_model_dir)
     expected = image(_dequantized_copy(tiny_model_dir, pipe))
-    runtime = LowVramRuntime(pipe, Plan(None, resident, 4 - resident, text_on_gpu, 0, quantized=True), "cpu")
+    runtime = LowVramRuntime(pipe, Plan(None, resident, 4 - resident, text_on_gpu, 0, quantized=True,
+                                        dense_blocks=dense), "cpu")
+    blocks = transformer_blocks(pipe.transformer)
+    assert all(p.dtype == torch.float32 for b in blocks[:dense] for p in b.parameters())       # at rest, bf16 here
+    assert all(any(p.dtype == torch.int8 for p in b.parameters()) for b in blocks[dense:])
     assert np.array_equal(image(pipe), expected)
     assert np.array_equal(image(pipe), expected)                        # second pass: the prefetch wrapped
-    for block in transformer_blocks(pipe.transformer):                   # at rest the weights are int8 again
+    for block in blocks[dense:]:                                         # at rest the weights are int8 again
         assert any(p.dtype == torch.int8 for p in block.parameters())
     runtime.remove("cpu")
+    for block in blocks:                                                 # and the dense ones once the plan goes
+        assert any(p.dtype == torch.int8 for p in block.parameters())
+    assert np.array_equal(image(_dequantized_copy(tiny_model_dir, pipe)), expected)
 
 
 def test_int8_image_stays_close_to_full_precision(tiny_model_dir):

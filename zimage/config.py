@@ -74,7 +74,7 @@ class Settings:
     pin_ram_gb: float = -1.0                # pinned RAM for idle unload: -1 = half the RAM, 0 = never pin
     quantize: str = "none"                  # none | int8: weight-only int8 copy of the transformer and text encoder
     attention: str = "auto"                 # auto (fastest safe on this GPU) or a diffusers attention backend name
-    compile: str = "auto"                   # auto (on with a CUDA GPU, model resident) | on | off: regional torch.compile
+    compile: str = "auto"                   # auto (on with a CUDA GPU and Triton, resident or a low-VRAM plan) | on | off
     fp8: str = "off"                        # off | on: float8 matmuls in the transformer blocks (Ada/Hopper, compiled)
     batch_max: int = 1                      # images queued requests of one size may share a pipeline call (1 = off)
     backend: str = "local"                  # local (one process, no Ray) | ray (Ray Serve replicas)
@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-max", type=int, dest="batch_max", metavar="N",
                    help="queued requests of the same size run as one batch of up to N images (default 1: off)")
     p.add_argument("--compile", choices=["auto", "on", "off"],
-                   help="regional torch.compile of the transformer blocks, warmed during preload (auto: on a GPU)")
+                   help="regional torch.compile of the transformer blocks, resident or in a low-VRAM plan, built "
+                        "between requests (auto: on a GPU)")
     p.add_argument("--backend", help="local (default: one process) or ray (Ray Serve replicas, one per GPU)")
     p.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",
                    help="the Ray cluster (default auto: a running one, else start a local one)")

@@ -9,8 +9,11 @@
   load's warm-up images, one per prompt length, so the shapes turn dynamic there and no request
   waits for a compile. The compiled blocks compute the rotary embedding in real arithmetic
   (`rotate_real`), which inductor fuses instead of leaving complex multiplies to eager kernels.
-  Only while the model is resident on a CUDA GPU: low-VRAM streaming swaps
-  weights in hooks, which compiled graphs must not trace, so those plans run the blocks eagerly.
+- Low-VRAM plans (offload.py) swap each streamed block's weights in forward hooks, which a compiled
+  `_call_impl` would trace; there each block's `forward` is compiled instead (`compile_block_forwards`),
+  so the hooks stay eager around a compiled body. One compiled function serves every block of a kind:
+  with torch's inline_inbuilt_nn_modules the parameters are graph inputs, so a weight pointed at a GPU
+  slot (`.data`) does not recompile, nor does a plan change (tests/test_accel.py counts the graphs).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import functools
 import importlib.util
 import logging
 import os
+import types
 from pathlib import Path
 from typing import Callable
 
@@ -43,11 +47,10 @@ def choose_attention(setting: str, capability: tuple[int, int] | None,
     return "native"
 
 
-def want_compile(setting: str, on_cuda: bool, resident: bool,
-                 available: Callable[[str], bool] = module_available) -> bool:
-    """Compile the blocks? `off` never; otherwise only on a CUDA GPU with the model resident, and on
-    `auto` only when Triton (inductor's GPU code generator) is installed."""
-    if setting == "off" or not (on_cuda and resident):
+def want_compile(setting: str, on_cuda: bool, available: Callable[[str], bool] = module_available) -> bool:
+    """Compile the blocks (resident, or under a low-VRAM plan's hooks)? `off` never; otherwise only on
+    a CUDA GPU, and on `auto` only when Triton (inductor's GPU code generator) is installed."""
+    if setting == "off" or not on_cuda:
         return False
     return setting == "on" or available("triton")
 
@@ -131,11 +134,15 @@ def compile_blocks(pipe, cache_dir: Path | None, backend: str = "inductor") -> N
     compile_transformer(pipe.transformer, cache_dir, backend)
 
 
-def compile_transformer(transformer, cache_dir: Path | None, backend: str = "inductor") -> None:
-    """compile_blocks for a transformer of its own (the background compile's twin, compile_bg)."""
+def _use_cache_dir(cache_dir: Path | None) -> None:
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir))
+
+
+def compile_transformer(transformer, cache_dir: Path | None, backend: str = "inductor") -> None:
+    """compile_blocks for a transformer of its own (the background compile's twin, compile_bg)."""
+    _use_cache_dir(cache_dir)
     _swap_transformer_processors(transformer, real_rope_processor())
     transformer.compile_repeated_blocks(fullgraph=True, backend=backend)
 
@@ -199,18 +206,50 @@ def compiled_extras(pipe, backend: str = "inductor") -> list[tuple[object, objec
             (pipe.text_encoder, compiled_text_encoder(pipe.text_encoder, backend))]
 
 
+@functools.cache
+def _compiled_forward(block_type: type, backend):
+    """One compiled `forward` per block class and backend for the whole process: dynamo's cache
+    hangs on this one function, so every block of the kind, in every plan, reuses its graphs."""
+    import torch
+
+    return torch.compile(block_type.forward, fullgraph=True, backend=backend)
+
+
+def compile_block_forwards(transformer, cache_dir: Path | None, backend="inductor") -> None:
+    """Compile each repeated block's `forward` (not `_call_impl`): a low-VRAM plan's pre- and post-
+    hooks (slot copies, CUDA events) run eagerly around the compiled body. Graphs are built lazily,
+    by the warm-up images (the manager's plan compile)."""
+    from .anatomy import transformer_blocks
+
+    _use_cache_dir(cache_dir)
+    _swap_transformer_processors(transformer, real_rope_processor())
+    for block in transformer_blocks(transformer):
+        block.forward = types.MethodType(_compiled_forward(type(block), backend), block)
+
+
+def forwards_compiled(transformer) -> bool:
+    from .anatomy import transformer_blocks
+
+    return any("forward" in b.__dict__ for b in transformer_blocks(transformer))
+
+
 def is_compiled(pipe) -> bool:
-    return any(getattr(m, "_compiled_call_impl", None) is not None for m in pipe.transformer.modules())
+    return (forwards_compiled(pipe.transformer)
+            or any(getattr(m, "_compiled_call_impl", None) is not None for m in pipe.transformer.modules()))
 
 
 def uncompile_blocks(pipe) -> None:
-    """Back to eager blocks and diffusers' own attention processor (before low-VRAM hooks go on);
-    compiling again reuses the cache."""
+    """Back to eager blocks and diffusers' own attention processor (before low-VRAM hooks go on,
+    or a plan's compiled forwards come off); compiling again reuses the cache."""
     from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnProcessor
+
+    from .anatomy import transformer_blocks
 
     for m in pipe.transformer.modules():
         if getattr(m, "_compiled_call_impl", None) is not None:
             m._compiled_call_impl = None
+    for block in transformer_blocks(pipe.transformer):
+        use_forward(block, None)
     _swap_processors(pipe, ZSingleStreamAttnProcessor)
     use_forward(pipe.vae.decoder, None)
     use_forward(pipe.text_encoder, None)

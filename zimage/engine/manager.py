@@ -76,6 +76,7 @@ class PipelineManager:
         self._loras = ActiveLoras(settings.lora_folder)   # the LoRA set fused into the transformer now
         self._control = ControlNetSlot()               # the ControlNet, loaded on first use
         self._compiling = None                         # the BackgroundCompile under way (compile_bg)
+        self._placement_epoch = 0                      # bumped at each placement change: a plan compile's pieces check it
 
         self._runner = GenerationRunner(self._store, self._model_label)   # the pipeline call, PNG saving
         self.load_count = 0                            # completed weight loads from disk, for tests and /health
@@ -347,17 +348,19 @@ class PipelineManager:
             self._compile_when_quiet(self._pipe)
 
     # ---- the background compile (compile_bg): never in the way of readiness or a request -----
-    def _compile_when_quiet(self, pipe) -> None:
-        """Start the compile once no generation is queued or running. Beside a compile's tracing
-        the first image after ready took 7.7 s instead of 2.1 s eager (H200, warm page cache,
-        bench/startup_bench.py): both want the GIL. Checked every 0.5 s; the start is a job, so it
-        runs on the worker between requests."""
+    def _compile_when_quiet(self, pipe, run: Callable[[], Any] | None = None) -> None:
+        """Start the compile (or `run`, a plan compile's next piece) once no generation is queued or
+        running. Beside a compile's tracing the first image after ready took 7.7 s instead of 2.1 s
+        eager (H200, warm page cache, bench/startup_bench.py): both want the GIL. Checked every
+        0.5 s; the start is a job, so it runs on the worker between requests."""
+        run = run or (lambda: self._run_start_compile(pipe))
+
         def check() -> None:
             with self._lock:
                 if not self._queue.alive or self._pipe is not pipe:
                     return
                 if self._queue.pending_generations == 0:
-                    self._enqueue_locked(COMPILE, lambda job: self._run_start_compile(pipe))
+                    self._enqueue_locked(COMPILE, lambda job: run())
                     return
             timer = threading.Timer(QUIET_POLL_S, check)
             timer.daemon = True
@@ -368,6 +371,34 @@ class PipelineManager:
         if self._pipe is not pipe or self._status.state != LoadState.ON_GPU:
             return False
         self._compile_in_background()
+        return True
+
+    def _run_plan_compile(self, pipe, epoch: int, piece: int = 0) -> bool:
+        """A low-VRAM plan's compile, one warm-up image per job on the worker (speed.warm_plan_piece).
+        Not compile_bg's twin: a twin would share the plan's streaming hooks, slots and copies in
+        flight with the requests served meanwhile, and a second set of slots breaks the budget. So a
+        request that arrives meanwhile waits for at most the one warm-up image under way (its graphs'
+        compile: seconds from the inductor cache), never for the whole compile, and between two pieces
+        the blocks run eagerly, so no request compiles a graph (a new prompt length would)."""
+        from . import accel
+
+        if self._pipe is not pipe or self._status.state != LoadState.OFFLOADED or epoch != self._placement_epoch:
+            return False
+        accel.compile_block_forwards(pipe.transformer, speed.compile_cache_dir(self.settings), speed.COMPILE_BACKEND)
+        try:
+            last = speed.warm_plan_piece(pipe, piece)
+        except Exception as e:            # the eager blocks keep serving; the log says why
+            log.warning("compiling the plan's blocks failed (%s): its blocks run eagerly", e)
+            startup.mark(startup.COMPILE_FAILED)
+            accel.uncompile_blocks(pipe)
+            self._get_placement().free_memory()
+            return False
+        if not last:
+            accel.uncompile_blocks(pipe)
+            self._compile_when_quiet(pipe, lambda: self._run_plan_compile(pipe, epoch, piece + 1))
+            return False
+        self._set(plan=f"{self._status.plan}, compiled blocks")
+        log.info("compiled blocks in use under the low-VRAM plan")
         return True
 
     def _compile_in_background(self) -> None:
@@ -427,8 +458,12 @@ class PipelineManager:
         if current == target and not (target == LoadState.OFFLOADED and self._replan):
             return self.status()
         self._replan = False
+        self._placement_epoch += 1
         self._loras.drop()            # base weights before a move, a plan or an fp8 switch; fused again on use
         if current == LoadState.OFFLOADED:
+            from .accel import uncompile_blocks
+
+            uncompile_blocks(self._pipe)       # the plan's compiled forwards (bound to these blocks) come off
             placement.disable_offload(self._pipe)
         if target == LoadState.ON_CPU:
             self._cancel_compile()
@@ -438,10 +473,13 @@ class PipelineManager:
             from .accel import uncompile_blocks
 
             self._cancel_compile()
-            uncompile_blocks(self._pipe)      # streaming hooks must run eagerly
+            uncompile_blocks(self._pipe)      # a resident compile traced `_call_impl`: hooks inside its graph
             speed.leave_fp8(self._pipe, self.settings, placement)
             plan = self._enable_offload(placement)
             self._set(state=LoadState.OFFLOADED, stage=None, device=placement.gpu_device, progress=1.0, plan=plan)
+            if speed.plan_compile_wanted(self.settings, placement):
+                epoch, pipe = self._placement_epoch, self._pipe
+                self._compile_when_quiet(pipe, lambda: self._run_plan_compile(pipe, epoch))
         else:
             self._set(state=LoadState.LOADING, stage=LoadStage.MOVE, progress=0.0)
             placement.move(self._pipe, placement.gpu_device, functools.partial(self._report_load, LoadStage.MOVE))
@@ -470,6 +508,9 @@ class PipelineManager:
             self._loras.drop()
             placement = self._get_placement()
             if state == LoadState.OFFLOADED:
+                from .accel import uncompile_blocks
+
+                uncompile_blocks(self._pipe)
                 placement.disable_offload(self._pipe)
             placement.move(self._pipe, "cpu")
             self._control.follow(self._pipe.transformer)

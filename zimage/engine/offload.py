@@ -118,6 +118,7 @@ class _Entry:
     stage_off: int | None = None  # int8 from RAM lands here before it is dequantized into the slot
     scale: object = None         # per-row scale (on the GPU) of an int8 weight
     lora: tuple | None = None    # (up, down) on the GPU: added to the weight in its slot (engine.lora.terms)
+    at_rest: tuple | None = None  # a dense block's (int8 weight in RAM, scale): put back when the plan goes
 
 
 class BlockStreamer:
@@ -128,13 +129,17 @@ class BlockStreamer:
     ALIGN = 64
 
     def __init__(self, blocks: list, device: str, compute_dtype, persistent_slots: bool = True, on_device: int = 0,
-                 pack_small: bool | None = None, locked: frozenset[int] = frozenset()):
+                 pack_small: bool | None = None, locked: frozenset[int] = frozenset(), dense: int = 0):
         """`persistent_slots=False` (the text encoder's visit): the GPU copy is made when the block
-        runs and released right after, and nothing is prefetched. `pack_small` (default: on a GPU)
+        runs and released right after, and nothing is prefetched. `dense`: the first blocks (of the
+        `on_device` ones) have their int8 weights dequantized once, on the GPU, and used there as
+        bf16 ones (planning.with_dense_blocks); their int8 stays in RAM. `pack_small` (default: on a GPU)
         gathers a streamed block whose tensors are on the GPU or in small allocations into one RAM
         allocation of its own, so it can be page-locked whole (HostPinner). `locked`: addresses of
         allocations already page-locked (by the runtime); only the others are locked here."""
         import torch
+
+        from .quantize import dequantize_into
 
         self.persistent = persistent_slots
         self.device = torch.device(device)
@@ -158,7 +163,11 @@ class BlockStreamer:
                     src = t.detach()
                     quant = scale is not None and name == "weight"
                     entry = _Entry(module, name, name in module._parameters, src, None, None, scale if quant else None)
-                    if quant or streamed:
+                    if quant and index < dense:
+                        entry.at_rest, entry.scale = (src, scale), None
+                        entry.src = torch.empty(src.shape, dtype=compute_dtype, device=self.device)
+                        dequantize_into(src.to(self.device), scale, entry.src)
+                    elif quant or streamed:
                         entry.slot_off = slot_off
                         slot_off += align(src.numel() * (torch.empty((), dtype=compute_dtype).element_size()
                                                          if quant else src.element_size()))
@@ -175,7 +184,8 @@ class BlockStreamer:
                 for e in entries:
                     e.src = e.src.to("cpu")
             self.layouts.append(entries)
-            self._slotted.update({id(e.module): e for e in entries if e.name == "weight" and e.slot_off is not None})
+            self._slotted.update({id(e.module): e for e in entries
+                                  if e.name == "weight" and (e.slot_off is not None or e.at_rest is not None)})
             self.slot_sizes.append(slot_off)
             self.stage_sizes.append(stage_off)
             self._point_rest(index)
@@ -209,6 +219,14 @@ class BlockStreamer:
             entry.lora = None
         for module, pair in loras.items():
             self._slotted[id(module)].lora = pair
+        for entry in self._slotted.values():
+            if entry.at_rest is not None:       # a dense weight: made again from its int8, plus the terms
+                from .quantize import dequantize_into
+
+                q, scale = entry.at_rest
+                dequantize_into(q.to(self.device), scale, entry.src)
+                if entry.lora is not None:
+                    entry.src.addmm_(*entry.lora)
         self.ready.clear()              # a copy made before the change would lack (or keep) them
         if self.cuda:                   # the side stream adds them: it must see them made first
             import torch
@@ -254,12 +272,18 @@ class BlockStreamer:
             self._set(e, e.src)
 
     def _point_slot(self, i: int, slot) -> None:
+        import torch
+
         buf, _stage = slot
-        for e in self.layouts[i]:
-            if e.slot_off is None:
-                self._set(e, e.src)
-            else:
-                self._set(e, self._view(buf, e.slot_off, e.src, self.compute_dtype if e.scale is not None else None))
+        # Views made outside inference mode, like the resident weights: a compiled block's graphs
+        # guard on the dispatch keys of its weights, and an inference-mode view's differ, so every
+        # plan change recompiled (accel.compile_block_forwards; tests/test_accel.py counts graphs).
+        with torch.inference_mode(False):
+            for e in self.layouts[i]:
+                if e.slot_off is None:
+                    self._set(e, e.src)
+                else:
+                    self._set(e, self._view(buf, e.slot_off, e.src, self.compute_dtype if e.scale is not None else None))
 
     def _fill(self, i: int, slot) -> None:
         if self.pinner is None:
@@ -348,6 +372,9 @@ class BlockStreamer:
             self.pinner.close()
         for i, block in enumerate(self.blocks):
             self._point_rest(i)
+            for e in self.layouts[i]:
+                if e.at_rest is not None:         # int8 again, as the plan found it
+                    self._set(e, e.at_rest[0])
             block.to(to_device)
         self.ready.clear()
 
@@ -432,7 +459,7 @@ class LowVramRuntime:
         resident = plan.resident_blocks
         if any(quantized(b) for b in blocks):
             handled = blocks
-            self.streamers = [streamer(blocks, on_device=resident)]
+            self.streamers = [streamer(blocks, on_device=resident, dense=plan.dense_blocks)]
         else:
             handled = blocks[resident:]
             self.streamers = [streamer(handled)] if handled else []
@@ -465,7 +492,8 @@ class LowVramRuntime:
 
     def ram_in_use(self) -> dict[int, object]:
         """The big RAM allocations the plan still reads: streamed blocks' tensors, and any left in RAM."""
-        streamed = [e.src for s in self.streamers for entries in s.layouts for e in entries]
+        streamed = [t for s in self.streamers for entries in s.layouts for e in entries
+                    for t in (e.src, e.at_rest[0] if e.at_rest else None) if t is not None]
         control = list(self.controlnet.parameters()) if self.controlnet is not None else []
         return _big_storages(streamed + _pipeline_tensors(self.pipe) + control)
 

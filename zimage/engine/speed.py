@@ -34,7 +34,7 @@ def speed_up(pipe, settings: Settings, placement: Any, *, warm: bool, on_fp8: Ca
     on_cuda = device is not None and torch.cuda.is_available()
     capability = torch.cuda.get_device_capability(device) if on_cuda else None
     attention = accel.set_attention(pipe, accel.choose_attention(settings.attention, capability))
-    compiled = accel.want_compile(settings.compile, on_cuda, resident=True)
+    compiled = accel.want_compile(settings.compile, on_cuda)
     note = use_fp8(pipe, settings, placement, capability, compiled)
     if note is not None:
         on_fp8(note)
@@ -60,6 +60,27 @@ def warm_compiled(pipe, size: int = 1024) -> None:
 
     for prompt in WARMUP_PROMPTS:
         log.info("compiled warm-up image in %.2f s", warm_up(pipe, size, size, prompt=prompt))
+
+
+def plan_compile_wanted(settings: Settings, placement: Any) -> bool:
+    """Compile the blocks of a low-VRAM plan (under its streaming hooks)? The same rule as resident."""
+    import torch
+
+    from . import accel
+
+    return accel.want_compile(settings.compile, placement.gpu_device is not None and torch.cuda.is_available())
+
+
+def warm_plan_piece(pipe, piece: int, size: int = 1024) -> bool:
+    """Piece `piece` of a plan's compile: one 1-step image with the `piece`-th warm-up prompt length
+    through the plan's hooks (the compiled forwards build their graphs here). Returns whether it was
+    the last piece."""
+    from .accel import WARMUP_PROMPTS
+    from .generate import warm_up
+
+    log.info("plan compile, warm-up image %d/%d in %.2f s", piece + 1, len(WARMUP_PROMPTS),
+             warm_up(pipe, size, size, prompt=WARMUP_PROMPTS[piece]))
+    return piece + 1 >= len(WARMUP_PROMPTS)
 
 
 def use_fp8(pipe, settings: Settings, placement: Any, capability: tuple[int, int] | None,
