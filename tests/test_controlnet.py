@@ -326,13 +326,13 @@ def test_runs_in_a_low_vram_plan_that_counts_and_streams_it(gpu_manager, monkeyp
     assert not roomy._control.loaded and roomy._control.fit_bytes == 0
 
 
-def test_int8_weights_take_it_too(gpu_manager):
+def test_int8_weights_take_it_too(gpu_manager, model_copy):
     """int8: the transformer's quantized blocks (dequantized into slots) are shared with the
     ControlNet, whose own blocks stay in the compute dtype; the picture is near the bf16 one."""
     from zimage.state import LoadState
 
     expected = image_of(gpu_manager().generate(control_request(), timeout=120))
-    m = gpu_manager(quantize="int8")
+    m = gpu_manager(quantize="int8", model=str(model_copy))    # the int8 copy goes beside the model: a copy
     out = m.generate(control_request(), timeout=120)
     assert m.status().state == LoadState.OFFLOADED and m._control.loaded and m._placement.plans[-1].quantized
     assert np.abs(image_of(out) - expected).mean() < 8                # int8 rounding, not another picture
