@@ -151,7 +151,6 @@ def compile_transformer(transformer, cache_dir: Path | None, backend: str = "ind
 # (dynamo specializes a size of 1, and equal sizes share one symbol), so the graphs are dynamic in
 # height and width and no request compiles again (a test checks other sizes and batches).
 VAE_WARM_LATENTS = ((1, 64, 48), (2, 40, 72))
-TEXT_LENGTH = 512                 # ZImagePipeline.encode_prompt pads every prompt to this many tokens
 
 
 def use_forward(module, forward) -> None:
@@ -182,28 +181,12 @@ def compiled_vae_decoder(vae, backend: str = "inductor"):
     return compiled
 
 
-def compiled_text_encoder(text_encoder, backend: str = "inductor"):
-    """The text encoder's forward compiled and warmed for what encode_prompt sends (one or more
-    prompts padded to 512 tokens, or a prompt that fills all 512), not yet in use. Eager, a new
-    prompt took 35-60 ms on the H200 for about 6 ms of arithmetic: 36 layers of Python and small
-    kernels (bench.profile_bench, encode_ms)."""
-    import torch
-
-    device = next(text_encoder.parameters()).device
-    compiled = torch.compile(text_encoder.forward, backend=backend)
-    with torch.inference_mode():
-        for batch, used in ((1, 24), (2, 40), (1, TEXT_LENGTH)):
-            ids = torch.zeros(batch, TEXT_LENGTH, dtype=torch.long, device=device)
-            mask = torch.arange(TEXT_LENGTH, device=device).expand(batch, -1) < used
-            compiled(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-    return compiled
-
-
 def compiled_extras(pipe, backend: str = "inductor") -> list[tuple[object, object]]:
-    """(module, compiled forward) for the VAE decoder and the text encoder, for the background
-    compile to put in with the blocks."""
-    return [(pipe.vae.decoder, compiled_vae_decoder(pipe.vae, backend)),
-            (pipe.text_encoder, compiled_text_encoder(pipe.text_encoder, backend))]
+    """(module, compiled forward) for the background compile to put in with the blocks: the VAE
+    decoder. Not the text encoder: compiled (transformers' output capturing breaks its graph three
+    times), a new prompt's encode went from 39 to 25 ms on the H200, and the background compile
+    from an empty cache took 305 s instead of 58 s, minutes of slower requests beside it."""
+    return [(pipe.vae.decoder, compiled_vae_decoder(pipe.vae, backend))]
 
 
 @functools.cache
@@ -252,4 +235,3 @@ def uncompile_blocks(pipe) -> None:
         use_forward(block, None)
     _swap_processors(pipe, ZSingleStreamAttnProcessor)
     use_forward(pipe.vae.decoder, None)
-    use_forward(pipe.text_encoder, None)

@@ -7,7 +7,7 @@ weight tensors: no VRAM is copied), compiles the twin's repeated blocks and runs
 through a twin pipeline (its own scheduler, the text encoder and VAE shared: inference only reads
 them), while the worker keeps serving with the eager blocks. When it is done, the manager's worker
 puts the twin in as `pipe.transformer` between two requests (`swap_into`), with the VAE decoder's
-and the text encoder's forwards compiled over the same weights (accel.compiled_extras).
+forward compiled over the same weights (accel.compiled_extras).
 
 The compile's products outlive the process twice over: inductor's cache folder (accel.compile_blocks)
 and PyTorch's cache artifacts (torch.compiler.save_cache_artifacts: the FX graph, AOTAutograd and
@@ -110,7 +110,7 @@ class BackgroundCompile:
     def __init__(self, pipe, compile_twin: Callable, warm: Callable, on_done: Callable[["BackgroundCompile"], None],
                  artifacts: Path | None = None, compile_extras: Callable | None = None):
         """`compile_extras(pipe)`: [(module, its compiled and warmed forward)] (accel.compiled_extras:
-        the VAE decoder, the text encoder), made after the blocks and put in with them."""
+        the VAE decoder), made after the blocks and put in with them."""
         self.pipe = pipe
         self._compile_twin, self._warm, self._on_done = compile_twin, warm, on_done
         self._compile_extras = compile_extras
