@@ -109,8 +109,7 @@ def test_the_early_app_refuses_foreign_hosts_and_origins(settings, tmp_path):
     from fastapi.testclient import TestClient
 
     from zimage.app import create_backend
-    from zimage.web.launch import create_early_app
-    from zimage.web.server import api_routers
+    from zimage.web.launch import api_routers, create_early_app
 
     settings = dataclasses.replace(settings, auth="")
     manager = create_backend(settings)                 # never started: nothing is loaded

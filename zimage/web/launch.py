@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from concurrent.futures import wait
+from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
@@ -47,6 +48,28 @@ def starting_page(manager: Backend, show_timeline: bool) -> str:
             f"<title>Z-Image-Turbo: starting</title></head><body><p>{html.escape(STARTING)}</p>{body}</body></html>")
 
 
+def api_routers(settings: Settings, manager: Backend) -> list:
+    """Our HTTP routes (no gradio): built once, served by the early app and then the full one."""
+    from .api import build_router
+    from .compat_api import build_compat_router
+    from .edit_api import build_edit_router
+
+    return [build_router(manager, settings.max_prompt_chars), build_compat_router(manager, settings.max_prompt_chars),
+            build_edit_router(manager, settings.max_prompt_chars)]
+
+
+def add_guards(app, settings: Settings) -> None:
+    """Host, origin and API login checks, outermost (the early app's and the full app's)."""
+    from .api import API_PATHS, MCP_PATH
+    from .compat_api import COMPAT_PREFIXES
+    from .security import GuardMiddleware
+
+    # MCP clients log in as API clients do (HTTP Basic): Gradio's login cookie is the page's, and
+    # Gradio does not check it on its MCP routes.
+    app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS + (MCP_PATH,),
+                       api_prefixes=COMPAT_PREFIXES + (MCP_PATH + "/",), auth=settings.api_auth_pairs)
+
+
 def create_early_app(settings: Settings, manager: Backend, routers: list):
     """The app served until the page is built: the same API routers (so /generate, /health and
     the compat routes work and share their state with the full app) behind the same guard."""
@@ -61,8 +84,6 @@ def create_early_app(settings: Settings, manager: Backend, routers: list):
     async def not_yet(request: Request, rest: str) -> HTMLResponse:
         return HTMLResponse(starting_page(manager, show_timeline=not settings.auth_pairs), status_code=503,
                             headers={"Retry-After": str(RELOAD_S)})
-
-    from .server import add_guards
 
     add_guards(app, settings)
     app.state.stopping = asyncio.Event()
@@ -115,15 +136,13 @@ def wait_for_the_model(manager: Backend, clock=time.monotonic) -> None:
         time.sleep(0.05)
 
 
-def build_page_after_the_model(server, front: LaunchApp, settings: Settings, manager: Backend,
-                               routers: list) -> threading.Thread:
+def build_page_after_the_model(server, front: LaunchApp, manager: Backend,
+                               build_page: Callable[[], object]) -> threading.Thread:
+    """On a thread: wait for the model, build the full app (`build_page`: server.create_app), serve it."""
     def run() -> None:
         try:
             wait_for_the_model(manager)
-            from .server import create_app, quiet_gradio_user_errors
-
-            quiet_gradio_user_errors()
-            full = create_app(settings, manager, routers=routers)
+            full = build_page()
             while not front.loop_known.wait(0.1):
                 if server.should_exit:
                     return

@@ -10,7 +10,7 @@ have; the manager's own queue (queue_max, QueueFull) counts and orders their gen
 for /generate.
 
 Transports: streamable HTTP at /gradio_api/mcp (SSE at /gradio_api/mcp/sse). With auth, those
-paths take the API's HTTP Basic login (security.GuardMiddleware, MCP_PATH in server.add_guards).
+paths take the API's HTTP Basic login (security.GuardMiddleware, MCP_PATH in launch.add_guards).
 An image comes back as MCP image content (the saved PNG) plus a text item with its parameters and
 the URL of the file under /outputs/.
 """

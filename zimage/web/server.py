@@ -95,34 +95,13 @@ def outputs_dir_checked(settings: Settings) -> Path:
     return out
 
 
-def api_routers(settings: Settings, manager: Backend) -> list:
-    """Our HTTP routes (no gradio): built once, served by the early app and then the full one."""
-    from .api import build_router
-    from .compat_api import build_compat_router
-    from .edit_api import build_edit_router
-
-    return [build_router(manager, settings.max_prompt_chars), build_compat_router(manager, settings.max_prompt_chars),
-            build_edit_router(manager, settings.max_prompt_chars)]
-
-
-def add_guards(app, settings: Settings) -> None:
-    """Host, origin and API login checks, outermost (the early app's and the full app's)."""
-    from .api import API_PATHS, MCP_PATH
-    from .compat_api import COMPAT_PREFIXES
-    from .security import GuardMiddleware
-
-    # MCP clients log in as API clients do (HTTP Basic): Gradio's login cookie is the page's, and
-    # Gradio does not check it on its MCP routes.
-    app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS + (MCP_PATH,),
-                       api_prefixes=COMPAT_PREFIXES + (MCP_PATH + "/",), auth=settings.api_auth_pairs)
-
-
 def create_app(settings: Settings, manager: Backend, routers: list | None = None):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
     from fastapi import FastAPI
 
     from .gradio_guard import GradioEventGuard, gradio_login_check
+    from .launch import add_guards, api_routers
     from .mcp_tools import add_mcp_tools, keep_only_mcp_tools
     from .shutdown import EndStreamsOnStop
     from .ui import build_ui
@@ -227,13 +206,17 @@ def serve(settings: Settings) -> None:
     try:
         if settings.preload:
             # Model first (launch.py): the API now, the load with the GIL to itself, the page after.
-            from .launch import LaunchApp, build_page_after_the_model, create_early_app
+            from .launch import LaunchApp, api_routers, build_page_after_the_model, create_early_app
 
             manager.preload()
             routers = api_routers(settings, manager)
             front = LaunchApp(create_early_app(settings, manager, routers))
             server = make_server(front, settings)
-            build_page_after_the_model(server, front, settings, manager, routers)
+
+            def build_page():
+                quiet_gradio_user_errors()
+                return create_app(settings, manager, routers=routers)
+            build_page_after_the_model(server, front, manager, build_page)
         else:
             quiet_gradio_user_errors()
             app = create_app(settings, manager)
