@@ -17,22 +17,23 @@ from gradio_client import Client
 
 from conftest import free_port, wait_for
 from zimage import startup
-from zimage.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 1, "seed": 1}
 
 
 class Launch:
-    def __init__(self, model: Path, tmp_path: Path, *extra: str):
+    def __init__(self, model: Path | str, tmp_path: Path, *extra: str, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.log = tmp_path / "terminal.txt"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "webui.py", "--model", str(model), "--preload", "--port", str(self.port),
                  "--outputs", str(tmp_path / "out"), "--idle-unload", "0", "--idle-drop", "0", *extra],
-                cwd=ROOT, env=dict(os.environ, HOME=str(tmp_path / "home")), stdout=out, stderr=subprocess.STDOUT,
+                cwd=ROOT, env=dict(os.environ, HOME=str(tmp_path / "home"), **(env or {})), stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True)
 
     def first_answer(self) -> requests.Response:
@@ -50,7 +51,11 @@ class Launch:
         return got[0]
 
     def page_up(self) -> bool:
-        r = requests.get(self.url + "/", timeout=30)
+        assert self.proc.poll() is None, self.log.read_text()
+        try:
+            r = requests.get(self.url + "/", timeout=30)
+        except requests.ConnectionError:
+            return False
         return r.status_code == 200 and "gradio_config" in r.text
 
     def stop(self) -> bool:
@@ -64,8 +69,8 @@ class Launch:
 def launch(tiny_model_dir, tmp_path):
     started = []
 
-    def start(*extra: str) -> Launch:
-        started.append(Launch(tiny_model_dir, tmp_path, *extra))
+    def start(*extra: str, model: str | None = None, env: dict | None = None) -> Launch:
+        started.append(Launch(model or tiny_model_dir, tmp_path / str(len(started)), *extra, env=env))
         return started[-1]
     yield start
     for one in started:
@@ -125,3 +130,20 @@ def test_sigterm_stops_it_while_the_model_is_still_loading(launch):
     app = launch()
     assert app.first_answer().status_code == 503
     assert app.stop() and "Traceback" not in app.log.read_text(), app.log.read_text()[-3000:]
+
+
+def test_the_page_comes_during_a_download(launch, tiny_model_dir, tmp_path):
+    """A first start downloads the model (minutes on a real line): the page, with its progress and
+    Cancel button, is built at once rather than after the download."""
+    from zimage.testing.fake_hub import FakeHub
+
+    with FakeHub({"Tongyi-MAI/Z-Image-Turbo": tiny_model_dir}, chunk_size=4096) as hub:
+        hub.delay_per_chunk_s = 0.2              # ~1 MB in 4 KB blocks: a download of about a minute
+        app = launch("--cache-dir", str(tmp_path / "cache"), model="Tongyi-MAI/Z-Image-Turbo",
+                     env=dict(hub.env(), MODELSCOPE_CACHE=str(tmp_path / "ms-cache")))
+        wait_for(app.page_up, 120, interval=0.2, message="the page to be built")
+        assert requests.get(app.url + "/health", timeout=10).json()["state"] == "downloading"
+        hub.delay_per_chunk_s = 0.0
+        wait_for(lambda: requests.get(app.url + "/health", timeout=10).json()["state"] == "on_cpu", 120,
+                 interval=0.2, message="the model to load after the download")
+        assert app.stop() and "Traceback" not in app.log.read_text(), app.log.read_text()[-3000:]

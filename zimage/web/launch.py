@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse
 from .. import startup
 from ..config import Settings
 from ..jobs import Backend
+from ..state import LoadState
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,14 @@ class LaunchApp:
 
 
 def wait_for_the_model(manager: Backend, clock=time.monotonic) -> None:
-    """Until the preload is over (loaded or failed) and a generation queued behind it is done."""
-    wait([manager.preload().future])
+    """Until the preload is over (loaded or failed) and a generation queued behind it is done, or
+    until it turns out to be a download: that takes minutes and little of the GIL, and the page
+    shows its progress and its Cancel button."""
+    load = manager.preload().future
+    while not load.done():
+        if manager.status().state == LoadState.DOWNLOADING:
+            return
+        wait([load], timeout=0.1)
     deadline = clock() + FIRST_IMAGE_WAIT_S
     while clock() < deadline:
         status = manager.status()
