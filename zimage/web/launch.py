@@ -7,7 +7,8 @@ script. With --preload the user asked for the model, so the HTTP API is served a
 and our routes: 0.45 s, no gradio), the model stack is imported and loaded with the GIL to itself,
 and gradio is imported and the page built only once the load is over (and the first generation, if
 one was already waiting, is done). Until then "/" answers 503 with a page that shows the start-up
-timeline and reloads itself; the page's own routes come with it. Without --preload the page comes
+timeline and reloads itself; the page's own routes come with it. Without --preload, or with the Ray
+backend (its replicas import the model stack in their own processes), the page comes
 first, as before (server.serve).
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from fastapi.responses import HTMLResponse
 
 from .. import startup
 from ..config import Settings
-from ..jobs import Backend
+from ..jobs import Backend, Job
 from ..state import LoadState
 
 log = logging.getLogger(__name__)
@@ -126,15 +127,14 @@ class LaunchApp:
         self.app = full
 
 
-def wait_for_the_model(manager: Backend, clock=time.monotonic) -> None:
+def wait_for_the_model(manager: Backend, load: Job, clock=time.monotonic) -> None:
     """Until the preload is over (loaded or failed) and a generation queued behind it is done, or
     until it turns out to be a download: that takes minutes and little of the GIL, and the page
     shows its progress and its Cancel button."""
-    load = manager.preload().future
-    while not load.done():
+    while not load.future.done():
         if manager.status().state == LoadState.DOWNLOADING:
             return
-        wait([load], timeout=0.1)
+        wait([load.future], timeout=0.1)
     deadline = clock() + FIRST_IMAGE_WAIT_S
     while clock() < deadline:
         status = manager.status()
@@ -143,12 +143,12 @@ def wait_for_the_model(manager: Backend, clock=time.monotonic) -> None:
         time.sleep(0.05)
 
 
-def build_page_after_the_model(server, front: LaunchApp, manager: Backend,
+def build_page_after_the_model(server, front: LaunchApp, manager: Backend, load: Job,
                                build_page: Callable[[], object]) -> threading.Thread:
     """On a thread: wait for the model, build the full app (`build_page`: server.create_app), serve it."""
     def run() -> None:
         try:
-            wait_for_the_model(manager)
+            wait_for_the_model(manager, load)
             full = build_page()
             while not front.loop_known.wait(0.1):
                 if server.should_exit:

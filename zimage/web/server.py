@@ -204,11 +204,12 @@ def serve(settings: Settings) -> None:
     outputs_dir_checked(settings)        # before the worker starts: a refused folder must not leave it running
     manager = create_backend(settings).start()
     try:
-        if settings.preload:
+        if settings.preload and settings.backend != "ray":
             # Model first (launch.py): the API now, the load with the GIL to itself, the page after.
+            # Ray replicas load in their own processes: nothing to wait for there.
             from .launch import LaunchApp, api_routers, build_page_after_the_model, create_early_app
 
-            manager.preload()
+            load = manager.preload()
             routers = api_routers(settings, manager)
             front = LaunchApp(create_early_app(settings, manager, routers))
             server = make_server(front, settings)
@@ -216,8 +217,10 @@ def serve(settings: Settings) -> None:
             def build_page():
                 quiet_gradio_user_errors()
                 return create_app(settings, manager, routers=routers)
-            build_page_after_the_model(server, front, manager, build_page)
+            build_page_after_the_model(server, front, manager, load, build_page)
         else:
+            if settings.preload:
+                manager.preload()        # reads start at once on the worker, while the page's imports run here
             quiet_gradio_user_errors()
             app = create_app(settings, manager)
             server = make_server(app, settings)
