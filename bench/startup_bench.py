@@ -11,7 +11,8 @@ DIR is a Z-Image folder (the tiny model on the CPU, the full-scale random checkp
 Cases, each with the page cache dropped ("cold", root only; said in `caches_dropped`) and warm:
   seed              plain diffusers script: import, from_pretrained, .to(device), first image
   webui_off         `webui.py --model DIR --preload --compile off`; the first image by the seed's
-                    POST /generate, sent as soon as the port accepts a connection
+                    POST /generate, sent as soon as the port accepts a connection; page_200_s is the
+                    page itself (the starting page before it answers 503: first_answer_s)
   webui_auto_empty  the same, compile auto with an empty compile cache (GPU only)
   webui_auto_warm   the same, compile auto with the cache the previous case left (GPU only)
   manager           PipelineManager without the web server (compile auto, an empty compile cache)
