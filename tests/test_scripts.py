@@ -29,8 +29,9 @@ def test_start_app_warmup_sends_the_seed_request_once_healthy(tmp_path):
         assert health["status"] == "healthy" and health["load_count"] == 1
         assert "random weights" in health["note"]
         assert list((tmp_path / "out").rglob("*-1.png"))     # the warm-up image (seed 1) was saved
-        wait_for(lambda: "torch and diffusers imported in the background" in log.read_text(), 60,
-                 message="the background import once the page is up")
+        # --preload serves the model first and builds the page after it (web/launch.py).
+        wait_for(lambda: "the page is up" in log.read_text(), 60, message="the page to be built after the model")
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)

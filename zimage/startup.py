@@ -14,6 +14,7 @@ import time
 
 # The phases in the order a launch goes through them (a phase may be skipped: no compile on the CPU).
 IMPORTS_STARTED = "imports started"
+CUDA_READY = "CUDA ready"             # the primary context made while the imports ran (cuda_context.py)
 WEB_IMPORTED = "web imported"
 MODEL_IMPORTED = "model code imported"
 READING = "reading weights"

@@ -462,3 +462,45 @@ def test_the_lora_picker_lists_the_folder_and_its_pick_reaches_the_image(tiny_mo
         page.get_by_role("option", name="added_later", exact=True).wait_for(timeout=20_000)
         browser.close()
     assert guard_refusals() == []
+
+
+def test_a_page_opened_while_preload_starts_turns_into_the_app_by_itself(tiny_model_dir, tmp_path):
+    """`webui.py --preload` serves the model first (web/launch.py): a browser opened at once gets the
+    starting page (503), which reloads itself until the real page is there; no manual reload."""
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    from conftest import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "webui.py", "--model", str(tiny_model_dir), "--preload", "--port",
+                             str(port), "--outputs", str(tmp_path / "out"), "--idle-unload", "0", "--idle-drop", "0"],
+                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        first = []
+
+        def answered() -> bool:
+            assert proc.poll() is None
+            try:
+                first.append(requests.get(url + "/", timeout=30).status_code)
+                return True
+            except requests.ConnectionError:
+                return False
+        wait_for(answered, 120, interval=0.02, message="the port to take connections")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport=DESKTOP)
+            page.goto(url)
+            started_on = page.title()
+            page.wait_for_selector("#status-panel .zi-state", timeout=120_000)
+            browser.close()
+        assert first == [503] and "starting" in started_on, (first, started_on)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

@@ -77,6 +77,7 @@ class PipelineManager:
         self._control = ControlNetSlot()               # the ControlNet, loaded on first use
         self._compiling = None                         # the BackgroundCompile under way (compile_bg)
         self._placement_epoch = 0                      # bumped at each placement change: a plan compile's pieces check it
+        self._cuda_context_asked = False               # the early CUDA context is tried on the first load only
 
         self._runner = GenerationRunner(self._store, self._model_label)   # the pipeline call, PNG saving
         self.load_count = 0                            # completed weight loads from disk, for tests and /health
@@ -293,6 +294,13 @@ class PipelineManager:
 
     def _load_from_disk(self) -> None:
         self._download_cancel = threading.Event()
+        if not self._cuda_context_asked:
+            # Made on its own thread while the imports below run (2.8-4.2 s on the H200); a no-op
+            # without a CUDA driver.
+            from .cuda_context import start_cuda_context
+
+            self._cuda_context_asked = True
+            start_cuda_context(self.settings.device)
         model_dir = self._resolver(self.settings.model, self.settings.cache_dir, on_progress=self._report_download,
                                    on_download_start=self._start_download, cancel=self._download_cancel)
         self._set(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.0, bytes_done=0, bytes_total=0,

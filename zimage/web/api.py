@@ -35,6 +35,7 @@ CLIENT_ID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_CLIENT_ID_CHARS)
 # session id, so an anonymous /sdapi/v1/interrupt never reaches a browser tab's images.
 API_CLIENT = "api"
 API_PATHS = ("/health", "/generate", "/preload", "/unload")
+MCP_PATH = "/gradio_api/mcp"          # Gradio's mount point (gradio.routes.App.setup_mcp_server)
 
 
 def log_refusal(err: ZImageError) -> None:

@@ -10,7 +10,7 @@ have; the manager's own queue (queue_max, QueueFull) counts and orders their gen
 for /generate.
 
 Transports: streamable HTTP at /gradio_api/mcp (SSE at /gradio_api/mcp/sse). With auth, those
-paths take the API's HTTP Basic login (security.GuardMiddleware, MCP_PATH in server.create_app).
+paths take the API's HTTP Basic login (security.GuardMiddleware, MCP_PATH in launch.add_guards).
 An image comes back as MCP image content (the saved PNG) plus a text item with its parameters and
 the URL of the file under /outputs/.
 """
@@ -32,7 +32,6 @@ from .api import job_owner, request_caller, request_language
 
 log = logging.getLogger(__name__)
 
-MCP_PATH = "/gradio_api/mcp"          # Gradio's mount point (gradio.routes.App.setup_mcp_server)
 MCP_TOOLS = ("generate", "status", "preload", "unload")
 MCP_OWNER = "mcp"                     # the owner of MCP generations sent without X-Client-Id
 # User-facing text (one place, for the later translation round).

@@ -95,17 +95,14 @@ def outputs_dir_checked(settings: Settings) -> Path:
     return out
 
 
-def create_app(settings: Settings, manager: Backend):
+def create_app(settings: Settings, manager: Backend, routers: list | None = None):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
     from fastapi import FastAPI
 
-    from .api import API_PATHS, build_router
-    from .compat_api import COMPAT_PREFIXES, build_compat_router
-    from .edit_api import build_edit_router
     from .gradio_guard import GradioEventGuard, gradio_login_check
-    from .mcp_tools import MCP_PATH, add_mcp_tools, keep_only_mcp_tools
-    from .security import GuardMiddleware
+    from .launch import add_guards, api_routers
+    from .mcp_tools import add_mcp_tools, keep_only_mcp_tools
     from .shutdown import EndStreamsOnStop
     from .ui import build_ui
     from .ui_page import page_assets
@@ -113,9 +110,7 @@ def create_app(settings: Settings, manager: Backend):
     startup.mark(startup.WEB_IMPORTED)
     outputs = outputs_dir_checked(settings)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.api_routers = [build_router(manager, settings.max_prompt_chars),   # read by openapi_schema()
-                             build_compat_router(manager, settings.max_prompt_chars),
-                             build_edit_router(manager, settings.max_prompt_chars)]
+    app.state.api_routers = routers or api_routers(settings, manager)   # read by openapi_schema()
     for router in app.state.api_routers:
         app.include_router(router)          # before the "/" mount
     demo = build_ui(manager, settings)
@@ -138,10 +133,7 @@ def create_app(settings: Settings, manager: Backend):
     # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
     app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app),
                        max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels)
-    # MCP clients log in as API clients do (HTTP Basic): Gradio's login cookie is the page's, and
-    # Gradio does not check it on its MCP routes.
-    app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS + (MCP_PATH,),
-                       api_prefixes=COMPAT_PREFIXES + (MCP_PATH + "/",), auth=settings.api_auth_pairs)
+    add_guards(app, settings)
     app.state.stopping = asyncio.Event()            # set by shutdown.Server as it stops
     app.add_middleware(EndStreamsOnStop, stopping=app.state.stopping)
     return app
@@ -212,12 +204,27 @@ def serve(settings: Settings) -> None:
     outputs_dir_checked(settings)        # before the worker starts: a refused folder must not leave it running
     manager = create_backend(settings).start()
     try:
-        if settings.preload:
-            manager.preload()        # reads start at once on the worker, while the page's imports run here
-        quiet_gradio_user_errors()
-        app = create_app(settings, manager)
-        server = make_server(app, settings)
-        import_model_stack_when_up(server, manager)
+        if settings.preload and settings.backend != "ray":
+            # Model first (launch.py): the API now, the load with the GIL to itself, the page after.
+            # Ray replicas load in their own processes: nothing to wait for there.
+            from .launch import LaunchApp, api_routers, build_page_after_the_model, create_early_app
+
+            load = manager.preload()
+            routers = api_routers(settings, manager)
+            front = LaunchApp(create_early_app(settings, manager, routers))
+            server = make_server(front, settings)
+
+            def build_page():
+                quiet_gradio_user_errors()
+                return create_app(settings, manager, routers=routers)
+            build_page_after_the_model(server, front, manager, load, build_page)
+        else:
+            if settings.preload:
+                manager.preload()        # reads start at once on the worker, while the page's imports run here
+            quiet_gradio_user_errors()
+            app = create_app(settings, manager)
+            server = make_server(app, settings)
+            import_model_stack_when_up(server, manager)
         log.info("serving on http://%s:%d", settings.host, settings.port)
         if not settings.is_loopback:
             log.warning("listening on %s: other machines can reach this app (login required: --auth). "

@@ -10,7 +10,8 @@ from ..state import LoadStage, LoadState, Status
 from .page_text import text
 
 # The finished steps shown, in launch order, with the page_text keys of their words.
-DONE_LABELS = ((startup.WEB_IMPORTED, "startup_web_imported"), (startup.MODEL_IMPORTED, "startup_model_imported"),
+DONE_LABELS = ((startup.CUDA_READY, "startup_cuda_ready"), (startup.WEB_IMPORTED, "startup_web_imported"),
+               (startup.MODEL_IMPORTED, "startup_model_imported"),
                (startup.READ, "startup_read"), (startup.BUILT, "startup_built"),
                (startup.ON_DEVICE, "startup_on_device"), (startup.READY, "startup_ready"),
                (startup.PAGE_UP, "startup_page_up"), (startup.FIRST_IMAGE, "startup_first_image"),
