@@ -200,9 +200,9 @@ def sqnr_db(ref, x) -> float:
 def fp8_layers(folder: str, size: int) -> dict:
     """Per-Linear fp8 error on the first step's real inputs, and the first step with the worst
     layers kept in bf16."""
-    import torch
-
     from pathlib import Path
+
+    import torch
 
     from zimage.engine import fp8
     from zimage.engine.loader import load_pipeline

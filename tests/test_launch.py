@@ -15,8 +15,9 @@ import pytest
 import requests
 from gradio_client import Client
 
-from conftest import free_port, wait_for
 from zimage import startup
+
+from conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 1, "seed": 1}

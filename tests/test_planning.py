@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from zimage.engine.planning import (VAE_WORKING_BYTES, DoesNotFit, GiB, Plan, Sizes, _best_fit, make_plan,
-                                    working_bytes)
+from zimage.engine.planning import VAE_WORKING_BYTES, DoesNotFit, GiB, Plan, Sizes, _best_fit, make_plan, working_bytes
 
 # The real Z-Image-Turbo sizes (bf16): transformer 12.31 GB = 34 blocks of ~0.347 GB + ~0.5 GB of
 # embedders and final layer; text encoder 8.04 GB = 36 layers of ~0.2 GB + 0.78 GB of embeddings;

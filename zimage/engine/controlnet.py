@@ -110,7 +110,7 @@ def control_pipeline(pipe, controlnet, mode: str = "txt2img"):
     pipeline's own modules and the ControlNet: no weight is copied or read again. Not from_pipe:
     it casts shared modules to float32 (engine/edit.py). Built per call (a few attribute sets), so
     a transformer swapped since (the background compile's twin) is the one used and shared."""
-    from diffusers import ZImageControlNetInpaintPipeline, ZImageControlNetPipeline     # both share (from_transformer)
+    from diffusers import ZImageControlNetInpaintPipeline, ZImageControlNetPipeline  # both share (from_transformer)
 
     c = pipe.components
     cls = ZImageControlNetInpaintPipeline if mode == "inpaint" else ZImageControlNetPipeline
