@@ -179,17 +179,7 @@ def app(a) -> dict:
         out["first_image_resident_again_s"] = round(one(4)[0], 3)
         out["disk_loads"] = manager.load_count
         return out
-    handle = capture_first_step(manager._pipe, a.name)          # after the swap: the transformer in use
-    _, image = one(0, PROMPT)
-    handle.remove()
-    np.save(OUT_DIR / f"{a.name}.npy", np.asarray(image))
-    out["finite"] = bool(np.isfinite(np.load(OUT_DIR / f"{a.name}.step1.npy")).all())
-    _reset_peaks(a.device)
-    graphs = _graphs()
-    times = [round(one(1 + i)[0], 3) for i in range(a.images)]
-    out["recompiles"] = _graphs() - graphs
-    out["times"], out["s_per_image"] = times, min(times)
-    _peaks(out, a.device)
+    _measure(out, a, manager._pipe, one)                  # after the swap: the transformer in use
     out["disk_loads"] = manager.load_count
     return out
 
@@ -218,6 +208,13 @@ def plain(a) -> dict:
                               "any prompt length without compiling again"):   # the app's warm-up prompts
         one(0, prompt)
     out["ready_s"] = round(time.perf_counter() - t0, 2)
+    _measure(out, a, pipe, one)
+    return out
+
+
+def _measure(out: dict, a, pipe, one) -> None:
+    """The seed-0 image and first step saved for the quality figures, then `a.images` timed images:
+    s/image, graphs compiled meanwhile, peaks."""
     handle = capture_first_step(pipe, a.name)
     _, image = one(0, PROMPT)
     handle.remove()
@@ -229,7 +226,6 @@ def plain(a) -> dict:
     out["recompiles"] = _graphs() - graphs
     out["times"], out["s_per_image"] = times, min(times)
     _peaks(out, a.device)
-    return out
 
 
 def main() -> None:
