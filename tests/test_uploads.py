@@ -17,6 +17,8 @@ from test_security import file_data, the_issue_request
 
 from zimage.request import GenerationRequest, infotext
 
+from conftest import wait_for
+
 CAP = 300_000                       # a small upload cap, so "too large" needs no 20 MB body
 
 
@@ -218,3 +220,17 @@ def test_an_outputs_folder_holding_gradios_upload_folder_stops_the_start(setting
         outputs_dir_checked(settings)
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-temp"))
     assert outputs_dir_checked(settings) == Path(settings.outputs_dir).resolve()
+
+
+def test_uploads_left_in_the_temp_folder_are_swept_and_all_go_at_exit(start_server, settings):
+    """An upload no event read (an image left in the Edit tab's editor, a dropped file) is deleted
+    once older than upload_keep_s, and every one left is deleted when the app stops."""
+    srv = start_server(dataclasses.replace(settings, upload_keep_s=2))
+    swept = Path(upload(srv, "left.png", png()))
+    assert swept.exists()
+    wait_for(lambda: not swept.exists(), 30, message="the sweep of uploads older than 2 s")
+    srv_keep = start_server(settings)
+    kept = Path(upload(srv_keep, "kept.png", png()))
+    assert kept.exists()
+    srv_keep.stop()
+    assert not kept.exists()

@@ -1,22 +1,19 @@
-"""ControlNet inputs: a control image checked like every upload (store/pnginfo.check_upload: bytes,
-type by content, header pixels before decoding, one frame), decoded once with its colour mode made
-explicit, and the canny edge map computed here with OpenCV. Pure functions; no torch.
+"""ControlNet inputs: a control image checked and decoded like every upload (store/images.load_image:
+bytes, type by content, header pixels before decoding, one frame, its colour mode made explicit),
+and the canny edge map computed here with OpenCV. Pure functions; no torch.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InvalidRequest
 from ..request import CONTROL_MODULES, ControlUnit
-from .pnginfo import BROKEN, ImageRefused, check_upload
+from . import images
+from .pnginfo import BROKEN, ImageRefused, UploadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -27,42 +24,23 @@ MAX_CONTROL_WEIGHT = 2.0
 
 
 def load_image(path: str | Path, max_bytes: int, max_pixels: int, field_name: str):
-    """A checked upload decoded as RGB: EXIF rotation applied, alpha dropped, palette, 16-bit
-    and CMYK converted. Raises ImageRefused / UploadTooLarge / NotAnImage naming `field_name`."""
-    from PIL import Image, ImageOps
-
-    kind, _, _ = check_upload(path, max_bytes, max_pixels, field_name)
+    """A control image uploaded on the page (a file) as RGB, checked and decoded as every upload
+    is (store/images.load_image). Raises ImageRefused / UploadTooLarge / NotAnImage naming `field_name`."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > max_bytes:           # not read into memory at all
+        raise UploadTooLarge(path.stat().st_size, max_bytes, field_name)
     try:
-        with Image.open(path, formats=[kind]) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                im = im.point(lambda v: v / 256).convert("L")      # 16-bit grey: keep the tones, not the low byte
-            return im.convert("RGB")
-    except Exception as e:          # a truncated file fails in load(); Pillow raises many types
-        log.info("refused a control image: %s", e)
-        raise ImageRefused(BROKEN.format(why=str(e) or type(e).__name__), field_name=field_name) from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ImageRefused(BROKEN.format(why=e.strerror or type(e).__name__), field_name=field_name) from None
+    return images.load_image(raw, field_name, max_bytes, max_pixels)
 
 
 def decode_image(data: Any, max_bytes: int, max_pixels: int, field_name: str):
-    """An image sent as base64 (a data URL's prefix allowed, as A1111's clients send it), checked
-    as an upload through a temporary file that is removed before returning."""
+    """An image sent as base64 (a data URL's prefix allowed, as A1111's clients send it) as RGB."""
     if not isinstance(data, str) or not data.strip():
         raise InvalidRequest(field_name, "must be a base64-encoded PNG, JPEG or WebP image")
-    text = data.split(",", 1)[1] if data.startswith("data:") else data
-    if len(text) > math.ceil(max_bytes * 4 / 3) + 4:
-        raise InvalidRequest(field_name, f"is larger than {max_bytes:,} bytes")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(field_name, "is not valid base64") from None
-    fd, name = tempfile.mkstemp(prefix="zimage-control-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        return load_image(name, max_bytes, max_pixels, field_name)
-    finally:
-        Path(name).unlink(missing_ok=True)
+    return images.load_image(data, field_name, max_bytes, max_pixels)
 
 
 def canny_map(image, low: int = CANNY_LOW, high: int = CANNY_HIGH):

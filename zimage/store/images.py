@@ -1,9 +1,10 @@
 """An uploaded image for editing (img2img, inpaint, outpaint), checked and decoded into a plain
 RGB (or "L" for a mask) PIL image; and the canvas an outpaint extends.
 
-One function, `load_image`, serves the page and every API (bytes, base64 or a data URL): the
-cheap checks of store/pnginfo (bytes, PNG/JPEG/WebP by content, header pixels before any decode,
-one frame, Pillow's bomb guard on), then one decode under the caps, then the colour mode made
+One function, `load_image`, serves the page and every API (bytes, base64 or a data URL), the edit
+images and the control images alike: the checks of store/pnginfo.opened (bytes, PNG/JPEG/WebP by
+content, header pixels before any decode, one frame, Pillow's bomb guard on), then one decode under
+the caps, then the colour mode made
 explicit (EXIF rotation applied; RGBA/LA composited on white, palette, 16-bit, CMYK and the rest
 converted), then the model's size limits with the field named. Metadata is read by nobody here and
 not kept: the returned image is a fresh copy without `info`. Nothing here writes a file. No torch.
@@ -12,15 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import logging
 import re
 from typing import Any
 
-from ..errors import ZImageError
 from ..request import MAX_SIZE
-from .pnginfo import (ANIMATED, BOMB, BROKEN, EMPTY, TOO_MANY_PIXELS, ImageRefused, NotAnImage, UploadTooLarge,
-                      _bomb_guard_on, _describe, sniff)
+from .pnginfo import ImageRefused, UploadTooLarge, opened
 
 log = logging.getLogger(__name__)
 
@@ -74,37 +72,15 @@ def drawn_mask(data: Any, field_name: str, max_bytes: int, max_pixels: int):
 
 
 def _checked(data: Any, field_name: str, max_bytes: int, max_pixels: int):
-    """The upload decoded under the caps, EXIF rotation applied; its own mode."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """The upload decoded under the caps (store/pnginfo.opened), EXIF rotation applied; its own mode."""
+    from PIL import ImageOps
 
     raw = decode_base64(data, field_name, max_bytes)
-    if not raw:
-        raise ImageRefused(EMPTY, field_name=field_name)
-    if len(raw) > max_bytes:
-        raise UploadTooLarge(len(raw), max_bytes, field_name)
-    kind = sniff(raw[:16])
-    if kind is None:
-        raise NotAnImage(_describe(raw[:16]), field_name)
-    _bomb_guard_on()
-    try:
-        with Image.open(io.BytesIO(raw), formats=[kind]) as im:        # the header only
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageRefused(TOO_MANY_PIXELS.format(w=w, h=h, n=w * h, cap=max_pixels), field_name=field_name)
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1:
-                raise ImageRefused(ANIMATED.format(frames=frames), field_name=field_name)
-            check_side(w, h, field_name)
-            im.load()                   # a truncated file fails here, under the caps above
-            out = ImageOps.exif_transpose(im)    # a phone photo's rotation, as every viewer shows it
-            return out if out is not im else im.copy()
-    except ZImageError:
-        raise
-    except Image.DecompressionBombError:
-        raise ImageRefused(BOMB.format(cap=max_pixels), field_name=field_name) from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as e:
-        log.info("refused an upload (%s): %s", field_name, e)
-        raise ImageRefused(BROKEN.format(why=str(e)[:200] or type(e).__name__), field_name=field_name) from None
+    with opened(raw, max_bytes, max_pixels, field_name) as (im, _kind):
+        check_side(*im.size, field_name)
+        im.load()                   # a truncated file fails here, under the caps above
+        out = ImageOps.exif_transpose(im)    # a phone photo's rotation, as every viewer shows it
+        return out if out is not im else im.copy()
 
 
 def check_side(w: int, h: int, field_name: str) -> None:

@@ -12,6 +12,8 @@ the pixel cap. Nothing here writes a file. No torch.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -91,38 +93,52 @@ def _describe(head: bytes) -> str:
     return repr(head[:8])[2:-1] if head else "nothing"
 
 
-def check_upload(path: str | Path, max_bytes: int, max_pixels: int, field_name: str = FIELD) -> tuple[str, int, int]:
-    """(format, width, height) of the file at `path` after the cheap checks: bytes, magic, header
-    size, frames. Decodes no pixel. Raises ImageRefused / UploadTooLarge / NotAnImage."""
+@contextlib.contextmanager
+def opened(source: bytes | str | Path, max_bytes: int, max_pixels: int, field_name: str = FIELD):
+    """The one check every upload goes through (the PNG info tab, the edit images, the control
+    images; a file or its bytes): bytes, type by its first bytes, then the image opened with its
+    header only read, its pixels and frames checked. Yields (image, format); a decode inside the
+    block (`im.load()`) that fails is refused the same way. Raises ImageRefused / UploadTooLarge /
+    NotAnImage naming `field_name`."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     try:
-        size = path.stat().st_size
+        if isinstance(source, (bytes, bytearray)):
+            size, head, stream = len(source), bytes(source[:16]), io.BytesIO(source)
+        else:
+            source = Path(source)
+            size, stream = source.stat().st_size, source
+            with open(source, "rb") as fh:
+                head = fh.read(16)
         if size == 0:
             raise ImageRefused(EMPTY, field_name=field_name)
         if size > max_bytes:
             raise UploadTooLarge(size, max_bytes, field_name)
-        with open(path, "rb") as fh:
-            head = fh.read(16)
         kind = sniff(head)
         if kind is None:
             raise NotAnImage(_describe(head), field_name)
         _bomb_guard_on()
-        with Image.open(path, formats=[kind]) as im:        # reads the header only
+        with Image.open(stream, formats=[kind]) as im:        # reads the header only
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageRefused(TOO_MANY_PIXELS.format(w=w, h=h, n=w * h, cap=max_pixels), field_name=field_name)
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 raise ImageRefused(ANIMATED.format(frames=frames), field_name=field_name)
-            return kind, w, h
+            yield im, kind
     except ZImageError:
         raise
     except Image.DecompressionBombError:       # Pillow's own guard, before ours (above twice its limit)
         raise ImageRefused(BOMB.format(cap=max_pixels), field_name=field_name) from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageRefused(BROKEN.format(why=str(e) or type(e).__name__), field_name=field_name) from None
+        log.info("refused an upload (%s): %s", field_name, e)
+        raise ImageRefused(BROKEN.format(why=str(e)[:200] or type(e).__name__), field_name=field_name) from None
+
+
+def check_upload(path: str | Path, max_bytes: int, max_pixels: int, field_name: str = FIELD) -> tuple[str, int, int]:
+    """(format, width, height) of the file at `path` after the cheap checks (`opened`). Decodes no pixel."""
+    with opened(path, max_bytes, max_pixels, field_name) as (im, kind):
+        return kind, im.size[0], im.size[1]
 
 
 def _bomb_guard_on() -> None:
@@ -134,20 +150,14 @@ def _bomb_guard_on() -> None:
 
 
 def read_image_info(path: str | Path, max_bytes: int, max_pixels: int, field_name: str = FIELD) -> ImageInfo:
-    """Check the upload (check_upload), decode it once under the caps, and read its parameters."""
-    from PIL import Image
-
-    kind, w, h = check_upload(path, max_bytes, max_pixels, field_name)
-    try:
-        with Image.open(path, formats=[kind]) as im:
-            im.load()               # a truncated file fails here; PNG text after the image data appears
-            texts = {k: v for k, v in im.info.items() if isinstance(k, str) and isinstance(v, (str, bytes))}
-            if kind == "PNG":
-                texts.update(getattr(im, "text", {}) or {})
-            comment = _exif_comment(im) if kind in ("JPEG", "WEBP") else ""
-    except Exception as e:          # Pillow raises many types for a broken file; the user sees one message
-        log.info("refused an upload: %s", e)
-        raise ImageRefused(BROKEN.format(why=str(e) or type(e).__name__), field_name=field_name) from None
+    """Check the upload (`opened`), decode it once under the caps, and read its parameters."""
+    with opened(path, max_bytes, max_pixels, field_name) as (im, kind):
+        im.load()               # a truncated file fails here; PNG text after the image data appears
+        texts = {k: v for k, v in im.info.items() if isinstance(k, str) and isinstance(v, (str, bytes))}
+        if kind == "PNG":
+            texts.update(getattr(im, "text", {}) or {})
+        comment = _exif_comment(im) if kind in ("JPEG", "WEBP") else ""
+        w, h = im.size
     source, raw, params = parameters_of(texts, comment)
     return ImageInfo(format=kind, width=w, height=h, source=source, raw=raw, parameters=params)
 

@@ -360,7 +360,12 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         lang = lang if lang in dict(LANG_CHOICES).values() else "en"
         return status_html(lang), size_problem(width, height, lang), *tab_labels(lang)
 
-    with gr.Blocks(title="Z-Image-Turbo", analytics_enabled=False) as demo:
+    # Gradio's own sweep of its temp folder (the uploads, the editor's blobs): every hour (or every
+    # upload_keep_s, if shorter) the files older than upload_keep_s go, and all of them at exit. It
+    # deletes only files in that folder (copies of ours among them): the outputs folder can never be
+    # inside it (server.outputs_dir_checked refuses the start).
+    sweep = (min(3600, settings.upload_keep_s), settings.upload_keep_s)
+    with gr.Blocks(title="Z-Image-Turbo", analytics_enabled=False, delete_cache=sweep) as demo:
         client_id = gr.BrowserState(None, storage_key="zimage-client")
         saved = gr.BrowserState({}, storage_key="zimage-settings")
         with gr.Row(elem_id="status-row", equal_height=True):
