@@ -108,8 +108,9 @@ def test_the_starting_page_shows_the_timeline_and_hides_it_behind_a_login(launch
     assert ok.status_code == 200, ok.text[:300]
 
 
-def test_the_early_app_refuses_foreign_hosts_and_origins(settings, tmp_path):
-    """The same guard as the full app's, before the page exists (in process: no timing involved)."""
+def test_the_early_app_refuses_foreign_hosts_and_origins_and_speaks_the_pages_language(settings, tmp_path):
+    """The same guard as the full app's, before the page exists (in process: no timing involved);
+    the starting page in the page's language."""
     import dataclasses
 
     from fastapi.testclient import TestClient
@@ -125,6 +126,10 @@ def test_the_early_app_refuses_foreign_hosts_and_origins(settings, tmp_path):
     foreign = client.post("/generate", json=BODY, headers={"origin": "http://evil.example"})
     assert foreign.status_code == 403 and "not allowed" in foreign.text
     assert client.get("/gradio_api/info").status_code == 503
+    chinese = client.get("/", headers={"accept-language": "zh-CN,zh;q=0.9,en;q=0.5"})
+    assert chinese.status_code == 503 and "正在启动" in chinese.text and 'lang="zh-CN"' in chinese.text
+    client.cookies.set("zimage-lang", "en")                        # the page's switch wins over the header
+    assert "is starting" in client.get("/", headers={"accept-language": "zh-CN"}).text
 
 
 def test_sigterm_stops_it_while_the_model_is_still_loading(launch):

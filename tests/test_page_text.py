@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from zimage.i18n import LANG_COOKIE
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
 from zimage.web import page_text
-from zimage.web.page_text import EN, LANG_COOKIE, ZH, request_lang, text
+from zimage.web.page_text import EN, ZH, request_lang, text
 
 WEB = Path(__file__).resolve().parent.parent / "zimage" / "web"
 PAGE_MODULES = sorted(WEB.glob("ui*.py"))

@@ -17,9 +17,16 @@ import re
 
 LANGUAGES = ("en", "zh")
 DEFAULT_LANGUAGE = "en"
+LANG_COOKIE = "zimage-lang"          # set by the page's switch (web/ui_page.LANG_JS)
 # Every Chinese tag counts as zh: Simplified is the only Chinese table, and a zh-TW reader reads it
 # more easily than English (the page round may add zh-Hant).
 _TAG = re.compile(r"\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9](?:\.[0-9]{0,3})?))?\s*")
+
+
+def page_language(cookies, accept_language: str | None) -> str:
+    """The page's language for a request: the switch's cookie when set, else Accept-Language."""
+    chosen = cookies.get(LANG_COOKIE) if hasattr(cookies, "get") else None
+    return chosen if chosen in LANGUAGES else language_of(accept_language)
 
 
 def language_of(accept_language: str | None) -> str:

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse
 
 from .. import startup
 from ..config import Settings
+from ..i18n import page_language
 from ..jobs import Backend, Job
 from ..state import LoadState
 
@@ -33,21 +34,28 @@ log = logging.getLogger(__name__)
 
 FIRST_IMAGE_WAIT_S = 30.0     # the longest the page waits for a generation queued behind the load
 RELOAD_S = 1                  # how often the starting page reloads itself
-STARTING = "Z-Image-Turbo is starting; this page opens by itself when it is ready."
+# The starting page's own words in the page's two languages (web/page_text imports gradio, which
+# this page exists to do without).
+STARTING = {"en": ("Z-Image-Turbo: starting", "Z-Image-Turbo is starting; this page opens by itself when it is ready.",
+                   "Now: "),
+            "zh": ("Z-Image-Turbo：正在启动", "Z-Image-Turbo 正在启动；准备好后此页面会自动打开。", "当前：")}
 
 
-def starting_page(manager: Backend, show_timeline: bool) -> str:
+def starting_page(manager: Backend, show_timeline: bool, lang: str = "en") -> str:
     """The page "/" answers while the real one is being built: what the launch is doing now, in
-    English (page_text, with the page's languages, imports gradio). With a login (--auth) the
+    the page's language (the switch's cookie, else Accept-Language). With a login (--auth) the
     timeline is left out: the page's own login is not there yet."""
+    title, sentence, now_label = STARTING.get(lang, STARTING["en"])
     body = ""
     if show_timeline:
         status = manager.status()
         now = status.state.value + (f", {status.stage.value} {status.progress:.0%}" if status.stage else "")
         done = "".join(f"<li>{html.escape(name)}: {t:.1f} s</li>" for name, t in status.startup)
-        body = f"<p>Now: {html.escape(now)}</p><ul>{done}</ul>"
-    return (f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="{RELOAD_S}">'
-            f"<title>Z-Image-Turbo: starting</title></head><body><p>{html.escape(STARTING)}</p>{body}</body></html>")
+        body = f"<p>{now_label}{html.escape(now)}</p><ul>{done}</ul>"
+    html_lang = "zh-CN" if lang == "zh" else "en"
+    return (f'<!doctype html><html lang="{html_lang}"><head><meta charset="utf-8">'
+            f'<meta http-equiv="refresh" content="{RELOAD_S}"><title>{title}</title></head>'
+            f"<body><p>{html.escape(sentence)}</p>{body}</body></html>")
 
 
 def api_routers(settings: Settings, manager: Backend) -> list:
@@ -84,8 +92,9 @@ def create_early_app(settings: Settings, manager: Backend, routers: list):
     @app.api_route("/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
                    include_in_schema=False)
     async def not_yet(request: Request, rest: str) -> HTMLResponse:
-        return HTMLResponse(starting_page(manager, show_timeline=not settings.auth_pairs), status_code=503,
-                            headers={"Retry-After": str(RELOAD_S)})
+        lang = page_language(request.cookies, request.headers.get("accept-language"))
+        return HTMLResponse(starting_page(manager, show_timeline=not settings.auth_pairs, lang=lang),
+                            status_code=503, headers={"Retry-After": str(RELOAD_S)})
 
     add_guards(app, settings)
     app.state.stopping = asyncio.Event()

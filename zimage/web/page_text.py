@@ -7,7 +7,7 @@ ways a key reaches the reader.
   switch, ui_page.LANG_JS).
 - Text the server builds (the status panel, progress, results, messages, gr.Info/Warning/Error) is
   `text(key, lang, **parts)`, with `lang` from `request_lang(request)`: the page switch's cookie,
-  else the request's Accept-Language (zimage.i18n.language_of), so both agree with what the
+  else the request's Accept-Language (zimage.i18n.page_language), so both agree with what the
   frontend shows.
 
 tests/test_page_text.py walks the page modules and fails on a key missing from either table, a
@@ -21,10 +21,9 @@ from typing import Any
 import gradio as gr
 from gradio.i18n import I18nData
 
-from ..i18n import language_of
+from ..i18n import page_language
 from ..state import LoadStage, LoadState, Status
 
-LANG_COOKIE = "zimage-lang"          # set by the page's switch (ui_page.LANG_JS), read here
 LANG_CHOICES = [("English", "en"), ("中文", "zh")]    # each in its own language: never translated
 # Gradio's frontend names Chinese "zh-CN" / "zh-TW"; both read the Simplified table (as the server's
 # zh does), so a zh-TW browser does not fall back to English for the app's own words.
@@ -516,12 +515,9 @@ def request_lang(request: gr.Request | None) -> str:
     else the browser's Accept-Language; "en" without a request (a direct call from a test)."""
     if request is None:
         return "en"
-    cookies = getattr(request, "cookies", None) or {}
-    chosen = cookies.get(LANG_COOKIE) if hasattr(cookies, "get") else None
-    if chosen in TABLES:
-        return chosen
     headers = getattr(request, "headers", None) or {}
-    return language_of(headers.get("accept-language") if hasattr(headers, "get") else None)
+    return page_language(getattr(request, "cookies", None) or {},
+                         headers.get("accept-language") if hasattr(headers, "get") else None)
 
 
 STATE_KEYS = {

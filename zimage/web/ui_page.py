@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from .page_text import LANG_COOKIE, PAGE_I18N
+from ..i18n import LANG_COOKIE
+from .page_text import PAGE_I18N
 
 PHONE_MAX_PX = 767      # below this width the phone layout applies (a 390 px phone, a 768 px tablet is desktop)
 
