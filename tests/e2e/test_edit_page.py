@@ -17,11 +17,15 @@ from conftest import wait_for
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
 SIZE = 256
+# Gradio's editor starts on an 800x800 canvas and resizes it to a dropped image a moment later, with
+# nothing in the page to say when: a stroke drawn before that exports an 800x800 background (seen in
+# full CI runs under load, even after a 1.5 s wait). A picture of that size leaves nothing to resize.
+EDITOR_CANVAS = 800
 
 
-def picture() -> Image.Image:
-    y, x = np.mgrid[0:SIZE, 0:SIZE]
-    rgb = np.stack([x * 255 // (SIZE - 1), y * 255 // (SIZE - 1), np.full_like(x, 90)], -1).astype(np.uint8)
+def picture(size: int = SIZE) -> Image.Image:
+    y, x = np.mgrid[0:size, 0:size]
+    rgb = np.stack([x * 255 // (size - 1), y * 255 // (size - 1), np.full_like(x, 90)], -1).astype(np.uint8)
     return Image.fromarray(rgb, "RGB")
 
 
@@ -37,7 +41,7 @@ def saved_images(server) -> list[Path]:
 
 def test_inpaint_a_drawn_mask(page, server, tmp_path):
     source = tmp_path / "source.png"
-    picture().save(source)
+    picture(EDITOR_CANVAS).save(source)
     open_tab(page, "Edit")
     page.locator("#edit-image input[type=file]").set_input_files(str(source))
     page.get_by_text("Inpaint (draw the mask)").click()
@@ -46,11 +50,6 @@ def test_inpaint_a_drawn_mask(page, server, tmp_path):
     canvas = page.locator("#edit-image canvas").first
     wait_for(lambda: canvas.bounding_box() is not None and canvas.bounding_box()["width"] > 50, 20,
              message="the editor's canvas")
-    # Gradio's editor resizes its 800x800 default canvas to the image a moment after the upload, and
-    # nothing in the page says when (the canvas elements keep their display size): a stroke drawn
-    # before that exported an 800x800 background (seen once in a full CI run). A person never draws
-    # that fast; the test waits as long as one would.
-    page.wait_for_timeout(1500)
     brush = page.locator("#edit-image").get_by_role("button", name="Brush")
     if brush.count():
         brush.first.click()
@@ -68,15 +67,16 @@ def test_inpaint_a_drawn_mask(page, server, tmp_path):
     out = Image.open(saved_images(server)[-1])
     assert "Mode: inpaint" in out.info["parameters"] and "Mask blur: 4" in out.info["parameters"]
     result = np.asarray(out.convert("RGB"), int)
-    src = np.asarray(picture(), int)
+    src = np.asarray(picture(EDITOR_CANVAS), int)
     assert result.shape == src.shape
     diff = np.abs(result - src).max(-1)
     changed = diff > 2
     assert changed.any(), "the drawn stroke was inpainted"
     rows, cols = np.nonzero(changed)
     # only around the stroke (the middle row band): the top and bottom quarters are untouched
-    assert np.abs(result - src)[: SIZE // 4].max() <= 1 and np.abs(result - src)[-SIZE // 4:].max() <= 1
-    assert SIZE * 0.25 < rows.mean() < SIZE * 0.75
+    quarter = EDITOR_CANVAS // 4
+    assert np.abs(result - src)[:quarter].max() <= 1 and np.abs(result - src)[-quarter:].max() <= 1
+    assert EDITOR_CANVAS * 0.25 < rows.mean() < EDITOR_CANVAS * 0.75
 
 
 def test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0(page, server):
