@@ -30,9 +30,13 @@ def picture(size: int = SIZE) -> Image.Image:
 
 
 def shows_the_picture(png: bytes) -> bool:
-    """Whether a screenshot shows picture()'s gradient: a third of it or more has its blue of 90."""
+    """Whether a screenshot shows picture()'s gradient, at whatever scale the editor draws it: a
+    twentieth of it or more has the picture's blue (90; the page's own colours and a blank canvas
+    have none), with both its dark and its bright reds among those pixels."""
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), int)
-    return float((np.abs(shot[..., 2] - 90) <= 12).mean()) >= 0.33
+    ours = np.abs(shot[..., 2] - 90) <= 12
+    reds = shot[..., 0][ours]
+    return float(ours.mean()) >= 0.05 and bool((reds < 60).any() and (reds > 200).any())
 
 
 def open_tab(page, name: str) -> None:
