@@ -78,6 +78,19 @@ def _a1111_error(err: ZImageError, request: Request) -> JSONResponse:
                         status_code=err.http_status, headers=headers)
 
 
+def a1111_images(result, notes: dict, parameters: dict, **info_extra) -> dict:
+    """A1111's images answer (txt2img and img2img): the PNGs in base64, the request echoed as
+    `parameters`, and `info` as the JSON text A1111 writes, with `info_extra`'s keys in it."""
+    r = result.request
+    info = {"prompt": r.prompt, "negative_prompt": r.negative_prompt, "seed": r.seed,
+            "all_seeds": [i.seed for i in result.images], "width": r.width, "height": r.height,
+            "steps": r.num_inference_steps, "cfg_scale": r.guidance_scale, **info_extra,
+            "sampler_name": notes["sampler_name"] or SAMPLER_LABEL, "sd_model_name": MODEL_LABEL,
+            "infotexts": [i.infotext for i in result.images], "seconds": round(result.seconds, 3)}
+    return {"images": [base64.b64encode(png_bytes(i)).decode() for i in result.images],
+            "parameters": parameters, "info": json.dumps(info)}
+
+
 def openai_images(result, fmt: str, request: Request, outputs: Path, **per_image) -> dict:
     """OpenAI's images answer: each image as a URL of the outputs route (`fmt` "url", when it was
     saved) or base64, with `per_image`'s keys beside it."""
@@ -143,14 +156,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             result = await run(req, request)
         except ZImageError as e:
             return _a1111_error(e, request)
-        r = result.request
-        info = {"prompt": r.prompt, "negative_prompt": r.negative_prompt, "seed": r.seed,
-                "all_seeds": [i.seed for i in result.images], "width": r.width, "height": r.height,
-                "steps": r.num_inference_steps, "cfg_scale": r.guidance_scale,
-                "sampler_name": notes["sampler_name"] or SAMPLER_LABEL, "sd_model_name": MODEL_LABEL,
-                "infotexts": [i.infotext for i in result.images], "seconds": round(result.seconds, 3)}
-        return {"images": [base64.b64encode(png_bytes(i)).decode() for i in result.images],
-                "parameters": body, "info": json.dumps(info)}
+        return a1111_images(result, notes, body)
 
     @router.get("/sdapi/v1/progress", **route_docs(ok=PROGRESS))
     async def progress(skip_current_image: bool = False):

@@ -10,19 +10,17 @@ edited, as OpenAI's), size "auto" or absent: the image's own size, fitted to the
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from ..errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
 from ..jobs import Backend
-from ..request import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
+from ..request import GenerationRequest, as_int
 from ..store.images import load_image
-from ..store.outputs import png_bytes
 from .api import MAX_BODY_BYTES, job_owner, read_json, request_caller
-from .compat_api import OPENAI_ERRORS, OPENAI_SIZE, _a1111_error, _openai_error, a1111_fields, openai_images
+from .compat_api import (OPENAI_ERRORS, OPENAI_SIZE, _a1111_error, _openai_error, a1111_fields, a1111_images,
+                         openai_images)
 from .control_api import a1111_control
 from .edit_fields import caps, edit_body_cap
 from .gradio_uploads import buffered_form
@@ -163,16 +161,9 @@ def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             result = await run(req, request)
         except ZImageError as e:
             return _a1111_error(e, request)
-        r = result.request
-        info = {"prompt": r.prompt, "negative_prompt": r.negative_prompt, "seed": r.seed,
-                "all_seeds": [i.seed for i in result.images], "width": r.width, "height": r.height,
-                "steps": r.num_inference_steps, "cfg_scale": r.guidance_scale, "denoising_strength": r.strength,
-                "sampler_name": notes["sampler_name"] or SAMPLER_LABEL, "sd_model_name": MODEL_LABEL,
-                "infotexts": [i.infotext for i in result.images], "seconds": round(result.seconds, 3)}
         # A1111 echoes the request; the images are left out (megabytes the client already has)
         parameters = {k: v for k, v in body.items() if k not in ("init_images", "mask")}
-        return {"images": [base64.b64encode(png_bytes(i)).decode() for i in result.images],
-                "parameters": parameters, "info": json.dumps(info)}
+        return a1111_images(result, notes, parameters, denoising_strength=result.request.strength)
 
     @router.post("/v1/images/edits", **route_docs(ok=OPENAI_IMAGES, body=edits_body(max_prompt_chars),
                                                   body_media="multipart/form-data", errors=OPENAI_ERRORS,
