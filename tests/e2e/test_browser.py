@@ -1,4 +1,5 @@
 """The page in a real browser (Playwright driving Debian's chromium), on the tiny model."""
+import contextlib
 import logging
 import os
 import re
@@ -29,16 +30,23 @@ def guard_refusals(caplog):
 
 @pytest.fixture
 def page(server, guard_refusals):
+    with browser_page(server.url) as page:
+        yield page
+    assert guard_refusals() == []
+
+
+@contextlib.contextmanager
+def browser_page(url: str, viewport: dict | None = None):
+    """A page of `url` in a fresh chromium, once the status panel is there (the page fixtures)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server.url)
+        page = browser.new_page(viewport=viewport or {"width": 1400, "height": 1000})
+        page.goto(url)
         page.wait_for_selector("#status-panel")
         yield page
         browser.close()
-    assert guard_refusals() == []
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from test_controlnet import cn_server, hub, square_png, tiny_controlnet_dir  # noqa: F401: fixtures
 
-from .test_browser import ARGS, CHROMIUM, guard_refusals, set_slider  # noqa: F401: fixtures
+from .test_browser import CHROMIUM, browser_page, guard_refusals, set_slider  # noqa: F401: fixtures
 from conftest import wait_for
 
 pytestmark = [pytest.mark.browser,
@@ -18,15 +18,8 @@ pytestmark = [pytest.mark.browser,
 
 @pytest.fixture
 def cn_page(cn_server, guard_refusals):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(cn_server.url)
-        page.wait_for_selector("#status-panel")
+    with browser_page(cn_server.url, {"width": 1400, "height": 1200}) as page:
         yield page
-        browser.close()
     assert guard_refusals() == []
 
 

@@ -12,7 +12,7 @@ from PIL.PngImagePlugin import PngInfo
 from zimage.request import GenerationRequest, infotext
 from zimage.store.outputs import OutputStore
 
-from .test_browser import ARGS, CHROMIUM, guard_refusals, page  # noqa: F401: fixtures
+from .test_browser import CHROMIUM, browser_page, guard_refusals, page  # noqa: F401: fixtures
 from conftest import wait_for
 
 pytestmark = [pytest.mark.browser,
@@ -78,15 +78,8 @@ def test_read_our_png_and_an_a1111_png_and_send_them_to_generate(page, tmp_path,
 @pytest.fixture
 def page_with_refusals(server, guard_refusals):
     """`page` without its check that the guard refused nothing: the broken file is refused there."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server.url)
-        page.wait_for_selector("#status-panel")
+    with browser_page(server.url) as page:
         yield page
-        browser.close()
 
 
 def test_a_broken_file_says_what_is_wrong(page_with_refusals, tmp_path, guard_refusals):
