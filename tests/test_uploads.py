@@ -201,10 +201,10 @@ def test_call_v2_keywords_take_the_upload_and_only_as_that_input(srv):
     assert r.status_code == 422 and r.json()["error"]["field"] == f"body.{name}.path"
 
 
-def test_the_upload_caps_are_settings():
+def test_the_upload_caps_and_keep_time_are_settings():
     from zimage.config import ConfigError, Settings
 
-    for name in ("max_upload_bytes", "max_upload_pixels"):
+    for name in ("max_upload_bytes", "max_upload_pixels", "upload_keep_s"):
         with pytest.raises(ConfigError, match=name):
             Settings(**{name: 0}).validate()
     assert Settings().max_upload_bytes == 20 * 2**20
