@@ -153,6 +153,11 @@ def test_generate_modes_run_on_the_loaded_model_and_record_them(server):
         ("inpaint", "6", "Only masked", "16")
     saved = Image.open(r.json()["files"][0])
     assert "Mask blur: 6" in saved.info["parameters"]
+    r = requests.post(f"{url}/generate", json={"prompt": "a cat", "image": image, "mask": b64(square_mask()),
+                                               "inpainting_fill": 2, "strength": 0.5, **FAST}, timeout=120)
+    assert r.status_code == 200, r.text
+    params = parse_infotext(r.json()["info"])["params"]      # latent noise runs at 1, and says so
+    assert (params["Masked content"], params["Denoising strength"]) == ("latent noise", "1")
     r = requests.post(f"{url}/generate", json={"prompt": "a cat", "image": image, "outpaint": {"right": 64}, **FAST},
                       timeout=120)
     assert r.status_code == 200, r.text

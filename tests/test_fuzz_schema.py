@@ -18,8 +18,8 @@ from pathlib import Path
 
 import requests
 
-POSITIVE_EXAMPLES = 20
-NEGATIVE_EXAMPLES = 30
+POSITIVE_EXAMPLES = 12
+NEGATIVE_EXAMPLES = 24
 SMALL = {"width": 320, "height": 320, "num_inference_steps": 2, "steps": 2, "num_images": 2, "batch_size": 1,
          "n_iter": 2}
 SMALL_SIZES = ["256x256", "320x256"]

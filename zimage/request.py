@@ -227,6 +227,16 @@ class GenerationRequest:
     def is_edit(self) -> bool:
         return self.mode != "txt2img"
 
+    @property
+    def denoising_strength(self) -> float:
+        """The strength the pipeline runs, which the PNG and the APIs record. "latent noise"
+        (inpainting_fill 2) starts the masked area from pure noise: 1. So does inpaint (and outpaint)
+        with a ControlNet: diffusers' ZImageControlNetInpaintPipeline has no strength; the masked
+        picture and the mask reach the model through the ControlNet, beside the control map."""
+        if self.mode == "inpaint" and (self.inpainting_fill == 2 or self.control is not None):
+            return 1.0
+        return self.strength
+
     def __post_init__(self):
         # every way a request is made (from_mapping, dataclasses.replace by the routes) passes here
         if self.control is not None and self.mode == "img2img":     # diffusers 0.42 has no such pipeline
@@ -307,7 +317,7 @@ def _edit_text(req: GenerationRequest) -> str:
     these keys; readers ignore a key they do not know)."""
     if not req.is_edit:
         return ""
-    text = f", Mode: {req.mode}, Denoising strength: {req.strength:g}"
+    text = f", Mode: {req.mode}, Denoising strength: {req.denoising_strength:g}"
     if req.resize_mode:
         text += f", Resize mode: {RESIZE_LABELS[req.resize_mode]}"
     if req.mode == "inpaint":

@@ -46,15 +46,6 @@ def denoise_steps(steps: int, strength: float) -> int:
     return steps - start
 
 
-def effective_strength(req: GenerationRequest) -> float:
-    """"latent noise" (inpainting_fill 2) starts the masked area from pure noise: strength 1. So
-    does inpaint with a ControlNet: diffusers' ZImageControlNetInpaintPipeline has no strength;
-    the masked picture and the mask reach the model through the ControlNet, beside the control map."""
-    if req.mode == "inpaint" and (req.inpainting_fill == 2 or req.control is not None):
-        return 1.0
-    return req.strength
-
-
 def resize_to(image, width: int, height: int, resize_mode: int, fill: Any = None):
     """A1111's resize modes: 0 just resize (stretch), 1 crop and resize (cover, centre crop),
     2 resize and fill (fit inside; the borders `fill`, or the picture stretched behind it)."""
@@ -164,7 +155,7 @@ def call_kwargs(req: GenerationRequest, inputs: EditInputs) -> dict:
     """The mode's extra arguments to the pipeline call."""
     if req.control is not None:           # ZImageControlNetInpaintPipeline: no strength argument
         return dict(image=inputs.image, mask_image=inputs.mask, control_image=control_image(req, inputs))
-    kwargs = dict(image=inputs.image, strength=effective_strength(req))
+    kwargs = dict(image=inputs.image, strength=req.denoising_strength)
     if req.mode == "inpaint":
         kwargs["mask_image"] = inputs.mask
     return kwargs

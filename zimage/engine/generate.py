@@ -100,7 +100,7 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
 
     stopped = False
     inputs = edit.prepare(req) if req.is_edit else None
-    total = edit.denoise_steps(req.num_inference_steps, edit.effective_strength(req)) if inputs else \
+    total = edit.denoise_steps(req.num_inference_steps, req.denoising_strength) if inputs else \
         req.num_inference_steps
     # with a ControlNet, pipe is already the mode's ControlNet pipeline (the manager's _control_pipeline)
     call_pipe = pipe if req.control is not None else edit.mode_pipeline(pipe, req.mode)

@@ -163,7 +163,7 @@ def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             return _a1111_error(e, request)
         # A1111 echoes the request; the images are left out (megabytes the client already has)
         parameters = {k: v for k, v in body.items() if k not in ("init_images", "mask")}
-        return a1111_images(result, notes, parameters, denoising_strength=result.request.strength)
+        return a1111_images(result, notes, parameters, denoising_strength=result.request.denoising_strength)
 
     @router.post("/v1/images/edits", **route_docs(ok=OPENAI_IMAGES, body=edits_body(max_prompt_chars),
                                                   body_media="multipart/form-data", errors=OPENAI_ERRORS,
