@@ -2,8 +2,6 @@
 with the folder, a torn index is rebuilt, search / date / size filters and pages, and a delete that
 removes exactly the listed file or refuses."""
 import os
-import shutil
-import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
