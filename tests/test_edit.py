@@ -170,6 +170,25 @@ def test_generate_modes_run_on_the_loaded_model_and_record_them(server):
     assert requests.get(f"{url}/health").json()["load_count"] == loads       # no second model, no reload
 
 
+def test_outpaint_extents_at_their_edges_run_and_past_them_are_refused_in_their_own_words(server):
+    from zimage.store.images import MAX_OUTPAINT_PX, MAX_UPLOAD_SIDE
+
+    def outpaint(image, sides):
+        return requests.post(f"{server.url}/generate", timeout=120, json={
+            "prompt": "a cat", "image": image, "outpaint": sides, "num_inference_steps": 1, "seed": 1})
+
+    image = b64(picture(64, 64))
+    r = outpaint(image, {"left": MAX_OUTPAINT_PX})
+    assert r.status_code == 200, r.text
+    for sides in ({"left": MAX_OUTPAINT_PX + 1}, {"bottom": -1}):
+        error = outpaint(image, sides).json()["error"]
+        assert error["field"] == "outpaint" and f"must be 0-{MAX_OUTPAINT_PX} px" in error["message"]
+        assert "uploaded image" not in error["message"].lower()        # an extent, not the picture
+    wide = b64(picture(MAX_UPLOAD_SIDE - 64, 64))
+    error = outpaint(wide, {"right": 128}).json()["error"]
+    assert error["field"] == "outpaint" and f"{MAX_UPLOAD_SIDE + 64}x64 canvas" in error["message"]
+
+
 # --- A1111 (webuiapi) and OpenAI (openai SDK) ----------------------------------------------------
 
 def test_webuiapi_img2img_and_inpaint(server):

@@ -17,6 +17,7 @@ import logging
 import re
 from typing import Any
 
+from ..errors import InvalidRequest
 from ..request import MAX_SIZE
 from .pnginfo import ImageRefused, UploadTooLarge, opened
 
@@ -145,12 +146,12 @@ def outpaint_canvas(image, left: int, right: int, top: int, bottom: int, field_n
     from PIL import Image
 
     for name, value in (("left", left), ("right", right), ("top", top), ("bottom", bottom)):
-        if not 0 <= value <= MAX_OUTPAINT_PX:
-            raise ImageRefused(f"{name} must be 0-{MAX_OUTPAINT_PX} px, got {value}", field_name=field_name)
+        if not 0 <= value <= MAX_OUTPAINT_PX:     # the extents' own words: not an upload's ("The uploaded image ...")
+            raise InvalidRequest(field_name, f"{name} must be 0-{MAX_OUTPAINT_PX} px, got {value}")
     w, h = image.size
     cw, ch = w + left + right, h + top + bottom
     if max(cw, ch) > MAX_UPLOAD_SIDE:
-        raise ImageRefused(OUTPAINT_TOO_BIG.format(w=cw, h=ch, hi=MAX_UPLOAD_SIDE), field_name=field_name)
+        raise InvalidRequest(field_name, OUTPAINT_TOO_BIG.format(w=cw, h=ch, hi=MAX_UPLOAD_SIDE))
     canvas = image.convert("RGB").resize((cw, ch), Image.Resampling.BILINEAR)     # the picture stretched, as the fill
     canvas.paste(image.convert("RGB"), (left, top))
     mask = Image.new("L", (cw, ch), 255)
