@@ -484,3 +484,25 @@ def test_a1111_img2img_with_mask_and_alwayson_controlnet(cn21_server):
         "init_images": [b64(png_of(source))], "prompt": "a cat", "steps": 2,
         "alwayson_scripts": {"controlnet": {"args": [{"input_image": b64(square_png()), "module": "canny"}]}}})
     assert plain.status_code == 422 and "control" in plain.text               # no mask: img2img, no ControlNet
+
+
+def test_a1111_control_maps_of_any_size_under_the_upload_cap_are_read_by_txt2img_and_img2img(cn21_server):
+    """A ControlNet map is an image like an init image: a 600x600 photo's map (over 1 MB of base64)
+    passes the body cap of both A1111 routes (it was refused as a body "larger than 256 KB")."""
+    from zimage.web.api import MAX_BODY_BYTES
+
+    big = b64(png_of(photo(600)))
+    assert len(big) > 4 * MAX_BODY_BYTES
+    unit = {"input_image": big, "module": "canny", "weight": 0.7}
+    body = {"prompt": "a cat", "width": 256, "height": 256, "steps": 2, "seed": 3,
+            "alwayson_scripts": {"ControlNet": {"args": [unit, {"enabled": False}]}}}
+    txt = requests.post(cn21_server.url + "/sdapi/v1/txt2img", json=body, timeout=120)
+    assert txt.status_code == 200, txt.text[:300]
+    assert 'ControlNet 0: "Module: canny' in json.loads(txt.json()["info"])["infotexts"][0]
+    masked = {**body, "init_images": [b64(png_of(photo()))], "mask": b64(png_of(square_mask(MASK_BOX))),
+              "alwayson_scripts": {"controlnet": {"args": [{"image": {"image": big, "mask": None}, "module": "canny"}]}}}
+    img = requests.post(cn21_server.url + "/sdapi/v1/img2img", json=masked, timeout=120)
+    assert img.status_code == 200, img.text[:300]
+    # the rest of the body keeps its own cap: a prompt-sized field over it is still refused
+    padded = {**body, "negative_prompt": "x" * (MAX_BODY_BYTES + 10)}
+    assert requests.post(cn21_server.url + "/sdapi/v1/txt2img", json=padded, timeout=60).status_code == 413

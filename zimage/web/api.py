@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from datetime import datetime, timezone
+from typing import Any, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -60,10 +61,11 @@ def error_response(err: ZImageError, lang: str = "en") -> JSONResponse:
 
 
 async def read_json(request: Request, required: bool = True, max_bytes: int = MAX_BODY_BYTES,
-                    image_keys: tuple[str, ...] = ()):
+                    image_keys: tuple[str | Callable[[Any], list[str]], ...] = ()):
     """The body as JSON, refusing other content types (a cross-site form post needs no preflight).
     Routes that carry images pass `max_bytes` (edit_fields.edit_body_cap) and the fields that hold
-    them: the rest of the body still has MAX_BODY_BYTES."""
+    them (a dotted key, or a function giving the body's image strings): the rest of the body still
+    has MAX_BODY_BYTES."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -81,7 +83,7 @@ async def read_json(request: Request, required: bool = True, max_bytes: int = MA
                                    "Send the body as JSON with -H 'Content-Type: application/json'.")
     data = decode_json(bytes(body))
     if len(body) > MAX_BODY_BYTES:
-        carried = sum(len(v) for k in image_keys for v in _texts(_at(data, k)))
+        carried = sum(len(v) for k in image_keys for v in (k(data) if callable(k) else _texts(_at(data, k))))
         if len(body) - carried > MAX_BODY_BYTES:
             raise BodyTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KB besides its images.",
                                "Shorten the prompt.")
@@ -138,7 +140,7 @@ def decode_json(body: bytes):
 def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
     auth_on = bool(manager.settings.api_auth_pairs)
-    generate_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES)
+    generate_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES, images=3)   # image, mask, control
 
     def health_body() -> dict:
         status = manager.status()

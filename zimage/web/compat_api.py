@@ -22,8 +22,9 @@ from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
 from ..request import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
 from ..store.outputs import png_bytes
-from .api import API_CLIENT, job_owner, log_refusal, read_json, request_caller, request_language
-from .control_api import a1111_control
+from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, request_caller, request_language
+from .control_api import a1111_control, a1111_unit_images
+from .edit_fields import edit_body_cap
 from .openapi import (A1111_ERROR, A1111_IMAGES, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING, NUMBER,
                       OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
 
@@ -132,6 +133,7 @@ def _preview(manager: Backend, job) -> str | None:
 def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
     outputs = manager._store.root
+    txt2img_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES, images=1)   # a ControlNet map
 
     auth_on = bool(manager.settings.api_auth_pairs)
 
@@ -150,7 +152,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                                                    errors=BODY_ERRORS + RUN_ERRORS, error_schema=A1111_ERROR))
     async def txt2img(request: Request):
         try:
-            body = await read_json(request)
+            body = await read_json(request, max_bytes=txt2img_cap, image_keys=(a1111_unit_images,))
             req, notes = a1111_to_request(body, max_prompt_chars)
             req = await a1111_control(req, body, manager.settings)
             result = await run(req, request)

@@ -52,12 +52,36 @@ def _a1111_unit(raw: Any, index: int, settings: Settings) -> ControlUnit | None:
     thresholds = (int(low), int(high)) if all(isinstance(v, (int, float)) and 1 <= v <= 255 and not isinstance(v, bool)
                                               for v in (low, high)) and low < high else (CANNY_LOW, CANNY_HIGH)
     unit = {k: raw[k] for k in ("input_image", "image", "weight", "guidance_start", "guidance_end") if k in raw}
+    if isinstance(unit.get("image"), Mapping):       # the extension's {"image": b64, "mask": b64 | None} form
+        unit["image"] = unit["image"].get("image")
     plain = parse_control(dict(unit, module="none"), settings.max_upload_bytes, settings.max_upload_pixels,
                           model_label(settings), prefix, image_keys=("input_image", "image"))
     if module == "none":
         return plain
     return make_unit(plain.image, module, plain.model, plain.weight, plain.guidance_start, plain.guidance_end,
                      prefix, thresholds)
+
+
+def _controlnet_script(scripts: Any) -> Any:
+    """The ControlNet script's entry of an A1111 body's alwayson_scripts (its key in any case, as
+    A1111 matches script names), or None."""
+    if not isinstance(scripts, Mapping):
+        return None
+    return next((v for k, v in scripts.items() if isinstance(k, str) and k.lower() == "controlnet"), None)
+
+
+def a1111_unit_images(body: Any) -> list[str]:
+    """The base64 strings an A1111 body's ControlNet units carry (input_image, image, or the older
+    {"image", "mask"} object): what the body cap lets through beside the ordinary fields."""
+    script = _controlnet_script(body.get("alwayson_scripts") if isinstance(body, Mapping) else None)
+    args = script.get("args") if isinstance(script, Mapping) else None
+    texts: list[str] = []
+    for unit in args if isinstance(args, list) else ():
+        for key in ("input_image", "image", "mask"):
+            value = unit.get(key) if isinstance(unit, Mapping) else None
+            values = list(value.values()) if isinstance(value, Mapping) else [value]
+            texts += [v for v in values if isinstance(v, str)]
+    return texts
 
 
 def a1111_control_sync(body: Mapping, settings: Settings) -> ControlUnit | None:
@@ -68,7 +92,7 @@ def a1111_control_sync(body: Mapping, settings: Settings) -> ControlUnit | None:
         return None
     if not isinstance(scripts, Mapping):
         raise InvalidRequest("alwayson_scripts", "must be an object")
-    script = next((v for k, v in scripts.items() if isinstance(k, str) and k.lower() == "controlnet"), None)
+    script = _controlnet_script(scripts)
     if script is None:
         return None
     args = script.get("args") if isinstance(script, Mapping) else None

@@ -21,7 +21,7 @@ from ..store.images import load_image
 from .api import MAX_BODY_BYTES, job_owner, read_json, request_caller
 from .compat_api import (OPENAI_ERRORS, OPENAI_SIZE, _a1111_error, _openai_error, a1111_fields, a1111_images,
                          openai_images)
-from .control_api import a1111_control
+from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
 from .gradio_uploads import buffered_form
 from .openapi import (A1111_ERROR, A1111_IMAGES, BODY_ERRORS, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, edits_body,
@@ -144,7 +144,7 @@ def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
     outputs = manager._store.root
     auth_on = bool(manager.settings.api_auth_pairs)
-    json_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES)
+    json_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES, images=3)  # init, mask, ControlNet
     form_cap = 2 * manager.settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
 
     async def run(req: GenerationRequest, request: Request):
@@ -155,7 +155,7 @@ def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                                                    errors=BODY_ERRORS + RUN_ERRORS, error_schema=A1111_ERROR))
     async def img2img(request: Request):
         try:
-            body = await read_json(request, max_bytes=json_cap, image_keys=("init_images", "mask"))
+            body = await read_json(request, max_bytes=json_cap, image_keys=("init_images", "mask", a1111_unit_images))
             req, notes = await asyncio.to_thread(a1111_img2img_request, body, manager, max_prompt_chars)
             req = await a1111_control(req, body, manager.settings)     # with a mask: ControlNet inpaint
             result = await run(req, request)

@@ -14,10 +14,11 @@ OUTPAINT_SIDES = ("left", "right", "top", "bottom")
 OUTPAINT_STRENGTH = 1.0      # the new border has no picture to keep: it is made from noise
 
 
-def edit_body_cap(max_upload_bytes: int, base_bytes: int) -> int:
-    """The JSON body cap of a route that carries an image and a mask in base64 (4/3 of the bytes,
-    plus a data: prefix) beside the ordinary fields (`base_bytes`): the upload cap fits, and no more."""
-    return 2 * (max_upload_bytes * 4 // 3 + 64) + base_bytes
+def edit_body_cap(max_upload_bytes: int, base_bytes: int, images: int) -> int:
+    """The JSON body cap of a route that carries up to `images` images in base64 (4/3 of the bytes,
+    plus a data: prefix: a picture, its mask, a ControlNet map) beside the ordinary fields
+    (`base_bytes`): each at the upload cap fits, and no more."""
+    return images * (max_upload_bytes * 4 // 3 + 64) + base_bytes
 
 
 def caps(manager: Backend) -> tuple[int, int]:
