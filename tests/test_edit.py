@@ -189,6 +189,22 @@ def test_outpaint_extents_at_their_edges_run_and_past_them_are_refused_in_their_
     assert error["field"] == "outpaint" and f"{MAX_UPLOAD_SIDE + 64}x64 canvas" in error["message"]
 
 
+def test_the_edit_tab_with_no_side_extended_names_outpaint(settings, tmp_path):
+    """All four sliders at 0 in Outpaint: was "mask: marks nothing to change", a mask the user never drew."""
+    from zimage.errors import InvalidRequest
+    from zimage.web.ui_edit import edit_request
+
+    path = tmp_path / "in.png"
+    picture(64, 64).save(path)
+    value = {"background": str(path), "layers": [], "composite": str(path)}
+    args = ("x", "", 0.75, 4, False, 32)
+    with pytest.raises(InvalidRequest) as e:
+        edit_request(value, "outpaint", *args, (0, 0, 0, 0), True, 1024, 1024, 2, 1, 1, settings)
+    assert e.value.field == "outpaint" and "extends no side" in str(e.value)
+    req = edit_request(value, "outpaint", *args, (0, 16, 0, 0), True, 1024, 1024, 2, 1, 1, settings)
+    assert req.init_image.size == (80, 64) and req.mode == "inpaint"
+
+
 # --- A1111 (webuiapi) and OpenAI (openai SDK) ----------------------------------------------------
 
 def test_webuiapi_img2img_and_inpaint(server):

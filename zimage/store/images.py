@@ -148,6 +148,8 @@ def outpaint_canvas(image, left: int, right: int, top: int, bottom: int, field_n
     for name, value in (("left", left), ("right", right), ("top", top), ("bottom", bottom)):
         if not 0 <= value <= MAX_OUTPAINT_PX:     # the extents' own words: not an upload's ("The uploaded image ...")
             raise InvalidRequest(field_name, f"{name} must be 0-{MAX_OUTPAINT_PX} px, got {value}")
+    if not any((left, right, top, bottom)):       # the page's sliders all at 0 too, not "the mask marks nothing"
+        raise InvalidRequest(field_name, "extends no side (give left, right, top or bottom in px)")
     w, h = image.size
     cw, ch = w + left + right, h + top + bottom
     if max(cw, ch) > MAX_UPLOAD_SIDE:

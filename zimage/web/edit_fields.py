@@ -58,6 +58,4 @@ def _outpaint_sides(value: Any) -> tuple[int, int, int, int]:
         if px is None:
             raise InvalidRequest("outpaint", f"{side} must be an integer number of px")
         sides.append(px)
-    if not any(sides):
-        raise InvalidRequest("outpaint", "extends no side (give left, right, top or bottom in px)")
     return tuple(sides)
