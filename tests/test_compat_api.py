@@ -105,7 +105,7 @@ def test_openai_bad_request_gets_the_openai_error_shape(oai):
 
     with pytest.raises(openai.BadRequestError) as e:
         oai.images.generate(model="z-image-turbo", prompt="x", size="100x100")
-    assert e.value.status_code == 400 and "width" in e.value.message
+    assert e.value.status_code == 400 and e.value.body["param"] == "size" and "256-2048" in e.value.message
     with pytest.raises(openai.BadRequestError):
         oai.images.generate(model="z-image-turbo", prompt="x", size="big")
 
@@ -115,6 +115,8 @@ def test_openai_bad_request_gets_the_openai_error_shape(oai):
     ({"size": "9" * 5000 + "x256"}, "size"),   # was a 500: int() refuses 4301+ digits
     ({"size": False}, "size"), ({"size": ""}, "size"), ({"size": []}, "size"),   # were a 1024x1024 image
     ({"response_format": ""}, "response_format"), ({"response_format": False}, "response_format"),
+    ({"size": "0x0"}, "size"), ({"size": "256x4096"}, "size"),     # were named width / height, not sent
+    ({"n": 0}, "n"), ({"n": 5}, "n"), ({"n": "2"}, "n"),              # were named num_images
 ])
 def test_openai_fields_found_by_the_schema_fuzz(server, patch, field):
     r = requests.post(server.url + "/v1/images/generations", json={"prompt": "x", **patch}, timeout=30)

@@ -224,6 +224,22 @@ def test_webuiapi_img2img_and_inpaint(server):
     assert "Mask blur: 4" in result.info["infotexts"][0]
 
 
+@pytest.mark.parametrize("fields,param,words", [
+    ({"prompt": b"\xff\xfe a cat"}, "prompt", "UTF-8"),                  # was a prompt garbled as latin-1
+    ({"prompt": "\ud800".encode("utf-8", "surrogatepass")}, "prompt", "UTF-8"),   # a lone surrogate's bytes
+    ({"n": "-1"}, "n", "between 1 and 4"), ({"n": "5"}, "n", "between 1 and 4"),   # -1 was "must be an integer"
+    ({"size": "0x0"}, "size", "256-2048"),                                  # was named width
+])
+def test_openai_edits_form_fields_are_refused_naming_what_was_sent(server, fields, param, words):
+    form = {"prompt": "a cat", "size": "256x256", **fields}
+    r = requests.post(f"{server.url}/v1/images/edits", timeout=60,
+                      files={"image": ("in.png", png(picture()), "image/png"),
+                             **{k: (None, v) for k, v in form.items()}})
+    assert r.status_code == 400, r.text[:200]
+    error = r.json()["error"]
+    assert error["param"] == param and words in error["message"], error
+
+
 def test_openai_sdk_images_edit(server):
     from openai import OpenAI
 

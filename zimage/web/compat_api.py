@@ -14,13 +14,14 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
-from ..request import MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
+from ..request import MAX_IMAGES, MAX_SIZE, MIN_SIZE, MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
 from ..store.outputs import png_bytes
 from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, request_caller, request_language
 from .control_api import a1111_control, a1111_unit_images
@@ -39,6 +40,31 @@ PROGRESS = obj({"progress": NUMBER, "eta_relative": NUMBER, "state": obj({"job_c
 OPENAI_ERRORS = (400, 404, 409, 413, 415, 429, 503, 507)
 # ASCII digits, at most 5: "²".isdigit() is true but int("²") raises, and int() refuses 4301+ digits.
 OPENAI_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+FORM_INTEGER = re.compile(r"-?[0-9]{1,9}")    # a multipart text field that is a whole number
+
+
+def openai_size(size: Any, auto: tuple[int, int] | None) -> tuple[int, int] | None:
+    """(width, height) from OpenAI's `size` ("1024x1024"; missing, null or "auto": `auto`), each
+    side checked here so that a refusal names `size`, the field the caller sent."""
+    if size is None or size == "auto":
+        return auto
+    match = OPENAI_SIZE.fullmatch(size) if isinstance(size, str) else None
+    if match is None:
+        raise InvalidRequest("size", f"must look like 1024x1024 or auto, got {str(size)[:40]!r}")
+    width, height = int(match[1]), int(match[2])
+    if not (MIN_SIZE <= width <= MAX_SIZE and MIN_SIZE <= height <= MAX_SIZE):
+        raise InvalidRequest("size", f"each side must be {MIN_SIZE}-{MAX_SIZE} px, got {size}")
+    return width, height
+
+
+def openai_n(n: Any, form: bool = False) -> int:
+    """OpenAI's `n`: a JSON integer, or (`form`) a multipart form's text; refused naming `n`."""
+    count = (int(n) if isinstance(n, str) and FORM_INTEGER.fullmatch(n.strip()) else None) if form else as_int(n)
+    if count is None:
+        raise InvalidRequest("n", f"must be an integer, got {str(n)[:20]!r}")
+    if not 1 <= count <= MAX_IMAGES:
+        raise InvalidRequest("n", f"must be between 1 and {MAX_IMAGES}, got {count}")
+    return count
 
 
 def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
@@ -274,18 +300,13 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             if not isinstance(body, dict):
                 raise InvalidRequest("body", "must be a JSON object")
             # Only a missing or null field takes the default: "", false or [] are mistakes to report.
-            size = body.get("size")
-            size = "1024x1024" if size is None else size
-            match = OPENAI_SIZE.fullmatch(size) if isinstance(size, str) else None
-            if match is None:
-                raise InvalidRequest("size", f"must look like 1024x1024, got {str(size)[:40]!r}")
+            width, height = openai_size(body.get("size"), auto=(1024, 1024))
             fmt = body.get("response_format")
             fmt = "b64_json" if fmt is None else fmt
             if fmt not in ("b64_json", "url"):
                 raise InvalidRequest("response_format", "must be b64_json or url")
-            req = GenerationRequest.from_mapping({"prompt": body.get("prompt"), "width": int(match[1]),
-                                                  "height": int(match[2]), "num_images": body.get("n", 1)},
-                                                 max_prompt_chars)
+            req = GenerationRequest.from_mapping({"prompt": body.get("prompt"), "width": width, "height": height,
+                                                  "num_images": openai_n(body.get("n", 1))}, max_prompt_chars)
             result = await run(req, request)
         except ZImageError as e:
             return _openai_error(e, request)

@@ -19,8 +19,8 @@ from ..jobs import Backend
 from ..request import GenerationRequest, as_int
 from ..store.images import load_image
 from .api import MAX_BODY_BYTES, job_owner, read_json, request_caller
-from .compat_api import (OPENAI_ERRORS, OPENAI_SIZE, _a1111_error, _openai_error, a1111_fields, a1111_images,
-                         openai_images)
+from .compat_api import (OPENAI_ERRORS, _a1111_error, _openai_error, a1111_fields, a1111_images, openai_images,
+                         openai_n, openai_size)
 from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
 from .gradio_uploads import buffered_form
@@ -118,22 +118,16 @@ def openai_edit_request(form: dict[str, Any], manager: Backend, max_prompt_chars
         data["mode"] = "inpaint"
         # OpenAI's edits fill the transparent area anew: nothing of it is kept
         data["strength"] = 1.0
-    n = form.get("n")
-    if n is not None:
-        if not (isinstance(n, str) and n.strip().isascii() and n.strip().isdigit()):
-            raise InvalidRequest("n", f"must be an integer, got {str(n)[:20]!r}")
-        data["num_images"] = int(n)
+    if form.get("n") is not None:
+        data["num_images"] = openai_n(form["n"], form=True)
     if form.get("strength") is not None:        # ours, beyond OpenAI's fields
         try:
             data["strength"] = float(form["strength"])
         except (TypeError, ValueError):
             raise InvalidRequest("strength", "must be a number 0-1") from None
-    size = form.get("size")
-    if size not in (None, "", "auto"):
-        match = OPENAI_SIZE.fullmatch(size) if isinstance(size, str) else None
-        if match is None:
-            raise InvalidRequest("size", f"must look like 1024x1024 or auto, got {str(size)[:40]!r}")
-        data["width"], data["height"] = int(match[1]), int(match[2])
+    size = openai_size(form.get("size") or None, auto=None)          # auto: the image's own size
+    if size is not None:
+        data["width"], data["height"] = size
     fmt = form.get("response_format") or "b64_json"
     if fmt not in ("b64_json", "url"):
         raise InvalidRequest("response_format", "must be b64_json or url")

@@ -26,21 +26,43 @@ def upload_too_large(cap: int) -> BodyTooLarge:
     return BodyTooLarge(f"The upload is larger than {cap / 2**20:g} MB.", "Upload a smaller image.", field="files")
 
 
+class _NotText(Exception):
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _strict_parser():
+    """Starlette's multipart parser, but a text field that is not valid UTF-8 (or its part's
+    charset) is refused: Starlette decodes it as latin-1 without a word, and a prompt sent so came
+    out garbled (a lone surrogate's bytes as "í\xa0\x80")."""
+    from starlette.formparsers import MultiPartParser
+
+    class StrictTextParser(MultiPartParser):
+        def on_part_end(self) -> None:
+            part = self._current_part
+            if part.file is None:
+                try:
+                    bytes(part.data).decode(self._charset or "utf-8")
+                except (UnicodeDecodeError, LookupError):
+                    raise _NotText(part.field_name) from None
+            super().on_part_end()
+    return StrictTextParser
+
+
 async def buffered_form(scope, body: bytes, field: str, max_files: int, max_fields: int):
-    """Starlette's multipart parser over a body already read (and capped); a malformed form is an
-    InvalidRequest naming `field`. The caller closes the form."""
-    from starlette.requests import Request
+    """Starlette's multipart parser over a body already read (and capped; the caller checked that
+    it is multipart); a malformed form is an InvalidRequest naming `field`, a text field that is
+    not UTF-8 one naming that field. The caller closes the form."""
+    from starlette.datastructures import Headers
 
-    sent = False
-
-    async def receive():            # the buffered body once, then the end
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+    async def stream():             # the buffered body once, then the end
+        yield body
+        yield b""
+    parser = _strict_parser()(Headers(scope=scope), stream(), max_files=max_files, max_fields=max_fields)
     try:
-        return await Request(scope, receive).form(max_files=max_files, max_fields=max_fields)
+        return await parser.parse()
+    except _NotText as e:
+        raise InvalidRequest(e.name[:64] or field, "is not valid UTF-8 text") from None
     except Exception as e:          # python-multipart's and Starlette's parse errors have no common base
         raise InvalidRequest(field, f"is not a well-formed multipart form ({str(e)[:100] or type(e).__name__})") \
             from None

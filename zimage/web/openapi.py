@@ -143,8 +143,9 @@ def openai_body(max_prompt_chars: int) -> dict:
     """POST /v1/images/generations: OpenAI's fields we use; others are accepted and ignored."""
     return {"type": "object", "required": ["prompt"], "properties": {
         "prompt": text(max_prompt_chars, blank_ok=False),
-        "size": {"type": ["string", "null"], "pattern": "^[0-9]{1,5}x[0-9]{1,5}$", "default": "1024x1024",
-                 "description": f"WIDTHxHEIGHT, each {MIN_SIZE}-{MAX_SIZE} and a multiple of {SIZE_MULTIPLE}"},
+        "size": {"type": ["string", "null"], "pattern": "^([0-9]{1,5}x[0-9]{1,5}|auto)$", "default": "1024x1024",
+                 "description": f"WIDTHxHEIGHT, each {MIN_SIZE}-{MAX_SIZE} and a multiple of {SIZE_MULTIPLE}; "
+                                "auto: 1024x1024"},
         "n": integer(1, MAX_IMAGES, 1),
         "response_format": {"enum": ["b64_json", "url", None], "default": "b64_json"},
         "model": ANY_JSON,
