@@ -124,6 +124,27 @@ def test_openai_fields_found_by_the_schema_fuzz(server, patch, field):
     assert server.manager.load_count == 0
 
 
+@pytest.mark.parametrize("route,patch,field", [
+    ("txt2img", {"steps": 0}, "steps"), ("txt2img", {"steps": 51}, "steps"),      # were num_inference_steps
+    ("txt2img", {"cfg_scale": 30}, "cfg_scale"),                                    # was guidance_scale
+    ("txt2img", {"batch_size": 3, "n_iter": 2}, "batch_size"),                     # was num_images
+    ("img2img", {"denoising_strength": 1.5}, "denoising_strength"),                # was strength
+])
+def test_a1111_refusals_name_the_field_the_caller_sent(server, route, patch, field):
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), "gray").save(buf, "PNG")
+    body = {"prompt": "x", "width": 256, "height": 256, "steps": 2, **patch}
+    if route == "img2img":
+        body["init_images"] = [base64.b64encode(buf.getvalue()).decode()]
+    r = requests.post(f"{server.url}/sdapi/v1/{route}", json=body, timeout=60)
+    assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}: "), r.text[:200]
+
+
 def test_a1111_options_and_negative_prompt_refusals_keep_its_error_shape(server):
     r = requests.post(server.url + "/sdapi/v1/options", data="x", headers={"Content-Type": "text/plain"}, timeout=10)
     assert r.status_code == 415 and r.json()["detail"]          # was a 500 (the error escaped the route)

@@ -147,9 +147,9 @@ def test_a1111_and_openai_errors_in_chinese_keep_their_shapes(server):
                       timeout=10)
     err = _error(r)
     assert r.status_code == 400 and err["code"] == "invalid_request" and err["param"] == "size"
-    assert err["type"] == "invalid_request_error" and err["message"] == "size: 格式应为 1024x1024，收到的是 'big'"
+    assert err["type"] == "invalid_request_error" and err["message"] == "size: 格式应为 1024x1024 或 auto，收到的是 'big'"
     r = requests.post(server.url + "/v1/images/generations", json={"prompt": "x", "size": "big"}, timeout=10)
-    assert _error(r)["message"] == "size: must look like 1024x1024, got 'big'"
+    assert _error(r)["message"] == "size: must look like 1024x1024 or auto, got 'big'"
 
 
 def test_login_refusal_in_chinese(start_server, settings):
@@ -159,3 +159,18 @@ def test_login_refusal_in_chinese(start_server, settings):
                                                   "message": "请用 HTTP Basic 登录（--auth 的 用户名:密码）。"}
     r = requests.get(srv.url + "/health", timeout=10)
     assert _error(r)["message"] == "Log in with HTTP Basic (the --auth user:password)."
+
+
+@pytest.mark.parametrize("field,words,zh", [
+    ("size", "each side must be 256-2048 px, got 0x0", "每边必须在 256-2048 像素之间"),
+    ("batch_size", "(batch_size x n_iter) must be between 1 and 4, got 6", "（batch_size x n_iter）必须在 1 到 4 之间"),
+    ("prompt", "is not valid UTF-8 text", "不是有效的 UTF-8 文本"),
+    ("outpaint", "extends no side (give left, right, top or bottom in px)", "没有扩展任何一边"),
+    ("outpaint", "left must be 0-1024 px, got 1025", "left 必须在 0-1024 像素之间"),
+    ("outpaint", "would make a 8256x64 canvas; at most 8192x8192", "会得到 8256x64 的画布"),
+])
+def test_the_new_field_refusals_in_chinese(field, words, zh):
+    from zimage.errors import InvalidRequest
+
+    message, _ = InvalidRequest(field, words).text("zh")
+    assert message.startswith(f"{field}: ") and zh in message and "must" not in message

@@ -67,6 +67,11 @@ def openai_n(n: Any, form: bool = False) -> int:
     return count
 
 
+# Our request's fields -> A1111's, for its refusals (the others have the same names).
+A1111_NAMES = {"num_inference_steps": "steps", "guidance_scale": "cfg_scale", "strength": "denoising_strength",
+               "num_images": "batch_size"}
+
+
 def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
     """(our request's fields, the mapping notes) from an A1111 txt2img or img2img body. `sized`:
     width and height default to 1024 (txt2img); else they are left out (img2img: the image's size)."""
@@ -86,12 +91,25 @@ def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
     return data, {"sampler_name": body.get("sampler_name")}
 
 
+def a1111_request(data: dict, max_prompt_chars: int) -> GenerationRequest:
+    """Our request from an A1111 body's mapped fields; a refusal names the field the caller sent
+    (steps, cfg_scale, denoising_strength, batch_size), not ours."""
+    try:
+        return GenerationRequest.from_mapping(data, max_prompt_chars)
+    except InvalidRequest as e:
+        theirs = A1111_NAMES.get(e.field)
+        if theirs is None:
+            raise
+        words = e.message.removeprefix(f"{e.field}: ")
+        raise InvalidRequest(theirs, f"(batch_size x n_iter) {words}" if e.field == "num_images" else words) from None
+
+
 def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationRequest, dict]:
     """(validated request, the mapping notes) from an A1111 txt2img body."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "must be a JSON object")
     data, notes = a1111_fields(body)
-    return GenerationRequest.from_mapping(data, max_prompt_chars), notes
+    return a1111_request(data, max_prompt_chars), notes
 
 
 def _a1111_error(err: ZImageError, request: Request) -> JSONResponse:

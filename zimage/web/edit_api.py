@@ -19,8 +19,8 @@ from ..jobs import Backend
 from ..request import GenerationRequest, as_int
 from ..store.images import load_image
 from .api import MAX_BODY_BYTES, job_owner, read_json, request_caller
-from .compat_api import (OPENAI_ERRORS, _a1111_error, _openai_error, a1111_fields, a1111_images, openai_images,
-                         openai_n, openai_size)
+from .compat_api import (OPENAI_ERRORS, _a1111_error, _openai_error, a1111_fields, a1111_images, a1111_request,
+                         openai_images, openai_n, openai_size)
 from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
 from .gradio_uploads import buffered_form
@@ -68,7 +68,7 @@ def a1111_img2img_request(body: Any, manager: Backend, max_prompt_chars: int) ->
     for name in ("width", "height"):
         if body.get(name) is not None:
             data[name] = body[name]
-    return GenerationRequest.from_mapping(data, max_prompt_chars), notes
+    return a1111_request(data, max_prompt_chars), notes
 
 
 async def read_capped(request: Request, cap: int, what: str) -> bytes:
