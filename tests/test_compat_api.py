@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -65,6 +66,25 @@ def test_progress_advances_and_interrupt_stops_a_long_run(a1111, server):
     t.join(120)
     assert result["r"].status_code == 409                     # stopped, not shown as a result
     assert a1111.get_progress()["progress"] == 0
+
+
+def test_png_info_with_webuiapi_reads_back_what_txt2img_wrote(a1111, server):
+    made = a1111.txt2img(prompt="a red fox\nat dusk", negative_prompt="blur", width=256, height=256, steps=2,
+                         seed=77)
+    saved = Image.open(sorted(Path(server.settings.outputs_dir).rglob("*.png"), key=lambda p: p.stat().st_mtime)[-1])
+    read = a1111.png_info(saved)                               # webuiapi sends the image as base64 PNG
+    assert read.info == made.info["infotexts"][0] == saved.text["parameters"]     # webuiapi: info, parameters
+    params = read.parameters
+    assert (params["Prompt"], params["Negative prompt"], params["Steps"], params["Seed"]) == \
+        ("a red fox\nat dusk", "blur", "2", "77")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buf, "PNG")
+    plain = requests.post(server.url + "/sdapi/v1/png-info", json={"image": base64.b64encode(buf.getvalue()).decode()},
+                          timeout=30)
+    assert plain.status_code == 200 and plain.json() == {"info": "", "items": {}, "parameters": {}}
+    for body in ({}, {"image": "not base64!"}, {"image": base64.b64encode(b"GIF89a....").decode()}):
+        r = requests.post(server.url + "/sdapi/v1/png-info", json=body, timeout=30)
+        assert r.status_code in (415, 422) and r.json()["detail"].startswith(("image:", "The uploaded image ")), r.text[:200]
 
 
 def test_models_samplers_options_unload_reload(a1111, server):

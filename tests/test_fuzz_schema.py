@@ -62,6 +62,8 @@ def small_images(schema: dict) -> dict:
             if path == "/generate":
                 for name in GENERATE_EDIT_FIELDS:
                     props.pop(name, None)
+            if path == "/sdapi/v1/png-info":
+                props["image"] = {"enum": [image]}
             if "init_images" in props:
                 props["init_images"]["items"] = {"enum": [image]}
                 props["mask"] = {"enum": [None, mask]}

@@ -25,9 +25,9 @@ from ..request import MAX_IMAGES, MAX_SIZE, MIN_SIZE, MODEL_LABEL, SAMPLER_LABEL
 from ..store.outputs import png_bytes
 from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, request_caller, request_language
 from .control_api import a1111_control, a1111_unit_images
-from .edit_fields import edit_body_cap
-from .openapi import (A1111_ERROR, A1111_IMAGES, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING, NUMBER,
-                      OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
+from .edit_fields import caps, edit_body_cap
+from .openapi import (A1111_ERROR, A1111_IMAGES, A1111_PNG_INFO, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING,
+                      NUMBER, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
 
 A1111_DEFAULT_STEPS, A1111_DEFAULT_CFG = 20, 7.0
 OPENAI_MODEL_ID = "z-image-turbo"
@@ -89,6 +89,23 @@ def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
     if sized:
         data.update(width=body.get("width", 1024), height=body.get("height", 1024))
     return data, {"sampler_name": body.get("sampler_name")}
+
+
+def a1111_png_info(image: Any, max_bytes: int, max_pixels: int) -> dict:
+    """A1111's png-info answer for a base64 image: {"info": the parameters text (A1111's, or a
+    JPEG/WebP's EXIF comment), "items": a ComfyUI graph's JSON, "parameters": {"Prompt",
+    "Negative prompt", "Steps", ...}, ComfyUI's read as the PNG Info tab reads it}."""
+    from ..store.images import decode_base64
+    from ..store.pnginfo import read_image_info
+
+    if image is None or image == "":
+        raise InvalidRequest("image", "is required (a base64 PNG, JPEG or WebP image)")
+    found = read_image_info(decode_base64(image, "image", max_bytes), max_bytes, max_pixels, "image")
+    fields = found.parameters
+    parameters = {"Prompt": fields.get("prompt", ""), "Negative prompt": fields.get("negative_prompt", ""),
+                  **fields.get("params", {})} if found.source != "none" else {}
+    return {"info": found.raw if found.source in ("parameters", "exif") else "",
+            "items": {"comfyui": found.raw} if found.source == "comfyui" else {}, "parameters": parameters}
 
 
 def a1111_request(data: dict, max_prompt_chars: int) -> GenerationRequest:
@@ -178,6 +195,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter()
     outputs = manager._store.root
     txt2img_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES, images=1)   # a ControlNet map
+    png_info_cap = txt2img_cap
 
     auth_on = bool(manager.settings.api_auth_pairs)
 
@@ -251,6 +269,21 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     async def sd_models():
         return [{"title": MODEL_LABEL, "model_name": MODEL_LABEL, "hash": None, "sha256": None,
                  "filename": manager.settings.model, "config": None}]
+
+    @router.post("/sdapi/v1/png-info", **route_docs(ok=A1111_PNG_INFO, body=obj({"image": STRING}, ["image"]),
+                                                    errors=BODY_ERRORS + (422,), error_schema=A1111_ERROR))
+    async def png_info(request: Request):
+        """A1111's PNG Info: the `parameters` text of an image (PNG text, or a JPEG/WebP's EXIF
+        comment; ComfyUI's graph read as the PNG Info tab reads it) and its fields parsed, as
+        webuiapi's png_info() reads them. The image goes through the uploads' checks."""
+        try:
+            body = await read_json(request, max_bytes=png_info_cap, image_keys=("image",))
+            if not isinstance(body, dict):
+                raise InvalidRequest("body", "must be a JSON object")
+            info = await asyncio.to_thread(a1111_png_info, body.get("image"), *caps(manager))
+        except ZImageError as e:
+            return _a1111_error(e, request)
+        return info
 
     @router.get("/sdapi/v1/samplers", **route_docs(ok={"type": "array", "items": obj({"name": STRING}, ["name"])}))
     async def samplers():
