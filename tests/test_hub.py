@@ -126,3 +126,21 @@ def test_no_network_and_no_copy_is_a_clear_error(hub, cache):
     with pytest.raises(ModelUnavailable) as e:
         resolve_model_dir(MODEL_ID, cache)
     assert "Could not download" in e.value.message and "network" in e.value.hint
+
+
+@pytest.mark.parametrize("bad", ["a/..", "../etc", "a/b/c", "a/", "/x", "a/.hidden", "..", "a b/c"])
+def test_only_a_modelscope_id_makes_cache_paths_and_repair_touches_nothing_outside(cache, bad):
+    """"a/.." named the cache's own hub folder (candidate_dirs: base/hub/a/..): repair hashed what
+    it found there and deleted the files it took for damaged, then asked the hub for them."""
+    from zimage.errors import NotAModelId
+    from zimage.store.hub import repair, require_model_id, verify
+
+    outside = Path(cache) / "hub" / "mine.safetensors"
+    outside.parent.mkdir(parents=True)
+    outside.write_bytes(b"not a safetensors file")
+    for call in (lambda: repair(bad, cache), lambda: verify(bad, cache), lambda: require_model_id(bad)):
+        with pytest.raises(NotAModelId, match="neither a folder nor a ModelScope id"):
+            call()
+    assert outside.read_bytes() == b"not a safetensors file"
+    for good in ("Tongyi-MAI/Z-Image-Turbo", "PAI/Z-Image-Turbo-Fun-Controlnet-Union-2.1"):
+        require_model_id(good)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .config import DEFAULT_MODEL
-from .errors import ModelUnavailable, ZImageError
+from .errors import ModelUnavailable, NotAModelId, ZImageError
 from .store.cache import CachedModel, UnsafeDelete, delete_cached, derived_caches, modelscope_cache_base, scan_cache
 from .units import human_bytes
 
@@ -22,6 +22,8 @@ def _error_code(e: ZImageError) -> int:
 
     if isinstance(e, DiskFull):
         return DISK
+    if isinstance(e, NotAModelId):
+        return USAGE
     if isinstance(e, ModelUnavailable):
         return NETWORK
     return PROBLEMS
@@ -109,7 +111,12 @@ def cmd_verify(model_id: str | None, cache_dir: str) -> int:
         return USAGE
     worst = OK
     for mid in ids:
-        report = verify(mid, cache_dir)
+        try:
+            report = verify(mid, cache_dir)
+        except ZImageError as e:       # not a model id (the hub is not asked: hashes fall back to the files)
+            _say_error(e)
+            worst = max(worst, _error_code(e))
+            continue
         if report.folder is None:
             print(f"{mid}: not in the cache {base}", file=sys.stderr)
             worst = max(worst, USAGE)

@@ -79,6 +79,10 @@ class ModelUnavailable(ZImageError):
     code = "model_unavailable"
 
 
+class NotAModelId(ModelUnavailable):
+    """Neither a folder nor a ModelScope id (owner/name): nothing to look up or download."""
+
+
 class ModelLoadFailed(ZImageError):
     """The model files are there but could not be loaded (corrupt, incomplete, unsupported)."""
     http_status = 503

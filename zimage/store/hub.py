@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import shutil
 import threading
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CacheCorrupt, DiskFull, DownloadCancelled, ModelLoadFailed, ModelUnavailable
+from ..errors import CacheCorrupt, DiskFull, DownloadCancelled, ModelLoadFailed, ModelUnavailable, NotAModelId
 from .cache import Problem, candidate_dirs, classify, modelscope_cache_base
 from .manifest import check_against_manifest, load_manifest, manifest_from_listing, save_manifest
 
@@ -51,6 +52,19 @@ def disk_free_bytes(path: Path) -> int:
 
 def is_local_reference(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or Path(model).expanduser().is_dir()
+
+
+# ModelScope's owner/name: letters, digits, "-", "_" and "." (not "." or ".." alone, which would make
+# the cache paths built from the id leave the cache: "a/.." is the cache's own folder).
+MODEL_ID_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def require_model_id(model: str) -> None:
+    """Refuse anything but a ModelScope id (owner/name) before a cache path is made from it."""
+    parts = model.split("/") if isinstance(model, str) else []
+    if len(parts) != 2 or not all(MODEL_ID_PART.fullmatch(p) and ".." not in p for p in parts):
+        raise NotAModelId(f"{model!r} is neither a folder nor a ModelScope id (owner/name).",
+                          "Use e.g. --model Tongyi-MAI/Z-Image-Turbo or --model /path/to/folder.")
 
 
 def needed_files(listing: list[dict], patterns: list[str] = ALLOW_PATTERNS) -> list[dict]:
@@ -123,6 +137,7 @@ def download(model_id: str, cache_dir: str = "", on_progress: DownloadCallback |
     from modelscope.hub.snapshot_download import snapshot_download
     from modelscope_hub._download import ProgressCallback
 
+    require_model_id(model_id)
     base = modelscope_cache_base(cache_dir)
     listing = list_remote(model_id)
     if not listing:
@@ -241,9 +256,7 @@ def resolve_model_dir(model: str, cache_dir: str = "", on_progress: DownloadCall
                                   "Point --model at a complete copy, or copy the damaged files again.",
                                   files=[p.path for p in problems])
         return path
-    if model.count("/") != 1:
-        raise ModelUnavailable(f"{model!r} is neither a folder nor a ModelScope id (owner/name).",
-                               "Use e.g. --model Tongyi-MAI/Z-Image-Turbo or --model /path/to/folder.")
+    require_model_id(model)
     base = modelscope_cache_base(cache_dir)
     folder, problems = cached_copy(model, base)
     if folder is not None and not problems and not any(folder.rglob("*.incomplete")):
@@ -263,6 +276,7 @@ def resolve_model_dir(model: str, cache_dir: str = "", on_progress: DownloadCall
 def repair(model_id: str, cache_dir: str = "", on_progress: DownloadCallback | None = None,
            cancel: threading.Event | None = None) -> list[str]:
     """Re-download only the damaged or missing files (found with a full hash check); return them."""
+    require_model_id(model_id)
     base = modelscope_cache_base(cache_dir)
     folder, problems = cached_copy(model_id, base, full=True)
     if folder is None:
@@ -307,6 +321,7 @@ def verify(model_id: str, cache_dir: str = "",
            on_progress: Callable[[int, int, str], None] | None = None) -> VerifyReport:
     """Full check of a cached model: sha256 of every file when hashes are known (our manifest, or
     the hub's list when reachable: then a manifest is recorded), sizes and headers otherwise."""
+    require_model_id(model_id)
     base = modelscope_cache_base(cache_dir)
     if load_manifest(base, model_id) is None:
         _adopt_hub_hashes(model_id, base)
