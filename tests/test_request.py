@@ -109,3 +109,19 @@ def test_parse_infotext_takes_a1111_text_and_leaves_plain_prompts_alone():
     assert plain == {"prompt": "a note: not parameters", "negative_prompt": "", "params": {}}
     assert parse_infotext(None)["prompt"] == ""
     assert "seed" not in parse_infotext("p\nSteps: x, Seed: y, Size: 9x, CFG scale: nan")
+
+
+def test_parse_infotext_takes_time_in_proportion_to_the_text():
+    """A1111's unbounded key pattern backtracked over the whole last line at each position: a PNG
+    whose parameters were one 900,000-character line held a worker for minutes (20,000 characters
+    took about 3 s here). Keys are bounded now, and a last line over 64 KB is prompt text."""
+    import time
+
+    from zimage.request import MAX_PARAMS_LINE, parse_infotext
+
+    started = time.perf_counter()
+    assert parse_infotext("x" * 20_000)["params"] == {}
+    assert parse_infotext("x" * 900_000)["prompt"] == "x" * 900_000
+    assert time.perf_counter() - started < 1.5
+    long_params = "a cat\nSteps: 9, Seed: 4, Size: 256x256, Notes: " + "n" * (MAX_PARAMS_LINE - 100)
+    assert parse_infotext(long_params)["seed"] == 4          # a long line under the cap still parses
