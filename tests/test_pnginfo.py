@@ -96,6 +96,20 @@ def test_comfyui_odd_graphs_give_what_they_can_and_never_raise(graph):
     assert parameters_of({"prompt": json.dumps(graph)})[0] in ("comfyui", "none")
 
 
+SAMPLER_NODE = {"type": "KSampler", "widgets_values": [1, "fixed", 2, 3.0]}
+
+
+@pytest.mark.parametrize("graph", [
+    {"nodes": [SAMPLER_NODE], "links": 5},                       # were TypeErrors: the PNG Info tab and
+    {"nodes": [SAMPLER_NODE], "links": [[[1], 2]]},              # png-info failed on these workflows
+    {"nodes": [dict(SAMPLER_NODE, inputs=[{"name": "positive", "link": [1]}])], "links": []},
+])
+def test_comfyui_workflows_with_odd_links_still_give_the_sampler(graph):
+    found = comfy_workflow(graph)
+    assert (found["seed"], found["steps"], found["guidance_scale"]) == (1, 2, 3.0)
+    assert parameters_of({"workflow": json.dumps(graph)})[0] == "comfyui"
+
+
 def test_itxt_and_no_parameters(tmp_path):
     assert read(png_bytes(tmp_path, itxt="x")).source == "none"
     meta = PngInfo()

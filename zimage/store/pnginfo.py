@@ -299,7 +299,9 @@ def comfy_workflow(graph: Any) -> dict[str, Any]:
     if not samplers and not texts:
         return {}
     out: dict[str, Any] = {"prompt": "", "negative_prompt": "", "params": {}}
-    links = {link[0]: link[1] for link in graph.get("links", []) if isinstance(link, list) and len(link) >= 2}
+    raw_links = graph.get("links")          # [link id, from node, ...]; ids are ints (strings tolerated)
+    links = {link[0]: link[1] for link in raw_links if isinstance(link, list) and len(link) >= 2
+             and isinstance(link[0], (int, str))} if isinstance(raw_links, list) else {}
     if samplers:
         sampler = samplers[0]
         values = sampler["widgets_values"]
@@ -309,7 +311,8 @@ def comfy_workflow(graph: Any) -> dict[str, Any]:
                 out[key] = value
         for slot in sampler.get("inputs", []) if isinstance(sampler.get("inputs"), list) else []:
             if isinstance(slot, dict) and slot.get("name") in ("positive", "negative"):
-                src = links.get(slot.get("link"))
+                link = slot.get("link")
+                src = links.get(link) if isinstance(link, (int, str)) else None
                 text = next((n["widgets_values"][0] for n in texts if n.get("id") == src), None)
                 if text is not None:
                     out["prompt" if slot["name"] == "positive" else "negative_prompt"] = text
