@@ -452,6 +452,21 @@ def test_inpaint_with_controlnet_keeps_the_outside_and_loads_nothing_again(cn21_
     assert requests.get(srv.url + "/health", timeout=10).json()["load_count"] == 1
 
 
+def test_inpaint_with_controlnet_makes_several_images_in_one_call(cn21_server):
+    """Two or more images were a 500: diffusers' ControlNet inpaint repeats its picture and map to
+    the batch but not its mask (torch.cat: "Expected size 2 but got size 1")."""
+    source = photo()
+    body = {**BASE, "image": b64(png_of(source)), "mask": b64(png_of(square_mask(MASK_BOX))), "num_images": 3,
+            "control": {"image": b64(square_png()), "module": "canny"}}
+    r = post(cn21_server, body)
+    assert r.status_code == 200, r.text[:300]
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(i))).convert("RGB"), dtype=int)
+              for i in r.json()["images"]]
+    keep, before = outside(MASK_BOX, 12), np.asarray(source, dtype=int)
+    assert len(images) == 3 and all(np.abs(out[keep] - before[keep]).max() <= 2 for out in images)
+    assert np.abs(images[0] - images[1]).max() > 0                      # seeds s and s+1
+
+
 def test_outpaint_with_controlnet_keeps_the_picture(cn21_server):
     source = photo(192)
     body = {**BASE, "image": b64(png_of(source)), "outpaint": {"left": 64, "right": 0, "top": 0, "bottom": 64},

@@ -151,10 +151,12 @@ def finish(inputs: EditInputs, images: list) -> list:
     return out
 
 
-def call_kwargs(req: GenerationRequest, inputs: EditInputs) -> dict:
-    """The mode's extra arguments to the pipeline call."""
+def call_kwargs(req: GenerationRequest, inputs: EditInputs, images: int = 1) -> dict:
+    """The mode's extra arguments to a pipeline call that makes `images` images."""
     if req.control is not None:           # ZImageControlNetInpaintPipeline: no strength argument
-        return dict(image=inputs.image, mask_image=inputs.mask, control_image=control_image(req, inputs))
+        # and (diffusers 0.42) its mask is not repeated to the batch as its picture and map are:
+        # with one mask for two images torch.cat failed ("Expected size 2 but got size 1"); one each
+        return dict(image=inputs.image, mask_image=[inputs.mask] * images, control_image=control_image(req, inputs))
     kwargs = dict(image=inputs.image, strength=req.denoising_strength)
     if req.mode == "inpaint":
         kwargs["mask_image"] = inputs.mask

@@ -136,7 +136,7 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
             if uses_guidance(req.guidance_scale):
                 texts["negative_prompt_embeds"] = encode(pipe, [req.negative_prompt] * len(prompts))
         phase("generating", 0, total)
-        extra = edit.call_kwargs(req, inputs) if inputs is not None else {}
+        extra = edit.call_kwargs(req, inputs, len(seeds)) if inputs is not None else {}
         window = contextlib.nullcontext()
         if req.control is not None:     # pipe is a ControlNet pipeline (engine/controlnet.py)
             from .controlnet import guidance_window
