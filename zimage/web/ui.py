@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import logging
 import math
 import threading
@@ -171,6 +172,8 @@ def parse_preset(preset: str) -> tuple[int, int]:
 SAVED_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed", "count",
                 *(f"lora{i}" for i in range(1, LORA_SLOTS + 1)),
                 *(f"lora{i}_strength" for i in range(1, LORA_SLOTS + 1)))
+# The settings as BrowserState keeps them ({field: value}), made in the browser from the controls.
+SAVE_SETTINGS_JS = f"(...values) => Object.fromEntries({json.dumps(list(SAVED_FIELDS))}.map((k, i) => [k, values[i]]))"
 
 
 def _restored(saved, name: str, default):
@@ -307,9 +310,6 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         lang = request_lang(request)
         return [client_id, *restored, registry.gallery(client_id), gr.Timer(active=bool(registry.running(client_id))),
                 lang, status_html(lang), *tab_labels(lang)]
-
-    def on_save(*values):
-        return dict(zip(SAVED_FIELDS, values))
 
     def on_stop(client, request: gr.Request):
         owner = owner_of(valid_client_id(client), request)
@@ -452,7 +452,10 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         timer = gr.Timer(1.0)
         # Status reads never enter the queue: a full generation queue must not freeze the panel.
         timer.tick(on_tick, client_id, [status_box, cancel_dl_btn, stop_btn], show_progress="hidden", **private)
-        gr.on([c.change for c in saved_controls], on_save, saved_controls, saved, show_progress="hidden", **private)
+        # Kept in the browser by the browser, with no round trip: a setting changed a moment before a
+        # reload was lost under load, its save still on its way to the server and back.
+        gr.on([c.change for c in saved_controls], None, saved_controls, saved, show_progress="hidden",
+              js=SAVE_SETTINGS_JS, **private)
         preload_btn.click(on_preload, None, status_box, **private)
         unload_btn.click(on_unload, unload_to, [status_box, controls_note], **private)
         cancel_dl_btn.click(on_cancel_download, None, status_box, **private)
