@@ -113,7 +113,7 @@ def cmd_verify(model_id: str | None, cache_dir: str) -> int:
     for mid in ids:
         try:
             report = verify(mid, cache_dir)
-        except ZImageError as e:       # not a model id (the hub is not asked: hashes fall back to the files)
+        except ZImageError as e:       # e.g. not a model id (NotAModelId): said, and the next model checked
             _say_error(e)
             worst = max(worst, _error_code(e))
             continue

@@ -59,7 +59,10 @@ def openai_size(size: Any, auto: tuple[int, int] | None) -> tuple[int, int] | No
 
 def openai_n(n: Any, form: bool = False) -> int:
     """OpenAI's `n`: a JSON integer, or (`form`) a multipart form's text; refused naming `n`."""
-    count = (int(n) if isinstance(n, str) and FORM_INTEGER.fullmatch(n.strip()) else None) if form else as_int(n)
+    if form:
+        count = int(n) if isinstance(n, str) and FORM_INTEGER.fullmatch(n.strip()) else None
+    else:
+        count = as_int(n)
     if count is None:
         raise InvalidRequest("n", f"must be an integer, got {str(n)[:20]!r}")
     if not 1 <= count <= MAX_IMAGES:

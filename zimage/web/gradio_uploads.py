@@ -3,6 +3,7 @@ may take one (UPLOAD_INPUTS), its size, and one PNG/JPEG/WebP file by its first 
 checks themselves (header pixels, frames, a truncated file) are store/pnginfo's."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from ..errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType
@@ -31,6 +32,7 @@ class _NotText(Exception):
         self.name = name
 
 
+@functools.cache
 def _strict_parser():
     """Starlette's multipart parser, but a text field that is not valid UTF-8 (or its part's
     charset) is refused: Starlette decodes it as latin-1 without a word, and a prompt sent so came

@@ -185,8 +185,8 @@ ERROR = obj({"error": obj({"code": STRING, "message": STRING, "hint": STRING, "f
 A1111_ERROR = obj({"error": STRING, "detail": STRING, "errors": STRING})
 OPENAI_ERROR = obj({"error": obj({"message": STRING, "type": STRING, "param": NULLABLE_STRING, "code": STRING},
                                  required=["message", "type"])})
-# /outputs/{rel_path}: a name with a line break does not match the route, so the page's 404 answers it.
 A1111_PNG_INFO = obj({"info": STRING, "items": {"type": "object"}, "parameters": {"type": "object"}})
+# /outputs/{rel_path}: a name with a line break does not match the route, so the page's 404 answers it.
 NOT_FOUND = {"anyOf": [obj({"error": obj({"message": STRING})}), obj({"detail": STRING})]}
 
 GUARD_ERRORS = (400, 401, 403)        # security.GuardMiddleware, in front of every route (400: a malformed Host)
