@@ -82,7 +82,8 @@ def test_png_info_with_webuiapi_reads_back_what_txt2img_wrote(a1111, server):
     plain = requests.post(server.url + "/sdapi/v1/png-info", json={"image": base64.b64encode(buf.getvalue()).decode()},
                           timeout=30)
     assert plain.status_code == 200 and plain.json() == {"info": "", "items": {}, "parameters": {}}
-    for body in ({}, {"image": "not base64!"}, {"image": base64.b64encode(b"GIF89a....").decode()}):
+    for body in ({}, {"image": "not base64!"}, {"image": base64.b64encode(b"GIF89a....").decode()},
+                 {"image": "/etc/passwd"}, {"image": str(saved.filename)}):     # a path is never opened
         r = requests.post(server.url + "/sdapi/v1/png-info", json=body, timeout=30)
         assert r.status_code in (415, 422) and r.json()["detail"].startswith(("image:", "The uploaded image ")), r.text[:200]
 

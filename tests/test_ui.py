@@ -192,6 +192,18 @@ def test_no_event_of_the_page_takes_a_file_and_a_crafted_gallery_downloads_nothi
     assert r.status_code == 422 and "not yours" not in r.text
 
 
+def test_the_settings_are_saved_in_the_browser_with_no_round_trip(server):
+    """The save went to the server and back: under load a reload overtook it and a width set a
+    moment before came back as 1024. Every event that writes the saved settings runs in the browser."""
+    from zimage.web.ui import SAVED_FIELDS
+
+    config = requests.get(server.url + "/config", timeout=10).json()
+    store = next(c["id"] for c in config["components"] if c.get("props", {}).get("storage_key") == "zimage-settings")
+    savers = [d for d in config["dependencies"] if store in d["outputs"]]
+    assert savers and all(not d["backend_fn"] and d["js"] for d in savers)
+    assert all(len(d["inputs"]) == len(SAVED_FIELDS) for d in savers)
+
+
 def test_every_waiting_page_job_is_counted_in_the_queue(server):
     """Three pages waiting: the status panel's queue said 1 (Gradio held the other two back)."""
     server.manager.ensure_ready(60)
