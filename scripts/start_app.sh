@@ -5,6 +5,16 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+for a in "$@"; do
+  if [ "$a" = "--help" ] || [ "$a" = "-h" ]; then     # answer at once: nothing is installed for help
+    echo "usage: bash scripts/start_app.sh [--warmup] [webui.py flags...]"
+    echo "  first run: creates .venv (torch fits the machine: CUDA where nvidia-smi answers, else the CPU"
+    echo "  wheel; TORCH_SPEC=... or ZIMAGE_TORCH=cpu|cuda overrides), then serves http://127.0.0.1:7860"
+    echo "  --warmup   preload the model and send one warm-up image once /health is healthy"
+    echo
+    exec "${PYTHON:-python3}" webui.py --help          # the flags parse with the standard library only
+  fi
+done
 WARMUP=0
 ARGS=()
 for a in "$@"; do

@@ -1,6 +1,6 @@
 """`python -m zimage ...`: the subcommands of zimage/cli.py."""
 import sys
 
-from .cli import main
+from .cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -53,11 +53,37 @@ def print_openapi() -> int:
     return 0
 
 
+SETUP_HINT = ("zimage-webui needs its packages ({name} is not installed in {python}). Set up with "
+              "`bash scripts/start_app.sh` (creates .venv with the torch build that fits this machine, then "
+              "starts the app), or install torch for your machine and then `pip install -e .`.")
+
+
+def _with_packages(run, argv: list[str]) -> int:
+    """Run a command; a missing third-party package is one line saying how to set up, not a traceback."""
+    try:
+        return run(argv)
+    except ModuleNotFoundError as e:
+        if not e.name or e.name.split(".")[0] == __package__:
+            raise                                   # our own module missing is a bug, not a setup step
+        print("error: " + SETUP_HINT.format(name=e.name.split(".")[0], python=sys.executable), file=sys.stderr)
+        return 3
+
+
+def webui_entry() -> int:
+    """The `zimage-webui` console script and webui.py: serve the app."""
+    return _with_packages(serve_main, sys.argv[1:])
+
+
+def entry() -> int:
+    """The `zimage` console script and `python -m zimage`."""
+    return _with_packages(main, sys.argv[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
         return serve_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m zimage")
+    parser = argparse.ArgumentParser(prog="zimage")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="start the web UI (flags as webui.py)")
     tiny = sub.add_parser("make-tiny-model", help="write the tiny random Z-Image pipeline (a few MB)")
