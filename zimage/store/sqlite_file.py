@@ -27,8 +27,8 @@ _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _DAMAGE_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 # Errors of one row's values (a type or value SQLite cannot bind, a constraint): that row is left
 # out. Anything else (busy, disk full, I/O) is the file's or the lock's and ends the transaction.
-ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError, sqlite3.IntegrityError,
-              sqlite3.DataError)
+ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+              sqlite3.IntegrityError, sqlite3.DataError)
 
 
 class DamagedIndex(sqlite3.DatabaseError):
