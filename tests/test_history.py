@@ -430,3 +430,35 @@ def test_size_filters_and_ids_beyond_sqlite_integers(tmp_path):
     assert store.history.query(HistoryQuery(offset=2**70)).entries == []
     with pytest.raises(HistoryPathRefused):
         store.delete("2020-01-01/x.png@²")
+
+
+def _history_filter_event(url: str) -> int:
+    """The page's event that lists the History with its four filters (what Refresh sends)."""
+    cfg = requests.get(url + "/config", timeout=10).json()
+    ids = {c.get("props", {}).get("elem_id"): c["id"] for c in cfg["components"]}
+    filters = [ids["history-search"], ids["history-since"], ids["history-until"], ids["history-size"]]
+    refresh = ids["history-refresh"]
+    return next(d["id"] for d in cfg["dependencies"] if d["inputs"] == filters
+                and [refresh, "click"] in [list(t) for t in d["targets"]])
+
+
+def test_date_filters_at_the_ends_of_the_calendar_over_http(server):
+    """The same filter through the page's HTTP route (Gradio's run/predict, as the browser sends it):
+    an answer for both ends of the calendar, and a bad date is a message naming its field, never a 500."""
+    store = server.manager._store
+    save(store, "a kite over the dunes", 31)
+    event = _history_filter_event(server.url)
+
+    def listing(since: str, until: str) -> list:
+        r = requests.post(server.url + "/gradio_api/run/predict", json={
+            "data": ["", since, until, ""], "fn_index": event, "session_hash": "hist-dates"}, timeout=30)
+        assert r.status_code == 200, (since, until, r.text[:500])
+        return r.json()["data"]
+
+    for since, until, found in [("0001-01-01", "9999-12-31", 1), ("9999-12-31", "", 0), ("", "0001-01-01", 0),
+                                ("0001-01-01", "", 1), ("", "9999-12-31", 1)]:
+        data = listing(since, until)
+        assert len(data[0]) == found, (since, until, data)
+        assert ("1 image" in data[2]) == bool(found), data[2]
+    data = listing("10000-01-01", "")
+    assert "From" in data[2] and "YYYY-MM-DD" in data[2]
