@@ -462,3 +462,12 @@ def test_date_filters_at_the_ends_of_the_calendar_over_http(server):
         assert ("1 image" in data[2]) == bool(found), data[2]
     data = listing("10000-01-01", "")
     assert "From" in data[2] and "YYYY-MM-DD" in data[2]
+
+
+def test_the_detail_view_of_a_file_dated_past_the_platforms_clock():
+    from zimage.store.history import HistoryEntry
+    from zimage.web.ui_history import render_detail
+
+    entry = HistoryEntry(path="d/x.png", mtime_ns=2**63 - 1, bytes=1, width=8, height=8, prompt="far future",
+                         created=1e18)              # time.localtime: OSError "Value too large" (was a page error)
+    assert 'data-field="made">-</td>' in render_detail(entry) and "far future" in render_detail(entry)
