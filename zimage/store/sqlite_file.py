@@ -8,15 +8,12 @@ file, moved the live index aside and deleted its WAL.
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-
-log = logging.getLogger(__name__)
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 # How long a statement waits for another connection's write lock before "database is locked". A
