@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from conftest import break_the_pipeline, wait_for
 
@@ -82,6 +83,13 @@ def test_png_info_with_webuiapi_reads_back_what_txt2img_wrote(a1111, server):
     plain = requests.post(server.url + "/sdapi/v1/png-info", json={"image": base64.b64encode(buf.getvalue()).decode()},
                           timeout=30)
     assert plain.status_code == 200 and plain.json() == {"info": "", "items": {}, "parameters": {}}
+    for odd in ("Steps: ², Seed: --5, Size: 1x1", f"Steps: 1, Seed: {'9' * 5000}, Size: {'9' * 5000}x1"):
+        meta, buf = PngInfo(), io.BytesIO()                  # a foreign PNG's figures int() refuses: was a 500
+        meta.add_text("parameters", f"odd figures\n{odd}")
+        Image.new("RGB", (8, 8)).save(buf, "PNG", pnginfo=meta)
+        r = requests.post(server.url + "/sdapi/v1/png-info", json={"image": base64.b64encode(buf.getvalue()).decode()},
+                          timeout=30)
+        assert r.status_code == 200 and r.json()["parameters"]["Prompt"] == "odd figures", r.text[:200]
     for body in ({}, {"image": "not base64!"}, {"image": base64.b64encode(b"GIF89a....").decode()},
                  {"image": "/etc/passwd"}, {"image": str(saved.filename)}):     # a path is never opened
         r = requests.post(server.url + "/sdapi/v1/png-info", json=body, timeout=30)

@@ -231,3 +231,82 @@ def test_a_bad_date_filter_names_its_field():
         history_query("", "2025-13-01", "", "", 0)
     assert err.value.field == "From"
     assert history_query("cat", "2025-01-02", "", "square", 2).offset == 48
+
+
+def _foreign_png(path: Path, parameters: str, size=(40, 24)) -> Path:
+    meta = PngInfo()
+    meta.add_text("parameters", parameters)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size).save(path, pnginfo=meta)
+    return path
+
+
+HUGE = "99999999999999999999"          # over 2**64: what SQLite's INTEGER cannot hold
+
+
+@pytest.mark.parametrize("since, until, expected", [
+    ("0001-01-01", "", 2), ("", "9999-12-31", 2), ("0001-01-01", "9999-12-31", 2), ("9999-12-31", "", 0),
+    ("", "0001-01-01", 0), ("9999-12-31", "9999-12-31", 0), ("0001-01-01", "0001-01-01", 0), ("0001-01-02", "9999-12-30", 2)])
+def test_date_filters_at_the_ends_of_the_calendar(tmp_path, since, until, expected):
+    """0001-01-01 and 9999-12-31 are valid dates: the filter answers (they were 500s: the local time of
+    0001-01-01 and the day after 9999-12-31 overflowed)."""
+    from zimage.web.ui_history import history_query
+
+    store = OutputStore(tmp_path / "out")
+    save(store, "one", 1)
+    save(store, "two", 2)
+    assert store.history.query(history_query("", since, until, "", 0)).total == expected
+
+
+def test_size_filters_and_ids_beyond_sqlite_integers(tmp_path):
+    store = OutputStore(tmp_path / "out")
+    save(store, "one", 1, size=(64, 48))
+    assert store.history.query(HistoryQuery(size=f"{HUGE}x{HUGE}")).total == 0
+    assert store.history.query(HistoryQuery(size="64x48")).total == 1
+    with pytest.raises(InvalidRequest) as err:
+        store.history.query(HistoryQuery(size="²x³"))             # isdigit() says yes, int() says no
+    assert err.value.field == "size"
+    assert store.history.query(HistoryQuery(offset=2**70)).entries == []
+    with pytest.raises(HistoryPathRefused):
+        store.delete("2020-01-01/x.png@²")
+
+
+def _history_filter_event(url: str) -> int:
+    """The page's event that lists the History with its four filters (what Refresh sends)."""
+    cfg = requests.get(url + "/config", timeout=10).json()
+    ids = {c.get("props", {}).get("elem_id"): c["id"] for c in cfg["components"]}
+    filters = [ids["history-search"], ids["history-since"], ids["history-until"], ids["history-size"]]
+    refresh = ids["history-refresh"]
+    return next(d["id"] for d in cfg["dependencies"] if d["inputs"] == filters
+                and [refresh, "click"] in [list(t) for t in d["targets"]])
+
+
+def test_date_filters_at_the_ends_of_the_calendar_over_http(server):
+    """The same filter through the page's HTTP route (Gradio's run/predict, as the browser sends it):
+    an answer for both ends of the calendar, and a bad date is a message naming its field, never a 500."""
+    store = server.manager._store
+    save(store, "a kite over the dunes", 31)
+    event = _history_filter_event(server.url)
+
+    def listing(since: str, until: str) -> list:
+        r = requests.post(server.url + "/gradio_api/run/predict", json={
+            "data": ["", since, until, ""], "fn_index": event, "session_hash": "hist-dates"}, timeout=30)
+        assert r.status_code == 200, (since, until, r.text[:500])
+        return r.json()["data"]
+
+    for since, until, found in [("0001-01-01", "9999-12-31", 1), ("9999-12-31", "", 0), ("", "0001-01-01", 0),
+                                ("0001-01-01", "", 1), ("", "9999-12-31", 1)]:
+        data = listing(since, until)
+        assert len(data[0]) == found, (since, until, data)
+        assert ("1 image" in data[2]) == bool(found), data[2]
+    data = listing("10000-01-01", "")
+    assert "From" in data[2] and "YYYY-MM-DD" in data[2]
+
+
+def test_the_detail_view_of_a_file_dated_past_the_platforms_clock():
+    from zimage.store.history import HistoryEntry
+    from zimage.web.ui_history import render_detail
+
+    entry = HistoryEntry(path="d/x.png", mtime_ns=2**63 - 1, bytes=1, width=8, height=8, prompt="far future",
+                         created=1e18)              # time.localtime: OSError "Value too large" (was a page error)
+    assert 'data-field="made">-</td>' in render_detail(entry) and "far future" in render_detail(entry)

@@ -110,6 +110,17 @@ def test_comfyui_workflows_with_odd_links_still_give_the_sampler(graph):
     assert parameters_of({"workflow": json.dumps(graph)})[0] == "comfyui"
 
 
+@pytest.mark.parametrize("odd, typed", [
+    ("Steps: ², Seed: --5, CFG scale: 2, Size: ²x³", {"guidance_scale": 2.0}),       # isdigit() yes, int() no
+    (f"Steps: 3, Seed: {'9' * 5000}, Size: {'9' * 5000}x1", {"steps": 3}),             # past int()'s 4300 digits
+    ("Steps: 4, Seed: 99999999999999999999, Size: 64x32", {"steps": 4, "seed": 99999999999999999999, "width": 64}),
+])
+def test_odd_figures_in_a_foreign_png_are_left_out_not_raised(tmp_path, odd, typed):
+    p = read(png_bytes(tmp_path, parameters=f"a foreign one\n{odd}")).parameters
+    assert p["prompt"] == "a foreign one"
+    assert {k: p[k] for k in ("steps", "seed", "guidance_scale", "width") if k in p} == typed
+
+
 def test_itxt_and_no_parameters(tmp_path):
     assert read(png_bytes(tmp_path, itxt="x")).source == "none"
     meta = PngInfo()

@@ -277,6 +277,17 @@ class HistoryItemChanged(ZImageError):
                          "Press Refresh in the History tab and pick it again.", item=item)
 
 
+class HistoryBusy(ZImageError):
+    """Another copy of the app (or a tool) held the History index's write lock past the wait: the
+    index is in use, not damaged; nothing is moved or rebuilt."""
+    http_status = 503
+    code = "history_busy"
+
+    def __init__(self, index: str):
+        super().__init__(f"The History index {index} is in use by another program.",
+                         "Try again in a few seconds.", index=index)
+
+
 class ControlNetRefused(ZImageError):
     """ControlNet cannot run on the model as it is placed now (a low-VRAM plan, int8 or fp8 weights)."""
     http_status = 409

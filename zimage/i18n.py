@@ -80,6 +80,7 @@ ERROR_ZH: dict[str, str] = {
     "history_path_refused": "历史记录中的该项被拒绝：它不是输出文件夹里的图片。",
     "history_item_not_found": "历史记录中找不到该图片。",
     "history_item_changed": "该图片在列出之后已被更改或删除，未做任何删除。",
+    "history_busy": "历史记录索引正被另一个程序使用。",
     "vram_budget_too_small": "显存预算太小。",
     "uploads_refused": "此页面不接受文件上传。",
     "unauthorized": "需要登录。",

@@ -434,7 +434,10 @@ def _edit_scalars(data: Mapping) -> dict[str, Any]:
 # 0.31 s against 0.013 s).
 _PARAM = re.compile(r'\s*(\w[\w \-/]{0,127}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 MAX_PARAMS_LINE = 64 * 1024    # a longer last line is read as prompt text (A1111's run to a few KB)
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
+# ASCII digits, and few enough for int(): str.isdigit() passes '²' (which int() refuses) and a
+# 5000-digit figure is over int()'s 4300-digit limit; either was a ValueError from a foreign PNG.
+_INTEGER = re.compile(r"-?[0-9]{1,100}")
+_SIZE = re.compile(r"^([0-9]{1,100})x([0-9]{1,100})$")
 
 
 def parse_infotext(text: str) -> dict[str, Any]:
@@ -459,7 +462,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {"prompt": "\n".join(prompt).strip(), "negative_prompt": "\n".join(negative).strip(),
                            "params": params}
     for key, name in (("Steps", "steps"), ("Seed", "seed")):
-        if params.get(key, "").lstrip("-").isdigit():
+        if _INTEGER.fullmatch(params.get(key, "")):
             out[name] = int(params[key])
     try:
         guidance = float(params.get("CFG scale", "nan"))

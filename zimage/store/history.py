@@ -5,7 +5,9 @@ indexed query and never a re-read of every PNG. No torch.
 The PNGs are the truth and the index is derived from them: `reconcile()` (at start) adds the files
 it lacks, re-reads the ones whose mtime or size changed and drops the rows whose file is gone; a
 page query also drops the rows of its own page whose file vanished since. An index that cannot be
-read (a torn or foreign file) is moved aside and rebuilt from the files.
+read (a torn or foreign file, confirmed by PRAGMA quick_check) is moved aside with its WAL and
+rebuilt from the files; one that is only locked (another copy of the app on the same folder) is
+waited for and never touched. One row that cannot be stored costs that row, never the others.
 
 Why SQLite (the stdlib's): each save is one small transaction (WAL: a kill mid-write loses at
 most that row, which the next start re-reads), and search, date and size filters, newest-first
@@ -15,16 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time as dtime, timedelta
 from pathlib import Path
 
-from ..errors import InvalidRequest
+from ..errors import HistoryBusy, InvalidRequest
 from ..request import parse_infotext, parse_loras
+from .sqlite_file import (INT64_MAX, ROW_ERRORS, clamp_int64, confirmed_damage, connect, is_busy, is_damage,
+                          move_aside, sqlite_int, sqlite_real, transaction)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +108,7 @@ def split_id(item: str) -> tuple[str, int] | None:
     if not isinstance(item, str):
         return None
     path, sep, stamp = item.rpartition("@")
-    return (path, int(stamp)) if sep and path and stamp.isdigit() else None
+    return (path, int(stamp)) if sep and path and stamp.isascii() and stamp.isdigit() and len(stamp) <= 30 else None
 
 
 def parse_size_filter(size: str) -> tuple[str, list]:
@@ -117,7 +123,9 @@ def parse_size_filter(size: str) -> tuple[str, list]:
     if size == "portrait":
         return "width < height", []
     w, sep, h = size.partition("x")
-    if sep and w.isdigit() and h.isdigit():
+    if sep and w.isascii() and w.isdigit() and h.isascii() and h.isdigit():
+        if max(len(w), len(h)) > 18:         # beyond SQLite's integers: no image has that size
+            return "0", []
         return "width = ? AND height = ?", [int(w), int(h)]
     raise InvalidRequest("size", f"must be square, landscape, portrait or WIDTHxHEIGHT, got {size!r}")
 
@@ -139,7 +147,7 @@ def read_entry(root: Path, path: Path, seconds: float | None = None, text: str |
         loras = parse_loras(info["prompt"])
     except InvalidRequest:       # a malformed tag in someone else's PNG: shown as text, no LoRAs
         loras = ()
-    return HistoryEntry(path=path.relative_to(root).as_posix(), mtime_ns=st.st_mtime_ns, bytes=st.st_size,
+    return HistoryEntry(path=path.relative_to(root).as_posix(), mtime_ns=clamp_int64(st.st_mtime_ns), bytes=st.st_size,
                         width=size[0], height=size[1], prompt=info["prompt"], negative=info["negative_prompt"],
                         seed=info.get("seed"), steps=info.get("steps"), guidance=info.get("guidance_scale"),
                         model=info.get("model", ""), loras=loras, seconds=seconds, created=st.st_mtime)
@@ -176,33 +184,47 @@ class HistoryIndex:
         self._db: sqlite3.Connection | None = None
 
     # ---- the database file ---------------------------------------------------------------------
+    @contextmanager
+    def _using(self):
+        """The open index under `_lock`; a lock another program held past the busy wait is
+        HistoryBusy (typed, the page says "try again"), never a reason to touch the file."""
+        with self._lock:
+            try:
+                yield self._conn()
+            except sqlite3.OperationalError as e:
+                if is_busy(e):
+                    raise HistoryBusy(str(self.file)) from e
+                raise
+
     def _conn(self) -> sqlite3.Connection:
-        """The open index, created (or rebuilt after a torn file) on first use. Call under _lock."""
+        """The open index, created (or rebuilt after a damaged file) on first use. Call under _lock."""
         if self._db is None:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self._db = self._open()
             except sqlite3.DatabaseError as e:
-                # A torn or foreign file: kept beside it for a look, then rebuilt from the PNGs.
+                # Only SQLite's own "malformed"/"not a database", confirmed by a fresh quick_check,
+                # moves the file (and its WAL, which belongs to it) aside; a lock or a full disk raises.
+                if not is_damage(e) or not confirmed_damage(self.file):
+                    raise
                 log.warning("the history index %s cannot be read (%s); rebuilding it from the images", self.file, e)
-                os.replace(self.file, self.file.with_name(INDEX_FILE + ".unreadable"))
-                for extra in ("-wal", "-shm"):
-                    Path(f"{self.file}{extra}").unlink(missing_ok=True)
+                move_aside(self.file)
                 self._db = self._open()
         return self._db
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.file, check_same_thread=False, isolation_level=None)
+        db = connect(self.file)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: consistent after a kill; a lost row is re-read
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("quick_check failed")
-            if db.execute("PRAGMA user_version").fetchone()[0] not in (0, SCHEMA_VERSION):
-                db.execute("DROP TABLE IF EXISTS images")
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:        # written only when it differs: a write waits on other copies
+                with transaction(db):
+                    if version != 0:
+                        db.execute("DROP TABLE IF EXISTS images")
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
             db.close()
             raise
         return db
@@ -217,39 +239,46 @@ class HistoryIndex:
     def add(self, path: Path, seconds: float | None = None, text: str | None = None,
             size: tuple[int, int] | None = None) -> HistoryEntry:
         entry = read_entry(self.root, Path(path), seconds, text, size)
-        with self._lock:
-            self._conn().execute(_UPSERT, _row(entry))
+        with self._using() as db:
+            db.execute(_UPSERT, _row(entry))
         return entry
 
     def remove(self, rel_path: str) -> None:
-        with self._lock:
-            self._conn().execute("DELETE FROM images WHERE path = ?", (rel_path,))
+        with self._using() as db:
+            db.execute("DELETE FROM images WHERE path = ?", (rel_path,))
 
     def reconcile(self) -> ReconcileReport:
-        """Bring the index in line with the folder: only files it lacks (or that changed) are read."""
+        """Bring the index in line with the folder: only files it lacks (or that changed) are read.
+        One file that cannot be read or stored is left out and logged; the others are kept."""
         began = time.perf_counter()
         on_disk = scan_pngs(self.root)
-        with self._lock:
-            known = dict(self._conn().execute("SELECT path, mtime_ns || ':' || bytes FROM images"))
+        with self._using() as db:
+            known = dict(db.execute("SELECT path, mtime_ns || ':' || bytes FROM images"))
         gone = [p for p in known if p not in on_disk]
-        fresh, updated = [], 0
+        fresh = []
         for rel, st in on_disk.items():
             was = known.get(rel)
-            if was == f"{st.st_mtime_ns}:{st.st_size}":
+            if was == f"{clamp_int64(st.st_mtime_ns)}:{st.st_size}":
                 continue
             try:
-                fresh.append(_row(read_entry(self.root, self.root / rel)))
-                updated += was is not None
+                fresh.append((rel, was is not None, _row(read_entry(self.root, self.root / rel))))
             except Exception as e:          # not a PNG Pillow reads: left out of the history, not fatal
                 log.warning("history: %s left out (%s)", rel, e)
-        with self._lock:
-            db = self._conn()
-            db.execute("BEGIN")
-            db.executemany("DELETE FROM images WHERE path = ?", [(p,) for p in gone])
-            db.executemany(_UPSERT, fresh)
-            db.execute("COMMIT")
-        report = ReconcileReport(added=len(fresh) - updated, updated=updated, dropped=len(gone),
-                                 seconds=time.perf_counter() - began)
+        added = updated = dropped = 0
+        with self._using() as db, transaction(db):
+            for rel in gone:
+                # Looked at again: another copy of the app may have saved it since the scan.
+                if not (self.root / rel).is_file():
+                    dropped += db.execute("DELETE FROM images WHERE path = ?", (rel,)).rowcount
+            for rel, was_known, row in fresh:
+                try:
+                    db.execute(_UPSERT, row)
+                except ROW_ERRORS as e:     # this row only; SQLite undid just this statement
+                    log.warning("history: %s left out (%s)", rel, e)
+                    continue
+                updated += was_known
+                added += not was_known
+        report = ReconcileReport(added=added, updated=updated, dropped=dropped, seconds=time.perf_counter() - began)
         if fresh or gone:
             log.info("history index: %d added, %d re-read, %d dropped in %.2f s", report.added, report.updated,
                      report.dropped, report.seconds)
@@ -257,19 +286,17 @@ class HistoryIndex:
 
     # ---- reads -----------------------------------------------------------------------------------
     def get(self, rel_path: str) -> HistoryEntry | None:
-        with self._lock:
-            row = self._conn().execute(f"SELECT {', '.join(_COLUMNS)} FROM images WHERE path = ?",
-                                       (rel_path,)).fetchone()
+        with self._using() as db:
+            row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM images WHERE path = ?", (rel_path,)).fetchone()
         return _entry(row) if row else None
 
     def query(self, q: HistoryQuery = HistoryQuery()) -> HistoryPage:
         """Newest first. Rows of this page whose file vanished (deleted by hand) are dropped and the
         page asked again: a stat per shown row, never a read of the files."""
         where, params = _where(q)
-        limit, offset = max(1, min(int(q.limit), PAGE_MAX)), max(0, int(q.offset))
+        limit, offset = max(1, min(int(q.limit), PAGE_MAX)), min(max(0, int(q.offset)), INT64_MAX)
         for _ in range(3):
-            with self._lock:
-                db = self._conn()
+            with self._using() as db:
                 total = db.execute(f"SELECT COUNT(*) FROM images{where}", params).fetchone()[0]
                 rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM images{where} "
                                   "ORDER BY created DESC, path DESC LIMIT ? OFFSET ?",
@@ -278,20 +305,24 @@ class HistoryIndex:
             gone = [e for e in entries if not (self.root / e.path).is_file()]
             if not gone:
                 break
-            with self._lock:
-                self._conn().executemany("DELETE FROM images WHERE path = ?", [(e.path,) for e in gone])
+            try:
+                with self._using() as db:
+                    db.executemany("DELETE FROM images WHERE path = ?", [(e.path,) for e in gone])
+            except HistoryBusy:             # housekeeping: the page is shown without them this time
+                entries, total = [e for e in entries if e not in gone], total - len(gone)
+                break
         return HistoryPage(entries=entries, total=total)
 
     def sizes(self) -> list[tuple[int, int, int]]:
         """(width, height, images) of every size in the index, the most common first."""
-        with self._lock:
-            return [tuple(r) for r in self._conn().execute(
+        with self._using() as db:
+            return [tuple(r) for r in db.execute(
                 "SELECT width, height, COUNT(*) FROM images WHERE width IS NOT NULL "
                 "GROUP BY width, height ORDER BY COUNT(*) DESC, width, height")]
 
     def count(self) -> int:
-        with self._lock:
-            return self._conn().execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        with self._using() as db:
+            return db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
 
 
 _UPSERT = (f"INSERT OR REPLACE INTO images ({', '.join(_COLUMNS)}, fold) "
@@ -299,8 +330,11 @@ _UPSERT = (f"INSERT OR REPLACE INTO images ({', '.join(_COLUMNS)}, fold) "
 
 
 def _row(e: HistoryEntry) -> tuple:
-    return (e.path, e.mtime_ns, e.bytes, e.width, e.height, e.prompt, e.negative, e.seed, e.steps, e.guidance,
-            e.model, json.dumps([list(x) for x in e.loras]), e.seconds, e.created, e.prompt.casefold())
+    """The values SQLite stores: a number from a foreign file that SQLite cannot hold (a seed above
+    2**63-1, as ComfyUI writes) is stored unknown (NULL), and the image is still listed."""
+    return (e.path, clamp_int64(e.mtime_ns), e.bytes, sqlite_int(e.width), sqlite_int(e.height), e.prompt, e.negative,
+            sqlite_int(e.seed), sqlite_int(e.steps), sqlite_real(e.guidance), e.model,
+            json.dumps([list(x) for x in e.loras]), sqlite_real(e.seconds), e.created, e.prompt.casefold())
 
 
 def _entry(row) -> HistoryEntry:
@@ -310,7 +344,18 @@ def _entry(row) -> HistoryEntry:
 
 
 def _day_start(d: date) -> float:
-    return datetime.combine(d, dtime.min).timestamp()
+    """The Unix time a local day starts; -inf/+inf for a day at the calendar's edge whose start the
+    platform cannot give (0001-01-01: Python's local-time lookup looks at the day before it),
+    which is before/after every file."""
+    try:
+        return datetime.combine(d, dtime.min).timestamp()
+    except (OverflowError, ValueError, OSError):
+        return -math.inf if d.year < 1970 else math.inf
+
+
+def _day_after(d: date) -> float:
+    """The Unix time the day after `d` starts (+inf after 9999-12-31, which has no next day)."""
+    return math.inf if d == date.max else _day_start(d + timedelta(days=1))
 
 
 def _where(q: HistoryQuery) -> tuple[str, list]:
@@ -324,7 +369,7 @@ def _where(q: HistoryQuery) -> tuple[str, list]:
         params.append(_day_start(q.since))
     if q.until is not None:
         clauses.append("created < ?")
-        params.append(_day_start(q.until + timedelta(days=1)))
+        params.append(_day_after(q.until))
     size_sql, size_params = parse_size_filter(q.size)
     if size_sql:
         clauses.append(size_sql)

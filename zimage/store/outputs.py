@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import HistoryItemChanged, HistoryItemNotFound, HistoryPathRefused
 from ..request import MODEL_LABEL, GeneratedImage, GenerationRequest, GenerationResult, infotext
 from .history import HistoryEntry, HistoryIndex, split_id
+from .sqlite_file import clamp_int64
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class OutputStore:
         except FileNotFoundError:
             self.history.remove(rel)
             raise HistoryItemChanged(rel, "was removed") from None
-        if st.st_mtime_ns != mtime_ns or entry.mtime_ns != mtime_ns:
+        if clamp_int64(st.st_mtime_ns) != mtime_ns or entry.mtime_ns != mtime_ns:     # as the index keeps it
             raise HistoryItemChanged(rel, "was replaced or changed")
         path.unlink()
         self.history.remove(rel)

@@ -90,7 +90,10 @@ def render_detail(entry: HistoryEntry, lang: str = "en") -> str:
     e = html.escape
     loras = ", ".join(f"{n} ({w:g})" for n, w in entry.loras) or text("history_none", lang)
     size = f"{entry.width}x{entry.height}" if entry.width else "-"
-    made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
+    try:
+        made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
+    except (OverflowError, OSError, ValueError):   # an mtime past the platform's time_t (a foreign file)
+        made = "-"
     took = f" · {entry.seconds:.2f} s" if entry.seconds is not None else ""
     values = [entry.prompt or "-", entry.negative or "-", "-" if entry.seed is None else str(entry.seed),
               "-" if entry.steps is None else str(entry.steps),
