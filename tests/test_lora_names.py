@@ -157,3 +157,25 @@ def test_a_listed_alias_works_in_a_generation_request(server, folder):
         return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64_png))).convert("RGB"), dtype=np.int16)
 
     assert np.abs(pixels(r.json()["images"][0]) - pixels(base["images"][0])).max() > 0
+
+
+def test_the_page_is_built_and_served_without_reading_a_lora_file(start_server, settings, monkeypatch):
+    """Issue 36: the page read every LoRA's metadata while it was built, before the server listened
+    (one file with 200,000 tags: 226 s without a page). Now the folder is listed when a page opens."""
+    import threading
+
+    calls, release = [], threading.Event()
+    real_read = loras.read_header
+
+    def held(path):
+        calls.append(path)
+        release.wait(5)
+        return real_read(path)
+
+    monkeypatch.setattr(loras, "read_header", held)
+    try:
+        srv = start_server(settings)
+        assert calls == [], "the page build read a LoRA header"
+        assert requests.get(srv.url + "/", timeout=30).status_code == 200
+    finally:
+        release.set()
