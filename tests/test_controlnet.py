@@ -521,3 +521,14 @@ def test_a1111_control_maps_of_any_size_under_the_upload_cap_are_read_by_txt2img
     # the rest of the body keeps its own cap: a prompt-sized field over it is still refused
     padded = {**body, "negative_prompt": "x" * (MAX_BODY_BYTES + 10)}
     assert requests.post(cn21_server.url + "/sdapi/v1/txt2img", json=padded, timeout=60).status_code == 413
+
+
+def test_a_control_image_path_too_long_for_the_filesystem_is_refused_naming_the_field(tmp_path):
+    """is_file() on a name over 255 bytes raised OSError (ENAMETOOLONG, the path in its text)
+    before the read's own refusal could answer."""
+    from zimage.store.control_images import load_image
+    from zimage.store.pnginfo import ImageRefused
+
+    with pytest.raises(ImageRefused) as err:
+        load_image(tmp_path / ("a" * 300 + ".png"), 10**7, 10**7, "control_image")
+    assert str(tmp_path) not in err.value.user_text() and "control_image" in json.dumps(err.value.to_dict())

@@ -62,7 +62,7 @@ def _fixed_errors() -> list[ZImageError]:
 
     return [errors.QueueFull(3, 5), errors.ManagerClosed(), errors.Cancelled(), errors.DownloadCancelled(),
             errors.ConfirmationMismatch("a/b", "c/d"), errors.LoraNameRefused("../x", "it leaves the LoRA folder"),
-            errors.LoraNotFound("fox", "/models/loras"), errors.LoraAmbiguous("fox", ["a/fox", "b/fox"]),
+            errors.LoraNotFound("fox"), errors.LoraAmbiguous("fox", ["a/fox", "b/fox"]),
             UploadsRefused(), LoginRequired(), FileNotServed(), DoesNotFit(2 * 2**30, 3 * 2**30)]
 
 

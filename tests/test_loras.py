@@ -139,7 +139,7 @@ def test_links_pointing_outside_are_refused_and_listed_as_refused(tmp_path):
 
 
 @pytest.mark.parametrize("err", [LoraNameRefused("../x", "the name leaves the LoRA folder"),
-                                 LoraNotFound("a/b", "/loras"), LoraUnreadable("x.safetensors", "bad")])
+                                 LoraNotFound("a/b"), LoraUnreadable("x.safetensors", "bad")])
 def test_lora_errors_survive_pickling_with_the_lora_name(err):
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is type(err) and isinstance(back, LoraError)
@@ -194,3 +194,69 @@ def test_a_listing_without_hashes_reads_only_headers_and_keeps_the_known_hashes(
     assert listed["styles/trigger_words"]["metadata"]["modelspec.trigger_phrase"]
     fresh = loras.a1111_list(folder, {}, hash_files=False)
     assert all(e["autov3"] == "" for e in fresh) and [e["name"] for e in fresh] == list(listed)
+
+
+# ---- issue 36: a LoRA file's metadata never stalls a listing --------------------------------------
+def test_a_lora_with_200000_training_tags_lists_fast_with_its_most_frequent_tags(folder, tmp_path):
+    """De-duplicating the tags in a list took 226 s for this file (the page never opened)."""
+    import time
+
+    from zimage.testing.tiny_lora import make_tagged_lora
+
+    make_tagged_lora(folder / "kohya/kohya_style.safetensors", tmp_path / "big.safetensors", 200_000)
+    start = time.perf_counter()
+    listed = by_name(tmp_path)
+    assert time.perf_counter() - start < 5              # generous: 0.8 s on a loaded 2-core box
+    assert listed["big"].usable and listed["big"].trigger_words == tuple(f"tag_{i}" for i in range(12))
+
+
+def test_a_header_is_read_once_per_file_version(folder, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    for name in ("diffusers_style", "comfy_style"):
+        shutil.copy(folder / f"{name}.safetensors", tmp_path / f"{name}.safetensors")
+    reads = []
+    real_read = loras.read_header
+    monkeypatch.setattr(loras, "read_header", lambda path: (reads.append(path.name), real_read(path))[1])
+    described: dict = {}
+    first = loras.a1111_list(tmp_path, hash_files=False, described=described)
+    assert sorted(reads) == ["comfy_style.safetensors", "diffusers_style.safetensors"]
+    reads.clear()
+    assert loras.a1111_list(tmp_path, hash_files=False, described=described) == first and reads == []
+    target = tmp_path / "diffusers_style.safetensors"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))          # touched: read again
+    loras.a1111_list(tmp_path, hash_files=False, described=described)
+    assert reads == ["diffusers_style.safetensors"]
+    # Replaced by a file of the same size with the old mtime put back (cp -p): ctime still moves.
+    reads.clear()
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert target.stat().st_size == st.st_size and target.stat().st_mtime_ns == st.st_mtime_ns
+    loras.a1111_list(tmp_path, hash_files=False, described=described)
+    assert reads == ["diffusers_style.safetensors"]
+    (tmp_path / "comfy_style.safetensors").unlink()                         # a file gone is forgotten
+    loras.a1111_list(tmp_path, hash_files=False, described=described)
+    assert list(described) == [str(target)]
+
+
+@pytest.mark.parametrize("counts", ['{"d": {"a": Infinity, "b": 2}}', '{"d": {"a": NaN, "b": 2}}',
+                                    '{"d": {"a": 1e400, "b": 2}}', '[1, 2]', '{"d": [1]}', "{" * 100_000])
+def test_tag_counts_that_are_no_counts_are_skipped(counts):
+    """int(Infinity) raised OverflowError out of the listing (a 500 on /sdapi/v1/loras)."""
+    assert loras.trigger_words({"ss_tag_frequency": counts}) in ((), ("b",))
+
+
+def test_a_header_too_long_to_list_is_listed_by_name_and_hashed_without_parsing(folder, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copy(folder / "diffusers_style.safetensors", tmp_path / "big_header.safetensors")
+    expected = loras.autov3_hash(tmp_path / "big_header.safetensors")
+    monkeypatch.setattr(loras, "MAX_LISTED_HEADER_BYTES", 16)
+    monkeypatch.setattr(loras, "read_header", lambda path: pytest.fail("the header was parsed"))
+    (entry,) = loras.scan(tmp_path)
+    assert entry.usable and entry.trigger_words == () and entry.autov3 == expected

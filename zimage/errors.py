@@ -208,8 +208,9 @@ class LoraNotFound(LoraError):
     http_status = 404
     code = "lora_not_found"
 
-    def __init__(self, lora: str, folder: str):
-        super().__init__(lora, f"No LoRA named {lora!r} in {folder}.",
+    def __init__(self, lora: str):
+        # Not the folder's path: the message reaches the page, the JSON body and MCP clients.
+        super().__init__(lora, f"No LoRA named {lora!r} in the LoRA folder.",
                          "Put the .safetensors file in the LoRA folder, or pick one from the LoRA list.")
 
 

@@ -156,7 +156,7 @@ MESSAGES_ZH: list[tuple[str, str]] = [
     (r"The download was cancelled\.", "下载已取消。"),
     (r"Not deleted: the request names (?P<m>.+) but (?P<c>.+) was confirmed\.", "未删除：请求的是 {m}，但确认的是 {c}。"),
     (r"LoRA name (?P<n>.+) refused: (?P<why>.+)\.", "LoRA 名称 {n} 被拒绝：{why}。"),
-    (r"No LoRA named (?P<n>.+) in (?P<f>.+)\.", "{f} 中没有名为 {n} 的 LoRA。"),
+    (r"No LoRA named (?P<n>.+) in the LoRA folder\.", "LoRA 文件夹中没有名为 {n} 的 LoRA。"),
     (r"LoRA (?P<n>.+) cannot be used with (?P<mode>.+) yet\.", "LoRA {n} 暂时不能与 {mode} 一起使用。"),
     (r"LoRA name (?P<n>.+) fits (?P<k>\d+) files: (?P<c>.+)\.", "LoRA 名称 {n} 对应 {k} 个文件：{c}。"),
     (r"LoRA (?P<n>.+) refused: pickle files can run code; convert it to \.safetensors\.",

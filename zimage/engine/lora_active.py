@@ -1,7 +1,7 @@
 """The LoRA set fused into the loaded pipeline now, switched between pipeline calls on the worker.
 
 A request's `<lora:NAME:w>` set is resolved in the LoRA folder (store.loras.resolve: always inside
-it), read once per file version (path, size, mtime) and fused with engine.lora.LoraState. The same
+it), read once per file version (store.loras.file_key) and fused with engine.lora.LoraState. The same
 set as the last call costs nothing; another set restores the base weights and fuses the new one; a
 request without LoRAs restores. No disk reads of the model: switching never reloads it.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LoraModeUnsupported
-from ..store.loras import a1111_list, autov3_hash, resolve
+from ..store.loras import a1111_list, autov3_hash, file_key, resolve
 
 if TYPE_CHECKING:     # engine.lora imports torch (1.1 s here): not on the path of the page's start
     from .lora import LoraState, LoraWeights
@@ -27,8 +27,7 @@ MAX_CACHED_FILES = 4
 
 
 def _version(path: Path) -> tuple:
-    st = path.stat()
-    return str(path), st.st_size, st.st_mtime_ns
+    return file_key(path)
 
 
 class ActiveLoras:
@@ -38,8 +37,9 @@ class ActiveLoras:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._lock = threading.Lock()
-        self._weights: OrderedDict[tuple, LoraWeights] = OrderedDict()   # (path, size, mtime_ns) -> read file
-        self._hashes: dict[tuple, str] = {}                              # (path, size, mtime_ns) -> autov3
+        self._weights: OrderedDict[tuple, LoraWeights] = OrderedDict()   # file_key -> read file
+        self._hashes: dict[tuple, str] = {}                              # file_key -> autov3
+        self._described: dict = {}               # path -> its header's reading (store.loras.describe)
         self._state: LoraState | None = None
         self._key: tuple = ()                    # the (name, strength, file version) set fused now
         self._result: tuple[dict[str, str], list[str]] = ({}, [])
@@ -127,15 +127,17 @@ class ActiveLoras:
             self._result = ({}, [])
 
     def listing(self, refresh: bool = False, hash_files: bool = True) -> list[dict]:
-        """`GET /sdapi/v1/loras`. `refresh` forgets the cached hashes and read files, so a file
-        replaced with the same size and time is read again; `hash_files=False` lists from the
-        headers alone (hashes known already are still given)."""
+        """`GET /sdapi/v1/loras`. A header is read once per file version (file_key); `refresh`
+        forgets the cached headers, hashes and read files, so every file is read again;
+        `hash_files=False` lists from the headers alone (hashes known already are still given)."""
         with self._lock:
             if refresh:
                 self._hashes.clear()
                 self._weights.clear()
-            hashes = dict(self._hashes)
-        found = a1111_list(self.folder, hashes, hash_files)
+                self._described.clear()
+            hashes, described = dict(self._hashes), dict(self._described)
+        found = a1111_list(self.folder, hashes, hash_files, described)
         with self._lock:
             self._hashes.update(hashes)
+            self._described = described
         return found

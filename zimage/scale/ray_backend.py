@@ -131,7 +131,8 @@ class RayBackend:
         self._handle = None
         self._board = None
         self.retries = 0                                       # requests retried after a replica died
-        self._lora_hashes: dict = {}                           # (path, size, mtime_ns) -> autov3, for loras()
+        self._lora_hashes: dict = {}                           # store.loras.file_key -> autov3, for loras()
+        self._lora_headers: dict = {}                          # path -> its header's reading, for loras()
         self.gpus_per_replica = 0.0
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -224,8 +225,8 @@ class RayBackend:
         from ..store.loras import a1111_list
 
         if refresh:
-            self._lora_hashes = {}
-        return a1111_list(self.settings.lora_folder, self._lora_hashes, hash_files)
+            self._lora_hashes, self._lora_headers = {}, {}
+        return a1111_list(self.settings.lora_folder, self._lora_hashes, hash_files, self._lora_headers)
 
     @property
     def load_count(self) -> int:

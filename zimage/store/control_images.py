@@ -27,9 +27,10 @@ def load_image(path: str | Path, max_bytes: int, max_pixels: int, field_name: st
     """A control image uploaded on the page (a file) as RGB, checked and decoded as every upload
     is (store/images.load_image). Raises ImageRefused / UploadTooLarge / NotAnImage naming `field_name`."""
     path = Path(path)
-    if path.is_file() and path.stat().st_size > max_bytes:           # not read into memory at all
-        raise UploadTooLarge(path.stat().st_size, max_bytes, field_name)
-    try:
+    try:         # every call on the path inside: a name over 255 bytes is an OSError from is_file too
+        size = path.stat().st_size
+        if size > max_bytes:                                          # not read into memory at all
+            raise UploadTooLarge(size, max_bytes, field_name)
         raw = path.read_bytes()
     except OSError as e:
         raise ImageRefused(BROKEN.format(why=e.strerror or type(e).__name__), field_name=field_name) from None

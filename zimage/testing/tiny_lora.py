@@ -172,3 +172,16 @@ def make_tiny_loras(out_dir, pipe_or_model_dir=None, seed: int = 0) -> dict[str,
     write("triggers", "styles/trigger_words.safetensors", triggers, meta)
     log.info("wrote %d tiny LoRA files under %s", len(paths), out_dir)
     return paths
+
+
+def make_tagged_lora(src, dst, tags: int) -> Path:
+    """`src`'s tensors (a file make_tiny_loras wrote) at `dst`, with kohya's `ss_tag_frequency`
+    holding `tags` distinct training tags: tag_0 the most frequent, then falling counts. The
+    red-team file of issue 36: 200,000 tags took 226 s to list, before the page could open."""
+    from safetensors.torch import load_file, save_file
+
+    freq = {"10_big": {f"tag_{i}": tags - i for i in range(tags)}}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(load_file(str(src)), str(dst), metadata={"format": "pt", "ss_tag_frequency": json.dumps(freq)})
+    return dst

@@ -390,7 +390,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                     with gr.Column(scale=2, elem_id="settings-col"):
                         negative = gr.Textbox(label=label("negative_label"), lines=1,
                                               max_length=settings.max_prompt_chars, elem_id="negative-prompt")
-                        lora_picks, lora_strengths = build_lora_panel(manager)
+                        lora_picks, lora_strengths = build_lora_panel(manager, demo)
                         build_controlnet_panel(settings, control_picks)
                         preset = gr.Dropdown([*SIZE_PRESETS, (label("preset_custom"), CUSTOM)], value="1024x1024",
                                              label=label("preset_label"), elem_id="preset")

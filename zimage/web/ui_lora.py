@@ -75,8 +75,11 @@ def render_triggers(listing: list[dict], picks: Sequence, lang: str = "en") -> s
     return "\n\n".join(lines)
 
 
-def build_lora_panel(manager: Backend) -> tuple[list, list]:
-    """The accordion (inside the caller's layout); returns ([dropdowns], [sliders])."""
+def build_lora_panel(manager: Backend, demo: gr.Blocks) -> tuple[list, list]:
+    """The accordion (inside the caller's layout); returns ([dropdowns], [sliders]). The folder is
+    listed when a page opens (demo.load), never while the page is built: the build runs before the
+    server listens, and reading one file's metadata (a LoRA with 200,000 training tags took 226 s)
+    kept the page from ever opening."""
     def listing(refresh: bool = False) -> list[dict]:
         try:
             # No hashing for the picker: it needs names, trigger words and refusals, and hashing reads
@@ -86,7 +89,6 @@ def build_lora_panel(manager: Backend) -> tuple[list, list]:
             log.exception("listing the LoRA folder failed")
             return []
 
-    first = listing()
     private = dict(queue=False, api_visibility="private")
     with gr.Accordion(label("lora_panel"), open=False, elem_id="lora-panel"):
         picks, strengths = [], []
@@ -94,13 +96,13 @@ def build_lora_panel(manager: Backend) -> tuple[list, list]:
             with gr.Row():
                 # allow_custom_value: a pick saved in the browser or typed into the API is checked by the
                 # folder lookup (LoraNotFound names it), not refused by Gradio with a bare "invalid value".
-                picks.append(gr.Dropdown(lora_choices(first), value=NO_LORA, label=text("lora_slot", i=i + 1),
+                picks.append(gr.Dropdown(lora_choices([]), value=NO_LORA, label=text("lora_slot", i=i + 1),
                                          allow_custom_value=True, elem_id=f"lora-{i + 1}", scale=3))
                 strengths.append(gr.Slider(MIN_LORA_STRENGTH, MAX_LORA_STRENGTH, value=1.0, step=0.05,
                                            label=label("lora_strength"), elem_id=f"lora-strength-{i + 1}", scale=2))
         triggers = gr.Markdown("", elem_id="lora-triggers")
         refresh_btn = gr.Button(label("lora_refresh"), size="sm", elem_id="lora-refresh")
-        refused = gr.HTML(render_refused(first), elem_id="lora-refused")
+        refused = gr.HTML("", elem_id="lora-refused")
 
     # One parameter per slot: Gradio hands gr.Request only to a positional parameter, never after *args.
     assert LORA_SLOTS == 3, "on_refresh / on_pick take one parameter per LoRA slot"
@@ -114,9 +116,15 @@ def build_lora_panel(manager: Backend) -> tuple[list, list]:
         return [*(gr.Dropdown(choices=choices, value=v) for v in kept), render_refused(fresh, lang),
                 render_triggers(fresh, kept, lang)]
 
+    def on_open(request: gr.Request = None):
+        # Choices only, no value: the page's own load restores the saved picks at the same time.
+        fresh = listing()
+        return [*(gr.Dropdown(choices=lora_choices(fresh)) for _ in picks), render_refused(fresh, request_lang(request))]
+
     def on_pick(pick1, pick2, pick3, request: gr.Request = None):
         return render_triggers(listing(), (pick1, pick2, pick3), request_lang(request))
 
+    demo.load(on_open, None, [*picks, refused], **private)
     refresh_btn.click(on_refresh, picks, [*picks, refused, triggers], **private)
     gr.on([p.change for p in picks], on_pick, picks, triggers, show_progress="hidden", **private)
     return picks, strengths
