@@ -21,6 +21,8 @@ API = "/gradio_api"
 JSON = {"Content-Type": "application/json"}
 NASTY = [None, True, -1, 0, 2**31, 2**63, -2**63, 1.5, float("nan"), "", "0", "x", "🐈", [], [1], {}, {"a": 1}]
 TEN_MB = 10_000_000
+TINY_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                         "1f15c4890000000d49444154789c6300010000000500010d0a2db40000000049454e44ae426082")
 
 
 @dataclass
@@ -40,7 +42,27 @@ def page_facts(url: str, http=requests) -> dict:
     deps = cfg["dependencies"]
     public = [d for d in deps if d.get("api_name") and d.get("api_visibility") == "public"]
     return {"deps": deps, "public": public, "gen": next(d for d in public if d["api_name"] == "generate"),
-            "block_ids": {c["id"] for c in cfg["components"]}}
+            "block_ids": {c["id"] for c in cfg["components"]},
+            "types": {c["id"]: c.get("type") for c in cfg["components"]}}
+
+
+# Values of the wrong type for an input, by the component type the page's config names (issue 36:
+# each was a traceback in the log, or a 500, once Gradio's preprocess met it).
+WRONG_TYPED = {
+    "slider": ["abc", {"a": 1}, [1], None, True, float("nan"), float("inf")],
+    "number": ["abc", {"a": 1}, [1], True, float("nan")],
+    "textbox": [5, 1.5, {"a": 1}, [], True],
+    "checkbox": ["yes", 1, {"a": 1}, []],
+    "dropdown": [{"a": 1}, [[1]], float("nan")],
+    "radio": [{"a": 1}, [], float("inf")],
+}
+
+
+def wrong_typed(facts: dict, dep: dict):
+    """(position, value) pairs: one input of `dep` given a value of a type its component refuses."""
+    for i, cid in enumerate(dep["inputs"]):
+        for value in WRONG_TYPED.get(facts["types"].get(cid), []):
+            yield i, value
 
 
 def broken_bodies(rng: random.Random) -> list[tuple[bytes | str, dict]]:
@@ -122,6 +144,21 @@ def cases(facts: dict, rng: random.Random):
         else:
             yield json_case(v2, {"prompt": "a"})
 
+    # Wrong-typed values, one input at a time, the others None (by name and by fn_index).
+    for dep in facts["public"]:
+        for i, value in wrong_typed(facts, dep):
+            data = [None] * len(dep["inputs"])
+            data[i] = value
+            yield json_case(API + "/call/" + dep["api_name"], {"data": data})
+            yield json_case(join, {"data": data, "fn_index": dep["id"], "session_hash": "fz"})
+
+    # The image editor's accept_blobs with a layer index it cannot have (a list that long was kept).
+    editors = [d["inputs"][0] for d in facts["public"] if d["api_name"] == "edit"]
+    for index in ["100000000", "1", "-1", "x", "", "1e9", None]:
+        form = {"id": "fz", "type": "layer", "fn_name": "accept_blobs", "component_id": str(editors[0]),
+                "session_hash": "fz", **({"index": index} if index is not None else {})}
+        yield Case("POST", API + "/component_server", {"data": form, "files": {"file": ("b.png", TINY_PNG)}})
+
     # Predict by fn_index (what the browser sends for events that skip the queue).
     for fn_index in bad_fn + ["x", None]:
         yield json_case(API + "/run/predict", {"data": [], "fn_index": fn_index, "session_hash": "fz"})
@@ -173,7 +210,7 @@ def cases(facts: dict, rng: random.Random):
 
 
 EVENT_ROUTES = (API + "/queue/join", API + "/call/", API + "/run/", API + "/api/")
-STRICT = EVENT_ROUTES + (API + "/upload",)          # every case there must get our 4xx JSON error
+STRICT = EVENT_ROUTES + (API + "/upload", API + "/component_server")   # every case there gets our 4xx JSON error
 FAMILIES = EVENT_ROUTES + (API + "/queue/data", API + "/upload", API + "/file=", API + "/info", API + "/cancel",
                            API + "/component_server", "/config")
 
@@ -350,3 +387,31 @@ def test_with_auth_events_still_need_the_login(start_server, settings):
     assert login.post(srv.url + API + "/queue/join", json=good, timeout=10).status_code == 200
     wait_for(lambda: srv.manager.load_count == 1, 60, message="the logged-in event to run")
 
+
+
+def test_wrong_typed_values_are_refused_naming_the_field(server, server_errors, capfd):
+    """A value of the wrong type for one input of a well-formed event: a 422 naming that input, by
+    queue/join, call and call/v2, never a traceback, never queued."""
+    facts = page_facts(server.url)
+    gen = facts["gen"]
+    good = ["a fox", "", 256, 256, 1, 0.0, 5, 1, None, *LORA_DEFAULTS]
+    pairs = list(wrong_typed(facts, gen))
+    assert {type(v) for _, v in pairs} >= {str, dict, list, bool, float, type(None)}
+    for i, value in pairs:
+        data = list(good)
+        data[i] = value
+        body = json.dumps({"data": data}, allow_nan=True)
+        r = requests.post(server.url + API + "/call/generate", data=body, headers=JSON, timeout=10)
+        assert r.status_code == 422, (i, value, r.text)
+        assert r.json()["error"]["field"] == f"data[{i}]", r.text
+        join = json.dumps({"data": data, "fn_index": gen["id"], "session_hash": "wt"}, allow_nan=True)
+        r = requests.post(server.url + API + "/queue/join", data=join, headers=JSON, timeout=10)
+        assert r.status_code == 422 and r.json()["error"]["field"] == f"data[{i}]", (i, value, r.text)
+    r = requests.post(server.url + API + "/call/v2/generate",
+                      json={"prompt": "a fox", "negative": "", "width": "wide", "height": 256, "steps": 1, "seed": 1},
+                      timeout=10)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body.width", r.text
+    assert "must be a number" in r.json()["error"]["message"]
+    assert server.manager.load_count == 0
+    assert not server_errors and "Traceback" not in capfd.readouterr().err
+    assert run_event(server.url, facts, "generate", ["a fox", "", 256, 256, 1, 0.0, 5, 1, [], *LORA_DEFAULTS])["success"]

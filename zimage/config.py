@@ -69,7 +69,10 @@ class Settings:
     max_prompt_chars: int = 4000
     max_upload_bytes: int = 20 * 2**20      # an uploaded image (PNG info); a 2048px PNG of ours is ~6 MB
     max_upload_pixels: int = 50_000_000     # checked on the header before decoding; 8192x6104, ~200 MB decoded as RGBA
-    upload_keep_s: int = 86_400             # uploads (Gradio's temp folder) older than this are deleted; all at exit
+    upload_keep_s: int = 3600               # uploads (Gradio's temp folder) older than this are deleted; all at exit
+    upload_unread_keep_s: int = 600         # an upload or editor image no event took is deleted after this
+    upload_client_bytes: int = 100 * 2**20  # unread uploads one client (address) may hold: five of the largest
+    upload_total_bytes: int = 500 * 2**20   # unread uploads all clients together may hold (disk and memory)
     loader: str = "fast"                    # fast (stream shards to the device) | plain (diffusers from_pretrained)
     warmup: bool = True                     # after a GPU load, one 1-step image so the first real one is fast
     pin_ram_gb: float = -1.0                # pinned RAM for idle unload: -1 = half the RAM, 0 = never pin
@@ -125,7 +128,8 @@ class Settings:
         if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS_LIMIT:
             raise ConfigError(f"max_prompt_chars must be 1-{MAX_PROMPT_CHARS_LIMIT}, got {self.max_prompt_chars}",
                               "max_prompt_chars")
-        for name in ("max_upload_bytes", "max_upload_pixels", "upload_keep_s"):
+        for name in ("max_upload_bytes", "max_upload_pixels", "upload_keep_s", "upload_unread_keep_s",
+                     "upload_client_bytes", "upload_total_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", name)
         if self.pin_ram_gb != -1 and self.pin_ram_gb < 0:

@@ -83,6 +83,7 @@ ERROR_ZH: dict[str, str] = {
     "history_busy": "历史记录索引正被另一个程序使用。",
     "vram_budget_too_small": "显存预算太小。",
     "uploads_refused": "此页面不接受文件上传。",
+    "upload_quota": "等待读取的上传过多。",
     "unauthorized": "需要登录。",
     "bad_host": "Host 请求头格式错误。",
     "forbidden_host": "不提供此 Host 的服务。",
@@ -97,6 +98,10 @@ INVALID_ZH: list[tuple[str, str]] = [
     (r"must be between (?P<lo>\S+) and (?P<hi>\S+), got (?P<v>.+)", "必须在 {lo} 到 {hi} 之间，收到的是 {v}"),
     (r"must be a multiple of (?P<m>\d+), got (?P<v>.+)", "必须是 {m} 的倍数，收到的是 {v}"),
     (r"must be a string, got (?P<t>.+)", "必须是字符串，收到的是 {t}"),
+    (r"must be a number, got (?P<t>.+)", "必须是数字，收到的是 {t}"),
+    (r"must be true or false, got (?P<t>.+)", "必须是 true 或 false，收到的是 {t}"),
+    (r"must be one of the choices, got (?P<t>.+)", "必须是可选项之一，收到的是 {t}"),
+    (r"must be a list of the choices, got (?P<t>.+)", "必须是可选项组成的列表，收到的是 {t}"),
     (r"is too long \((?P<n>\d+) characters, at most (?P<max>\d+)\)", "太长（{n} 个字符，最多 {max} 个）"),
     (r"must not contain NUL characters", "不能包含 NUL 字符"),
     (r"must be valid Unicode text \(a lone UTF-16 surrogate at character (?P<i>\d+)\)",
@@ -151,6 +156,8 @@ INVALID_ZH: list[tuple[str, str]] = [
 # Whole messages of the other errors, fullmatched.
 MESSAGES_ZH: list[tuple[str, str]] = [
     (r"The generation queue is full \((?P<n>\d+) jobs waiting\)\.", "生成队列已满（{n} 个任务在等待）。"),
+    (r"Too many uploads waiting: (?P<who>one client|all clients together) may keep (?P<mb>\S+) MB of images "
+     r"that no event has read yet\.", "等待读取的上传过多：每个客户端（或所有客户端合计）最多可保留 {mb} MB 尚未被读取的图片。"),
     (r"The server is shutting down\.", "服务器正在关闭。"),
     (r"The generation was stopped\.", "已停止生成。"),
     (r"The download was cancelled\.", "下载已取消。"),
@@ -195,6 +202,8 @@ MESSAGES_ZH: list[tuple[str, str]] = [
 
 HINTS_ZH: list[tuple[str, str]] = [
     (r"Try again in a few seconds\.", "请几秒后重试。"),
+    (r"Use or remove the images already uploaded, or try again in (?P<s>\d+) s\.",
+     "请先使用或移除已上传的图片，或在 {s} 秒后重试。"),
     (r"Press Preload to continue it where it stopped\.", "点击“预加载”从中断处继续。"),
     (r"Pick the model again and confirm that one\.", "请重新选择模型并确认该模型。"),
     (r"Use the name the LoRA list shows \(its path inside the LoRA folder, without \.safetensors\)\.",

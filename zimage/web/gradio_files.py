@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InvalidRequest, ZImageError
@@ -35,11 +35,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = ()) -> bool:
+def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = (),
+                  uploads: Collection[str] = ()) -> bool:
     """Whether `path` is a file this page may hand out: inside `outputs` once symlinks are resolved
     (a link in outputs that points out is refused) and not in a hidden folder there, or a copy Gradio made for this page's
     components (`created`: page_file_sets), which live in Gradio's upload folder.
-    Relative paths count from the working directory, as Gradio reads them."""
+    Relative paths count from the working directory, as Gradio reads them.
+    Never an upload (`uploads`: blocks.upload_file_set): Gradio also lists an upload among the copies of
+    the component whose event it was sent to, even when that event refused it (a PNG named a.txt,
+    refused by gr.File's file types, was then served back as text)."""
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path or "://" in path:
         return False
     try:
@@ -55,6 +59,8 @@ def servable_file(path: Any, outputs: Path, created: Iterable[Iterable[str]] = (
         if not real.is_relative_to(Path(get_upload_folder()).resolve()):
             return False
     except (OSError, ValueError):
+        return False
+    if path in uploads or str(real) in uploads:
         return False
     return any(path in names or str(real) in names for names in list(created))
 
@@ -119,7 +125,8 @@ def check_upload_value(value: Any, where: str, uploads: Iterable[str]) -> str | 
     return path
 
 
-def check_files(value: Any, where: str, outputs: Path, created: Iterable[Iterable[str]]) -> None:
+def check_files(value: Any, where: str, outputs: Path, created: Iterable[Iterable[str]],
+                uploads: Collection[str] = ()) -> None:
     """Refuse (422, naming the field) any file an event input names that servable_file refuses."""
     files = list(_file_values(value, where))
     if not files:
@@ -127,7 +134,7 @@ def check_files(value: Any, where: str, outputs: Path, created: Iterable[Iterabl
     created = list(created)
     for at, item in files:
         path, url = item.get("path"), item.get("url")
-        if not servable_file(path, outputs, created):
+        if not servable_file(path, outputs, created, uploads):
             raise InvalidRequest(f"{at}.path", f"{_short(path)} is not an image this server generated")
-        if url is not None and not servable_file(_url_file(url), outputs, created):
+        if url is not None and not servable_file(_url_file(url), outputs, created, uploads):
             raise InvalidRequest(f"{at}.url", f"{_short(url)} is not an image this server generated")

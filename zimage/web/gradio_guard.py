@@ -53,11 +53,13 @@ from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedM
 from ..i18n import language_of
 from ..store.pnginfo import read_image_info
 from .api import decode_json
+from .event_values import check_values, kinds_of
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
                            servable_file)
 from .gradio_uploads import (BLOB_INPUTS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS, MULTIPART_OVERHEAD_BYTES,
                              UPLOAD_INPUTS, check_blob_form, check_blob_value, check_upload_form, discard,
-                             upload_too_large)
+                             editor_layers, upload_too_large, upload_name_refused)
+from .upload_budget import UploadBudget, editor_instances, kept_upload
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,10 @@ class PageEvents:
     upload_inputs: dict[int, frozenset[int]] = field(default_factory=dict)      # fn_index -> input positions
     upload_api_inputs: dict[int, frozenset[int]] = field(default_factory=dict)  # the same, without gr.State inputs
     upload_params: dict[str, frozenset[str]] = field(default_factory=dict)      # api_name -> call/v2 keywords
-    blob_components: frozenset[int] = frozenset()             # ImageEditors of BLOB_INPUTS: their ids
+    blob_components: dict[int, int] = field(default_factory=dict)   # ImageEditors of BLOB_INPUTS: id -> layers
     blob_inputs: dict[int, frozenset[int]] = field(default_factory=dict)        # fn_index -> editor positions
+    kinds: dict[int, tuple] = field(default_factory=dict)        # fn_index -> each input's kind (event_values)
+    api_kinds: dict[int, tuple] = field(default_factory=dict)    # the same, without gr.State inputs
 
     @classmethod
     def of(cls, blocks, upload_inputs: frozenset[tuple[str, int]] = UPLOAD_INPUTS) -> PageEvents:
@@ -148,8 +152,11 @@ class PageEvents:
             upload_params={name: frozenset(p.get("parameter_name") for k, p in enumerate(
                 named.get("/" + name, {}).get("parameters", [])) if k in api_uploads.get(i, ()))
                 for name, i in public.items() if i in api_uploads},
-            blob_components=frozenset(fns[i].inputs[pos]._id for i, ps in blobs.items() for pos in ps),
+            blob_components={fns[i].inputs[pos]._id: editor_layers(fns[i].inputs[pos])
+                             for i, ps in blobs.items() for pos in ps},
             blob_inputs=blobs,
+            kinds={i: kinds_of(fn.inputs) for i, fn in fns.items()},
+            api_kinds={i: kinds_of(fn.inputs, api_only=True) for i, fn in fns.items()},
         )
 
 
@@ -190,6 +197,8 @@ def check_event(body: Any, events: PageEvents, *, session_required: bool) -> Non
     if trigger is not None and (not _is_int(trigger) or trigger not in events.block_ids):
         raise InvalidRequest("trigger_id", f"{_short(trigger)} is not a component of this page")
     _check_data(body.get("data"), fn_index, events, {events.inputs[fn_index]})
+    if fn_index not in events.batched:
+        check_values(body["data"], events.kinds[fn_index])
 
 
 def _public_event(name: str, events: PageEvents) -> int:
@@ -210,20 +219,25 @@ def check_call(route: str, name: str, body: Any, events: PageEvents) -> None:
     fn_index = _public_event(name, events)
     lengths = {events.inputs[fn_index]} | ({events.api_inputs[fn_index]} if route == "call" else set())
     _check_data(body.get("data"), fn_index, events, lengths)
+    if fn_index not in events.batched:
+        full = len(body["data"]) == events.inputs[fn_index]
+        check_values(body["data"], events.kinds[fn_index] if full else events.api_kinds[fn_index])
 
 
 def check_call_v2(name: str, body: Any, events: PageEvents) -> None:
     """`call/v2/<name>`: keyword arguments, matched to the parameters the way Gradio will."""
     from gradio_client.utils import construct_args
 
-    _public_event(name, events)
+    fn_index = _public_event(name, events)
     if not isinstance(body, dict):
         raise InvalidRequest("body", "must be a JSON object of keyword arguments")
     kwargs = {k: v for k, v in body.items() if k != "oauth_token"}
     try:
-        construct_args(events.parameters[name], (), kwargs)   # what Gradio calls next, outside any try
+        args = construct_args(events.parameters[name], (), kwargs)   # what Gradio calls next, outside any try
     except (TypeError, ValueError) as e:
         raise InvalidRequest("body", str(e).split(" Please click")[0]) from None
+    names = [p.get("parameter_name") or f"argument {k}" for k, p in enumerate(events.parameters[name])]
+    check_values(args, events.api_kinds[fn_index], names, where="body")
 
 
 def check_component_call(body: Any, events: PageEvents) -> None:
@@ -239,7 +253,7 @@ class GradioEventGuard:
     def __init__(self, app, *, blocks, outputs: Path, prefix: str = API_PREFIX,
                  logged_in: Callable[[dict], bool] | None = None,
                  max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_upload_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS,
-                 upload_inputs: frozenset[tuple[str, int]] = UPLOAD_INPUTS):
+                 upload_inputs: frozenset[tuple[str, int]] = UPLOAD_INPUTS, budget: UploadBudget | None = None):
         """`outputs`: the folder whose files the page may name and download.
         `logged_in(scope)`: with --auth, whether the request carries a valid Gradio login; requests
         without one go straight to Gradio, which answers 401, so nothing here answers before the login
@@ -253,6 +267,9 @@ class GradioEventGuard:
         self.max_upload_pixels = max_upload_pixels
         self.upload_inputs = upload_inputs
         self._events: PageEvents | None = None
+        self.budget = budget                   # unread uploads and editor images: per client, in total, in time
+        if budget is not None:
+            budget.editors = lambda: editor_instances(self.blocks, self.events.blob_components)
 
     @property
     def events(self) -> PageEvents:
@@ -283,14 +300,19 @@ class GradioEventGuard:
                     if body is None:
                         return
                     await check_upload_form(scope, body)
+                    if self.budget is not None:
+                        return await kept_upload(self.app, scope, _replay(body, receive), send, self.budget, len(body))
                     receive = _replay(body, receive)
                 if route.rstrip("/") == "/component_server" and _is_multipart(scope):
                     body = await _read_body(scope, receive, self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
                                             upload_too_large(self.max_upload_bytes))
                     if body is None:
                         return
-                    await check_blob_form(scope, body, self.events.blob_components, self.max_upload_bytes,
-                                          self.max_upload_pixels)
+                    fields = await check_blob_form(scope, body, self.events.blob_components, self.max_upload_bytes,
+                                                   self.max_upload_pixels)
+                    if self.budget is not None:
+                        return await kept_upload(self.app, scope, _replay(body, receive), send, self.budget,
+                                                 len(body), blob_id=fields["id"])
                     return await self.app(scope, _replay(body, receive), send)
                 for pattern, kind in POST_ROUTES:
                     match = pattern.fullmatch(route)
@@ -311,8 +333,8 @@ class GradioEventGuard:
 
     def _check_file(self, route: str) -> None:
         match = FILE_ROUTE.fullmatch(route)
-        if PROXY_ROUTE.fullmatch(route) or (match and not servable_file(match["path"], self.outputs,
-                                                                        page_file_sets(self.blocks))):
+        if PROXY_ROUTE.fullmatch(route) or (match and not servable_file(
+                match["path"], self.outputs, page_file_sets(self.blocks), self.blocks.upload_file_set)):
             raise FileNotServed()
 
     def _retry_after_s(self) -> int:
@@ -356,6 +378,8 @@ class GradioEventGuard:
                 continue
             check_blob_value(values[pos], f"data[{pos}]")
             value = dict(values[pos])
+            if self.budget is not None and value.get("id") is not None:
+                self.budget.mark_read(blob_id=value["id"])     # the event (maybe queued a while) reads it
             named = [(key, value.get(key)) for key in ("background", "composite")]
             layers = list(value.get("layers") or []) if isinstance(value.get("layers"), list) else []
             named += [(f"layers[{i}]", item) for i, item in enumerate(layers)]
@@ -388,10 +412,11 @@ class GradioEventGuard:
                     at = f"{where}.{k}" if isinstance(values, dict) else f"{where}[{k}]"
                     path = check_upload_value(values[k], at, upload_set)
                     if path is not None:
+                        upload_name_refused(path, at)      # gr.File's own name check, before Gradio lists it
                         uploads.append((at, path))
                 values = ({k: v for k, v in values.items() if k not in slots} if isinstance(values, dict)
                           else [None if i in slots else v for i, v in enumerate(values)])
-            check_files(values, where, self.outputs, page_file_sets(self.blocks))
+            check_files(values, where, self.outputs, page_file_sets(self.blocks), self.blocks.upload_file_set)
         if kind == "join":
             check_event(body, self.events, session_required=True)
         elif kind == "call_v2":
@@ -410,6 +435,8 @@ class GradioEventGuard:
             except ZImageError:
                 discard(path)
                 raise
+            if self.budget is not None:
+                self.budget.mark_read(path)
 
     def _check_stream(self, route: str, scope) -> None:
         """An event stream Gradio would open and then cut (it raises inside the generator)."""

@@ -15,12 +15,52 @@ UPLOAD_INPUTS: frozenset[tuple[str, int]] = frozenset({("png_info", 0), ("contro
 # editor sends its background, layers and composite through component_server's accept_blobs (kept
 # in the component's memory, popped when the event reads them), and its event value is {"id": ...}.
 BLOB_INPUTS: frozenset[tuple[str, int]] = frozenset({("edit", 0)})
+# The file_types of the UPLOAD_INPUTS (gr.File, ui_pnginfo and ui_controlnet): checked by name too.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 BLOB_TYPES = ("background", "layer", "composite")
 MAX_BLOB_ID_CHARS = 64              # the page sends a 13-character id
+# An editor whose user may add layers sends one accept_blobs call per layer, its `index` the layer's
+# place; Gradio extends the stored list to that index (index=100000000 held 762 MB per request), so
+# the index is bounded by the layers the editor can have (ours: one, its layer tool is off).
+MAX_ADDED_LAYERS = 8
 # A multipart body carries the file plus its part headers and boundaries: a few hundred bytes.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
 DEFAULT_MAX_UPLOAD_PIXELS = 50_000_000
+
+
+def editor_layers(editor) -> int:
+    """How many layers `editor` (a gr.ImageEditor) can send: its named layers (Gradio makes one when
+    none is named), or MAX_ADDED_LAYERS when its user may add more."""
+    options = editor.layers
+    named = len(getattr(options, "layers", None) or ()) or 1
+    if getattr(options, "allow_additional_layers", False) and not getattr(options, "disabled", False):
+        return max(named, MAX_ADDED_LAYERS)
+    return named
+
+
+def check_blob_index(fields, layers: int) -> None:
+    """accept_blobs's `index`: the layer's place (0 to layers-1) for a layer, "null" (what the page
+    sends) or empty for the background and the composite. Gradio reads it with int() and no check:
+    missing or not a number was a 500, a large one a list of that length kept in memory."""
+    index = fields.get("index")
+    if index is None:
+        raise InvalidRequest("index", "is required (the layer's number, or null)")
+    if fields.get("type") != "layer":
+        if index not in ("", "null"):
+            raise InvalidRequest("index", f"must be null for the {fields.get('type')}, got {index[:20]!r}")
+        return
+    if not (index.isascii() and index.isdigit() and int(index) < layers):
+        raise InvalidRequest("index", f"must be a layer number 0-{layers - 1}, got {index[:20]!r}")
+
+
+def upload_name_refused(path: str, where: str) -> None:
+    """An upload sent as an UPLOAD_INPUTS value must be named as an image (IMAGE_SUFFIXES, those inputs'
+    file_types): gr.File refuses another name only after Gradio has listed the file as that input's
+    own, and the refusal was a traceback. Deleted, and a 422 naming the field."""
+    if not Path(path).name.lower().endswith(IMAGE_SUFFIXES) or Path(path).name.lower() in IMAGE_SUFFIXES:
+        discard(path)
+        raise InvalidRequest(where, f"must be a file named .png, .jpg, .jpeg or .webp, got {Path(path).name[:60]!r}")
 
 
 def upload_too_large(cap: int) -> BodyTooLarge:
@@ -93,11 +133,12 @@ async def check_upload_form(scope, body: bytes) -> None:
         await form.close()
 
 
-async def check_blob_form(scope, body: bytes, blob_components: frozenset[int], max_bytes: int,
-                          max_pixels: int) -> None:
-    """An ImageEditor's accept_blobs call: one image file for an editor of BLOB_INPUTS, of this
-    session, checked as every upload is (store/images: bytes, PNG/JPEG/WebP by content, header
-    pixels before decoding, one frame, a full decode under the caps)."""
+async def check_blob_form(scope, body: bytes, blob_components: dict[int, int], max_bytes: int,
+                          max_pixels: int) -> dict[str, str]:
+    """An ImageEditor's accept_blobs call: one image file for an editor of BLOB_INPUTS (`blob_components`:
+    its id -> its layers, editor_layers), of this session, a layer index it can have, checked as every
+    upload is (store/images: bytes, PNG/JPEG/WebP by content, header pixels before decoding, one frame,
+    a full decode under the caps). Returns the form's text fields."""
     from ..store.images import load_image
 
     form = await buffered_form(scope, body, "body", max_files=1, max_fields=8)
@@ -114,12 +155,14 @@ async def check_blob_form(scope, body: bytes, blob_components: frozenset[int], m
             raise InvalidRequest("id", f"must be 1-{MAX_BLOB_ID_CHARS} characters")
         if fields.get("type") not in BLOB_TYPES:
             raise InvalidRequest("type", f"must be one of {', '.join(BLOB_TYPES)}")
+        check_blob_index(fields, blob_components[int(component)])
         if len(files) != 1:
             raise InvalidRequest("file", f"must be one image file, got {len(files)}")
         raw = await files[0].read(max_bytes + 1)
         import anyio
 
         await anyio.to_thread.run_sync(lambda: load_image(raw, "file", max_bytes, max_pixels))
+        return fields
     finally:
         await form.close()
 

@@ -106,6 +106,7 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
     from .shutdown import EndStreamsOnStop
     from .ui import build_ui
     from .ui_page import page_assets
+    from .upload_budget import UploadBudget
 
     startup.mark(startup.WEB_IMPORTED)
     outputs = outputs_dir_checked(settings)
@@ -131,8 +132,10 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
     if settings.mcp:
         keep_only_mcp_tools(demo)
     # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
+    budget = UploadBudget(settings.upload_client_bytes, settings.upload_total_bytes, settings.upload_unread_keep_s)
     app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app),
-                       max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels)
+                       max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
+                       budget=budget)
     add_guards(app, settings)
     app.state.stopping = asyncio.Event()            # set by shutdown.Server as it stops
     app.add_middleware(EndStreamsOnStop, stopping=app.state.stopping)

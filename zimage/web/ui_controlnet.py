@@ -17,7 +17,7 @@ from ..config import Settings
 from ..errors import InvalidRequest, ZImageError
 from ..request import ControlUnit
 from ..store.control_images import canny_map, load_image, make_unit
-from .gradio_uploads import discard
+from .gradio_uploads import IMAGE_SUFFIXES, discard
 from .page_text import label, request_lang, text
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ TYPES = [("controlnet_canny", "canny"), ("controlnet_none", "none")]     # (page
 # An InvalidRequest detail: zimage/i18n.py's INVALID_ZH has its Chinese.
 NO_IMAGE = "is missing: drop one in the ControlNet panel, or untick Use ControlNet"
 FIELD = "controlnet image"
-FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp"]           # what a refused upload's message names
+FILE_TYPES = list(IMAGE_SUFFIXES)           # what a refused upload's message names; the guard checks the name
 DEFAULTS = {"enabled": False, "module": "canny", "weight": 1.0, "start": 0.0, "end": 1.0, "image": None}
 
 

@@ -13,13 +13,14 @@ from ..config import Settings
 from ..errors import ZImageError
 from ..request import parse_loras
 from ..store.pnginfo import ImageInfo, read_image_info
+from .gradio_uploads import IMAGE_SUFFIXES
 from .page_text import label, request_lang, text
 from .ui_params import CONTROL_FIELDS, control_updates, generate_values
 
 log = logging.getLogger(__name__)
 
 SOURCE_KEYS = {"parameters": "png_source_parameters", "comfyui": "png_source_comfyui", "exif": "png_source_exif"}
-FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp"]
+FILE_TYPES = list(IMAGE_SUFFIXES)      # the guard checks the upload's name against the same
 
 
 def render_summary(info: ImageInfo, name: str = "", lang: str = "en") -> str:
