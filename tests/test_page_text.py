@@ -178,3 +178,15 @@ def test_the_edit_tab_answers_a_chinese_caller_in_chinese(server):
     en = Client(server.url, verbose=False)
     with pytest.raises(Exception, match="image: Add an image first"):
         en.predict(*args, api_name="/edit")
+
+
+def test_the_lora_folders_reasons_follow_the_language():
+    """Issue 28: a refused LoRA's reason stayed English in the Chinese page."""
+    from zimage.store.loras import PICKLE_REFUSED
+    from zimage.web.ui_lora import render_refused
+
+    listing = [{"name": "old", "usable": False, "refused_reason": PICKLE_REFUSED},
+               {"name": "cut", "usable": False, "refused_reason": "cut.safetensors is not a safetensors file (only 4 bytes)."}]
+    zh = render_refused(listing, "zh")
+    assert "pickle 文件可以执行代码" in zh and "不是 safetensors 文件（只有 4 字节）" in zh and "only 4 bytes" not in zh
+    assert "only 4 bytes" in render_refused(listing, "en")

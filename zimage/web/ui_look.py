@@ -22,6 +22,7 @@ LOOK_CSS = """
 #status-panel .zi-offline { color: var(--error-text-color, #b91c1c); }
 @media (max-width: 767px) {
   #status-row { flex-wrap: wrap !important; }
-  #model-buttons { flex-direction: row !important; min-width: 0 !important; flex: 1 1 100% !important; }
+  #model-buttons { display: grid !important; grid-template-columns: 1fr 1fr; min-width: 0 !important;
+    flex: 1 1 100% !important; }
 }
 """
