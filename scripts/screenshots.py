@@ -69,10 +69,8 @@ def main() -> None:
                 page.goto(url)
                 page.wait_for_selector("#status-panel .zi-state")
                 if first is None:
-                    open_settings(page)
-                    page.click("#preload-btn")
+                    page.click("#preload-btn")          # beside the status line
                     page.wait_for_selector('[data-state="on_cpu"]', timeout=120_000)
-                    open_settings(page)                  # folded again
                     first = page
                 make_image(page, PROMPTS[locale])
                 page.screenshot(path=str(ROOT / "docs" / desktop_png))

@@ -52,11 +52,12 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, settings: Settings, manager_factory=None):
+    def __init__(self, settings: Settings, manager_factory=None, port: int | None = None):
+        """`port`: a restart's, the one the stopped server had (a browser keeps its storage per port)."""
         from zimage.app import create_backend
         from zimage.web.server import create_app, make_server
 
-        self.settings = dataclasses.replace(settings, port=free_port())
+        self.settings = dataclasses.replace(settings, port=port or free_port())
         self.manager = (manager_factory or create_backend)(self.settings).start()
         self.app = create_app(self.settings, self.manager)
         self.server = make_server(self.app, self.settings)

@@ -24,7 +24,7 @@ def test_the_panel_names_the_step_under_way():
     reading = Status(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.45, bytes_done=45, bytes_total=100,
                      startup=((startup.READING, 0.4), (startup.MODEL_IMPORTED, 2.5)))
     html = render_status(reading, MEM)
-    assert "reading weights 45%" in html and "model code 2.5 s" in html
+    assert "reading weights 45%" in html and "model code 2.1 s" in html     # since the load began (0.4 s)
     building = Status(state=LoadState.LOADING, stage=LoadStage.BUILD, progress=1.0,
                       startup=((startup.MODEL_IMPORTED, 2.5), (startup.READ, 3.0)))
     assert current_step(building) == "building the pipeline"
@@ -97,3 +97,47 @@ def test_the_weight_reads_start_before_the_page_imports_gradio(tmp_path):
             "print('gradio' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False"], done.stderr[-2000:]
+
+
+def test_a_late_preload_shows_the_loads_own_durations(start_server, settings):
+    """Issue 28: a Preload pressed 96 s after the start read as a 96 s load (every step counted
+    from the process's start). This test's process started long before its Preload."""
+    startup.reset()
+    srv = start_server(settings)
+    assert requests.post(srv.url + "/preload", timeout=60).status_code in (200, 202)
+    srv.manager.ensure_ready(60)
+    events = dict(srv.manager.status().startup)
+    began, ready = events[startup.READING], events[startup.READY]
+    assert began > 1.0                                # pressed well after the process started
+    html = render_status(srv.manager.status(), MEM)
+    assert f"Model load:</b> " in html and f"ready {ready - began:.1f} s" in html, html
+    assert f"ready {ready:.1f} s" not in html
+    late = Status(state=LoadState.ON_CPU, device="cpu", startup=((startup.WEB_IMPORTED, 2.0),
+                  (startup.READING, 96.0), (startup.MODEL_IMPORTED, 97.5), (startup.READY, 99.0)))
+    line = startup_html(late)
+    assert "page code 2.0 s" in line and "model code 1.5 s" in line and "ready 3.0 s" in line and "96" not in line
+
+
+def test_the_starting_page_uses_the_pages_words_and_look():
+    """Issue 28: the --preload starting page showed raw state names ("on_cpu, read 45%") unstyled."""
+    from zimage.web.ui_starting import starting_page
+
+    loading = Status(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.45, bytes_done=45,
+                     startup=((startup.WEB_IMPORTED, 0.3), (startup.READING, 0.5), (startup.MODEL_IMPORTED, 2.5)))
+    en, zh = starting_page(loading, "en"), starting_page(loading, "zh")
+    assert "<style>" in en and "Loading" in en and "read weights 45%" in en and "model code 2.0 s" in en
+    assert "loading," not in en and "model code imported" not in en
+    assert "加载中" in zh and "读取权重 45%" in zh and "模型代码 2.0 秒" in zh and "Loading" not in zh
+    ready = starting_page(Status(state=LoadState.ON_CPU, device="cpu"), "en")
+    assert "Ready (CPU / RAM)" in ready and "on_cpu" not in ready
+    assert "Loading" not in starting_page(None, "en")          # behind a login: no state, no timeline
+
+
+def test_the_device_before_a_load_says_what_will_be_used():
+    from zimage.config import Settings
+
+    unloaded = Status(state=LoadState.UNLOADED)
+    assert "Device: -" not in render_status(unloaded, MEM)
+    assert "Device: not loaded (will use the GPU if there is one, else the CPU)" in render_status(unloaded, MEM)
+    assert "will use cpu" in render_status(unloaded, MEM, settings=Settings(device="cpu"))
+    assert "设备：未加载" in render_status(unloaded, MEM, "zh")

@@ -69,10 +69,11 @@ def open_page(server, guard_refusals):
 
 
 def open_settings(page) -> None:
-    """The memory controls and the cache panel live in the folded Model and memory section."""
-    if not page.locator("#preload-btn").is_visible():
+    """The memory controls (Unload's choice, Low VRAM) and the cache panel live in the folded Model and
+    memory section; Preload and Unload themselves sit beside the status."""
+    if not page.locator("#unload-to").is_visible():
         page.locator("#settings-panel").get_by_text("Model and memory").click()
-        page.locator("#preload-btn").wait_for(state="visible")
+        page.locator("#unload-to").wait_for(state="visible")
 
 
 def state_of(page) -> str:

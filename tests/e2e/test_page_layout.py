@@ -70,11 +70,14 @@ def test_phone_has_prompt_and_generate_on_the_first_screen_and_results_under_the
     assert "RAM: process" in page.inner_text("#status-panel")
     wait_for(lambda: page.get_attribute("#status-panel .zi-status-toggle", "aria-expanded") == "true", 10,
              message="aria-expanded")
-    # The memory controls sit in their own settings section, below the results.
-    assert not page.locator("#preload-btn").is_visible()
+    # Preload and Unload sit with the status (issue 28: they were below the fold), above the prompt.
+    for button in ("#preload-btn", "#unload-btn"):
+        assert page.locator(button).is_visible() and box(page, button)["y"] < box(page, "#prompt")["y"], button
+    # The rest of the memory controls sit in their own settings section, below the results.
+    assert not page.locator("#unload-to").is_visible()
     page.locator("#settings-panel").get_by_text("Model and memory").click()
-    page.locator("#preload-btn").wait_for(state="visible")
-    assert box(page, "#preload-btn")["y"] > gallery["y"]
+    page.locator("#unload-to").wait_for(state="visible")
+    assert box(page, "#unload-to")["y"] > gallery["y"]
 
 
 def test_desktop_puts_generate_right_of_the_prompt_a_short_status_and_a_free_gallery(open_page, server):

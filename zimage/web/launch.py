@@ -14,7 +14,6 @@ first, as before (server.serve).
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import threading
 import time
@@ -29,33 +28,18 @@ from ..config import Settings
 from ..i18n import page_language
 from ..jobs import Backend, Job
 from ..state import LoadState
+from .ui_starting import RELOAD_S, starting_page as render_starting_page
 
 log = logging.getLogger(__name__)
 
 FIRST_IMAGE_WAIT_S = 30.0     # the longest the page waits for a generation queued behind the load
-RELOAD_S = 1                  # how often the starting page reloads itself
-# The starting page's own words in the page's two languages (web/page_text imports gradio, which
-# this page exists to do without).
-STARTING = {"en": ("Z-Image-Turbo: starting", "Z-Image-Turbo is starting; this page opens by itself when it is ready.",
-                   "Now: "),
-            "zh": ("Z-Image-Turbo：正在启动", "Z-Image-Turbo 正在启动；准备好后此页面会自动打开。", "当前：")}
 
 
 def starting_page(manager: Backend, show_timeline: bool, lang: str = "en") -> str:
-    """The page "/" answers while the real one is being built: what the launch is doing now, in
-    the page's language (the switch's cookie, else Accept-Language). With a login (--auth) the
-    timeline is left out: the page's own login is not there yet."""
-    title, sentence, now_label = STARTING.get(lang, STARTING["en"])
-    body = ""
-    if show_timeline:
-        status = manager.status()
-        now = status.state.value + (f", {status.stage.value} {status.progress:.0%}" if status.stage else "")
-        done = "".join(f"<li>{html.escape(name)}: {t:.1f} s</li>" for name, t in status.startup)
-        body = f"<p>{now_label}{html.escape(now)}</p><ul>{done}</ul>"
-    html_lang = "zh-CN" if lang == "zh" else "en"
-    return (f'<!doctype html><html lang="{html_lang}"><head><meta charset="utf-8">'
-            f'<meta http-equiv="refresh" content="{RELOAD_S}"><title>{title}</title></head>'
-            f"<body><p>{html.escape(sentence)}</p>{body}</body></html>")
+    """The page "/" answers while the real one is being built (ui_starting), in the page's language
+    (the switch's cookie, else Accept-Language). With a login (--auth) the state and timeline are
+    left out: the page's own login is not there yet."""
+    return render_starting_page(manager.status() if show_timeline else None, lang)
 
 
 def api_routers(settings: Settings, manager: Backend) -> list:

@@ -2,7 +2,9 @@
 
 A browser keeps a random client id in its localStorage, so its jobs and results outlive the Gradio
 session of one tab: a reloaded page finds its running job and its gallery here. The gallery is
-built from these server-side entries only, never from paths a client sends back.
+built from these server-side entries only, never from paths a client sends back. With a `kept`
+memory (web.page_gallery) the saved results also outlive the server: a browser the registry does
+not know yet gets its results back from there.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +36,25 @@ def valid_client_id(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Result:
-    caption: str
+    # The caption, or what writes it in the reader's language (a gallery made in English showed
+    # English captions after the switch to Chinese).
+    caption: str | Callable[[str], str]
     path: Path | None = None       # the saved PNG under outputs
     image: Any = None              # the image itself when saving failed
 
-    def gallery_item(self) -> tuple[Any, str] | None:
+    def caption_in(self, lang: str) -> str:
+        return self.caption if isinstance(self.caption, str) else self.caption(lang)
+
+    def gallery_item(self, lang: str = "en") -> tuple[Any, str] | None:
         if self.path is not None:
-            return (str(self.path), self.caption) if self.path.is_file() else None
-        return (self.image, self.caption) if self.image is not None else None
+            return (str(self.path), self.caption_in(lang)) if self.path.is_file() else None
+        return (self.image, self.caption_in(lang)) if self.image is not None else None
+
+
+class KeptResults(Protocol):
+    """Where a browser's saved results are kept across restarts (web.page_gallery)."""
+    def record(self, client: str, results: list[Result]) -> None: ...
+    def restore(self, client: str) -> list[Result]: ...
 
 
 @dataclass
@@ -53,16 +66,20 @@ class _Client:
 class PageJobs:
     """Thread-safe; the generate handlers, the done callbacks and the timer all reach it."""
 
-    def __init__(self, max_clients: int = MAX_CLIENTS, max_results: int = MAX_RESULTS):
+    def __init__(self, max_clients: int = MAX_CLIENTS, max_results: int = MAX_RESULTS,
+                 kept: KeptResults | None = None):
         self._max_clients = max_clients
         self._max_results = max_results
+        self._kept = kept
         self._lock = threading.Lock()
         self._clients: collections.OrderedDict[str, _Client] = collections.OrderedDict()
 
     def _client_locked(self, client: str) -> _Client:
         entry = self._clients.get(client)
         if entry is None:
-            entry = _Client(collections.deque(maxlen=self._max_results))
+            # A browser first seen since the start: its results from before a restart, if kept.
+            restored = self._kept.restore(client) if self._kept is not None else []
+            entry = _Client(collections.deque(restored, maxlen=self._max_results))
             self._clients[client] = entry
             while len(self._clients) > self._max_clients:
                 # Forget an idle browser first; one with a running job only when all are busy.
@@ -83,6 +100,8 @@ class PageJobs:
                 entry.running.remove(job)
             for r in reversed(results):
                 entry.results.appendleft(r)
+        if self._kept is not None:
+            self._kept.record(client, results)
 
     def running(self, client: str | None) -> list:
         with self._lock:
@@ -91,9 +110,11 @@ class PageJobs:
 
     def results(self, client: str | None) -> list[Result]:
         with self._lock:
+            if client and self._kept is not None:
+                return list(self._client_locked(client).results)
             entry = self._clients.get(client) if client else None
             return list(entry.results) if entry else []
 
-    def gallery(self, client: str | None) -> list[tuple[Any, str]]:
-        """The client's recent results as gallery items; files deleted since are left out."""
-        return [item for item in (r.gallery_item() for r in self.results(client)) if item is not None]
+    def gallery(self, client: str | None, lang: str = "en") -> list[tuple[Any, str]]:
+        """The client's recent results as gallery items, captioned in `lang`; files deleted since are left out."""
+        return [item for item in (r.gallery_item(lang) for r in self.results(client)) if item is not None]

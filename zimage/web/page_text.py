@@ -2,7 +2,7 @@
 ways a key reaches the reader.
 
 - Static text (labels, info, placeholders, buttons, choices, tab and accordion titles) is a
-  `label(key)`: Gradio sends the key and the browser translates it with PAGE_I18N (passed to
+  `label(key)`: Gradio sends the key and the browser translates it with page_i18n() (passed to
   gr.mount_gradio_app), in the language Gradio's frontend has chosen (the browser's, or the page's
   switch, ui_page.LANG_JS).
 - Text the server builds (the status panel, progress, results, messages, gr.Info/Warning/Error) is
@@ -16,13 +16,16 @@ and hints are zimage/i18n.py's (ZImageError.user_text(lang)).
 """
 from __future__ import annotations
 
-from typing import Any
-
-import gradio as gr
-from gradio.i18n import I18nData
+import functools
+from typing import TYPE_CHECKING, Any
 
 from ..i18n import page_language
 from ..state import LoadStage, LoadState, Status
+from .page_text_more import MORE_EN, MORE_ZH
+
+if TYPE_CHECKING:          # gradio is imported on first use: the starting page (web.launch) reads the tables without it
+    import gradio as gr
+    from gradio.i18n import I18nData
 
 LANG_CHOICES = [("English", "en"), ("中文", "zh")]    # each in its own language: never translated
 # Gradio's frontend names Chinese "zh-CN" / "zh-TW"; both read the Simplified table (as the server's
@@ -492,16 +495,22 @@ ZH: dict[str, str] = {
     "startup_compile_failed": "编译失败：不经编译运行",
 }
 
+EN.update(MORE_EN), ZH.update(MORE_ZH)       # the newer words, in a module of their own
 TABLES = {"en": EN, "zh": ZH}
-# The browser's table for each of Gradio's locales (zh-TW reads the Simplified one: see FRONTEND_LOCALES).
-PAGE_I18N = gr.I18n(en=EN, **{"zh-CN": ZH, "zh-TW": ZH})
+
+
+@functools.cache
+def page_i18n() -> gr.I18n:
+    """The browser's table for each of Gradio's locales (zh-TW reads the Simplified one: see FRONTEND_LOCALES)."""
+    import gradio as gr
+    return gr.I18n(en=EN, **{"zh-CN": ZH, "zh-TW": ZH})
 
 
 def label(key: str) -> I18nData:
     """A static text the browser translates (a label, info, placeholder, button, choice, title)."""
     if key not in EN:
         raise KeyError(f"no page text {key!r}")
-    return PAGE_I18N(key)
+    return page_i18n()(key)
 
 
 def text(key: str, lang: str = "en", **parts: Any) -> str:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-import html
+import functools
 import json
 import logging
 import math
@@ -18,11 +18,12 @@ from ..errors import Cancelled, ZImageError
 from ..i18n import status_text
 from ..jobs import Backend, Job
 from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest, as_int
-from ..state import LoadState, MemoryInfo, Status
-from ..units import gib
+from ..state import LoadState
+from ..store.page_memory import page_secret
 from .control_api import model_label
 from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
-from .page_text import LANG_CHOICES, STATE_KEYS, label, request_lang, stage_text, text
+from .page_gallery import KeptGalleries
+from .page_text import LANG_CHOICES, label, request_lang, text
 from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
 from .ui_edit import build_edit_tab, send_selected
@@ -33,7 +34,7 @@ from .ui_params import gallery_caption
 from .ui_pnginfo import build_pnginfo_tab
 from .ui_preview import build_live_preview, job_progress
 from .ui_slider import SizeSlider
-from .ui_startup import current_step, startup_html
+from .ui_status import build_model_buttons, queued_note, render_replicas, render_status  # noqa: F401 (tests' import)
 
 log = logging.getLogger(__name__)
 
@@ -43,86 +44,6 @@ UNLOAD_CHOICES = [("unload_keep_ram", "cpu"), ("unload_free_all", "none")]    # 
 GALLERY_MAX = 48
 CUSTOM = "Custom"
 SAVED_DEFAULTS = ("", "", 1024, 1024, 9, 0.0, -1, 1, *LORA_DEFAULTS)   # the controls' defaults, in SAVED_FIELDS order
-def render_status(status: Status, mem: MemoryInfo, lang: str = "en") -> str:
-    """The status panel as HTML in `lang`; a pure function so tests can call it. One line (the model's
-    state, a load's progress, the queue, an error) that is always shown, and the rest, which the phone
-    layout folds behind a tap on that line (ui_page's CSS and script)."""
-    e = html.escape
-    t = lambda key, **parts: text(key, lang, **parts)     # noqa: E731
-    line = [f'<span class="zi-state" data-state="{status.state.value}"><b>{t("status_model")}</b> '
-            f'{e(t(STATE_KEYS[status.state]))}</span>']
-    head, more = [], []
-    if status.state in (LoadState.DOWNLOADING, LoadState.LOADING):
-        pct = int(round(status.progress * 100))
-        line.append(f"{pct}%")
-        detail = stage_text(status, lang) if status.stage else ""
-        if status.bytes_total:
-            detail += f" · {status.bytes_done / 2**20:,.0f} / {status.bytes_total / 2**20:,.0f} MiB"
-        if status.current_file:
-            detail += f" · {e(status.current_file)}"
-        head.append(f'<div><progress class="zi-progress" max="100" value="{pct}"></progress> {pct}% · {e(detail)}</div>')
-    if status.state == LoadState.DOWNLOADING and status.speed_bps:
-        eta = f" · {t('status_left', s=f'{status.eta_s:,.0f}')}" if status.eta_s is not None else ""
-        head.append(f"<div>{status.speed_bps / 2**20:,.1f} MiB/s{eta}</div>")
-    timeline = startup_html(status, lang)
-    if timeline:          # in view while the launch is under way, folded away after it
-        (head if current_step(status, lang) else more).append(timeline)
-    line.append(t("status_low_vram_on" if status.low_vram else "status_low_vram_off"))
-    line.append(t("status_queue", n=status.queue_length))
-    if status.message or status.hint:
-        css = "zi-error" if status.state == LoadState.ERROR else "zi-message"
-        message, hint = status_text(status.message, status.hint, lang)
-        head.append(f'<div class="{css}"><b>{e(message)}</b><br>{e(hint)}</div>')
-    if status.plan:
-        more.append(f'<div class="zi-plan">{e(t("status_plan", plan=status.plan))}</div>')
-    peak = f" · {t('status_peak', v=gib(status.last_peak_vram_bytes))}" if status.last_peak_vram_bytes else ""
-    more.append(f"<div>{e(t('status_device', device=status.device or '-'))}{peak}"
-                + (f" · {t('status_last_image', s=f'{status.last_image_s:.2f}')}" if status.last_image_s else "")
-                + "</div>")
-    vram = ""
-    if mem.vram_total_bytes is not None or mem.vram_allocated_bytes is not None:
-        vram = t("status_vram", allocated=gib(mem.vram_allocated_bytes), used=gib(mem.vram_used_bytes),
-                 total=gib(mem.vram_total_bytes)) + " · "
-    more.append(f"<div>{vram}" + t("status_ram", rss=gib(mem.process_rss_bytes), free=gib(mem.ram_available_bytes),
-                                   total=gib(mem.ram_total_bytes)) + "</div>")
-    if status.replicas:
-        more.append(render_replicas(status.replicas, lang))
-    if status.note:
-        note = "\n".join(status_text(line, "", lang)[0] for line in status.note.split("\n"))
-        more.append(f'<div class="zi-note">{e(note)}</div>')
-    toggle = (f'<button type="button" class="zi-status-toggle" aria-expanded="false" aria-controls="zi-status-more">'
-              f'{" · ".join(line)} <span class="zi-chevron" aria-hidden="true">▾ {t("status_more")}</span></button>')
-    return (f'<div id="zi-status-body">{toggle}{"".join(head)}'
-            f'<div class="zi-status-more" id="zi-status-more">{"".join(more)}</div></div>')
-
-
-PHASE_KEYS = {"ready": "phase_ready", "loading": "phase_loading", "unloaded": "phase_unloaded", "error": "phase_error",
-              "lost": "phase_lost"}
-
-
-def render_replicas(replicas, lang: str = "en") -> str:
-    """--backend ray: one row per replica (node, device, state and progress, queue, last image)."""
-    e = html.escape
-    rows = []
-    for r in replicas:
-        s = r.status
-        state = text(PHASE_KEYS[r.phase], lang) if r.phase in PHASE_KEYS else r.phase
-        if r.phase == "loading":
-            state += f" · {e(stage_text(s, lang))} {round(s.progress * 100)}%"
-        elif r.phase == "error" and s.message:
-            state += f": {e(status_text(s.message, '', lang)[0])}"
-        device = s.device or "-"
-        if r.gpu_ids:
-            device += f" (GPU {', '.join(r.gpu_ids)})"
-        last = "-"
-        if s.last_image_s and r.last_image_at:
-            last = text("replica_last", lang, s=f"{s.last_image_s:.2f}",
-                        time=time.strftime('%H:%M:%S', time.localtime(r.last_image_at)))
-        rows.append(f'<tr class="zi-replica" data-phase="{r.phase}"><td>{e(r.replica_id)}</td><td>{e(r.node)}</td>'
-                    f"<td>{e(device)}</td><td>{state}</td><td>{s.queue_length}</td><td>{last}</td></tr>")
-    return f'<table class="zi-replicas">{text("replica_head", lang)}{"".join(rows)}</table>'
-
-
 def size_problem(width, height, lang: str = "en") -> str:
     """What is wrong with a width and height, naming the field ('' when both are fine)."""
     out = []
@@ -187,12 +108,13 @@ def _restored(saved, name: str, default):
 
 def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = None) -> gr.Blocks:
     gpu_default = "cpu"
-    registry = registry or PageJobs(max_results=GALLERY_MAX)
+    store = manager._store      # the gallery's results are kept beside the outputs, for after a restart
+    registry = registry or PageJobs(max_results=GALLERY_MAX, kept=KeptGalleries(store.root, store.history, GALLERY_MAX))
     no_gpu_at_start = gpu_absent(settings)
     control_picks = ControlPicks()          # the ControlNet panel's values, per browser session
 
     def status_html(lang: str = "en") -> str:
-        return render_status(manager.status(), manager.memory(), lang)
+        return render_status(manager.status(), manager.memory(), lang, settings)
 
     def owner_of(client_id: str | None, request: gr.Request | None) -> str | None:
         return client_id or (request.session_hash if request else None)
@@ -217,8 +139,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
     def result_entries(result, lang: str = "en") -> list[Result]:
         req = result.request
-        return [Result(caption=gallery_caption(req.prompt, item.seed, req.num_inference_steps, req.width, req.height,
-                                               req.loras, result.seconds_per_image, lang),
+        return [Result(caption=functools.partial(gallery_caption, req.prompt, item.seed, req.num_inference_steps,
+                                                 req.width, req.height, req.loras, result.seconds_per_image),
                        path=Path(item.path) if item.path else None, image=None if item.path else item.image)
                 for item in result.images]
 
@@ -243,15 +165,15 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             result = job.future.result()
         except Cancelled:
             gr.Info(text("stopped_info", lang))
-            return (registry.gallery(client_id) if client_id else []), text("stopped_text", lang)
+            return (registry.gallery(client_id, lang) if client_id else []), text("stopped_text", lang)
         except Exception as e:          # typed or not: the page says what happened and keeps working
             raise gr.Error(failure_text(e, lang))
         if result.warning:
             gr.Warning(status_text(result.warning, "", lang)[0])
         if client_id:
-            return registry.gallery(client_id), result_info(result, lang)
+            return registry.gallery(client_id, lang), result_info(result, lang)
         entries = result_entries(result, lang)
-        return [item for item in (r.gallery_item() for r in entries) if item], result_info(result, lang)
+        return [item for item in (r.gallery_item(lang) for r in entries) if item], result_info(result, lang)
 
     def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
                     lora1=None, lora2=None, lora3=None, lora1_strength=1.0, lora2_strength=1.0,
@@ -308,8 +230,13 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         client_id = valid_client_id(client) or new_client_id()
         restored = [_restored(saved, name, default) for name, default in zip(SAVED_FIELDS, SAVED_DEFAULTS)]
         lang = request_lang(request)
-        return [client_id, *restored, registry.gallery(client_id), gr.Timer(active=bool(registry.running(client_id))),
+        return [client_id, *restored, registry.gallery(client_id, lang), gr.Timer(active=bool(registry.running(client_id))),
                 lang, status_html(lang), *tab_labels(lang)]
+
+    def on_click(client, request: gr.Request = None):
+        """Generate was clicked: Stop and the live panel on, and a word when it queues behind a job."""
+        mine = registry.running(valid_client_id(client))
+        return gr.Button(interactive=True), gr.Timer(active=True), queued_note(len(mine), request_lang(request))
 
     def on_stop(client, request: gr.Request):
         owner = owner_of(valid_client_id(client), request)
@@ -319,7 +246,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     def on_tick(client, request: gr.Request = None):
         status = manager.status()
         mine = bool(registry.running(valid_client_id(client)))
-        return (render_status(status, manager.memory(), request_lang(request)),
+        return (render_status(status, manager.memory(), request_lang(request), settings),
                 gr.Button(visible=status.state == LoadState.DOWNLOADING), gr.Button(interactive=mine))
 
     def on_preload(request: gr.Request = None):
@@ -354,11 +281,13 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         hidden tabs' stayed in the old language when the browser's locale changed."""
         return [gr.Tab(label=text(key, lang)) for key in ("tab_generate", "tab_edit", "history_tab", "tab_pnginfo")]
 
-    def on_lang(lang, width, height):
+    def on_lang(lang, width, height, client):
         """The switch moved (its script already set the cookie and the browser's labels): the text the
-        server wrote, again in the new language."""
+        server wrote, again in the new language (the gallery's captions too)."""
         lang = lang if lang in dict(LANG_CHOICES).values() else "en"
-        return status_html(lang), size_problem(width, height, lang), *tab_labels(lang)
+        client_id = valid_client_id(client)
+        return (status_html(lang), size_problem(width, height, lang), *tab_labels(lang),
+                registry.gallery(client_id, lang) if client_id else gr.skip())
 
     # Gradio's own sweep of its temp folder (the uploads, the editor's blobs): every hour (or every
     # upload_keep_s, if shorter) the files older than upload_keep_s go, and all of them at exit. It
@@ -366,14 +295,18 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     # inside it (server.outputs_dir_checked refuses the start).
     sweep = (min(3600, settings.upload_keep_s), settings.upload_keep_s)
     with gr.Blocks(title="Z-Image-Turbo", analytics_enabled=False, delete_cache=sweep) as demo:
-        client_id = gr.BrowserState(None, storage_key="zimage-client")
-        saved = gr.BrowserState({}, storage_key="zimage-settings")
+        # One secret per outputs folder, not Gradio's random one per process: a restart left the
+        # browser's values undecryptable, so the page came back with default settings and no results.
+        secret = page_secret(store.root)
+        client_id = gr.BrowserState(None, storage_key="zimage-client", secret=secret)
+        saved = gr.BrowserState({}, storage_key="zimage-settings", secret=secret)
         with gr.Row(elem_id="status-row", equal_height=True):
             with gr.Column(scale=0, min_width=200, elem_id="title-col"):
                 gr.Markdown("## Z-Image-Turbo", elem_id="page-title")
                 lang_switch = gr.Radio(LANG_CHOICES, value="en", show_label=False, label=label("lang_label"),
                                        elem_id="lang-switch", container=False)
             status_box = gr.HTML(status_html(), elem_id="status-panel")
+            preload_btn, unload_btn = build_model_buttons()
             cancel_dl_btn = gr.Button(label("cancel_download"), elem_id="cancel-download-btn", size="sm",
                                       visible=False, scale=0, min_width=140)
         with gr.Tabs(elem_id="main-tabs") as tabs:
@@ -409,9 +342,6 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                             count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label=label("images_label"),
                                               elem_id="count")
                         with gr.Accordion(label("settings_label"), open=False, elem_id="settings-panel"):
-                            with gr.Row():
-                                preload_btn = gr.Button(label("preload_btn"), variant="secondary", elem_id="preload-btn")
-                                unload_btn = gr.Button(label("unload_btn"), elem_id="unload-btn")
                             unload_to = gr.Radio([(label(key), to) for key, to in UNLOAD_CHOICES], value=gpu_default,
                                                  label=label("unload_to_label"), elem_id="unload-to",
                                                  info=label("no_gpu_unload") if no_gpu_at_start else None)
@@ -424,7 +354,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                         preview_timer, preview_panel = build_live_preview(manager, registry, client_id)
                         gallery = gr.Gallery(label=label("results_label"), columns=2, height="auto", format="png",
                                              interactive=False, elem_id="gallery",  # no "share": it only
-                                             buttons=["download", "fullscreen"])    # answered "Share failed"
+                                             buttons=["download", "fullscreen"],    # answered "Share failed"
+                                             object_fit="contain")      # a portrait whole, not cropped square
                         info = gr.Markdown("", elem_id="result-info")
                         send_btn = gr.Button(label("send_to_edit"), size="sm", elem_id="send-to-edit")
                         picked = gr.State(None)     # the gallery image Send to Edit sends
@@ -443,12 +374,14 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # Every tab's generation reaches the manager's queue (which counts it and enforces queue_max
         # with QueueFull); with a limit of 1 here the others waited in Gradio's queue, uncounted.
         waiting_room = settings.generation_concurrency + settings.queue_max + 1
-        preview_off = (lambda: (gr.Timer(active=False), ""), None, [preview_timer, preview_panel])
+        # After a job's event: the live panel goes once none of this browser's jobs runs (a second click queued one).
+        preview_off = (lambda client: ((gr.Timer(active=False), "") if not registry.running(valid_client_id(client))
+                                       else (gr.skip(), gr.skip())), client_id, [preview_timer, preview_panel])
         demo.load(on_load, [client_id, saved],
                   [client_id, *saved_controls, gallery, preview_timer, lang_switch, status_box, *tab_outputs],
                   **private).then(
             on_resume, client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
-            concurrency_limit=waiting_room).then(*preview_off, **private)
+            concurrency_limit=waiting_room, show_progress="hidden").then(*preview_off, **private)
         timer = gr.Timer(1.0)
         # Status reads never enter the queue: a full generation queue must not freeze the panel.
         timer.tick(on_tick, client_id, [status_box, cancel_dl_btn, stop_btn], show_progress="hidden", **private)
@@ -461,17 +394,18 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         cancel_dl_btn.click(on_cancel_download, None, status_box, **private)
         low_vram.change(on_low_vram, low_vram, [status_box, controls_note], **private)
         # The script first (the cookie that later requests carry, the browser's labels), then the server's text.
-        lang_switch.input(on_lang, [lang_switch, width, height], [status_box, size_error, *tab_outputs], js=SWITCH_JS,
-                          **private)
+        lang_switch.input(on_lang, [lang_switch, width, height, client_id], [status_box, size_error, *tab_outputs, gallery],
+                          js=SWITCH_JS, **private)
         preset.input(on_preset, preset, [width, height], **private)
         gr.on([width.change, height.change], on_size, [width, height], [size_error, preset],
               show_progress="hidden", **private)
         # No prompt.submit: Enter in the prompt is a newline; Ctrl/Cmd+Enter clicks Generate (ui_page).
-        generate_btn.click(lambda: (gr.Button(interactive=True), gr.Timer(active=True)), None,
-                           [stop_btn, preview_timer], **private)
+        # A click while this browser's job runs is queued behind it ("multiple"; Gradio's "once" dropped
+        # it without a word) and says so; one progress bar, the live panel's: none of Gradio's on the results.
+        generate_btn.click(on_click, client_id, [stop_btn, preview_timer, info], show_progress="hidden", **private)
         generate_btn.click(on_generate, [*controls, client_id, *lora_controls], [gallery, info],
-                           api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room).then(
-            *preview_off, **private)
+                           api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room,
+                           trigger_mode="multiple", show_progress="hidden").then(*preview_off, **private)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
         stop_btn.click(on_stop, client_id, info, **private)
         gallery.select(on_pick, None, picked, **private)

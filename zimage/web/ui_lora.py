@@ -14,6 +14,7 @@ import gradio as gr
 from ..jobs import Backend
 from ..request import MAX_LORA_STRENGTH, MIN_LORA_STRENGTH
 from .page_text import label, request_lang, text
+from .page_text_more import lora_reason
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def render_refused(listing: list[dict], lang: str = "en") -> str:
     if not refused:
         return ""
     fallback = text("lora_not_usable_reason", lang)
-    rows = "".join(f"<li><b>{html.escape(e['name'])}</b>: {html.escape(e.get('refused_reason') or fallback)}</li>"
-                   for e in refused)
+    rows = "".join(f"<li><b>{html.escape(e['name'])}</b>: "
+                   f"{html.escape(lora_reason(e.get('refused_reason') or fallback, lang))}</li>" for e in refused)
     return f'<div class="zi-lora-refused"><small>{text("lora_not_usable", lang)}<ul>{rows}</ul></small></div>'
 
 

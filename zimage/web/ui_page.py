@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 
 from ..i18n import LANG_COOKIE
-from .page_text import PAGE_I18N
+from .page_text import page_i18n
+from .ui_look import LOOK_CSS
+from .ui_offline import offline_js
 
 PHONE_MAX_PX = 767      # below this width the phone layout applies (a 390 px phone, a 768 px tablet is desktop)
 
@@ -156,4 +158,5 @@ def set_lang_js(lang: str | None = None) -> str:
 def page_assets(lang: str | None = None) -> dict[str, str]:
     """The keyword arguments for gr.mount_gradio_app: the page's CSS, its head script and its
     English and Chinese tables."""
-    return {"css": CSS, "head": f"<script>\n{set_lang_js(lang)}{KEYS_JS}</script>", "i18n": PAGE_I18N}
+    return {"css": CSS + LOOK_CSS, "head": f"<script>\n{set_lang_js(lang)}{KEYS_JS}{offline_js()}</script>",
+            "i18n": page_i18n()}

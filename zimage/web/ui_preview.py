@@ -70,18 +70,23 @@ def progress_key(job: Job) -> str:
     return f"{job.id}:{job.phase}:{job.step}:{job.images_done}:{job.queue_position}"
 
 
-def render_live(job: Job, status: Status, png: bytes | None, lang: str = "en") -> str:
-    """The live panel as HTML in `lang`: a progress bar with its line, and the latent preview once a
-    step has run. A pure function so tests can call it."""
+def render_live(job: Job, status: Status, png: bytes | None, lang: str = "en", queued: int = 0) -> str:
+    """The live panel as HTML in `lang`: a progress bar with its line (and how many more of this
+    browser's jobs wait behind it), and the latent preview once a step has run, drawn at the size
+    the result will have (it was the latent's own 60-120 px). A pure function so tests can call it."""
     fraction, desc = job_progress(job, status, lang)
+    if queued:
+        desc += " · " + text("generate_queued", lang, n=queued + 1)
     pct = int(round(fraction * 100))
     parts = [f'<div class="zi-live" data-job="{job.id}" data-step="{job.step}">',
              f'<progress class="zi-live-bar" max="100" value="{pct}" aria-label="{html.escape(desc)}"></progress>',
              f'<div class="zi-live-line">{html.escape(desc)}</div>']
     if png is not None:
         data = base64.b64encode(png).decode()
+        req = job.request
+        size = f' style="aspect-ratio: {req.width} / {req.height}"' if req is not None else ""
         parts.append(f'<img class="zi-live-image" alt="{text("preview_alt", lang)}" title="{text("preview_title", lang)}" '
-                     f'src="data:image/png;base64,{data}">')
+                     f'src="data:image/png;base64,{data}"{size}>')
     parts.append("</div>")
     return "".join(parts)
 
@@ -96,8 +101,8 @@ def build_live_preview(manager: Backend, registry: PageJobs,
         jobs = registry.running(valid_client_id(client))
         if not jobs:
             return ("", "") if shown else (gr.skip(), gr.skip())
-        job = jobs[-1]
-        key = progress_key(job)
+        job = jobs[0]                  # the one that runs first; a second click's waits behind it
+        key = f"{progress_key(job)}:{len(jobs)}"
         if key == shown:
             return gr.skip(), gr.skip()
         try:
@@ -105,7 +110,7 @@ def build_live_preview(manager: Backend, registry: PageJobs,
         except Exception:              # a preview is a nicety: never let it break the page's tick
             log.exception("latent preview failed")
             png = None
-        return render_live(job, manager.status(), png, request_lang(request)), key
+        return render_live(job, manager.status(), png, request_lang(request), queued=len(jobs) - 1), key
 
     panel = gr.HTML("", elem_id="live-preview")
     shown = gr.State("")

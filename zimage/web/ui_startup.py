@@ -1,6 +1,8 @@
 """The start-up timeline in the status panel: what the launch is doing now (importing the model
 code, reading weights n%, building, compiling in the background) and when each step finished.
-Pure functions of the Status, for render_status and the tests."""
+The process's own steps count from the process's start; the model load's from the load's start
+(a Preload pressed 96 s after the start read as a 96 s load). Pure functions of the Status, for
+render_status, the starting page and the tests."""
 from __future__ import annotations
 
 import html
@@ -9,13 +11,14 @@ from .. import startup
 from ..state import LoadStage, LoadState, Status
 from .page_text import text
 
-# The finished steps shown, in launch order, with the page_text keys of their words.
-DONE_LABELS = ((startup.CUDA_READY, "startup_cuda_ready"), (startup.WEB_IMPORTED, "startup_web_imported"),
-               (startup.MODEL_IMPORTED, "startup_model_imported"),
-               (startup.READ, "startup_read"), (startup.BUILT, "startup_built"),
-               (startup.ON_DEVICE, "startup_on_device"), (startup.READY, "startup_ready"),
-               (startup.PAGE_UP, "startup_page_up"), (startup.FIRST_IMAGE, "startup_first_image"),
-               (startup.COMPILED, "startup_compiled"), (startup.COMPILE_FAILED, "startup_compile_failed"))
+# The finished steps shown, in launch order, with the page_text keys of their words: the process's
+# (seconds since it started) and the load's (seconds since its weights began to be read).
+PROCESS_LABELS = ((startup.CUDA_READY, "startup_cuda_ready"), (startup.WEB_IMPORTED, "startup_web_imported"),
+                  (startup.PAGE_UP, "startup_page_up"), (startup.FIRST_IMAGE, "startup_first_image"))
+LOAD_LABELS = ((startup.MODEL_IMPORTED, "startup_model_imported"), (startup.READ, "startup_read"),
+               (startup.BUILT, "startup_built"), (startup.ON_DEVICE, "startup_on_device"),
+               (startup.READY, "startup_ready"), (startup.COMPILED, "startup_compiled"),
+               (startup.COMPILE_FAILED, "startup_compile_failed"))
 
 
 def events_of(status: Status) -> dict[str, float]:
@@ -49,14 +52,26 @@ def current_step(status: Status, lang: str = "en") -> str:
     return ""
 
 
-def startup_html(status: Status, lang: str = "en") -> str:
-    """One line in `lang`: the step under way, then the finished ones with their time since the
-    process started; "" once there is no timeline (a Ray replica's status)."""
+def timeline_groups(status: Status, lang: str = "en") -> list[tuple[str, list[str]]]:
+    """[(title, ["step 1.2 s", ...])] in `lang`: the process's steps, then the load's own."""
     events = events_of(status)
-    if not events:
+    began = events.get(startup.READING, 0.0)
+
+    def done(labels, zero: float) -> list[str]:
+        return [text("startup_done", lang, step=text(key, lang), s=f"{max(0.0, events[name] - zero):.1f}")
+                for name, key in labels if name in events]
+    groups = [(text("startup_title", lang), done(PROCESS_LABELS, 0.0)),
+              (text("startup_load_title", lang), done(LOAD_LABELS, began))]
+    return [(title, steps) for title, steps in groups if steps]
+
+
+def startup_html(status: Status, lang: str = "en") -> str:
+    """One line in `lang`: the step under way, then the finished ones (the process's since it
+    started, the load's since the load began); "" once there is no timeline (a Ray replica's status)."""
+    if not events_of(status):
         return ""
-    done = [text("startup_done", lang, step=text(key, lang), s=f"{events[name]:.1f}")
-            for name, key in DONE_LABELS if name in events]
     now = current_step(status, lang)
-    parts = ([f"<b>{html.escape(now)}</b>"] if now else []) + [html.escape(d) for d in done]
-    return f'<div class="zi-startup"><b>{html.escape(text("startup_title", lang))}</b> ' + " · ".join(parts) + "</div>"
+    parts = [f"<b>{html.escape(now)}</b>"] if now else []
+    parts += [f"<b>{html.escape(title)}</b> " + " · ".join(html.escape(d) for d in steps)
+              for title, steps in timeline_groups(status, lang)]
+    return f'<div class="zi-startup">' + " · ".join(parts) + "</div>"

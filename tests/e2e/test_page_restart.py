@@ -1,0 +1,108 @@
+"""Issue 28 in a real browser: a server restart keeps the page's settings and this browser's
+results; the status line says the server is gone while it is; the look of a job (results whole,
+one progress bar, a preview at the result's size, Preload/Unload on the first screen, a second
+Generate click answered)."""
+import os
+import time
+
+import pytest
+
+from .test_browser import ARGS, CHROMIUM, DESKTOP, set_slider
+from .test_page_layout import stepper  # noqa: F401: fixture
+from conftest import wait_for
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def opened(context, url: str):
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#status-panel .zi-state")
+    return page
+
+
+def test_a_restart_keeps_the_settings_and_this_browsers_results(start_server, settings, browser):
+    srv = start_server(settings)
+    srv.manager.ensure_ready(60)
+    context = browser.new_context(viewport=DESKTOP)
+    page = opened(context, srv.url)
+    page.fill("#prompt textarea", "a restart survivor")
+    set_slider(page, "width", 256)
+    set_slider(page, "height", 512)
+    set_slider(page, "steps", 2)
+    page.click("#generate-btn")
+    wait_for(lambda: page.locator("#gallery img").count() == 1, 60, message="the result")
+    port = srv.settings.port
+    srv.stop()
+    # Down: the line must not go on saying "Ready" from its last answer.
+    wait_for(lambda: page.get_attribute("#status-panel .zi-state", "data-state") == "unreachable", 20,
+             message="the status line to say the server is gone")
+    assert "Server not reachable" in page.inner_text("#status-panel")
+    assert "Ready" not in page.inner_text("#status-panel")
+    srv2 = start_server(settings, port=port)           # the same outputs folder, the same browser context
+    wait_for(lambda: page.get_attribute("#status-panel .zi-state", "data-state") not in (None, "unreachable"), 40,
+             message="the status line back")
+    again = opened(context, srv2.url)                  # a reload after the restart
+    wait_for(lambda: again.locator("#gallery img").count() == 1, 20, message="this browser's result back")
+    assert again.input_value("#prompt textarea") == "a restart survivor"
+    assert again.input_value("#height input[type=number]") == "512"
+    # Another browser has its own (empty) gallery: the results are this browser's, not everyone's.
+    other = opened(browser.new_context(viewport=DESKTOP), srv2.url)
+    time.sleep(1)     # what there is to wait for is nothing arriving
+    assert other.locator("#gallery img").count() == 0
+
+
+def test_the_server_down_says_so_in_chinese(server, browser):
+    page = opened(browser.new_context(viewport=DESKTOP, locale="zh-CN"), server.url)
+    server.stop()
+    wait_for(lambda: "服务器无法连接" in page.inner_text("#status-panel"), 20, message="the Chinese line")
+
+
+def test_a_job_looks_right(server, stepper, browser):  # noqa: F811: the stepper fixture
+    page = opened(browser.new_context(viewport=DESKTOP), server.url)
+    # Preload and Unload beside the status, on the first screen without scrolling.
+    for button in ("#preload-btn", "#unload-btn"):
+        box = page.locator(button).bounding_box()
+        assert page.locator(button).is_visible() and box["y"] + box["height"] <= DESKTOP["height"], button
+    page.fill("#prompt textarea", "a portrait")
+    set_slider(page, "width", 256)
+    set_slider(page, "height", 512)
+    set_slider(page, "steps", 3)
+    page.click("#generate-btn")
+    stepper.release(1)
+    page.wait_for_selector("#live-preview img.zi-live-image", timeout=60_000)
+    # One progress bar: the live panel's, no Gradio overlay on the results as well.
+    bars = page.evaluate("""() => {
+        const shown = (e) => { for (let n = e; n && n.nodeType === 1; n = n.parentElement) {
+            const st = getComputedStyle(n);
+            if (st.display === 'none' || st.visibility === 'hidden' || parseFloat(st.opacity) === 0) return false; }
+          return e.getClientRects().length > 0; };
+        return [...document.querySelectorAll('progress, .eta-bar, .progress-level, .progress-text')].filter(shown)
+          .map(e => e.tagName + '.' + e.className + ' in #' + (e.closest('[id]') || {}).id + ': ' + e.textContent); }""")
+    assert len(bars) == 1, bars
+    # A second click while the job runs: queued, and the page says so.
+    page.click("#generate-btn")
+    wait_for(lambda: "Queued" in page.inner_text("#result-info") or "Queued" in page.inner_text("#live-preview"), 20,
+             message="the second click's answer")
+    preview = page.locator("#live-preview img.zi-live-image").bounding_box()
+    stepper.release(100)
+    wait_for(lambda: page.locator("#gallery img").count() == 2, 60, message="both results")
+    assert server.manager.status().queue_length == 0
+    img = page.locator("#gallery img").first
+    shown = img.bounding_box()
+    fit = img.evaluate("i => getComputedStyle(i).objectFit")
+    assert fit == "contain" or abs(shown["height"] / shown["width"] - 2.0) < 0.1, (fit, shown)   # not cropped square
+    assert shown["height"] > shown["width"] * 1.5, shown
+    # The preview was drawn at about the result's size, not a 60-120 px thumbnail.
+    assert 0.75 < preview["width"] / shown["width"] < 1.33 and preview["height"] > 200, (preview, shown)
