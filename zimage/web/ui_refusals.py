@@ -149,7 +149,8 @@ def build_drop_check(settings: Settings) -> None:
         if err is not None:
             raise gr.Error(err.user_text(request_lang(request)))
 
-    button.click(refuse, facts, None, js="() => [window.ziDropFacts || null]", queue=False, show_progress="hidden",
+    # queued: Gradio shows the gr.Error of a queued event as a toast (of a queue=False one, nothing)
+    button.click(refuse, facts, None, js="() => [window.ziDropFacts || null]", show_progress="hidden",
                  api_visibility="private")
 
 
