@@ -179,14 +179,23 @@ def test_a_malformed_upload_form_is_refused(srv, kwargs):
     ("cut.png", png(size=(256, 256))[:400], "could not be read"),
     ("anim.png", apng(), "animated"),
 ])
-def test_a_hostile_image_is_refused_naming_the_field(srv, name, data, words):
-    """An image by its first bytes, refused by its header (before any decode) or its one decode."""
-    path = upload(srv, name, data)
-    r = png_info(srv, file_data(path))
+def test_a_hostile_image_is_refused_at_the_upload_in_the_pages_words(srv, name, data, words):
+    """An image by its first bytes, refused by its header (before any decode) or its one decode,
+    when it is uploaded (a broken image dropped on the page was refused only at the event that read
+    it); the message names "the uploaded image", the field stays `files` for API callers; in
+    Chinese in a Chinese page, and nothing is written to the upload folder."""
+    from gradio.utils import get_upload_folder
+
+    before = set(Path(get_upload_folder()).rglob("*"))
+    r = requests.post(srv.url + API + "/upload", files={"files": (name, data)}, timeout=30)
     assert r.status_code == 422, r.text
     error = r.json()["error"]
-    assert error["field"] == "data[0]" and words in error["message"], error
-    assert not Path(path).exists()                          # a refused upload is not left in the temp folder
+    assert error["field"] == "files" and words in error["message"], error
+    assert error["message"].startswith("The uploaded image ") and "(files)" not in error["message"]
+    assert set(Path(get_upload_folder()).rglob("*")) == before
+    zh = requests.post(srv.url + API + "/upload", files={"files": (name, data)}, timeout=30,
+                       cookies={"zimage-lang": "zh"}, headers={"Accept-Language": "en"})
+    assert zh.json()["detail"].startswith("上传的图片"), zh.text          # the page switch's cookie wins
     assert_still_serving(srv)
 
 

@@ -216,6 +216,10 @@ HINTS_ZH: list[tuple[str, str]] = [
     (r"It is probably a LoRA for another model\.", "它可能是其他模型的 LoRA。"),
     (r"It is a LoRA for another model; pick one made for Z-Image-Turbo\.", "这是其他模型的 LoRA，请选择为 Z-Image-Turbo 制作的 LoRA。"),
     (r"Shorten the prompt\.", "请缩短提示词。"),
+    (r"Upload a PNG, JPEG or WebP image saved by an image generator\.", "请上传由图像生成器保存的 PNG、JPEG 或 WebP 图片。"),
+    (r"Upload a smaller (?:file|image)\.", "请上传更小的图片。"),
+    (r"Upload a PNG, JPEG or WebP image between (?P<lo>\d+) and (?P<hi>\d+) pixels a side\.",
+     "请上传每边 {lo} 到 {hi} 像素之间的 PNG、JPEG 或 WebP 图片。"),
     (r"Send the body as JSON with -H 'Content-Type: application/json'\.",
      "请以 JSON 发送请求体：-H 'Content-Type: application/json'。"),
     (r"The endpoints are listed at /gradio_api/info\.", "端点列表见 /gradio_api/info。"),
@@ -237,7 +241,32 @@ HINTS_ZH: list[tuple[str, str]] = [
      "要在局部重绘和扩图中使用 ControlNet，请使用 --controlnet {m}，或取消勾选“启用 ControlNet”。"),
 ]
 
+# An image refused (store/pnginfo, store/images): "<subject> <what>." The subject is the page's
+# name for the image (web/gradio_uploads.UPLOAD_SUBJECTS) or "The uploaded image (<field>)".
+IMAGE_SUBJECTS_ZH = {"The uploaded image": "上传的图片", "The Edit image": "“编辑”标签页中的图片",
+                     "The PNG info image": "“PNG 信息”中的图片", "The ControlNet image": "ControlNet 图片"}
+IMAGE_ZH: list[tuple[str, str]] = [
+    (r"is not a PNG, JPEG or WebP image \(its first bytes say (?P<k>.*)\)", "不是 PNG、JPEG 或 WebP 图片（开头的字节是 {k}）"),
+    (r"is empty \(0 bytes\)", "是空的（0 字节）"),
+    (r"is (?P<n>[\d,]+) bytes; uploads may be at most (?P<cap>[\d,]+) bytes", "有 {n} 字节；上传最多 {cap} 字节"),
+    (r"is larger than (?P<mb>\S+) MB", "超过 {mb} MB"),
+    (r"is (?P<w>\d+)x(?P<h>\d+) pixels \((?P<n>[\d,]+)\); uploads may have at most (?P<cap>[\d,]+) pixels",
+     "是 {w}x{h} 像素（{n}）；上传最多 {cap} 像素"),
+    (r"has far more pixels than the (?P<cap>[\d,]+) an upload may have", "像素远多于上传允许的 {cap}"),
+    (r"is animated \((?P<n>\d+) frames\); upload a still image", "是动图（{n} 帧）；请上传静态图片"),
+    (r"could not be read: image file is truncated.*", "无法读取：图片文件不完整"),
+    (r"could not be read: the browser could not decode it", "无法读取：浏览器无法解码它"),
+    (r"could not be read: (?P<why>.+)", "无法读取：{why}"),
+    (r"is (?P<w>\d+)x(?P<h>\d+) pixels; an image to edit must be at least (?P<lo>\d+)x\d+",
+     "是 {w}x{h} 像素；要编辑的图片至少为 {lo}x{lo}"),
+    (r"is (?P<w>\d+)x(?P<h>\d+) pixels; an image to edit may be at most (?P<hi>\d+)x\d+",
+     "是 {w}x{h} 像素；要编辑的图片最大为 {hi}x{hi}"),
+]
+_IMAGE_SENTENCE = re.compile(r"(?P<s>The uploaded image|The Edit image|The PNG info image|The ControlNet image)"
+                             r"(?: \((?P<f>[^)]*)\))? (?P<what>.+)\.", re.DOTALL)
+
 _INVALID = [(re.compile(p, re.DOTALL), t) for p, t in INVALID_ZH]
+_IMAGE = [(re.compile(p, re.DOTALL), t) for p, t in IMAGE_ZH]
 _MESSAGES = [(re.compile(p, re.DOTALL), t) for p, t in MESSAGES_ZH]
 _HINTS = [(re.compile(p, re.DOTALL), t) for p, t in HINTS_ZH]
 
@@ -259,10 +288,18 @@ def message_zh(code: str, message: str, field: str | None = None) -> str:
         detail = _match(_INVALID, message[len(field) + 2:])
         if detail is not None:
             return f"{field}: {detail}"
-    found = _match(_MESSAGES, message)
+    found = _match(_MESSAGES, message) or _image_zh(message)
     if found is not None:
         return found
     return f"{ERROR_ZH.get(code, ERROR_ZH['internal_error'])}（{message}）"
+
+
+def _image_zh(message: str) -> str | None:
+    m = _IMAGE_SENTENCE.fullmatch(message)
+    what = _match(_IMAGE, m["what"]) if m else None
+    if what is None:
+        return None
+    return IMAGE_SUBJECTS_ZH[m["s"]] + (f"（{m['f']}）" if m["f"] else "") + what + "。"
 
 
 def hint_zh(hint: str) -> str:

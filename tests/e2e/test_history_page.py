@@ -7,6 +7,7 @@ from conftest import wait_for
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
 
+ACTIONS = ("history-use", "history-reuse-seed", "history-send-edit", "history-delete")
 IMAGES = [(101, "a red boat"), (102, "a green tree"), (103, "a blue boat")]    # made in this order
 
 
@@ -41,8 +42,11 @@ def test_history_search_pick_the_second_reuse_and_delete_it(page, server):
     page.fill("#history-search textarea, #history-search input", "BOAT")
     page.press("#history-search textarea, #history-search input", "Enter")
     wait_for(lambda: thumbnails(page).count() == 2, 20, message="the search to leave the two boats")
+    # Nothing picked: nothing for the actions to act on (they answered "no longer in the outputs folder").
+    assert not any(page.is_enabled(f"#{b}") for b in ACTIONS)
     thumbnails(page).nth(1).click()                 # newest first: the blue boat, then the red one
     wait_for(lambda: "a red boat" in page.inner_text("#history-detail"), 20, message="the detail of the second")
+    wait_for(lambda: all(page.is_enabled(f"#{b}") for b in ACTIONS), 10, message="the actions enabled by the pick")
     detail = page.inner_text("#history-detail")
     assert "101" in detail and "256x256" in detail and "Z-Image-Turbo" in detail and "not a red boat" in detail
     page.wait_for_selector("#history-image img")
@@ -67,11 +71,16 @@ def test_history_search_pick_the_second_reuse_and_delete_it(page, server):
     page.wait_for_selector("#history-confirm-row", state="visible")
     red = paths[101].relative_to(server.manager._store.root).as_posix()
     assert red in page.inner_text("#history-confirm-text")
+    # the name on a line of its own, broken (if at all) where the path allows, not inside a word
+    name = page.locator("#history-confirm-text strong")
+    assert name.evaluate("e => getComputedStyle(e).display") == "block"
+    assert name.evaluate("e => getComputedStyle(e).wordBreak") == "normal"
     assert all(p.exists() for p in paths.values())                  # asked first, nothing removed yet
     page.click("#history-confirm")
     wait_for(lambda: f"Deleted {red}" in page.inner_text("#history-result"), 20, message="the deletion reported")
     assert not paths[101].exists() and paths[102].exists() and paths[103].exists()
     wait_for(lambda: thumbnails(page).count() == 1, 20, message="one boat left")
+    wait_for(lambda: not any(page.is_enabled(f"#{b}") for b in ACTIONS), 10, message="the actions off once it is gone")
 
     page.reload()
     page.wait_for_selector("#status-panel")

@@ -55,17 +55,29 @@ class ImageRefused(InvalidRequest):
         super().__init__(field_name, message)
         self.message = _sentence(message, field_name)
         self.hint = hint
+        self.what = message
 
 
 class UploadTooLarge(BodyTooLarge):
     def __init__(self, size: int, cap: int, field_name: str = FIELD):
         super().__init__(_sentence(TOO_LARGE.format(size=size, cap=cap), field_name), "Upload a smaller file.",
                          field=field_name)
+        self.what = TOO_LARGE.format(size=size, cap=cap)
 
 
 class NotAnImage(UnsupportedMediaType):
     def __init__(self, kind: str, field_name: str = FIELD):
         super().__init__(_sentence(NOT_AN_IMAGE.format(kind=kind), field_name), UPLOAD_HINT, field=field_name)
+        self.what = NOT_AN_IMAGE.format(kind=kind)
+
+
+def named(err: ZImageError, subject: str) -> ZImageError:
+    """The refusal's sentence about `subject`, the image as the page names it ("The Edit image could
+    not be read: ..."); `field` keeps the input an API caller sent. Other errors are returned as they are."""
+    what = getattr(err, "what", None)
+    if what:
+        err.message = f"{subject} {what}."
+    return err
 
 
 @dataclass(frozen=True)
@@ -89,8 +101,10 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _describe(head: bytes) -> str:
-    return repr(head[:8])[2:-1] if head else "nothing"
+def first_bytes(head: bytes) -> str:
+    """The first bytes as printable text ("%PDF-1.4", "hello wo"), never blank."""
+    shown = repr(head[:8])[2:-1].strip()
+    return shown or "nothing"
 
 
 @contextlib.contextmanager
@@ -116,7 +130,7 @@ def opened(source: bytes | str | Path, max_bytes: int, max_pixels: int, field_na
             raise UploadTooLarge(size, max_bytes, field_name)
         kind = sniff(head)
         if kind is None:
-            raise NotAnImage(_describe(head), field_name)
+            raise NotAnImage(first_bytes(head), field_name)
         _bomb_guard_on()
         with Image.open(stream, formats=[kind]) as im:        # reads the header only
             w, h = im.size

@@ -50,15 +50,15 @@ from urllib.parse import parse_qs
 import anyio
 
 from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedMediaType, ZImageError
-from ..i18n import language_of
-from ..store.pnginfo import read_image_info
+from ..store.pnginfo import named, read_image_info
 from .api import decode_json
 from .event_values import check_values, kinds_of
+from .guard_answer import language as _language, send_error
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
                            servable_file)
 from .gradio_uploads import (BLOB_INPUTS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS, MULTIPART_OVERHEAD_BYTES,
-                             UPLOAD_INPUTS, check_blob_form, check_blob_value, check_upload_form, discard,
-                             editor_layers, upload_too_large, upload_name_refused)
+                             UPLOAD_INPUTS, UPLOAD_SUBJECTS, UPLOADED, check_blob_form, check_blob_value,
+                             check_upload_form, discard, editor_layers, upload_name_refused, upload_too_large)
 from .upload_budget import UploadBudget, editor_instances, kept_upload
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ class GradioEventGuard:
                                             upload_too_large(self.max_upload_bytes))
                     if body is None:
                         return
-                    await check_upload_form(scope, body)
+                    await check_upload_form(scope, body, self.max_upload_bytes, self.max_upload_pixels)
                     if self.budget is not None:
                         return await kept_upload(self.app, scope, _replay(body, receive), send, self.budget, len(body))
                     receive = _replay(body, receive)
@@ -360,7 +360,7 @@ class GradioEventGuard:
         return ev.upload_inputs[fn_index]
 
     def _blob_values(self, kind: str, match: re.Match, body: dict, values: Any,
-                     uploads: list[tuple[str, str]]) -> Any:
+                     uploads: list[tuple[str, str, str]]) -> Any:
         """The event's values with its image editors' values checked (gradio_uploads.check_blob_value):
         a file the editor names that was uploaded to this page (the dropped image, sent by /upload)
         joins `uploads` (the image checks follow) and leaves the values; the rest (a picture the page
@@ -386,7 +386,7 @@ class GradioEventGuard:
             for key, item in named:
                 if isinstance(item, dict) and item.get("path") in upload_set:
                     at = f"data[{pos}].{key}"
-                    uploads.append((at, check_upload_value(item, at, upload_set)))
+                    uploads.append((at, check_upload_value(item, at, upload_set), UPLOAD_SUBJECTS["edit"]))
                     if key.startswith("layers["):
                         layers[int(key[7:-1])] = None
                     else:
@@ -396,9 +396,16 @@ class GradioEventGuard:
             values[pos] = value
         return values
 
-    def _check_post(self, kind: str, match: re.Match, body: Any) -> list[tuple[str, str]]:
-        """Check an event request; returns the (field, path) of each upload it names, for _check_uploads."""
-        uploads: list[tuple[str, str]] = []
+    def _event_name(self, kind: str, match: re.Match, body: dict) -> str | None:
+        fn_index = body.get("fn_index") if kind in ("join", "run") else None
+        if _is_int(fn_index) and fn_index in self.blocks.fns:
+            return self.blocks.fns[fn_index].api_name
+        return match["name"] if "name" in match.groupdict() else None
+
+    def _check_post(self, kind: str, match: re.Match, body: Any) -> list[tuple[str, str, str]]:
+        """Check an event request; returns the (field, path, subject) of each upload it names, for
+        _check_uploads (subject: how the page names that image, gradio_uploads.UPLOAD_SUBJECTS)."""
+        uploads: list[tuple[str, str, str]] = []
         if isinstance(body, dict):
             # Every value of every event: data (join, call, run), the keywords of call/v2, component_server's data.
             values = body if kind == "call_v2" else body.get("data")
@@ -408,12 +415,13 @@ class GradioEventGuard:
             if slots and isinstance(values, (dict, list)):
                 keys = [k for k in (values if isinstance(values, dict) else range(len(values))) if k in slots]
                 upload_set = self.blocks.upload_file_set
+                subject = UPLOAD_SUBJECTS.get(self._event_name(kind, match, body) or "", UPLOADED)
                 for k in keys:
                     at = f"{where}.{k}" if isinstance(values, dict) else f"{where}[{k}]"
                     path = check_upload_value(values[k], at, upload_set)
                     if path is not None:
                         upload_name_refused(path, at)      # gr.File's own name check, before Gradio lists it
-                        uploads.append((at, path))
+                        uploads.append((at, path, subject))
                 values = ({k: v for k, v in values.items() if k not in slots} if isinstance(values, dict)
                           else [None if i in slots else v for i, v in enumerate(values)])
             check_files(values, where, self.outputs, page_file_sets(self.blocks), self.blocks.upload_file_set)
@@ -427,14 +435,15 @@ class GradioEventGuard:
             check_component_call(body, self.events)
         return uploads
 
-    def _check_uploads(self, uploads: list[tuple[str, str]]) -> None:
-        """The image checks (store/pnginfo), naming the field; a refused upload is deleted."""
-        for at, path in uploads:
+    def _check_uploads(self, uploads: list[tuple[str, str, str]]) -> None:
+        """The image checks (store/pnginfo): the message names the image as the page does, `field`
+        the input; a refused upload is deleted."""
+        for at, path, subject in uploads:
             try:
                 read_image_info(path, self.max_upload_bytes, self.max_upload_pixels, field_name=at)
-            except ZImageError:
+            except ZImageError as e:
                 discard(path)
-                raise
+                raise named(e, subject) from None
             if self.budget is not None:
                 self.budget.mark_read(path)
 
@@ -516,20 +525,6 @@ def _with_retry_after(send, retry_after_s: Callable[[], int]):
             message = dict(message, headers=headers)
         await send(message)
     return add
-
-
-def _language(scope) -> str:
-    return language_of(dict(scope.get("headers", [])).get(b"accept-language", b"").decode("latin-1"))
-
-
-async def send_error(send, err: ZImageError, extra: list | None = None, lang: str = "en") -> None:
-    body = json.dumps({"error": err.to_dict(lang), "detail": err.user_text(lang)}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"content-language", lang.encode())]
-    if getattr(err, "retry_after_s", None) is not None:
-        headers.append((b"retry-after", str(err.retry_after_s).encode()))
-    await send({"type": "http.response.start", "status": err.http_status, "headers": headers + (extra or [])})
-    await send({"type": "http.response.body", "body": body})
 
 
 def gradio_login_check(app) -> Callable[[dict], bool] | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from ..errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType
-from ..store.pnginfo import EMPTY, ImageRefused, NotAnImage, sniff
+from ..errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
+from ..store.pnginfo import named, opened
 
 # (event api_name, input position): the only inputs whose value may be a file uploaded to /upload.
 UPLOAD_INPUTS: frozenset[tuple[str, int]] = frozenset({("png_info", 0), ("controlnet_image", 0)})
@@ -17,6 +17,11 @@ UPLOAD_INPUTS: frozenset[tuple[str, int]] = frozenset({("png_info", 0), ("contro
 BLOB_INPUTS: frozenset[tuple[str, int]] = frozenset({("edit", 0)})
 # The file_types of the UPLOAD_INPUTS (gr.File, ui_pnginfo and ui_controlnet): checked by name too.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# How the page names each of those images in a refusal (zimage/i18n.py has their Chinese): a toast
+# that said "data[0].background" named nothing the user can see. API callers get the field too.
+UPLOAD_SUBJECTS = {"png_info": "The PNG info image", "controlnet_image": "The ControlNet image",
+                   "edit": "The Edit image"}
+UPLOADED = "The uploaded image"     # /upload's: the file is not tied to an input yet
 BLOB_TYPES = ("background", "layer", "composite")
 MAX_BLOB_ID_CHARS = 64              # the page sends a 13-character id
 # An editor whose user may add layers sends one accept_blobs call per layer, its `index` the layer's
@@ -64,7 +69,7 @@ def upload_name_refused(path: str, where: str) -> None:
 
 
 def upload_too_large(cap: int) -> BodyTooLarge:
-    return BodyTooLarge(f"The upload is larger than {cap / 2**20:g} MB.", "Upload a smaller image.", field="files")
+    return BodyTooLarge(f"The uploaded image is larger than {cap / 2**20:g} MB.", "Upload a smaller image.", field="files")
 
 
 class _NotText(Exception):
@@ -110,10 +115,16 @@ async def buffered_form(scope, body: bytes, field: str, max_files: int, max_fiel
             from None
 
 
-async def check_upload_form(scope, body: bytes) -> None:
-    """One image file in the form field Gradio's clients use, by its first bytes (store/pnginfo.sniff):
-    anything else is refused before Gradio writes a byte of it. The parts are parsed by Starlette
-    (in memory up to 1 MB, then a file in the system's temporary folder, closed here)."""
+async def check_upload_form(scope, body: bytes, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+                            max_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS) -> None:
+    """One image file in the form field Gradio's clients use, checked in full as every upload is
+    (store/pnginfo.opened, then one decode under the caps): anything else is refused before Gradio
+    writes a byte of it, so a broken image dropped on the page is refused when it is dropped, not
+    at the event that reads it. The refusal names "the uploaded image" (the page's words; `field`
+    stays "files" for API callers). The parts are parsed by Starlette (in memory up to 1 MB, then a
+    file in the system's temporary folder, closed here)."""
+    import anyio
+
     ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
     if ctype.split(";")[0].strip().lower() != "multipart/form-data" or "boundary=" not in ctype:
         raise UnsupportedMediaType(f"Content-Type must be multipart/form-data with a boundary, got {ctype or 'none'}.")
@@ -124,11 +135,11 @@ async def check_upload_form(scope, body: bytes) -> None:
         files = [value for key, value in parts if key == "files" and hasattr(value, "read")]
         if len(files) != 1 or len(parts) != 1:
             raise InvalidRequest("files", f"must be one image file, got {len(files)} file(s) in {len(parts)} part(s)")
-        head = await files[0].read(16)
-        if not head:
-            raise ImageRefused(EMPTY, field_name="files")
-        if sniff(head) is None:
-            raise NotAnImage(repr(head[:8])[2:-1], "files")
+        raw = await files[0].read(max_bytes + 1)
+        try:
+            await anyio.to_thread.run_sync(lambda: _decodes(raw, max_bytes, max_pixels))
+        except ZImageError as e:
+            raise named(e, UPLOADED) from None
     finally:
         await form.close()
 
@@ -161,10 +172,18 @@ async def check_blob_form(scope, body: bytes, blob_components: dict[int, int], m
         raw = await files[0].read(max_bytes + 1)
         import anyio
 
-        await anyio.to_thread.run_sync(lambda: load_image(raw, "file", max_bytes, max_pixels))
+        try:
+            await anyio.to_thread.run_sync(lambda: load_image(raw, "file", max_bytes, max_pixels))
+        except ZImageError as e:
+            raise named(e, UPLOAD_SUBJECTS["edit"]) from None
         return fields
     finally:
         await form.close()
+
+
+def _decodes(raw: bytes, max_bytes: int, max_pixels: int) -> None:
+    with opened(raw, max_bytes, max_pixels, "files") as (im, _kind):
+        im.load()                   # a truncated file fails here, under the caps opened checked
 
 
 def check_blob_value(value, where: str) -> None:

@@ -28,6 +28,7 @@ from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
 from .ui_edit import build_edit_tab, send_selected
 from .ui_history import GenerateControls, build_history_tab
+from .ui_inputs import page_error_text, prompt_box, seed_value
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_page import SWITCH_JS
 from .ui_params import gallery_caption
@@ -183,16 +184,13 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             req = GenerationRequest.from_mapping(
                 {"prompt": with_loras(prompt or "", (lora1, lora2, lora3),
                                       (lora1_strength, lora2_strength, lora3_strength)),
-                 "negative_prompt": negative or "", "width": int(width),
-                 "height": int(height), "num_inference_steps": int(steps), "guidance_scale": float(guidance),
-                 "seed": int(seed), "num_images": int(count)}, settings.max_prompt_chars)
+                 "negative_prompt": negative or "", "width": width, "height": height, "num_inference_steps": steps,
+                 "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count}, settings.max_prompt_chars)
             picked = control_picks.get(request.session_hash if request else None)
             req = dataclasses.replace(req, control=control_unit(picked, model_label(settings)))
             job = submit(req, owner_of(client_id, request), request)
-        except ZImageError as e:          # validation errors included: they name the field
-            raise gr.Error(e.user_text(lang))
-        except (TypeError, ValueError) as e:
-            raise gr.Error(text("check_settings", lang, error=e))
+        except ZImageError as e:          # validation errors included: they name the control
+            raise gr.Error(page_error_text(e, lang))
         recorded = track(client_id, job, lang) if client_id else None
         wait_for_job(job, recorded.is_set if recorded else job.future.done, progress, lang)
         return outcome(job, client_id, lang)
@@ -314,15 +312,15 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                 # Forge's layout: Generate in a narrow column right of the prompt; settings left, results right.
                 with gr.Row(elem_id="prompt-row", equal_height=True):
                     with gr.Column(scale=6, min_width=200):
-                        prompt = gr.Textbox(label=label("prompt_label"), lines=3, max_length=settings.max_prompt_chars,
-                                            elem_id="prompt", placeholder=label("prompt_hint"))
+                        prompt = prompt_box(settings.max_prompt_chars, "prompt", label=label("prompt_label"), lines=3,
+                                            placeholder=label("prompt_hint"))
                     with gr.Column(scale=1, min_width=96, elem_id="generate-col"):
                         generate_btn = gr.Button(label("generate_btn"), variant="primary", elem_id="generate-btn")
                         stop_btn = gr.Button(label("stop_btn"), variant="stop", elem_id="stop-btn", interactive=False)
                 with gr.Row(elem_id="work-row"):
                     with gr.Column(scale=2, elem_id="settings-col"):
-                        negative = gr.Textbox(label=label("negative_label"), lines=1,
-                                              max_length=settings.max_prompt_chars, elem_id="negative-prompt")
+                        negative = prompt_box(settings.max_prompt_chars, "negative-prompt", label=label("negative_label"),
+                                              lines=1)
                         lora_picks, lora_strengths = build_lora_panel(manager, demo)
                         build_controlnet_panel(settings, control_picks)
                         preset = gr.Dropdown([*SIZE_PRESETS, (label("preset_custom"), CUSTOM)], value="1024x1024",

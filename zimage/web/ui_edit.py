@@ -21,7 +21,9 @@ from ..request import (DEFAULT_MASK_BLUR, DEFAULT_PADDING, DEFAULT_STRENGTH, MAX
                        MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest)
 from ..store.images import MAX_OUTPAINT_PX, drawn_mask, load_image, outpaint_canvas
 from .page_text import label, request_lang, text
+from .ui_inputs import page_error_text, prompt_box, seed_value
 from .ui_lora import with_loras
+from .ui_refusals import build_drop_check
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ def edit_request(value: Any, mode_label: str, prompt: str, negative: str, streng
     image, mask = editor_images(value, settings)
     data: dict[str, Any] = {"prompt": with_loras(prompt or "", loras, lora_strengths) if loras else (prompt or ""),
                             "negative_prompt": negative or "", "num_inference_steps": int(steps),
-                            "seed": int(seed), "num_images": int(count), "strength": float(strength)}
+                            "seed": seed_value(seed), "num_images": int(count), "strength": float(strength)}
     if mode == "outpaint":
         image, mask = outpaint_canvas(image, *(int(v) for v in outpaint))
         data.update(mode="inpaint", mask_blur=int(blur))
@@ -161,7 +163,7 @@ def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list
                                (left, right, top, bottom), image_size, width, height, steps, seed, count, settings,
                                tuple(picks), tuple(weights))
         except ZImageError as e:
-            raise gr.Error(e.user_text(lang))
+            raise gr.Error(page_error_text(e, lang))
         except (TypeError, ValueError) as e:
             raise gr.Error(text("check_settings", lang, error=e))
         finally:
@@ -171,8 +173,8 @@ def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list
     with gr.Tab(label("tab_edit"), id="edit", elem_id="edit-tab") as tab:
         with gr.Row(equal_height=True):
             with gr.Column(scale=6, min_width=200):
-                prompt = gr.Textbox(label=label("prompt_label"), lines=2, max_length=settings.max_prompt_chars,
-                                    elem_id="edit-prompt", placeholder=label("edit_prompt_hint"))
+                prompt = prompt_box(settings.max_prompt_chars, "edit-prompt", label=label("prompt_label"), lines=2,
+                                    placeholder=label("edit_prompt_hint"))
             with gr.Column(scale=1, min_width=96):
                 run_btn = gr.Button(label("edit_btn"), variant="primary", elem_id="edit-btn")
         with gr.Row():
@@ -181,6 +183,7 @@ def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list
                                         image_mode="RGBA", format="png", layers=False, transforms=(),
                                         brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=32),
                                         elem_id="edit-image")
+                build_drop_check(settings)      # a broken or oversized image refused when it is dropped
                 mode = gr.Radio([(label(MODE_KEYS[m]), value) for value, m in MODES.items()],
                                 value=next(iter(MODES)), label=label("edit_mode_label"), elem_id="edit-mode")
                 strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.01, label=label("edit_strength"),
@@ -196,8 +199,7 @@ def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list
                         sides = [gr.Slider(0, MAX_OUTPAINT_PX, value=0, step=SIZE_MULTIPLE,
                                            label=label(key), elem_id=f"edit-extend-{side}")
                                  for side, key in SIDES]
-                negative = gr.Textbox(label=label("negative_label"), lines=1,
-                                      max_length=settings.max_prompt_chars, elem_id="edit-negative")
+                negative = prompt_box(settings.max_prompt_chars, "edit-negative", label=label("negative_label"), lines=1)
                 image_size = gr.Checkbox(True, label=label("edit_image_size"), elem_id="edit-image-size")
                 with gr.Row(visible=False) as size_row:
                     width = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label=label("width"),

@@ -30,6 +30,12 @@ ORIENTATION_CHOICES = [("history_any_size", ""), ("history_square", "square"), (
 DETAIL_ROWS = (("field_prompt", "prompt"), ("field_negative", "negative prompt"), ("field_seed", "seed"),
                ("field_steps", "steps"), ("field_guidance", "guidance"), ("field_size", "size"),
                ("field_model", "model"), ("field_loras", "loras"), ("field_made", "made"), ("field_file", "file"))
+# The delete confirmation names a long path ("2026-05-01/00042-1234567890.png"): on a line of its
+# own, broken where the path allows it (after / and -), inside a word only when nothing else fits.
+CSS = """
+#history-confirm-text strong { display: block; margin: 2px 0; }
+#history-confirm-text, #history-confirm-text * { word-break: normal !important; overflow-wrap: break-word !important; }
+"""
 
 
 @dataclass(frozen=True)
@@ -165,16 +171,20 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
     def hidden_confirm() -> tuple:
         return gr.Row(visible=False), None      # the confirmation hidden, and it names nothing
 
+    def actions(enabled: bool) -> list:
+        """Use these settings, Reuse seed, Send to Edit, Delete: usable only while an image is picked."""
+        return [gr.Button(interactive=enabled) for _ in range(4)]
+
     def on_select(ids, evt: gr.SelectData, request: gr.Request = None):
         lang = request_lang(request)
         index = evt.index if isinstance(evt.index, int) else -1
         entry = current(ids[index]) if 0 <= index < len(ids) else None
         if entry is None:
             return (None, text("history_gone", lang), gr.DownloadButton(value=None, interactive=False), None,
-                    *hidden_confirm(), "")
+                    *hidden_confirm(), "", *actions(False))
         path = str(store.root / entry.path)
         return (path, render_detail(entry, lang), gr.DownloadButton(value=path, interactive=True), entry.id,
-                *hidden_confirm(), "")
+                *hidden_confirm(), "", *actions(True))
 
     def on_use(item, request: gr.Request = None):
         entry = current(item)
@@ -207,14 +217,16 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
 
     def on_confirm(pending, request: gr.Request = None):
         lang = request_lang(request)
+        keep = [gr.skip()] * 4
         if not pending:
-            return *hidden_confirm(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
+            return *hidden_confirm(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", *keep
         try:
             entry = store.delete(pending)
         except ZImageError as e:
-            return *hidden_confirm(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), text("history_not_deleted", lang, why=e.user_text(lang))
+            return (*hidden_confirm(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                    text("history_not_deleted", lang, why=e.user_text(lang)), *keep)
         return (*hidden_confirm(), None, text("history_pick", lang), gr.DownloadButton(value=None, interactive=False),
-                None, text("history_deleted", lang, name=entry.path))
+                None, text("history_deleted", lang, name=entry.path), *actions(False))
 
     with gr.Tab(label("history_tab"), id="history", elem_id="history-tab") as tab:
         with gr.Row():
@@ -237,12 +249,14 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
                 image = gr.Image(type="filepath", interactive=False, show_label=False, elem_id="history-image")
                 detail = gr.HTML(label("history_pick"), elem_id="history-detail")
                 with gr.Row():
-                    use_btn = gr.Button(label("history_use"), variant="primary", elem_id="history-use")
-                    seed_btn = gr.Button(label("history_reuse_seed"), elem_id="history-reuse-seed")
+                    # No image picked yet: nothing for these to act on (they said "no longer in the outputs folder").
+                    use_btn = gr.Button(label("history_use"), variant="primary", elem_id="history-use", interactive=False)
+                    seed_btn = gr.Button(label("history_reuse_seed"), elem_id="history-reuse-seed", interactive=False)
                     send_btn = gr.Button(label("history_send_edit"), elem_id="history-send-edit",
-                                         visible=edit is not None)
+                                         visible=edit is not None, interactive=False)
                     download = gr.DownloadButton(label("history_download"), interactive=False, elem_id="history-download")
-                    delete_btn = gr.Button(label("history_delete"), variant="stop", elem_id="history-delete")
+                    delete_btn = gr.Button(label("history_delete"), variant="stop", elem_id="history-delete",
+                                           interactive=False)
                 with gr.Row(visible=False, elem_id="history-confirm-row") as confirm_row:
                     confirm_text = gr.Markdown("", elem_id="history-confirm-text")
                     confirm_btn = gr.Button(label("history_confirm"), variant="stop", elem_id="history-confirm")
@@ -260,13 +274,15 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
           first_page, filters, listing, **private)
     newer_btn.click(newer, [*filters, page_no], listing, **private)
     older_btn.click(older, [*filters, page_no], listing, **private)
-    gallery.select(on_select, page_ids, [image, detail, download, selected, confirm_row, pending, result], **private)
+    action_btns = [use_btn, seed_btn, send_btn, delete_btn]
+    gallery.select(on_select, page_ids, [image, detail, download, selected, confirm_row, pending, result, *action_btns],
+                   **private)
     use_btn.click(on_use, selected, [*generate.all(), tabs], **private)
     seed_btn.click(on_reuse_seed, selected, [generate.seed, tabs], **private)
     if edit is not None:
         send_btn.click(on_send, selected, [*edit.outputs, tabs], **private)
     delete_btn.click(on_delete, selected, [confirm_row, confirm_text, pending, result], **private)
     cancel_btn.click(hidden_confirm, None, [confirm_row, pending], **private)
-    confirm_btn.click(on_confirm, pending, [confirm_row, pending, image, detail, download, selected, result],
-                      **private).then(show, [*filters, page_no], listing, **private)
+    confirm_btn.click(on_confirm, pending, [confirm_row, pending, image, detail, download, selected, result,
+                                            *action_btns], **private).then(show, [*filters, page_no], listing, **private)
     return tab

@@ -10,8 +10,13 @@ import json
 
 from ..i18n import LANG_COOKIE
 from .page_text import page_i18n
+from .ui_history import CSS as HISTORY_CSS
+from .ui_inputs import COUNTER_CSS
 from .ui_look import LOOK_CSS
 from .ui_offline import offline_js
+from .ui_refusals import CSS as REFUSALS_CSS, page_script
+
+PAGE_PARTS_CSS = COUNTER_CSS + HISTORY_CSS + REFUSALS_CSS + LOOK_CSS   # the CSS of the modules that own those parts
 
 PHONE_MAX_PX = 767      # below this width the phone layout applies (a 390 px phone, a 768 px tablet is desktop)
 
@@ -158,5 +163,6 @@ def set_lang_js(lang: str | None = None) -> str:
 def page_assets(lang: str | None = None) -> dict[str, str]:
     """The keyword arguments for gr.mount_gradio_app: the page's CSS, its head script and its
     English and Chinese tables."""
-    return {"css": CSS + LOOK_CSS, "head": f"<script>\n{set_lang_js(lang)}{KEYS_JS}{offline_js()}</script>",
+    return {"css": CSS + PAGE_PARTS_CSS,
+            "head": f"<script>\n{set_lang_js(lang)}{KEYS_JS}{offline_js()}{page_script()}</script>",
             "i18n": page_i18n()}
