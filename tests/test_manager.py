@@ -513,7 +513,9 @@ def test_queued_requests_of_one_size_share_a_pipeline_call(make_manager, monkeyp
     jobs = _queue_behind_a_load(m, [req(seed=11), req(seed=12, num_images=2), req(seed=20, width=512),
                                     req(seed=30, prompt="a dog on a much longer prompt than the others")])
     results = [j.future.result(60) for j in jobs]
-    assert calls == [[11, 12, 13, 30], [20]]          # three of one size in one call, the 512 one alone
+    # the first image of each of the three of one size in one call, the second image of seed 12's
+    # request in the next (one call per image: a Stop keeps the first), the 512 one alone
+    assert calls == [[11, 12, 30], [13], [20]]
     assert [len(r.images) for r in results] == [1, 2, 1, 1]
     assert [i.seed for i in results[1].images] == [12, 13]
     import numpy as np
