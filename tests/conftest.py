@@ -95,14 +95,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def cli_server(tmp_path):
-    """`python webui.py --demo` in a subprocess; yields (url, a function returning its terminal output)."""
+def cli_server(tmp_path, request):
+    """`python webui.py --demo` in a subprocess; yields (url, a function returning its terminal output).
+    Parametrized (indirect) with "empty-cwd", it runs in an empty folder, tmp_path / "cwd"."""
     port = free_port()
     log = tmp_path / "terminal.txt"
-    env = dict(os.environ, HOME=str(tmp_path / "home"))
+    env = dict(os.environ, HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    cwd = ROOT
+    if getattr(request, "param", None) == "empty-cwd":
+        cwd = tmp_path / "cwd"
+        cwd.mkdir()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "webui.py", "--demo", "--port", str(port),
-                                 "--outputs", str(tmp_path / "out")], cwd=ROOT, env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, str(ROOT / "webui.py"), "--demo", "--port", str(port),
+                                 "--outputs", str(tmp_path / "out")], cwd=cwd, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 

@@ -532,3 +532,32 @@ def test_a_control_image_path_too_long_for_the_filesystem_is_refused_naming_the_
     with pytest.raises(ImageRefused) as err:
         load_image(tmp_path / ("a" * 300 + ".png"), 10**7, 10**7, "control_image")
     assert str(tmp_path) not in err.value.user_text() and "control_image" in json.dumps(err.value.to_dict())
+
+
+@pytest.mark.parametrize("cli_server", ["empty-cwd"], indirect=True)
+def test_the_demo_runs_a_controlnet_out_of_the_box_and_writes_nothing_where_it_started(cli_server, tmp_path):
+    """`python webui.py --demo` with no --controlnet: the tiny ControlNet is written into the app's
+    cache (beside the tiny model), never into the working folder (it was written there as a tiny
+    pipeline under PAI/..., then refused: "holds 0 safetensors files")."""
+    url, terminal = cli_server
+    r = requests.post(url + "/generate", json={**BASE, "control": {"image": b64(square_png()), "module": "canny"}},
+                      timeout=300)
+    assert r.status_code == 200, (r.text, terminal()[-2000:])
+    assert len(r.json()["images"]) == 1 and 'ControlNet 0: "Module: canny' in r.json()["info"]
+    assert list((tmp_path / "cwd").iterdir()) == []
+    cached = tmp_path / "home" / ".cache" / "zimage-webui" / "tiny-controlnet"
+    assert [p.name for p in cached.glob("*/*.safetensors")] == [FILENAME]
+
+
+def test_the_demo_maps_each_controlnet_id_to_its_tiny_version_and_keeps_a_local_folder(tmp_path):
+    from zimage.config import Settings
+    from zimage.engine.demo import DEMO_CONTROLNET_DIR, DEMO_MODEL_DIR, demo_resolver, with_demo_model
+
+    demo = with_demo_model(Settings(demo=True))
+    assert Path(demo.model) == DEMO_MODEL_DIR and Path(demo.controlnet) == DEMO_CONTROLNET_DIR / "union-1"
+    v21 = with_demo_model(Settings(demo=True, controlnet="PAI/Z-Image-Turbo-Fun-Controlnet-Union-2.1"))
+    assert Path(v21.controlnet) == DEMO_CONTROLNET_DIR / "union-2.1"
+    assert with_demo_model(v21) == v21                       # Ray replicas apply it again
+    local = make_tiny_controlnet(tmp_path / "mine")
+    mine = with_demo_model(Settings(demo=True, controlnet=str(local)))
+    assert mine.controlnet == str(local) and demo_resolver(mine.controlnet) == local.resolve()

@@ -16,9 +16,11 @@ from zimage.store.history import INDEX_DIR, INDEX_FILE, HistoryQuery
 from zimage.store.outputs import OutputStore
 
 
-def params(prompt: str, seed: int = 1, w: int = 64, h: int = 64, negative: str = "", steps: int = 9) -> str:
+def params(prompt: str, seed: int = 1, w: int = 64, h: int = 64, negative: str = "", steps: int = 9,
+           guidance: float = 0.0) -> str:
     req = GenerationRequest.from_mapping({"prompt": prompt, "negative_prompt": negative, "seed": seed,
-                                          "width": 256, "height": 256, "num_inference_steps": steps})
+                                          "width": 256, "height": 256, "num_inference_steps": steps,
+                                          "guidance_scale": guidance})
     return infotext(req, seed).replace("Size: 256x256", f"Size: {w}x{h}")
 
 
@@ -32,14 +34,15 @@ def prompts(page) -> list[str]:
 
 def test_a_saved_image_is_in_the_history_with_its_settings(tmp_path):
     store = OutputStore(tmp_path / "out")
-    path = save(store, "a red fox <lora:ink:0.8>", seed=42, size=(96, 64), negative="blurry", steps=7)
+    path = save(store, "a red fox <lora:ink:0.8>", seed=42, size=(96, 64), negative="blurry", steps=7,
+                guidance=1.5)
     store.save(Image.new("RGB", (64, 64)), 43, params("timed", 43), seconds=1.25)
     page = store.history.query()
     assert page.total == 2
     fox = next(e for e in page.entries if e.seed == 42)
     assert fox.path == path.relative_to(store.root).as_posix() and fox.bytes == path.stat().st_size
     assert (fox.prompt, fox.negative, fox.steps, fox.width, fox.height) == ("a red fox <lora:ink:0.8>", "blurry", 7, 96, 64)
-    assert fox.loras == (("ink", 0.8),) and fox.model == "Z-Image-Turbo" and fox.guidance == 0.0
+    assert fox.loras == (("ink", 0.8),) and fox.model == "Z-Image-Turbo" and fox.guidance == 1.5
     assert next(e for e in page.entries if e.seed == 43).seconds == 1.25
     assert (store.root / INDEX_DIR / INDEX_FILE).is_file()
 

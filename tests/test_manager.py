@@ -513,7 +513,9 @@ def test_queued_requests_of_one_size_share_a_pipeline_call(make_manager, monkeyp
     jobs = _queue_behind_a_load(m, [req(seed=11), req(seed=12, num_images=2), req(seed=20, width=512),
                                     req(seed=30, prompt="a dog on a much longer prompt than the others")])
     results = [j.future.result(60) for j in jobs]
-    assert calls == [[11, 12, 13, 30], [20]]          # three of one size in one call, the 512 one alone
+    # the first image of each of the three of one size in one call, the second image of seed 12's
+    # request in the next (one call per image: a Stop keeps the first), the 512 one alone
+    assert calls == [[11, 12, 30], [13], [20]]
     assert [len(r.images) for r in results] == [1, 2, 1, 1]
     assert [i.seed for i in results[1].images] == [12, 13]
     import numpy as np
@@ -631,7 +633,7 @@ def test_a_stopped_job_is_never_decoded_and_the_worker_is_free_at_the_step(make_
     wait_for(lambda: not m.status().busy, 10, message="the worker to be idle")
     assert decodes == [] and job.step == 1 and job.phase == "done"   # the half-denoised latents: no VAE
     assert not list(m._store.root.rglob("*.png"))
-    assert len(m.generate(req(num_images=2), timeout=60).images) == 2 and decodes == [2]   # an unstopped one is
+    assert len(m.generate(req(num_images=2), timeout=60).images) == 2 and decodes == [1, 1]   # an unstopped one is
 
 
 def test_progress_names_each_phase_with_image_counts_and_an_eta(make_manager, monkeypatch):
@@ -658,15 +660,18 @@ def test_progress_names_each_phase_with_image_counts_and_an_eta(make_manager, mo
     assert len(job.future.result(60).images) == 2
     seen = [entry for entry, _ in itertools.groupby(seen)]     # the tiny text encoder's forward runs twice
     phases = [(phase, step, done, total) for phase, step, done, total, _ in seen]
+    # one pipeline call per image (the second's prompt is cached: no encoding), then both saved
     assert phases == [("encoding", 0, 0, 2), ("generating", 0, 0, 2), ("generating", 1, 0, 2),
-                      ("generating", 2, 0, 2), ("decoding", 3, 0, 2), ("saving", 3, 0, 2), ("saving", 3, 1, 2)]
+                      ("generating", 2, 0, 2), ("decoding", 3, 0, 2),
+                      ("generating", 0, 1, 2), ("generating", 1, 1, 2), ("generating", 2, 1, 2),
+                      ("decoding", 3, 1, 2), ("saving", 3, 0, 2), ("saving", 3, 1, 2)]
     etas = [eta for *_, eta in seen]
     decode, save = job.decode_s_per_image, job.save_s_per_image     # measured on the first image
     assert decode > 0 and save > 0
     assert etas[:2] == [None, None]                                  # no step timed yet
-    assert etas[2] > etas[4] > 0                                     # steps left, then decoding and saving
-    assert etas[4] == pytest.approx(2 * decode + 2 * save) and etas[5] == pytest.approx(2 * save)
-    assert etas[6] == pytest.approx(save)                            # "image 2 of 2" being saved
+    assert etas[2] > etas[4] > etas[6] > etas[8] > 0                 # steps, decodes and saves left
+    assert etas[8] == pytest.approx(decode + 2 * save) and etas[9] == pytest.approx(2 * save)
+    assert etas[10] == pytest.approx(save)                           # "image 2 of 2" being saved
     assert job.step_seconds > 0 and job.phase == "done" and job.eta_s == 0.0
 
 

@@ -65,11 +65,11 @@ def test_random_seed_is_resolved_and_images_get_consecutive_seeds():
 
 
 def test_infotext_follows_a1111():
-    r = GenerationRequest.from_mapping(dict(OK, negative_prompt="blurry"))
+    r = GenerationRequest.from_mapping(dict(OK, negative_prompt="blurry", guidance_scale=1.5))
     text = infotext(r, 7)
     assert text.splitlines()[0] == "a cat"
     assert text.splitlines()[1] == "Negative prompt: blurry"
-    assert "Steps: 4" in text and "Seed: 7" in text and "Size: 512x768" in text and "CFG scale: 0" in text
+    assert "Steps: 4" in text and "Seed: 7" in text and "Size: 512x768" in text and "CFG scale: 1.5" in text
 
 
 @pytest.mark.parametrize("field", ["prompt", "negative_prompt"])

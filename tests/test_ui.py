@@ -54,7 +54,8 @@ def test_job_progress_names_the_phase_step_image_and_eta():
     assert job_progress(job, Status())[1] == "Step 3 of 9 · about 3.0 s left"
     job.images_total, job.images_done = 4, 1     # the manager's measured decode and save: its ETA wins
     job.decode_s_per_image, job.save_s_per_image = 2.0, 1.0
-    assert job_progress(job, Status())[1] == "Image 2 of 4 · Step 3 of 9 · about 15 s left"   # 6 x 0.5 + 4 x 3
+    # one pipeline call per image: (6 + 2 x 9 steps) x 0.5 s, then 3 decodes x 2 s and 4 saves x 1 s
+    assert job_progress(job, Status())[1] == "Image 2 of 4 · Step 3 of 9 · about 22 s left"
     job.phase = "decoding"
     assert job_progress(job, Status())[1].startswith("Image 2 of 4 · Decoding")
     job.phase = "saving"

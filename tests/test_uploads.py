@@ -79,7 +79,7 @@ def test_our_png_is_read_back_and_the_upload_is_not_kept(srv):
     from gradio.utils import get_upload_folder
 
     req = GenerationRequest(prompt="a lighthouse <lora:ink:0.8>", negative_prompt="blurry", width=832, height=1216,
-                            num_inference_steps=9, guidance_scale=0.0, seed=1234)
+                            num_inference_steps=9, guidance_scale=1.0, seed=1234)
     path = upload(srv, "ours.png", png(infotext(req, 1234)))
     assert Path(path).resolve().is_relative_to(Path(get_upload_folder()).resolve())
     assert not Path(path).resolve().is_relative_to(Path(srv.settings.outputs_dir).resolve())

@@ -160,6 +160,8 @@ MESSAGES_ZH: list[tuple[str, str]] = [
      r"that no event has read yet\.", "等待读取的上传过多：每个客户端（或所有客户端合计）最多可保留 {mb} MB 尚未被读取的图片。"),
     (r"The server is shutting down\.", "服务器正在关闭。"),
     (r"The generation was stopped\.", "已停止生成。"),
+    (r"Stopped after (?P<k>\d+) of (?P<n>\d+) images; the finished ones were kept\.",
+     "已在 {n} 张中的第 {k} 张完成后停止；已完成的图片已保留。"),
     (r"The download was cancelled\.", "下载已取消。"),
     (r"Not deleted: the request names (?P<m>.+) but (?P<c>.+) was confirmed\.", "未删除：请求的是 {m}，但确认的是 {c}。"),
     (r"LoRA name (?P<n>.+) refused: (?P<why>.+)\.", "LoRA 名称 {n} 被拒绝：{why}。"),

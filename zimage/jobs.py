@@ -53,7 +53,7 @@ class Job:
     phase: str = JobPhase.WAITING    # a JobPhase
     step: int = 0
     total_steps: int = 0
-    images_done: int = 0             # this job's images decoded (while "decoding") or saved (while "saving")
+    images_done: int = 0             # this job's images finished (one pipeline call each) or saved (while "saving")
     images_total: int = 0            # this job's images, known once it runs
     step_seconds: float = 0.0        # mean measured seconds per denoising step, 0.0 until one is timed
     decode_s_per_image: float | None = None    # the manager's last measured figures when it started
@@ -72,8 +72,9 @@ class Job:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left: the remaining steps at this job's measured step time, then decoding and
-        saving its images at the manager's last measured figures; None while any is unknown."""
+        """Seconds left: the remaining steps of this image and of the images after it (one
+        pipeline call each) at this job's measured step time, then decoding and saving its images
+        at the manager's last measured figures; None while any is unknown."""
         decode, save, n = self.decode_s_per_image, self.save_s_per_image, self.images_total
         if self.phase == "done":
             return 0.0
@@ -81,10 +82,12 @@ class Job:
             return None if save is None else max(0, n - self.images_done) * save
         if decode is None or save is None:
             return None
+        later = max(0, n - self.images_done - 1)        # images after the one being made
         if self.phase == "decoding":
-            return max(0, n - self.images_done) * decode + n * save
+            return max(0, n - self.images_done) * decode + later * self.total_steps * self.step_seconds + n * save
         if self.phase in ("encoding", "generating") and self.step_seconds:
-            return max(0, self.total_steps - self.step) * self.step_seconds + n * (decode + save)
+            steps = max(0, self.total_steps - self.step) + later * self.total_steps
+            return steps * self.step_seconds + (later + 1) * decode + n * save
         return None
 
 

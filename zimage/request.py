@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import InvalidRequest
+from .infotext_text import NEGATIVE, escape_prompt, is_negative_start, quote, unescape_line, unquote
 
 log = logging.getLogger(__name__)
 
@@ -301,11 +302,13 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
     """A1111's `parameters` text, which PNG Info, SD.Next, Forge and others read back. `lora_hashes`
     (name as the prompt writes it -> A1111 autov3 hash, from the files) adds A1111's and Civitai's
     `Lora hashes: "NAME: hash, ..."`."""
-    lines = [req.prompt]
-    if req.negative_prompt:
-        lines.append(f"Negative prompt: {req.negative_prompt}")
-    lines.append(f"Steps: {req.num_inference_steps}, Sampler: {SAMPLER_LABEL}, CFG scale: {req.guidance_scale:g}, "
-                 f"Seed: {seed}, Size: {req.width}x{req.height}, Model: {model}"
+    lines = [escape_prompt(req.prompt)]
+    # Left out where it had no effect (guidance 0 runs no negative side): read back, it would
+    # claim a part in the image and be sent on to the next generation.
+    if req.negative_prompt and req.guidance_scale > 0:
+        lines.append(f"{NEGATIVE} {escape_prompt(req.negative_prompt)}")
+    lines.append(f"Steps: {req.num_inference_steps}, Sampler: {quote(SAMPLER_LABEL)}, "
+                 f"CFG scale: {req.guidance_scale:g}, Seed: {seed}, Size: {req.width}x{req.height}, Model: {quote(model)}"
                  + _edit_text(req) + _lora_hashes_text(req, lora_hashes)
                  + (f", {req.control.infotext()}" if req.control is not None else ""))
     return "\n".join(lines)
@@ -333,8 +336,8 @@ def _lora_hashes_text(req: GenerationRequest, hashes: Mapping[str, str] | None) 
     pairs = [(name, hashes[name]) for name in dict.fromkeys(n for n, _ in req.loras) if hashes and hashes.get(name)]
     if not pairs:
         return ""
-    # A1111 quotes the list; its infotext parser splits on ", " and ": " inside it
-    return ', Lora hashes: "' + ", ".join(f"{n.replace(':', '').replace(',', '')}: {h}" for n, h in pairs) + '"'
+    # A1111 quotes the list (always: it holds ": "); its infotext parser splits on ", " and ": " inside it
+    return ", Lora hashes: " + quote(", ".join(f"{n.replace(':', '').replace(',', '')}: {h}" for n, h in pairs))
 
 
 def batch_key(req: GenerationRequest) -> tuple:
@@ -452,13 +455,13 @@ def parse_infotext(text: str) -> dict[str, Any]:
     found = _PARAM.findall(last) if len(last) <= MAX_PARAMS_LINE else []
     if len(found) >= 3:                     # A1111's test: fewer is a prompt line with a colon in it
         lines = lines[:-1]
-        params = {k.strip(): (v[1:-1] if len(v) > 1 and v[0] == v[-1] == '"' else v).strip() for k, v in found}
+        params = {k.strip(): unquote(v) for k, v in found}
     prompt, negative, in_negative = [], [], False
     for line in lines:
-        if line.startswith("Negative prompt:"):
+        if is_negative_start(line):         # as A1111 reads it: the line stripped first
             in_negative = True
-            line = line[len("Negative prompt:"):].lstrip()
-        (negative if in_negative else prompt).append(line)
+            line = line.strip()[len(NEGATIVE):].lstrip()
+        (negative if in_negative else prompt).append(unescape_line(line))
     out: dict[str, Any] = {"prompt": "\n".join(prompt).strip(), "negative_prompt": "\n".join(negative).strip(),
                            "params": params}
     for key, name in (("Steps", "steps"), ("Seed", "seed")):

@@ -35,7 +35,8 @@ def run_batch(pipe, reqs: list[GenerationRequest], should_stop: Callable[[], boo
               on_step: Callable[..., None] | None = None, encode: Encoder | None = None,
               on_phase: PhaseCallback | None = None) -> list[list]:
     """Several seeded requests of one size, steps, guidance and negative prompt as one pipeline call
-    (one prompt per image); returns each request's images. One request runs as run_pipeline does."""
+    (one prompt per image); returns each request's images. One request runs as run_pipeline does.
+    The app runs run_per_image; this one pass is bench/batch_bench.py's baseline."""
     if len(reqs) == 1:
         return [run_pipeline(pipe, reqs[0], should_stop, on_step, encode, on_phase)]
     first = reqs[0]
@@ -48,6 +49,39 @@ def run_batch(pipe, reqs: list[GenerationRequest], should_stop: Callable[[], boo
     for r in reqs:
         out.append(images[start:start + r.num_images])
         start += r.num_images
+    return out
+
+
+def run_per_image(pipe, reqs: list[GenerationRequest], stopped: Callable[[int], bool],
+                  on_step: Callable[..., None] | None = None, encode: Encoder | None = None,
+                  on_phase: PhaseCallback | None = None,
+                  on_pass: Callable[[int, list[int]], None] | None = None) -> list[list]:
+    """Each request's images, one pipeline call per image (A1111's batch count, not its batch
+    size): call k makes image k of every request that has one, so queued requests sharing a call
+    (riders) still share it, and a request's own images never do. `stopped(i)` says request i was
+    stopped: it keeps the images finished before its Stop, and the image being made is dropped; a
+    call is interrupted (no decode) once every request in it was stopped. `on_pass(k, members)`
+    before each call. The figures that chose this: bench/batch_bench.py, docs/BENCHMARKS.md."""
+    first = reqs[0]
+    if any(batch_key(r) != batch_key(first) for r in reqs):
+        raise ValueError("a batch must share size, steps, guidance and negative prompt")
+    seeds = [r.seeds() for r in reqs]
+    out: list[list] = [[] for _ in reqs]
+    for k in range(max(r.num_images for r in reqs)):
+        members = [i for i, r in enumerate(reqs) if k < r.num_images and not stopped(i)]
+        if not members:
+            break
+        if on_pass is not None:
+            on_pass(k, members)
+        try:
+            images = _call(pipe, reqs[members[0]], [reqs[i].encoder_prompt for i in members], 1,
+                           [seeds[i][k] for i in members], lambda: all(stopped(i) for i in members),
+                           on_step, encode, on_phase=on_phase)
+        except Cancelled:
+            break
+        for i, image in zip(members, images):
+            if not stopped(i):               # stopped while this call ran: the image it was making is dropped
+                out[i].append(image)
     return out
 
 

@@ -7,7 +7,6 @@ out-of-memory; `call` only reports one (None) after the exception is gone.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +17,7 @@ from ..errors import Cancelled, GenerationFailed, ZImageError
 from ..jobs import Job
 from ..request import GenerationResult
 from ..store.outputs import OutputStore, save_result
-from .generate import run_batch
+from .generate import run_per_image
 from .vram import is_oom
 
 log = logging.getLogger(__name__)
@@ -37,6 +36,11 @@ class _CountingStore:
 
     def __getattr__(self, name: str):
         return getattr(self._store, name)
+
+
+def stopped_note(kept: int, asked: int) -> str:
+    """The warning of a result that a Stop cut short: the images finished before it are kept."""
+    return f"Stopped after {kept} of {asked} images; the finished ones were kept."
 
 
 class GenerationRunner:
@@ -61,37 +65,42 @@ class GenerationRunner:
             member.decode_s_per_image, member.save_s_per_image = self.decode_s_per_image, self.save_s_per_image
 
     def call(self, pipe, members: list[Job], embeds: Callable[..., Any]) -> tuple[list | None, float]:
-        """Run the members' requests as one pipeline call: each member's images and the seconds it
-        took. (None, 0) after an out-of-memory (the exception, and the step's tensors its traceback
-        holds, already dropped)."""
-        started = {}                  # phase -> when it began (perf_counter)
-        firsts = list(itertools.accumulate([0] + [m.request.num_images for m in members]))[:-1]
+        """Run the members' requests, one pipeline call per image (generate.run_per_image): each
+        member's images (a stopped member's: those finished before its Stop) and the seconds it
+        took. (None, 0) after an out-of-memory (the exception, and the step's tensors its
+        traceback holds, already dropped)."""
+        started = {}                  # phase -> when it began in this call (perf_counter)
+        in_pass: list[Job] = []       # the members of the call running now
+
+        def on_pass(k: int, indexes: list[int]) -> None:
+            in_pass[:] = [members[i] for i in indexes]
+            for member in in_pass:
+                member.images_done, member.step = k, 0    # k finished; "image k+1 of n" is being made
 
         def on_phase(name: str, done: int, total: int) -> None:
             now = time.perf_counter()
-            started.setdefault(name, now)
-            if name == "decoding" and done == total and total:
+            if done == 0:
+                started[name] = now
+            if name == "decoding" and done == total and total and name in started:
                 self.decode_s_per_image = (now - started[name]) / total
-            for member, first in zip(members, firsts):
+            for member in in_pass:
                 member.phase = name
-                if name == "decoding":
-                    member.images_done = min(max(0, done - first), member.request.num_images)
 
         def on_step(step: int, total: int, latents=None) -> None:
             elapsed = time.perf_counter() - started.get("generating", time.perf_counter())
-            for member in members:
+            for member in in_pass:
                 member.step, member.total_steps = step, total
                 member.step_seconds = elapsed / step if step else 0.0
-            if latents is not None:
-                members[0].latest_latent = latents[0].detach().to("cpu", copy=True)   # for live previews
+            if latents is not None and in_pass:
+                in_pass[0].latest_latent = latents[0].detach().to("cpu", copy=True)   # for live previews
 
-        def all_stopped() -> bool:
-            return all(m.cancelled for m in members)
+        def stopped(i: int) -> bool:
+            return members[i].cancelled
 
         try:
             began = time.perf_counter()
-            batches = run_batch(pipe, [m.request for m in members], all_stopped, on_step, embeds,
-                                on_phase=on_phase)
+            batches = run_per_image(pipe, [m.request for m in members], stopped, on_step, embeds,
+                                    on_phase=on_phase, on_pass=on_pass)
             return batches, time.perf_counter() - began
         except ZImageError:
             raise                     # Cancelled, and the other typed errors, as they are
@@ -105,18 +114,22 @@ class GenerationRunner:
 
     def save(self, members: list[Job], batches: list, seconds: float, warning: str,
              peak: int | None, lora_hashes: dict[str, str] | None = None) -> list[Future | BaseException]:
-        """Each member's outcome: a Future of its result, or Cancelled for a member of a shared
-        call that was stopped. Saved on the saver thread: PNG encoding (about 0.2 s an image) never
+        """Each member's outcome: a Future of its result (a stopped member's: the images finished
+        before its Stop, with a warning saying so), or Cancelled for a member stopped before its
+        first image was finished. Saved on the saver thread: PNG encoding (about 0.2 s an image) never
         holds up the next generation. Each member's Future resolves once its files are written."""
         total = sum(len(images) for images in batches)
         shared = total if len(members) > 1 else 0
         outcomes = []
         for m, images in zip(members, batches):
-            if len(members) > 1 and m.cancelled:
+            if not images:                # stopped before its first image was finished
                 outcomes.append(Cancelled())
                 continue
+            note = warning
+            if len(images) < m.request.num_images:
+                note = "\n".join(filter(None, [warning, stopped_note(len(images), m.request.num_images)]))
             m.phase, m.images_done = "saving", 0
-            outcomes.append(self._saver.submit(self._save, m, images, seconds, shared, warning, peak,
+            outcomes.append(self._saver.submit(self._save, m, images, seconds, shared, note, peak,
                                                 lora_hashes))
         return outcomes
 

@@ -229,7 +229,9 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     async def progress(skip_current_image: bool = False):
         job = manager.current_generation()
         status = manager.status()
-        fraction = (job.step / job.total_steps) if job and job.total_steps else 0.0
+        fraction = 0.0
+        if job and job.total_steps:      # over the job's images, one pipeline call each (A1111's batch count)
+            fraction = (job.images_done + job.step / job.total_steps) / max(1, job.images_total)
         eta = job.eta_s if job is not None else 0.0
         if eta is None:         # before the first timed step: the last image's time, scaled
             eta = (status.last_image_s or 0.0) * (1 - fraction)

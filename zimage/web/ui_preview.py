@@ -47,14 +47,15 @@ def job_progress(job: Job, status: Status, lang: str = "en") -> tuple[float, str
     total, step = job.total_steps, job.step
     images_total, images_done = job.images_total, job.images_done
     if phase == "encoding":
-        fraction, desc = 0.0, text("progress_encoding", lang)
+        fraction, desc = 0.9 * _made(images_done, images_total), text("progress_encoding", lang)
     elif phase == "decoding":
-        fraction, desc = 0.9, text("progress_decoding", lang)
+        fraction, desc = 0.9 * _made(images_done + 1, images_total), text("progress_decoding", lang)
     elif phase == "saving":
         fraction = 0.95 + 0.05 * (images_done / images_total if images_total else 0)
         desc = text("progress_saving", lang)
     elif total and (phase == "generating" or step):
-        fraction, desc = 0.9 * step / total, text("progress_step", lang, step=step, total=total)
+        fraction = 0.9 * _made(images_done + step / total, images_total)       # one pipeline call per image
+        desc = text("progress_step", lang, step=step, total=total)
     else:
         return 0.0, text("progress_starting", lang)
     if images_total > 1:
@@ -63,6 +64,11 @@ def job_progress(job: Job, status: Status, lang: str = "en") -> tuple[float, str
     if eta is not None:
         desc += text("progress_left", lang, s=f"{eta:.0f}" if eta >= 10 else f"{eta:.1f}")
     return fraction, desc
+
+
+def _made(images: float, images_total: int) -> float:
+    """The share of the job's images made (one pipeline call each), 0-1."""
+    return min(1.0, images / max(1, images_total))
 
 
 def progress_key(job: Job) -> str:
