@@ -25,6 +25,7 @@ from ..store.outputs import png_bytes
 from .control_api import with_control
 from .edit_fields import edit_body_cap, image_fields
 from .openapi import ANY_JSON, BODY_ERRORS, GENERATED, HEALTH, RUN_ERRORS, generate_body, route_docs
+from .security import basic_user
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,7 @@ def request_caller(request: Request, auth_on: bool) -> tuple[str | None, str | N
     client = request.headers.get(CLIENT_ID_HEADER)
     if client is not None and not CLIENT_ID.fullmatch(client):
         raise InvalidRequest("X-Client-Id", f"must be 1-{MAX_CLIENT_ID_CHARS} visible ASCII characters")
-    user = None
-    if auth_on:
-        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                user = base64.b64decode(encoded).decode("utf-8").partition(":")[0]
-            except (ValueError, UnicodeDecodeError):
-                user = None
+    user = basic_user(request.headers.get("authorization", "")) if auth_on else None
     return client, user
 
 
