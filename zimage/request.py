@@ -434,7 +434,10 @@ def _edit_scalars(data: Mapping) -> dict[str, Any]:
 # 0.31 s against 0.013 s).
 _PARAM = re.compile(r'\s*(\w[\w \-/]{0,127}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 MAX_PARAMS_LINE = 64 * 1024    # a longer last line is read as prompt text (A1111's run to a few KB)
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
+# ASCII digits, few of them: `\d` and str.isdigit() take "²" and "٣" (int("²") raises), and int()
+# refuses 4301+ digits; a longer number is left as text in "params".
+_SIZE = re.compile(r"([0-9]{1,6})x([0-9]{1,6})")
+_WHOLE = re.compile(r"-?[0-9]{1,20}")       # a seed is at most 2**64 (20 digits)
 
 
 def parse_infotext(text: str) -> dict[str, Any]:
@@ -459,7 +462,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {"prompt": "\n".join(prompt).strip(), "negative_prompt": "\n".join(negative).strip(),
                            "params": params}
     for key, name in (("Steps", "steps"), ("Seed", "seed")):
-        if params.get(key, "").lstrip("-").isdigit():
+        if _WHOLE.fullmatch(params.get(key, "")):
             out[name] = int(params[key])
     try:
         guidance = float(params.get("CFG scale", "nan"))
@@ -467,7 +470,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
             out["guidance_scale"] = guidance
     except ValueError:
         pass
-    size = _SIZE.match(params.get("Size", ""))
+    size = _SIZE.fullmatch(params.get("Size", ""))
     if size:
         out["width"], out["height"] = int(size.group(1)), int(size.group(2))
     if params.get("Model"):

@@ -403,11 +403,12 @@ class GradioEventGuard:
         return uploads
 
     def _check_uploads(self, uploads: list[tuple[str, str]]) -> None:
-        """The image checks (store/pnginfo), naming the field; a refused upload is deleted."""
+        """The image checks (store/pnginfo), naming the field; a refused upload is deleted, whatever
+        refused it (a reader's bug left the file in the upload folder)."""
         for at, path in uploads:
             try:
                 read_image_info(path, self.max_upload_bytes, self.max_upload_pixels, field_name=at)
-            except ZImageError:
+            except BaseException:
                 discard(path)
                 raise
 
