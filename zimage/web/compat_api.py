@@ -27,6 +27,7 @@ from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, 
 from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
 from .json_text import SafeJSONResponse
+from .security import basic_user
 from .openapi import (A1111_ERROR, A1111_IMAGES, A1111_PNG_INFO, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING,
                       NUMBER, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
 
@@ -227,8 +228,12 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         return a1111_images(result, notes, body)
 
     @router.get("/sdapi/v1/progress", **route_docs(ok=PROGRESS))
-    async def progress(skip_current_image: bool = False):
+    async def progress(request: Request, skip_current_image: bool = False):
+        """The running generation's progress; its preview only for its own user when logins are on
+        (another user's picture is theirs), for anyone without (one person's local app)."""
         job = manager.current_generation()
+        own = not auth_on or (job is not None and job.user is not None
+                              and job.user == basic_user(request.headers.get("authorization", "")))
         status = manager.status()
         fraction = (job.step / job.total_steps) if job and job.total_steps else 0.0
         eta = job.eta_s if job is not None else 0.0
@@ -240,7 +245,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                           "job_count": status.queue_length, "job_timestamp": "", "job_no": 0,
                           "sampling_step": job.step if job else 0,
                           "sampling_steps": job.total_steps if job else 0},
-                "current_image": _preview(manager, job) if job is not None and not skip_current_image else None,
+                "current_image": _preview(manager, job) if job is not None and own and not skip_current_image else None,
                 "textinfo": job.phase if job else None}
 
     # No body, or an empty JSON one: webuiapi's interrupt() and skip() post nothing, with no
