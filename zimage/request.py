@@ -201,11 +201,7 @@ class GenerationRequest:
         prompt = _str_field(data, "prompt", None, max_prompt_chars)
         if not prompt.strip():
             raise InvalidRequest("prompt", "must not be empty")
-        guidance = data.get("guidance_scale", 0.0)
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-            raise InvalidRequest("guidance_scale", "must be a finite number")
-        if not 0.0 <= guidance <= MAX_GUIDANCE:
-            raise InvalidRequest("guidance_scale", f"must be between 0 and {MAX_GUIDANCE:g}, got {guidance}")
+        guidance = _number_field(data, "guidance_scale", 0.0, 0.0, MAX_GUIDANCE)
         seed = as_int(data.get("seed", -1))
         if seed is None or not (seed == -1 or 0 <= seed <= MAX_SEED):
             raise InvalidRequest("seed", f"must be -1 (random) or an integer 0-{MAX_SEED}")
@@ -363,13 +359,26 @@ def _is_image(value: Any, mode: str) -> bool:
     return getattr(value, "mode", None) == mode and isinstance(getattr(value, "size", None), tuple)
 
 
+def finite_number(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (a bool, NaN, an int past float's
+    range: math.isfinite(10**400) raises OverflowError, which was a 500)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _number_field(data: Mapping, name: str, default: float, lo: float, hi: float) -> float:
-    value = data.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raw = data.get(name, default)
+    value = finite_number(raw)
+    if value is None:
         raise InvalidRequest(name, "must be a finite number")
     if not lo <= value <= hi:
-        raise InvalidRequest(name, f"must be between {lo:g} and {hi:g}, got {value}")
-    return float(value)
+        raise InvalidRequest(name, f"must be between {lo:g} and {hi:g}, got {value:g}")
+    return value
 
 
 def _edit_fields(data: Mapping) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ..store.outputs import png_bytes
 from .control_api import with_control
 from .edit_fields import edit_body_cap, image_fields
 from .openapi import ANY_JSON, BODY_ERRORS, GENERATED, HEALTH, RUN_ERRORS, generate_body, route_docs
-from .json_text import SafeJSONResponse, refuse_lone_surrogates
+from .json_text import SafeJSONResponse, refuse_unwritable
 from .security import basic_user
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ async def read_json(request: Request, required: bool = True, max_bytes: int = MA
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype or 'none'}.",
                                    "Send the body as JSON with -H 'Content-Type: application/json'.")
     data = decode_json(bytes(body))
-    refuse_lone_surrogates(data)
+    refuse_unwritable(data)
     if len(body) > MAX_BODY_BYTES:
         carried = sum(len(v) for k in image_keys for v in (k(data) if callable(k) else _texts(_at(data, k))))
         if len(body) - carried > MAX_BODY_BYTES:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import BodyTooLarge, InvalidRequest, ZImageError
 from .api import MAX_BODY_BYTES, MCP_PATH, decode_json
-from .json_text import refuse_lone_surrogates
+from .json_text import refuse_unwritable
 
 PARSE_ERROR, INVALID_PARAMS = -32700, -32602
 # A tool call is {"jsonrpc", "id", "method", "params": {"name", "arguments": {field: value}}}: 3 levels
@@ -41,7 +41,7 @@ def check_mcp_body(body: bytes) -> None:
     data = decode_json(body)
     if json_depth_over(data, MAX_DEPTH):
         raise InvalidRequest("params", f"nests more than {MAX_DEPTH} levels of lists or objects")
-    refuse_lone_surrogates(data)
+    refuse_unwritable(data)
 
 
 def _request_id(body: bytes) -> Any:
