@@ -231,3 +231,16 @@ def test_a_bad_date_filter_names_its_field():
         history_query("", "2025-13-01", "", "", 0)
     assert err.value.field == "From"
     assert history_query("cat", "2025-01-02", "", "square", 2).offset == 48
+
+
+def test_unicode_digits_and_huge_numbers_in_ids_and_size_filters_are_refused_not_raised():
+    from zimage.errors import InvalidRequest
+    from zimage.store.history import parse_size_filter, split_id
+
+    assert split_id("2025/a.png@123") == ("2025/a.png", 123)
+    for item in ("a.png@²", "a.png@٣", "a.png@" + "9" * 5000):      # int() raised ValueError: a 500
+        assert split_id(item) is None
+    assert parse_size_filter("512x768") == ("width = ? AND height = ?", [512, 768])
+    for size in ("²x³", "٣x٣", "9" * 5000 + "x1"):
+        with pytest.raises(InvalidRequest, match="size"):
+            parse_size_filter(size)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -102,7 +103,8 @@ def split_id(item: str) -> tuple[str, int] | None:
     if not isinstance(item, str):
         return None
     path, sep, stamp = item.rpartition("@")
-    return (path, int(stamp)) if sep and path and stamp.isdigit() else None
+    # ASCII digits, at most 20 (an mtime_ns has 19): "²".isdigit() is true but int("²") raises
+    return (path, int(stamp)) if sep and path and re.fullmatch(r"[0-9]{1,20}", stamp) else None
 
 
 def parse_size_filter(size: str) -> tuple[str, list]:
@@ -117,7 +119,7 @@ def parse_size_filter(size: str) -> tuple[str, list]:
     if size == "portrait":
         return "width < height", []
     w, sep, h = size.partition("x")
-    if sep and w.isdigit() and h.isdigit():
+    if sep and re.fullmatch(r"[0-9]{1,5}", w) and re.fullmatch(r"[0-9]{1,5}", h):
         return "width = ? AND height = ?", [int(w), int(h)]
     raise InvalidRequest("size", f"must be square, landscape, portrait or WIDTHxHEIGHT, got {size!r}")
 
