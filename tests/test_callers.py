@@ -115,3 +115,21 @@ def test_a1111_post_routes_take_json_or_nothing(server, route):
     assert server.manager.status().ready                   # a refused unload-checkpoint unloaded nothing
     assert requests.post(url, json={}, timeout=120).status_code == 200
     assert requests.post(url, timeout=120).status_code == 200      # no body, no Content-Type: webuiapi's call
+
+
+def test_with_auth_progress_shows_the_preview_only_to_its_own_user(start_server, settings):
+    """/sdapi/v1/progress showed the running preview (current_image) to any logged-in user."""
+    srv = start_server(dataclasses.replace(settings, api_auth="alice:a-key,bob:b-key"))
+    srv.manager.ensure_ready(60)
+    alice, bob = client(srv, "alice", "a-key"), client(srv, "bob", "b-key")
+    running = threading.Thread(target=lambda: requests.post(
+        srv.url + "/sdapi/v1/txt2img", json={"prompt": "long", "width": 1024, "height": 1024, "steps": 50},
+        auth=("alice", "a-key"), timeout=300), daemon=True)
+    running.start()
+    own = wait_for(lambda: (p := alice.get_progress())["current_image"] and p, 60, message="alice's preview")
+    assert own["state"]["sampling_steps"] == 50
+    theirs = bob.get_progress()
+    assert theirs["current_image"] is None                        # bob sees that it runs, not what it shows
+    assert theirs["state"]["sampling_steps"] == 50 and theirs["progress"] > 0
+    alice.interrupt()
+    running.join(120)

@@ -216,6 +216,56 @@ def test_a_lone_surrogate_is_refused_naming_the_field_on_every_route(server, fie
     assert server.manager.load_count == 0
 
 
+# Every string txt2img and img2img echo back (`parameters` is the body, `info` names sampler_name),
+# key names included: (the body's change, the field the refusal names).
+ECHOED = [({"sampler_name": "Euler \ud800"}, "sampler_name"), ({"styles": ["a", "b\udfff"]}, "styles[1]"),
+          ({"made_up_field": "x\ud800"}, "made_up_field"), ({"bad\ud800key": 1}, "body"),
+          ({"override_settings": {"CLIP_stop_at_last_layers": "\udc00"}}, "override_settings.CLIP_stop_at_last_layers"),
+          ({"override_settings": {"k\udc00": 1}}, "override_settings"), ({"script_args": [[1, "\ud83d"]]}, "script_args[0][1]"),
+          ({"alwayson_scripts": {"controlnet": {"args": [{"module": "canny\ud800"}]}}},
+           "alwayson_scripts.controlnet.args[0].module"), ({"seed": 1, "negative_prompt": "\ud800"}, "negative_prompt")]
+
+
+@pytest.mark.parametrize("route", ["txt2img", "img2img"])
+def test_a_lone_surrogate_anywhere_in_an_a1111_body_is_refused_before_any_work(server, route):
+    """The image was made and saved, then the answer echoing "\\ud800" could not be written: a 500."""
+    import webuiapi
+
+    base = {"prompt": "a fox", "width": 256, "height": 256, "steps": 1}
+    if route == "img2img":
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), (10, 200, 30)).save(buf, format="PNG")
+        base["init_images"] = [base64.b64encode(buf.getvalue()).decode()]
+    for change, field in ECHOED:
+        body = json.dumps({**base, **change})          # ensure_ascii: the surrogate travels as \\ud800
+        r = requests.post(f"{server.url}/sdapi/v1/{route}", data=body, headers={"Content-Type": "application/json"},
+                          timeout=30)
+        assert r.status_code == 422 and r.json()["detail"].startswith(f"{field}: "), (change, r.status_code, r.text[:300])
+        assert "surrogate" in r.json()["detail"]
+    zh = requests.post(f"{server.url}/sdapi/v1/{route}", data=json.dumps({**base, "k\ud800": 1}),
+                       headers={"Content-Type": "application/json", "Accept-Language": "zh"}, timeout=30)
+    assert zh.status_code == 422 and "键名 'k\\\\ud800' 必须是有效的 Unicode 文本" in zh.json()["detail"], zh.text
+    client = webuiapi.WebUIApi(host="127.0.0.1", port=server.settings.port)
+    with pytest.raises(RuntimeError, match="sampler_name"):
+        client.txt2img(prompt="a fox", width=256, height=256, steps=1, sampler_name="Euler \ud800")
+    assert server.manager.load_count == 0 and not any(Path(server.settings.outputs_dir).rglob("*.png"))
+    # The same check on the other JSON routes (one shared check, read_json's).
+    r = requests.post(server.url + "/v1/images/generations", data=json.dumps({"prompt": "x", "user": "\ud800"}),
+                      headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "user", r.text[:300]
+    r = requests.post(server.url + "/generate", data=json.dumps({"prompt": "x", "control": {"\udfff": 1}}),
+                      headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "control", r.text[:300]
+
+
+def test_an_answer_holding_a_lone_surrogate_is_still_written():
+    from zimage.web.json_text import SafeJSONResponse
+
+    body = SafeJSONResponse({"sampler_name": "Euler \ud800", "prompt": "猫"}).body
+    assert json.loads(body) == {"sampler_name": "Euler \ud800", "prompt": "猫"}
+    assert SafeJSONResponse({"prompt": "猫"}).body == '{"prompt":"猫"}'.encode()     # UTF-8 as before
+
+
 def test_a_failed_txt2img_is_a_json_500_and_the_next_one_works(server, monkeypatch):
     break_the_pipeline(server.manager, monkeypatch)
     body = {"prompt": "a fox", "width": 256, "height": 256, "steps": 1}

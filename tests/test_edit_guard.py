@@ -87,3 +87,12 @@ def test_the_edit_event_takes_an_uploaded_image_and_mask_and_nothing_else(srv):
     # a hostile image is refused when it is uploaded, before any event can name it
     r = requests.post(srv.url + API + "/upload", files={"files": ("bomb.png", bomb_png())}, timeout=30)
     assert r.status_code == 422 and "pixels" in r.text
+
+
+def test_an_editor_id_of_unicode_or_5000_digits_is_refused_naming_it(srv):
+    """"²".isdigit() is true and int("²") raises, as int() does past 4,300 digits: both were 500s."""
+    good = png(Image.new("RGBA", (64, 64), (10, 20, 30, 255)))
+    for component in ("²", "٣", "9" * 5000):
+        r = blob(srv, good, component=component)
+        assert r.status_code == 422 and "component_id" in r.text, (component[:5], r.status_code, r.text[:200])
+    assert blob(srv, good).status_code == 200

@@ -108,3 +108,100 @@ def test_property_any_json_body_gets_an_answer_never_a_server_error(server):
     check()
     print(f"\nproperty fuzz: {dict(sorted(seen.items()))}")
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
+
+
+# Issue 36's classes of hostile values, on every JSON route: Unicode digits that pass isdigit(),
+# integers past Python's 4,300-digit limit (raw JSON: json.dumps cannot write one), lone surrogates
+# in any field and in key names, names over 255 bytes, counts without a bound.
+BIG = "9" * 5000
+HOSTILE_VALUES = ['"²"', '"٣٢٠"', '"²x³"', '"٢٥٦x٢٥٦"', BIG, "-" + BIG, "1" + "0" * 400, "1e999", '"\\ud800"',
+                  '"a\\udfffb"', '["\\ud83d"]', '{"\\udc00": 1}', '"' + "n" * 300 + '"', "1000000", "-1000000"]
+ROUTES = {"/generate": ["prompt", "width", "num_inference_steps", "seed", "num_images", "guidance_scale",
+                        "negative_prompt", "control"],
+          "/sdapi/v1/txt2img": ["prompt", "sampler_name", "batch_size", "n_iter", "steps", "seed", "styles",
+                                "cfg_scale", "alwayson_scripts", "override_settings"],
+          "/sdapi/v1/img2img": ["prompt", "sampler_name", "batch_size", "n_iter", "denoising_strength", "init_images",
+                                "mask", "styles"],
+          "/v1/images/generations": ["prompt", "n", "size", "response_format", "user"],
+          "/sdapi/v1/png-info": ["image"]}
+
+
+def _small_png() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (20, 90, 200)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def hostile_bodies():
+    """(route, raw JSON body): each field of each route with each hostile value, the rest small and
+    valid, so that every field's own check is what answers (a body still valid makes a tiny image)."""
+    image = _small_png()
+    base = {"/generate": '"width": 256, "height": 256, "num_inference_steps": 1',
+            "/sdapi/v1/txt2img": '"width": 256, "height": 256, "steps": 1',
+            "/sdapi/v1/img2img": '"steps": 1, "init_images": ["%s"]' % image,
+            "/v1/images/generations": '"size": "256x256"', "/sdapi/v1/png-info": '"image": "%s"' % image}
+    for route, fields in ROUTES.items():
+        for field in fields:
+            for value in HOSTILE_VALUES:
+                yield route, '{"prompt": "a", %s, "%s": %s}' % (base[route], field, value)
+        for key in ('"k\\ud800"', '"' + "k" * 300 + '\\udfff"'):
+            yield route, '{"prompt": "a", %s, %s: 1}' % (base[route], key)
+            yield route, '{"prompt": "a", %s, "override_settings": {"x": [1, {%s: "x"}]}}' % (base[route], key)
+
+
+def test_issue_36_classes_on_every_json_route_never_a_server_error(server):
+    import time
+
+    started, seen = time.monotonic(), collections.Counter()
+    with requests.Session() as http:
+        for route, body in hostile_bodies():
+            r = http.post(server.url + route, data=body.encode(), headers={"Content-Type": "application/json"},
+                          timeout=30)
+            seen[r.status_code] += 1
+            assert r.status_code < 500, (route, r.status_code, r.text[:300], body[:160])
+            assert r.json()                          # a JSON answer the client can read
+            if "\\ud" in body or BIG in body:      # never valid: refused before any work
+                assert 400 <= r.status_code < 500 and ("surrogate" in r.text or "digits" in r.text), \
+                    (route, r.status_code, r.text[:200], body[:160])
+        # Names over 255 bytes where they become file names.
+        assert http.get(server.url + "/outputs/" + "a" * 300 + ".png", timeout=10).status_code == 404
+        assert http.get(server.url + "/outputs/" + "é" * 200 + "/x.png", timeout=10).status_code == 404
+    print(f"\nissue 36 classes: {sum(seen.values())} requests in {time.monotonic() - started:.1f} s: {dict(seen)}")
+    assert seen[200] and requests.get(server.url + "/health", timeout=10).json()["status"] == "healthy"
+
+
+def test_property_issue_36_values_anywhere_on_every_route_never_a_server_error(server):
+    """Property-based: objects with the routes' field names or random keys (Unicode digits,
+    surrogates, long names), holding values of those classes nested anywhere, never get a 5xx."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    odd_text = st.text(alphabet=st.characters(categories=["Cs", "No", "Nd", "Lo"]), max_size=8)
+    names = st.sampled_from(sorted({f for fields in ROUTES.values() for f in fields})) | odd_text | \
+        st.just("k" * 300)
+    huge = st.sampled_from([BIG, "-" + BIG, "1" + "0" * 400, "1e999", "-1e999", "1000000"])
+    leaf = st.one_of(odd_text.map(json.dumps), huge, st.integers(-2, 300).map(str))
+    value = st.recursive(leaf, lambda inner: st.lists(inner, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]") |
+                         st.dictionaries(names.map(json.dumps), inner, max_size=3).map(
+                             lambda d: "{" + ", ".join(f"{k}: {v}" for k, v in d.items()) + "}"), max_leaves=5)
+    bodies = st.tuples(st.sampled_from(sorted(ROUTES)), st.dictionaries(names.map(json.dumps), value, max_size=4))
+    seen = collections.Counter()
+
+    @settings(max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(bodies)
+    def check(case):
+        route, fields = case
+        body = "{" + ", ".join(['"width": 256', '"height": 256', '"steps": 1', '"num_inference_steps": 1'] +
+                               [f"{k}: {v}" for k, v in fields.items()]) + "}"
+        r = requests.post(server.url + route, data=body.encode(), headers={"Content-Type": "application/json"},
+                          timeout=60)
+        seen[r.status_code] += 1
+        assert r.status_code < 500 and r.json(), (route, r.status_code, r.text[:300], body[:200])
+
+    check()
+    print(f"\nissue 36 property fuzz: {dict(sorted(seen.items()))}")
+    assert requests.get(server.url + "/health", timeout=10).status_code == 200

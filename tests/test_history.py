@@ -313,3 +313,16 @@ def test_the_detail_view_of_a_file_dated_past_the_platforms_clock():
     entry = HistoryEntry(path="d/x.png", mtime_ns=2**63 - 1, bytes=1, width=8, height=8, prompt="far future",
                          created=1e18)              # time.localtime: OSError "Value too large" (was a page error)
     assert 'data-field="made">-</td>' in render_detail(entry) and "far future" in render_detail(entry)
+
+
+def test_unicode_digits_and_huge_numbers_in_ids_and_size_filters_are_refused_not_raised():
+    from zimage.errors import InvalidRequest
+    from zimage.store.history import parse_size_filter, split_id
+
+    assert split_id("2025/a.png@123") == ("2025/a.png", 123)
+    for item in ("a.png@²", "a.png@٣", "a.png@" + "9" * 5000):      # int() raised ValueError: a 500
+        assert split_id(item) is None
+    assert parse_size_filter("512x768") == ("width = ? AND height = ?", [512, 768])
+    for size in ("²x³", "٣x٣", "9" * 5000 + "x1"):
+        with pytest.raises(InvalidRequest, match="size"):
+            parse_size_filter(size)

@@ -88,3 +88,33 @@ def test_mcp_with_auth_needs_the_api_login(start_server, settings):
     assert sorted(names) == ["generate", "preload", "status", "unload"]
     assert json.loads(_text(status))["state"] == "unloaded"
     assert bad.isError and "invalid_request: width: 必须在 256 到 2048 之间" in _text(bad)   # the request's language
+
+
+def _call(name: str, arguments: str, ident: str = "7") -> str:
+    return ('{"jsonrpc": "2.0", "id": %s, "method": "tools/call", "params": {"name": "%s", "arguments": %s}}'
+            % (ident, name, arguments))
+
+
+def test_mcp_refuses_huge_numbers_deep_nesting_and_lone_surrogates_with_json_rpc_errors(start_server, settings):
+    """A 5000-digit integer or 10,000 nested lists in a tool's arguments were a 500 from the mcp library."""
+    srv = start_server(dataclasses.replace(settings, mcp=True))
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    big, deep, nested = "9" * 5000, "[" * 10_000 + "]" * 10_000, "[" * 900 + "]" * 900
+    cases = [(_call("generate", '{"prompt": "x", "width": %s}' % big), -32700, "4300 digits"),
+             (_call("status", "{}", ident=big), -32700, "4300 digits"),
+             (_call("generate", '{"prompt": %s}' % deep), -32700, "nested too deeply"),
+             (_call("generate", '{"prompt": "x", "seed": %s}' % nested), -32602, "params: nests more than"),
+             (_call("generate", '{"prompt": "x\\ud800", "width": 256}'), -32602, "params.arguments.prompt: "),
+             (_call("generate", '{"prompt": "x", "\\udfff": 1}'), -32602, "params.arguments: the key name"),
+             ("[" + _call("status", "{}") + ', {"id": "\\ud800"}]', -32602, "[1].id: ")]
+    for body, code, words in cases:
+        r = requests.post(srv.url + MCP_URL, data=body, headers=headers, timeout=30)
+        assert r.status_code == 400, (words, r.status_code, r.text[:300])
+        error = r.json()["error"]
+        assert error["code"] == code and words in error["message"], (words, error)
+    assert r.json()["id"] is None               # the id of a batch is not one request's
+    r = requests.post(srv.url + MCP_URL, data=_call("generate", '{"prompt": "x\\ud800"}'), headers=headers, timeout=30)
+    assert r.json()["id"] == 7
+    _, (status,) = run_mcp(srv.url + MCP_URL, [("status", {})])      # still serving, the real client too
+    assert json.loads(_text(status))["state"] == "unloaded"
+    assert srv.manager.load_count == 0

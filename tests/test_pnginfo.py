@@ -121,6 +121,39 @@ def test_odd_figures_in_a_foreign_png_are_left_out_not_raised(tmp_path, odd, typ
     assert {k: p[k] for k in ("steps", "seed", "guidance_scale", "width") if k in p} == typed
 
 
+BIG = "9" * 5000                    # over Python's 4,300-digit limit for int()
+# Crafted metadata: (the image's text chunks, what must be read). Each was a ValueError, TypeError
+# or OverflowError: a 500 in png-info and the PNG Info tab.
+CRAFTED = [
+    ({"parameters": "a cat\nSteps: ², Seed: ³, Size: ²x³, CFG scale: 2"}, {"steps": None, "seed": None, "width": None}),
+    ({"parameters": "a cat\nSteps: ٣, Seed: ٣٣, Size: ٣٢٠x٣٢٠, CFG scale: 2"}, {"steps": None, "width": None}),
+    ({"parameters": f"a cat\nSteps: {BIG}, Seed: -{BIG}, Size: {BIG}x{BIG}, CFG scale: {BIG}"},
+     {"steps": None, "seed": None, "width": None, "guidance_scale": None}),
+    ({"prompt": json.dumps({"1": {"class_type": ["CheckpointLoaderSimple"], "inputs": {}},
+                            "3": {"class_type": "KSampler", "inputs": {"steps": 3}},
+                            "4": {"class_type": ["LoraLoader"], "inputs": {"lora_name": "x"}},
+                            "5": {"class_type": {"a": 1}, "inputs": {}}})}, {"steps": 3}),
+    ({"prompt": '{"3": {"class_type": "KSampler", "inputs": {"steps": 4, "seed": %s, "cfg": 1%s}}, '
+                '"5": {"class_type": "EmptyLatentImage", "inputs": {"width": 1%s, "height": 64}}}'
+                % (BIG, "0" * 400, "0" * 400)}, {"steps": 4, "seed": None, "guidance_scale": None, "width": None}),
+    ({"workflow": json.dumps({"nodes": [{"id": 2, "type": ["KSampler"], "widgets_values": [1]},
+                                        {"id": 3, "type": "KSampler", "widgets_values": [10**400, "f", 5, 1]},
+                                        {"id": 9, "type": "EmptyLatentImage", "widgets_values": [10**400, 64]}]})},
+     {"steps": 5, "seed": None, "width": None}),
+]
+
+
+@pytest.mark.parametrize("texts, expected", CRAFTED)
+def test_crafted_numbers_and_node_types_are_read_as_far_as_they_go(tmp_path, texts, expected):
+    src, _, params = parameters_of(texts)
+    assert src in ("parameters", "comfyui")
+    for key, value in expected.items():
+        assert params.get(key) == value, (key, params)
+    values = generate_values(params)          # the PNG Info tab's Send to Generate
+    assert all(not isinstance(v, int) or abs(v) < 2**64 for v in values.values())
+    json.dumps(params)                          # png-info's answer
+
+
 def test_itxt_and_no_parameters(tmp_path):
     assert read(png_bytes(tmp_path, itxt="x")).source == "none"
     meta = PngInfo()

@@ -401,3 +401,42 @@ def test_origin_of_a_tls_proxy_in_front_is_same_origin(server):
     r = requests.post(server.url + "/unload", timeout=30,
                       headers={"Origin": f"https://127.0.0.1:{port}", "X-Forwarded-Proto": "https"})
     assert r.status_code == 200
+
+
+def _basic(raw: bytes) -> dict:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def test_a_non_ascii_login_works_and_hostile_basic_headers_are_401(start_server, settings):
+    """secrets.compare_digest raised TypeError on a non-ASCII str: every API and MCP route was a 500."""
+    import httpx
+    import webuiapi
+
+    srv = start_server(dataclasses.replace(settings, mcp=True, api_auth="jürgen:pässwörd,用户:密码🔑"))
+    with httpx.Client(timeout=10) as http:      # httpx sends UTF-8 (RFC 7617), as browsers and curl do
+        assert http.get(srv.url + "/health", auth=("用户", "密码🔑")).status_code == 200
+        assert http.get(srv.url + "/v1/models", auth=("jürgen", "pässwörd")).status_code == 200
+        assert http.get(srv.url + "/v1/models", auth=("jürgen", "passwörd")).status_code == 401
+    client = webuiapi.WebUIApi(host="127.0.0.1", port=srv.settings.port)
+    client.set_auth("jürgen", "pässwörd")       # requests sends Latin-1
+    assert client.util_get_model_names() == ["Z-Image-Turbo"]
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    mcp_headers = {"Accept": "application/json, text/event-stream"}
+    ok = requests.post(srv.url + "/gradio_api/mcp/", json=init, timeout=10,
+                       headers={**mcp_headers, **_basic("用户:密码🔑".encode())})
+    assert ok.status_code == 200, ok.text[:200]
+    hostile = [_basic("用户:wrong🔑".encode()), _basic(b"\xff\xfe:\x80"), _basic("jürgen".encode()),
+               _basic(b"j\xfcrgen:p\xe4ssw\xf6rd\x00"), {"Authorization": "Basic !!!not base64"},
+               {"Authorization": "Basic YQ"}, {"Authorization": "Basic"}, {"Authorization": "Basic  "},
+               {"Authorization": "Basic " + "用户".encode().decode("latin-1")}, {"Authorization": "Bearer abc"},
+               {"Authorization": "basic " + "\u00e9" * 10}]
+    for headers in hostile:
+        for path in ("/health", "/sdapi/v1/sd-models", "/v1/models"):
+            r = requests.get(srv.url + path, headers=headers, timeout=10)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", (headers, path, r.text[:200])
+        r = requests.post(srv.url + "/gradio_api/mcp/", json=init, headers={**mcp_headers, **headers}, timeout=10)
+        assert r.status_code == 401, (headers, r.status_code, r.text[:200])
+    assert requests.get(srv.url + "/health", headers=_basic("jürgen:pässwörd".encode()), timeout=10).ok

@@ -243,3 +243,36 @@ def test_uploads_left_in_the_temp_folder_are_swept_and_all_go_at_exit(start_serv
     assert kept.exists()
     srv_keep.stop()
     assert not kept.exists()
+
+
+CRAFTED_TEXTS = ["a cat\nSteps: ², Seed: ³, Size: ²x³, Sampler: Euler", "a cat\nSteps: " + "9" * 5000 + ", Seed: 1, Size: 1x1"]
+CRAFTED_COMFY = '{"1": {"class_type": ["KSampler"], "inputs": {}}, "3": {"class_type": "KSampler", ' \
+                '"inputs": {"steps": 4, "seed": ' + "9" * 5000 + '}}}'
+
+
+def comfy_png(prompt: str) -> bytes:
+    meta = PngInfo()
+    meta.add_text("prompt", prompt, zip=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buf, format="PNG", pnginfo=meta)
+    return buf.getvalue()
+
+
+def test_crafted_metadata_is_read_on_the_page_and_by_png_info_and_no_upload_is_kept(srv):
+    """Unicode digits, a 5000-digit number and a ComfyUI class_type list were 500s, and the page's
+    refused upload stayed in the upload folder."""
+    import base64
+
+    for data in [png(t) for t in CRAFTED_TEXTS] + [comfy_png(CRAFTED_COMFY)]:
+        r = requests.post(srv.url + "/sdapi/v1/png-info", json={"image": base64.b64encode(data).decode()}, timeout=30)
+        assert r.status_code == 200, r.text[:300]
+        answer = r.json()
+        assert answer["parameters"].get("Prompt") == "a cat" or "comfyui" in answer["items"], answer
+        path = upload(srv, "crafted.png", data)
+        r = png_info(srv, file_data(path))
+        assert r.status_code == 200, r.text
+        kind, outputs = read_call_stream(srv.url, "/call/png_info", r.json()["event_id"])
+        assert kind == "complete", outputs
+        assert outputs[2] == "a cat" or "| 4 |" in outputs[4], outputs[:5]
+        assert not Path(path).exists()
+    assert_still_serving(srv)

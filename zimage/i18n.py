@@ -106,6 +106,8 @@ INVALID_ZH: list[tuple[str, str]] = [
     (r"must not contain NUL characters", "不能包含 NUL 字符"),
     (r"must be valid Unicode text \(a lone UTF-16 surrogate at character (?P<i>\d+)\)",
      "必须是有效的 Unicode 文本（第 {i} 个字符是孤立的 UTF-16 代理项）"),
+    (r"the key name (?P<k>.+) must be valid Unicode text \(a lone UTF-16 surrogate at character (?P<i>\d+)\)",
+     "键名 {k} 必须是有效的 Unicode 文本（第 {i} 个字符是孤立的 UTF-16 代理项）"),
     (r"the LoRA tag (?P<tag>.+) has no name \(write <lora:NAME:1>\)", "LoRA 标签 {tag} 没有名称（请写 <lora:名称:1>）"),
     (r"the LoRA tag (?P<tag>.+) has more than one strength \(write (?P<w>.+); Z-Image has one strength per LoRA\)",
      "LoRA 标签 {tag} 有多个强度（请写 {w}；Z-Image 每个 LoRA 只有一个强度）"),

@@ -202,11 +202,7 @@ class GenerationRequest:
         prompt = _str_field(data, "prompt", None, max_prompt_chars)
         if not prompt.strip():
             raise InvalidRequest("prompt", "must not be empty")
-        guidance = data.get("guidance_scale", 0.0)
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-            raise InvalidRequest("guidance_scale", "must be a finite number")
-        if not 0.0 <= guidance <= MAX_GUIDANCE:
-            raise InvalidRequest("guidance_scale", f"must be between 0 and {MAX_GUIDANCE:g}, got {guidance}")
+        guidance = _number_field(data, "guidance_scale", 0.0, 0.0, MAX_GUIDANCE)
         seed = as_int(data.get("seed", -1))
         if seed is None or not (seed == -1 or 0 <= seed <= MAX_SEED):
             raise InvalidRequest("seed", f"must be -1 (random) or an integer 0-{MAX_SEED}")
@@ -366,13 +362,26 @@ def _is_image(value: Any, mode: str) -> bool:
     return getattr(value, "mode", None) == mode and isinstance(getattr(value, "size", None), tuple)
 
 
+def finite_number(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else (a bool, NaN, an int past float's
+    range: math.isfinite(10**400) raises OverflowError, which was a 500)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _number_field(data: Mapping, name: str, default: float, lo: float, hi: float) -> float:
-    value = data.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raw = data.get(name, default)
+    value = finite_number(raw)
+    if value is None:
         raise InvalidRequest(name, "must be a finite number")
     if not lo <= value <= hi:
-        raise InvalidRequest(name, f"must be between {lo:g} and {hi:g}, got {value}")
-    return float(value)
+        raise InvalidRequest(name, f"must be between {lo:g} and {hi:g}, got {value:g}")
+    return value
 
 
 def _edit_fields(data: Mapping) -> dict[str, Any]:
@@ -437,10 +446,10 @@ def _edit_scalars(data: Mapping) -> dict[str, Any]:
 # 0.31 s against 0.013 s).
 _PARAM = re.compile(r'\s*(\w[\w \-/]{0,127}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 MAX_PARAMS_LINE = 64 * 1024    # a longer last line is read as prompt text (A1111's run to a few KB)
-# ASCII digits, and few enough for int(): str.isdigit() passes '²' (which int() refuses) and a
-# 5000-digit figure is over int()'s 4300-digit limit; either was a ValueError from a foreign PNG.
-_INTEGER = re.compile(r"-?[0-9]{1,100}")
-_SIZE = re.compile(r"^([0-9]{1,100})x([0-9]{1,100})$")
+# ASCII digits, few of them: `\d` and str.isdigit() take "²" and "٣" (int("²") raises), and int()
+# refuses 4301+ digits; a longer number is left as text in "params".
+_SIZE = re.compile(r"([0-9]{1,6})x([0-9]{1,6})")
+_WHOLE = re.compile(r"-?[0-9]{1,20}")       # a seed is at most 2**64 (20 digits)
 
 
 def parse_infotext(text: str) -> dict[str, Any]:
@@ -465,7 +474,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {"prompt": "\n".join(prompt).strip(), "negative_prompt": "\n".join(negative).strip(),
                            "params": params}
     for key, name in (("Steps", "steps"), ("Seed", "seed")):
-        if _INTEGER.fullmatch(params.get(key, "")):
+        if _WHOLE.fullmatch(params.get(key, "")):
             out[name] = int(params[key])
     try:
         guidance = float(params.get("CFG scale", "nan"))
@@ -473,7 +482,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
             out["guidance_scale"] = guidance
     except ValueError:
         pass
-    size = _SIZE.match(params.get("Size", ""))
+    size = _SIZE.fullmatch(params.get("Size", ""))
     if size:
         out["width"], out["height"] = int(size.group(1)), int(size.group(2))
     if params.get("Model"):

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -108,7 +109,8 @@ def split_id(item: str) -> tuple[str, int] | None:
     if not isinstance(item, str):
         return None
     path, sep, stamp = item.rpartition("@")
-    return (path, int(stamp)) if sep and path and stamp.isascii() and stamp.isdigit() and len(stamp) <= 30 else None
+    # ASCII digits, at most 20 (an mtime_ns has 19): "²".isdigit() is true but int("²") raises
+    return (path, int(stamp)) if sep and path and re.fullmatch(r"[0-9]{1,20}", stamp) else None
 
 
 def parse_size_filter(size: str) -> tuple[str, list]:
@@ -123,8 +125,8 @@ def parse_size_filter(size: str) -> tuple[str, list]:
     if size == "portrait":
         return "width < height", []
     w, sep, h = size.partition("x")
-    if sep and w.isascii() and w.isdigit() and h.isascii() and h.isdigit():
-        if max(len(w), len(h)) > 18:         # beyond SQLite's integers: no image has that size
+    if sep and re.fullmatch(r"[0-9]{1,30}", w) and re.fullmatch(r"[0-9]{1,30}", h):
+        if max(len(w), len(h)) > 5:          # ASCII digits, but no image is that wide (nor SQLite's integers)
             return "0", []
         return "width = ? AND height = ?", [int(w), int(h)]
     raise InvalidRequest("size", f"must be square, landscape, portrait or WIDTHxHEIGHT, got {size!r}")

@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,9 +199,18 @@ def parameters_of(texts: dict[str, Any], exif_comment: str = "") -> tuple[str, s
     return "none", "", {}
 
 
+def _whole_or_text(digits: str) -> int | str:
+    """A JSON integer; one over Python's 4,300-digit limit stays text (json.loads raised ValueError
+    and the whole graph was lost), so only that field is left out."""
+    try:
+        return int(digits)
+    except ValueError:
+        return digits
+
+
 def _json(raw: str) -> Any:
     try:
-        return json.loads(raw) if raw else None
+        return json.loads(raw, parse_int=_whole_or_text) if raw else None
     except (ValueError, RecursionError):
         return None
 
@@ -233,12 +243,29 @@ LORA_LOADERS = ("LoraLoader", "LoraLoaderModelOnly")
 MAX_LINK_HOPS = 20                  # a prompt reaches its sampler through a few nodes; a loop must end
 
 
+MAX_WHOLE = 2**64                   # ComfyUI's seeds go to 2**64 - 1; a larger "number" is not read
+
+
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    ok = isinstance(value, int) and not isinstance(value, bool) and -MAX_WHOLE < value < MAX_WHOLE
+    return value if ok else None
 
 
 def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """A finite float of a JSON number, None else (float() of a 400-digit int raises OverflowError)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _kind(node: dict, key: str = "class_type") -> str:
+    """A node's type; "" when the graph gives something else (a list was a TypeError: unhashable)."""
+    value = node.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _node_text(graph: dict, ref: Any, hops: int = 0) -> str:
@@ -248,7 +275,7 @@ def _node_text(graph: dict, ref: Any, hops: int = 0) -> str:
         return ""
     node = graph[str(ref[0])]
     inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
-    if node.get("class_type") in TEXT_ENCODERS or "text" in inputs:
+    if _kind(node) in TEXT_ENCODERS or "text" in inputs:
         text = inputs.get("text", inputs.get("text_g", inputs.get("clip_l")))
         if isinstance(text, str):
             return text
@@ -268,7 +295,7 @@ def comfy_prompt(graph: Any) -> dict[str, Any]:
     if not isinstance(graph, dict):
         return {}
     nodes = [n for n in graph.values() if isinstance(n, dict) and isinstance(n.get("inputs"), dict)]
-    sampler = next((n for n in nodes if n.get("class_type") in SAMPLERS), None)
+    sampler = next((n for n in nodes if _kind(n) in SAMPLERS), None)
     if sampler is None:
         return {}
     inputs = sampler["inputs"]
@@ -282,17 +309,17 @@ def comfy_prompt(graph: Any) -> dict[str, Any]:
     for name in ("sampler_name", "scheduler", "denoise"):
         if isinstance(inputs.get(name), (str, int, float)):
             out["params"][name] = str(inputs[name])
-    latent = next((n["inputs"] for n in nodes if n.get("class_type") in LATENTS), {})
+    latent = next((n["inputs"] for n in nodes if _kind(n) in LATENTS), {})
     width, height = _int(latent.get("width")), _int(latent.get("height"))
     if width and height:
         out["width"], out["height"] = width, height
     for node in nodes:
-        key = MODEL_LOADERS.get(node.get("class_type"))
+        key = MODEL_LOADERS.get(_kind(node))
         if key and isinstance(node["inputs"].get(key), str):
             out["model"] = node["inputs"][key]
             break
     loras = {n["inputs"]["lora_name"]: str(n["inputs"].get("strength_model", 1.0)) for n in nodes
-             if n.get("class_type") in LORA_LOADERS and isinstance(n["inputs"].get("lora_name"), str)}
+             if _kind(n) in LORA_LOADERS and isinstance(n["inputs"].get("lora_name"), str)}
     if loras:
         out["params"]["Loras"] = ", ".join(f"{k}: {v}" for k, v in loras.items())
     return out
@@ -307,7 +334,7 @@ def comfy_workflow(graph: Any) -> dict[str, Any]:
     if not isinstance(nodes, list):
         return {}
     nodes = [n for n in nodes if isinstance(n, dict) and isinstance(n.get("widgets_values"), list)]
-    by_type = lambda types: [n for n in nodes if n.get("type") in types]     # noqa: E731
+    by_type = lambda types: [n for n in nodes if _kind(n, "type") in types]     # noqa: E731
     samplers = by_type(SAMPLERS)
     texts = [n for n in by_type(TEXT_ENCODERS) if n["widgets_values"] and isinstance(n["widgets_values"][0], str)]
     if not samplers and not texts:

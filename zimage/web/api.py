@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from ..errors import BadRequestBody, BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
 from ..i18n import language_of
@@ -25,6 +24,8 @@ from ..store.outputs import png_bytes
 from .control_api import with_control
 from .edit_fields import edit_body_cap, image_fields
 from .openapi import ANY_JSON, BODY_ERRORS, GENERATED, HEALTH, RUN_ERRORS, generate_body, route_docs
+from .json_text import SafeJSONResponse, refuse_unwritable
+from .security import basic_user
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,13 @@ def request_language(request) -> str:
     return language_of(request.headers.get("accept-language"))
 
 
-def error_response(err: ZImageError, lang: str = "en") -> JSONResponse:
+def error_response(err: ZImageError, lang: str = "en") -> SafeJSONResponse:
     log_refusal(err)
     headers = {"Content-Language": lang}
     retry = getattr(err, "retry_after_s", None)
     if retry is not None:
         headers["Retry-After"] = str(retry)
-    return JSONResponse({"error": err.to_dict(lang)}, status_code=err.http_status, headers=headers)
+    return SafeJSONResponse({"error": err.to_dict(lang)}, status_code=err.http_status, headers=headers)
 
 
 async def read_json(request: Request, required: bool = True, max_bytes: int = MAX_BODY_BYTES,
@@ -82,6 +83,7 @@ async def read_json(request: Request, required: bool = True, max_bytes: int = MA
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype or 'none'}.",
                                    "Send the body as JSON with -H 'Content-Type: application/json'.")
     data = decode_json(bytes(body))
+    refuse_unwritable(data)
     if len(body) > MAX_BODY_BYTES:
         carried = sum(len(v) for k in image_keys for v in (k(data) if callable(k) else _texts(_at(data, k))))
         if len(body) - carried > MAX_BODY_BYTES:
@@ -110,14 +112,7 @@ def request_caller(request: Request, auth_on: bool) -> tuple[str | None, str | N
     client = request.headers.get(CLIENT_ID_HEADER)
     if client is not None and not CLIENT_ID.fullmatch(client):
         raise InvalidRequest("X-Client-Id", f"must be 1-{MAX_CLIENT_ID_CHARS} visible ASCII characters")
-    user = None
-    if auth_on:
-        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                user = base64.b64decode(encoded).decode("utf-8").partition(":")[0]
-            except (ValueError, UnicodeDecodeError):
-                user = None
+    user = basic_user(request.headers.get("authorization", "")) if auth_on else None
     return client, user
 
 
@@ -138,7 +133,7 @@ def decode_json(body: bytes):
 
 
 def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(default_response_class=SafeJSONResponse)
     auth_on = bool(manager.settings.api_auth_pairs)
     generate_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES, images=3)   # image, mask, control
 
@@ -196,7 +191,7 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                 await asyncio.wrap_future(job.future)
         except ZImageError as e:
             return error_response(e, request_language(request))
-        return JSONResponse(health_body(), status_code=200 if wait else 202)
+        return SafeJSONResponse(health_body(), status_code=200 if wait else 202)
 
     @router.post("/unload", **route_docs(
         ok=HEALTH, errors=BODY_ERRORS + (422,), body_required=False,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 
 from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
@@ -26,6 +26,8 @@ from ..store.outputs import png_bytes
 from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, request_caller, request_language
 from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
+from .json_text import SafeJSONResponse
+from .security import basic_user
 from .openapi import (A1111_ERROR, A1111_IMAGES, A1111_PNG_INFO, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING,
                       NUMBER, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
 
@@ -132,14 +134,14 @@ def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationReque
     return a1111_request(data, max_prompt_chars), notes
 
 
-def _a1111_error(err: ZImageError, request: Request) -> JSONResponse:
+def _a1111_error(err: ZImageError, request: Request) -> SafeJSONResponse:
     # A1111's FastAPI answers 422 with "detail" for bad input; its clients print the body.
     log_refusal(err)
     lang = request_language(request)
     headers = {"Content-Language": lang}
     if hasattr(err, "retry_after_s"):
         headers["Retry-After"] = str(err.retry_after_s)
-    return JSONResponse({"error": err.code, "detail": err.user_text(lang), "errors": err.text(lang)[0]},
+    return SafeJSONResponse({"error": err.code, "detail": err.user_text(lang), "errors": err.text(lang)[0]},
                         status_code=err.http_status, headers=headers)
 
 
@@ -169,7 +171,7 @@ def openai_images(result, fmt: str, request: Request, outputs: Path, **per_image
     return {"created": int(time.time()), "data": data}
 
 
-def _openai_error(err: ZImageError, request: Request) -> JSONResponse:
+def _openai_error(err: ZImageError, request: Request) -> SafeJSONResponse:
     log_refusal(err)
     lang = request_language(request)
     status = 400 if err.http_status == 422 else err.http_status
@@ -178,7 +180,7 @@ def _openai_error(err: ZImageError, request: Request) -> JSONResponse:
     headers = {"Content-Language": lang}
     if retry is not None:
         headers["Retry-After"] = str(retry)
-    return JSONResponse({"error": {"message": err.user_text(lang), "type": kind,
+    return SafeJSONResponse({"error": {"message": err.user_text(lang), "type": kind,
                                    "param": getattr(err, "field", None), "code": err.code}}, status_code=status,
                         headers=headers)
 
@@ -195,7 +197,7 @@ def _preview(manager: Backend, job) -> str | None:
 
 
 def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(default_response_class=SafeJSONResponse)
     outputs = manager._store.root
     txt2img_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES, images=1)   # a ControlNet map
     png_info_cap = txt2img_cap
@@ -226,8 +228,12 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         return a1111_images(result, notes, body)
 
     @router.get("/sdapi/v1/progress", **route_docs(ok=PROGRESS))
-    async def progress(skip_current_image: bool = False):
+    async def progress(request: Request, skip_current_image: bool = False):
+        """The running generation's progress; its preview only for its own user when logins are on
+        (another user's picture is theirs), for anyone without (one person's local app)."""
         job = manager.current_generation()
+        own = not auth_on or (job is not None and job.user is not None
+                              and job.user == basic_user(request.headers.get("authorization", "")))
         status = manager.status()
         fraction = 0.0
         if job and job.total_steps:      # over the job's images, one pipeline call each (A1111's batch count)
@@ -241,7 +247,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
                           "job_count": status.queue_length, "job_timestamp": "", "job_no": 0,
                           "sampling_step": job.step if job else 0,
                           "sampling_steps": job.total_steps if job else 0},
-                "current_image": _preview(manager, job) if job is not None and not skip_current_image else None,
+                "current_image": _preview(manager, job) if job is not None and own and not skip_current_image else None,
                 "textinfo": job.phase if job else None}
 
     # No body, or an empty JSON one: webuiapi's interrupt() and skip() post nothing, with no
@@ -384,7 +390,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         except (OSError, ValueError):
             found = False
         if not found:
-            return JSONResponse({"error": {"message": "not found"}}, status_code=404)
+            return SafeJSONResponse({"error": {"message": "not found"}}, status_code=404)
         return FileResponse(target, media_type="image/png")
 
     return router

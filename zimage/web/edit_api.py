@@ -24,6 +24,7 @@ from .compat_api import (OPENAI_ERRORS, _a1111_error, _openai_error, a1111_field
 from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
 from .gradio_uploads import buffered_form
+from .json_text import SafeJSONResponse
 from .openapi import (A1111_ERROR, A1111_IMAGES, BODY_ERRORS, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, edits_body,
                       img2img_body, route_docs)
 
@@ -135,7 +136,7 @@ def openai_edit_request(form: dict[str, Any], manager: Backend, max_prompt_chars
 
 
 def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(default_response_class=SafeJSONResponse)
     outputs = manager._store.root
     auth_on = bool(manager.settings.api_auth_pairs)
     json_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES, images=3)  # init, mask, ControlNet

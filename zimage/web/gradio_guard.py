@@ -437,12 +437,15 @@ class GradioEventGuard:
 
     def _check_uploads(self, uploads: list[tuple[str, str, str]]) -> None:
         """The image checks (store/pnginfo): the message names the image as the page does, `field`
-        the input; a refused upload is deleted."""
+        the input; a refused upload is deleted, whatever refused it (a reader's bug left the file in
+        the upload folder)."""
         for at, path, subject in uploads:
             try:
                 read_image_info(path, self.max_upload_bytes, self.max_upload_pixels, field_name=at)
-            except ZImageError as e:
+            except BaseException as e:
                 discard(path)
+                if not isinstance(e, ZImageError):
+                    raise
                 raise named(e, subject) from None
             if self.budget is not None:
                 self.budget.mark_read(path)
@@ -476,7 +479,7 @@ async def _read_body(scope, receive, limit: int = MAX_EVENT_BODY_BYTES,
     declared = headers.get(b"content-length", b"")
     too_large = too_large or BodyTooLarge(f"The request body is larger than {MAX_EVENT_BODY_BYTES // 1024} KB.",
                                           "Event inputs are small; shorten the text.")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):     # int() refuses 4301+ digits
         raise too_large
     body = bytearray()
     while True:

@@ -4,6 +4,7 @@ checks themselves (header pixels, frames, a truncated file) are store/pnginfo's.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from ..errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
@@ -157,7 +158,8 @@ async def check_blob_form(scope, body: bytes, blob_components: dict[int, int], m
         fields = {k: v for k, v in form.multi_items() if not hasattr(v, "read")}
         files = [v for _, v in form.multi_items() if hasattr(v, "read")]
         component = fields.get("component_id", "")
-        if fields.get("fn_name") != "accept_blobs" or not component.isdigit() or int(component) not in blob_components:
+        if fields.get("fn_name") != "accept_blobs" or not re.fullmatch(r"[0-9]{1,9}", component) \
+                or int(component) not in blob_components:      # "²".isdigit() is true; int("²") raises
             raise InvalidRequest("component_id", "is not an image editor of this page")
         session = fields.get("session_hash", "")
         if not 0 < len(session) <= 256:

@@ -61,15 +61,52 @@ def origin_allowed(origin: str, host_header: str, scheme: str = "http") -> bool:
     return origin_host == host or (origin_host in LOOPBACK_NAMES and host in LOOPBACK_NAMES)
 
 
-def basic_auth_ok(header: str, user: str, password: str) -> bool:
-    scheme, _, encoded = header.partition(" ")
+def basic_credentials(header: str) -> tuple[bytes, bytes] | None:
+    """(user, password) as the bytes an `Authorization: Basic ...` header carries (RFC 7617),
+    None for anything else: another scheme, base64 that is not strictly base64, no colon."""
+    scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
-        return False
+        return None
     try:
-        given_user, _, given_pw = base64.b64decode(encoded).decode("utf-8").partition(":")
-    except (ValueError, UnicodeDecodeError):
+        decoded = base64.b64decode(encoded.strip().encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):        # binascii.Error is a ValueError
+        return None
+    user, colon, password = decoded.partition(b":")
+    return (user, password) if colon else None
+
+
+def basic_user(header: str) -> str | None:
+    """The user name of a Basic header (UTF-8, else Latin-1: see _encoded), None when there is none."""
+    found = basic_credentials(header)
+    if found is None:
+        return None
+    try:
+        return found[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return found[0].decode("latin-1")
+
+
+def _encoded(text: str) -> list[bytes]:
+    """`text` as a client may have sent it: UTF-8 (RFC 7617; browsers, curl, httpx), and Latin-1
+    where it has one (requests, so webuiapi, encodes a str login that way)."""
+    forms = [text.encode("utf-8")]
+    try:
+        forms.append(text.encode("latin-1"))
+    except UnicodeEncodeError:
+        pass
+    return forms
+
+
+def basic_auth_ok(header: str, user: str, password: str) -> bool:
+    # Bytes, not str: secrets.compare_digest raises TypeError on a str with non-ASCII characters,
+    # which made every API route a 500 for a non-ASCII login (and unusable with a non-ASCII password).
+    found = basic_credentials(header)
+    if found is None:
         return False
-    return secrets.compare_digest(given_user, user) & secrets.compare_digest(given_pw, password)
+    given_user, given_pw = found
+    user_ok = any([secrets.compare_digest(given_user, form) for form in _encoded(user)])    # no short cut
+    password_ok = any([secrets.compare_digest(given_pw, form) for form in _encoded(password)])
+    return user_ok & password_ok
 
 
 class GuardMiddleware:

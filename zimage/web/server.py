@@ -102,6 +102,7 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
 
     from .gradio_guard import GradioEventGuard, gradio_login_check
     from .launch import add_guards, api_routers
+    from .mcp_guard import MCPBodyGuard
     from .mcp_tools import add_mcp_tools, keep_only_mcp_tools
     from .shutdown import EndStreamsOnStop
     from .ui import build_ui
@@ -131,6 +132,7 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
     demo.has_launched = True
     if settings.mcp:
         keep_only_mcp_tools(demo)
+        app.add_middleware(MCPBodyGuard)        # inside GuardMiddleware: the login is checked first
     # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
     budget = UploadBudget(settings.upload_client_bytes, settings.upload_total_bytes, settings.upload_unread_keep_s)
     app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app),

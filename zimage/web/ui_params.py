@@ -22,7 +22,7 @@ def _size(value: Any) -> int | None:
     value = _int(value)
     if value is None or value <= 0:
         return None
-    snapped = int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE
+    snapped = int(round(min(value, MAX_SIZE) / SIZE_MULTIPLE)) * SIZE_MULTIPLE     # a 400-digit int: no float
     return min(MAX_SIZE, max(MIN_SIZE, snapped))
 
 
