@@ -81,6 +81,10 @@ ERROR_ZH: dict[str, str] = {
     "history_item_not_found": "历史记录中找不到该图片。",
     "history_item_changed": "该图片在列出之后已被更改或删除，未做任何删除。",
     "history_busy": "历史记录索引正被另一个程序使用。",
+    "queue_busy": "保存的队列正被另一个程序使用。",
+    "queue_job_not_found": "队列中找不到该任务。",
+    "queue_job_active": "该任务已在排队或运行中。",
+    "queue_job_unreadable": "该任务无法再次运行。",
     "vram_budget_too_small": "显存预算太小。",
     "uploads_refused": "此页面不接受文件上传。",
     "unauthorized": "需要登录。",
@@ -152,6 +156,10 @@ INVALID_ZH: list[tuple[str, str]] = [
 MESSAGES_ZH: list[tuple[str, str]] = [
     (r"The generation queue is full \((?P<n>\d+) jobs waiting\)\.", "生成队列已满（{n} 个任务在等待）。"),
     (r"The server is shutting down\.", "服务器正在关闭。"),
+    (r"The kept queue (?P<f>.+) is in use by another program\.", "保存的队列 {f} 正被另一个程序使用。"),
+    (r"No kept job (?P<id>\d+) in the queue\.", "队列中没有任务 {id}。"),
+    (r"Job (?P<id>\d+) is already queued or running\.", "任务 {id} 已在排队或运行中。"),
+    (r"Job (?P<id>\d+) cannot be run again: (?P<why>.+)\.", "任务 {id} 无法再次运行：{why}。"),
     (r"The generation was stopped\.", "已停止生成。"),
     (r"The download was cancelled\.", "下载已取消。"),
     (r"Not deleted: the request names (?P<m>.+) but (?P<c>.+) was confirmed\.", "未删除：请求的是 {m}，但确认的是 {c}。"),
@@ -195,6 +203,9 @@ MESSAGES_ZH: list[tuple[str, str]] = [
 
 HINTS_ZH: list[tuple[str, str]] = [
     (r"Try again in a few seconds\.", "请几秒后重试。"),
+    (r"List the queue again \(GET /queue\)\.", "请重新列出队列（GET /queue）。"),
+    (r"Wait for it, or delete it to drop it\.", "请等待它完成，或删除它。"),
+    (r"Delete it and submit the request again\.", "请删除它并重新提交请求。"),
     (r"Press Preload to continue it where it stopped\.", "点击“预加载”从中断处继续。"),
     (r"Pick the model again and confirm that one\.", "请重新选择模型并确认该模型。"),
     (r"Use the name the LoRA list shows \(its path inside the LoRA folder, without \.safetensors\)\.",
