@@ -23,6 +23,7 @@ from gradio.i18n import I18nData
 
 from ..i18n import page_language
 from ..state import LoadStage, LoadState, Status
+from .page_text_queue import QUEUE_EN, QUEUE_ZH
 
 LANG_CHOICES = [("English", "en"), ("中文", "zh")]    # each in its own language: never translated
 # Gradio's frontend names Chinese "zh-CN" / "zh-TW"; both read the Simplified table (as the server's
@@ -492,6 +493,8 @@ ZH: dict[str, str] = {
     "startup_compile_failed": "编译失败：不经编译运行",
 }
 
+EN.update(QUEUE_EN)          # the Queue panel's words live beside it (page_text_queue.py)
+ZH.update(QUEUE_ZH)
 TABLES = {"en": EN, "zh": ZH}
 # The browser's table for each of Gradio's locales (zh-TW reads the Simplified one: see FRONTEND_LOCALES).
 PAGE_I18N = gr.I18n(en=EN, **{"zh-CN": ZH, "zh-TW": ZH})
