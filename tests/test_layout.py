@@ -18,7 +18,7 @@ ALLOWED = {"core": {"core"}, "store": {"core", "store"}, "engine": {"core", "sto
            "scale": {"core", "store", "engine", "scale"}, "app": {"core", "store", "engine", "scale", "app"},
            "web": {"core", "store", "app", "web"}, "cli": {"core", "store", "app", "web", "cli"}}
 CORE = {"config", "errors", "state", "request", "infotext_text", "jobs", "units", "i18n", "startup"}
-TOP = {"app": "app", "cli": "cli", "cli_cache": "cli", "__main__": "cli"}
+TOP = {"app": "app", "kept_queue": "app", "cli": "cli", "cli_cache": "cli", "__main__": "cli"}
 FORBIDDEN = {"web": {"torch", "diffusers", "transformers"},
              "engine": {"gradio", "gradio_client", "fastapi", "starlette", "uvicorn", "ray"},
              "store": {"torch", "diffusers", "transformers"}}

@@ -51,6 +51,7 @@ class Settings:
     model: str = DEFAULT_MODEL              # ModelScope id or a local folder
     controlnet: str = DEFAULT_CONTROLNET    # ControlNet weights: ModelScope id or a local folder (loaded on first use)
     preload: bool = False                   # start loading the model at startup
+    resume_queue: bool = False              # run the jobs kept waiting from the last run at startup (else: on request)
     low_vram: bool = False                  # stream weights from RAM to fit a small VRAM budget
     vram_budget: str = "auto"               # GB of VRAM the model may use, or auto (free VRAM)
     idle_unload_s: float = 3600.0           # idle seconds before the model leaves the GPU (0 = never)
@@ -311,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ControlNet weights, downloaded and loaded on first use: ModelScope id or local folder "
                         "(default %s)" % DEFAULT_CONTROLNET)
     p.add_argument("--preload", action="store_true", help="load the model at startup")
+    p.add_argument("--resume-queue", action="store_true", dest="resume_queue",
+                   help="run the generations left waiting when the app last stopped (default: listed, run on request)")
     p.add_argument("--low-vram", action="store_true", dest="low_vram",
                    help="stream weights from RAM (8 GB budget unless --vram-budget says otherwise)")
     p.add_argument("--vram-budget", dest="vram_budget", metavar="GB|auto",

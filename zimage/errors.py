@@ -289,6 +289,44 @@ class HistoryBusy(ZImageError):
                          "Try again in a few seconds.", index=index)
 
 
+class QueueBusy(ZImageError):
+    """Another program held the kept queue's write lock past the wait: in use, not damaged."""
+    http_status = 503
+    code = "queue_busy"
+
+    def __init__(self, index: str):
+        super().__init__(f"The kept queue {index} is in use by another program.", "Try again in a few seconds.",
+                         index=index)
+
+
+class KeptJobNotFound(ZImageError):
+    http_status = 404
+    code = "queue_job_not_found"
+
+    def __init__(self, job_id: int):
+        super().__init__(f"No kept job {job_id} in the queue.", "List the queue again (GET /queue).", id=job_id)
+
+
+class KeptJobActive(ZImageError):
+    """Run asked for a job this process already has queued or running."""
+    http_status = 409
+    code = "queue_job_active"
+
+    def __init__(self, job_id: int):
+        super().__init__(f"Job {job_id} is already queued or running.", "Wait for it, or delete it to drop it.",
+                         id=job_id)
+
+
+class KeptJobUnreadable(ZImageError):
+    """A kept job whose input images are gone or whose stored request is not one any more."""
+    http_status = 410
+    code = "queue_job_unreadable"
+
+    def __init__(self, job_id: int, why: str):
+        super().__init__(f"Job {job_id} cannot be run again: {why}.", "Delete it and submit the request again.",
+                         id=job_id)
+
+
 class ControlNetRefused(ZImageError):
     """ControlNet cannot run on the model as it is placed now (a low-VRAM plan, int8 or fp8 weights)."""
     http_status = 409

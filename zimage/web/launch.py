@@ -27,6 +27,7 @@ from .. import startup
 from ..config import Settings
 from ..i18n import page_language
 from ..jobs import Backend, Job
+from ..kept_queue import KeptQueueBackend
 from ..state import LoadState
 from .ui_starting import RELOAD_S, starting_page as render_starting_page
 
@@ -47,21 +48,26 @@ def api_routers(settings: Settings, manager: Backend) -> list:
     from .api import build_router
     from .compat_api import build_compat_router
     from .edit_api import build_edit_router
+    from .queue_api import build_queue_router
 
-    return [build_router(manager, settings.max_prompt_chars), build_compat_router(manager, settings.max_prompt_chars),
-            build_edit_router(manager, settings.max_prompt_chars)]
+    routers = [build_router(manager, settings.max_prompt_chars), build_compat_router(manager, settings.max_prompt_chars),
+               build_edit_router(manager, settings.max_prompt_chars)]
+    if isinstance(manager, KeptQueueBackend):       # server.serve wraps every backend; tests may pass a bare one
+        routers.append(build_queue_router(manager))
+    return routers
 
 
 def add_guards(app, settings: Settings) -> None:
     """Host, origin and API login checks, outermost (the early app's and the full app's)."""
     from .api import API_PATHS, MCP_PATH
     from .compat_api import COMPAT_PREFIXES
+    from .queue_api import QUEUE_PATH, QUEUE_PREFIX
     from .security import GuardMiddleware
 
     # MCP clients log in as API clients do (HTTP Basic): Gradio's login cookie is the page's, and
     # Gradio does not check it on its MCP routes.
-    app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS + (MCP_PATH,),
-                       api_prefixes=COMPAT_PREFIXES + (MCP_PATH + "/",), auth=settings.api_auth_pairs)
+    app.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback, api_paths=API_PATHS + (MCP_PATH, QUEUE_PATH),
+                       api_prefixes=COMPAT_PREFIXES + (MCP_PATH + "/", QUEUE_PREFIX), auth=settings.api_auth_pairs)
 
 
 def create_early_app(settings: Settings, manager: Backend, routers: list):

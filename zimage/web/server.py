@@ -16,6 +16,7 @@ from .. import startup
 from ..app import create_backend
 from ..config import PROJECT_ROOT, ConfigError, Settings
 from ..jobs import Backend
+from ..kept_queue import with_kept_queue
 from ..store.cache import modelscope_cache_base
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,8 @@ def import_model_stack_when_up(server, manager: Backend) -> threading.Thread:
 
 def serve(settings: Settings) -> None:
     outputs_dir_checked(settings)        # before the worker starts: a refused folder must not leave it running
-    manager = create_backend(settings).start()
+    # Every route, the page and the MCP tools get this one backend: each generation is kept on disk.
+    manager = with_kept_queue(create_backend(settings)).start()
     try:
         if settings.preload and settings.backend != "ray":
             # Model first (launch.py): the API now, the load with the GIL to itself, the page after.

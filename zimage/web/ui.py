@@ -33,6 +33,7 @@ from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_page import SWITCH_JS
 from .ui_params import gallery_caption
 from .ui_pnginfo import build_pnginfo_tab
+from .ui_queue import build_queue_panel
 from .ui_preview import build_live_preview, job_progress
 from .ui_slider import SizeSlider
 from .ui_status import build_model_buttons, queued_note, render_replicas, render_status  # noqa: F401 (tests' import)
@@ -348,6 +349,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                                    info=label("no_gpu_low_vram") if no_gpu_at_start else None)
                             controls_note = gr.Markdown("", elem_id="controls-note")
                             build_cache_panel(manager, settings)
+                        build_queue_panel(manager)
                     with gr.Column(scale=3, elem_id="results-col"):
                         preview_timer, preview_panel = build_live_preview(manager, registry, client_id)
                         gallery = gr.Gallery(label=label("results_label"), columns=2, height="auto", format="png",
