@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import InvalidRequest
+from .model_defaults import TURBO_STEPS, cfg_infotext, cfg_options
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,10 @@ class GenerationRequest:
     negative_prompt: str = ""
     width: int = 1024
     height: int = 1024
-    num_inference_steps: int = 9
+    num_inference_steps: int = TURBO_STEPS
     guidance_scale: float = 0.0
+    cfg_normalization: bool = False    # the base model's CFG options (model_defaults.py)
+    cfg_truncation: float = 1.0
     seed: int = -1                 # -1 = random
     num_images: int = 1
     loras: tuple[tuple[str, float], ...] = ()     # from the prompt's <lora:NAME:w> tags (not an input field)
@@ -185,7 +188,7 @@ class GenerationRequest:
     inpainting_fill: int = 1
 
     FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
-              "guidance_scale", "seed", "num_images")
+              "guidance_scale", "cfg_normalization", "cfg_truncation", "seed", "num_images")
     EDIT_FIELDS = ("mode", "init_image", "mask", "strength", "mask_blur", "inpaint_full_res",
                    "inpaint_full_res_padding", "resize_mode", "inpainting_fill")
 
@@ -216,8 +219,9 @@ class GenerationRequest:
             negative_prompt=_str_field(data, "negative_prompt", "", max_prompt_chars),
             width=_size_field(data, "width", edit.pop("default_width", 1024)),
             height=_size_field(data, "height", edit.pop("default_height", 1024)),
-            num_inference_steps=_int_field(data, "num_inference_steps", 9, MIN_STEPS, MAX_STEPS),
+            num_inference_steps=_int_field(data, "num_inference_steps", TURBO_STEPS, MIN_STEPS, MAX_STEPS),
             guidance_scale=float(guidance),
+            **cfg_options(data),
             seed=seed,
             num_images=_int_field(data, "num_images", 1, 1, MAX_IMAGES),
             **edit,
@@ -306,6 +310,7 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
         lines.append(f"Negative prompt: {req.negative_prompt}")
     lines.append(f"Steps: {req.num_inference_steps}, Sampler: {SAMPLER_LABEL}, CFG scale: {req.guidance_scale:g}, "
                  f"Seed: {seed}, Size: {req.width}x{req.height}, Model: {model}"
+                 + cfg_infotext(req.cfg_normalization, req.cfg_truncation)
                  + _edit_text(req) + _lora_hashes_text(req, lora_hashes)
                  + (f", {req.control.infotext()}" if req.control is not None else ""))
     return "\n".join(lines)
@@ -341,8 +346,8 @@ def batch_key(req: GenerationRequest) -> tuple:
     """Requests with the same key can share one pipeline call: the LoRAs too, since they are fused
     into the one transformer the call uses. An edit shares a call with nothing: its image, mask and
     strength are the call's (the image's identity, not its pixels, is the key)."""
-    key = (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt, req.loras,
-           req.control)
+    key = (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.cfg_normalization,
+           req.cfg_truncation, req.negative_prompt, req.loras, req.control)
     if req.is_edit:
         key += (req.mode, id(req.init_image), id(req.mask))
     return key
