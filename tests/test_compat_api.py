@@ -46,7 +46,7 @@ def test_old_client_defaults_map_to_turbo_defaults(server):
                                                              "steps": 20, "cfg_scale": 7, "unknown_field": 1},
                       timeout=120)
     info = __import__("json").loads(r.json()["info"])
-    assert r.status_code == 200 and info["steps"] == 9 and info["cfg_scale"] == 0.0
+    assert r.status_code == 200 and info["steps"] == 8 and info["cfg_scale"] == 0.0
 
 
 def test_progress_advances_and_interrupt_stops_a_long_run(a1111, server):

@@ -330,7 +330,7 @@ ROUTES = {
     "/generate": (lambda p: {"prompt": p, **SMALL}, lambda r: r.json()["images"][0]),
     "/sdapi/v1/txt2img": (lambda p: {"prompt": p, "width": 256, "height": 256, "steps": 2, "seed": 7},
                           lambda r: r.json()["images"][0]),
-    # OpenAI's body has no seed or steps (a random seed, 9 steps): the PNG's infotext says which
+    # OpenAI's body has no seed or steps (a random seed, 8 steps): the PNG's infotext says which
     "/v1/images/generations": (lambda p: {"prompt": p, "size": "256x256", "response_format": "b64_json"},
                                lambda r: r.json()["data"][0]["b64_json"]),
 }

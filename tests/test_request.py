@@ -13,7 +13,7 @@ def test_seed_request_shape_and_turbo_defaults():
     assert (r.width, r.height, r.num_inference_steps, r.seed) == (512, 512, 1, 1)
     d = GenerationRequest.from_mapping({"prompt": "x"})
     assert (d.width, d.height, d.num_inference_steps, d.guidance_scale, d.seed, d.num_images) == \
-        (1024, 1024, 9, 0.0, -1, 1)
+        (1024, 1024, 8, 0.0, -1, 1)
 
 
 @pytest.mark.parametrize("patch,field", [
@@ -125,3 +125,22 @@ def test_parse_infotext_takes_time_in_proportion_to_the_text():
     assert time.perf_counter() - started < 1.5
     long_params = "a cat\nSteps: 9, Seed: 4, Size: 256x256, Notes: " + "n" * (MAX_PARAMS_LINE - 100)
     assert parse_infotext(long_params)["seed"] == 4          # a long line under the cap still parses
+
+
+def test_turbo_defaults_are_8_steps_and_no_guidance():
+    """diffusers >= 0.39 counts steps as transformer passes: Turbo's card's 8 forwards are 8 steps (9 cost one more)."""
+    req = GenerationRequest.from_mapping({"prompt": "a cat"})
+    assert req.num_inference_steps == 8 and req.guidance_scale == 0.0
+
+
+def test_cfg_options_of_the_base_model_are_fields():
+    req = GenerationRequest.from_mapping({"prompt": "a cat", "guidance_scale": 4, "cfg_normalization": True,
+                                          "cfg_truncation": 0.5})
+    assert req.cfg_normalization is True and req.cfg_truncation == 0.5
+    assert "CFG normalization: True, CFG truncation: 0.5" in infotext(req, 1)
+    assert "CFG normalization" not in infotext(GenerationRequest.from_mapping({"prompt": "a cat"}), 1)
+    for bad, field in (({"cfg_normalization": "yes"}, "cfg_normalization"), ({"cfg_truncation": 1.5}, "cfg_truncation"),
+                       ({"cfg_truncation": float("nan")}, "cfg_truncation"), ({"cfg_truncation": True}, "cfg_truncation")):
+        with pytest.raises(InvalidRequest) as e:
+            GenerationRequest.from_mapping({"prompt": "a cat", **bad})
+        assert e.value.field == field

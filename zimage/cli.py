@@ -1,5 +1,5 @@
 """`python -m zimage serve [flags]` (the same as webui.py), `download`, `cache list|verify|repair|clear`,
-`make-tiny-model DIR [--controlnet]`, `make-tiny-lora DIR` and `openapi` (print the HTTP API's schema)."""
+`make-tiny-model DIR [--layout comfyui|a1111 [--gguf Q8_0]] [--controlnet]`, `make-tiny-lora DIR` and `openapi` (print the HTTP API's schema)."""
 from __future__ import annotations
 
 import argparse
@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     tiny = sub.add_parser("make-tiny-model", help="write the tiny random Z-Image pipeline (a few MB)")
     tiny.add_argument("dir")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--layout", choices=("diffusers", "comfyui", "a1111"), default="diffusers",
+                      help="diffusers: a pipeline folder; comfyui / a1111: that app's tree of single files")
+    tiny.add_argument("--gguf", choices=("Q8_0", "Q5_0", "Q4_0", "BF16"), default=None,
+                      help="with --layout comfyui or a1111: also the DiT as a .gguf of this type")
     tiny.add_argument("--controlnet", action="store_true",
                       help="write the tiny random ControlNet for it instead (one file, the ModelScope repo's layout)")
     tiny.add_argument("--controlnet-version", choices=("1", "2.1"), default="1",
@@ -111,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         from .testing.tiny_controlnet import make_tiny_controlnet
 
         print(make_tiny_controlnet(args.dir, seed=args.seed, version=args.controlnet_version))
+    elif args.command == "make-tiny-model" and args.layout != "diffusers":
+        from .testing.tiny_comfy import make_tiny_a1111, make_tiny_comfy
+
+        make = make_tiny_comfy if args.layout == "comfyui" else make_tiny_a1111
+        for part, path in make(args.dir, seed=args.seed, gguf_type=args.gguf).items():
+            print(f"{part}\t{path}")
     elif args.command == "make-tiny-model":
         from .testing.tiny_model import make_tiny_model
 

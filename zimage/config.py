@@ -49,6 +49,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     model: str = DEFAULT_MODEL              # ModelScope id or a local folder
+    text_encoder: str = ""                  # a single-file model's text encoder: FILE or folder ("" = found beside it)
+    vae: str = ""                           # a single-file model's VAE: FILE or folder ("" = found beside it)
+    models_from: tuple = ()                 # other apps' model folders (ComfyUI, A1111/Forge, HF/ModelScope caches): read only
     controlnet: str = DEFAULT_CONTROLNET    # ControlNet weights: ModelScope id or a local folder (loaded on first use)
     preload: bool = False                   # start loading the model at startup
     resume_queue: bool = False              # run the jobs kept waiting from the last run at startup (else: on request)
@@ -171,6 +174,9 @@ class Settings:
                                   f"got {self.attention!r}", "attention")
         if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
             raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}", "dtype")
+        for root in self.models_from:
+            if not Path(root).expanduser().is_dir():
+                raise ConfigError(f"models_from: {root} is not a folder", "models_from")
         self._validate_ray()
         return self
 
@@ -236,6 +242,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     def bad(why: str = "") -> ConfigError:
         return ConfigError(f"{name} from {source}: {value!r} is not a valid {kind.__name__}{why}", name)
 
+    if kind is tuple:                      # a list of folders: a TOML array, repeated flags, or os.pathsep-joined
+        items = value.split(os.pathsep) if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise bad(" (a list of folders)")
+        return tuple(i for i in items if i.strip())
     if isinstance(value, (list, dict)) or not isinstance(value, (str, int, float)):   # arrays, tables, dates
         raise bad()
     if kind is bool:
@@ -307,7 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", action="store_const", const="0.0.0.0", dest="host",
                    help="bind 0.0.0.0 (needs --auth)")
     p.add_argument("--port", type=int, help="port (default 7860)")
-    p.add_argument("--model", help="ModelScope id or local folder (default %s)" % DEFAULT_MODEL)
+    p.add_argument("--model", help="ModelScope id, local diffusers folder, or a DiT file (.safetensors in "
+                                   "ComfyUI's layout, .gguf) (default %s)" % DEFAULT_MODEL)
+    p.add_argument("--text-encoder", dest="text_encoder", metavar="FILE|DIR",
+                   help="the text encoder of a single-file --model (default: found beside it or under --models-from)")
+    p.add_argument("--vae", metavar="FILE|DIR",
+                   help="the VAE of a single-file --model (default: found beside it or under --models-from)")
+    p.add_argument("--models-from", dest="models_from", action="append", metavar="DIR",
+                   help="use another app's models, read only (repeatable): a ComfyUI or A1111/Forge folder, "
+                        "the Hugging Face or ModelScope cache")
     p.add_argument("--controlnet", metavar="MODEL_ID",
                    help="ControlNet weights, downloaded and loaded on first use: ModelScope id or local folder "
                         "(default %s)" % DEFAULT_CONTROLNET)

@@ -331,3 +331,14 @@ class ControlNetRefused(ZImageError):
     """ControlNet cannot run on the model as it is placed now (a low-VRAM plan, int8 or fp8 weights)."""
     http_status = 409
     code = "controlnet_refused"
+
+
+class ModelFileUnsupported(ModelLoadFailed):
+    """A file named as a model (or a part of one) is not a Z-Image file this app can load, and why."""
+    http_status = 422
+    code = "model_file_unsupported"
+
+
+class ModelPartMissing(ModelLoadFailed):
+    """A single-file model lacks a part (text encoder, VAE, the configs and tokenizer) and where to put it."""
+    code = "model_part_missing"

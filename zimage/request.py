@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from .errors import InvalidRequest
 from .infotext_text import NEGATIVE, escape_prompt, is_negative_start, quote, unescape_line, unquote
+from .model_defaults import TURBO_STEPS, cfg_infotext, cfg_options
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,10 @@ class GenerationRequest:
     negative_prompt: str = ""
     width: int = 1024
     height: int = 1024
-    num_inference_steps: int = 9
+    num_inference_steps: int = TURBO_STEPS
     guidance_scale: float = 0.0
+    cfg_normalization: bool = False    # the base model's CFG options (model_defaults.py)
+    cfg_truncation: float = 1.0
     seed: int = -1                 # -1 = random
     num_images: int = 1
     loras: tuple[tuple[str, float], ...] = ()     # from the prompt's <lora:NAME:w> tags (not an input field)
@@ -186,7 +189,7 @@ class GenerationRequest:
     inpainting_fill: int = 1
 
     FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
-              "guidance_scale", "seed", "num_images")
+              "guidance_scale", "cfg_normalization", "cfg_truncation", "seed", "num_images")
     EDIT_FIELDS = ("mode", "init_image", "mask", "strength", "mask_blur", "inpaint_full_res",
                    "inpaint_full_res_padding", "resize_mode", "inpainting_fill")
 
@@ -213,8 +216,9 @@ class GenerationRequest:
             negative_prompt=_str_field(data, "negative_prompt", "", max_prompt_chars),
             width=_size_field(data, "width", edit.pop("default_width", 1024)),
             height=_size_field(data, "height", edit.pop("default_height", 1024)),
-            num_inference_steps=_int_field(data, "num_inference_steps", 9, MIN_STEPS, MAX_STEPS),
+            num_inference_steps=_int_field(data, "num_inference_steps", TURBO_STEPS, MIN_STEPS, MAX_STEPS),
             guidance_scale=float(guidance),
+            **cfg_options(data),
             seed=seed,
             num_images=_int_field(data, "num_images", 1, 1, MAX_IMAGES),
             **edit,
@@ -305,6 +309,7 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
         lines.append(f"{NEGATIVE} {escape_prompt(req.negative_prompt)}")
     lines.append(f"Steps: {req.num_inference_steps}, Sampler: {quote(SAMPLER_LABEL)}, "
                  f"CFG scale: {req.guidance_scale:g}, Seed: {seed}, Size: {req.width}x{req.height}, Model: {quote(model)}"
+                 + cfg_infotext(req.cfg_normalization, req.cfg_truncation)
                  + _edit_text(req) + _lora_hashes_text(req, lora_hashes)
                  + (f", {req.control.infotext()}" if req.control is not None else ""))
     return "\n".join(lines)
@@ -340,8 +345,8 @@ def batch_key(req: GenerationRequest) -> tuple:
     """Requests with the same key can share one pipeline call: the LoRAs too, since they are fused
     into the one transformer the call uses. An edit shares a call with nothing: its image, mask and
     strength are the call's (the image's identity, not its pixels, is the key)."""
-    key = (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.negative_prompt, req.loras,
-           req.control)
+    key = (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.cfg_normalization,
+           req.cfg_truncation, req.negative_prompt, req.loras, req.control)
     if req.is_edit:
         key += (req.mode, id(req.init_image), id(req.mask))
     return key

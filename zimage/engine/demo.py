@@ -63,5 +63,10 @@ def with_demo_model(settings: Settings) -> Settings:
 
 def local_manager(settings: Settings) -> PipelineManager:
     """The PipelineManager for these settings (not started)."""
+    from ..store.model_source import ModelOptions, make_resolver
+
     settings = with_demo_model(settings)
-    return PipelineManager(settings, resolver=demo_resolver) if settings.demo else PipelineManager(settings)
+    if settings.demo:
+        return PipelineManager(settings, resolver=demo_resolver)
+    options = ModelOptions(settings.text_encoder, settings.vae, tuple(settings.models_from))
+    return PipelineManager(settings, resolver=make_resolver(options))

@@ -186,6 +186,8 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
                 width=req.width, height=req.height,
                 num_inference_steps=req.num_inference_steps,
                 guidance_scale=req.guidance_scale,
+                cfg_normalization=req.cfg_normalization,
+                cfg_truncation=req.cfg_truncation,
                 num_images_per_prompt=per_prompt,
                 generator=generators,
                 callback_on_step_end=on_step_end,

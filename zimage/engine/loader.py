@@ -18,6 +18,7 @@ from .. import startup
 from ..errors import ModelLoadFailed
 from ..state import LoadStage
 from ..store.cache import weight_files
+from ..store.model_source import ModelParts
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ LoadProgress = Callable[[LoadStage, int, int, str], None]   # stage, bytes_done,
 
 
 def read_model_index(model_dir: Path) -> dict[str, tuple[str, str]]:
+    if isinstance(model_dir, ModelParts):     # single files: the companion names the classes
+        model_dir = model_dir.companion
     try:
         index = json.loads((model_dir / "model_index.json").read_text())
     except FileNotFoundError:
@@ -52,12 +55,16 @@ def read_model_index(model_dir: Path) -> dict[str, tuple[str, str]]:
 
 
 def component_bytes(model_dir: Path, name: str) -> int:
+    if isinstance(model_dir, ModelParts):
+        return model_dir.size_bytes() if name == "transformer" else 0
     files, _ = weight_files(model_dir / name) if (model_dir / name).is_dir() else ([], [])
     return sum(f.stat().st_size for f in files)
 
 
 def weight_paths(model_dir: Path) -> list[Path]:
     """Every safetensors file the pipeline will read (for prefetching)."""
+    if isinstance(model_dir, ModelParts):
+        return model_dir.weight_paths()
     paths = []
     for name in read_model_index(model_dir):
         if (model_dir / name).is_dir():
@@ -170,7 +177,13 @@ def _build_empty(library: str, class_name: str, component_dir: Path):
 def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: LoadProgress | None = None,
                   fast: bool = True, quant_dir: Path | None = None):
     """Load every component onto `device` and assemble the pipeline. With `quant_dir` (a complete
-    quantized cache, quantize.py) the transformer and text encoder come from there."""
+    quantized cache, quantize.py) the transformer and text encoder come from there. Single files
+    (store/model_source.ModelParts) go through single_file.py."""
+    if isinstance(model_dir, ModelParts):
+        from .single_file import load_single_file_pipeline
+
+        return load_single_file_pipeline(model_dir, component_classes(read_model_index(model_dir)), dtype, device,
+                                         on_progress, quant_dir)
     spec = read_model_index(model_dir)
     component_classes(spec)
     startup.mark(startup.MODEL_IMPORTED)

@@ -3,7 +3,7 @@ routes on the same server, manager, lock and queue. Only request mapping and res
 here; validation is GenerationRequest's, the work is the PipelineManager's.
 
 Mapping (docs/API.md): A1111's own defaults from old clients (steps 20, cfg_scale 7) become
-Z-Image-Turbo's (9 steps, guidance 0); batch_size x n_iter is the number of images (at most 4);
+Z-Image-Turbo's (8 steps, guidance 0); batch_size x n_iter is the number of images (at most 4);
 sampler_name is accepted and reported; unknown fields are ignored, as A1111 does.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse
 
 from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
+from ..model_defaults import TURBO_STEPS
 from ..request import MAX_IMAGES, MAX_SIZE, MIN_SIZE, MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
 from ..store.outputs import png_bytes
 from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, request_caller, request_language
@@ -88,7 +89,7 @@ def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
             raise InvalidRequest(name, "must be an integer >= 1")
     negative = body.get("negative_prompt")
     data = {"prompt": body.get("prompt", ""), "negative_prompt": "" if negative is None else negative,
-            "num_inference_steps": 9 if steps in (None, A1111_DEFAULT_STEPS) else steps,
+            "num_inference_steps": TURBO_STEPS if steps in (None, A1111_DEFAULT_STEPS) else steps,
             "guidance_scale": 0.0 if cfg in (None, A1111_DEFAULT_CFG) else cfg,
             "seed": body.get("seed", -1), "num_images": batch * iters}
     if sized:

@@ -27,6 +27,7 @@ import gradio as gr
 from ..config import ConfigError, Settings
 from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
+from ..model_defaults import TURBO_STEPS
 from ..request import GenerationRequest
 from .api import job_owner, request_caller, request_language
 
@@ -55,7 +56,7 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
     auth_on = bool(settings.api_auth_pairs)
 
     async def generate(prompt: str, negative_prompt: str = "", width: int = 1024, height: int = 1024,
-                       num_inference_steps: int = 9, guidance_scale: float = 0.0, seed: int = -1,
+                       num_inference_steps: int = TURBO_STEPS, guidance_scale: float = 0.0, seed: int = -1,
                        request: gr.Request = None) -> tuple[dict, str]:
         """Make one image with Z-Image-Turbo from a text prompt (loads the model first if needed).
 
@@ -64,7 +65,7 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
             negative_prompt: What to avoid; used only when guidance_scale > 0.
             width: Image width in pixels, a multiple of 16 from 256 to 2048.
             height: Image height in pixels, a multiple of 16 from 256 to 2048.
-            num_inference_steps: Denoising steps; Z-Image-Turbo is made for 8-9.
+            num_inference_steps: Denoising steps; Z-Image-Turbo is made for 8 (transformer passes).
             guidance_scale: 0 for Z-Image-Turbo (its default); higher follows the prompt more literally.
             seed: -1 for a random seed; the same seed and settings give the same image.
 

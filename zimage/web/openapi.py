@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..model_defaults import TURBO_STEPS
 from ..request import (INPAINT_FILLS, MAX_GUIDANCE, MAX_IMAGES, MAX_MASK_BLUR, MAX_PADDING, MAX_SEED, MAX_SIZE,
                        MAX_STEPS, MIN_SIZE, MIN_STEPS, MODES, RESIZE_MODES, SIZE_MULTIPLE)
 
@@ -78,8 +79,11 @@ def generate_body(max_prompt_chars: int) -> dict:
         "prompt": text(max_prompt_chars, blank_ok=False),
         "negative_prompt": text(max_prompt_chars, blank_ok=True, nullable=True),
         "width": SIZE, "height": SIZE,
-        "num_inference_steps": integer(MIN_STEPS, MAX_STEPS, 9),
+        "num_inference_steps": integer(MIN_STEPS, MAX_STEPS, TURBO_STEPS),
         "guidance_scale": GUIDANCE, "seed": SEED,
+        # the base model's CFG options (diffusers' ZImagePipeline); no effect at guidance 0
+        "cfg_normalization": {"type": "boolean", "default": False},
+        "cfg_truncation": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
         "num_images": integer(1, MAX_IMAGES, 1),
         "control": CONTROL_UNIT,
         # edits: an image makes it img2img, with a mask inpaint; outpaint extends the canvas
@@ -122,7 +126,7 @@ def edits_body(max_prompt_chars: int) -> dict:
 
 def a1111_body(max_prompt_chars: int) -> dict:
     """POST /sdapi/v1/txt2img: A1111's fields we use; others are accepted and ignored, as A1111 does.
-    steps 20 and cfg_scale 7 (A1111's defaults) mean Z-Image-Turbo's 9 and 0."""
+    steps 20 and cfg_scale 7 (A1111's defaults) mean Z-Image-Turbo's 8 and 0."""
     return {"type": "object", "required": ["prompt"], "properties": {
         "prompt": text(max_prompt_chars, blank_ok=False),
         "negative_prompt": text(max_prompt_chars, blank_ok=True, nullable=True),

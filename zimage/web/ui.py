@@ -17,6 +17,7 @@ from ..config import Settings
 from ..errors import Cancelled, ZImageError
 from ..i18n import status_text
 from ..jobs import Backend, Job
+from ..model_defaults import TURBO_STEPS
 from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest, as_int
 from ..state import LoadState
 from ..store.page_memory import page_secret
@@ -45,7 +46,7 @@ SIZE_PRESETS = ["1024x1024", "1152x896", "896x1152", "1216x832", "832x1216", "13
 UNLOAD_CHOICES = [("unload_keep_ram", "cpu"), ("unload_free_all", "none")]    # (page_text key, unload(to=))
 GALLERY_MAX = 48
 CUSTOM = "Custom"
-SAVED_DEFAULTS = ("", "", 1024, 1024, 9, 0.0, -1, 1, *LORA_DEFAULTS)   # the controls' defaults, in SAVED_FIELDS order
+SAVED_DEFAULTS = ("", "", 1024, 1024, TURBO_STEPS, 0.0, -1, 1, *LORA_DEFAULTS)   # the controls' defaults, in SAVED_FIELDS order
 def size_problem(width, height, lang: str = "en") -> str:
     """What is wrong with a width and height, naming the field ('' when both are fine)."""
     out = []
@@ -333,7 +334,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                                  elem_id="height")
                         size_error = gr.Markdown("", elem_id="size-error")
                         with gr.Row():
-                            steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label=label("steps"), elem_id="steps")
+                            steps = gr.Slider(1, MAX_STEPS, value=TURBO_STEPS, step=1, label=label("steps"), elem_id="steps")
                             guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.1, label=label("guidance"),
                                                  elem_id="guidance")
                         with gr.Row():

@@ -17,6 +17,7 @@ import gradio as gr
 
 from ..config import Settings
 from ..errors import InvalidRequest, ZImageError
+from ..model_defaults import TURBO_STEPS
 from ..request import (DEFAULT_MASK_BLUR, DEFAULT_PADDING, DEFAULT_STRENGTH, MAX_IMAGES, MAX_MASK_BLUR, MAX_PADDING,
                        MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest)
 from ..store.images import MAX_OUTPAINT_PX, drawn_mask, load_image, outpaint_canvas
@@ -207,7 +208,7 @@ def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list
                     height = gr.Slider(MIN_SIZE, MAX_SIZE, value=1024, step=SIZE_MULTIPLE, label=label("height"),
                                        elem_id="edit-height")
                 with gr.Row():
-                    steps = gr.Slider(1, MAX_STEPS, value=9, step=1, label=label("steps"), elem_id="edit-steps")
+                    steps = gr.Slider(1, MAX_STEPS, value=TURBO_STEPS, step=1, label=label("steps"), elem_id="edit-steps")
                     seed = gr.Number(value=-1, precision=0, label=label("seed_label"), elem_id="edit-seed")
                     count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label=label("images_label"), elem_id="edit-count")
             with gr.Column(scale=3):

@@ -1,0 +1,88 @@
+"""Load time per model format on the tiny model, each load in a fresh process (CPU is enough).
+
+    python -m bench.format_bench [--repeat 3]
+
+Formats: the diffusers folder (our loader), the ComfyUI-layout bf16 .safetensors and the Q8_0 .gguf
+(ours: store/model_source + engine/single_file, the whole pipeline); the baseline is plain
+diffusers doing the same thing by hand: `ZImageTransformer2DModel.from_single_file(config=folder)`
+for the DiT plus `ZImagePipeline.from_pretrained(folder, transformer=...)` for the rest. One JSON
+line per (format, loader, run) with the machine and versions, then one summary line per format.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+kind, path, folder = sys.argv[1:4]
+if kind == "ours":
+    from zimage.engine.loader import load_pipeline
+    from zimage.store.model_files import Catalog
+    from zimage.store.model_source import ModelOptions, is_model_file, resolve_parts
+    from pathlib import Path
+    src = Path(path)
+    if is_model_file(path):
+        src = resolve_parts(path, ModelOptions(), catalog=Catalog(pipelines=[Path(folder)]))
+    pipe = load_pipeline(src, torch.float32)
+else:
+    from diffusers import GGUFQuantizationConfig, ZImagePipeline, ZImageTransformer2DModel
+    kw = dict(config=folder, subfolder="transformer", local_files_only=True, torch_dtype=torch.float32)
+    if path.endswith(".gguf"):
+        kw["quantization_config"] = GGUFQuantizationConfig(compute_dtype=torch.float32)
+    if path == folder:
+        pipe = ZImagePipeline.from_pretrained(folder, torch_dtype=torch.float32, local_files_only=True)
+    else:
+        dit = ZImageTransformer2DModel.from_single_file(path, **kw)
+        pipe = ZImagePipeline.from_pretrained(folder, transformer=dit, torch_dtype=torch.float32, local_files_only=True)
+print(json.dumps({"load_s": time.perf_counter() - t0}))
+"""
+
+
+def run_once(kind: str, path: Path, folder: Path) -> float:
+    out = subprocess.run([sys.executable, "-c", CHILD, kind, str(path), str(folder)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])["load_s"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    import diffusers
+    import torch
+
+    from zimage.testing.tiny_comfy import make_tiny_comfy
+    from zimage.testing.tiny_model import make_tiny_model
+
+    machine = {"machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
+               "diffusers": diffusers.__version__, "cpus": __import__("os").cpu_count(),
+               "date": time.strftime("%Y-%m-%d")}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_tiny_model(Path(tmp) / "tiny")
+        files = make_tiny_comfy(Path(tmp) / "comfy", gguf_type="Q8_0")
+        formats = {"diffusers-folder": folder, "comfyui-bf16-safetensors": files["dit"], "gguf-Q8_0": files["gguf"]}
+        for fmt, path in formats.items():
+            times = {"ours": [], "diffusers": []}
+            for i in range(args.repeat):
+                for kind in times:          # alternated, so a warmer page cache favours neither
+                    seconds = run_once(kind, path, folder)
+                    times[kind].append(seconds)
+                    print(json.dumps({**machine, "format": fmt, "loader": kind, "run": i, "load_s": round(seconds, 3)}))
+            ours, base = statistics.median(times["ours"]), statistics.median(times["diffusers"])
+            print(json.dumps({**machine, "format": fmt, "summary": True, "ours_median_s": round(ours, 3),
+                              "diffusers_median_s": round(base, 3), "ratio": round(ours / base, 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
