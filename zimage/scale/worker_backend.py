@@ -8,10 +8,9 @@ that dies (kill -9, a CUDA fault, the OOM killer) costs the image it was running
   (after a second death within QUICK_DEATH_S, after a growing pause, so a crash loop cannot spin);
 - the status says "restarting" until the new worker reports.
 
-The worker saves images into the outputs folder itself, as the in-process manager does; the result
-(pixels and saved paths) comes back whole. "Unload VRAM and RAM" (unload to "none") ends the worker
-once it is idle and starts a bare one that has not imported torch, so all of the model's memory
-goes back to the system (bench/process_bench.py measures it).
+The worker saves images into the outputs folder itself, as the in-process manager does; results come
+back whole. "Unload VRAM and RAM" (to "none") ends the idle worker and starts a bare one (torch not
+imported): the model's memory goes back to the system (bench/process_bench.py measures it).
 """
 from __future__ import annotations
 
@@ -25,14 +24,14 @@ from dataclasses import dataclass, replace
 
 from .. import startup
 from ..config import Settings
-from ..errors import BackendUnavailable, Cancelled, QueueFull, WorkerCrashed
+from ..errors import BackendUnavailable, Cancelled, QueueFull
 from ..jobs import CACHE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches
 from ..request import GenerationRequest, GenerationResult
-from ..state import LoadState, MemoryInfo, Status
+from ..state import MemoryInfo, Status
 from ..store.cache_ops import check_confirmed
 from ..store.outputs import OutputStore
-from .worker_wire import WorkerReport
-from .worker_process import exit_description, spawn_worker
+from .worker_wire import WorkerReport, page_status
+from .worker_process import crash_error, exit_description, restarting_status, spawn_worker
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ class WorkerBackend:
 
     @property
     def worker_pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return getattr(self._proc, "pid", None)
 
     def close(self, timeout: float = 10.0) -> None:
         with self._lock:
@@ -221,8 +220,7 @@ class WorkerBackend:
             self.last_crash = why
             lived_s = time.monotonic() - self._started_at
             self._quick_deaths = self._quick_deaths + 1 if lived_s < QUICK_DEATH_S else 0
-            crash = WorkerCrashed(f"The model process ended ({why}); it is restarting.",
-                                  "Generate this image again; waiting images run once the new model process is up.")
+            crash = crash_error(why)
             lost = [j for j in self._jobs.values() if j.sent_to == incarnation and j.phase not in IDLE_PHASES]
             for job in lost:
                 del self._jobs[job.key]
@@ -235,9 +233,7 @@ class WorkerBackend:
             if self._report is not None:
                 self._load_base += self._report.load_count
             self._report = None
-            self._restart_status = Status(model=self.settings.model, state=LoadState.ERROR,
-                                          message=crash.message, note="worker restarting",
-                                          hint="The page stays up; waiting images run on the new model process.")
+            self._restart_status = restarting_status(self.settings.model, crash)
         if conn is not None:
             conn.close()
         log.error("the model worker process %d ended (%s) with %d image(s) running and %d waiting: restarting it",
@@ -261,21 +257,12 @@ class WorkerBackend:
             report, restarting = self._report, self._restart_status
             waiting_here = sum(1 for j in self._jobs.values() if j.sent_to == 0)
             queued = len(self._jobs)
-        page_events = startup.timeline()
         if report is None:
             base = restarting or Status(model=self.settings.model, message="The model process is starting.")
-            return replace(base, queue_length=queued, startup=tuple(page_events))
-        s = report.status
-        shift = report.started_epoch - startup.PROCESS_START_EPOCH
-        events = sorted(page_events + [(name, round(t + shift, 3)) for name, t in s.startup], key=lambda e: e[1])
-        changes = dict(startup=tuple(events), queue_length=s.queue_length + waiting_here)
-        if s.state == LoadState.UNLOADED and not s.message and s.busy and \
-                not any(name == startup.MODEL_IMPORTED for name, _ in s.startup):
-            changes["message"] = "The model process is importing torch and diffusers."
-        if self.last_crash:
-            note = f"The model process was restarted {self.restarts} time(s); the last one ended ({self.last_crash})."
-            changes["note"] = "\n".join(filter(None, [s.note, note]))
-        return replace(s, **changes)
+            return replace(base, queue_length=queued, startup=tuple(startup.timeline()))
+        note = (f"The model process was restarted {self.restarts} time(s); the last one ended ({self.last_crash})."
+                if self.last_crash else "")
+        return page_status(report, waiting_here, note)
 
     @property
     def gpu_device(self) -> str | None:

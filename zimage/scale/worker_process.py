@@ -17,6 +17,8 @@ import sys
 from multiprocessing.connection import Connection
 
 from ..config import PROJECT_ROOT, Settings
+from ..errors import WorkerCrashed
+from ..state import LoadState, Status
 
 
 def spawn_worker(settings: Settings, warm: bool = True) -> tuple[subprocess.Popen, Connection]:
@@ -46,3 +48,15 @@ def exit_description(returncode: int | None) -> str:
             name = "an unknown signal"
         return f"killed by signal {-returncode} ({name})"
     return f"exit status {returncode}"
+
+
+def crash_error(why: str) -> WorkerCrashed:
+    """The error of the image the worker was running when it ended (`why`: exit_description)."""
+    return WorkerCrashed(f"The model process ended ({why}); it is restarting.",
+                         "Generate this image again; waiting images run once the new model process is up.")
+
+
+def restarting_status(model: str, crash: WorkerCrashed) -> Status:
+    """What the page shows from a worker's end until the new one reports."""
+    return Status(model=model, state=LoadState.ERROR, message=crash.message, note="worker restarting",
+                  hint="The page stays up; waiting images run on the new model process.")
