@@ -132,7 +132,7 @@ def test_foreign_origin_and_rebinding_host_are_refused(server):
 def test_queue_full_gives_429_with_retry_after(start_server, settings):
     import dataclasses
 
-    srv = start_server(dataclasses.replace(settings, queue_max=1))
+    srv = start_server(dataclasses.replace(settings, queue_max=1, backend="inprocess"))    # a hook on the pipe
     m = srv.manager
     m.ensure_ready(60)
     release = threading.Event()

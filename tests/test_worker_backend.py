@@ -104,7 +104,16 @@ def test_the_page_process_never_imports_torch(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _ok(url + "/"), 120, interval=0.2, message="the page")
+        answers = []
+
+        def page() -> bool:
+            try:
+                answers.append(requests.get(url + "/", timeout=30).status_code)
+            except requests.ConnectionError:
+                return False
+            return answers[-1] == 200
+        wait_for(page, 120, interval=0.05, message="the page")
+        assert answers == [200]                       # never a "starting" 503, even with --preload
         r = requests.post(url + "/generate", json=SHORT, timeout=180)
         assert r.status_code == 200, r.text
         workers = psutil.Process(proc.pid).children()

@@ -29,7 +29,11 @@ def spawn_worker(settings: Settings, warm: bool = True) -> tuple[subprocess.Pope
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
     try:
         proc = subprocess.Popen([sys.executable, "-m", "zimage.scale.model_worker", str(theirs.fileno())],
-                                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+                                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                # Ctrl-C and a SIGTERM to the page's group are the page's to handle: it
+                                # stops the worker (images made are written); a page that dies closes
+                                # the socket, and the worker ends on that EOF.
+                                start_new_session=True)
     finally:
         theirs.close()                 # the child has its copy: EOF here once it ends
     conn = Connection(ours.detach())
