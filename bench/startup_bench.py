@@ -105,15 +105,15 @@ def bare_gradio(cold: bool) -> dict:
 
 
 def webui(case: str, folder: str, size: int, steps: int, cache_dir: str, cold: bool, steady: int,
-          root: str = HERE) -> dict:
-    """The real server as a user starts it (from the checkout `root`); the client sends the seed's
-    /generate at once."""
+          root: str = HERE, extra: tuple = ()) -> dict:
+    """The real server as a user starts it (from the checkout `root`, with `extra` arguments); the
+    client sends the seed's /generate at once."""
     dropped = drop_caches() if cold else None
     port = free_port()
     compile_ = "auto" if case.startswith("webui_auto") else "off"
     outputs = tempfile.mkdtemp(prefix="zimage-startup-out-")
     cmd = [sys.executable, "webui.py", "--model", folder, "--preload", "--port", str(port), "--outputs", outputs,
-           "--cache-dir", cache_dir, "--compile", compile_, "--idle-unload", "0", "--idle-drop", "0"]
+           "--cache-dir", cache_dir, "--compile", compile_, "--idle-unload", "0", "--idle-drop", "0", *extra]
     out: dict = {"case": case, "cold": cold, "caches_dropped": dropped, "compile": compile_}
     url = f"http://127.0.0.1:{port}"
     body = {"prompt": "warmup", "width": size, "height": size, "num_inference_steps": steps, "seed": 1}

@@ -87,7 +87,12 @@ def start_server():
 
 
 @pytest.fixture
-def server(start_server, settings) -> RunningServer:
+def server(start_server, settings, request) -> RunningServer:
+    """The app on the tiny model; the model runs in a worker process (--backend local), or with
+    @pytest.mark.inprocess in the test's own process, for tests that reach into the manager (Gate,
+    break_the_pipeline, a slowed loader, a moved outputs folder)."""
+    if request.node.get_closest_marker("inprocess"):
+        settings = dataclasses.replace(settings, backend="inprocess")
     return start_server(settings)
 
 

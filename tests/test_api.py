@@ -23,6 +23,7 @@ def post(srv, path, body=None, **kw):
     return requests.post(srv.url + path, data=data, headers=headers, timeout=60, **kw)
 
 
+@pytest.mark.inprocess
 def test_health_goes_through_the_states_of_a_preload(server):
     h = requests.get(server.url + "/health", timeout=10).json()
     assert h["status"] == "unloaded" and h["state"] == "unloaded" and h["device"] is None
@@ -131,7 +132,7 @@ def test_foreign_origin_and_rebinding_host_are_refused(server):
 def test_queue_full_gives_429_with_retry_after(start_server, settings):
     import dataclasses
 
-    srv = start_server(dataclasses.replace(settings, queue_max=1))
+    srv = start_server(dataclasses.replace(settings, queue_max=1, backend="inprocess"))    # a hook on the pipe
     m = srv.manager
     m.ensure_ready(60)
     release = threading.Event()
@@ -210,7 +211,7 @@ def test_unwritable_outputs_still_return_the_image(start_server, settings, tmp_p
 
     blocker = tmp_path / "blocker"
     blocker.write_text("keep me")
-    srv = start_server(dataclasses.replace(settings, outputs_dir=str(tmp_path / "out")))
+    srv = start_server(dataclasses.replace(settings, outputs_dir=str(tmp_path / "out"), backend="inprocess"))
     srv.manager._store.root = blocker / "sub"      # the folder becomes impossible to create
     r = post(srv, "/generate", SEED_WARMUP)
     assert r.status_code == 200
@@ -252,6 +253,7 @@ def test_pickle_weights_folder_is_refused_with_a_message(start_server, settings,
     assert requests.get(srv.url + "/health", timeout=10).json()["status"] == "error"
 
 
+@pytest.mark.inprocess
 def test_a_generation_that_fails_is_a_json_500_and_the_server_keeps_serving(server, monkeypatch):
     break_the_pipeline(server.manager, monkeypatch)
     r = post(server, "/generate", {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 1})

@@ -266,6 +266,7 @@ def test_an_answer_holding_a_lone_surrogate_is_still_written():
     assert SafeJSONResponse({"prompt": "猫"}).body == '{"prompt":"猫"}'.encode()     # UTF-8 as before
 
 
+@pytest.mark.inprocess
 def test_a_failed_txt2img_is_a_json_500_and_the_next_one_works(server, monkeypatch):
     break_the_pipeline(server.manager, monkeypatch)
     body = {"prompt": "a fox", "width": 256, "height": 256, "steps": 1}
@@ -276,6 +277,7 @@ def test_a_failed_txt2img_is_a_json_500_and_the_next_one_works(server, monkeypat
     assert requests.post(server.url + "/sdapi/v1/txt2img", json=body, timeout=120).json()["images"]
 
 
+@pytest.mark.inprocess
 def test_a_failed_openai_generation_is_a_server_error_and_the_next_one_works(oai, server, monkeypatch):
     import openai
 

@@ -1,4 +1,5 @@
-"""`webui.py --preload` serves the model first (web/launch.py, issue 19): the HTTP API answers while
+"""`webui.py --backend inprocess --preload` (the one-process app) serves the model first (web/launch.py,
+issue 19): the HTTP API answers while
 the model loads and gradio is imported only after it, so the first image is not held back by the
 page's imports; "/" says the app is starting (503, reloading itself) until the page is built, and
 the page then works (its queue runs: Gradio's lifespan was entered); the early app has the same
@@ -32,7 +33,7 @@ class Launch:
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "webui.py", "--model", str(model), "--preload", "--port", str(self.port),
-                 "--outputs", str(tmp_path / "out"), "--idle-unload", "0", "--idle-drop", "0", *extra],
+                 "--outputs", str(tmp_path / "out"), "--idle-unload", "0", "--idle-drop", "0", "--backend", "inprocess", *extra],
                 cwd=ROOT, env=dict(os.environ, HOME=str(tmp_path / "home"), **(env or {})), stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True)

@@ -8,8 +8,16 @@ from zimage.config import ConfigError, Settings
 from zimage.engine.manager import PipelineManager
 
 
-def test_local_is_the_default_backend(settings):
-    assert type(create_backend(settings)) is PipelineManager
+def test_local_is_the_default_backend_a_worker_process(settings):
+    from zimage.scale.worker_backend import WorkerBackend
+
+    assert type(create_backend(settings)) is WorkerBackend
+
+
+def test_inprocess_backend_is_the_manager_itself(settings):
+    import dataclasses
+
+    assert type(create_backend(dataclasses.replace(settings, backend="inprocess"))) is PipelineManager
 
 
 def test_ray_backend_without_ray_installed_says_what_to_install(settings, monkeypatch):

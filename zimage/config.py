@@ -85,7 +85,7 @@ class Settings:
     compile: str = "auto"                   # auto (on with a CUDA GPU and Triton, resident or a low-VRAM plan) | on | off
     fp8: str = "off"                        # off | on: float8 matmuls in the transformer blocks (Ada/Hopper, compiled)
     batch_max: int = 1                      # images queued requests of one size may share a pipeline call (1 = off)
-    backend: str = "local"                  # local (one process, no Ray) | ray (Ray Serve replicas)
+    backend: str = "local"                  # local (a model worker process) | inprocess (one process) | ray
     ray_address: str = "auto"               # auto (a running cluster, else a local one) | HOST:PORT | ray://...
     ray_replicas: int = 1                   # fixed replica count (when ray_max_replicas <= ray_min_replicas)
     ray_min_replicas: int = 0               # autoscaling on queue length between min and max when max > min
@@ -181,8 +181,8 @@ class Settings:
         return self
 
     def _validate_ray(self) -> None:
-        if self.backend not in ("local", "ray"):
-            raise ConfigError(f"backend must be local or ray, got {self.backend!r}", "backend")
+        if self.backend not in ("local", "inprocess", "ray"):
+            raise ConfigError(f"backend must be local, inprocess or ray, got {self.backend!r}", "backend")
         if not self.ray_address.strip():
             raise ConfigError("ray_address must be auto or a cluster address such as HEAD:6379", "ray_address")
         if self.ray_replicas < 1:
@@ -206,7 +206,7 @@ class Settings:
     def generation_concurrency(self) -> int:
         """Page generations running at once: one for the local worker; with Ray, enough to keep every
         replica busy (one running and one waiting on each), the rest wait in Gradio's queue."""
-        if self.backend == "local":
+        if self.backend in ("local", "inprocess"):
             return 1
         return 2 * (self.ray_max_replicas if self.ray_autoscaling else self.ray_replicas)
 
@@ -372,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", choices=["auto", "on", "off"],
                    help="regional torch.compile of the transformer blocks, resident or in a low-VRAM plan, built "
                         "between requests (auto: on a GPU)")
-    p.add_argument("--backend", help="local (default: one process) or ray (Ray Serve replicas, one per GPU)")
+    p.add_argument("--backend", help="local (default: the model in a worker process the page restarts if it "
+                   "dies), inprocess (one process: tests, benchmarks) or ray (Ray Serve replicas, one per GPU)")
     p.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",
                    help="the Ray cluster (default auto: a running one, else start a local one)")
     p.add_argument("--ray-replicas", type=int, dest="ray_replicas", metavar="N",

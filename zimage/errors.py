@@ -161,6 +161,13 @@ class BackendUnavailable(ZImageError):
     code = "backend_unavailable"
 
 
+class WorkerCrashed(ZImageError):
+    """The model worker process ended while it ran this job (killed, a CUDA fault, the OOM killer);
+    the page stays up and starts a new one."""
+    http_status = 503
+    code = "worker_crashed"
+
+
 class UnknownEndpoint(ZImageError):
     """A request named an event, API name, session or stream this page does not have."""
     http_status = 404

@@ -68,6 +68,7 @@ ERROR_ZH: dict[str, str] = {
     "download_cancelled": "下载已取消。",
     "replica_failed": "Ray Serve 副本失败，重试也失败了。",
     "backend_unavailable": "无法连接 Ray 集群，或部署未能启动。",
+    "worker_crashed": "模型进程意外结束，正在重新启动；请重新生成这张图片。",
     "not_found": "找不到请求的内容。",
     "generation_failed": "生成失败。",
     "confirmation_mismatch": "确认的模型与请求的模型不一致。",

@@ -1,8 +1,9 @@
 """The public job handle every backend returns, its kinds and phases, and the Backend protocol: the
 surface the page and the HTTP routes use to reach the model, whichever backend runs it.
 
-`PipelineManager` (--backend local, the default: one process, no Ray) and `RayBackend` (--backend ray:
-the manager as Ray Serve replicas) both provide it; `app.create_backend` picks one.
+`WorkerBackend` (--backend local, the default: the manager in a model worker process, restarted if
+it dies), `PipelineManager` itself (--backend inprocess: one process) and `RayBackend` (--backend ray:
+the manager as Ray Serve replicas) provide it; `app.create_backend` picks one.
 """
 from __future__ import annotations
 

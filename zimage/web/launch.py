@@ -1,4 +1,8 @@
-"""Model first, page after: how `webui.py --preload` serves while it starts.
+"""Model first, page after: how `webui.py --backend inprocess --preload` serves while it starts.
+
+With the default --backend local the model is in its own worker process (scale/worker_backend.py):
+the page is served first and shows the worker's load as it goes, and none of this is used. The
+one-process app (--backend inprocess, for tests and benchmarks) still starts this way:
 
 One process has one GIL, and the launch's imports are Python work: on the CPU machine the model
 stack (torch, diffusers, transformers: 4.2 s) and the page (gradio 2.5 s, our Blocks 0.4 s) took

@@ -206,14 +206,28 @@ def import_model_stack_when_up(server, manager: Backend) -> threading.Thread:
     return t
 
 
+def mark_page_up_when_up(server) -> threading.Thread:
+    """The start-up timeline's "page up" once uvicorn serves (the worker imports torch on its own)."""
+    def run() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            startup.mark(startup.PAGE_UP)
+            log.info("the page is up")
+    t = threading.Thread(target=run, name="zimage-page-up", daemon=True)
+    t.start()
+    return t
+
+
 def serve(settings: Settings) -> None:
     outputs_dir_checked(settings)        # before the worker starts: a refused folder must not leave it running
     # Every route, the page and the MCP tools get this one backend: each generation is kept on disk.
     manager = with_kept_queue(create_backend(settings)).start()
     try:
-        if settings.preload and settings.backend != "ray":
+        if settings.preload and settings.backend == "inprocess":
             # Model first (launch.py): the API now, the load with the GIL to itself, the page after.
-            # Ray replicas load in their own processes: nothing to wait for there.
+            # The model worker process (--backend local) and Ray replicas load in their own
+            # processes: the page comes first there and shows the load as it goes.
             from .launch import LaunchApp, api_routers, build_page_after_the_model, create_early_app
 
             load = manager.preload()
@@ -226,12 +240,15 @@ def serve(settings: Settings) -> None:
                 return create_app(settings, manager, routers=routers)
             build_page_after_the_model(server, front, manager, load, build_page)
         else:
-            if settings.preload:
-                manager.preload()        # reads start at once on the worker, while the page's imports run here
+            if settings.preload and settings.backend == "ray":
+                manager.preload()        # the worker process preloads by itself (--backend local)
             quiet_gradio_user_errors()
             app = create_app(settings, manager)
             server = make_server(app, settings)
-            import_model_stack_when_up(server, manager)
+            if settings.backend == "inprocess":
+                import_model_stack_when_up(server, manager)
+            else:
+                mark_page_up_when_up(server)
         log.info("serving on http://%s:%d", settings.host, settings.port)
         if not settings.is_loopback:
             log.warning("listening on %s: other machines can reach this app (login required: --auth). "
