@@ -87,6 +87,11 @@ class Settings:
     ray_min_replicas: int = 0               # autoscaling on queue length between min and max when max > min
     ray_max_replicas: int = 0
     ray_gpus_per_replica: float = -1.0      # -1 = 1 when the cluster has GPUs, else 0 (CPU replicas)
+    enhancer_url: str = ""                  # an OpenAI-compatible endpoint for Enhance ("" = the loaded text encoder)
+    enhancer_model: str = ""                # the endpoint's model name (needed with enhancer_url)
+    enhancer_system_prompt: str = ""        # Enhance's instruction ("" = enhance_request.DEFAULT_SYSTEM_PROMPT)
+    enhancer_max_tokens: int = 400          # new tokens an enhanced prompt may have
+    enhancer_timeout_s: float = 120.0       # seconds an enhancement may take
     config: str = ""                        # the extra TOML file this was read from, if any
 
     @property
@@ -171,7 +176,20 @@ class Settings:
         if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
             raise ConfigError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype!r}", "dtype")
         self._validate_ray()
+        self._validate_enhancer()
         return self
+
+    def _validate_enhancer(self) -> None:
+        if self.enhancer_url and not re.match(r"https?://[^\s/]+", self.enhancer_url):
+            raise ConfigError(f"enhancer_url must be an http:// or https:// URL, got {self.enhancer_url!r}",
+                              "enhancer_url")
+        if self.enhancer_url and not self.enhancer_model.strip():
+            raise ConfigError("enhancer_url needs enhancer_model: the endpoint's model name", "enhancer_model")
+        if not 16 <= self.enhancer_max_tokens <= 2048:
+            raise ConfigError(f"enhancer_max_tokens must be 16-2048, got {self.enhancer_max_tokens}",
+                              "enhancer_max_tokens")
+        if self.enhancer_timeout_s <= 0:
+            raise ConfigError(f"enhancer_timeout_s must be > 0, got {self.enhancer_timeout_s}", "enhancer_timeout_s")
 
     def _validate_ray(self) -> None:
         if self.backend not in ("local", "ray"):
@@ -361,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upper bound for autoscaling (autoscaling is on when it exceeds the minimum)")
     p.add_argument("--ray-gpus-per-replica", type=float, dest="ray_gpus_per_replica", metavar="N",
                    help="GPUs each replica reserves (default -1: 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--enhancer-url", dest="enhancer_url", metavar="URL",
+                   help="Enhance on an OpenAI-compatible endpoint (Ollama, LM Studio: http://127.0.0.1:11434/v1) "
+                        "instead of the loaded text encoder")
+    p.add_argument("--enhancer-model", dest="enhancer_model", metavar="NAME", help="the endpoint's model name")
+    p.add_argument("--enhancer-max-tokens", type=int, dest="enhancer_max_tokens", metavar="N",
+                   help="new tokens an enhanced prompt may have (default 400)")
+    p.add_argument("--enhancer-timeout", type=float, dest="enhancer_timeout_s", metavar="SECONDS",
+                   help="seconds an enhancement may take (default 120)")
     return p
 
 

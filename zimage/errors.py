@@ -293,3 +293,18 @@ class ControlNetRefused(ZImageError):
     """ControlNet cannot run on the model as it is placed now (a low-VRAM plan, int8 or fp8 weights)."""
     http_status = 409
     code = "controlnet_refused"
+
+
+class EnhancerFailed(ZImageError):
+    """The prompt enhancer could not answer (the endpoint is down or answered nonsense)."""
+    http_status = 502
+    code = "enhancer_failed"
+
+
+class EnhancerTimeout(ZImageError):
+    http_status = 504
+    code = "enhancer_timeout"
+
+    def __init__(self, seconds: float):
+        super().__init__(f"The prompt enhancer gave no answer within {seconds:g} s.",
+                         "Try again, or raise --enhancer-timeout.", seconds=seconds)

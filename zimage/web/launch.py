@@ -47,9 +47,11 @@ def api_routers(settings: Settings, manager: Backend) -> list:
     from .api import build_router
     from .compat_api import build_compat_router
     from .edit_api import build_edit_router
+    from .enhance_api import build_enhance_router
 
     return [build_router(manager, settings.max_prompt_chars), build_compat_router(manager, settings.max_prompt_chars),
-            build_edit_router(manager, settings.max_prompt_chars)]
+            build_edit_router(manager, settings.max_prompt_chars),
+            build_enhance_router(manager, settings.max_prompt_chars)]
 
 
 def add_guards(app, settings: Settings) -> None:
