@@ -22,10 +22,12 @@ MAX_VARIETY = 1.0
 NOISE_STD_SCALE = 2.0          # variety 1 -> amplitude 2 x std, InvokeAI's maximum
 SHARE = 0.5                    # the share of embedding values that get noise (ComfyUI's randomize_percent 50)
 SWITCH_FRACTION = 0.25         # noisy for this share of the steps, at least one: 9 steps -> 2
-# The variety the page starts at. Measured (bench/variety_bench.py, docs/BENCHMARKS.md): on the tiny
-# random model 0.3 raised the mean pixel distance between 4 seeds' images clearly above off while the
-# same seed stayed the same picture; the real-shape figure is the GPU issue's.
-PAGE_DEFAULT = 0.3
+# The variety the page and the APIs start at: off. Measured (bench/variety_bench.py, docs/BENCHMARKS.md):
+# on the tiny random model the spread between 4 seeds is the latent noise's (72 levels of 255 at off,
+# 72.03 at 1.0: ratio 1.00) while each picture drifts from its own off image in step with variety
+# (0.13 levels at 0.3, 0.42 at 1.0); a random model says nothing about a default that raises variety,
+# so it stays off until the real-shape figure (the GPU issue) picks one.
+PAGE_DEFAULT = 0.0
 INFOTEXT_KEY = "Variety"
 A1111_FIELD = "subseed_strength"   # A1111's variation strength (0-1), mapped onto variety
 
