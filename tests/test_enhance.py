@@ -197,3 +197,15 @@ def test_the_endpoints_timeout_and_errors(start_server, settings, fake_endpoint)
     down = start_server(dataclasses.replace(settings, enhancer_url="http://127.0.0.1:9/v1", enhancer_model="m"))
     r = httpx.post(down.url + ROUTE, json={"prompt": "a fox"}, timeout=60)
     assert r.status_code == 502 and r.json()["error"] == "enhancer_failed"
+
+
+def test_the_mcp_tool_enhances(start_server, settings):
+    from test_mcp import MCP_URL, _text, run_mcp
+
+    srv = start_server(dataclasses.replace(settings, mcp=True, enhancer_max_tokens=16))
+    _, (ok, bad) = run_mcp(srv.url + MCP_URL, [("enhance_prompt", {"prompt": "a fox", "seed": 2}),
+                                               ("enhance_prompt", {"prompt": " "})])
+    assert not ok.isError, _text(ok)
+    info = json.loads(_text(ok))
+    assert info["original_prompt"] == "a fox" and info["prompt"] and info["tokens"] <= 16
+    assert bad.isError and "prompt" in _text(bad)
