@@ -52,7 +52,7 @@ def _refusal(err: ZImageError, request: gr.Request | None) -> gr.Error:
 
 
 def add_mcp_tools(manager: Backend, settings: Settings) -> None:
-    """Add the four tools to the Blocks whose context is open (server.create_app opens it)."""
+    """Add the tools to the Blocks whose context is open (server.create_app opens it)."""
     auth_on = bool(settings.api_auth_pairs)
 
     async def generate(prompt: str, negative_prompt: str = "", width: int = 1024, height: int = 1024,
