@@ -184,6 +184,7 @@ class GenerationRequest:
     inpaint_full_res_padding: int = DEFAULT_PADDING
     resize_mode: int = 0
     inpainting_fill: int = 1
+    wildcard_prompt: str = ""     # the prompt as written when wildcards chose `prompt` (explore.prompting; not an input)
 
     FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
               "guidance_scale", "seed", "num_images")
@@ -310,7 +311,8 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
     lines.append(f"Steps: {req.num_inference_steps}, Sampler: {quote(SAMPLER_LABEL)}, "
                  f"CFG scale: {req.guidance_scale:g}, Seed: {seed}, Size: {req.width}x{req.height}, Model: {quote(model)}"
                  + _edit_text(req) + _lora_hashes_text(req, lora_hashes)
-                 + (f", {req.control.infotext()}" if req.control is not None else ""))
+                 + (f", {req.control.infotext()}" if req.control is not None else "")
+                 + (f", Wildcard prompt: {quote(req.wildcard_prompt)}" if req.wildcard_prompt else ""))
     return "\n".join(lines)
 
 
