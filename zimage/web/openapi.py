@@ -81,6 +81,7 @@ def generate_body(max_prompt_chars: int) -> dict:
         "num_inference_steps": integer(MIN_STEPS, MAX_STEPS, 9),
         "guidance_scale": GUIDANCE, "seed": SEED,
         "num_images": integer(1, MAX_IMAGES, 1),
+        "batch_count": integer(1, 100, 1),     # explore.batches.MAX_BATCH_COUNT: batches in turn, seeds following on
         "control": CONTROL_UNIT,
         # edits: an image makes it img2img, with a mask inpaint; outpaint extends the canvas
         "image": IMAGE_B64, "mask": {**IMAGE_B64, "description": "white = change (an alpha channel: transparent = change)"},
