@@ -22,7 +22,7 @@ MAX_NAME_CHARS = 128
 MAX_FILE_BYTES = 1 * 2**20       # a wildcard list of a few thousand lines is ~100 KB
 MAX_DEPTH = 12                   # nested choices and wildcards inside picked lines
 MAX_EXPANDED_CHARS = 64 * 1024   # the request's own max_prompt_chars refuses a long result after this
-_NAME = re.compile(r"__([\w\-./]{1,%d}?)__" % MAX_NAME_CHARS)
+_NAME = re.compile(r"__([\w\-./]{1,1000}?)__")    # longer names are matched, then refused by name_problem
 _COUNT = re.compile(r"\s*(\d{1,3})\s*\$\$")
 
 
