@@ -10,7 +10,6 @@ import gradio as gr
 
 from ..config import Settings
 from ..errors import ZImageError
-from ..explore.axes import AXES
 from ..explore.batches import MAX_BATCH_COUNT
 from ..explore.grid import grid_picture, plan_grid, run_grid, save_grid
 from ..jobs import Backend, Job
@@ -21,13 +20,15 @@ from .ui_inputs import page_error_text, seed_value
 from .ui_lora import with_loras
 from .ui_preview import job_progress
 
-AXIS_CHOICES = [("xyz_none", "none")] + [(None, field) for field in AXES]
+DICE, REUSE = "🎲", "♻"          # symbols in both languages
+AXIS_CHOICES = [("xyz_none", "none"), ("xyz_seed", "seed"), ("xyz_steps", "steps"), ("xyz_guidance", "guidance"),
+                ("xyz_size", "size"), ("xyz_lora_strength", "lora_strength"), ("xyz_prompt_sr", "prompt_sr")]
 
 
 def build_seed_tools() -> tuple[gr.Button, gr.Button]:
     """🎲 (seed -1) and ♻ (the picked or last result's seed), beside the Seed box."""
-    dice = gr.Button(label("seed_dice"), elem_id="seed-random", size="sm", scale=0, min_width=44)
-    reuse = gr.Button(label("seed_reuse"), elem_id="seed-reuse", size="sm", scale=0, min_width=44)
+    dice = gr.Button("🎲", elem_id="seed-random", size="sm", scale=0, min_width=44)
+    reuse = gr.Button("♻", elem_id="seed-reuse", size="sm", scale=0, min_width=44)
     return dice, reuse
 
 
@@ -128,12 +129,14 @@ def build_xyz_tab(manager: Backend, settings: Settings, base_inputs: list, lora_
     with gr.Tab(label("tab_xyz"), id="xyz", elem_id="xyz-tab") as tab:
         gr.Markdown(label("xyz_intro"))
         axis_inputs = []
-        for axis, default in (("X", "seed"), ("Y", "none"), ("Z", "none")):
+        for axis, default, type_key, values_key in (("X", "seed", "xyz_x_type", "xyz_x_values"),
+                                                    ("Y", "none", "xyz_y_type", "xyz_y_values"),
+                                                    ("Z", "none", "xyz_z_type", "xyz_z_values")):
             with gr.Row():
-                choices = [(label(key) if key else AXES[value][0], value) for key, value in AXIS_CHOICES]
-                field = gr.Dropdown(choices, value=default, label=f"{axis}", elem_id=f"xyz-{axis.lower()}-type",
+                choices = [(label(key), value) for key, value in AXIS_CHOICES]
+                field = gr.Dropdown(choices, value=default, label=label(type_key), elem_id=f"xyz-{axis.lower()}-type",
                                     scale=1)
-                values = gr.Textbox("1-2" if default == "seed" else "", label=f"{axis} values", max_lines=1,
+                values = gr.Textbox("1-2" if default == "seed" else "", label=label(values_key), max_lines=1,
                                     elem_id=f"xyz-{axis.lower()}-values", scale=3)
             axis_inputs += [field, values]
         with gr.Row():
