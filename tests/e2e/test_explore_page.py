@@ -1,6 +1,6 @@
 """Issue 33's page controls in a real browser on the tiny model: the X/Y/Z tab makes a grid, 🎲 and
 ♻ set the seed, Generate forever runs until Stop."""
-import threading
+import time
 
 from conftest import wait_for
 from e2e.test_browser import CHROMIUM, browser_page, pytestmark, set_slider  # noqa: F401
@@ -28,10 +28,12 @@ def test_seed_tools_and_generate_forever_stop(server):
         wait_for(lambda: len(list(server.manager._store.root.glob("*/*.png"))) >= 3, 120,
                  message="Generate forever to make three images")
         page.locator("#stop-btn").click()
-        wait_for(lambda: "Stopped" in page.locator("#result-info").inner_text(), 60,
-                 message=f"the stop: {page.locator('#result-info').inner_text()!r} {server.manager.current_generation()}")
+        # the Stop's own words and the run's last answer may arrive in either order: what counts is
+        # that nothing runs any more and no image is made after it
+        wait_for(lambda: server.manager.current_generation() is None, 60, message="nothing running")
         made = len(list(server.manager._store.root.glob("*/*.png")))
-        wait_for(lambda: server.manager.current_generation() is None, 30, message="nothing running")
+        time.sleep(3)          # a forever loop not stopped makes one image a second or faster here
+        assert server.manager.current_generation() is None
         assert len(list(server.manager._store.root.glob("*/*.png"))) == made      # nothing after the Stop
         page.locator("#seed-reuse").click()
         wait_for(lambda: seed_of(page) not in ("-1", ""), 10, message="♻ to set the last seed")
