@@ -1,6 +1,7 @@
 """The package's architecture, checked on its imports (ast): one dependency direction, no circles.
 
 core (config, errors, state, request, infotext_text, jobs, units, i18n, startup) <- store <- engine <- scale <- app <- web <- cli
+explore (the X/Y/Z plot, wildcards, batches: pure logic over a Backend) <- web, beside store: core only.
 (cli's `serve` starts the web server; nothing in web imports cli).
 `web/` never imports torch, diffusers or transformers (it talks to a Backend); `engine/` never
 imports gradio, fastapi, starlette, uvicorn or ray; `store/` never imports torch. Every import
@@ -16,13 +17,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "zimage"
 # Backend that app.create_backend() returns.
 ALLOWED = {"core": {"core"}, "store": {"core", "store"}, "engine": {"core", "store", "engine"},
            "scale": {"core", "store", "engine", "scale"}, "app": {"core", "store", "engine", "scale", "app"},
-           "web": {"core", "store", "app", "web"}, "cli": {"core", "store", "app", "web", "cli"}}
+           "explore": {"core", "explore"},
+           "web": {"core", "store", "explore", "app", "web"}, "cli": {"core", "store", "explore", "app", "web", "cli"}}
 CORE = {"config", "errors", "state", "request", "infotext_text", "jobs", "units", "i18n", "startup", "model_defaults",
         "variety", "prompt_origin", "enhance_request"}
 TOP = {"app": "app", "kept_queue": "app", "cli": "cli", "cli_cache": "cli", "__main__": "cli"}
 FORBIDDEN = {"web": {"torch", "diffusers", "transformers"},
              "engine": {"gradio", "gradio_client", "fastapi", "starlette", "uvicorn", "ray"},
-             "store": {"torch", "diffusers", "transformers"}}
+             "store": {"torch", "diffusers", "transformers"},
+             "explore": {"torch", "diffusers", "transformers", "gradio", "gradio_client", "fastapi", "starlette", "ray"}}
 
 
 def module_name(path: Path) -> str:
@@ -36,7 +39,7 @@ def layer_of(module: str) -> str | None:
     if len(parts) < 2:
         return None
     head = parts[1]
-    if head in ("store", "engine", "scale", "web"):
+    if head in ("store", "engine", "scale", "web", "explore"):
         return head
     if head in CORE:
         return "core"

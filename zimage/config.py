@@ -61,6 +61,8 @@ class Settings:
     idle_drop_s: float = 7200.0             # idle seconds before the RAM copy is dropped too (0 = never)
     outputs_dir: str = "outputs"
     lora_dir: str = ""                      # "" = models/loras beside the outputs folder
+    wildcards_dir: str = ""                 # "" = models/wildcards beside the outputs folder (__name__ in prompts)
+    grid_max_cells: int = 64                # images one X/Y/Z plot may make
     cache_dir: str = ""                     # "" = MODELSCOPE_CACHE or modelscope's default
     demo: bool = False                      # run on the tiny random model (noise images, CPU friendly)
     queue_max: int = 8                      # generation jobs that may wait; more get 429
@@ -110,6 +112,13 @@ class Settings:
         return Path(self.outputs_dir).expanduser().parent / "models" / "loras"
 
     @property
+    def wildcards_folder(self) -> Path:
+        """Where `__name__` wildcards are read: --wildcards-dir, else models/wildcards beside the outputs."""
+        if self.wildcards_dir.strip():
+            return Path(self.wildcards_dir).expanduser()
+        return Path(self.outputs_dir).expanduser().parent / "models" / "wildcards"
+
+    @property
     def auth_pairs(self) -> list[tuple[str, str]]:
         """Every user:password from --auth (comma separated) and --auth-file (one per line, # comments)."""
         entries = [e for e in self.auth.split(",") if e.strip()]
@@ -148,6 +157,8 @@ class Settings:
         for name in ("idle_unload_s", "idle_drop_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 = never), got {getattr(self, name)}", name)
+        if not 1 <= self.grid_max_cells <= 1024:
+            raise ConfigError(f"grid_max_cells must be 1-1024, got {self.grid_max_cells}", "grid_max_cells")
         if self.queue_max < 1:
             raise ConfigError(f"queue_max must be >= 1, got {self.queue_max}", "queue_max")
         pairs = self.auth_pairs        # parsed here so a malformed entry or a missing file stops the start
@@ -362,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", dest="outputs_dir", metavar="DIR", help="where images are saved")
     p.add_argument("--lora-dir", dest="lora_dir", metavar="DIR",
                    help="LoRA .safetensors files for <lora:NAME:w> (default models/loras beside --outputs)")
+    p.add_argument("--wildcards-dir", dest="wildcards_dir", metavar="DIR",
+                   help="text files for __name__ wildcards in prompts (default models/wildcards beside --outputs)")
+    p.add_argument("--grid-max-cells", type=int, dest="grid_max_cells", metavar="N",
+                   help="images one X/Y/Z plot may make (default 64)")
     p.add_argument("--cache-dir", dest="cache_dir", metavar="DIR", help="model cache (default MODELSCOPE_CACHE)")
     p.add_argument("--config", metavar="FILE", help="TOML settings file")
     p.add_argument("--demo", action="store_true", help="tiny random model: try the app on a CPU")

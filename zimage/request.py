@@ -191,6 +191,7 @@ class GenerationRequest:
     inpainting_fill: int = 1
     variety: float = 0.0           # seeded noise on the prompt embeddings' first steps (zimage/variety.py)
     original_prompt: str = ""      # the prompt before Enhance rewrote it, kept in the infotext
+    wildcard_prompt: str = ""     # the prompt as written when wildcards chose `prompt` (explore.prompting; not an input)
 
     FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
               "guidance_scale", "cfg_normalization", "cfg_truncation", "seed", "num_images", "variety", "original_prompt")
@@ -318,7 +319,8 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
                  + cfg_infotext(req.cfg_normalization, req.cfg_truncation)
                  + _edit_text(req) + _lora_hashes_text(req, lora_hashes)
                  + (f", {req.control.infotext()}" if req.control is not None else "")
-                 + variety_part(req.variety) + original_prompt_part(req.original_prompt, req.prompt))
+                 + variety_part(req.variety) + original_prompt_part(req.original_prompt, req.prompt)
+                 + (f", Wildcard prompt: {quote(req.wildcard_prompt)}" if req.wildcard_prompt else ""))
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import functools
 import json
 import logging
 import re
@@ -19,6 +21,8 @@ from fastapi import APIRouter, Request
 from ..errors import BadRequestBody, BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
 from ..i18n import language_of
 from ..jobs import Backend
+from ..explore.batches import batch_count_of, batch_requests, first_seed, run_batches
+from ..explore.prompting import dynamic_request
 from ..request import GenerationRequest
 from ..store.outputs import png_bytes
 from .control_api import with_control
@@ -36,7 +40,7 @@ CLIENT_ID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_CLIENT_ID_CHARS)
 # The owner of API generations sent without X-Client-Id. The page's jobs always carry a browser
 # session id, so an anonymous /sdapi/v1/interrupt never reaches a browser tab's images.
 API_CLIENT = "api"
-API_PATHS = ("/health", "/generate", "/preload", "/unload")
+API_PATHS = ("/health", "/generate", "/preload", "/unload", "/grid")
 MCP_PATH = "/gradio_api/mcp"          # Gradio's mount point (gradio.routes.App.setup_mcp_server)
 
 
@@ -132,6 +136,11 @@ def decode_json(body: bytes):
         raise BadRequestBody("The body is not valid JSON: it is nested too deeply.") from None
 
 
+def rebuilt(data: dict, control, folder, max_prompt_chars: int, seed: int) -> GenerationRequest:
+    """A later batch's request: the body again with its seed (its wildcards picked with it)."""
+    return dataclasses.replace(dynamic_request(dict(data, seed=seed), folder, max_prompt_chars), control=control)
+
+
 def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     router = APIRouter(default_response_class=SafeJSONResponse)
     auth_on = bool(manager.settings.api_auth_pairs)
@@ -156,12 +165,19 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             control = data.pop("control", None) if isinstance(data, dict) else None
             if isinstance(data, dict) and ({"image", "mask", "outpaint", "init_image"} & set(data)):
                 data = await asyncio.to_thread(image_fields, data, manager)     # decoding takes ~0.1 s a 2 MP image
-            req = GenerationRequest.from_mapping(data, max_prompt_chars)
+            count = batch_count_of(data.pop("batch_count", 1)) if isinstance(data, dict) else 1
+            data = first_seed(data) if count > 1 else data
+            req = dynamic_request(data, manager.settings.wildcards_folder, max_prompt_chars)
             req = await with_control(req, control, manager.settings)
             client, user = request_caller(request, auth_on)
-            job = manager.submit(req, job_owner(client), user)
             started = time.perf_counter()
-            result = await asyncio.wrap_future(job.future)
+            if count == 1:
+                result = await asyncio.wrap_future(manager.submit(req, job_owner(client), user).future)
+            else:       # batch count: one queued job per batch, the seeds following on
+                rebuild = functools.partial(rebuilt, data, req.control, manager.settings.wildcards_folder,
+                                            max_prompt_chars)
+                result = await asyncio.to_thread(run_batches, manager, batch_requests(req, count, rebuild), count,
+                                                 job_owner(client), user)
         except ZImageError as e:
             return error_response(e, request_language(request))
         r = result.request

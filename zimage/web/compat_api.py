@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from ..errors import InvalidRequest, ZImageError
+from ..explore.prompting import dynamic_request
 from ..jobs import Backend
 from ..model_defaults import TURBO_STEPS
 from ..request import MAX_IMAGES, MAX_SIZE, MIN_SIZE, MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
@@ -116,10 +117,12 @@ def a1111_png_info(image: Any, max_bytes: int, max_pixels: int) -> dict:
             "items": {"comfyui": found.raw} if found.source == "comfyui" else {}, "parameters": parameters}
 
 
-def a1111_request(data: dict, max_prompt_chars: int) -> GenerationRequest:
-    """Our request from an A1111 body's mapped fields; a refusal names the field the caller sent
-    (steps, cfg_scale, denoising_strength, batch_size), not ours."""
+def a1111_request(data: dict, max_prompt_chars: int, wildcards_folder: Path | None = None) -> GenerationRequest:
+    """Our request from an A1111 body's mapped fields (wildcards picked, explore.prompting); a refusal
+    names the field the caller sent (steps, cfg_scale, denoising_strength, batch_size), not ours."""
     try:
+        if wildcards_folder is not None:
+            return dynamic_request(data, wildcards_folder, max_prompt_chars)
         return GenerationRequest.from_mapping(data, max_prompt_chars)
     except InvalidRequest as e:
         theirs = A1111_NAMES.get(e.field)
@@ -129,12 +132,13 @@ def a1111_request(data: dict, max_prompt_chars: int) -> GenerationRequest:
         raise InvalidRequest(theirs, f"(batch_size x n_iter) {words}" if e.field == "num_images" else words) from None
 
 
-def a1111_to_request(body: dict, max_prompt_chars: int) -> tuple[GenerationRequest, dict]:
+def a1111_to_request(body: dict, max_prompt_chars: int,
+                     wildcards_folder: Path | None = None) -> tuple[GenerationRequest, dict]:
     """(validated request, the mapping notes) from an A1111 txt2img body."""
     if not isinstance(body, dict):
         raise InvalidRequest("body", "must be a JSON object")
     data, notes = a1111_fields(body)
-    return a1111_request(data, max_prompt_chars), notes
+    return a1111_request(data, max_prompt_chars, wildcards_folder), notes
 
 
 def _a1111_error(err: ZImageError, request: Request) -> SafeJSONResponse:
@@ -223,7 +227,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     async def txt2img(request: Request):
         try:
             body = await read_json(request, max_bytes=txt2img_cap, image_keys=(a1111_unit_images,))
-            req, notes = a1111_to_request(body, max_prompt_chars)
+            req, notes = a1111_to_request(body, max_prompt_chars, manager.settings.wildcards_folder)
             req = await a1111_control(req, body, manager.settings)
             result = await run(req, request)
         except ZImageError as e:

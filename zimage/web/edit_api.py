@@ -69,7 +69,7 @@ def a1111_img2img_request(body: Any, manager: Backend, max_prompt_chars: int) ->
     for name in ("width", "height"):
         if body.get(name) is not None:
             data[name] = body[name]
-    return a1111_request(data, max_prompt_chars), notes
+    return a1111_request(data, max_prompt_chars, manager.settings.wildcards_folder), notes
 
 
 async def read_capped(request: Request, cap: int, what: str) -> bytes:

@@ -88,6 +88,7 @@ def generate_body(max_prompt_chars: int) -> dict:
         "variety": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0,
                     "description": "seeded noise on the prompt embeddings' first steps: more difference between seeds"},
         "original_prompt": text(max_prompt_chars, blank_ok=True, nullable=True),
+        "batch_count": integer(1, 100, 1),     # explore.batches.MAX_BATCH_COUNT: batches in turn, seeds following on
         "control": CONTROL_UNIT,
         # edits: an image makes it img2img, with a mask inpaint; outpaint extends the canvas
         "image": IMAGE_B64, "mask": {**IMAGE_B64, "description": "white = change (an alpha channel: transparent = change)"},

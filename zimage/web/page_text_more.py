@@ -65,3 +65,9 @@ def _fill(table: list[tuple[str, str]], value: str) -> str | None:
 def lora_reason(reason: str, lang: str) -> str:
     """Why the LoRA folder's file is not used, in `lang` (an unknown reason stays as it is)."""
     return (_fill(_LORA_REASONS_ZH, reason) or reason) if lang == "zh" else reason
+
+
+from .page_text_explore import EXPLORE_EN, EXPLORE_ZH  # noqa: E402  (issue 33's words, merged with these)
+
+MORE_EN.update(EXPLORE_EN)
+MORE_ZH.update(EXPLORE_ZH)

@@ -15,6 +15,9 @@ import gradio as gr
 from .. import startup
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
+from ..explore.batches import batch_count_of, batch_requests, first_seed
+from ..explore.in_turn import run_in_turn
+from ..explore.prompting import dynamic_request
 from ..i18n import status_text
 from ..jobs import Backend, Job
 from ..model_defaults import TURBO_STEPS
@@ -28,6 +31,7 @@ from .page_text import LANG_CHOICES, label, request_lang, text
 from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
 from .ui_edit import build_edit_tab, send_selected
+from .ui_explore import StepProgress, build_batch_controls, build_seed_tools, build_xyz_tab, wire_seed_tools
 from .ui_history import GenerateControls, build_history_tab
 from .ui_inputs import page_error_text, prompt_box, seed_value
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
@@ -178,24 +182,53 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         entries = result_entries(result, lang)
         return [item for item in (r.gallery_item(lang) for r in entries) if item], result_info(result, lang)
 
+    runs: dict = {}                       # client -> its Generate runs under way (Batch count, Generate forever)
+    runs_lock = threading.Lock()
+
     def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
                     lora1=None, lora2=None, lora3=None, lora1_strength=1.0, lora2_strength=1.0,
-                    lora3_strength=1.0, request: gr.Request = None, progress=gr.Progress()):
+                    lora3_strength=1.0, batch_count=1, forever=False, request: gr.Request = None,
+                    progress=gr.Progress()):
         client_id, lang = valid_client_id(client), request_lang(request)
         try:
-            req = GenerationRequest.from_mapping(
-                {"prompt": with_loras(prompt or "", (lora1, lora2, lora3),
-                                      (lora1_strength, lora2_strength, lora3_strength)),
-                 "negative_prompt": negative or "", "width": width, "height": height, "num_inference_steps": steps,
-                 "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count}, settings.max_prompt_chars)
-            picked = control_picks.get(request.session_hash if request else None)
-            req = dataclasses.replace(req, control=control_unit(picked, model_label(settings)))
-            job = submit(req, owner_of(client_id, request), request)
+            data = {"prompt": with_loras(prompt or "", (lora1, lora2, lora3), (lora1_strength, lora2_strength,
+                                                                               lora3_strength)),
+                    "negative_prompt": negative or "", "width": width, "height": height, "num_inference_steps": steps,
+                    "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count}
+            batches = None if forever is True else batch_count_of(1 if batch_count is None else batch_count)
+            data = first_seed(data) if batches != 1 else data
+            control = control_unit(control_picks.get(request.session_hash if request else None), model_label(settings))
+            build = lambda d: dataclasses.replace(   # noqa: E731  (wildcards picked with each batch's seed)
+                dynamic_request(d, settings.wildcards_folder, settings.max_prompt_chars), control=control)
+            requests = batch_requests(build(data), batches, lambda s: build(dict(data, seed=s)))
         except ZImageError as e:          # validation errors included: they name the control
             raise gr.Error(page_error_text(e, lang))
-        recorded = track(client_id, job, lang) if client_id else None
-        wait_for_job(job, recorded.is_set if recorded else job.future.done, progress, lang)
-        return outcome(job, client_id, lang)
+        jobs: dict = {}                   # job -> its recorded event; the last one waited for answers
+        with runs_lock:                   # Stop stays enabled for the whole run, not only while a batch runs
+            runs[client_id] = runs.get(client_id, 0) + 1
+
+        def start(req: GenerationRequest) -> Job:
+            job = submit(req, owner_of(client_id, request), request)
+            jobs[job] = track(client_id, job, lang) if client_id else None
+            return job
+
+        def wait(i: int, job: Job) -> None:
+            jobs["last"] = job
+            step = StepProgress(progress, i, batches, "batch_progress", lang) if batches != 1 else progress
+            wait_for_job(job, jobs[job].is_set if jobs[job] else job.future.done, step, lang)
+        try:
+            run_in_turn(start, requests, lambda *_: None, wait)
+        except Cancelled:
+            pass
+        except ZImageError as e:
+            if "last" not in jobs:
+                raise gr.Error(page_error_text(e, lang))
+        except Exception:                 # the job's failure: outcome() says what happened
+            pass
+        finally:
+            with runs_lock:
+                runs[client_id] -= 1
+        return outcome(jobs["last"], client_id, lang)
 
     def run_edit(req: GenerationRequest, client, request: gr.Request | None, progress) -> tuple:
         """The Edit tab's request, queued and tracked as Generate's are: (gallery, info)."""
@@ -245,7 +278,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
     def on_tick(client, request: gr.Request = None):
         status = manager.status()
-        mine = bool(registry.running(valid_client_id(client)))
+        client = valid_client_id(client)
+        mine = bool(registry.running(client)) or runs.get(client, 0) > 0      # between a run's batches too
         return (render_status(status, manager.memory(), request_lang(request), settings),
                 gr.Button(visible=status.state == LoadState.DOWNLOADING), gr.Button(interactive=mine))
 
@@ -339,8 +373,10 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                                  elem_id="guidance")
                         with gr.Row():
                             seed = gr.Number(value=-1, precision=0, label=label("seed_label"), elem_id="seed")
+                            seed_dice, seed_reuse = build_seed_tools()
                             count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label=label("images_label"),
                                               elem_id="count")
+                        batch_count, forever = build_batch_controls()
                         with gr.Accordion(label("settings_label"), open=False, elem_id="settings-panel"):
                             unload_to = gr.Radio([(label(key), to) for key, to in UNLOAD_CHOICES], value=gpu_default,
                                                  label=label("unload_to_label"), elem_id="unload-to",
@@ -366,6 +402,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                                                             lora_strengths), edit)
             with gr.Tab(label("tab_pnginfo"), id="pnginfo") as pnginfo_tab:
                 build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
+            build_xyz_tab(manager, settings, [prompt, negative, width, height, steps, guidance, seed],
+                          [*lora_picks, *lora_strengths], client_id, owner_of)
 
         private = dict(queue=False, api_visibility="private")
         tab_outputs = [generate_tab, edit.tab, history_tab, pnginfo_tab]      # in tab_labels' order
@@ -404,11 +442,12 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # A click while this browser's job runs is queued behind it ("multiple"; Gradio's "once" dropped
         # it without a word) and says so; one progress bar, the live panel's: none of Gradio's on the results.
         generate_btn.click(on_click, client_id, [stop_btn, preview_timer, info], show_progress="hidden", **private)
-        generate_btn.click(on_generate, [*controls, client_id, *lora_controls], [gallery, info],
+        generate_btn.click(on_generate, [*controls, client_id, *lora_controls, batch_count, forever], [gallery, info],
                            api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room,
                            trigger_mode="multiple", show_progress="hidden").then(*preview_off, **private)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
         stop_btn.click(on_stop, client_id, info, **private)
         gallery.select(on_pick, None, picked, **private)
+        wire_seed_tools(seed_dice, seed_reuse, seed, picked, client_id, registry)
         send_btn.click(send_selected, [picked, prompt], [*edit.outputs, tabs], **private)
     return demo

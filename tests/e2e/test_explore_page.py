@@ -1,0 +1,57 @@
+"""Issue 33's page controls in a real browser on the tiny model: the X/Y/Z tab makes a grid, 🎲 and
+♻ set the seed, Generate forever runs until Stop."""
+import time
+
+from conftest import wait_for
+from e2e.test_browser import CHROMIUM, browser_page, pytestmark, set_slider  # noqa: F401
+
+
+def seed_of(page) -> str:
+    return page.locator("#seed input").input_value()
+
+
+def small(page) -> None:
+    page.locator("#prompt textarea").fill("a fox")
+    for name, value in (("width", 256), ("height", 256), ("steps", 1)):
+        set_slider(page, name, value)
+
+
+def test_seed_tools_and_generate_forever_stop(server):
+    with browser_page(server.url) as page:
+        small(page)
+        page.locator("#seed input").fill("1234")
+        page.locator("#seed input").press("Enter")
+        page.locator("#seed-random").click()
+        wait_for(lambda: seed_of(page) == "-1", 10, message="🎲 to set -1")
+        page.locator("#generate-forever input").check()
+        page.locator("#generate-btn").click()
+        wait_for(lambda: len(list(server.manager._store.root.glob("*/*.png"))) >= 3, 120,
+                 message="Generate forever to make three images")
+        page.locator("#stop-btn").click()
+        # the Stop's own words and the run's last answer may arrive in either order: what counts is
+        # that nothing runs any more and no image is made after it
+        wait_for(lambda: server.manager.current_generation() is None, 60, message="nothing running")
+        made = len(list(server.manager._store.root.glob("*/*.png")))
+        time.sleep(3)          # a forever loop not stopped makes one image a second or faster here
+        assert server.manager.current_generation() is None
+        assert len(list(server.manager._store.root.glob("*/*.png"))) == made      # nothing after the Stop
+        page.locator("#seed-reuse").click()
+        wait_for(lambda: seed_of(page) not in ("-1", ""), 10, message="♻ to set the last seed")
+        from PIL import Image
+
+        from zimage.request import parse_infotext
+        newest = max(server.manager._store.root.glob("*/*.png"), key=lambda p: p.stat().st_mtime_ns)
+        seeds = {parse_infotext(Image.open(p).info["parameters"])["seed"]
+                 for p in server.manager._store.root.glob("*/*.png")}
+        assert int(seed_of(page)) in seeds and newest.exists()
+
+
+def test_the_xyz_tab_makes_a_grid(server):
+    with browser_page(server.url) as page:
+        small(page)
+        page.locator("#main-tabs").get_by_role("tab", name="X/Y/Z plot").click()
+        page.locator("#xyz-x-values input, #xyz-x-values textarea").first.fill("5, 6")
+        page.locator("#xyz-run").click()
+        wait_for(lambda: "2 of 2 cells" in page.locator("#xyz-info").inner_text(), 120, message="the grid")
+        page.locator("#xyz-grid img").wait_for()
+        assert len(list(server.manager._store.root.glob("*/*.png"))) == 3     # two cells and the grid

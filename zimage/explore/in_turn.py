@@ -1,0 +1,74 @@
+"""Requests through the Backend one after another (a grid's cells, a batch count's batches,
+Generate forever): each one a job of the backend's queue, so one model load serves them all and
+other callers' jobs take their turns between them.
+
+One job waits in the queue behind the running one, so a Stop (the backend's cancel for the owner)
+always finds a job of this run to cancel, also in the instant between two jobs; that job's
+Cancelled (or its stopped result) ends the run, and what finished before is kept.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Callable, Iterable, Iterator
+
+from ..errors import Cancelled, QueueFull
+from ..jobs import Job
+from ..request import GenerationRequest, GenerationResult
+
+log = logging.getLogger(__name__)
+
+AHEAD = 1          # jobs queued behind the running one
+
+
+def run_in_turn(submit: Callable[[GenerationRequest], Job], requests: Iterable[GenerationRequest],
+                on_result: Callable[[int, Job, GenerationResult], None],
+                wait: Callable[[int, Job], None] | None = None) -> bool:
+    """Submit `requests` in order and give each result to `on_result(index, job, result)`; `wait`
+    (index, job) is called first while the job runs (progress). True when a Stop ended the run before
+    the last request. A failure other than a Stop cancels the queued job and is raised."""
+    todo: Iterator[GenerationRequest] = iter(requests)
+    pending: deque[tuple[int, Job]] = deque()
+    index, held = 0, None
+
+    def top_up() -> None:
+        nonlocal index, held
+        while len(pending) <= AHEAD:
+            req = held if held is not None else next(todo, None)
+            if req is None:
+                return
+            try:
+                pending.append((index, submit(req)))
+            except QueueFull:
+                if not pending:       # nothing of ours runs: the caller hears the queue is full
+                    raise
+                held = req            # others fill the queue: this one goes in after ours ends
+                return
+            held = None
+            index += 1
+
+    def drop_pending() -> None:
+        for _, job in pending:
+            job.cancel_event.set()
+        pending.clear()
+
+    try:
+        top_up()
+        while pending:
+            i, job = pending.popleft()
+            if wait is not None:
+                wait(i, job)
+            try:
+                result = job.future.result()
+            except Cancelled:
+                drop_pending()
+                return True
+            on_result(i, job, result)
+            if job.cancelled:            # stopped after some of its images: they are kept, the run ends
+                drop_pending()
+                return True
+            top_up()
+    except BaseException:
+        drop_pending()
+        raise
+    return False
