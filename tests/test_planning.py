@@ -158,3 +158,62 @@ def test_all_dense_and_nothing_streamed_needs_no_slots():
     all_int8 = REAL_Q.peak(34, True, 0)
     all_dense = REAL_Q.peak(34, True, 0, dense=34)
     assert all_dense - all_int8 == sum(REAL_Q.block_slots) - sum(REAL_Q.blocks) - 2 * max(REAL_Q.block_slots)
+
+
+# Z-Image-Turbo's DiT by its real shapes (diffusers' ZImageTransformer2DModel defaults: dim 3840,
+# feed-forward 10240, 30 heads; 2 noise refiners and 30 layers with adaLN 256 -> 4 x 3840, 2 context
+# refiners without): the 2-D weights and the 1-D norms and biases of each block, the rest in bf16.
+_ATTN, _FFN, _ADALN = 4 * 3840 * 3840, 3 * 3840 * 10240, 256 * 4 * 3840
+_MOD_2D, _MOD_1D = _ATTN + _FFN + _ADALN, 2 * 128 + 4 * 3840 + 4 * 3840
+_CTX_2D, _CTX_1D = _ATTN + _FFN, 2 * 128 + 4 * 3840
+_CORE_PARAMS = 6_154_908_736 - 32 * (_MOD_2D + _MOD_1D) - 2 * (_CTX_2D + _CTX_1D)
+
+
+def dit_sizes(bytes_per_weight: float, fmt: str) -> Sizes:
+    """The real model with its DiT's 2-D weights at `bytes_per_weight` (Q8_0: 34 bytes a block of
+    32), norms and biases in float32, embedders in bf16; the text encoder and VAE as REAL."""
+    mod = int(_MOD_2D * bytes_per_weight) + 4 * _MOD_1D
+    ctx = int(_CTX_2D * bytes_per_weight) + 4 * _CTX_1D
+    blocks = (mod, mod, ctx, ctx) + (mod,) * 30
+    return Sizes(core=2 * _CORE_PARAMS, blocks=blocks, vae=REAL.vae, text_core=REAL.text_core,
+                 text_blocks=REAL.text_blocks, dit_format=fmt)
+
+
+def test_the_real_shapes_add_up_to_the_real_model():
+    assert 32 * (_MOD_2D + _MOD_1D) + 2 * (_CTX_2D + _CTX_1D) + _CORE_PARAMS == 6_154_908_736
+    assert 0 < _CORE_PARAMS < 20e6                          # embedders and final layer: small
+    assert abs(dit_sizes(2, "bf16").dit - 12.31e9) < 0.05e9  # the bf16 file's 12.31 GB
+
+
+def test_an_8_gib_budget_keeps_a_q8_0_dit_resident_and_says_why():
+    q8 = dit_sizes(34 / 32, "Q8_0")
+    plan = make_plan(q8, 8 * GiB)
+    assert plan.streamed_blocks == 0 and plan.resident_blocks == 34 and not plan.text_encoder_on_gpu
+    assert plan.est_peak_bytes <= 8 * GiB and plan.vae_tiling
+    text = plan.describe()
+    assert text.startswith(f"resident: Q8_0 DiT {q8.dit / GiB:.1f} GiB + text encoder visits"), text
+    assert "VAE in tiles fit the 8.0 GiB budget" in text and "streamed from RAM" not in text
+
+
+def test_an_8_gib_budget_streams_a_bf16_dit_and_says_why():
+    bf16 = dit_sizes(2, "bf16")
+    plan = make_plan(bf16, 8 * GiB)
+    assert 0 < plan.resident_blocks < 34 and plan.streamed_blocks == 34 - plan.resident_blocks
+    text = plan.describe()
+    assert f"{plan.streamed_blocks} streamed from RAM" in text
+    assert text.endswith(f"the bf16 DiT {bf16.dit / GiB:.1f} GiB does not fit whole beside the rest"), text
+
+
+def test_the_text_encoders_visit_is_not_counted_beside_the_denoise():
+    """Its layers' slots exist only while the prompt is encoded: the peak is the larger phase,
+    not their sum (the sum would stream a Q8_0 DiT's blocks at 8 GiB)."""
+    q8 = dit_sizes(34 / 32, "Q8_0")
+    work = working_bytes(True)
+    resident = q8.core + sum(q8.blocks) + q8.vae + q8.text_core
+    assert q8.peak(34, False, work) == resident + work
+    assert q8.peak(34, False, 0) == resident + 2 * max(q8.text_blocks)
+
+
+def test_everything_on_the_gpu_names_the_dit_format():
+    plan = make_plan(dit_sizes(34 / 32, "Q8_0"), 40 * GiB)
+    assert plan.is_resident and plan.describe().startswith("everything on the GPU: Q8_0 DiT 6.1 GiB")

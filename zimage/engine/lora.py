@@ -17,6 +17,8 @@ storage and compiled blocks do not recompile.
 - Weights a low-VRAM plan streams from RAM, and int8 weights (dequantized into a GPU slot as they
   run), are never changed: the streamer (`offload.BlockStreamer`, a `carrier`) adds the same terms
   to the slot right after the copy or dequantize, so they carry their LoRA with nothing to restore.
+- Packed GGUF weights are never changed either: the LoRA runs beside them as an added low-rank path
+  (lora_side.SidePaths), taken off by removing its hook.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import torch
 
 from ..errors import IllegalTransition, InvalidRequest, LoraMismatch, LoraNeedsFullWeights, LoraUnreadable, OutOfMemory
 from .anatomy import SCALE
+from .lora_side import SidePaths, compute_dtype, is_packed, weight_shape
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +208,7 @@ def match(transformer, weights: LoraWeights) -> Match:
         if target is None:
             missing.append(module_name)
             continue
-        out_f, in_f = target.weight.shape[0], target.weight.shape[1]
+        out_f, in_f = weight_shape(target)
         if pair.up.ndim != 2 or pair.down.ndim != 2 or pair.up.shape[1] != pair.down.shape[0] or \
                 (pair.up.shape[0], pair.down.shape[1]) != (out_f, in_f):
             wrong.append(module_name)
@@ -278,11 +281,12 @@ class LoraState:
         self._saved: dict[str, torch.Tensor] = {}           # module path -> exact copy of the base weight
         self._fused: set[str] = set()                      # module paths whose weight holds LoRAs now
         self._carried = False
+        self._side = SidePaths()                            # LoRAs beside packed GGUF layers
         self.applied: list[Applied] = []
 
     @property
     def active(self) -> bool:
-        return bool(self._fused) or self._carried
+        return bool(self._fused) or self._carried or self._side.active
 
     @property
     def saved_bytes(self) -> int:
@@ -309,8 +313,9 @@ class LoraState:
             matches.append((m, float(strength)))
         linears = _linears(self.transformer)
         touched = {n for m, s in matches if s != 0.0 for n in m.fits}
-        carried = {n for n in touched if self.carrier is not None and self.carrier.carries(linears[n])}
-        in_place = sorted(touched - carried)
+        side = {n for n in touched if is_packed(linears[n])}
+        carried = {n for n in touched - side if self.carrier is not None and self.carrier.carries(linears[n])}
+        in_place = sorted(touched - carried - side)
         for m, s in matches:
             check_full_weights(self.transformer, [n for n in m.fits if s != 0.0 and n in in_place], m.lora)
         self.restore()
@@ -326,6 +331,10 @@ class LoraState:
                     self.carrier.set_loras({linears[n]: terms(matches, n, self.carrier.compute_dtype,
                                                               self.carrier.device) for n in carried})
                     self._carried = True
+                if side:
+                    device = self.carrier.device if self.carrier is not None else None
+                    self._side.set({linears[n]: terms(matches, n, compute_dtype(linears[n], torch.float32),
+                                                      device or linears[n].weight.device) for n in side})
             except BaseException:
                 self.restore()                          # half-fused is never left behind
                 raise
@@ -370,6 +379,7 @@ class LoraState:
         if self._carried:
             self.carrier.set_loras({})
             self._carried = False
+        self._side.clear()
         if not self._fused:
             self.applied = []
             return

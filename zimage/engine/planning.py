@@ -1,7 +1,7 @@
 """Planning for a VRAM budget: which transformer blocks stay on the GPU, which stream from RAM,
 whether the text encoder visits the GPU only to encode and the VAE decodes in tiles. Pure
-arithmetic on the component sizes (bf16, or int8 with bf16 slots), so every budget is tested on the
-CPU; offload.py carries a plan out.
+arithmetic on the component sizes as loaded (bf16; int8 with bf16 slots; a GGUF DiT's packed bytes,
+dequantized per layer as it runs), so every budget is tested on the CPU; offload.py carries a plan out.
 """
 from __future__ import annotations
 
@@ -52,10 +52,15 @@ class Sizes:
     text_slots: tuple[int, ...] = ()
     control_core: int = 0
     control_blocks: tuple[int, ...] = ()
+    dit_format: str = ""          # how the DiT's block weights are held: bf16, fp32, int8, Q8_0, Q4_K...
 
     @property
     def quantized(self) -> bool:
         return bool(self.block_slots)
+
+    @property
+    def dit(self) -> int:
+        return self.core + sum(self.blocks)
 
     @property
     def text_encoder(self) -> int:
@@ -75,17 +80,23 @@ class Sizes:
         slot = max(self.block_slots or self.blocks, default=0)
         stage = max(self.blocks, default=0) if q and streamed else 0      # int8 copied in before dequantizing
         tslot = max(self.text_slots or self.text_blocks, default=0)
+        encode = 0
         if text_on_gpu:
             text = self.text_encoder + (SLOTS * tslot if q else 0)
         else:
-            text = self.text_core + SLOTS * (tslot + (max(self.text_blocks, default=0) if q else 0))
+            # Its visiting layers' slots live only while the prompt is encoded (made per layer and
+            # freed after it: offload.BlockStreamer without persistent slots), never beside the
+            # denoise's or the decode's working memory; the encoder's own activations (a 512-token
+            # prompt: tens of MB) are left in the slack. Counted as one phase, not on top.
+            text = self.text_core
+            encode = SLOTS * (tslot + (max(self.text_blocks, default=0) if q else 0))
         slots = SLOTS * (slot + stage) if (streamed or (q and resident > dense)) else 0
         weights = sum((self.block_slots or self.blocks)[:dense]) + sum(self.blocks[dense:resident])
         cn = len(self.control_blocks) if control_resident is None else control_resident
         control = self.control_core + sum(self.control_blocks[:cn])
         if cn < len(self.control_blocks):      # its own two slots: its blocks run between the transformer's
             control += SLOTS * max(self.control_blocks)
-        return self.core + weights + slots + self.vae + text + working + control
+        return self.core + weights + slots + self.vae + text + max(working, encode) + control
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,8 @@ class Plan:
     control_resident: int = 0     # the ControlNet's first blocks that stay on the GPU
     control_streamed: int = 0
     dense_blocks: int = 0         # int8 plans: the first resident blocks held dequantized (bf16), see with_dense_blocks
+    dit_format: str = ""          # Sizes.dit_format, for the description
+    dit_bytes: int = 0            # the DiT's bytes as loaded (its quantized bytes for GGUF and int8)
 
     @property
     def is_resident(self) -> bool:
@@ -107,7 +120,10 @@ class Plan:
                 and self.control_streamed == 0)
 
     def describe(self) -> str:
+        """Which plan and why, for the page's status panel: what is resident, what visits or
+        streams, and the DiT's format and size (what decides whether it fits)."""
         budget = "no budget" if self.budget_bytes is None else f"budget {self.budget_bytes / GiB:.1f} GiB"
+        dit = f"{self.dit_format} DiT {self.dit_bytes / GiB:.1f} GiB".lstrip() if self.dit_bytes else ""
         extra = ((", int8 weights" if self.quantized else "")
                  + (f" ({self.dense_blocks} resident blocks kept in bf16)" if self.dense_blocks else "")
                  + (", VAE in tiles" if self.vae_tiling else ""))
@@ -115,11 +131,19 @@ class Plan:
         if control:
             extra += (f", ControlNet: {self.control_resident} of {control} blocks resident" if self.control_streamed
                       else ", ControlNet resident")
+        peak = f"about {self.est_peak_bytes / GiB:.1f} GiB"
         if self.streamed_blocks == 0 and self.text_encoder_on_gpu and self.control_streamed == 0:
-            return f"everything on the GPU ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB{extra})"
+            return f"everything on the GPU{': ' + dit if dit else ''} ({budget}, {peak}{extra})"
+        if self.streamed_blocks == 0 and dit:
+            vae = "VAE in tiles" if self.vae_tiling else "VAE"
+            fits = "no budget" if self.budget_bytes is None else f"the {self.budget_bytes / GiB:.1f} GiB budget"
+            extra = extra.replace(", VAE in tiles", "")
+            te = "text encoder" if self.text_encoder_on_gpu else "text encoder visits (its layers streamed while encoding)"
+            return f"resident: {dit} + {te} + {vae} fit {fits} ({peak}{extra})"
         te = "on the GPU" if self.text_encoder_on_gpu else "streamed while encoding"
+        why = f": the {dit} does not fit whole beside the rest" if dit and self.streamed_blocks else ""
         return (f"{self.resident_blocks} transformer blocks resident, {self.streamed_blocks} streamed from RAM; "
-                f"text encoder {te} ({budget}, about {self.est_peak_bytes / GiB:.1f} GiB{extra})")
+                f"text encoder {te} ({budget}, {peak}{extra}){why}")
 
 
 def working_bytes(vae_tiling: bool, control: bool = False) -> int:
@@ -148,16 +172,19 @@ def make_plan(sizes: Sizes, budget_bytes: int | None) -> Plan:
     """The fastest placement that fits: everything resident if it fits; else the text encoder's
     layers are streamed, then as many transformer blocks as fit stay resident and the rest are
     streamed. The VAE decodes in tiles only where that keeps more blocks resident (tiles change the
-    picture slightly at their seams). int8: resident blocks in bf16 with the room left (with_dense_blocks)."""
+    picture slightly at their seams). int8: resident blocks in bf16 with the room left (with_dense_blocks).
+    The DiT is sized as loaded, so a quantized one (GGUF, int8) that fits stays whole on the GPU."""
     whole = _best_fit(sizes, budget_bytes, tiling=False)
-    if whole is not None and whole.streamed_blocks == 0 and whole.text_encoder_on_gpu:
-        return with_dense_blocks(sizes, whole)
-    tiled = _best_fit(sizes, budget_bytes, tiling=True)
+    tiled = None
+    if not (whole is not None and whole.streamed_blocks == 0 and whole.text_encoder_on_gpu):
+        tiled = _best_fit(sizes, budget_bytes, tiling=True)
     if tiled is not None and (whole is None or tiled.resident_blocks > whole.resident_blocks):
-        return with_dense_blocks(sizes, tiled)
-    if whole is not None:
-        return with_dense_blocks(sizes, whole)
-    raise DoesNotFit(budget_bytes, minimum_bytes(sizes))
+        plan = tiled
+    elif whole is not None:
+        plan = whole
+    else:
+        raise DoesNotFit(budget_bytes, minimum_bytes(sizes))
+    return replace(with_dense_blocks(sizes, plan), dit_format=sizes.dit_format, dit_bytes=sizes.dit)
 
 
 def minimum_bytes(sizes: Sizes) -> int:
@@ -199,8 +226,38 @@ def _slot_bytes(module, itemsize: int) -> int:
     return total
 
 
+DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+
+
+def weight_format(blocks: list) -> str:
+    """How the blocks' weights are held, by the bytes of each kind: a GGUF quant type's name
+    (diffusers' GGUFParameter carries it), int8 (ours, a scale beside the weight), else the dtype."""
+    by_kind: dict[str, int] = {}
+    for block in blocks:
+        for m in block.modules():
+            for name, t in m._parameters.items():
+                if t is None or t.ndim < 2:
+                    continue
+                kind = _quant_name(t) or ("int8" if SCALE in m._buffers else DTYPE_NAMES.get(str(t.dtype)[6:], str(t.dtype)[6:]))
+                by_kind[kind] = by_kind.get(kind, 0) + t.numel() * t.element_size()
+    return max(by_kind, key=by_kind.get) if by_kind else ""
+
+
+def _quant_name(t) -> str:
+    quant = getattr(t, "quant_type", None)
+    if quant is None:
+        return ""
+    import gguf           # present wherever a GGUF file loaded (diffusers' GGUF support needs it)
+
+    name = gguf.GGMLQuantizationType(int(quant)).name
+    return {"F16": "fp16", "BF16": "bf16", "F32": "fp32"}.get(name, name)
+
+
 def sizes_of(pipe, controlnet=None) -> Sizes:
-    """The pipeline's sizes, and a loaded ControlNet's own (its shared modules are the transformer's)."""
+    """The pipeline's sizes, and a loaded ControlNet's own (its shared modules are the transformer's).
+    Every tensor counts its bytes as held: a GGUF weight its packed bytes (diffusers' GGUFLinear
+    dequantizes one layer at a time as it runs, a transient inside the working memory), an int8 one
+    its int8 bytes with its bf16 slot beside."""
     blocks_list = transformer_blocks(pipe.transformer)
     text_list = text_encoder_layers(pipe.text_encoder)
     blocks = tuple(_tensor_bytes(b) for b in blocks_list)
@@ -211,6 +268,7 @@ def sizes_of(pipe, controlnet=None) -> Sizes:
                  text_core=_tensor_bytes(pipe.text_encoder) - sum(text_blocks), text_blocks=text_blocks,
                  block_slots=tuple(_slot_bytes(b, itemsize) for b in blocks_list) if quantized else (),
                  text_slots=tuple(_slot_bytes(b, itemsize) for b in text_list) if quantized else (),
+                 dit_format=weight_format(blocks_list),
                  **(_control_sizes(controlnet) if controlnet is not None else {}))
 
 
