@@ -84,7 +84,7 @@ def cmd_list(cache_dir: str, as_json: bool) -> int:
 
 
 def cmd_clear_derived(cache_dir: str, yes: bool) -> int:
-    """Delete the quantized copies and the compile cache (never a model's own files)."""
+    """Delete the int8 and bf16 copies and the compile cache (never a model's own files)."""
     import shutil
 
     base = modelscope_cache_base(cache_dir)
@@ -180,7 +180,7 @@ def add_parsers(sub) -> None:
     clr = csub.add_parser("clear", help="delete one model from the cache")
     clr.add_argument("model")
     clr.add_argument("--yes", "-y", action="store_true")
-    der = csub.add_parser("clear-derived", help="delete the int8 copies and compiled kernels the app made")
+    der = csub.add_parser("clear-derived", help="delete the int8 and bf16 copies and compiled kernels the app made")
     der.add_argument("--yes", "-y", action="store_true")
     for p in (ls, ver, rep, clr, der):
         p.add_argument("--cache-dir", default="")

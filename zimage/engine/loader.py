@@ -61,14 +61,21 @@ def component_bytes(model_dir: Path, name: str) -> int:
     return sum(f.stat().st_size for f in files)
 
 
-def weight_paths(model_dir: Path) -> list[Path]:
-    """Every safetensors file the pipeline will read (for prefetching)."""
+def weight_paths(model_dir: Path, bf16: bool = True) -> list[Path]:
+    """Every safetensors file the pipeline will read (for prefetching while the imports run): the
+    DiT's bf16 copy instead of its fp32 files where one exists, unless the load will not be bf16
+    (`bf16=False`; the prefetch starts before the dtype is known, and a copy exists only where an
+    earlier launch loaded bf16)."""
     if isinstance(model_dir, ModelParts):
         return model_dir.weight_paths()
+    from . import bf16_copy
+
+    copy = bf16_copy.usable_copy(model_dir) if bf16 else None
     paths = []
     for name in read_model_index(model_dir):
-        if (model_dir / name).is_dir():
-            paths += weight_files(model_dir / name)[0]
+        folder = copy / name if copy is not None and name == bf16_copy.COMPONENT else model_dir / name
+        if folder.is_dir():
+            paths += weight_files(folder)[0]
     return paths
 
 
@@ -117,17 +124,29 @@ def _load_plain(model_dir: Path, name: str, cls, dtype, has_weights: bool):
                               component=name) from e
 
 
+def _source_dir(model_dir: Path, name: str, quant_dir: Path | None, bf16_dir: Path | None) -> Path:
+    """The folder a component's weights are read from: the int8 copy, the DiT's bf16 copy, or the model."""
+    from .bf16_copy import COMPONENT
+    from .quantize import COMPONENTS
+
+    if quant_dir is not None and name in COMPONENTS:
+        return quant_dir / name
+    if bf16_dir is not None and name == COMPONENT:
+        return bf16_dir / name
+    return model_dir / name
+
+
 def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, total: int,
-               on_progress: LoadProgress | None, quant_dir: Path | None = None) -> dict:
+               on_progress: LoadProgress | None, quant_dir: Path | None = None, bf16_dir: Path | None = None) -> dict:
     """Weight components through the fast path; the ones it cannot take are left out (plain later).
 
     The shards start streaming to the device first (only torch is needed for that), and the
     modules are built while the bytes arrive."""
     from .fastload import FastLoadUnsupported, assign_weights, component_shards, start_streaming, tensors_of
-    from .quantize import COMPONENTS, keep_dtype, prepare_for_quantized_keys
+    from .quantize import keep_dtype, prepare_for_quantized_keys
 
     def source(name: str) -> Path:
-        return quant_dir / name if quant_dir is not None and name in COMPONENTS else model_dir / name
+        return _source_dir(model_dir, name, quant_dir, bf16_dir)
 
     plans = {}
     for name in spec:
@@ -145,7 +164,7 @@ def _load_fast(model_dir: Path, spec: dict, sizes: dict, dtype, device: str, tot
         library, class_name = spec[name]
         try:
             empty[name] = _build_empty(library, class_name, model_dir / name)
-            if source(name) != model_dir / name:
+            if quant_dir is not None and source(name).parent == quant_dir:
                 prepare_for_quantized_keys(empty[name], [t.name for s in plans[name] for t in s.tensors])
         except (FastLoadUnsupported, ValueError, TypeError, OSError) as e:
             log.warning("fast load cannot build %s (%s): plain diffusers path", name, e)
@@ -184,13 +203,17 @@ def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: Load
 
         return load_single_file_pipeline(model_dir, component_classes(read_model_index(model_dir)), dtype, device,
                                          on_progress, quant_dir)
+    from . import bf16_copy
+
     spec = read_model_index(model_dir)
     component_classes(spec)
     startup.mark(startup.MODEL_IMPORTED)
-    sizes = {name: component_bytes(quant_dir if quant_dir and (quant_dir / name).is_dir() else model_dir, name)
-             for name in spec}
+    bf16_dir = bf16_copy.select(model_dir, dtype) if quant_dir is None else None
+    if bf16_dir is not None:
+        log.info("the transformer is read from its bf16 copy %s", bf16_dir)
+    sizes = {name: component_bytes(_source_dir(model_dir, name, quant_dir, bf16_dir).parent, name) for name in spec}
     total = sum(sizes.values())
-    components = (_load_fast(model_dir, spec, sizes, dtype, device, total, on_progress, quant_dir)
+    components = (_load_fast(model_dir, spec, sizes, dtype, device, total, on_progress, quant_dir, bf16_dir)
                   if fast or quant_dir else {})
     if quant_dir is not None:
         from .quantize import COMPONENTS
@@ -205,8 +228,8 @@ def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: Load
             continue
         if on_progress:
             on_progress(LoadStage.READ, done, total, name)
-        components[name] = _load_plain(model_dir, name, _component_class(library, class_name), dtype,
-                                       bool(sizes[name]))
+        components[name] = _load_plain(_source_dir(model_dir, name, None, bf16_dir).parent, name,
+                                       _component_class(library, class_name), dtype, bool(sizes[name]))
         done += sizes[name]
     startup.mark(startup.READ)
     if on_progress:
@@ -223,4 +246,6 @@ def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: Load
         TorchPlacement.move_modules(pipe, device, on_progress=on_progress and (
             lambda d, t, n: on_progress(LoadStage.MOVE, d, t, n)))
     startup.mark(startup.ON_DEVICE)
+    if bf16_dir is None and quant_dir is None and bf16_copy.wanted(model_dir, dtype):
+        bf16_copy.start_copy(model_dir)      # after the load: never in the way of the first image
     return pipe

@@ -115,18 +115,20 @@ def keep_dtype(key: str) -> bool:
 
 # ---- the cache on disk ----------------------------------------------------------------------
 
-def _source_files(model_dir: Path) -> list[Path]:
+def _source_files(model_dir: Path, components: tuple[str, ...] = COMPONENTS) -> list[Path]:
     files = []
-    for name in COMPONENTS:
+    for name in components:
         found, _problems = weight_files(model_dir / name)
         files += found
     return files
 
 
 def source_key(model_dir: Path, records_path: Path | None = None,
-               on_bytes: Callable[[int], None] | None = None) -> str:
-    """sha256 over the source weight files' own sha256 (re-hashed only when size or mtime changed
-    since `records_path` was written)."""
+               on_bytes: Callable[[int], None] | None = None, components: tuple[str, ...] = COMPONENTS,
+               recorded_only: bool = False) -> str | None:
+    """sha256 over the `components`' weight files' own sha256 (re-hashed only when size or mtime
+    changed since `records_path` was written). With `recorded_only`, nothing is read: None when a
+    file would need hashing (the bf16 copy's check at launch must not read 25 GB to find its key)."""
     records = {}
     if records_path is not None and records_path.exists():
         try:
@@ -134,12 +136,14 @@ def source_key(model_dir: Path, records_path: Path | None = None,
         except ValueError:
             records = {}
     digest, fresh = hashlib.sha256(), {}
-    for path in _source_files(model_dir):
+    for path in _source_files(model_dir, components):
         rel = str(path.relative_to(model_dir))
         st = path.stat()
         rec = records.get(rel)
         if rec and rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns:
             sha = rec["sha256"]
+        elif recorded_only:
+            return None
         else:
             sha = sha256_file(path, on_bytes)
         fresh[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}

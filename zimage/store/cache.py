@@ -235,12 +235,14 @@ def delete_cached(base: Path, model: CachedModel) -> int:
 
 
 # Caches the app derives from a model; safe to delete, made again when needed.
-DERIVED = ((".zimage-quant", "int8 copy (--quantize)"), (".zimage-compile", "compiled kernels (--compile)"))
+# The first two live in each model's folder (engine/quantize.py, engine/bf16_copy.py), the last beside them.
+MODEL_DERIVED = ((".zimage-quant", "int8 copy (--quantize)"), (".zimage-bf16", "bf16 copy of the fp32 transformer"))
+DERIVED = (*MODEL_DERIVED, (".zimage-compile", "compiled kernels (--compile)"))
 
 
 def derived_caches(base: Path, models: list[CachedModel]) -> list[tuple[str, Path, int]]:
-    """(what, folder, bytes) for each derived cache: a model's quantized copy, the compile cache."""
-    quant, compiled = DERIVED
-    found = [(f"{quant[1]} of {m.model_id}", m.folder / quant[0]) for m in models]
+    """(what, folder, bytes) for each derived cache: a model's int8 and bf16 copies, the compile cache."""
+    compiled = DERIVED[-1]
+    found = [(f"{what} of {m.model_id}", m.folder / sub) for m in models for sub, what in MODEL_DERIVED]
     found.append((compiled[1], base / compiled[0]))
     return [(what, path, folder_bytes(path)) for what, path in found if path.is_dir() and not path.is_symlink()]

@@ -46,7 +46,7 @@ MODEL_INDEX = {"_class_name": "ZImagePipeline", "_diffusers_version": "0.42.1",
 TRANSFORMER_SHARDS = 2
 
 
-def _random_state_dict(model, generator) -> dict:
+def _random_state_dict(model, generator, dtype: str = "bfloat16") -> dict:
     import torch
 
     out = {}
@@ -62,7 +62,7 @@ def _random_state_dict(model, generator) -> dict:
         else:
             fan_in = math.prod(shape[1:]) or 1
             value = torch.randn(shape, generator=generator) / math.sqrt(fan_in)
-        out[name] = value.to(torch.bfloat16).contiguous()
+        out[name] = value.to(getattr(torch, dtype)).contiguous()
     return out
 
 
@@ -108,8 +108,13 @@ def _write_tokenizer(folder: Path, vocab_size: int) -> None:
     fast.save_pretrained(str(folder))
 
 
-def make_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write the tiny pipeline into `out_dir` (created) and return it. Deterministic for a seed."""
+def make_tiny_model(out_dir: str | Path, seed: int = 0, transformer_dtype: str = "bfloat16",
+                    dit: dict | None = None) -> Path:
+    """Write the tiny pipeline into `out_dir` (created) and return it. Deterministic for a seed.
+
+    `transformer_dtype="float32"` stores the DiT in fp32, as the official Turbo repo does (full
+    fp32 values, so a bf16 load rounds them); `dit` overrides DIT_TINY's sizes
+    (the benchmarks' bigger DiT)."""
     import torch
     from diffusers import AutoencoderKL, ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
@@ -119,13 +124,13 @@ def make_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     generator = torch.Generator().manual_seed(seed)
 
     with torch.device("meta"):
-        transformer = ZImageTransformer2DModel(**DIT_TINY)
+        transformer = ZImageTransformer2DModel(**{**DIT_TINY, **(dit or {})})
         vae = AutoencoderKL(**VAE_TINY)
         qwen_cfg = Qwen3Config(**QWEN3_TINY)
         text_encoder = Qwen3Model(qwen_cfg)
 
     _write_shards(out / "transformer", "diffusion_pytorch_model",
-                  _random_state_dict(transformer, generator), TRANSFORMER_SHARDS)
+                  _random_state_dict(transformer, generator, transformer_dtype), TRANSFORMER_SHARDS)
     transformer.save_config(str(out / "transformer"))
     _write_shards(out / "vae", "diffusion_pytorch_model", _random_state_dict(vae, generator), 1)
     vae.save_config(str(out / "vae"))
