@@ -25,6 +25,7 @@ from .control_api import with_control
 from .edit_fields import edit_body_cap, image_fields
 from .openapi import ANY_JSON, BODY_ERRORS, GENERATED, HEALTH, RUN_ERRORS, generate_body, route_docs
 from .json_text import SafeJSONResponse, refuse_unwritable
+from .model_choice import model_choice
 from .security import basic_user
 
 log = logging.getLogger(__name__)
@@ -154,10 +155,12 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             data = await read_json(request, max_bytes=generate_cap, image_keys=("image", "mask", "control.image"))
             control = data.pop("control", None) if isinstance(data, dict) else None
+            model = data.pop("model", None) if isinstance(data, dict) else None   # a listed name: switches first
             if isinstance(data, dict) and ({"image", "mask", "outpaint", "init_image"} & set(data)):
                 data = await asyncio.to_thread(image_fields, data, manager)     # decoding takes ~0.1 s a 2 MP image
             req = GenerationRequest.from_mapping(data, max_prompt_chars)
             req = await with_control(req, control, manager.settings)
+            req = await asyncio.to_thread(model_choice(manager).prepare, req, model)
             client, user = request_caller(request, auth_on)
             job = manager.submit(req, job_owner(client), user)
             started = time.perf_counter()
