@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import io
 import threading
 
@@ -14,6 +13,7 @@ import requests
 from PIL import Image
 
 from conftest import Gate, wait_for
+from zimage.web.model_choice import model_choice
 
 BASE = "Z-Image-base-tiny"       # "z-image" without "turbo": the base model's kind and defaults
 
@@ -80,7 +80,8 @@ def test_sd_models_lists_both_and_webuiapi_switches(start_server, two_models, ot
 def test_generate_model_field_and_unknown_name(start_server, two_models):
     srv = start_server(two_models)
     r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256, "model": "nope"}, timeout=30)
-    assert r.status_code == 422 and r.json()["field"] == "model" and "nope" in r.json()["error"]
+    err = r.json()["error"]
+    assert r.status_code == 422 and err["field"] == "model" and "nope" in err["message"]
     assert requests.get(srv.url + "/health", timeout=10).status_code == 200
 
     r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256, "model": BASE}, timeout=120)
@@ -90,8 +91,7 @@ def test_generate_model_field_and_unknown_name(start_server, two_models):
     r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256, "model": "tiny",
                                                     "num_inference_steps": 3}, timeout=120)
     assert r.status_code == 200 and "Model: tiny" in r.json()["info"] and r.json()["num_inference_steps"] == 3
-    sha = hashlib.sha256()
-    assert "Model hash: " in r.json()["info"] and sha.name == "sha256"
+    assert "Model hash: " in r.json()["info"]
 
 
 def test_options_unknown_checkpoint_is_4xx_naming_the_field(start_server, two_models):
@@ -128,9 +128,7 @@ def test_switch_waits_for_the_running_generation(start_server, two_models):
     switcher = threading.Thread(target=lambda: switched.update(r=requests.post(
         srv.url + "/sdapi/v1/options", json={"sd_model_checkpoint": BASE}, timeout=120)))
     switcher.start()
-    wait_for(lambda: srv.manager.status().queue_length >= 0 and any(
-        j.kind == "load" for j in list(srv.manager._queue._pending)), 10, message="the switch queued") \
-        if hasattr(srv.manager._queue, "_pending") else None
+    wait_for(lambda: model_choice(srv.manager)._selected.endswith(BASE), 10, message="the switch asked")
     assert srv.manager.load_count == 1 and "tiny" in srv.manager.settings.model
     gate.release.set()
     worker.join(60)

@@ -88,8 +88,10 @@ def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
         if value is None or value < 1:
             raise InvalidRequest(name, "must be an integer >= 1")
     negative = body.get("negative_prompt")
-    data = {"prompt": body.get("prompt", ""), "negative_prompt": "" if negative is None else negative,
+    data = {"prompt": body.get("prompt", ""),
             "seed": body.get("seed", -1), "num_images": batch * iters}
+    if negative is not None:
+        data["negative_prompt"] = negative
     if steps not in (None, A1111_DEFAULT_STEPS):       # else the model's own (model_defaults, GenerationRequest.defaulted)
         data["num_inference_steps"] = steps
     if cfg not in (None, A1111_DEFAULT_CFG):
