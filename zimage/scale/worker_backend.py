@@ -283,8 +283,7 @@ class WorkerBackend:
         return memory_info(None)
 
     def loras(self, refresh: bool = False, hash_files: bool = True) -> list[dict]:
-        """The LoRA folder, read here (file headers and hashes: no torch), as the Ray backend does;
-        a refresh also has the worker forget the weights it read."""
+        """The LoRA folders, read here (headers, hashes: no torch); a refresh also empties the worker's cache."""
         from ..store.lora_folders import a1111_list_all, lora_folders
 
         if refresh:
