@@ -18,6 +18,7 @@ one always gives the line back.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -59,3 +60,15 @@ def is_negative_start(line: str) -> bool:
 def unescape_line(line: str) -> str:
     """A prompt line as it was before escape_prompt."""
     return _ESCAPED.sub(r"\1\2", line)
+
+
+@functools.cache
+def version_text() -> str:
+    """A1111's closing `Version:` entry, naming what made the image: ", Version: diffusers 0.42.1"
+    (read from the installed package's metadata: no import of diffusers)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f", Version: diffusers {version('diffusers')}"
+    except PackageNotFoundError:
+        return ""

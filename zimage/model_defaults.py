@@ -25,6 +25,8 @@ BASE = ModelDefaults(steps=30, guidance_scale=4.0,
                      negative_prompt="blurry, low quality, distorted, deformed, watermark, text",
                      cfg_normalization=False, cfg_truncation=1.0)
 TURBO_STEPS = TURBO.steps
+# A request's fields that, when not sent, take the model's default (GenerationRequest.defaulted).
+MODEL_FIELDS = ("num_inference_steps", "guidance_scale", "negative_prompt")
 MAX_CFG_TRUNCATION = 1.0
 
 
@@ -54,3 +56,15 @@ def cfg_infotext(cfg_normalization: bool, cfg_truncation: float) -> str:
 
 def defaults_for(kind: str) -> ModelDefaults:
     return BASE if kind == "base" else TURBO
+
+
+def with_model_defaults(req, kind: str):
+    """`req` with the fields its sender left out set to this kind of model's defaults (an API
+    request that omits steps or guidance gets 30 and 4 on the base model, 8 and 0 on Turbo)."""
+    from dataclasses import replace
+
+    if not req.defaulted:
+        return req
+    d = defaults_for(kind)
+    values = {"num_inference_steps": d.steps, "guidance_scale": d.guidance_scale, "negative_prompt": d.negative_prompt}
+    return replace(req, **{k: values[k] for k in req.defaulted}, defaulted=frozenset())

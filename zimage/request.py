@@ -13,8 +13,8 @@ from typing import Any, Mapping
 
 from .prompt_origin import original_prompt_part, parse_original_prompt
 from .errors import InvalidRequest
-from .infotext_text import NEGATIVE, escape_prompt, is_negative_start, quote, unescape_line, unquote
-from .model_defaults import TURBO_STEPS, cfg_infotext, cfg_options
+from .infotext_text import NEGATIVE, escape_prompt, is_negative_start, quote, unescape_line, unquote, version_text
+from .model_defaults import MODEL_FIELDS, TURBO_STEPS, cfg_infotext, cfg_options
 from .variety import infotext_part as variety_part, parse_variety, variety_field
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ class GenerationRequest:
     num_images: int = 1
     loras: tuple[tuple[str, float], ...] = ()     # from the prompt's <lora:NAME:w> tags (not an input field)
     control: ControlUnit | None = None            # ControlNet (store.control_images.parse_control; not an input field)
+    defaulted: frozenset = field(default=frozenset(), compare=False, repr=False)  # model_defaults.MODEL_FIELDS not sent
     # Edit modes. init_image: a checked RGB PIL image (store.images.load_image); mask: "L", 255 =
     # change. Neither takes part in ==, repr or the infotext; batch_key keeps edits apart.
     mode: str = "txt2img"
@@ -228,7 +229,7 @@ class GenerationRequest:
             num_images=_int_field(data, "num_images", 1, 1, MAX_IMAGES),
             variety=variety_field(data),
             original_prompt=_str_field(data, "original_prompt", "", max_prompt_chars),
-            **edit,
+            defaulted=frozenset(MODEL_FIELDS) - set(data), **edit,
         )
 
     @property
@@ -269,7 +270,7 @@ class GenerationRequest:
     def to_dict(self) -> dict:
         """The fields as plain values; an image or mask as its size ("WxH"), not its pixels; the
         ControlNet unit without its image."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init_image", "mask", "control")}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init_image", "mask", "control", "defaulted")}
         out["loras"] = [list(pair) for pair in self.loras]
         for name in ("init_image", "mask"):
             value = getattr(self, name)
@@ -305,7 +306,7 @@ class GenerationResult:
 
 
 def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
-             lora_hashes: Mapping[str, str] | None = None) -> str:
+             lora_hashes: Mapping[str, str] | None = None, model_hash: str = "") -> str:
     """A1111's `parameters` text, which PNG Info, SD.Next, Forge and others read back. `lora_hashes`
     (name as the prompt writes it -> A1111 autov3 hash, from the files) adds A1111's and Civitai's
     `Lora hashes: "NAME: hash, ..."`."""
@@ -315,12 +316,13 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
     if req.negative_prompt and req.guidance_scale > 0:
         lines.append(f"{NEGATIVE} {escape_prompt(req.negative_prompt)}")
     lines.append(f"Steps: {req.num_inference_steps}, Sampler: {quote(SAMPLER_LABEL)}, "
-                 f"CFG scale: {req.guidance_scale:g}, Seed: {seed}, Size: {req.width}x{req.height}, Model: {quote(model)}"
+                 f"CFG scale: {req.guidance_scale:g}, Seed: {seed}, Size: {req.width}x{req.height}, "
+                 + (f"Model hash: {model_hash}, " if model_hash else "") + f"Model: {quote(model)}"
                  + cfg_infotext(req.cfg_normalization, req.cfg_truncation)
                  + _edit_text(req) + _lora_hashes_text(req, lora_hashes)
                  + (f", {req.control.infotext()}" if req.control is not None else "")
                  + variety_part(req.variety) + original_prompt_part(req.original_prompt, req.prompt)
-                 + (f", Wildcard prompt: {quote(req.wildcard_prompt)}" if req.wildcard_prompt else ""))
+                 + (f", Wildcard prompt: {quote(req.wildcard_prompt)}" if req.wildcard_prompt else "") + version_text())
     return "\n".join(lines)
 
 

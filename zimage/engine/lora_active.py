@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LoraModeUnsupported
-from ..store.loras import a1111_list, autov3_hash, file_key, resolve
+from ..store.lora_folders import a1111_list_all, resolve_any
+from ..store.loras import autov3_hash, file_key
 
 if TYPE_CHECKING:     # engine.lora imports torch (1.1 s here): not on the path of the page's start
     from .lora import LoraState, LoraWeights
@@ -34,8 +35,8 @@ class ActiveLoras:
     """Owned by the manager; `prepare`, `restore` and `drop` run on its worker only. The file caches
     are also read by `listing` from request threads, hence their lock."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: Path | list[Path]):
+        self.folders = [Path(f) for f in folder] if isinstance(folder, (list, tuple)) else [Path(folder)]
         self._lock = threading.Lock()
         self._weights: OrderedDict[tuple, LoraWeights] = OrderedDict()   # file_key -> read file
         self._hashes: dict[tuple, str] = {}                              # file_key -> autov3
@@ -62,7 +63,7 @@ class ActiveLoras:
                                         or self._state.carrier is not carrier):
             self.drop()                          # another pipeline or plan: its LoraState went with the old one
         try:
-            paths = [resolve(self.folder, name) for name, _ in loras]
+            paths = [resolve_any(self.folders, name) for name, _ in loras]
             # the files' versions are part of the key: a file replaced under the same name is read again
             key = tuple((name, strength, _version(path)) for (name, strength), path in zip(loras, paths))
         except BaseException:
@@ -136,7 +137,7 @@ class ActiveLoras:
                 self._weights.clear()
                 self._described.clear()
             hashes, described = dict(self._hashes), dict(self._described)
-        found = a1111_list(self.folder, hashes, hash_files, described)
+        found = a1111_list_all(self.folders, hashes, hash_files, described)
         with self._lock:
             self._hashes.update(hashes)
             self._described = described

@@ -22,6 +22,7 @@ from ..jobs import CACHE, COMPILE, ENHANCE, GENERATE, IDLE, IMPORT, LOAD, LOW_VR
 from ..request import GenerationRequest, GenerationResult
 from ..state import READY_STATES, LoadStage, LoadState, MemoryInfo, Status
 from ..store.cache_ops import check_confirmed, delete_model, repair_model, verify_model
+from ..store.lora_folders import lora_folders
 from ..store.outputs import OutputStore
 from . import placing, speed
 from .controlnet import ControlNetSlot
@@ -73,13 +74,14 @@ class PipelineManager:
         self._replan = False                           # re-apply the low-VRAM plan (its budget changed)
         self._attention = "native"                     # the attention backend in use
         self._prompts = PromptCache()                  # text-encoder outputs per prompt, for this pipeline
-        self._loras = ActiveLoras(settings.lora_folder)   # the LoRA set fused into the transformer now
+        self._loras = ActiveLoras(lora_folders(settings))   # the LoRA set fused into the transformer now
         self._control = ControlNetSlot()               # the ControlNet, loaded on first use
         self._compiling = None                         # the BackgroundCompile under way (compile_bg)
         self._placement_epoch = 0                      # bumped at each placement change: a plan compile's pieces check it
         self._cuda_context_asked = False               # the early CUDA context is tried on the first load only
 
-        self._runner = GenerationRunner(self._store, self._model_label)   # the pipeline call, PNG saving
+        self._runner = GenerationRunner(self._store, self._model_label,
+                                        None if settings.demo else (settings.model, settings.cache_dir))   # the pipeline call, PNG saving
         self._enhancing: set[Job] = set()              # endpoint enhancements running beside the queue (lock)
         self.load_count = 0                            # completed weight loads from disk, for tests and /health
 
@@ -150,6 +152,14 @@ class PipelineManager:
             log.info("torch and diffusers imported in the background")
         with self._lock:
             return self._enqueue_locked(IMPORT, run)
+
+    def switch_model(self, model: str, name: str = "") -> Job:
+        """Load another model (--model's value) after the jobs queued before this (engine/switch.py)."""
+        from .switch import run_switch
+
+        with self._lock:
+            self._load_job = self._enqueue_locked(LOAD, lambda job: run_switch(self, model, name, job))
+            return self._load_job
 
     def unload(self, to: str = "none") -> Job:
         if to not in ("cpu", "none"):

@@ -7,6 +7,8 @@ out-of-memory; `call` only reports one (None) after the exception is gone.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,12 +50,33 @@ class GenerationRunner:
     thread (save) alone and only copied into a job when it starts: a float's assignment is atomic,
     so they take no lock."""
 
-    def __init__(self, store: OutputStore, model_label: str):
+    def __init__(self, store: OutputStore, model_label: str, model: tuple[str, str] | None = None):
         self._store = store
         self._model_label = model_label
+        self._model: tuple[str, Path] | None = None    # the model's name and file or folder, for the PNG
+        self._model_sha256 = ""
+        if model is not None:
+            self.identify(*model)
         self.decode_s_per_image: float | None = None  # last measured VAE decode and PNG save, for Job.eta_s
         self.save_s_per_image: float | None = None
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zimage-save")   # PNG files, in order
+
+    def identify(self, model: str, cache_dir: str, name: str = "") -> None:
+        """The PNGs name this model (--model's value), as the model list does, with its hash."""
+        from ..store.model_list import name_and_path
+
+        listed, path = name_and_path(model, cache_dir)
+        self._model, self._model_sha256 = (name or listed, path), ""
+
+    def model_identity(self) -> tuple[str, str]:
+        """(the PNG's Model, its Model hash or ""): a big file's hash once its background hashing ends."""
+        if self._model is None:
+            return self._model_label, ""
+        if not self._model_sha256 and self._model[1].exists():
+            from ..store.model_hash import sha256_listing, short
+
+            self._model_sha256 = short(sha256_listing(self._model[1], self._store.root / ".index"))
+        return self._model[0], self._model_sha256
 
     def close(self) -> None:
         self._saver.shutdown(wait=True)           # images already made are written before we return
@@ -137,9 +160,9 @@ class GenerationRunner:
               peak: int | None, lora_hashes: dict[str, str] | None = None) -> GenerationResult:
         try:
             started = time.perf_counter()
+            label, model_hash = self.model_identity()
             result = save_result(job.request, images, seconds, _CountingStore(self._store, job),
-                                 self._model_label, batch_images=shared,
-                                 lora_hashes=lora_hashes)
+                                 label, batch_images=shared, lora_hashes=lora_hashes, model_hash=model_hash)
             if images:
                 self.save_s_per_image = (time.perf_counter() - started) / len(images)
             return replace(result, warning="\n".join(filter(None, [warning, result.warning])), peak_vram_bytes=peak)

@@ -222,11 +222,11 @@ class RayBackend:
     def loras(self, refresh: bool = False, hash_files: bool = True) -> list[dict]:
         """This machine's LoRA folder: the replicas read the same --lora-dir (one shared folder, or
         a copy on each node, as with the model cache)."""
-        from ..store.loras import a1111_list
+        from ..store.lora_folders import a1111_list_all, lora_folders
 
         if refresh:
             self._lora_hashes, self._lora_headers = {}, {}
-        return a1111_list(self.settings.lora_folder, self._lora_hashes, hash_files, self._lora_headers)
+        return a1111_list_all(lora_folders(self.settings), self._lora_hashes, hash_files, self._lora_headers)
 
     @property
     def load_count(self) -> int:

@@ -56,7 +56,6 @@ def _never_run(job: Job) -> None:
 class WorkerBackend:
     def __init__(self, settings: Settings):
         from ..engine.demo import with_demo_model   # no torch: the --demo model's folder only
-
         self.settings = with_demo_model(settings)
         self._store = OutputStore(self.settings.outputs_dir)
         self._lock = threading.Lock()           # guards everything below; never held while sending
@@ -284,9 +283,8 @@ class WorkerBackend:
         return memory_info(None)
 
     def loras(self, refresh: bool = False, hash_files: bool = True) -> list[dict]:
-        """The LoRA folder, read here (file headers and hashes: no torch), as the Ray backend does;
-        a refresh also has the worker forget the weights it read."""
-        from ..store.loras import a1111_list
+        """The LoRA folders, read here (headers, hashes: no torch); a refresh also empties the worker's cache."""
+        from ..store.lora_folders import a1111_list_all, lora_folders
 
         if refresh:
             self._lora_hashes = {}
@@ -294,7 +292,7 @@ class WorkerBackend:
                 self._ask("loras", (True, False), wait=False)
             except BackendUnavailable:
                 pass
-        return a1111_list(self.settings.lora_folder, self._lora_hashes, hash_files)
+        return a1111_list_all(lora_folders(self.settings), self._lora_hashes, hash_files)
 
     def current_generation(self) -> Job | None:
         with self._lock:
@@ -347,8 +345,7 @@ class WorkerBackend:
             self._send(("submit", job.key, req, owner, user), job.sent_to)
         return job
 
-    def generate(self, req: GenerationRequest, owner: str | None = None,
-                 timeout: float | None = None) -> GenerationResult:
+    def generate(self, req: GenerationRequest, owner: str | None = None, timeout: float | None = None):
         return self.submit(req, owner).future.result(timeout)
 
     def cancel(self, owner: str | None = None, user: str | None = None, current_only: bool = False) -> int:
@@ -433,12 +430,15 @@ class WorkerBackend:
         """A prompt rewrite (engine/enhance_job.py) on the worker's loaded text encoder or its endpoint."""
         return self._act(ENHANCE, "enhance_prompt", req, owner, user)
 
+    def switch_model(self, model: str, name: str = "") -> Job:    # a worker started later loads it too
+        self.settings = replace(self.settings, model=model)
+        return self._act(LOAD, "switch_model", model, name)
+
     def set_low_vram(self, enabled: bool) -> Job:
         return self._act(LOW_VRAM, "set_low_vram", bool(enabled))
 
     def import_model_stack(self) -> Job:
         return self._act(IMPORT, "import_model_stack")
-
     def repair(self, model_id: str | None = None) -> Job:
         return self._act(CACHE, "repair", model_id)
 

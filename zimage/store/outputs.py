@@ -171,13 +171,13 @@ def _write_bytes(fh, data: bytes) -> None:
 
 def save_result(req: GenerationRequest, images: list, seconds: float, store: OutputStore,
                 model_label: str = MODEL_LABEL, batch_images: int = 0,
-                lora_hashes: dict[str, str] | None = None) -> GenerationResult:
+                lora_hashes: dict[str, str] | None = None, model_hash: str = "") -> GenerationResult:
     """Save a request's images (with their infotext: `lora_hashes` are the fused LoRAs' A1111 hashes)
     and make its result."""
     results, warning = [], ""
     per_image_s = seconds / max(1, batch_images or len(images))     # as GenerationResult.seconds_per_image
     for image, seed in zip(images, req.seeds()):
-        text = infotext(req, seed, model_label, lora_hashes)
+        text = infotext(req, seed, model_label, lora_hashes, model_hash)
         path = None
         if not warning:
             try:

@@ -29,6 +29,7 @@ from .control_api import with_control
 from .edit_fields import edit_body_cap, image_fields
 from .openapi import ANY_JSON, BODY_ERRORS, GENERATED, HEALTH, RUN_ERRORS, generate_body, route_docs
 from .json_text import SafeJSONResponse, refuse_unwritable
+from .model_choice import model_choice
 from .security import basic_user
 
 log = logging.getLogger(__name__)
@@ -163,12 +164,14 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             data = await read_json(request, max_bytes=generate_cap, image_keys=("image", "mask", "control.image"))
             control = data.pop("control", None) if isinstance(data, dict) else None
+            model = data.pop("model", None) if isinstance(data, dict) else None   # a listed name: switches first
             if isinstance(data, dict) and ({"image", "mask", "outpaint", "init_image"} & set(data)):
                 data = await asyncio.to_thread(image_fields, data, manager)     # decoding takes ~0.1 s a 2 MP image
             count = batch_count_of(data.pop("batch_count", 1)) if isinstance(data, dict) else 1
             data = first_seed(data) if count > 1 else data
             req = dynamic_request(data, manager.settings.wildcards_folder, max_prompt_chars)
             req = await with_control(req, control, manager.settings)
+            req = await asyncio.to_thread(model_choice(manager).prepare, req, model)
             client, user = request_caller(request, auth_on)
             started = time.perf_counter()
             if count == 1:

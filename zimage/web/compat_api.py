@@ -22,13 +22,13 @@ from fastapi.responses import FileResponse
 from ..errors import InvalidRequest, ZImageError
 from ..explore.prompting import dynamic_request
 from ..jobs import Backend
-from ..model_defaults import TURBO_STEPS
 from ..request import MAX_IMAGES, MAX_SIZE, MIN_SIZE, MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
 from ..store.outputs import png_bytes
 from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, request_caller, request_language
 from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
 from .json_text import SafeJSONResponse
+from .models_api import submit_a1111
 from .security import basic_user
 from .openapi import (A1111_ERROR, A1111_IMAGES, A1111_PNG_INFO, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING,
                       NUMBER, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
@@ -89,12 +89,16 @@ def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
         if value is None or value < 1:
             raise InvalidRequest(name, "must be an integer >= 1")
     negative = body.get("negative_prompt")
-    data = {"prompt": body.get("prompt", ""), "negative_prompt": "" if negative is None else negative,
-            "num_inference_steps": TURBO_STEPS if steps in (None, A1111_DEFAULT_STEPS) else steps,
-            "guidance_scale": 0.0 if cfg in (None, A1111_DEFAULT_CFG) else cfg,
+    data = {"prompt": body.get("prompt", ""),
             "seed": body.get("seed", -1), "num_images": batch * iters}
     if body.get("subseed_strength") is not None:     # A1111's variation strength (0-1) is our variety
         data["variety"] = body["subseed_strength"]
+    if negative is not None:
+        data["negative_prompt"] = negative
+    if steps not in (None, A1111_DEFAULT_STEPS):       # else the model's own (model_defaults, GenerationRequest.defaulted)
+        data["num_inference_steps"] = steps
+    if cfg not in (None, A1111_DEFAULT_CFG):
+        data["guidance_scale"] = cfg
     if sized:
         data.update(width=body.get("width", 1024), height=body.get("height", 1024))
     return data, {"sampler_name": body.get("sampler_name")}
@@ -229,7 +233,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             body = await read_json(request, max_bytes=txt2img_cap, image_keys=(a1111_unit_images,))
             req, notes = a1111_to_request(body, max_prompt_chars, manager.settings.wildcards_folder)
             req = await a1111_control(req, body, manager.settings)
-            result = await run(req, request)
+            result = await submit_a1111(manager, req, request, body, auth_on)
         except ZImageError as e:
             return _a1111_error(e, request)
         return a1111_images(result, notes, body)
@@ -282,12 +286,6 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         """The caller's running pipeline call ends; its queued generations still run."""
         return await stop(request, current_only=True)
 
-    @router.get("/sdapi/v1/sd-models", **route_docs(ok={"type": "array", "items": obj(
-        {"title": STRING, "model_name": STRING, "filename": STRING}, ["title", "model_name"])}))
-    async def sd_models():
-        return [{"title": MODEL_LABEL, "model_name": MODEL_LABEL, "hash": None, "sha256": None,
-                 "filename": manager.settings.model, "config": None}]
-
     @router.post("/sdapi/v1/png-info", **route_docs(ok=A1111_PNG_INFO, body=obj({"image": STRING}, ["image"]),
                                                     errors=BODY_ERRORS + (422,), error_schema=A1111_ERROR))
     async def png_info(request: Request):
@@ -306,19 +304,6 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     @router.get("/sdapi/v1/samplers", **route_docs(ok={"type": "array", "items": obj({"name": STRING}, ["name"])}))
     async def samplers():
         return [{"name": SAMPLER_LABEL, "aliases": ["euler", "flow_match_euler"], "options": {}}]
-
-    @router.get("/sdapi/v1/options", **route_docs(ok=obj({"sd_model_checkpoint": STRING}, ["sd_model_checkpoint"])))
-    async def options():
-        return {"sd_model_checkpoint": MODEL_LABEL, "samples_format": "png", "outdir_txt2img_samples": str(outputs)}
-
-    @router.post("/sdapi/v1/options", **route_docs(ok=EMPTY, body=ANY_JSON, body_required=False,
-                                                   errors=BODY_ERRORS, error_schema=A1111_ERROR))
-    async def set_options(request: Request):
-        try:
-            await read_json(request, required=False)     # accepted and ignored: nothing here is switchable
-        except ZImageError as e:
-            return _a1111_error(e, request)
-        return {}
 
     @router.post("/sdapi/v1/unload-checkpoint", **route_docs(ok=EMPTY, body=EMPTY, body_required=False,
                                                              errors=checkpoint_errors, error_schema=A1111_ERROR))

@@ -25,6 +25,7 @@ from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
 from .gradio_uploads import buffered_form
 from .json_text import SafeJSONResponse
+from .models_api import submit_a1111
 from .openapi import (A1111_ERROR, A1111_IMAGES, BODY_ERRORS, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, edits_body,
                       img2img_body, route_docs)
 
@@ -153,7 +154,7 @@ def build_edit_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             body = await read_json(request, max_bytes=json_cap, image_keys=("init_images", "mask", a1111_unit_images))
             req, notes = await asyncio.to_thread(a1111_img2img_request, body, manager, max_prompt_chars)
             req = await a1111_control(req, body, manager.settings)     # with a mask: ControlNet inpaint
-            result = await run(req, request)
+            result = await submit_a1111(manager, req, request, body, auth_on)
         except ZImageError as e:
             return _a1111_error(e, request)
         # A1111 echoes the request; the images are left out (megabytes the client already has)

@@ -23,6 +23,7 @@ from ..i18n import page_language
 from ..state import LoadStage, LoadState, Status
 from .page_text_inputs import EN_INPUTS, ZH_INPUTS
 from .page_text_more import MORE_EN, MORE_ZH
+from .page_text_models import MODELS_EN, MODELS_ZH
 from .page_text_queue import QUEUE_EN, QUEUE_ZH
 
 if TYPE_CHECKING:          # gradio is imported on first use: the starting page (web.launch) reads the tables without it
@@ -500,6 +501,7 @@ ZH: dict[str, str] = {
 EN.update(MORE_EN), ZH.update(MORE_ZH)       # the newer words, in a module of their own
 EN.update(EN_INPUTS); ZH.update(ZH_INPUTS)     # noqa: E702  (page_text_inputs: the input checks' words)
 EN.update(QUEUE_EN); ZH.update(QUEUE_ZH)       # noqa: E702  (page_text_queue: the Queue panel's words)
+EN.update(MODELS_EN); ZH.update(MODELS_ZH)     # noqa: E702  (page_text_models: the model picker's)
 TABLES = {"en": EN, "zh": ZH}
 
 

@@ -35,6 +35,7 @@ from .ui_explore import StepProgress, build_batch_controls, build_seed_tools, bu
 from .ui_history import GenerateControls, build_history_tab
 from .ui_inputs import page_error_text, prompt_box, seed_value
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
+from .ui_models import build_model_picker
 from .ui_page import SWITCH_JS
 from .ui_params import gallery_caption
 from .ui_pnginfo import build_pnginfo_tab
@@ -371,6 +372,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                             steps = gr.Slider(1, MAX_STEPS, value=TURBO_STEPS, step=1, label=label("steps"), elem_id="steps")
                             guidance = gr.Slider(0, MAX_GUIDANCE, value=0.0, step=0.1, label=label("guidance"),
                                                  elem_id="guidance")
+                        build_model_picker(manager, demo, steps, guidance, negative)
                         with gr.Row():
                             seed = gr.Number(value=-1, precision=0, label=label("seed_label"), elem_id="seed")
                             seed_dice, seed_reuse = build_seed_tools()

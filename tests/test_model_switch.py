@@ -1,0 +1,149 @@
+"""The model picker's APIs on the real server over HTTP: A1111's sd-models, options and
+override_settings (with webuiapi), the seed /generate's "model", per-model defaults, the PNG's
+Model, Model hash and Version, and a switch queued behind a running generation."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import threading
+
+import pytest
+import requests
+from PIL import Image
+
+from conftest import Gate, wait_for
+from zimage.web.model_choice import model_choice
+
+BASE = "Z-Image-base-tiny"       # "z-image" without "turbo": the base model's kind and defaults
+
+
+@pytest.fixture(scope="session")
+def other_root(tmp_path_factory, tiny_model_dir):
+    """A --models-from folder (ComfyUI's layout) holding a second tiny model (another seed) and a LoRA."""
+    import shutil
+
+    from zimage.testing.tiny_lora import make_tiny_loras
+    from zimage.testing.tiny_model import make_tiny_model
+
+    root = tmp_path_factory.mktemp("other")
+    make_tiny_model(root / "models" / "diffusers" / BASE, seed=1)
+    made = make_tiny_loras(tmp_path_factory.mktemp("loras"), tiny_model_dir)
+    (root / "models" / "loras").mkdir(parents=True)
+    shutil.copy(made["diffusers"], root / "models" / "loras" / "far_style.safetensors")
+    return root
+
+
+@pytest.fixture
+def two_models(settings, other_root):
+    return dataclasses.replace(settings, models_from=(str(other_root),))
+
+
+def a1111(srv):
+    import webuiapi
+
+    return webuiapi.WebUIApi(host="127.0.0.1", port=srv.settings.port)
+
+
+def png_info(item_b64: str) -> str:
+    return Image.open(io.BytesIO(base64.b64decode(item_b64))).info["parameters"]
+
+
+def test_sd_models_lists_both_and_webuiapi_switches(start_server, two_models, other_root):
+    srv = start_server(two_models)
+    models = requests.get(srv.url + "/sdapi/v1/sd-models", timeout=30).json()
+    by_name = {m["model_name"]: m for m in models}
+    assert set(by_name) == {"tiny", BASE}
+    for m in models:
+        assert set(m) >= {"title", "model_name", "hash", "sha256", "filename", "config"}
+        assert m["title"] == f"{m['model_name']} [{m['hash']}]" and len(m["hash"]) == 10
+    index = next((other_root / "models/diffusers" / BASE / "transformer").glob("*.safetensors*"))
+    assert by_name[BASE]["filename"] == str(other_root / "models/diffusers" / BASE)
+    assert index.exists()
+
+    api = a1111(srv)
+    assert sorted(api.util_get_model_names()) == sorted(m["title"] for m in models)
+    assert api.util_get_current_model() == by_name["tiny"]["title"]
+    api.util_set_model(by_name[BASE]["title"])
+    assert api.util_get_current_model() == by_name[BASE]["title"]
+    assert requests.get(srv.url + "/health", timeout=10).json()["model"] == str(other_root / "models/diffusers" / BASE)
+
+    # no steps, no cfg_scale: the base model's own defaults (30 steps, guidance 4, its negative prompt)
+    r = requests.post(srv.url + "/sdapi/v1/txt2img", json={"prompt": "a fox", "width": 256, "height": 256}, timeout=120)
+    assert r.status_code == 200, r.text
+    text = png_info(r.json()["images"][0])
+    assert "Steps: 30," in text and "CFG scale: 4," in text and "Negative prompt: blurry" in text
+    assert f"Model hash: {by_name[BASE]['hash']}, Model: {BASE}" in text
+    assert ", Version: diffusers 0." in text
+
+
+def test_generate_model_field_and_unknown_name(start_server, two_models):
+    srv = start_server(two_models)
+    r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256, "model": "nope"}, timeout=30)
+    err = r.json()["error"]
+    assert r.status_code == 422 and err["field"] == "model" and "nope" in err["message"]
+    assert requests.get(srv.url + "/health", timeout=10).status_code == 200
+
+    r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256, "model": BASE}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert f"Model: {BASE}" in r.json()["info"] and r.json()["num_inference_steps"] == 30
+    # what the caller set wins over the model's defaults
+    r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256, "model": "tiny",
+                                                    "num_inference_steps": 3}, timeout=120)
+    assert r.status_code == 200 and "Model: tiny" in r.json()["info"] and r.json()["num_inference_steps"] == 3
+    assert "Model hash: " in r.json()["info"]
+
+
+def test_options_unknown_checkpoint_is_4xx_naming_the_field(start_server, two_models):
+    srv = start_server(two_models)
+    r = requests.post(srv.url + "/sdapi/v1/options", json={"sd_model_checkpoint": "missing-model"}, timeout=30)
+    assert r.status_code == 422 and "sd_model_checkpoint" in r.text
+    r = requests.post(srv.url + "/sdapi/v1/txt2img", json={"prompt": "x", "width": 256, "height": 256,
+                                                            "override_settings": {"sd_model_checkpoint": 5}}, timeout=30)
+    assert r.status_code == 422 and "override_settings.sd_model_checkpoint" in r.text
+
+
+def test_override_settings_uses_the_model_then_puts_it_back(start_server, two_models):
+    srv = start_server(two_models)
+    r = requests.post(srv.url + "/sdapi/v1/txt2img", json={
+        "prompt": "x", "width": 256, "height": 256, "steps": 2,
+        "override_settings": {"sd_model_checkpoint": BASE}}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert f"Model: {BASE}" in png_info(r.json()["images"][0])
+    wait_for(lambda: requests.get(srv.url + "/sdapi/v1/options", timeout=10).json()["sd_model_checkpoint"]
+             .startswith("tiny ["), 60, message="the model put back")
+
+
+@pytest.mark.inprocess
+def test_switch_waits_for_the_running_generation(start_server, two_models):
+    """The switch is queued behind the running generation: that one finishes on its own model."""
+    srv = start_server(dataclasses.replace(two_models, backend="inprocess"))
+    gate = Gate(srv.manager)
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(r=requests.post(
+        srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256, "num_inference_steps": 2}, timeout=120)))
+    worker.start()
+    assert gate.entered.wait(30)
+    switched = {}
+    switcher = threading.Thread(target=lambda: switched.update(r=requests.post(
+        srv.url + "/sdapi/v1/options", json={"sd_model_checkpoint": BASE}, timeout=120)))
+    switcher.start()
+    wait_for(lambda: model_choice(srv.manager)._selected.endswith(BASE), 10, message="the switch asked")
+    assert srv.manager.load_count == 1 and "tiny" in srv.manager.settings.model
+    gate.release.set()
+    worker.join(60)
+    switcher.join(60)
+    assert out["r"].status_code == 200 and "Model: tiny" in out["r"].json()["info"]
+    assert switched["r"].status_code == 200
+    assert srv.manager.load_count == 2 and srv.manager.settings.model.endswith(BASE)
+
+
+def test_loras_from_models_from_join_the_list(start_server, two_models, other_root):
+    srv = start_server(two_models)
+    names = [x["name"] for x in requests.get(srv.url + "/sdapi/v1/loras", timeout=30).json()]
+    assert "far_style" in names
+    r = requests.post(srv.url + "/generate", json={"prompt": "x <lora:far_style:0.5>", "width": 256, "height": 256,
+                                                    "num_inference_steps": 2}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert "far_style" in r.json()["info"]
+    assert not any(p.name.endswith((".tmp", ".json")) for p in (other_root / "models" / "loras").iterdir())
