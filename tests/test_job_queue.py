@@ -101,3 +101,14 @@ def test_a_damaged_queue_file_is_moved_aside_and_the_queue_starts_empty(tmp_path
     assert queue.open() == []
     assert queue.add(GenerationRequest(prompt="after")) >= 1
     assert (queue.file.parent / "queue.sqlite3.unreadable").exists()
+
+
+def test_a_request_that_left_fields_to_the_models_defaults_is_kept_and_read_back(tmp_path):
+    """A body without steps or guidance leaves them to the model (GenerationRequest.defaulted, a
+    frozenset): recording it was a TypeError (JSON has no sets), a 500 on every /generate."""
+    req = GenerationRequest.from_mapping({"prompt": "a quiet harbour", "width": 256, "height": 256})
+    assert req.defaulted                       # steps, guidance and the negative prompt left to the model
+    queue = JobQueue(tmp_path / "out")
+    job = queue.get(queue.add(req))
+    back = queue.request_of(job)
+    assert back.defaulted == req.defaulted and back.prompt == req.prompt and back.width == 256

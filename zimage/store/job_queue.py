@@ -74,6 +74,7 @@ class KeptJob:
 
 def request_params(req: GenerationRequest) -> dict:
     params = {f.name: getattr(req, f.name) for f in fields(req) if f.name not in _SKIP}
+    params = {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in params.items()}   # JSON has no sets
     if req.control is not None:
         c = req.control
         params["control"] = {"module": c.module, "digest": c.digest, "model": c.model, "weight": c.weight,
@@ -238,6 +239,8 @@ class JobQueue:
         if control is not None:
             unit = ControlUnit(image=_load_png(folder / "control.png", "RGB"), **control)
         known = {f.name for f in fields(GenerationRequest)} - _SKIP
+        if isinstance(params.get("defaulted"), list):           # the fields left to the model's defaults
+            params["defaulted"] = frozenset(params["defaulted"])
         return GenerationRequest(**{k: v for k, v in params.items() if k in known | {"init_image", "mask"}},
                                  loras=parse_loras(params["prompt"]), control=unit)
 
