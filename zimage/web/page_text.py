@@ -23,6 +23,7 @@ from gradio.i18n import I18nData
 
 from ..i18n import page_language
 from ..state import LoadStage, LoadState, Status
+from .page_text_edit import EDIT_EN, EDIT_ZH
 
 LANG_CHOICES = [("English", "en"), ("中文", "zh")]    # each in its own language: never translated
 # Gradio's frontend names Chinese "zh-CN" / "zh-TW"; both read the Simplified table (as the server's
@@ -220,7 +221,7 @@ EN: dict[str, str] = {
     "edit_mode_inpaint": "Inpaint (draw the mask)",
     "edit_mode_outpaint": "Outpaint (extend the canvas)",
     "edit_image": "Image (drop, paste or send one here; in Inpaint, paint over what should change)",
-    "edit_prompt_hint": "What the edited image shows · <lora:NAME:w> tags work here too",
+    "edit_prompt_hint": "What the edited image shows · <lora:NAME:w> tags work · Ctrl+Enter (⌘+Enter) edits · Esc stops",
     "edit_strength": "Denoising strength (0 keeps the image, 1 repaints it)",
     "edit_blur": "Mask blur (px)",
     "edit_only_masked": "Only masked area (at full resolution)",
@@ -447,7 +448,7 @@ ZH: dict[str, str] = {
     "edit_mode_inpaint": "局部重绘（绘制蒙版）",
     "edit_mode_outpaint": "扩图（扩展画布）",
     "edit_image": "图片（拖放、粘贴或发送一张到这里；局部重绘时，涂抹要改变的部分）",
-    "edit_prompt_hint": "编辑后的图片内容 · 这里也可以使用 <lora:NAME:w> 标签",
+    "edit_prompt_hint": "编辑后的图片内容 · 可以使用 <lora:NAME:w> 标签 · Ctrl+Enter（⌘+Enter）编辑 · Esc 停止",
     "edit_strength": "重绘幅度（0 保留原图，1 完全重绘）",
     "edit_blur": "蒙版模糊（像素）",
     "edit_only_masked": "仅重绘蒙版区域（全分辨率）",
@@ -492,7 +493,8 @@ ZH: dict[str, str] = {
     "startup_compile_failed": "编译失败：不经编译运行",
 }
 
-TABLES = {"en": EN, "zh": ZH}
+TABLES = {"en": EN | EDIT_EN, "zh": ZH | EDIT_ZH}
+EN, ZH = TABLES["en"], TABLES["zh"]          # the Edit tab's words (page_text_edit) among the rest
 # The browser's table for each of Gradio's locales (zh-TW reads the Simplified one: see FRONTEND_LOCALES).
 PAGE_I18N = gr.I18n(en=EN, **{"zh-CN": ZH, "zh-TW": ZH})
 
