@@ -473,6 +473,6 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             *preview_off, **private)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
         stop_btn.click(on_stop, client_id, info, **private)
-        wire_edit_session(edit, PageParts(demo, tabs, client_id, generate_controls.all(), gallery, send_btn, registry,
-                                          edit_jobs, pnginfo, resumer(edit_jobs), on_stop, waiting_room))
+        wire_edit_session(edit, PageParts(demo, tabs, client_id, generate_controls.all(), gallery, send_btn, generate_btn,
+                                          registry, edit_jobs, pnginfo, resumer(edit_jobs), on_stop, waiting_room))
     return demo

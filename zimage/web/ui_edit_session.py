@@ -50,6 +50,7 @@ class PageParts:
     generate_controls: list          # ui_history.GenerateControls.all()
     generate_gallery: Any
     generate_send: Any               # the Generate gallery's Send to Edit
+    generate_btn: Any
     generate_jobs: PageJobs
     edit_jobs: PageJobs
     pnginfo: Any                     # ui_pnginfo.PngInfoTarget
@@ -102,13 +103,12 @@ def wire_edit_session(edit: EditTarget, page: PageParts) -> None:
     page.demo.load(on_load, [page.client_id, saved], [*edit.saved, edit.gallery], **private).then(
         page.resume, page.client_id, [edit.gallery, edit.info], api_visibility="private",
         concurrency_id="resume_edit", concurrency_limit=page.waiting_room)
-    edit.run_btn.click(lambda: gr.Button(interactive=True), None, edit.stop_btn, **private)
+    edit.run_btn.click(lambda: (gr.Button(interactive=True), None), None, [edit.stop_btn, edit_picked], **private)
+    page.generate_btn.click(lambda: None, None, gen_picked, **private)     # new results: nothing picked
     # No `cancels=`: the edit's own handler reports "Stopped" (as Generate's Stop does).
     edit.stop_btn.click(page.stop, page.client_id, edit.info, **private)
     page.generate_gallery.select(picker(page.generate_jobs), page.client_id, gen_picked, **private)
     edit.gallery.select(picker(page.edit_jobs), page.client_id, edit_picked, **private)
-    page.generate_gallery.change(lambda: None, None, gen_picked, **private)     # new results: nothing picked
-    edit.gallery.change(lambda: None, None, edit_picked, **private)
     page.generate_send.click(to_edit, gen_picked, [*edit.outputs, page.tabs], **SEND)
     edit.send_again.click(to_edit, edit_picked, [*edit.outputs, page.tabs], **SEND)
     edit.send_generate.click(to_generate, edit_picked, [*page.generate_controls, page.tabs], **SEND)

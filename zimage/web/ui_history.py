@@ -226,7 +226,8 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
         with gr.Row():
             with gr.Column(scale=3):
                 gallery = gr.Gallery(show_label=False, columns=6, height="auto", allow_preview=False,
-                                     interactive=False, format="png", elem_id="history-gallery")
+                                     interactive=False, format="png", elem_id="history-gallery",
+                                     buttons=["download", "fullscreen"])
                 with gr.Row():
                     newer_btn = gr.Button(label("history_newer"), size="sm", interactive=False, elem_id="history-newer")
                     older_btn = gr.Button(label("history_older"), size="sm", interactive=False, elem_id="history-older")
