@@ -23,7 +23,10 @@ EDIT_FIELDS = ("prompt", "negative", "mode", "strength", "mask_blur", "only_mask
                "extend_right", "extend_top", "extend_bottom", "image_size", "width", "height", "steps", "guidance",
                "seed", "count", *(f"lora{i}" for i in range(1, LORA_SLOTS + 1)),
                *(f"lora{i}_strength" for i in range(1, LORA_SLOTS + 1)))
-SAVE_EDIT_JS = f"(...values) => Object.fromEntries({json.dumps(list(EDIT_FIELDS))}.map((k, i) => [k, values[i]]))"
+# The last input is the BrowserState itself: a control that reads null (a Textbox of a tab Gradio has
+# not drawn yet: the Edit tab until first opened) keeps its saved value instead of erasing it.
+SAVE_EDIT_JS = (f"(...values) => {{ const saved = values.pop() || {{}}; return Object.fromEntries("
+                f"{json.dumps(list(EDIT_FIELDS))}.map((k, i) => [k, values[i] ?? saved[k]])); }}")
 SEND = dict(api_visibility="private", concurrency_id="page_send", concurrency_limit=4)   # queued: its toasts show
 
 
@@ -66,8 +69,16 @@ def wire_edit_session(edit: EditTarget, page: PageParts) -> None:
     gen_picked, edit_picked = gr.State(None), gr.State(None)     # the files the send buttons send
 
     def on_load(client, saved_values):
+        """The saved settings and this browser's edits (a running one's progress follows: resume)."""
         restore = [restored(saved_values, n, d) for n, d in zip(EDIT_FIELDS, defaults)]
         return [*restore, page.edit_jobs.gallery(valid_client_id(client))]
+
+    def on_open(prompt, negative, saved_values):
+        """Gradio draws a tab the first time it is opened, and a Textbox not drawn yet drops the value
+        a reload restores into it (sliders, radios and numbers keep theirs): the saved text, now that
+        the tab is drawn, where the box is empty."""
+        return [gr.skip() if now else restored(saved_values, name, "")
+                for name, now in (("prompt", prompt), ("negative", negative))]
 
     def picker(jobs: PageJobs):
         def on_pick(client, evt: gr.SelectData):
@@ -98,11 +109,12 @@ def wire_edit_session(edit: EditTarget, page: PageParts) -> None:
         return [*page.pnginfo.values(path, lang), gr.Tabs(selected="pnginfo")]
 
     # Kept in the browser by the browser, as Generate's settings are (ui.py's SAVE_SETTINGS_JS).
-    gr.on([c.change for c in edit.saved], None, edit.saved, saved, show_progress="hidden", js=SAVE_EDIT_JS,
+    gr.on([c.change for c in edit.saved], None, [*edit.saved, saved], saved, show_progress="hidden", js=SAVE_EDIT_JS,
           **private)
     page.demo.load(on_load, [page.client_id, saved], [*edit.saved, edit.gallery], **private).then(
         page.resume, page.client_id, [edit.gallery, edit.info], api_visibility="private",
         concurrency_id="resume_edit", concurrency_limit=page.waiting_room)
+    edit.tab.select(on_open, [edit.prompt, edit.negative, saved], [edit.prompt, edit.negative], **private)
     edit.run_btn.click(lambda: (gr.Button(interactive=True), None), None, [edit.stop_btn, edit_picked], **private)
     page.generate_btn.click(lambda: None, None, gen_picked, **private)     # new results: nothing picked
     # No `cancels=`: the edit's own handler reports "Stopped" (as Generate's Stop does).
