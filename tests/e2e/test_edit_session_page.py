@@ -20,6 +20,14 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
 SIZE = 256
 SHARE_BUTTONS = "button[aria-label*='share' i], button[title*='share' i]"
+# Headless chromium draws the editor's WebGL canvas in software: on two busy cores a field after an
+# edit took ~30 s to take a value (measured), Playwright's default wait.
+SLOW_PAGE_MS = 90_000
+
+
+@pytest.fixture(autouse=True)
+def patient(page):
+    page.set_default_timeout(SLOW_PAGE_MS)
 
 
 def gate_the_model(server, monkeypatch) -> threading.Event:
@@ -59,6 +67,8 @@ def test_ctrl_enter_on_edit_runs_the_edit_and_escape_stops_it(page, server, tmp_
     wait_for(lambda: server.manager.current_generation() is not None, 30, message="the edit to start")
     wait_for(lambda: page.locator("#edit-stop-btn").is_enabled(), 30, message="Edit's Stop enabled")
     page.keyboard.press("Escape")
+    wait_for(lambda: server.manager.current_generation() is None or server.manager.current_generation().cancelled,
+             60, message="the edit cancelled")
     gate.set()
     wait_for(lambda: "Stopped" in page.inner_text("#edit-info"), 60, message="the edit stopped")
     assert server.manager.status().queue_length == 0 and len(saved_images(server)) == before + 1
