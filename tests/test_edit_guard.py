@@ -35,11 +35,11 @@ def editor_id(srv) -> int:
 
 def edit_data(_srv, value, mode="Inpaint (draw the mask)") -> list:
     """The edit event's values in order (editor, mode, prompt, negative, strength, blur, only masked,
-    padding, 4 sides, image size, width, height, steps, seed, count) and the LoRA slots."""
+    padding, 4 sides, image size, width, height, steps, seed, count), the LoRA slots and guidance."""
     from zimage.web.ui_lora import NO_LORA
 
     values = [value, mode, "a red square", "", 1.0, 4, False, 32, 0, 0, 0, 0, True, 1024, 1024, 2, 5, 1]
-    return values + [None] + [NO_LORA] * 3 + [1.0] * 3          # the browser's client id, then the LoRA slots
+    return values + [None] + [NO_LORA] * 3 + [1.0] * 3 + [0.0]   # the browser's client id, the LoRA slots, guidance
 
 
 def blob(srv, data: bytes, component: int | None = None, kind="background") -> requests.Response:

@@ -33,6 +33,8 @@ def shows_the_picture(png: bytes) -> bool:
     """Whether a screenshot shows picture()'s gradient, at whatever scale the editor draws it: a
     twentieth of it or more has the picture's blue (90; the page's own colours and a blank canvas
     have none), with both its dark and its bright reds among those pixels."""
+    if not png:
+        return False
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), int)
     ours = np.abs(shot[..., 2] - 90) <= 12
     reds = shot[..., 0][ours]
@@ -45,6 +47,16 @@ def open_tab(page, name: str) -> None:
     wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {name} tab")
 
 
+def shot_of(page, element) -> bytes:
+    """The pixels where `element` is: a page screenshot of its box. Playwright's element screenshot
+    first waits for the element to hold still, and the editor (its tab's buttons re-drawn by the
+    status timer each second) could keep it waiting past its timeout on two busy cores."""
+    box = element.bounding_box()
+    if not box or box["width"] < 1 or box["height"] < 1:
+        return b""
+    return page.screenshot(clip=box)
+
+
 def drop_into_editor(page, path: Path, tries: int = 4) -> None:
     """Give the editor a file and wait until it draws it, as a person would before painting. Under
     load Gradio's editor can drop a file given to it just after its tab opens and go on showing
@@ -53,7 +65,7 @@ def drop_into_editor(page, path: Path, tries: int = 4) -> None:
     for _ in range(tries):
         editor.locator("input[type=file]").set_input_files(str(path))
         try:
-            wait_for(lambda: shows_the_picture(editor.screenshot()), 10, message="the picture drawn in the editor")
+            wait_for(lambda: shows_the_picture(shot_of(page, editor)), 10, message="the picture drawn in the editor")
             return
         except AssertionError:
             continue

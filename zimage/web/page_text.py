@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..i18n import page_language
 from ..state import LoadStage, LoadState, Status
+from .page_text_edit import EDIT_EN, EDIT_ZH
 from .page_text_inputs import EN_INPUTS, ZH_INPUTS
 from .page_text_more import MORE_EN, MORE_ZH
 from .page_text_models import MODELS_EN, MODELS_ZH
@@ -226,7 +227,7 @@ EN: dict[str, str] = {
     "edit_mode_inpaint": "Inpaint (draw the mask)",
     "edit_mode_outpaint": "Outpaint (extend the canvas)",
     "edit_image": "Image (drop, paste or send one here; in Inpaint, paint over what should change)",
-    "edit_prompt_hint": "What the edited image shows · <lora:NAME:w> tags work here too",
+    "edit_prompt_hint": "What the edited image shows · <lora:NAME:w> tags work · Ctrl+Enter (⌘+Enter) edits · Esc stops",
     "edit_strength": "Denoising strength (0 keeps the image, 1 repaints it)",
     "edit_blur": "Mask blur (px)",
     "edit_only_masked": "Only masked area (at full resolution)",
@@ -453,7 +454,7 @@ ZH: dict[str, str] = {
     "edit_mode_inpaint": "局部重绘（绘制蒙版）",
     "edit_mode_outpaint": "扩图（扩展画布）",
     "edit_image": "图片（拖放、粘贴或发送一张到这里；局部重绘时，涂抹要改变的部分）",
-    "edit_prompt_hint": "编辑后的图片内容 · 这里也可以使用 <lora:NAME:w> 标签",
+    "edit_prompt_hint": "编辑后的图片内容 · 可以使用 <lora:NAME:w> 标签 · Ctrl+Enter（⌘+Enter）编辑 · Esc 停止",
     "edit_strength": "重绘幅度（0 保留原图，1 完全重绘）",
     "edit_blur": "蒙版模糊（像素）",
     "edit_only_masked": "仅重绘蒙版区域（全分辨率）",
@@ -502,6 +503,7 @@ EN.update(MORE_EN), ZH.update(MORE_ZH)       # the newer words, in a module of t
 EN.update(EN_INPUTS); ZH.update(ZH_INPUTS)     # noqa: E702  (page_text_inputs: the input checks' words)
 EN.update(QUEUE_EN); ZH.update(QUEUE_ZH)       # noqa: E702  (page_text_queue: the Queue panel's words)
 EN.update(MODELS_EN); ZH.update(MODELS_ZH)     # noqa: E702  (page_text_models: the model picker's)
+EN.update(EDIT_EN); ZH.update(EDIT_ZH)         # noqa: E702  (page_text_edit: the Edit tab's)
 TABLES = {"en": EN, "zh": ZH}
 
 

@@ -30,7 +30,8 @@ from .page_gallery import KeptGalleries
 from .page_text import LANG_CHOICES, label, request_lang, text
 from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
-from .ui_edit import build_edit_tab, send_selected
+from .ui_edit import build_edit_tab
+from .ui_edit_session import PageParts, wire_edit_session
 from .ui_explore import StepProgress, build_batch_controls, build_seed_tools, build_xyz_tab, wire_seed_tools
 from .ui_history import GenerateControls, build_history_tab
 from .ui_inputs import page_error_text, prompt_box, seed_value
@@ -118,6 +119,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     gpu_default = "cpu"
     store = manager._store      # the gallery's results are kept beside the outputs, for after a restart
     registry = registry or PageJobs(max_results=GALLERY_MAX, kept=KeptGalleries(store.root, store.history, GALLERY_MAX))
+    edit_jobs = PageJobs(max_results=GALLERY_MAX)      # the Edit tab's own results, apart from Generate's
     no_gpu_at_start = gpu_absent(settings)
     control_picks = ControlPicks()          # the ControlNet panel's values, per browser session
 
@@ -130,16 +132,16 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     def submit(req: GenerationRequest, owner: str | None, request: gr.Request | None) -> Job:
         return manager.submit(req, owner=owner, user=getattr(request, "username", None))
 
-    def track(client_id: str, job: Job, lang: str) -> threading.Event:
+    def track(client_id: str, job: Job, lang: str, jobs: PageJobs = registry) -> threading.Event:
         """Record the job under this browser; its results join the browser's gallery when it ends,
         whether or not a page is still waiting for it (a reload drops the waiting handler's page)."""
         recorded = threading.Event()
-        registry.start(client_id, job)
+        jobs.start(client_id, job)
 
         def done(future) -> None:
             try:
                 results = [] if future.cancelled() or future.exception() else result_entries(future.result(), lang)
-                registry.finish(client_id, job, results)
+                jobs.finish(client_id, job, results)
             finally:
                 recorded.set()
         job.future.add_done_callback(done)
@@ -167,19 +169,19 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             progress(fraction, desc=desc)
             time.sleep(0.2)
 
-    def outcome(job: Job, client_id: str | None, lang: str):
-        """(gallery, info) once `job` has ended; raises gr.Error with what went wrong."""
+    def outcome(job: Job, client_id: str | None, lang: str, jobs: PageJobs = registry):
+        """(gallery, info) once `job` has ended (`jobs`: the tab's results); raises gr.Error with what went wrong."""
         try:
             result = job.future.result()
         except Cancelled:
             gr.Info(text("stopped_info", lang))
-            return (registry.gallery(client_id, lang) if client_id else []), text("stopped_text", lang)
+            return (jobs.gallery(client_id, lang) if client_id else []), text("stopped_text", lang)
         except Exception as e:          # typed or not: the page says what happened and keeps working
             raise gr.Error(failure_text(e, lang))
         if result.warning:
             gr.Warning(status_text(result.warning, "", lang)[0])
         if client_id:
-            return registry.gallery(client_id, lang), result_info(result, lang)
+            return jobs.gallery(client_id, lang), result_info(result, lang)
         entries = result_entries(result, lang)
         return [item for item in (r.gallery_item(lang) for r in entries) if item], result_info(result, lang)
 
@@ -241,24 +243,25 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             job = submit(req, owner_of(client_id, request), request)
         except ZImageError as e:
             raise gr.Error(e.user_text(lang))
-        recorded = track(client_id, job, lang) if client_id else None
+        recorded = track(client_id, job, lang, edit_jobs) if client_id else None
         wait_for_job(job, recorded.is_set if recorded else job.future.done, progress, lang)
-        return outcome(job, client_id, lang)
+        return outcome(job, client_id, lang, edit_jobs)
 
     def on_pick(evt: gr.SelectData):
         image = evt.value.get("image") if isinstance(evt.value, dict) else None
         return image.get("path") if isinstance(image, dict) else None
 
-    def on_resume(client, request: gr.Request = None, progress=gr.Progress()):
-        """A page (re)opened while this browser's job runs: its progress, then its images."""
-        client_id = valid_client_id(client)
-        jobs = registry.running(client_id)
-        if not jobs:
-            return gr.skip(), gr.skip()
-        job = jobs[-1]
-        lang = request_lang(request)
-        wait_for_job(job, lambda: job not in registry.running(client_id), progress, lang)
-        return outcome(job, client_id, lang)
+    def resumer(jobs: PageJobs):
+        def on_resume(client, request: gr.Request = None, progress=gr.Progress()):
+            """A page (re)opened while this browser's job of `jobs` runs: its progress, then its images."""
+            client_id = valid_client_id(client)
+            job = (jobs.running(client_id) or [None])[-1]
+            if job is None:
+                return gr.skip(), gr.skip()
+            lang = request_lang(request)
+            wait_for_job(job, lambda: job not in jobs.running(client_id), progress, lang)
+            return outcome(job, client_id, lang, jobs)
+        return on_resume
 
     def on_load(client, saved, request: gr.Request = None):
         client_id = valid_client_id(client) or new_client_id()
@@ -280,9 +283,9 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     def on_tick(client, request: gr.Request = None):
         status = manager.status()
         client = valid_client_id(client)
-        mine = bool(registry.running(client)) or runs.get(client, 0) > 0      # between a run's batches too
+        mine = bool(registry.running(client) or edit_jobs.running(client)) or runs.get(client, 0) > 0   # between batches too
         return (render_status(status, manager.memory(), request_lang(request), settings),
-                gr.Button(visible=status.state == LoadState.DOWNLOADING), gr.Button(interactive=mine))
+                gr.Button(visible=status.state == LoadState.DOWNLOADING), *[gr.Button(interactive=mine)] * 2)
 
     def on_preload(request: gr.Request = None):
         manager.preload()
@@ -397,13 +400,13 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                              object_fit="contain")      # a portrait whole, not cropped square
                         info = gr.Markdown("", elem_id="result-info")
                         send_btn = gr.Button(label("send_to_edit"), size="sm", elem_id="send-to-edit")
-                        picked = gr.State(None)     # the gallery image Send to Edit sends
-            edit = build_edit_tab(settings, run_edit, client_id, lora_picks, lora_strengths)
-            history_tab = build_history_tab(manager, tabs, GenerateControls(prompt, negative, width, height, steps,
-                                                                            guidance, seed, count, lora_picks,
-                                                                            lora_strengths), edit)
+                        picked = gr.State(None)     # the gallery image ♻ takes its seed from (own results only)
+            edit = build_edit_tab(settings, run_edit, client_id, manager, demo)
+            generate_controls = GenerateControls(prompt, negative, width, height, steps, guidance, seed, count,
+                                                 lora_picks, lora_strengths)
+            history_tab = build_history_tab(manager, tabs, generate_controls, edit)
             with gr.Tab(label("tab_pnginfo"), id="pnginfo") as pnginfo_tab:
-                build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
+                pnginfo = build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
             build_xyz_tab(manager, settings, [prompt, negative, width, height, steps, guidance, seed],
                           [*lora_picks, *lora_strengths], client_id, owner_of)
 
@@ -421,11 +424,12 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         demo.load(on_load, [client_id, saved],
                   [client_id, *saved_controls, gallery, preview_timer, lang_switch, status_box, *tab_outputs],
                   **private).then(
-            on_resume, client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
+            resumer(registry), client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
             concurrency_limit=waiting_room, show_progress="hidden").then(*preview_off, **private)
         timer = gr.Timer(1.0)
         # Status reads never enter the queue: a full generation queue must not freeze the panel.
-        timer.tick(on_tick, client_id, [status_box, cancel_dl_btn, stop_btn], show_progress="hidden", **private)
+        timer.tick(on_tick, client_id, [status_box, cancel_dl_btn, stop_btn, edit.stop_btn], show_progress="hidden",
+                   **private)
         # Kept in the browser by the browser, with no round trip: a setting changed a moment before a
         # reload was lost under load, its save still on its way to the server and back.
         gr.on([c.change for c in saved_controls], None, saved_controls, saved, show_progress="hidden",
@@ -451,5 +455,6 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         stop_btn.click(on_stop, client_id, info, **private)
         gallery.select(on_pick, None, picked, **private)
         wire_seed_tools(seed_dice, seed_reuse, seed, picked, client_id, registry)
-        send_btn.click(send_selected, [picked, prompt], [*edit.outputs, tabs], **private)
+        wire_edit_session(edit, PageParts(demo, tabs, client_id, generate_controls.all(), gallery, send_btn, generate_btn,
+                                          registry, edit_jobs, pnginfo, resumer(edit_jobs), on_stop, waiting_room))
     return demo

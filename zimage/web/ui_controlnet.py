@@ -77,7 +77,8 @@ def build_controlnet_panel(settings: Settings, picks: ControlPicks) -> None:
             image = gr.File(label=label("controlnet_image"), file_types=FILE_TYPES, file_count="single",
                             type="filepath", elem_id="controlnet-image", height=220)
             preview = gr.Image(label=label("controlnet_preview"), interactive=False, format="png",
-                               elem_id="controlnet-preview", height=220)
+                               elem_id="controlnet-preview", height=220,
+                               buttons=["fullscreen"])      # no "share": off Spaces it only failed
         weight = gr.Slider(0, 2, value=1.0, step=0.05, label=label("controlnet_weight"), elem_id="controlnet-weight")
         with gr.Row():
             start = gr.Slider(0, 1, value=0.0, step=0.05, label=label("controlnet_start"), elem_id="controlnet-start")

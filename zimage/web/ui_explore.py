@@ -143,7 +143,7 @@ def build_xyz_tab(manager: Backend, settings: Settings, base_inputs: list, lora_
             run_btn = gr.Button(label("xyz_run"), variant="primary", elem_id="xyz-run")
             stop_btn = gr.Button(label("xyz_stop"), variant="stop", elem_id="xyz-stop")
         picture = gr.Image(label=label("xyz_grid_label"), type="filepath", interactive=False, elem_id="xyz-grid",
-                           format="png")
+                           format="png", buttons=["download", "fullscreen"])      # no "share": it fails off Spaces
         info = gr.Markdown("", elem_id="xyz-info")
     run_btn.click(on_grid, [*base_inputs, client_id, *axis_inputs, *lora_controls], [picture, info],
                   api_visibility="private", concurrency_id="grid", concurrency_limit=settings.queue_max,

@@ -205,7 +205,7 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
         if entry is None:
             gr.Warning(text("history_gone", request_lang(request)))
             return [gr.skip()] * (len(edit.outputs) + 1)
-        return [*edit.values(str(store.root / entry.path), entry.prompt), gr.Tabs(selected="edit")]
+        return [*edit.values(str(store.root / entry.path), request_lang(request)), gr.Tabs(selected="edit")]
 
     def on_delete(item, request: gr.Request = None):
         """Ask first: the confirmation names the file and remembers exactly this one (its id)."""
@@ -241,12 +241,14 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
         with gr.Row():
             with gr.Column(scale=3):
                 gallery = gr.Gallery(show_label=False, columns=6, height="auto", allow_preview=False,
-                                     interactive=False, format="png", elem_id="history-gallery")
+                                     interactive=False, format="png", elem_id="history-gallery",
+                                     buttons=["download", "fullscreen"])
                 with gr.Row():
                     newer_btn = gr.Button(label("history_newer"), size="sm", interactive=False, elem_id="history-newer")
                     older_btn = gr.Button(label("history_older"), size="sm", interactive=False, elem_id="history-older")
             with gr.Column(scale=2):
-                image = gr.Image(type="filepath", interactive=False, show_label=False, elem_id="history-image")
+                image = gr.Image(type="filepath", interactive=False, show_label=False, elem_id="history-image",
+                                 buttons=["download", "fullscreen"])     # no "share": off Spaces it only fails
                 detail = gr.HTML(label("history_pick"), elem_id="history-detail")
                 with gr.Row():
                     # No image picked yet: nothing for these to act on (they said "no longer in the outputs folder").
@@ -280,7 +282,8 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
     use_btn.click(on_use, selected, [*generate.all(), tabs], **private)
     seed_btn.click(on_reuse_seed, selected, [generate.seed, tabs], **private)
     if edit is not None:
-        send_btn.click(on_send, selected, [*edit.outputs, tabs], **private)
+        send_btn.click(on_send, selected, [*edit.outputs, tabs], api_visibility="private",   # queued: its toast shows
+                       concurrency_id="page_send", concurrency_limit=4)
     delete_btn.click(on_delete, selected, [confirm_row, confirm_text, pending, result], **private)
     cancel_btn.click(hidden_confirm, None, [confirm_row, pending], **private)
     confirm_btn.click(on_confirm, pending, [confirm_row, pending, image, detail, download, selected, result,

@@ -76,11 +76,12 @@ def render_triggers(listing: list[dict], picks: Sequence, lang: str = "en") -> s
     return "\n\n".join(lines)
 
 
-def build_lora_panel(manager: Backend, demo: gr.Blocks) -> tuple[list, list]:
-    """The accordion (inside the caller's layout); returns ([dropdowns], [sliders]). The folder is
-    listed when a page opens (demo.load), never while the page is built: the build runs before the
-    server listens, and reading one file's metadata (a LoRA with 200,000 training tags took 226 s)
-    kept the page from ever opening."""
+def build_lora_panel(manager: Backend, demo: gr.Blocks, prefix: str = "") -> tuple[list, list]:
+    """The accordion (inside the caller's layout); returns ([dropdowns], [sliders]). `prefix` starts
+    its elements' ids (the Edit tab has its own slots: "edit-"). The folder is listed when a page
+    opens (demo.load), never while the page is built: the build runs before the server listens, and
+    reading one file's metadata (a LoRA with 200,000 training tags took 226 s) kept the page from
+    ever opening."""
     def listing(refresh: bool = False) -> list[dict]:
         try:
             # No hashing for the picker: it needs names, trigger words and refusals, and hashing reads
@@ -91,19 +92,19 @@ def build_lora_panel(manager: Backend, demo: gr.Blocks) -> tuple[list, list]:
             return []
 
     private = dict(queue=False, api_visibility="private")
-    with gr.Accordion(label("lora_panel"), open=False, elem_id="lora-panel"):
+    with gr.Accordion(label("lora_panel"), open=False, elem_id=f"{prefix}lora-panel"):
         picks, strengths = [], []
         for i in range(LORA_SLOTS):
             with gr.Row():
                 # allow_custom_value: a pick saved in the browser or typed into the API is checked by the
                 # folder lookup (LoraNotFound names it), not refused by Gradio with a bare "invalid value".
                 picks.append(gr.Dropdown(lora_choices([]), value=NO_LORA, label=text("lora_slot", i=i + 1),
-                                         allow_custom_value=True, elem_id=f"lora-{i + 1}", scale=3))
+                                         allow_custom_value=True, elem_id=f"{prefix}lora-{i + 1}", scale=3))
                 strengths.append(gr.Slider(MIN_LORA_STRENGTH, MAX_LORA_STRENGTH, value=1.0, step=0.05,
-                                           label=label("lora_strength"), elem_id=f"lora-strength-{i + 1}", scale=2))
-        triggers = gr.Markdown("", elem_id="lora-triggers")
-        refresh_btn = gr.Button(label("lora_refresh"), size="sm", elem_id="lora-refresh")
-        refused = gr.HTML("", elem_id="lora-refused")
+                                           label=label("lora_strength"), elem_id=f"{prefix}lora-strength-{i + 1}", scale=2))
+        triggers = gr.Markdown("", elem_id=f"{prefix}lora-triggers")
+        refresh_btn = gr.Button(label("lora_refresh"), size="sm", elem_id=f"{prefix}lora-refresh")
+        refused = gr.HTML("", elem_id=f"{prefix}lora-refused")
 
     # One parameter per slot: Gradio hands gr.Request only to a positional parameter, never after *args.
     assert LORA_SLOTS == 3, "on_refresh / on_pick take one parameter per LoRA slot"

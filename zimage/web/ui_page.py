@@ -77,16 +77,23 @@ CSS = f"""
 }}
 """
 
-# Keys: Ctrl+Enter / Cmd+Enter generate, Escape stops this browser's job (the Stop button's own
-# event, which names this browser's client id). Enter in the prompt stays a newline (Gradio's own).
+# Keys act on the tab in view: Ctrl+Enter / Cmd+Enter clicks its run button (Generate, or Edit on
+# the Edit tab: the hidden Generate button ran a txt2img job from the Edit tab). Escape, on any tab,
+# clicks an enabled Stop (each is that tab's Stop event, which stops every job of this browser's
+# client id). Enter in the prompt stays a newline (Gradio's own).
+RUN_BUTTONS = ("generate-btn", "edit-btn")
+STOP_BUTTONS = ("stop-btn", "edit-stop-btn")
 KEYS_JS = """
 document.addEventListener('keydown', (e) => {
-  const click = (id) => { const b = document.getElementById(id); if (b && !b.disabled) { b.click(); return true; } return false; };
+  const shown = (b) => b && (b.checkVisibility ? b.checkVisibility() : b.offsetParent !== null);
+  const buttons = (ids) => ids.map((id) => document.getElementById(id)).filter((b) => b && !b.disabled);
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !e.isComposing) {
-    if (click('generate-btn')) { e.preventDefault(); e.stopPropagation(); }
+    const run = buttons(RUN_IDS).find(shown);
+    if (run) { run.click(); e.preventDefault(); e.stopPropagation(); }
   } else if (e.key === 'Escape' && !e.isComposing) {
     if (document.querySelector('[role=listbox], .options')) return;    // Escape closes an open dropdown first
-    click('stop-btn');
+    const stop = buttons(STOP_IDS);
+    if (stop.length) stop[0].click();
   }
 }, true);
 document.addEventListener('click', (e) => {
@@ -109,7 +116,7 @@ const ziWatchStatus = () => {
   sync();
 };
 ziWatchStatus();
-"""
+""".replace("RUN_IDS", json.dumps(list(RUN_BUTTONS))).replace("STOP_IDS", json.dumps(list(STOP_BUTTONS)))
 
 
 # The page's language, in the browser. Gradio's frontend picks its locale from navigator.language

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import gradio as gr
 
@@ -53,11 +54,18 @@ def _loras(p: dict) -> str:
     return ", ".join(p.get("lora_hashes", {})) or p.get("params", {}).get("Loras", "")
 
 
+@dataclass(frozen=True)
+class PngInfoTarget:
+    """What sending an image to the tab fills (`outputs`) with `values(path, lang)`."""
+    outputs: list
+    values: Callable[[str, str], tuple]
+
+
 def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Component], tabs: gr.Tabs,
-                      generate_tab: str = "generate") -> None:
+                      generate_tab: str = "generate") -> PngInfoTarget:
     """Inside the caller's `gr.Tab`. `controls`: the Generate tab's prompt, negative, width, height,
     steps, guidance and seed (ui_params.CONTROL_FIELDS order); Send to Generate fills them and
-    selects the Generate tab of `tabs`."""
+    selects the Generate tab of `tabs`. Returns what another tab's Send to PNG info fills."""
     if len(controls) != len(CONTROL_FIELDS):
         raise ValueError(f"controls: give the {len(CONTROL_FIELDS)} controls {', '.join(CONTROL_FIELDS)}")
 
@@ -67,14 +75,19 @@ def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Compo
         if not path:
             return gr.skip(), None, "", "", "", "", ""
         try:
-            info = read_image_info(path, settings.max_upload_bytes, settings.max_upload_pixels)
-        except ZImageError as e:
-            raise gr.Error(e.user_text(request_lang(request)))
+            return (None, *shown(path, request_lang(request)))
         finally:
             _discard(path)          # read once: the upload has no other use, and /tmp is not a store
+
+    def shown(path: str, lang: str) -> tuple:
+        """(params, prompt, negative, summary, raw, note) of the image at `path`."""
+        try:
+            info = read_image_info(path, settings.max_upload_bytes, settings.max_upload_pixels)
+        except ZImageError as e:
+            raise gr.Error(e.user_text(lang))
         p = info.parameters
-        return (None, p or None, p.get("prompt", ""), p.get("negative_prompt", ""),
-                render_summary(info, Path(path).name, request_lang(request)), info.raw, "")
+        return p or None, p.get("prompt", ""), p.get("negative_prompt", ""), render_summary(info, Path(path).name, lang), \
+            info.raw, ""
 
     def on_send(params: dict | None, request: gr.Request = None):
         lang = request_lang(request)
@@ -100,6 +113,7 @@ def build_pnginfo_tab(settings: Settings, controls: Sequence[gr.components.Compo
                   concurrency_id="pnginfo", concurrency_limit=2,
                   show_progress="hidden")   # a read takes ~50 ms; a failure's toast says why, no badge on each field
     send.click(on_send, params, [*controls, tabs, note], queue=False, api_visibility="private")
+    return PngInfoTarget([params, prompt, negative, summary, raw, note], shown)
 
 
 def _discard(path: str) -> None:
