@@ -1,6 +1,6 @@
 """The package's architecture, checked on its imports (ast): one dependency direction, no circles.
 
-core (config, errors, state, request, infotext_text, jobs, units, i18n, startup) <- store <- engine <- scale <- app <- web <- cli
+core (config, errors, state, request, infotext_text, hires_request, jobs, units, i18n, startup) <- store <- engine <- scale <- app <- web <- cli
 (cli's `serve` starts the web server; nothing in web imports cli).
 `web/` never imports torch, diffusers or transformers (it talks to a Backend); `engine/` never
 imports gradio, fastapi, starlette, uvicorn or ray; `store/` never imports torch. Every import
@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "zimage"
 ALLOWED = {"core": {"core"}, "store": {"core", "store"}, "engine": {"core", "store", "engine"},
            "scale": {"core", "store", "engine", "scale"}, "app": {"core", "store", "engine", "scale", "app"},
            "web": {"core", "store", "app", "web"}, "cli": {"core", "store", "app", "web", "cli"}}
-CORE = {"config", "errors", "state", "request", "infotext_text", "jobs", "units", "i18n", "startup"}
+CORE = {"config", "errors", "state", "request", "infotext_text", "hires_request", "jobs", "units", "i18n", "startup"}
 TOP = {"app": "app", "cli": "cli", "cli_cache": "cli", "__main__": "cli"}
 FORBIDDEN = {"web": {"torch", "diffusers", "transformers"},
              "engine": {"gradio", "gradio_client", "fastapi", "starlette", "uvicorn", "ray"},

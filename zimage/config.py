@@ -57,6 +57,7 @@ class Settings:
     idle_drop_s: float = 7200.0             # idle seconds before the RAM copy is dropped too (0 = never)
     outputs_dir: str = "outputs"
     lora_dir: str = ""                      # "" = models/loras beside the outputs folder
+    upscaler_dir: str = ""                  # "" = models/upscalers beside the outputs folder (ESRGAN safetensors)
     cache_dir: str = ""                     # "" = MODELSCOPE_CACHE or modelscope's default
     demo: bool = False                      # run on the tiny random model (noise images, CPU friendly)
     queue_max: int = 8                      # generation jobs that may wait; more get 429
@@ -99,6 +100,13 @@ class Settings:
         if self.lora_dir.strip():
             return Path(self.lora_dir).expanduser()
         return Path(self.outputs_dir).expanduser().parent / "models" / "loras"
+
+    @property
+    def upscaler_folder(self) -> Path:
+        """Where hires fix and Upscale find ESRGAN-family files: --upscaler-dir, else models/upscalers."""
+        if self.upscaler_dir.strip():
+            return Path(self.upscaler_dir).expanduser()
+        return Path(self.outputs_dir).expanduser().parent / "models" / "upscalers"
 
     @property
     def auth_pairs(self) -> list[tuple[str, str]]:
@@ -322,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", dest="outputs_dir", metavar="DIR", help="where images are saved")
     p.add_argument("--lora-dir", dest="lora_dir", metavar="DIR",
                    help="LoRA .safetensors files for <lora:NAME:w> (default models/loras beside --outputs)")
+    p.add_argument("--upscaler-dir", dest="upscaler_dir", metavar="DIR",
+                   help="ESRGAN-family upscaler .safetensors files (default models/upscalers beside the outputs)")
     p.add_argument("--cache-dir", dest="cache_dir", metavar="DIR", help="model cache (default MODELSCOPE_CACHE)")
     p.add_argument("--config", metavar="FILE", help="TOML settings file")
     p.add_argument("--demo", action="store_true", help="tiny random model: try the app on a CPU")

@@ -173,6 +173,12 @@ class GenerationFailed(ZImageError):
     code = "generation_failed"
 
 
+class UpscalerFailed(ZImageError):
+    """The upscaler file a request named can no longer be read (removed or replaced since)."""
+    http_status = 422
+    code = "upscaler_failed"
+
+
 class ConfirmationMismatch(ZImageError):
     """A destructive action named one model while the user confirmed another."""
     http_status = 409

@@ -24,6 +24,7 @@ from ..request import GenerationRequest
 from ..store.outputs import png_bytes
 from .control_api import with_control
 from .edit_fields import edit_body_cap, image_fields
+from .hires_fields import with_hires
 from .openapi import ANY_JSON, BODY_ERRORS, GENERATED, HEALTH, RUN_ERRORS, generate_body, route_docs
 
 log = logging.getLogger(__name__)
@@ -159,10 +160,12 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             data = await read_json(request, max_bytes=generate_cap, image_keys=("image", "mask", "control.image"))
             control = data.pop("control", None) if isinstance(data, dict) else None
+            hires = data.pop("hires", None) if isinstance(data, dict) else None
             if isinstance(data, dict) and ({"image", "mask", "outpaint", "init_image"} & set(data)):
                 data = await asyncio.to_thread(image_fields, data, manager)     # decoding takes ~0.1 s a 2 MP image
             req = GenerationRequest.from_mapping(data, max_prompt_chars)
             req = await with_control(req, control, manager.settings)
+            req = await asyncio.to_thread(with_hires, req, hires, manager.settings)    # reads the upscaler folder
             client, user = request_caller(request, auth_on)
             job = manager.submit(req, job_owner(client), user)
             started = time.perf_counter()

@@ -26,6 +26,7 @@ from ..store.outputs import png_bytes
 from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, request_caller, request_language
 from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
+from .hires_fields import a1111_hires
 from .openapi import (A1111_ERROR, A1111_IMAGES, A1111_PNG_INFO, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING,
                       NUMBER, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
 
@@ -220,6 +221,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             body = await read_json(request, max_bytes=txt2img_cap, image_keys=(a1111_unit_images,))
             req, notes = a1111_to_request(body, max_prompt_chars)
             req = await a1111_control(req, body, manager.settings)
+            req = await asyncio.to_thread(a1111_hires, req, body, manager.settings)    # reads the upscaler folder
             result = await run(req, request)
         except ZImageError as e:
             return _a1111_error(e, request)

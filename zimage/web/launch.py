@@ -47,9 +47,10 @@ def api_routers(settings: Settings, manager: Backend) -> list:
     from .api import build_router
     from .compat_api import build_compat_router
     from .edit_api import build_edit_router
+    from .hires_api import build_hires_router
 
     return [build_router(manager, settings.max_prompt_chars), build_compat_router(manager, settings.max_prompt_chars),
-            build_edit_router(manager, settings.max_prompt_chars)]
+            build_edit_router(manager, settings.max_prompt_chars), build_hires_router(manager)]
 
 
 def add_guards(app, settings: Settings) -> None:

@@ -72,6 +72,16 @@ CONTROL_UNIT = {"type": "object", "additionalProperties": False, "required": ["i
                     "guidance_end": {"type": "number", "minimum": 0, "maximum": 1, "default": 1}}}
 
 
+# /generate's hires fix: upscale (a name from /sdapi/v1/upscalers), then refine at strength
+HIRES = {"type": ["object", "null"], "additionalProperties": False, "properties": {
+    "scale": {"type": "number", "minimum": 1, "maximum": 4, "default": 2},
+    "upscaler": {"type": "string", "default": "Lanczos"},
+    "steps": {"type": "integer", "minimum": 0, "maximum": 50, "default": 0, "description": "0: the first pass's"},
+    "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.3},
+    "resize_x": {"type": "integer", "minimum": 0, "maximum": 4096, "default": 0},
+    "resize_y": {"type": "integer", "minimum": 0, "maximum": 4096, "default": 0}}}
+
+
 def generate_body(max_prompt_chars: int) -> dict:
     """POST /generate: GenerationRequest's fields; unknown fields are refused."""
     return {"type": "object", "additionalProperties": False, "required": ["prompt"], "properties": {
@@ -82,6 +92,7 @@ def generate_body(max_prompt_chars: int) -> dict:
         "guidance_scale": GUIDANCE, "seed": SEED,
         "num_images": integer(1, MAX_IMAGES, 1),
         "control": CONTROL_UNIT,
+        "hires": HIRES,
         # edits: an image makes it img2img, with a mask inpaint; outpaint extends the canvas
         "image": IMAGE_B64, "mask": {**IMAGE_B64, "description": "white = change (an alpha channel: transparent = change)"},
         "mode": {"enum": list(MODES)}, "strength": STRENGTH,
@@ -133,6 +144,13 @@ def a1111_body(max_prompt_chars: int) -> dict:
         "batch_size": integer(1, MAX_IMAGES, 1, description=f"batch_size x n_iter <= {MAX_IMAGES}"),
         "n_iter": integer(1, MAX_IMAGES, 1, description=f"batch_size x n_iter <= {MAX_IMAGES}"),
         "sampler_name": {**ANY_JSON, "description": "accepted and reported back; the sampler is fixed"},
+        "enable_hr": {"type": "boolean", "default": False},
+        "hr_scale": {"type": ["number", "null"], "minimum": 1, "maximum": 4, "default": 2},
+        "hr_upscaler": {"type": ["string", "null"], "description": "a name from /sdapi/v1/upscalers"},
+        "hr_second_pass_steps": {"type": ["integer", "null"], "minimum": 0, "maximum": 50, "default": 0},
+        "denoising_strength": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0.3},
+        "hr_resize_x": {"type": ["integer", "null"], "minimum": 0, "maximum": 4096, "default": 0},
+        "hr_resize_y": {"type": ["integer", "null"], "minimum": 0, "maximum": 4096, "default": 0},
         "alwayson_scripts": {"type": "object", "description": "ControlNet: {\"controlnet\": {\"args\": [unit]}}, the "
                              "extension's shape (input_image or image, module canny or none, weight, "
                              "guidance_start, guidance_end); one enabled unit"},
