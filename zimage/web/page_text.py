@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..i18n import page_language
 from ..state import LoadStage, LoadState, Status
 from .page_text_inputs import EN_INPUTS, ZH_INPUTS
+from .page_text_hires import HIRES_EN, HIRES_ZH
 from .page_text_more import MORE_EN, MORE_ZH
 
 if TYPE_CHECKING:          # gradio is imported on first use: the starting page (web.launch) reads the tables without it
@@ -498,6 +499,7 @@ ZH: dict[str, str] = {
 
 EN.update(MORE_EN), ZH.update(MORE_ZH)       # the newer words, in a module of their own
 EN.update(EN_INPUTS); ZH.update(ZH_INPUTS)     # noqa: E702  (page_text_inputs: the input checks' words)
+EN.update(HIRES_EN); ZH.update(HIRES_ZH)       # noqa: E702  (page_text_hires: hires fix and Upscale)
 TABLES = {"en": EN, "zh": ZH}
 
 

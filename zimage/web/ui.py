@@ -28,7 +28,9 @@ from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
 from .ui_edit import build_edit_tab, send_selected
 from .ui_history import GenerateControls, build_history_tab
-from .ui_inputs import page_error_text, prompt_box, seed_value
+from .ui_hires import (HiresPicks, build_hires_panel, page_refusal, picked_index, upscale_button, upscale_handler,
+                       with_page_hires)
+from .ui_inputs import prompt_box, seed_value
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_page import SWITCH_JS
 from .ui_params import gallery_caption
@@ -113,6 +115,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     registry = registry or PageJobs(max_results=GALLERY_MAX, kept=KeptGalleries(store.root, store.history, GALLERY_MAX))
     no_gpu_at_start = gpu_absent(settings)
     control_picks = ControlPicks()          # the ControlNet panel's values, per browser session
+    hires_picks = HiresPicks()              # the Hires fix accordion's, likewise (ui_hires)
 
     def status_html(lang: str = "en") -> str:
         return render_status(manager.status(), manager.memory(), lang, settings)
@@ -188,9 +191,10 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                  "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count}, settings.max_prompt_chars)
             picked = control_picks.get(request.session_hash if request else None)
             req = dataclasses.replace(req, control=control_unit(picked, model_label(settings)))
+            req = with_page_hires(req, hires_picks, request, settings)
             job = submit(req, owner_of(client_id, request), request)
         except ZImageError as e:          # validation errors included: they name the control
-            raise gr.Error(page_error_text(e, lang))
+            raise gr.Error(page_refusal(e, lang))
         recorded = track(client_id, job, lang) if client_id else None
         wait_for_job(job, recorded.is_set if recorded else job.future.done, progress, lang)
         return outcome(job, client_id, lang)
@@ -323,6 +327,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                               lines=1)
                         lora_picks, lora_strengths = build_lora_panel(manager, demo)
                         build_controlnet_panel(settings, control_picks)
+                        build_hires_panel(settings, hires_picks)
                         preset = gr.Dropdown([*SIZE_PRESETS, (label("preset_custom"), CUSTOM)], value="1024x1024",
                                              label=label("preset_label"), elem_id="preset")
                         with gr.Row():
@@ -355,8 +360,11 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                              buttons=["download", "fullscreen"],    # answered "Share failed"
                                              object_fit="contain")      # a portrait whole, not cropped square
                         info = gr.Markdown("", elem_id="result-info")
-                        send_btn = gr.Button(label("send_to_edit"), size="sm", elem_id="send-to-edit")
+                        with gr.Row():
+                            send_btn = gr.Button(label("send_to_edit"), size="sm", elem_id="send-to-edit")
+                            upscale_btn = upscale_button("upscale-btn")
                         picked = gr.State(None)     # the gallery image Send to Edit sends
+                        picked_at = gr.State(None)  # its index, for Upscale (which reads the gallery's checked value)
             edit = build_edit_tab(settings, run_edit, client_id, lora_picks, lora_strengths)
             history_tab = build_history_tab(manager, tabs, GenerateControls(prompt, negative, width, height, steps,
                                                                             guidance, seed, count, lora_picks,
@@ -408,4 +416,17 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         stop_btn.click(on_stop, client_id, info, **private)
         gallery.select(on_pick, None, picked, **private)
         send_btn.click(send_selected, [picked, prompt], [*edit.outputs, tabs], **private)
+        # Upscale (ui_hires) on Generate's and Edit's galleries and History's viewer: queued as a generation
+        on_upscale = upscale_handler(settings, hires_picks, run_edit)
+        queued = dict(concurrency_id="gpu", concurrency_limit=waiting_room, api_visibility="private")
+        gallery.select(picked_index, None, picked_at, **private)
+        upscale_btn.click(on_upscale, [gallery, picked_at, client_id], [gallery, info], **queued)
+        with edit.tab:
+            edit_upscale_btn, edit_picked_at = upscale_button("edit-upscale-btn"), gr.State(None)
+        edit.gallery.select(picked_index, None, edit_picked_at, **private)
+        edit_upscale_btn.click(on_upscale, [edit.gallery, edit_picked_at, client_id], [edit.gallery, edit.info], **queued)
+        with history_tab:
+            history_upscale_btn = upscale_button("history-upscale-btn")
+        history_upscale_btn.click(on_upscale, [history_tab.viewer_image, gr.State(None), client_id], [gallery, info],
+                                  **queued).then(lambda: gr.Tabs(selected="generate"), None, tabs, **private)
     return demo

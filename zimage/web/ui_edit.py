@@ -45,6 +45,8 @@ class EditTarget:
     editor: Any
     prompt: Any
     tab: Any = None         # the gr.Tab, whose title ui.py re-sends in the page's language
+    gallery: Any = None     # the tab's results and their info line (ui.py wires Upscale to them)
+    info: Any = None
 
     @property
     def outputs(self) -> list:
@@ -223,7 +225,7 @@ def build_edit_tab(settings: Settings, run: RunEdit, client_id, lora_picks: list
     # api_name "edit", input 0: the editor (gradio_uploads.BLOB_INPUTS lets exactly it carry images)
     run_btn.click(on_edit, inputs, [gallery, info], api_name="edit", concurrency_id="gpu",
                   concurrency_limit=settings.generation_concurrency + settings.queue_max + 1)
-    return EditTarget(editor=editor, prompt=prompt, tab=tab)
+    return EditTarget(editor=editor, prompt=prompt, tab=tab, gallery=gallery, info=info)
 
 
 def send_selected(selected: str | None, prompt: str | None, request: gr.Request = None) -> list:
