@@ -51,3 +51,15 @@ def test_upscale_a_result_then_generate_with_hires_fix(page, server):
     assert hires.size == (512, 512)
     assert "Size: 256x256" in hires.text["parameters"] and "Hires upscale: 2" in hires.text["parameters"]
     assert "Denoising strength: 0.3" in hires.text["parameters"]
+
+    # History's viewer: its picked picture upscaled (found by its entry id, server-side), shown on Generate
+    page.locator("#hires-enabled input").uncheck()
+    page.get_by_role("tab", name="History").click()
+    page.wait_for_selector("#history-gallery img", timeout=30_000)
+    page.locator("#history-gallery img").last.click()                  # the oldest: the 256x256 first picture
+    wait_for(lambda: page.locator("#history-upscale-btn").is_visible(), 10, message="History's Upscale")
+    page.click("#history-upscale-btn")
+    wait_for(lambda: len(saved(server)) == 4, 120, message="History's picture upscaled")
+    assert Image.open(saved(server)[-1]).size == (512, 512)
+    wait_for(lambda: page.get_by_role("tab", name="Generate").get_attribute("aria-selected") == "true", 20,
+             message="back on Generate")

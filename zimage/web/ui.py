@@ -28,8 +28,8 @@ from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
 from .ui_edit import build_edit_tab, send_selected
 from .ui_history import GenerateControls, build_history_tab
-from .ui_hires import (HiresPicks, build_hires_panel, page_refusal, picked_index, upscale_button, upscale_handler,
-                       with_page_hires)
+from .ui_hires import (HiresPicks, build_hires_panel, gallery_path, history_path, page_refusal, picked_index,
+                       upscale_button, upscale_handler, with_page_hires)
 from .ui_inputs import prompt_box, seed_value
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_page import SWITCH_JS
@@ -417,16 +417,18 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         gallery.select(on_pick, None, picked, **private)
         send_btn.click(send_selected, [picked, prompt], [*edit.outputs, tabs], **private)
         # Upscale (ui_hires) on Generate's and Edit's galleries and History's viewer: queued as a generation
-        on_upscale = upscale_handler(settings, hires_picks, run_edit)
+        on_upscale = upscale_handler(settings, hires_picks, run_edit, functools.partial(gallery_path, registry))
         queued = dict(concurrency_id="gpu", concurrency_limit=waiting_room, api_visibility="private")
         gallery.select(picked_index, None, picked_at, **private)
-        upscale_btn.click(on_upscale, [gallery, picked_at, client_id], [gallery, info], **queued)
+        upscale_btn.click(on_upscale, [picked_at, client_id], [gallery, info], **queued)
         with edit.tab:
             edit_upscale_btn, edit_picked_at = upscale_button("edit-upscale-btn"), gr.State(None)
         edit.gallery.select(picked_index, None, edit_picked_at, **private)
-        edit_upscale_btn.click(on_upscale, [edit.gallery, edit_picked_at, client_id], [edit.gallery, edit.info], **queued)
+        edit_upscale_btn.click(on_upscale, [edit_picked_at, client_id], [edit.gallery, edit.info], **queued)
         with history_tab:
             history_upscale_btn = upscale_button("history-upscale-btn")
-        history_upscale_btn.click(on_upscale, [history_tab.viewer_image, gr.State(None), client_id], [gallery, info],
+        on_history_upscale = upscale_handler(settings, hires_picks, run_edit,
+                                             lambda item, _client: history_path(store, item))
+        history_upscale_btn.click(on_history_upscale, [history_tab.viewer_selected, client_id], [gallery, info],
                                   **queued).then(lambda: gr.Tabs(selected="generate"), None, tabs, **private)
     return demo

@@ -3,8 +3,8 @@ browser session, as the ControlNet panel's are, and read by Generate) and an Ups
 under a gallery (Generate, Edit) or an image (History's viewer) that upscales the picked picture
 with the accordion's upscaler, scale, steps and strength (0: the upscaler alone).
 
-The picture comes from the event's own input (the gallery's value or the viewer's image), which
-the page guard checks like any file an event names (gradio_guard: only this page's images).
+The picture is found server-side: a gallery's picked index among this browser's results, or
+History's picked entry id; no event takes a file from the browser.
 """
 from __future__ import annotations
 
@@ -118,17 +118,35 @@ def _picture(path: str, settings: Settings):
     return image, found.raw if found.source in ("parameters", "exif") else ""
 
 
-def upscale_handler(settings: Settings, picks: HiresPicks, run: Callable[..., tuple]) -> Callable:
-    """The Upscale click: (source, index, client) -> what `run` (ui.run_edit: queued, tracked,
-    (gallery, info)) gives. `source` is a gallery's value with the picked index, or one path."""
+def gallery_path(registry, index: Any, client: str | None) -> str | None:
+    """The saved file of the browser's gallery item `index` (its results, server-side: the
+    galleries show exactly registry.gallery), or None."""
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        return None
+    shown = [r.path for r in registry.results(client) if r.gallery_item() is not None]
+    return str(shown[index]) if index < len(shown) else None
 
-    def on_upscale(source: Any, index: Any, client, request: gr.Request = None, progress=gr.Progress()):
+
+def history_path(store, item: Any) -> str | None:
+    """The file of History's picked entry (its id, kept server-side) while it is the one listed."""
+    from ..store.history import split_id
+
+    parsed = split_id(item) if isinstance(item, str) and item else None
+    entry = store.history.get(parsed[0]) if parsed else None
+    return str(store.root / entry.path) if entry is not None and entry.id == item else None
+
+
+def upscale_handler(settings: Settings, picks: HiresPicks, run: Callable[..., tuple],
+                    resolve: Callable[[Any, str | None], str | None]) -> Callable:
+    """The Upscale click: (key, client) -> what `run` (ui.run_edit: queued, tracked, (gallery,
+    info)) gives. `resolve(key, client)` finds the file server-side (gallery_path, history_path):
+    no event takes a file from the browser (results stay server-side; tests/test_ui.py)."""
+
+    def on_upscale(key: Any, client, request: gr.Request = None, progress=gr.Progress()):
+        from .page_jobs import valid_client_id
+
         lang = request_lang(request)
-        path = source if isinstance(source, str) else None
-        if isinstance(source, list):
-            if not isinstance(index, int) or not 0 <= index < len(source):
-                raise gr.Error(text("upscale_nothing", lang))
-            path = source[index][0] if isinstance(source[index], (list, tuple)) else source[index]
+        path = resolve(key, valid_client_id(client))
         if not path:
             raise gr.Error(text("upscale_nothing", lang))
         pick = picks.get(_session(request))
