@@ -94,7 +94,7 @@ def post(server, path, body):
 def test_generate_bad_hires_values_are_422_naming_the_field(up_server, hires, field):
     r = post(up_server, "/generate", {"prompt": "x", "width": 256, "height": 256, "num_inference_steps": 1,
                                       "hires": hires})
-    assert r.status_code == 422, r.text
+    assert r.status_code == (404 if field == "hires.upscaler" else 422), r.text     # 404: as a LoRA not in the folder
     assert r.json()["error"]["field"] == field
 
 
@@ -118,14 +118,24 @@ def test_a1111_bad_hires_fields_are_named_as_a1111_names_them(up_server):
                          ({"denoising_strength": -0.1}, "denoising_strength"),
                          ({"hr_second_pass_steps": 99}, "hr_second_pass_steps"), ({"enable_hr": "yes"}, "enable_hr")):
         r = post(up_server, "/sdapi/v1/txt2img", {**base, **extra})
-        assert r.status_code == 422, r.text
+        assert r.status_code == (404 if field == "hr_upscaler" else 422), r.text
         assert field in r.json()["detail"]
     image = b64png(Image.new("RGB", (256, 256), "red"))
     for extra, field in (({"upscaling_resize": 5}, "upscaling_resize"), ({"upscaler_1": "x/../../y"}, "upscaler_1"),
                          ({"resize_mode": 3}, "resize_mode"), ({"image": "not base64!"}, "image"), ({"image": None}, "image"),
                          ({"upscaling_resize": 4, "image": b64png(Image.new("RGB", (1100, 300)))}, "upscaling_resize")):
         r = post(up_server, "/sdapi/v1/extra-single-image", {"image": image, **extra})
-        assert r.status_code in (400, 413, 422), r.text
+        assert r.status_code in (400, 404, 413, 422), r.text
         assert field in r.json()["detail"], r.text
     r = requests.get(f"{up_server.url}/health", timeout=10)
     assert r.status_code == 200                        # still serving
+
+
+def test_hires_fields_are_checked_with_enable_hr_off_but_not_used(up_server):
+    base = {"prompt": "x", "width": 256, "height": 256, "steps": 1, "enable_hr": False}
+    r = post(up_server, "/sdapi/v1/txt2img", {**base, "hr_second_pass_steps": 51})
+    assert r.status_code == 422 and "hr_second_pass_steps" in r.json()["detail"]
+    # webuiapi's own defaults with hires off (hr_upscaler "Latent", hr_scale 2): a plain 256x256
+    r = post(up_server, "/sdapi/v1/txt2img", {**base, "hr_upscaler": "Latent", "hr_scale": 2, "denoising_strength": 0.7})
+    assert r.status_code == 200
+    assert Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).size == (256, 256)

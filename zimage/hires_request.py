@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, UpscalerNotFound
 
 MIN_SCALE, MAX_SCALE = 1.0, 4.0          # A1111's hires slider
 MAX_HIRES_SIZE = 4096                    # px, either side of the upscaled picture (2048 x 2)
@@ -103,18 +103,20 @@ def _integer(data: Mapping, key: str, field: str, lo: int, hi: int, zero_ok: boo
 
 
 def parse_hires(data: Mapping[str, Any], width: int, height: int, upscaler_paths: Mapping[str, str],
-                names: Mapping[str, str] = GENERATE_NAMES, postprocess: bool = False) -> HiresSpec:
+                names: Mapping[str, str] = GENERATE_NAMES, postprocess: bool = False,
+                numbers_only: bool = False) -> HiresSpec:
     """A checked HiresSpec from `data` (keys scale, upscaler, steps, strength, resize_x, resize_y;
     missing or null: the default) for a width x height first pass; refusals name `names[key]`,
     the field the caller sent. `upscaler_paths`: every usable name -> its file ("" for a
-    built-in). The upscaled size must stay within MAX_HIRES_SIZE."""
+    built-in). The upscaled size must stay within MAX_HIRES_SIZE. `numbers_only`: only the numbers'
+    ranges (A1111 txt2img's hr_ fields when enable_hr is off: checked, as every field is, not used)."""
     if not isinstance(data, Mapping):
         raise InvalidRequest(names["scale"].partition(".")[0], "must be a JSON object")
     upscaler = data.get("upscaler")
-    upscaler = DEFAULT_UPSCALER if upscaler in (None, "") else upscaler
+    upscaler = DEFAULT_UPSCALER if upscaler in (None, "") or numbers_only else upscaler
     if not isinstance(upscaler, str) or upscaler not in upscaler_paths:
         shown = upscaler[:80] if isinstance(upscaler, str) else type(upscaler).__name__
-        raise InvalidRequest(names["upscaler"], f"unknown upscaler {shown!r} (known: {', '.join(upscaler_paths)})")
+        raise UpscalerNotFound(names["upscaler"], f"unknown upscaler {shown!r} (known: {', '.join(upscaler_paths)})")
     spec = HiresSpec(scale=_number(data, "scale", names["scale"], DEFAULT_SCALE, MIN_SCALE, MAX_SCALE),
                      upscaler=upscaler,
                      steps=_integer(data, "steps", names["steps"], 1, MAX_HIRES_STEPS),
@@ -123,7 +125,7 @@ def parse_hires(data: Mapping[str, Any], width: int, height: int, upscaler_paths
                      resize_y=_integer(data, "resize_y", names["resize_y"], 64, MAX_HIRES_SIZE),
                      postprocess=postprocess, path=upscaler_paths[upscaler])
     tw, th = spec.target(width, height)
-    if max(tw, th) > MAX_HIRES_SIZE:
+    if max(tw, th) > MAX_HIRES_SIZE and not numbers_only:
         field = names["resize_x" if spec.resize_x or spec.resize_y else "scale"]
         raise InvalidRequest(field, f"the upscaled picture would be {tw}x{th}: each side at most {MAX_HIRES_SIZE} px "
                              f"(the first pass is {width}x{height})")

@@ -69,6 +69,7 @@ ERROR_ZH: dict[str, str] = {
     "not_found": "找不到请求的内容。",
     "generation_failed": "生成失败。",
     "upscaler_failed": "无法读取该放大模型文件。",
+    "upscaler_not_found": "找不到该放大器。",
     "confirmation_mismatch": "确认的模型与请求的模型不一致。",
     "lora_error": "无法使用该 LoRA。",
     "lora_name_refused": "LoRA 名称被拒绝。",

@@ -39,14 +39,17 @@ def a1111_hires(req: GenerationRequest, body: Mapping, settings: Settings) -> Ge
     """`req` with A1111 txt2img's hires fix when `enable_hr` is true (its other hr_ fields are
     read only then, as A1111 does)."""
     enable = body.get("enable_hr", False)
-    if enable in (None, False, 0):
-        return req
-    if enable not in (True, 1):
+    if enable is None or isinstance(enable, (bool, int)) and enable in (0, 1):
+        enable = bool(enable)
+    else:
         raise InvalidRequest("enable_hr", "must be true or false")
     data = {ours: body.get(theirs) for ours, theirs in A1111_NAMES.items()}
     if data["upscaler"] == A1111_NONE:
         data["upscaler"] = upscalers.LANCZOS
-    return replace(req, hires=parse_hires(data, req.width, req.height, upscaler_paths(settings), A1111_NAMES))
+    # off: the numbers are still checked (an out-of-range field is refused, not ignored); the
+    # upscaler is not, since webuiapi sends its default "Latent", which this app does not offer
+    spec = parse_hires(data, req.width, req.height, upscaler_paths(settings), A1111_NAMES, numbers_only=not enable)
+    return replace(req, hires=spec) if enable else req
 
 
 def upscale_request(image, spec_data: Mapping, settings: Settings, names: Mapping[str, str] = EXTRAS_NAMES,

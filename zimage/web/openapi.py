@@ -72,14 +72,15 @@ CONTROL_UNIT = {"type": "object", "additionalProperties": False, "required": ["i
                     "guidance_end": {"type": "number", "minimum": 0, "maximum": 1, "default": 1}}}
 
 
+# 0 = off, else a side in px (64-4096)
+RESIZE_PX = {"type": "integer", "minimum": 0, "maximum": 4096, "default": 0, "not": {"minimum": 1, "maximum": 63}}
 # /generate's hires fix: upscale (a name from /sdapi/v1/upscalers), then refine at strength
 HIRES = {"type": ["object", "null"], "additionalProperties": False, "properties": {
     "scale": {"type": "number", "minimum": 1, "maximum": 4, "default": 2},
     "upscaler": {"type": "string", "default": "Lanczos"},
     "steps": {"type": "integer", "minimum": 0, "maximum": 50, "default": 0, "description": "0: the first pass's"},
     "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.3},
-    "resize_x": {"type": "integer", "minimum": 0, "maximum": 4096, "default": 0},
-    "resize_y": {"type": "integer", "minimum": 0, "maximum": 4096, "default": 0}}}
+    "resize_x": RESIZE_PX, "resize_y": RESIZE_PX}}
 
 
 def generate_body(max_prompt_chars: int) -> dict:
@@ -149,8 +150,8 @@ def a1111_body(max_prompt_chars: int) -> dict:
         "hr_upscaler": {"type": ["string", "null"], "description": "a name from /sdapi/v1/upscalers"},
         "hr_second_pass_steps": {"type": ["integer", "null"], "minimum": 0, "maximum": 50, "default": 0},
         "denoising_strength": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0.3},
-        "hr_resize_x": {"type": ["integer", "null"], "minimum": 0, "maximum": 4096, "default": 0},
-        "hr_resize_y": {"type": ["integer", "null"], "minimum": 0, "maximum": 4096, "default": 0},
+        "hr_resize_x": {**RESIZE_PX, "type": ["integer", "null"]},
+        "hr_resize_y": {**RESIZE_PX, "type": ["integer", "null"]},
         "alwayson_scripts": {"type": "object", "description": "ControlNet: {\"controlnet\": {\"args\": [unit]}}, the "
                              "extension's shape (input_image or image, module canny or none, weight, "
                              "guidance_start, guidance_end); one enabled unit"},
