@@ -112,3 +112,15 @@ def test_a_request_that_left_fields_to_the_models_defaults_is_kept_and_read_back
     job = queue.get(queue.add(req))
     back = queue.request_of(job)
     assert back.defaulted == req.defaulted and back.prompt == req.prompt and back.width == 256
+
+
+def test_a_hires_request_is_kept_and_read_back(tmp_path):
+    """A hires fix (HiresSpec, a dataclass) in a kept job: json.dumps raised on it, a 500."""
+    import dataclasses
+
+    from zimage.hires_request import HiresSpec
+
+    req = dataclasses.replace(GenerationRequest(prompt="a lighthouse"), hires=HiresSpec(scale=1.5, steps=2))
+    queue = JobQueue(tmp_path / "out")
+    back = queue.request_of(queue.get(queue.add(req)))
+    assert back.hires == req.hires and back.prompt == "a lighthouse"

@@ -1,5 +1,6 @@
 """`python -m zimage serve [flags]` (the same as webui.py), `download`, `cache list|verify|repair|clear`,
-`make-tiny-model DIR [--layout comfyui|a1111 [--gguf Q8_0]] [--controlnet]`, `make-tiny-lora DIR` and `openapi` (print the HTTP API's schema)."""
+`make-tiny-model DIR [--layout comfyui|a1111 [--gguf Q8_0]] [--controlnet]`, `make-tiny-lora DIR`, `make-tiny-upscaler DIR`
+and `openapi` (print the HTTP API's schema)."""
 from __future__ import annotations
 
 import argparse
@@ -101,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     tiny_lora.add_argument("dir")
     tiny_lora.add_argument("--model", default=None, help="the tiny model's folder (default: its shapes from the config)")
     tiny_lora.add_argument("--seed", type=int, default=0)
+    tiny_up = sub.add_parser("make-tiny-upscaler", help="write tiny random ESRGAN-family upscalers (safetensors) "
+                             "and a refused .pth into DIR")
+    tiny_up.add_argument("dir")
+    tiny_up.add_argument("--seed", type=int, default=0)
     sub.add_parser("openapi", help="print the OpenAPI schema of the HTTP routes (ours, A1111's, OpenAI's)")
     from . import cli_cache
 
@@ -129,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         from .testing.tiny_lora import make_tiny_loras
 
         for kind, path in make_tiny_loras(args.dir, args.model, seed=args.seed).items():
+            print(f"{kind}\t{path}")
+    if args.command == "make-tiny-upscaler":
+        from .testing.tiny_upscaler import make_tiny_upscalers
+
+        for kind, path in make_tiny_upscalers(args.dir, seed=args.seed).items():
             print(f"{kind}\t{path}")
     return 0
 

@@ -63,6 +63,7 @@ class Settings:
     lora_dir: str = ""                      # "" = models/loras beside the outputs folder
     wildcards_dir: str = ""                 # "" = models/wildcards beside the outputs folder (__name__ in prompts)
     grid_max_cells: int = 64                # images one X/Y/Z plot may make
+    upscaler_dir: str = ""                  # "" = models/upscalers beside the outputs folder (ESRGAN safetensors)
     cache_dir: str = ""                     # "" = MODELSCOPE_CACHE or modelscope's default
     demo: bool = False                      # run on the tiny random model (noise images, CPU friendly)
     queue_max: int = 8                      # generation jobs that may wait; more get 429
@@ -117,6 +118,13 @@ class Settings:
         if self.wildcards_dir.strip():
             return Path(self.wildcards_dir).expanduser()
         return Path(self.outputs_dir).expanduser().parent / "models" / "wildcards"
+
+    @property
+    def upscaler_folder(self) -> Path:
+        """Where hires fix and Upscale find ESRGAN-family files: --upscaler-dir, else models/upscalers."""
+        if self.upscaler_dir.strip():
+            return Path(self.upscaler_dir).expanduser()
+        return Path(self.outputs_dir).expanduser().parent / "models" / "upscalers"
 
     @property
     def auth_pairs(self) -> list[tuple[str, str]]:
@@ -377,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text files for __name__ wildcards in prompts (default models/wildcards beside --outputs)")
     p.add_argument("--grid-max-cells", type=int, dest="grid_max_cells", metavar="N",
                    help="images one X/Y/Z plot may make (default 64)")
+    p.add_argument("--upscaler-dir", dest="upscaler_dir", metavar="DIR",
+                   help="ESRGAN-family upscaler .safetensors files (default models/upscalers beside the outputs)")
     p.add_argument("--cache-dir", dest="cache_dir", metavar="DIR", help="model cache (default MODELSCOPE_CACHE)")
     p.add_argument("--config", metavar="FILE", help="TOML settings file")
     p.add_argument("--demo", action="store_true", help="tiny random model: try the app on a CPU")

@@ -180,6 +180,19 @@ class GenerationFailed(ZImageError):
     code = "generation_failed"
 
 
+class UpscalerNotFound(InvalidRequest):
+    """A request names an upscaler that is not in the list (/sdapi/v1/upscalers): 404, as a LoRA
+    the prompt names that is not in the folder."""
+    http_status = 404
+    code = "upscaler_not_found"
+
+
+class UpscalerFailed(ZImageError):
+    """The upscaler file a request named can no longer be read (removed or replaced since)."""
+    http_status = 422
+    code = "upscaler_failed"
+
+
 class ConfirmationMismatch(ZImageError):
     """A destructive action named one model while the user confirmed another."""
     http_status = 409

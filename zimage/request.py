@@ -7,12 +7,13 @@ import logging
 import math
 import re
 import secrets
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from .prompt_origin import original_prompt_part, parse_original_prompt
 from .errors import InvalidRequest
+from .hires_request import HiresSpec
 from .infotext_text import NEGATIVE, escape_prompt, is_negative_start, quote, unescape_line, unquote, version_text
 from .model_defaults import MODEL_FIELDS, TURBO_STEPS, cfg_infotext, cfg_options
 from .variety import infotext_part as variety_part, parse_variety, variety_field
@@ -179,6 +180,7 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()     # from the prompt's <lora:NAME:w> tags (not an input field)
     control: ControlUnit | None = None            # ControlNet (store.control_images.parse_control; not an input field)
     defaulted: frozenset = field(default=frozenset(), compare=False, repr=False)  # model_defaults.MODEL_FIELDS not sent
+    hires: HiresSpec | None = None                # upscale + refine after the pass (hires_request; not an input field)
     # Edit modes. init_image: a checked RGB PIL image (store.images.load_image); mask: "L", 255 =
     # change. Neither takes part in ==, repr or the infotext; batch_key keeps edits apart.
     mode: str = "txt2img"
@@ -271,6 +273,7 @@ class GenerationRequest:
         """The fields as plain values; an image or mask as its size ("WxH"), not its pixels; the
         ControlNet unit without its image."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("init_image", "mask", "control", "defaulted")}
+        out["hires"] = None if self.hires is None else asdict(self.hires)
         out["loras"] = [list(pair) for pair in self.loras]
         for name in ("init_image", "mask"):
             value = getattr(self, name)
@@ -319,7 +322,8 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
                  f"CFG scale: {req.guidance_scale:g}, Seed: {seed}, Size: {req.width}x{req.height}, "
                  + (f"Model hash: {model_hash}, " if model_hash else "") + f"Model: {quote(model)}"
                  + cfg_infotext(req.cfg_normalization, req.cfg_truncation)
-                 + _edit_text(req) + _lora_hashes_text(req, lora_hashes)
+                 + _edit_text(req) + (req.hires.infotext(req.is_edit, req.num_inference_steps) if req.hires else "")
+                 + _lora_hashes_text(req, lora_hashes)
                  + (f", {req.control.infotext()}" if req.control is not None else "")
                  + variety_part(req.variety) + original_prompt_part(req.original_prompt, req.prompt)
                  + (f", Wildcard prompt: {quote(req.wildcard_prompt)}" if req.wildcard_prompt else "") + version_text())
@@ -357,7 +361,7 @@ def batch_key(req: GenerationRequest) -> tuple:
     into the one transformer the call uses. An edit shares a call with nothing: its image, mask and
     strength are the call's (the image's identity, not its pixels, is the key)."""
     key = (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.cfg_normalization,
-           req.cfg_truncation, req.negative_prompt, req.loras, req.control, req.variety)
+           req.cfg_truncation, req.negative_prompt, req.loras, req.control, req.variety, req.hires)
     if req.is_edit:
         key += (req.mode, id(req.init_image), id(req.mask))
     return key

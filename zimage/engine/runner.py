@@ -124,6 +124,8 @@ class GenerationRunner:
             began = time.perf_counter()
             batches = run_per_image(pipe, [m.request for m in members], stopped, on_step, embeds,
                                     on_phase=on_phase, on_pass=on_pass)
+            if any(m.request.hires for m in members):      # riders share it (batch_key)
+                batches = self._hires(pipe, members, batches, on_step, embeds, on_phase, in_pass)
             return batches, time.perf_counter() - began
         except ZImageError:
             raise                     # Cancelled, and the other typed errors, as they are
@@ -134,6 +136,22 @@ class GenerationRunner:
                     f"The generation failed: {e.__class__.__name__}: {str(e)[:300]}",
                     "Try again; if it fails again, the server log has the details (try Unload, then Preload).") from e
         return None, 0.0
+
+    @staticmethod
+    def _hires(pipe, members: list[Job], batches: list, on_step, embeds, on_phase, in_pass: list) -> list:
+        """Each member's pictures upscaled and refined (engine/hires.py); a member stopped before
+        its first was done keeps none (runner.save answers Cancelled)."""
+        from .hires import apply
+
+        out = []
+        for member, images in zip(members, batches):
+            in_pass[:] = [member]
+            try:
+                out.append(apply(pipe, member.request, images, lambda m=member: m.cancelled, on_step, embeds, on_phase)
+                           if images else images)
+            except Cancelled:
+                out.append([])
+        return out
 
     def save(self, members: list[Job], batches: list, seconds: float, warning: str,
              peak: int | None, lora_hashes: dict[str, str] | None = None) -> list[Future | BaseException]:

@@ -14,6 +14,7 @@ quick_check, is moved aside and the queue starts empty; one row that cannot be r
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import QueueBusy
+from ..hires_request import HiresSpec
 from ..request import ControlUnit, GenerationRequest, parse_loras
 from .sqlite_file import INT64_MAX, confirmed_damage, connect, is_busy, is_damage, move_aside, transaction
 
@@ -75,6 +77,8 @@ class KeptJob:
 def request_params(req: GenerationRequest) -> dict:
     params = {f.name: getattr(req, f.name) for f in fields(req) if f.name not in _SKIP}
     params = {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in params.items()}   # JSON has no sets
+    if req.hires is not None:
+        params["hires"] = dataclasses.asdict(req.hires)
     if req.control is not None:
         c = req.control
         params["control"] = {"module": c.module, "digest": c.digest, "model": c.model, "weight": c.weight,
@@ -241,6 +245,8 @@ class JobQueue:
         known = {f.name for f in fields(GenerationRequest)} - _SKIP
         if isinstance(params.get("defaulted"), list):           # the fields left to the model's defaults
             params["defaulted"] = frozenset(params["defaulted"])
+        if isinstance(params.get("hires"), dict):
+            params["hires"] = HiresSpec(**params["hires"])
         return GenerationRequest(**{k: v for k, v in params.items() if k in known | {"init_image", "mask"}},
                                  loras=parse_loras(params["prompt"]), control=unit)
 

@@ -27,6 +27,7 @@ from ..request import GenerationRequest
 from ..store.outputs import png_bytes
 from .control_api import with_control
 from .edit_fields import edit_body_cap, image_fields
+from .hires_fields import with_hires
 from .openapi import ANY_JSON, BODY_ERRORS, GENERATED, HEALTH, RUN_ERRORS, generate_body, route_docs
 from .json_text import SafeJSONResponse, refuse_unwritable
 from .model_choice import model_choice
@@ -165,6 +166,7 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             data = await read_json(request, max_bytes=generate_cap, image_keys=("image", "mask", "control.image"))
             control = data.pop("control", None) if isinstance(data, dict) else None
             model = data.pop("model", None) if isinstance(data, dict) else None   # a listed name: switches first
+            hires = data.pop("hires", None) if isinstance(data, dict) else None
             if isinstance(data, dict) and ({"image", "mask", "outpaint", "init_image"} & set(data)):
                 data = await asyncio.to_thread(image_fields, data, manager)     # decoding takes ~0.1 s a 2 MP image
             count = batch_count_of(data.pop("batch_count", 1)) if isinstance(data, dict) else 1
@@ -172,6 +174,7 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             req = dynamic_request(data, manager.settings.wildcards_folder, max_prompt_chars)
             req = await with_control(req, control, manager.settings)
             req = await asyncio.to_thread(model_choice(manager).prepare, req, model)
+            req = await asyncio.to_thread(with_hires, req, hires, manager.settings)    # reads the upscaler folder
             client, user = request_caller(request, auth_on)
             started = time.perf_counter()
             if count == 1:

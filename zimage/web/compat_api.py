@@ -27,9 +27,11 @@ from ..store.outputs import png_bytes
 from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, request_caller, request_language
 from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
+from .a1111_errors import _a1111_error  # noqa: F401  (edit_api, enhance_api import it from here)
 from .json_text import SafeJSONResponse
 from .models_api import submit_a1111
 from .security import basic_user
+from .hires_fields import a1111_hires
 from .openapi import (A1111_ERROR, A1111_IMAGES, A1111_PNG_INFO, ANY_JSON, BODY_ERRORS, INT, NOT_FOUND, NULLABLE_STRING,
                       NUMBER, OPENAI_ERROR, OPENAI_IMAGES, RUN_ERRORS, STRING, a1111_body, obj, openai_body, route_docs)
 
@@ -145,17 +147,6 @@ def a1111_to_request(body: dict, max_prompt_chars: int,
     return a1111_request(data, max_prompt_chars, wildcards_folder), notes
 
 
-def _a1111_error(err: ZImageError, request: Request) -> SafeJSONResponse:
-    # A1111's FastAPI answers 422 with "detail" for bad input; its clients print the body.
-    log_refusal(err)
-    lang = request_language(request)
-    headers = {"Content-Language": lang}
-    if hasattr(err, "retry_after_s"):
-        headers["Retry-After"] = str(err.retry_after_s)
-    return SafeJSONResponse({"error": err.code, "detail": err.user_text(lang), "errors": err.text(lang)[0]},
-                        status_code=err.http_status, headers=headers)
-
-
 def a1111_images(result, notes: dict, parameters: dict, **info_extra) -> dict:
     """A1111's images answer (txt2img and img2img): the PNGs in base64, the request echoed as
     `parameters`, and `info` as the JSON text A1111 writes, with `info_extra`'s keys in it."""
@@ -233,6 +224,7 @@ def build_compat_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
             body = await read_json(request, max_bytes=txt2img_cap, image_keys=(a1111_unit_images,))
             req, notes = a1111_to_request(body, max_prompt_chars, manager.settings.wildcards_folder)
             req = await a1111_control(req, body, manager.settings)
+            req = await asyncio.to_thread(a1111_hires, req, body, manager.settings)    # reads the upscaler folder
             result = await submit_a1111(manager, req, request, body, auth_on)
         except ZImageError as e:
             return _a1111_error(e, request)

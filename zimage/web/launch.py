@@ -54,13 +54,14 @@ def api_routers(settings: Settings, manager: Backend) -> list:
     from .edit_api import build_edit_router
     from .enhance_api import build_enhance_router
     from .grid_api import build_grid_router
+    from .hires_api import build_hires_router
     from .models_api import build_models_router
     from .queue_api import build_queue_router
 
     routers = [build_router(manager, settings.max_prompt_chars), build_compat_router(manager, settings.max_prompt_chars),
                build_edit_router(manager, settings.max_prompt_chars),
                build_enhance_router(manager, settings.max_prompt_chars), build_grid_router(manager, settings),
-               build_models_router(manager)]
+               build_models_router(manager), build_hires_router(manager)]
     if isinstance(manager, KeptQueueBackend):       # server.serve wraps every backend; tests may pass a bare one
         routers.append(build_queue_router(manager))
     return routers

@@ -73,7 +73,7 @@ def build_models_router(manager: Backend) -> APIRouter:
                                                    errors=BODY_ERRORS + (422,), error_schema=A1111_ERROR))
     async def set_options(request: Request):
         """Only sd_model_checkpoint changes anything; the other options are accepted and ignored."""
-        from .compat_api import _a1111_error
+        from .a1111_errors import _a1111_error
 
         try:
             body = await read_json(request, required=False)

@@ -73,6 +73,17 @@ CONTROL_UNIT = {"type": "object", "additionalProperties": False, "required": ["i
                     "guidance_end": {"type": "number", "minimum": 0, "maximum": 1, "default": 1}}}
 
 
+# 0 = off, else a side in px (64-4096)
+RESIZE_PX = {"type": "integer", "minimum": 0, "maximum": 4096, "default": 0, "not": {"minimum": 1, "maximum": 63}}
+# /generate's hires fix: upscale (a name from /sdapi/v1/upscalers), then refine at strength
+HIRES = {"type": ["object", "null"], "additionalProperties": False, "properties": {
+    "scale": {"type": "number", "minimum": 1, "maximum": 4, "default": 2},
+    "upscaler": {"type": "string", "default": "Lanczos"},
+    "steps": {"type": "integer", "minimum": 0, "maximum": 50, "default": 0, "description": "0: the first pass's"},
+    "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.3},
+    "resize_x": RESIZE_PX, "resize_y": RESIZE_PX}}
+
+
 def generate_body(max_prompt_chars: int) -> dict:
     """POST /generate: GenerationRequest's fields; unknown fields are refused."""
     return {"type": "object", "additionalProperties": False, "required": ["prompt"], "properties": {
@@ -90,6 +101,7 @@ def generate_body(max_prompt_chars: int) -> dict:
         "original_prompt": text(max_prompt_chars, blank_ok=True, nullable=True),
         "batch_count": integer(1, 100, 1),     # explore.batches.MAX_BATCH_COUNT: batches in turn, seeds following on
         "control": CONTROL_UNIT,
+        "hires": HIRES,
         # edits: an image makes it img2img, with a mask inpaint; outpaint extends the canvas
         "image": IMAGE_B64, "mask": {**IMAGE_B64, "description": "white = change (an alpha channel: transparent = change)"},
         "mode": {"enum": list(MODES)}, "strength": STRENGTH,
@@ -141,6 +153,13 @@ def a1111_body(max_prompt_chars: int) -> dict:
         "batch_size": integer(1, MAX_IMAGES, 1, description=f"batch_size x n_iter <= {MAX_IMAGES}"),
         "n_iter": integer(1, MAX_IMAGES, 1, description=f"batch_size x n_iter <= {MAX_IMAGES}"),
         "sampler_name": {**ANY_JSON, "description": "accepted and reported back; the sampler is fixed"},
+        "enable_hr": {"type": "boolean", "default": False},
+        "hr_scale": {"type": ["number", "null"], "minimum": 1, "maximum": 4, "default": 2},
+        "hr_upscaler": {"type": ["string", "null"], "description": "a name from /sdapi/v1/upscalers"},
+        "hr_second_pass_steps": {"type": ["integer", "null"], "minimum": 0, "maximum": 50, "default": 0},
+        "denoising_strength": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0.3},
+        "hr_resize_x": {**RESIZE_PX, "type": ["integer", "null"]},
+        "hr_resize_y": {**RESIZE_PX, "type": ["integer", "null"]},
         "alwayson_scripts": {"type": "object", "description": "ControlNet: {\"controlnet\": {\"args\": [unit]}}, the "
                              "extension's shape (input_image or image, module canny or none, weight, "
                              "guidance_start, guidance_end); one enabled unit"},

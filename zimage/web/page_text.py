@@ -23,6 +23,7 @@ from ..i18n import page_language
 from ..state import LoadStage, LoadState, Status
 from .page_text_edit import EDIT_EN, EDIT_ZH
 from .page_text_inputs import EN_INPUTS, ZH_INPUTS
+from .page_text_hires import HIRES_EN, HIRES_ZH
 from .page_text_more import MORE_EN, MORE_ZH
 from .page_text_models import MODELS_EN, MODELS_ZH
 from .page_text_queue import QUEUE_EN, QUEUE_ZH
@@ -504,6 +505,7 @@ EN.update(EN_INPUTS); ZH.update(ZH_INPUTS)     # noqa: E702  (page_text_inputs: 
 EN.update(QUEUE_EN); ZH.update(QUEUE_ZH)       # noqa: E702  (page_text_queue: the Queue panel's words)
 EN.update(MODELS_EN); ZH.update(MODELS_ZH)     # noqa: E702  (page_text_models: the model picker's)
 EN.update(EDIT_EN); ZH.update(EDIT_ZH)         # noqa: E702  (page_text_edit: the Edit tab's)
+EN.update(HIRES_EN); ZH.update(HIRES_ZH)       # noqa: E702  (page_text_hires: hires fix and Upscale)
 TABLES = {"en": EN, "zh": ZH}
 
 

@@ -34,6 +34,8 @@ from .ui_edit import build_edit_tab
 from .ui_edit_session import PageParts, wire_edit_session
 from .ui_explore import StepProgress, build_batch_controls, build_seed_tools, build_xyz_tab, wire_seed_tools
 from .ui_history import GenerateControls, build_history_tab
+from .ui_hires import (HiresPicks, build_hires_panel, gallery_path, history_path, page_refusal, picked_index,
+                       upscale_button, upscale_handler, with_page_hires)
 from .ui_inputs import page_error_text, prompt_box, seed_value
 from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
 from .ui_models import build_model_picker
@@ -122,6 +124,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     edit_jobs = PageJobs(max_results=GALLERY_MAX)      # the Edit tab's own results, apart from Generate's
     no_gpu_at_start = gpu_absent(settings)
     control_picks = ControlPicks()          # the ControlNet panel's values, per browser session
+    hires_picks = HiresPicks()              # the Hires fix accordion's, likewise (ui_hires)
 
     def status_html(lang: str = "en") -> str:
         return render_status(manager.status(), manager.memory(), lang, settings)
@@ -201,11 +204,12 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             batches = None if forever is True else batch_count_of(1 if batch_count is None else batch_count)
             data = first_seed(data) if batches != 1 else data
             control = control_unit(control_picks.get(request.session_hash if request else None), model_label(settings))
-            build = lambda d: dataclasses.replace(   # noqa: E731  (wildcards picked with each batch's seed)
-                dynamic_request(d, settings.wildcards_folder, settings.max_prompt_chars), control=control)
+            build = lambda d: with_page_hires(dataclasses.replace(   # noqa: E731  (wildcards picked with each batch's seed)
+                dynamic_request(d, settings.wildcards_folder, settings.max_prompt_chars), control=control),
+                hires_picks, request, settings)
             requests = batch_requests(build(data), batches, lambda s: build(dict(data, seed=s)))
-        except ZImageError as e:          # validation errors included: they name the control
-            raise gr.Error(page_error_text(e, lang))
+        except ZImageError as e:          # validation errors included: they name the control (hires' too)
+            raise gr.Error(page_refusal(e, lang))
         jobs: dict = {}                   # job -> its recorded event; the last one waited for answers
         with runs_lock:                   # Stop stays enabled for the whole run, not only while a batch runs
             runs[client_id] = runs.get(client_id, 0) + 1
@@ -233,8 +237,11 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                 runs[client_id] -= 1
         return outcome(jobs["last"], client_id, lang)
 
-    def run_edit(req: GenerationRequest, client, request: gr.Request | None, progress) -> tuple:
-        """The Edit tab's request, queued and tracked as Generate's are: (gallery, info)."""
+    def run_edit(req: GenerationRequest, client, request: gr.Request | None, progress,
+                 jobs: PageJobs | None = None) -> tuple:
+        """The Edit tab's request, queued and tracked as Generate's are: (gallery, info) of `jobs`
+        (the Edit tab's results; Generate's for an Upscale asked from Generate or History)."""
+        jobs = edit_jobs if jobs is None else jobs
         client_id, lang = valid_client_id(client), request_lang(request)
         try:
             if req.mode == "inpaint":    # and outpaint; img2img takes no ControlNet (the request refuses one)
@@ -243,9 +250,9 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             job = submit(req, owner_of(client_id, request), request)
         except ZImageError as e:
             raise gr.Error(e.user_text(lang))
-        recorded = track(client_id, job, lang, edit_jobs) if client_id else None
+        recorded = track(client_id, job, lang, jobs) if client_id else None
         wait_for_job(job, recorded.is_set if recorded else job.future.done, progress, lang)
-        return outcome(job, client_id, lang, edit_jobs)
+        return outcome(job, client_id, lang, jobs)
 
     def on_pick(evt: gr.SelectData):
         image = evt.value.get("image") if isinstance(evt.value, dict) else None
@@ -363,6 +370,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                               lines=1)
                         lora_picks, lora_strengths = build_lora_panel(manager, demo)
                         build_controlnet_panel(settings, control_picks)
+                        build_hires_panel(settings, hires_picks)
                         preset = gr.Dropdown([*SIZE_PRESETS, (label("preset_custom"), CUSTOM)], value="1024x1024",
                                              label=label("preset_label"), elem_id="preset")
                         with gr.Row():
@@ -399,8 +407,11 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                              buttons=["download", "fullscreen"],    # answered "Share failed"
                                              object_fit="contain")      # a portrait whole, not cropped square
                         info = gr.Markdown("", elem_id="result-info")
-                        send_btn = gr.Button(label("send_to_edit"), size="sm", elem_id="send-to-edit")
+                        with gr.Row():
+                            send_btn = gr.Button(label("send_to_edit"), size="sm", elem_id="send-to-edit")
+                            upscale_btn = upscale_button("upscale-btn")
                         picked = gr.State(None)     # the gallery image ♻ takes its seed from (own results only)
+                        picked_at = gr.State(None)  # its index, for Upscale (which reads the gallery's checked value)
             edit = build_edit_tab(settings, run_edit, client_id, manager, demo)
             generate_controls = GenerateControls(prompt, negative, width, height, steps, guidance, seed, count,
                                                  lora_picks, lora_strengths)
@@ -457,4 +468,22 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         wire_seed_tools(seed_dice, seed_reuse, seed, picked, client_id, registry)
         wire_edit_session(edit, PageParts(demo, tabs, client_id, generate_controls.all(), gallery, send_btn, generate_btn,
                                           registry, edit_jobs, pnginfo, resumer(edit_jobs), on_stop, waiting_room))
+        # Upscale (ui_hires) on Generate's and Edit's galleries and History's viewer: queued as a generation,
+        # its result in the gallery it was asked from (History's: Generate's)
+        to_generate = functools.partial(run_edit, jobs=registry)
+        on_upscale = upscale_handler(settings, hires_picks, to_generate, functools.partial(gallery_path, registry))
+        queued = dict(concurrency_id="gpu", concurrency_limit=waiting_room, api_visibility="private")
+        gallery.select(picked_index, None, picked_at, **private)
+        upscale_btn.click(on_upscale, [picked_at, client_id], [gallery, info], **queued)
+        with edit.tab:
+            edit_upscale_btn, edit_picked_at = upscale_button("edit-upscale-btn"), gr.State(None)
+        on_edit_upscale = upscale_handler(settings, hires_picks, run_edit, functools.partial(gallery_path, edit_jobs))
+        edit.gallery.select(picked_index, None, edit_picked_at, **private)
+        edit_upscale_btn.click(on_edit_upscale, [edit_picked_at, client_id], [edit.gallery, edit.info], **queued)
+        with history_tab:
+            history_upscale_btn = upscale_button("history-upscale-btn")
+        on_history_upscale = upscale_handler(settings, hires_picks, to_generate,
+                                             lambda item, _client: history_path(store, item))
+        history_upscale_btn.click(on_history_upscale, [history_tab.viewer_selected, client_id], [gallery, info],
+                                  **queued).then(lambda: gr.Tabs(selected="generate"), None, tabs, **private)
     return demo

@@ -288,4 +288,5 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
     cancel_btn.click(hidden_confirm, None, [confirm_row, pending], **private)
     confirm_btn.click(on_confirm, pending, [confirm_row, pending, image, detail, download, selected, result,
                                             *action_btns], **private).then(show, [*filters, page_no], listing, **private)
+    tab.viewer_selected = selected  # the picked entry's id (server-side), for ui.py's Upscale
     return tab

@@ -1,0 +1,65 @@
+"""Hires fix and Upscale in a real browser on the tiny model: Upscale on a Generate result adds
+the 2x picture to the gallery (saved with A1111 extras' keys), and the ticked Hires fix accordion
+makes Generate's picture 2x with A1111's hires keys. Every event passes the Gradio guard."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from .test_browser import CHROMIUM, guard_refusals, page, set_slider  # noqa: F401: fixtures
+from conftest import wait_for
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
+
+
+def saved(server) -> list[Path]:
+    return sorted(Path(server.settings.outputs_dir).rglob("*.png"), key=lambda p: p.stat().st_mtime)
+
+
+def test_upscale_a_result_then_generate_with_hires_fix(page, server):
+    page.fill("#prompt textarea", "a lighthouse at dusk")
+    set_slider(page, "width", 256)
+    set_slider(page, "height", 256)
+    set_slider(page, "steps", 2)
+    page.locator("#seed input").fill("77")
+    page.click("#generate-btn")
+    page.wait_for_selector("#gallery img", timeout=90_000)
+    wait_for(lambda: len(saved(server)) == 1, 30, message="the first picture saved")
+
+    page.locator("#hires-panel").get_by_text("Hires fix").first.click()      # open the accordion
+    set_slider(page, "hires-steps", 1)
+    page.locator("#gallery img").first.click()                              # pick it
+    page.click("#upscale-btn")
+    wait_for(lambda: len(saved(server)) == 2, 120, message="the upscaled picture saved")
+    wait_for(lambda: page.locator("#gallery .thumbnail-item, #gallery button img").count() >= 2 or
+             page.locator("#gallery img").count() >= 2, 30, message="two pictures in the gallery")
+    upscaled = Image.open(saved(server)[-1])
+    assert upscaled.size == (512, 512)
+    params = upscaled.text["parameters"]
+    assert params.startswith("a lighthouse at dusk") and "Seed: 77" in params
+    assert "Postprocess upscale by: 2" in params and "Postprocess upscaler: Lanczos" in params
+    assert "Refine steps: 1, Refine strength: 0.3" in params
+
+    page.locator("#hires-enabled input").check()
+    page.click("#generate-btn")
+    wait_for(lambda: len(saved(server)) == 3, 120, message="the hires fix picture saved")
+    hires = Image.open(saved(server)[-1])
+    assert hires.size == (512, 512)
+    assert "Size: 256x256" in hires.text["parameters"] and "Hires upscale: 2" in hires.text["parameters"]
+    assert "Denoising strength: 0.3" in hires.text["parameters"]
+
+    # History's viewer: its picked picture upscaled (found by its entry id, server-side), shown on Generate
+    page.locator("#hires-enabled input").uncheck()
+    page.get_by_role("tab", name="History").click()
+    page.wait_for_selector("#history-gallery img", timeout=30_000)
+    page.locator("#history-gallery img").last.click()                  # the oldest: the 256x256 first picture
+    wait_for(lambda: page.locator("#history-upscale-btn").is_visible(), 10, message="History's Upscale")
+    page.click("#history-upscale-btn")
+    wait_for(lambda: len(saved(server)) == 4, 120, message="History's picture upscaled")
+    assert Image.open(saved(server)[-1]).size == (512, 512)
+    wait_for(lambda: page.get_by_role("tab", name="Generate").get_attribute("aria-selected") == "true", 20,
+             message="back on Generate")
