@@ -46,6 +46,16 @@ def wait_up(url: str, deadline_s: float = 300) -> None:
     raise RuntimeError("the app did not answer")
 
 
+def gpu_used_mb() -> int | None:
+    """The GPU memory in use on the machine (every process), from nvidia-smi; None without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30)
+        return int(out.stdout.split()[0]) if out.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
 def restart_and_memory(folder: str, size: int, steps: int) -> dict:
     """One app: an image, kill -9 of its worker, the next image; then the memory before and after
     an unload to "none"."""
@@ -63,6 +73,7 @@ def restart_and_memory(folder: str, size: int, steps: int) -> dict:
         page = psutil.Process(proc.pid)
         worker = page.children()[0]
         out["rss_after_image_mb"] = {"worker": worker.memory_info().rss >> 20, "page": page.memory_info().rss >> 20}
+        out["gpu_used_after_image_mb"] = gpu_used_mb()
         killed = time.monotonic()
         worker.kill()
         r = requests.post(url + "/generate", json=body, timeout=600)
@@ -75,6 +86,7 @@ def restart_and_memory(folder: str, size: int, steps: int) -> dict:
         new = page.children()[0]
         out["rss_after_unload_none_mb"] = {"worker": new.memory_info().rss >> 20, "page": page.memory_info().rss >> 20,
                                            "worker_before": before >> 20, "worker_replaced": new.pid != worker.pid}
+        out["gpu_used_after_unload_none_mb"] = gpu_used_mb()
     except Exception as e:  # noqa: BLE001 - the figure is missing, the run goes on
         out["error"] = f"{e.__class__.__name__}: {e}"
     finally:

@@ -21,6 +21,7 @@ import requests
 POSITIVE_EXAMPLES = 12
 NEGATIVE_EXAMPLES = 24
 SMALL = {"width": 320, "height": 320, "num_inference_steps": 2, "steps": 2, "num_images": 2, "batch_size": 1,
+         "max_tokens": 16,
          "n_iter": 2}
 SMALL_SIZES = ["256x256", "320x256"]
 

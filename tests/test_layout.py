@@ -24,7 +24,8 @@ TOO_LONG_FOR_NOW = {"zimage/web/page_text.py", "zimage/request.py"}
 ALLOWED = {"core": {"core"}, "store": {"core", "store"}, "engine": {"core", "store", "engine"},
            "scale": {"core", "store", "engine", "scale"}, "app": {"core", "store", "engine", "scale", "app"},
            "web": {"core", "store", "app", "web"}, "cli": {"core", "store", "app", "web", "cli"}}
-CORE = {"config", "errors", "state", "request", "infotext_text", "jobs", "units", "i18n", "startup", "model_defaults"}
+CORE = {"config", "errors", "state", "request", "infotext_text", "jobs", "units", "i18n", "startup", "model_defaults",
+        "variety", "prompt_origin", "enhance_request"}
 TOP = {"app": "app", "kept_queue": "app", "cli": "cli", "cli_cache": "cli", "__main__": "cli"}
 FORBIDDEN = {"web": {"torch", "diffusers", "transformers"},
              "engine": {"gradio", "gradio_client", "fastapi", "starlette", "uvicorn", "ray"},

@@ -39,13 +39,13 @@ def _text(result) -> str:
     return "\n".join(c.text for c in result.content if c.type == "text")
 
 
-def test_mcp_lists_the_four_tools_and_runs_them(start_server, settings):
+def test_mcp_lists_the_tools_and_runs_them(start_server, settings):
     srv = start_server(dataclasses.replace(settings, mcp=True))
     names, (status, preload, generate, unload, bad) = run_mcp(srv.url + MCP_URL, [
         ("status", {}), ("preload", {"wait": True}),
         ("generate", {"prompt": "a red fox", "width": 256, "height": 320, "num_inference_steps": 2, "seed": 7}),
         ("unload", {}), ("generate", {"prompt": "x", "width": 250})])
-    assert sorted(names) == ["generate", "preload", "status", "unload"]
+    assert sorted(names) == ["enhance_prompt", "generate", "preload", "status", "unload"]
     assert json.loads(_text(status))["state"] == "unloaded"
     assert not preload.isError and json.loads(_text(preload))["status"] == "healthy"
 
@@ -85,7 +85,7 @@ def test_mcp_with_auth_needs_the_api_login(start_server, settings):
         run_mcp(srv.url + MCP_URL, auth=("me", "wrong"))
     names, (status, bad) = run_mcp(srv.url + MCP_URL, [("status", {}), ("generate", {"prompt": "x", "width": 250})],
                                    auth=("me", "secret"), headers={"Accept-Language": "zh-CN"})
-    assert sorted(names) == ["generate", "preload", "status", "unload"]
+    assert sorted(names) == ["enhance_prompt", "generate", "preload", "status", "unload"]
     assert json.loads(_text(status))["state"] == "unloaded"
     assert bad.isError and "invalid_request: width: 必须在 256 到 2048 之间" in _text(bad)   # the request's language
 

@@ -67,7 +67,7 @@ class Settings:
     auth: str = ""                          # "user:pass[,user2:pass2]"; required when host is not loopback
     auth_file: str = ""                     # a file of user:pass lines (A1111's --gradio-auth-path)
     api_auth: str = ""                      # "user:pass[,...]" for the HTTP API routes only (A1111's --api-auth)
-    mcp: bool = False                       # serve the MCP tools (generate, status, preload, unload) at /gradio_api/mcp
+    mcp: bool = False                       # serve the MCP tools (generate, status, preload, unload, enhance_prompt) at /gradio_api/mcp
     device: str = "auto"                    # auto | cuda | cuda:N | cpu
     dtype: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
     max_prompt_chars: int = 4000
@@ -91,6 +91,11 @@ class Settings:
     ray_min_replicas: int = 0               # autoscaling on queue length between min and max when max > min
     ray_max_replicas: int = 0
     ray_gpus_per_replica: float = -1.0      # -1 = 1 when the cluster has GPUs, else 0 (CPU replicas)
+    enhancer_url: str = ""                  # an OpenAI-compatible endpoint for Enhance ("" = the loaded text encoder)
+    enhancer_model: str = ""                # the endpoint's model name (needed with enhancer_url)
+    enhancer_system_prompt: str = ""        # Enhance's instruction ("" = enhance_request.DEFAULT_SYSTEM_PROMPT)
+    enhancer_max_tokens: int = 400          # new tokens an enhanced prompt may have
+    enhancer_timeout_s: float = 120.0       # seconds an enhancement may take
     config: str = ""                        # the extra TOML file this was read from, if any
 
     @property
@@ -178,7 +183,20 @@ class Settings:
             if not Path(root).expanduser().is_dir():
                 raise ConfigError(f"models_from: {root} is not a folder", "models_from")
         self._validate_ray()
+        self._validate_enhancer()
         return self
+
+    def _validate_enhancer(self) -> None:
+        if self.enhancer_url and not re.match(r"https?://[^\s/]+", self.enhancer_url):
+            raise ConfigError(f"enhancer_url must be an http:// or https:// URL, got {self.enhancer_url!r}",
+                              "enhancer_url")
+        if self.enhancer_url and not self.enhancer_model.strip():
+            raise ConfigError("enhancer_url needs enhancer_model: the endpoint's model name", "enhancer_model")
+        if not 16 <= self.enhancer_max_tokens <= 2048:
+            raise ConfigError(f"enhancer_max_tokens must be 16-2048, got {self.enhancer_max_tokens}",
+                              "enhancer_max_tokens")
+        if self.enhancer_timeout_s <= 0:
+            raise ConfigError(f"enhancer_timeout_s must be > 0, got {self.enhancer_timeout_s}", "enhancer_timeout_s")
 
     def _validate_ray(self) -> None:
         if self.backend not in ("local", "inprocess", "ray"):
@@ -353,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-auth", dest="api_auth", metavar="USER:PASS[,...]",
                    help="HTTP Basic users for the API routes only (/generate, /sdapi/v1, /v1)")
     p.add_argument("--mcp", action="store_true",
-                   help="serve the MCP tools generate, status, preload, unload at /gradio_api/mcp (same login as the API)")
+                   help="serve the MCP tools generate, status, preload, unload, enhance_prompt at /gradio_api/mcp (same login as the API)")
     p.add_argument("--device", help="auto, cuda, cuda:N or cpu")
     p.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
     p.add_argument("--loader", help="fast (default) or plain (diffusers from_pretrained, the fallback)")
@@ -384,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upper bound for autoscaling (autoscaling is on when it exceeds the minimum)")
     p.add_argument("--ray-gpus-per-replica", type=float, dest="ray_gpus_per_replica", metavar="N",
                    help="GPUs each replica reserves (default -1: 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--enhancer-url", dest="enhancer_url", metavar="URL",
+                   help="Enhance on an OpenAI-compatible endpoint (Ollama, LM Studio: http://127.0.0.1:11434/v1) "
+                        "instead of the loaded text encoder")
+    p.add_argument("--enhancer-model", dest="enhancer_model", metavar="NAME", help="the endpoint's model name")
+    p.add_argument("--enhancer-max-tokens", type=int, dest="enhancer_max_tokens", metavar="N",
+                   help="new tokens an enhanced prompt may have (default 400)")
+    p.add_argument("--enhancer-timeout", type=float, dest="enhancer_timeout_s", metavar="SECONDS",
+                   help="seconds an enhancement may take (default 120)")
     return p
 
 

@@ -349,3 +349,18 @@ class ModelFileUnsupported(ModelLoadFailed):
 class ModelPartMissing(ModelLoadFailed):
     """A single-file model lacks a part (text encoder, VAE, the configs and tokenizer) and where to put it."""
     code = "model_part_missing"
+
+
+class EnhancerFailed(ZImageError):
+    """The prompt enhancer could not answer (the endpoint is down or answered nonsense)."""
+    http_status = 502
+    code = "enhancer_failed"
+
+
+class EnhancerTimeout(ZImageError):
+    http_status = 504
+    code = "enhancer_timeout"
+
+    def __init__(self, seconds: float):
+        super().__init__(f"The prompt enhancer gave no answer within {seconds:g} s.",
+                         "Try again, or raise --enhancer-timeout.", seconds=seconds)

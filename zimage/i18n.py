@@ -50,6 +50,8 @@ ERROR_ZH: dict[str, str] = {
     "internal_error": "服务器内部错误。",
     "invalid_request": "请求中的某个字段缺失、类型错误或超出范围。",
     "controlnet_refused": "当前的模型放置方式下无法使用 ControlNet。",
+    "enhancer_failed": "提示词优化器无法给出结果。",
+    "enhancer_timeout": "提示词优化器超时，没有给出结果。",
     "bad_body": "请求体不是有效的 JSON 对象。",
     "queue_full": "生成队列已满。",
     "model_unavailable": "找不到或无法下载模型。",
@@ -227,6 +229,7 @@ MESSAGES_ZH: list[tuple[str, str]] = [
 ]
 
 HINTS_ZH: list[tuple[str, str]] = [
+    (r"Try again, or raise --enhancer-timeout\.", "请重试，或调大 --enhancer-timeout。"),
     (r"Try again in a few seconds\.", "请几秒后重试。"),
     (r"Use or remove the images already uploaded, or try again in (?P<s>\d+) s\.",
      "请先使用或移除已上传的图片，或在 {s} 秒后重试。"),

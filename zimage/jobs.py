@@ -27,6 +27,7 @@ class JobKind(StrEnum):
     IMPORT = "import"
     CACHE = "cache"          # verify, repair, delete of a cached model
     COMPILE = "compile"      # the background compile's blocks swapped in, between two requests
+    ENHANCE = "enhance"      # a prompt rewritten by the text encoder (or the --enhancer-url endpoint)
 
 
 class JobPhase(StrEnum):
@@ -40,7 +41,7 @@ class JobPhase(StrEnum):
     DONE = "done"
 
 
-GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, IMPORT, CACHE, COMPILE = JobKind
+GENERATE, LOAD, UNLOAD, LOW_VRAM, IDLE, IMPORT, CACHE, COMPILE, ENHANCE = JobKind
 
 
 @dataclass(eq=False)
@@ -130,6 +131,7 @@ class Backend(Protocol):
     def generate(self, req: GenerationRequest, owner: str | None = None,
                  timeout: float | None = None) -> GenerationResult: ...
     def cancel(self, owner: str | None = None, user: str | None = None, current_only: bool = False) -> int: ...
+    def enhance_prompt(self, req: Any, owner: str | None = None, user: str | None = None) -> Job: ...
     def current_generation(self) -> Job | None: ...
     def preview_png(self, job: Job) -> bytes | None: ...                    # the job's latest latent, cheaply
 

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from .prompt_origin import original_prompt_part, parse_original_prompt
 from .errors import InvalidRequest
 from .infotext_text import NEGATIVE, escape_prompt, is_negative_start, quote, unescape_line, unquote
 from .model_defaults import TURBO_STEPS, cfg_infotext, cfg_options
+from .variety import infotext_part as variety_part, parse_variety, variety_field
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +189,11 @@ class GenerationRequest:
     inpaint_full_res_padding: int = DEFAULT_PADDING
     resize_mode: int = 0
     inpainting_fill: int = 1
+    variety: float = 0.0           # seeded noise on the prompt embeddings' first steps (zimage/variety.py)
+    original_prompt: str = ""      # the prompt before Enhance rewrote it, kept in the infotext
 
     FIELDS = ("prompt", "negative_prompt", "width", "height", "num_inference_steps",
-              "guidance_scale", "cfg_normalization", "cfg_truncation", "seed", "num_images")
+              "guidance_scale", "cfg_normalization", "cfg_truncation", "seed", "num_images", "variety", "original_prompt")
     EDIT_FIELDS = ("mode", "init_image", "mask", "strength", "mask_blur", "inpaint_full_res",
                    "inpaint_full_res_padding", "resize_mode", "inpainting_fill")
 
@@ -221,6 +225,8 @@ class GenerationRequest:
             **cfg_options(data),
             seed=seed,
             num_images=_int_field(data, "num_images", 1, 1, MAX_IMAGES),
+            variety=variety_field(data),
+            original_prompt=_str_field(data, "original_prompt", "", max_prompt_chars),
             **edit,
         )
 
@@ -311,7 +317,8 @@ def infotext(req: GenerationRequest, seed: int, model: str = MODEL_LABEL,
                  f"CFG scale: {req.guidance_scale:g}, Seed: {seed}, Size: {req.width}x{req.height}, Model: {quote(model)}"
                  + cfg_infotext(req.cfg_normalization, req.cfg_truncation)
                  + _edit_text(req) + _lora_hashes_text(req, lora_hashes)
-                 + (f", {req.control.infotext()}" if req.control is not None else ""))
+                 + (f", {req.control.infotext()}" if req.control is not None else "")
+                 + variety_part(req.variety) + original_prompt_part(req.original_prompt, req.prompt))
     return "\n".join(lines)
 
 
@@ -346,7 +353,7 @@ def batch_key(req: GenerationRequest) -> tuple:
     into the one transformer the call uses. An edit shares a call with nothing: its image, mask and
     strength are the call's (the image's identity, not its pixels, is the key)."""
     key = (req.width, req.height, req.num_inference_steps, req.guidance_scale, req.cfg_normalization,
-           req.cfg_truncation, req.negative_prompt, req.loras, req.control)
+           req.cfg_truncation, req.negative_prompt, req.loras, req.control, req.variety)
     if req.is_edit:
         key += (req.mode, id(req.init_image), id(req.mask))
     return key
@@ -495,4 +502,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
     if params.get("Lora hashes"):
         pairs = (p.partition(":") for p in params["Lora hashes"].split(","))
         out["lora_hashes"] = {n.strip(): h.strip() for n, _, h in pairs if n.strip() and h.strip()}
+    for name, value in (("variety", parse_variety(params)), ("original_prompt", parse_original_prompt(params))):
+        if value is not None:
+            out[name] = value
     return out

@@ -131,8 +131,10 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
     import torch
 
     from . import edit
+    from ..variety import noisy_steps
 
     stopped = False
+    clean_embeds = None                 # with variety: the clean embeddings the late steps get back
     inputs = edit.prepare(req) if req.is_edit else None
     total = edit.denoise_steps(req.num_inference_steps, req.denoising_strength) if inputs else \
         req.num_inference_steps
@@ -143,6 +145,8 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
         nonlocal stopped
         if on_step is not None:
             on_step(step + 1, total, callback_kwargs.get("latents"))
+        if clean_embeds is not None and step + 1 == noisy_steps(total):
+            callback_kwargs["prompt_embeds"] = clean_embeds     # the pipeline's loop pops it
         if should_stop():
             stopped = True
             pipeline._interrupt = True   # the pipeline's own interrupt flag, checked before each step
@@ -169,6 +173,12 @@ def _call(pipe, req: GenerationRequest, prompt, per_prompt: int, seeds: list[int
             texts = dict(prompt=None, prompt_embeds=encode(pipe, prompts))
             if uses_guidance(req.guidance_scale):
                 texts["negative_prompt_embeds"] = encode(pipe, [req.negative_prompt] * len(prompts))
+        if req.variety > 0:             # one noisy embedding per image, from its seed (engine/variety.py)
+            from .variety import varied_texts
+
+            texts, clean_embeds = varied_texts(pipe, prompt, per_prompt, seeds, req.variety, req.negative_prompt,
+                                               uses_guidance(req.guidance_scale), encode)
+            per_prompt = 1
         phase("generating", 0, total)
         extra = edit.call_kwargs(req, inputs, len(seeds)) if inputs is not None else {}
         window = contextlib.nullcontext()

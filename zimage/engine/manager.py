@@ -24,9 +24,9 @@ from typing import Any, Callable
 from .. import startup
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
-from ..jobs import CACHE, GENERATE, IDLE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches, settle
+from ..jobs import CACHE, ENHANCE, GENERATE, IDLE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches, settle
 from ..request import GenerationRequest, GenerationResult
-from ..state import LoadState, MemoryInfo, Status
+from ..state import READY_STATES, LoadState, MemoryInfo, Status
 from ..store.cache_ops import check_confirmed
 from ..store.outputs import OutputStore
 from . import placing
@@ -88,6 +88,7 @@ class PipelineManager(LoadJobs, CompileJobs, GenerateJobs, AdapterJobs, CacheJob
         self._cuda_context_asked = False               # the early CUDA context is tried on the first load only
 
         self._runner = GenerationRunner(self._store, self._model_label)   # the pipeline call, PNG saving
+        self._enhancing: set[Job] = set()              # endpoint enhancements running beside the queue (lock)
         self.load_count = 0                            # completed weight loads from disk, for tests and /health
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -188,6 +189,32 @@ class PipelineManager(LoadJobs, CompileJobs, GenerateJobs, AdapterJobs, CacheJob
                  timeout: float | None = None) -> GenerationResult:
         return self.submit(req, owner).future.result(timeout)
 
+    def enhance_prompt(self, req, owner: str | None = None, user: str | None = None) -> Job:
+        """Rewrite a prompt (an EnhanceRequest; the result an EnhanceResult): on --enhancer-url's
+        endpoint beside the queue, else a worker job on the loaded text encoder (engine/enhance_job.py)."""
+        from .enhance_job import remote_job, run_local
+
+        if self.settings.enhancer_url:
+            def done(job: Job) -> None:
+                with self._lock:
+                    self._enhancing.discard(job)
+            job = remote_job(self.settings, req, owner, user, on_done=done)
+            with self._lock:
+                if not job.future.done():
+                    self._enhancing.add(job)
+            return job
+
+        def ensure_loaded(job: Job) -> None:
+            if self._status.state not in READY_STATES or self._status.state != self._target_state() or \
+                    self._pipe is None:
+                self._run_load(job)
+        with self._lock:
+            self._queue.touch_locked()
+            job = self._enqueue_locked(ENHANCE, lambda j: run_local(j, req, ensure_loaded, lambda: self._pipe,
+                                                                     self.settings.enhancer_timeout_s), owner=owner)
+            job.user = user
+            return job
+
     def cancel(self, owner: str | None = None, user: str | None = None, current_only: bool = False) -> int:
         """Stop the generations matching every criterion given (`owner`, `user`; with neither, all of
         them: for close and tests, never for an HTTP caller): waiting ones are dropped, a running one
@@ -196,9 +223,9 @@ class PipelineManager(LoadJobs, CompileJobs, GenerateJobs, AdapterJobs, CacheJob
         count = 0
         with self._lock:
             running = self._queue.running_locked()
-            jobs = running if current_only else list(self._queue.waiting) + running
+            jobs = running if current_only else list(self._queue.waiting) + running + list(self._enhancing)
             for job in jobs:
-                if job.kind == GENERATE and matches(job, owner, user) and not job.cancelled:
+                if job.kind in (GENERATE, ENHANCE) and matches(job, owner, user) and not job.cancelled:
                     job.skipped = current_only
                     job.cancel_event.set()
                     count += 1

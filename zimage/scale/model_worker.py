@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 REPORT_S = 0.1            # progress reports while a job runs (the page's progress bar polls at ~0.25 s)
 HEARTBEAT_S = 1.0         # the status (and memory) when nothing changes
 DELAY_ENV = "ZIMAGE_WORKER_START_DELAY_S"   # tests: a worker whose imports take this much longer
-ACTIONS = frozenset({"preload", "unload", "set_low_vram", "import_model_stack", "repair", "verify", "delete_cached"})
+ACTIONS = frozenset({"preload", "unload", "set_low_vram", "import_model_stack", "repair", "verify", "delete_cached",
+                     "enhance_prompt"})
 CALLS = frozenset({"cancel", "loras", "preview", "cancel_download"})
 
 

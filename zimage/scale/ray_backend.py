@@ -214,6 +214,19 @@ class RayBackend:
                 job.response.cancel()
         return len(jobs)
 
+    def enhance_prompt(self, req, owner: str | None = None, user: str | None = None) -> Job:
+        """Enhance on --enhancer-url's endpoint (the replicas' text encoders are not offered for it)."""
+        from ..engine.enhance_job import remote_job
+        from ..errors import EnhancerFailed
+
+        if self.settings.enhancer_url:
+            return remote_job(self.settings, req, owner, user)
+        job = Job(kind="enhance", fn=_never_run, owner=owner)
+        job.future.set_exception(EnhancerFailed(
+            "Enhance on the loaded text encoder needs --backend local.",
+            "Start with --backend local, or give an endpoint with --enhancer-url and --enhancer-model."))
+        return job
+
     def _run_remote(self, job: RemoteJob, req: GenerationRequest) -> None:
         try:
             job.future.set_result(self._call_with_retry(job, req))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from .. import startup
 from ..config import Settings
 from ..errors import BackendUnavailable, Cancelled, QueueFull
-from ..jobs import CACHE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches
+from ..jobs import CACHE, ENHANCE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches
 from ..request import GenerationRequest, GenerationResult
 from ..state import MemoryInfo, Status
 from ..store.cache_ops import check_confirmed
@@ -204,7 +204,9 @@ class WorkerBackend(WorkerLink):
             job.cancel_event.set()
             job.future.set_exception(Cancelled())
         count = 0
-        if there:
+        with self._lock:       # a prompt rewrite runs in the worker too: its Stop is the worker's cancel
+            enhancing = any(job.kind == ENHANCE and sent for job, sent in self._acts.values())
+        if there or enhancing:
             try:
                 count = self._ask("cancel", (owner, user, current_only))
             except (BackendUnavailable, FutureTimeout):
@@ -266,6 +268,10 @@ class WorkerBackend(WorkerLink):
             self._stop_worker()
             self.start(warm=False)
         job.future.set_result(self.status())
+
+    def enhance_prompt(self, req, owner: str | None = None, user: str | None = None) -> Job:
+        """A prompt rewrite (engine/enhance_job.py) on the worker's loaded text encoder or its endpoint."""
+        return self._act(ENHANCE, "enhance_prompt", req, owner, user)
 
     def set_low_vram(self, enabled: bool) -> Job:
         return self._act(LOW_VRAM, "set_low_vram", bool(enabled))

@@ -50,9 +50,12 @@ def _random_state_dict(model, generator) -> dict:
     import torch
 
     out = {}
+    # A norm's scale by its module's class as well as its name: the DiT's cap_embedder.0 is an RMSNorm,
+    # and its zero weight made every caption embed to zeros (the tiny model ignored the prompt).
+    norms = {f"{n}.weight" for n, m in model.named_modules() if "Norm" in type(m).__name__}
     for name, tensor in model.state_dict().items():
         shape = tuple(tensor.shape)
-        if len(shape) == 1 and ("norm" in name or name.endswith("scale")):
+        if len(shape) == 1 and ("norm" in name or name.endswith("scale") or name in norms):
             value = torch.ones(shape)
         elif len(shape) == 1:
             value = torch.zeros(shape)

@@ -75,7 +75,7 @@ def openai_n(n: Any, form: bool = False) -> int:
 
 # Our request's fields -> A1111's, for its refusals (the others have the same names).
 A1111_NAMES = {"num_inference_steps": "steps", "guidance_scale": "cfg_scale", "strength": "denoising_strength",
-               "num_images": "batch_size"}
+               "num_images": "batch_size", "variety": "subseed_strength"}
 
 
 def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
@@ -92,6 +92,8 @@ def a1111_fields(body: dict, sized: bool = True) -> tuple[dict, dict]:
             "num_inference_steps": TURBO_STEPS if steps in (None, A1111_DEFAULT_STEPS) else steps,
             "guidance_scale": 0.0 if cfg in (None, A1111_DEFAULT_CFG) else cfg,
             "seed": body.get("seed", -1), "num_images": batch * iters}
+    if body.get("subseed_strength") is not None:     # A1111's variation strength (0-1) is our variety
+        data["variety"] = body["subseed_strength"]
     if sized:
         data.update(width=body.get("width", 1024), height=body.get("height", 1024))
     return data, {"sampler_name": body.get("sampler_name")}

@@ -52,10 +52,12 @@ def api_routers(settings: Settings, manager: Backend) -> list:
     from .api import build_router
     from .compat_api import build_compat_router
     from .edit_api import build_edit_router
+    from .enhance_api import build_enhance_router
     from .queue_api import build_queue_router
 
     routers = [build_router(manager, settings.max_prompt_chars), build_compat_router(manager, settings.max_prompt_chars),
-               build_edit_router(manager, settings.max_prompt_chars)]
+               build_edit_router(manager, settings.max_prompt_chars),
+               build_enhance_router(manager, settings.max_prompt_chars)]
     if isinstance(manager, KeptQueueBackend):       # server.serve wraps every backend; tests may pass a bare one
         routers.append(build_queue_router(manager))
     return routers

@@ -1,4 +1,4 @@
-"""The MCP tools (--mcp): generate, status, preload and unload, served by Gradio's MCP server.
+"""The MCP tools (--mcp): generate, status, preload, unload and enhance_prompt, served by Gradio's MCP server.
 
 Gradio turns every public API endpoint of the Blocks into a tool named after its function, so the
 tools are dedicated `gr.api` functions added only with --mcp, and `keep_only_mcp_tools` drops the
@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import gradio as gr
 
 from ..config import ConfigError, Settings
+from ..enhance_request import EnhanceRequest
 from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
 from ..model_defaults import TURBO_STEPS
@@ -33,7 +34,7 @@ from .api import job_owner, request_caller, request_language
 
 log = logging.getLogger(__name__)
 
-MCP_TOOLS = ("generate", "status", "preload", "unload")
+MCP_TOOLS = ("generate", "status", "preload", "unload", "enhance_prompt")
 MCP_OWNER = "mcp"                     # the owner of MCP generations sent without X-Client-Id
 # User-facing text (one place, for the later translation round).
 NO_IMAGE_SAVED = "The image could not be saved, so it cannot be returned: {warning}"
@@ -52,7 +53,7 @@ def _refusal(err: ZImageError, request: gr.Request | None) -> gr.Error:
 
 
 def add_mcp_tools(manager: Backend, settings: Settings) -> None:
-    """Add the four tools to the Blocks whose context is open (server.create_app opens it)."""
+    """Add the tools to the Blocks whose context is open (server.create_app opens it)."""
     auth_on = bool(settings.api_auth_pairs)
 
     async def generate(prompt: str, negative_prompt: str = "", width: int = 1024, height: int = 1024,
@@ -140,7 +141,28 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
             raise _refusal(e, request) from None
         return _status_json(manager)
 
-    for fn in (generate, status, preload, unload):
+    async def enhance_prompt(prompt: str, seed: int = -1, request: gr.Request = None) -> str:
+        """Rewrite a short image prompt into a detailed one for Z-Image (subject, count and quoted text kept; composition, light and materials added), in the prompt's language.
+
+        Args:
+            prompt: The prompt to rewrite.
+            seed: -1 for a random seed; the same seed gives the same rewrite.
+
+        Returns:
+            JSON text: prompt (the rewrite), original_prompt, seed, seconds, tokens.
+        """
+        try:
+            req = EnhanceRequest.from_mapping({"prompt": prompt, "seed": seed}, settings.max_prompt_chars,
+                                              settings.enhancer_system_prompt, settings.enhancer_max_tokens)
+            client, user = request_caller(request, auth_on)
+            owner = client if client is not None else MCP_OWNER
+            result = await asyncio.wrap_future(manager.enhance_prompt(req, job_owner(owner), user).future)
+        except ZImageError as e:
+            raise _refusal(e, request) from None
+        return json.dumps({"prompt": result.prompt, "original_prompt": result.original_prompt, "seed": result.seed,
+                           "seconds": round(result.seconds, 3), "tokens": result.tokens}, ensure_ascii=False)
+
+    for fn in (generate, status, preload, unload, enhance_prompt):
         gr.api(fn, api_name=f"mcp_{fn.__name__}", queue=False)
 
 

@@ -85,6 +85,9 @@ def generate_body(max_prompt_chars: int) -> dict:
         "cfg_normalization": {"type": "boolean", "default": False},
         "cfg_truncation": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
         "num_images": integer(1, MAX_IMAGES, 1),
+        "variety": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0,
+                    "description": "seeded noise on the prompt embeddings' first steps: more difference between seeds"},
+        "original_prompt": text(max_prompt_chars, blank_ok=True, nullable=True),
         "control": CONTROL_UNIT,
         # edits: an image makes it img2img, with a mask inpaint; outpaint extends the canvas
         "image": IMAGE_B64, "mask": {**IMAGE_B64, "description": "white = change (an alpha channel: transparent = change)"},
