@@ -171,9 +171,9 @@ def run_ours(folder: str, size: int, budget_gb: float, controlnet: str | None = 
     manager.ensure_ready(900)
     out: dict = {"ready_s": round(time.perf_counter() - t0, 2), "plan": manager.status().plan}
     if cuda():           # the steady figures are the compiled ones: wait for the background compile's swap
-        from bench.lowvram_probe import _wait_compiled
+        from bench.probe_common import wait_compiled
 
-        out["compile_wait_s"] = _wait_compiled(manager, settings.compile, timeout_s=400)
+        out["compile_wait_s"] = wait_compiled(manager, settings.compile, timeout_s=400)
     image, mask = inputs(size)
     extra = {"txt2img": {}, "img2img": {"init_image": image, "strength": STRENGTH},
              "inpaint": {"init_image": image, "mask": mask, "strength": 1.0, "mask_blur": 4}}

@@ -33,24 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PROMPT = "a red fox in the snow, golden hour, photo"
+from bench.probe_common import PROMPT, capture_first_step, prompt_for, wait_compiled
+
 KW = dict(height=1024, width=1024, num_inference_steps=9, guidance_scale=0.0)
 OUT_DIR = Path("/tmp/lowvram")
-
-
-def capture_first_step(pipe, name: str, out_dir: Path = OUT_DIR):
-    """Save the transformer's output at its first call (the first denoising step) as
-    `<out_dir>/<name>.step1.npy`; returns the hook's handle."""
-    state = {"done": False}
-
-    def hook(_module, _args, output):
-        if not state["done"]:
-            state["done"] = True
-            x = output[0] if isinstance(output, (tuple, list)) else output
-            x = x[0] if isinstance(x, (tuple, list)) else x
-            np.save(out_dir / f"{name}.step1.npy", x.float().cpu().numpy())
-        return output
-    return pipe.transformer.register_forward_hook(hook)
 
 
 def _graphs() -> int:
@@ -76,12 +62,6 @@ def _suite_args(argv: list[str]):
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
-
-
-def _prompt(seed: int) -> str:
-    from bench.speed_probe import prompt_for
-
-    return prompt_for(seed)
 
 
 def _peaks(out: dict, device: str) -> None:
@@ -118,26 +98,6 @@ def _cpu_plans():
     return CpuAsGpu
 
 
-def _wait_compiled(manager, compile_setting: str, timeout_s: float = 240) -> float | None:
-    """Seconds until the compiled blocks are in use (None: compile off or it never came): a plan
-    says so in its text, a resident compile marks the startup timeline."""
-    from zimage import startup
-    from zimage.state import LoadState
-
-    if compile_setting == "off":
-        return None
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        events = startup.timeline_dict()
-        status = manager.status()
-        if ("compiled blocks" in status.plan if status.state == LoadState.OFFLOADED else startup.COMPILED in events):
-            return round(time.perf_counter() - t0, 2)
-        if startup.COMPILE_FAILED in events:
-            return None
-        time.sleep(0.2)
-    return None
-
-
 def app(a) -> dict:
     from zimage.config import Settings
     from zimage.engine.manager import PipelineManager
@@ -156,12 +116,12 @@ def app(a) -> dict:
     manager = PipelineManager(settings, placement_factory=factory).start()
     manager.ensure_ready(900)
     out["ready_s"] = round(time.perf_counter() - t0, 2)
-    out["compile_wait_s"] = _wait_compiled(manager, a.compile)
+    out["compile_wait_s"] = wait_compiled(manager, a.compile)
     out["plan"] = manager.status().plan
 
     def one(seed: int, prompt: str | None = None) -> tuple[float, object]:
-        r = manager.generate(GenerationRequest(prompt=prompt or _prompt(seed), seed=seed, width=a.size, height=a.size,
-                                               num_inference_steps=a.steps), timeout=600)
+        r = manager.generate(GenerationRequest(prompt=prompt or prompt_for(seed), seed=seed, width=a.size,
+                                               height=a.size, num_inference_steps=a.steps), timeout=600)
         return r.seconds, r.images[0].image
 
     if a.switch:                # resident -> 8 GiB plan -> resident, no disk read
@@ -171,7 +131,7 @@ def app(a) -> dict:
         out["to_plan_s"] = round(time.perf_counter() - t, 3)
         out["plan_after_switch"] = manager.status().plan
         out["first_image_in_plan_s"] = round(one(2)[0], 3)
-        out["plan_compile_wait_s"] = _wait_compiled(manager, a.compile)
+        out["plan_compile_wait_s"] = wait_compiled(manager, a.compile)
         out["compiled_image_in_plan_s"] = round(one(3)[0], 3)
         t = time.perf_counter()
         manager.set_low_vram(False).future.result(600)
@@ -198,7 +158,7 @@ def plain(a) -> dict:
 
     def one(seed: int, prompt: str | None = None):
         t = time.perf_counter()
-        image = pipe(prompt=prompt or _prompt(seed), height=a.size, width=a.size, num_inference_steps=a.steps,
+        image = pipe(prompt=prompt or prompt_for(seed), height=a.size, width=a.size, num_inference_steps=a.steps,
                      guidance_scale=0.0, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
         if a.device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -215,7 +175,7 @@ def plain(a) -> dict:
 def _measure(out: dict, a, pipe, one) -> None:
     """The seed-0 image and first step saved for the quality figures, then `a.images` timed images:
     s/image, graphs compiled meanwhile, peaks."""
-    handle = capture_first_step(pipe, a.name)
+    handle = capture_first_step(pipe, a.name, OUT_DIR)
     _, image = one(0, PROMPT)
     handle.remove()
     np.save(OUT_DIR / f"{a.name}.npy", np.asarray(image))
@@ -296,7 +256,7 @@ def main() -> None:
     torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(1 if mode == "model_offload" else 3):     # model offload: ~15 s an image
-        hook = capture_first_step(pipe, name) if i == 0 else None
+        hook = capture_first_step(pipe, name, OUT_DIR) if i == 0 else None
         t0 = time.perf_counter()
         image = pipe(prompt=PROMPT, **KW, generator=torch.Generator("cpu").manual_seed(i % 2)).images[0]
         torch.cuda.synchronize()

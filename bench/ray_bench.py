@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from zimage.scale.ray_backend import connect_ray
+    from zimage.scale.ray_cluster import connect_ray
 
     connect_ray(args.ray_address)
     gpus = int(ray.cluster_resources().get("GPU", 0))

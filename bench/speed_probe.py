@@ -17,16 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.lowvram_probe import capture_first_step
+from bench.probe_common import PROMPT, capture_first_step, prompt_for
 
-PROMPT = "a red fox in the snow, golden hour, photo"
 OUT_DIR = Path("/tmp/speed")
-
-
-def prompt_for(seed: int) -> str:
-    """A different prompt per image (the seed 0 one is PROMPT): the app keeps text embeddings per
-    prompt, plain diffusers does not, so a repeated prompt would favour the app."""
-    return PROMPT if seed == 0 else f"{PROMPT}, take {seed}"
 
 
 def main() -> None:

@@ -105,10 +105,10 @@ def test_registered_buffer_failure_leaves_plain_ram():
 
 def test_big_ram_allocations_behind_a_pipeline_are_found_once(tiny_model_dir):
     from zimage.engine.loader import load_pipeline
-    from zimage.engine.offload import PINNABLE_BYTES, _pinnable_storages
+    from zimage.engine.host_pin import PINNABLE_BYTES, pinnable_storages
 
     pipe = load_pipeline(tiny_model_dir, torch.float32, "cpu")
-    assert _pinnable_storages(pipe) == []                       # the tiny model's shards are all small
+    assert pinnable_storages(pipe) == []                       # the tiny model's shards are all small
     big = torch.zeros(PINNABLE_BYTES // 4)                      # one allocation shared by two parameters
     block = transformer_blocks(pipe.transformer)[0]
     params = [p for p in block.parameters()][:2]
@@ -116,11 +116,11 @@ def test_big_ram_allocations_behind_a_pipeline_are_found_once(tiny_model_dir):
     for p in params:
         p.data = big[offset:offset + p.numel()].view(p.shape)
         offset += p.numel()
-    assert _pinnable_storages(pipe) == [(big.untyped_storage().data_ptr(), PINNABLE_BYTES)]
+    assert pinnable_storages(pipe) == [(big.untyped_storage().data_ptr(), PINNABLE_BYTES)]
 
 
 def test_host_pinner_locks_what_it_can_and_unlocks_only_its_own(monkeypatch):
-    from zimage.engine.offload import HostPinner
+    from zimage.engine.host_pin import HostPinner
 
     class Cudart(_FakeCudart):
         def cudaHostRegister(self, ptr, n, flags):
@@ -136,7 +136,7 @@ def test_host_pinner_locks_what_it_can_and_unlocks_only_its_own(monkeypatch):
 
 
 def test_host_pinner_release_unlocks_only_what_it_locked():
-    from zimage.engine.offload import HostPinner
+    from zimage.engine.host_pin import HostPinner
 
     class Cudart(_FakeCudart):
         def cudaHostRegister(self, ptr, n, flags):
@@ -157,7 +157,7 @@ def test_host_pinner_release_unlocks_only_what_it_locked():
 
 def _big(param) -> torch.Tensor:
     """`param`'s values moved into an allocation of its own that is big enough to be page-locked."""
-    from zimage.engine.offload import PINNABLE_BYTES
+    from zimage.engine.host_pin import PINNABLE_BYTES
 
     big = torch.zeros(PINNABLE_BYTES // param.element_size(), dtype=param.dtype)
     big[:param.numel()] = param.detach().flatten()

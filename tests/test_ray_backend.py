@@ -63,7 +63,7 @@ def req(**kw):
 
 
 def test_deployment_options_follow_the_settings():
-    from zimage.scale.ray_backend import replica_deployment_options
+    from zimage.scale.ray_cluster import replica_deployment_options
 
     fixed = replica_deployment_options(Settings(backend="ray", ray_replicas=3), gpus=1.0)
     assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed

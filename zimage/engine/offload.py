@@ -13,99 +13,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from dataclasses import dataclass
 
 from .anatomy import SCALE, controlnet_blocks, text_encoder_layers, transformer_blocks
+from .host_pin import PINNABLE_BYTES, HostPinner, address_ranges, big_storages, is_pinnable, pipeline_tensors
 from .planning import SLOTS, Plan
-from .vram import cuda_error_code
 
 log = logging.getLogger(__name__)
 
 VAE_TILE_PIXELS = 512
-PINNABLE_BYTES = 64 * 2**20     # above glibc's largest mmap threshold (32 MB): an allocation of its own
-HOST_MEMORY_ALREADY_REGISTERED = 712
-
-
-class HostPinner:
-    """Page-locks the RAM behind the streamed tensors in place (cudaHostRegister), one whole
-    allocation at a time on a background thread, so copies from it become DMA transfers on a side
-    stream. Nothing is copied: the weights stay where the loader put them. Until an allocation is
-    done, copies from it are ordinary synchronous ones, still correct.
-
-    CUDA rejects a copy from a range that is only partly registered, so only whole allocations are
-    registered, and only big ones (glibc maps those on their own pages, never shared with another
-    allocation): `BlockStreamer` packs blocks whose tensors sit in small allocations first. Copies
-    from a host allocation take `lock`, which is held while an allocation is being registered."""
-
-    def __init__(self, storages: list[tuple[int, int]]):
-        import time
-
-        self.ranges = sorted(set(storages))
-        self.registered: list[int] = []         # what this pinner locked (and unlocks on close)
-        self.locked: set[int] = set()           # every allocation found locked, by it or before it
-        self.bytes_total = sum(n for _, n in self.ranges)
-        self.bytes_done = 0
-        self.seconds: float | None = None
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._started = time.perf_counter()
-        self._thread = threading.Thread(target=self._run, name="zimage-pin", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import time
-
-        import torch
-
-        cudart = torch.cuda.cudart()
-        for ptr, n in self.ranges:
-            if self._stop.is_set():
-                break
-            with self.lock:
-                rc = cudart.cudaHostRegister(ptr, n, 0)
-            code = cuda_error_code(rc)
-            if code == 0:
-                self.registered.append(ptr)
-            elif code != HOST_MEMORY_ALREADY_REGISTERED:     # already pinned, e.g. the idle-unload buffer: fine
-                log.warning("page-locking RAM for streaming failed (%s): copies stay synchronous", rc)
-                break
-            self.locked.add(ptr)
-            self.bytes_done += n
-        self.seconds = time.perf_counter() - self._started
-        log.info("page-locked %.1f GB for streaming in %.1f s", self.bytes_done / 1e9, self.seconds)
-
-    def wait(self) -> "HostPinner":
-        self._thread.join()
-        return self
-
-    def release(self, ptrs: set[int]) -> None:
-        """Unlock these allocations (ones it locked) before their memory is freed: freed RAM that
-        stays registered gets mapped again by a later allocation, and copies from there fail
-        ("resource already mapped")."""
-        import torch
-
-        cudart = torch.cuda.cudart()
-        with self.lock:
-            for ptr in [p for p in self.registered if p in ptrs]:
-                cudart.cudaHostUnregister(ptr)
-                self.registered.remove(ptr)
-                self.locked.discard(ptr)
-
-    def close(self) -> None:
-        import torch
-
-        self._stop.set()
-        self._thread.join()
-        cudart = torch.cuda.cudart()
-        for ptr in self.registered:
-            cudart.cudaHostUnregister(ptr)
-        self.registered = []
-
-
-def _pinnable(t) -> bool:
-    """In RAM, in an allocation big enough to be registered whole (see HostPinner)."""
-    return t.device.type == "cpu" and t.untyped_storage().nbytes() >= PINNABLE_BYTES
 
 
 @dataclass
@@ -178,7 +94,7 @@ class BlockStreamer:
             if not streamed:
                 for e in entries:
                     e.src = e.src.to(self.device)
-            elif pack_small and not all(_pinnable(e.src) for e in entries):
+            elif pack_small and not all(is_pinnable(e.src) for e in entries):
                 self._pack(entries)
             else:
                 for e in entries:
@@ -193,7 +109,7 @@ class BlockStreamer:
         self.slot_bytes, self.stage_bytes = max(self.slot_sizes, default=0), max(self.stage_sizes, default=0)
         self.slots = [self._new_slot() for _ in range(SLOTS)] if persistent_slots else [None] * SLOTS
         host = {(e.src.untyped_storage().data_ptr(), e.src.untyped_storage().nbytes())
-                for layout in self.layouts for e in layout if e.src.device.type == "cpu" and _pinnable(e.src)}
+                for layout in self.layouts for e in layout if e.src.device.type == "cpu" and is_pinnable(e.src)}
         host = {(ptr, n) for ptr, n in host if ptr not in locked}
         self.pinner = HostPinner(sorted(host)) if self.cuda else None
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
@@ -413,27 +329,6 @@ def torch_device_is_cuda(device: str) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def _big_storages(tensors) -> dict[int, object]:
-    """The big RAM allocations (see _pinnable) behind `tensors`, by address."""
-    return {t.untyped_storage().data_ptr(): t.untyped_storage() for t in tensors if _pinnable(t)}
-
-
-def _pipeline_tensors(pipe) -> list:
-    import torch
-
-    return [t for c in pipe.components.values() if isinstance(c, torch.nn.Module)
-            for t in list(c.parameters()) + list(c.buffers())]
-
-
-def _ranges(storages: dict[int, object]) -> list[tuple[int, int]]:
-    return sorted((ptr, s.nbytes()) for ptr, s in storages.items())
-
-
-def _pinnable_storages(pipe) -> list[tuple[int, int]]:
-    """(address, bytes) of the big RAM allocations behind the pipeline's tensors."""
-    return _ranges(_big_storages(_pipeline_tensors(pipe)))
-
-
 class LowVramRuntime:
     """A pipeline running under a Plan: resident parts on the GPU, streamed blocks in RAM, int8
     blocks dequantized as they run, the text encoder visiting the GPU only to encode (when the
@@ -450,8 +345,8 @@ class LowVramRuntime:
         # the resident part goes to the GPU by DMA instead of pageable copies (2.5 s for 9 GB).
         # Held until the setup is done: RAM whose tensors move to the GPU is unlocked before it is freed.
         control_tensors = list(controlnet.parameters()) + list(controlnet.buffers()) if controlnet is not None else []
-        loader_ram = _big_storages(_pipeline_tensors(pipe) + control_tensors)
-        self.pinner = HostPinner(_ranges(loader_ram)).wait() if torch_device_is_cuda(device) else None
+        loader_ram = big_storages(pipeline_tensors(pipe) + control_tensors)
+        self.pinner = HostPinner(address_ranges(loader_ram)).wait() if torch_device_is_cuda(device) else None
         locked = frozenset(self.pinner.locked) if self.pinner is not None else frozenset()
         streamer = functools.partial(BlockStreamer, device=device, compute_dtype=pipe.vae.dtype, locked=locked)
         quantized = lambda block: any(SCALE in m._buffers for m in block.modules())   # noqa: E731
@@ -495,7 +390,7 @@ class LowVramRuntime:
         streamed = [t for s in self.streamers for entries in s.layouts for e in entries
                     for t in (e.src, e.at_rest[0] if e.at_rest else None) if t is not None]
         control = list(self.controlnet.parameters()) if self.controlnet is not None else []
-        return _big_storages(streamed + _pipeline_tensors(self.pipe) + control)
+        return big_storages(streamed + pipeline_tensors(self.pipe) + control)
 
     @property
     def pinning(self) -> tuple[int, int]:

@@ -49,7 +49,7 @@ class RegisteredBuffer:
     also has to zero them: the idle-unload figure is not measured yet. Unregistered before the
     memory can be freed."""
 
-    MIN_BYTES = 64 * 2**20   # its own mmap'd pages (see offload.HostPinner)
+    MIN_BYTES = 64 * 2**20   # its own mmap'd pages (see host_pin.HostPinner)
 
     def __init__(self, nbytes: int, cudart=None):
         import torch

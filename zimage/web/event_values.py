@@ -48,6 +48,11 @@ def _type_name(value: Any) -> str:
         type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON's true is no index)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

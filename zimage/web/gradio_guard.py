@@ -39,26 +39,25 @@ checked the same way (store/images), for that editor only.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs
 
 import anyio
 
 from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedMediaType, ZImageError
-from ..store.pnginfo import named, read_image_info
 from .api import decode_json
-from .event_values import check_values, kinds_of
+from .asgi_body import is_multipart, read_body, replay, with_retry_after
+from .event_values import check_values, is_int, kinds_of
+from .gradio_event_checks import blob_values, check_stream, check_uploads, upload_slots
 from .guard_answer import language as _language, send_error
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
                            servable_file)
 from .gradio_uploads import (BLOB_INPUTS, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_UPLOAD_PIXELS, MULTIPART_OVERHEAD_BYTES,
-                             UPLOAD_INPUTS, UPLOAD_SUBJECTS, UPLOADED, check_blob_form, check_blob_value,
-                             check_upload_form, discard, editor_layers, upload_name_refused, upload_too_large)
+                             UPLOAD_INPUTS, UPLOAD_SUBJECTS, UPLOADED, check_blob_form, check_upload_form,
+                             editor_layers, upload_name_refused, upload_too_large)
 from .upload_budget import UploadBudget, editor_instances, kept_upload
 
 log = logging.getLogger(__name__)
@@ -71,8 +70,6 @@ class UploadsRefused(ZImageError):
 
     def __init__(self):
         super().__init__("This page takes no file uploads.")
-
-
 
 
 class LoginRequired(ZImageError):
@@ -95,7 +92,6 @@ POST_ROUTES = [                   # (pattern, kind): the routes that run an even
     (re.compile(r"/(?:run|api)" + _NAME), "run"),
     (re.compile(r"/component_server/?"), "component"),
 ]
-EVENT_STREAM = re.compile(r"/call(?:/v2)?/[^/]+/(?P<event_id>[^/]+)/?")
 # Gradio's routes without its login check: with --auth they are refused here before a login.
 LOGIN_ONLY = re.compile(r"/(?:heartbeat/.*|reset/?|cancel/?|stream/.*|startup-events/?)")
 QUEUE_FULL_RETRY_AFTER_S = 5                          # before any event finished: one 1024px image on a GPU is ~1-3 s
@@ -165,10 +161,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_data(data: Any, fn_index: int, events: PageEvents, lengths: set[int]) -> None:
     if not isinstance(data, list):
         raise InvalidRequest("data", f"must be a list of the event's {events.inputs[fn_index]} input values")
@@ -191,10 +183,10 @@ def check_event(body: Any, events: PageEvents, *, session_required: bool) -> Non
         raise InvalidRequest("body", "must be a JSON object")
     _check_session(body, session_required)
     fn_index = body.get("fn_index")
-    if not _is_int(fn_index) or fn_index not in events.inputs:
+    if not is_int(fn_index) or fn_index not in events.inputs:
         raise InvalidRequest("fn_index", f"{_short(fn_index)} is not an event of this page")
     trigger = body.get("trigger_id")
-    if trigger is not None and (not _is_int(trigger) or trigger not in events.block_ids):
+    if trigger is not None and (not is_int(trigger) or trigger not in events.block_ids):
         raise InvalidRequest("trigger_id", f"{_short(trigger)} is not a component of this page")
     _check_data(body.get("data"), fn_index, events, {events.inputs[fn_index]})
     if fn_index not in events.batched:
@@ -290,41 +282,44 @@ class GradioEventGuard:
         try:
             if scope["method"] in ("GET", "HEAD"):
                 self._check_file(route)
-                self._check_stream(route, scope)
+                check_stream(self.blocks, route, scope)
             elif scope["method"] == "POST":
                 if route.rstrip("/") == "/upload":
                     if not self.events.takes_uploads:
                         raise UploadsRefused()
-                    body = await _read_body(scope, receive, self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+                    body = await read_body(scope, receive, self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
                                             upload_too_large(self.max_upload_bytes))
                     if body is None:
                         return
                     await check_upload_form(scope, body, self.max_upload_bytes, self.max_upload_pixels)
                     if self.budget is not None:
-                        return await kept_upload(self.app, scope, _replay(body, receive), send, self.budget, len(body))
-                    receive = _replay(body, receive)
-                if route.rstrip("/") == "/component_server" and _is_multipart(scope):
-                    body = await _read_body(scope, receive, self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+                        return await kept_upload(self.app, scope, replay(body, receive), send, self.budget, len(body))
+                    receive = replay(body, receive)
+                if route.rstrip("/") == "/component_server" and is_multipart(scope):
+                    body = await read_body(scope, receive, self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
                                             upload_too_large(self.max_upload_bytes))
                     if body is None:
                         return
                     fields = await check_blob_form(scope, body, self.events.blob_components, self.max_upload_bytes,
                                                    self.max_upload_pixels)
                     if self.budget is not None:
-                        return await kept_upload(self.app, scope, _replay(body, receive), send, self.budget,
+                        return await kept_upload(self.app, scope, replay(body, receive), send, self.budget,
                                                  len(body), blob_id=fields["id"])
-                    return await self.app(scope, _replay(body, receive), send)
+                    return await self.app(scope, replay(body, receive), send)
                 for pattern, kind in POST_ROUTES:
                     match = pattern.fullmatch(route)
                     if match:
-                        body = await _read_body(scope, receive)
+                        body = await read_body(scope, receive, MAX_EVENT_BODY_BYTES, BodyTooLarge(
+                            f"The request body is larger than {MAX_EVENT_BODY_BYTES // 1024} KB.",
+                            "Event inputs are small; shorten the text."))
                         if body is None:
                             return              # the client left before sending its body
                         uploads = self._check_post(kind, match, _json_of(scope, body))
                         if uploads:          # decoded off the event loop: up to max_upload_pixels
-                            await anyio.to_thread.run_sync(self._check_uploads, uploads)
-                        receive = _replay(body, receive)
-                        send = _with_retry_after(send, self._retry_after_s)
+                            await anyio.to_thread.run_sync(lambda: check_uploads(
+                                uploads, self.max_upload_bytes, self.max_upload_pixels, self.budget))
+                        receive = replay(body, receive)
+                        send = with_retry_after(send, self._retry_after_s)
                         break
         except ZImageError as e:
             log.info("refused %s %s: %s", scope["method"], path[:200], e.message[:200])
@@ -345,73 +340,23 @@ class GradioEventGuard:
             return QUEUE_FULL_RETRY_AFTER_S
         return max(1, min(3600, round(max(times) * (len(queue) + 1))))
 
-    def _upload_slots(self, kind: str, match: re.Match, body: dict) -> frozenset:
-        """Which values of this event may name an upload: positions of `data`, or call/v2 keywords."""
-        ev = self.events
-        if kind == "call_v2":
-            return ev.upload_params.get(match["name"], frozenset())
-        fn_index = body.get("fn_index") if kind == "join" or (kind == "run" and body.get("fn_index") is not None) \
-            else ev.by_name.get(match["name"])
-        if not _is_int(fn_index) or fn_index not in ev.upload_inputs:
-            return frozenset()
-        data = body.get("data")
-        if kind == "call" and isinstance(data, list) and len(data) == ev.api_inputs[fn_index] != ev.inputs[fn_index]:
-            return ev.upload_api_inputs[fn_index]
-        return ev.upload_inputs[fn_index]
-
-    def _blob_values(self, kind: str, match: re.Match, body: dict, values: Any,
-                     uploads: list[tuple[str, str, str]]) -> Any:
-        """The event's values with its image editors' values checked (gradio_uploads.check_blob_value):
-        a file the editor names that was uploaded to this page (the dropped image, sent by /upload)
-        joins `uploads` (the image checks follow) and leaves the values; the rest (a picture the page
-        put there) goes through check_files. The editor's painted layers came by check_blob_form."""
-        fn_index = body.get("fn_index") if kind in ("join", "run") else None
-        if kind == "call" or (kind == "run" and fn_index is None):
-            fn_index = self.events.by_name.get(match["name"])
-        positions = self.events.blob_inputs.get(fn_index, frozenset()) if _is_int(fn_index) else frozenset()
-        if not positions or not isinstance(values, list):
-            return values
-        values = list(values)
-        upload_set = self.blocks.upload_file_set
-        for pos in positions:
-            if pos >= len(values) or values[pos] is None:
-                continue
-            check_blob_value(values[pos], f"data[{pos}]")
-            value = dict(values[pos])
-            if self.budget is not None and value.get("id") is not None:
-                self.budget.mark_read(blob_id=value["id"])     # the event (maybe queued a while) reads it
-            named = [(key, value.get(key)) for key in ("background", "composite")]
-            layers = list(value.get("layers") or []) if isinstance(value.get("layers"), list) else []
-            named += [(f"layers[{i}]", item) for i, item in enumerate(layers)]
-            for key, item in named:
-                if isinstance(item, dict) and item.get("path") in upload_set:
-                    at = f"data[{pos}].{key}"
-                    uploads.append((at, check_upload_value(item, at, upload_set), UPLOAD_SUBJECTS["edit"]))
-                    if key.startswith("layers["):
-                        layers[int(key[7:-1])] = None
-                    else:
-                        value[key] = None
-            if layers:
-                value["layers"] = layers
-            values[pos] = value
-        return values
-
     def _event_name(self, kind: str, match: re.Match, body: dict) -> str | None:
         fn_index = body.get("fn_index") if kind in ("join", "run") else None
-        if _is_int(fn_index) and fn_index in self.blocks.fns:
+        if is_int(fn_index) and fn_index in self.blocks.fns:
             return self.blocks.fns[fn_index].api_name
         return match["name"] if "name" in match.groupdict() else None
 
     def _check_post(self, kind: str, match: re.Match, body: Any) -> list[tuple[str, str, str]]:
         """Check an event request; returns the (field, path, subject) of each upload it names, for
-        _check_uploads (subject: how the page names that image, gradio_uploads.UPLOAD_SUBJECTS)."""
+        gradio_event_checks.check_uploads (subject: how the page names that image, gradio_uploads.UPLOAD_SUBJECTS)."""
         uploads: list[tuple[str, str, str]] = []
         if isinstance(body, dict):
             # Every value of every event: data (join, call, run), the keywords of call/v2, component_server's data.
             values = body if kind == "call_v2" else body.get("data")
             where = "body" if kind == "call_v2" else "data"
-            slots = self._upload_slots(kind, match, body) if kind != "component" else frozenset()
-            values = self._blob_values(kind, match, body, values, uploads)
+            slots = upload_slots(self.events, kind, match, body) if kind != "component" else frozenset()
+            values = blob_values(self.events, self.blocks.upload_file_set, self.budget, kind, match, body, values,
+                                 uploads)
             if slots and isinstance(values, (dict, list)):
                 keys = [k for k in (values if isinstance(values, dict) else range(len(values))) if k in slots]
                 upload_set = self.blocks.upload_file_set
@@ -435,99 +380,12 @@ class GradioEventGuard:
             check_component_call(body, self.events)
         return uploads
 
-    def _check_uploads(self, uploads: list[tuple[str, str, str]]) -> None:
-        """The image checks (store/pnginfo): the message names the image as the page does, `field`
-        the input; a refused upload is deleted, whatever refused it (a reader's bug left the file in
-        the upload folder)."""
-        for at, path, subject in uploads:
-            try:
-                read_image_info(path, self.max_upload_bytes, self.max_upload_pixels, field_name=at)
-            except BaseException as e:
-                discard(path)
-                if not isinstance(e, ZImageError):
-                    raise
-                raise named(e, subject) from None
-            if self.budget is not None:
-                self.budget.mark_read(path)
-
-    def _check_stream(self, route: str, scope) -> None:
-        """An event stream Gradio would open and then cut (it raises inside the generator)."""
-        queue = getattr(self.blocks, "_queue", None)
-        sessions = getattr(queue, "pending_messages_per_session", None)
-        if sessions is None:
-            return                      # another Gradio layout: let Gradio answer
-        if route.rstrip("/") == "/queue/data":
-            values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [])
-            if len(values) != 1:
-                raise InvalidRequest("session_hash", "give exactly one session_hash")
-            if values[0] not in sessions:
-                raise UnknownEndpoint("No events are waiting for this session.", "Join the queue first.")
-            return
-        match = EVENT_STREAM.fullmatch(route)
-        if match:
-            event_id = match["event_id"]
-            pending = getattr(queue, "pending_event_ids_session", {})
-            if event_id not in getattr(queue, "event_ids_to_events", {}) and \
-                    not any(event_id in ids for ids in list(pending.values())):
-                raise UnknownEndpoint(f"No event {event_id[:64]!r} is waiting.", "POST to /call/<name> first.")
-
-
-async def _read_body(scope, receive, limit: int = MAX_EVENT_BODY_BYTES,
-                     too_large: ZImageError | None = None) -> bytes | None:
-    """The whole body, refused (raises `too_large`) once it is declared or streamed past `limit` bytes."""
-    headers = dict(scope.get("headers", []))
-    declared = headers.get(b"content-length", b"")
-    too_large = too_large or BodyTooLarge(f"The request body is larger than {MAX_EVENT_BODY_BYTES // 1024} KB.",
-                                          "Event inputs are small; shorten the text.")
-    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):     # int() refuses 4301+ digits
-        raise too_large
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":     # http.disconnect
-            return None
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise too_large
-        if not message.get("more_body", False):
-            return bytes(body)
-
-
-def _is_multipart(scope) -> bool:
-    ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
-    return ctype.split(";")[0].strip().lower() == "multipart/form-data"
-
 
 def _json_of(scope, body: bytes) -> Any:
     ctype = dict(scope.get("headers", [])).get(b"content-type", b"").decode("latin-1")
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype or 'none'}.")
     return decode_json(body)
-
-
-def _replay(body: bytes, receive):
-    """A `receive` that gives the buffered body once, then the client's own messages (disconnects)."""
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-    return replay
-
-
-def _with_retry_after(send, retry_after_s: Callable[[], int]):
-    """A `send` that adds Retry-After to a 503 or 429 that has none (Gradio's "queue is full")."""
-    async def add(message):
-        if message["type"] == "http.response.start" and message["status"] in (429, 503):
-            headers = list(message.get("headers", []))
-            if not any(k.lower() == b"retry-after" for k, _ in headers):
-                headers.append((b"retry-after", str(retry_after_s()).encode()))
-            message = dict(message, headers=headers)
-        await send(message)
-    return add
 
 
 def gradio_login_check(app) -> Callable[[dict], bool] | None:
