@@ -41,8 +41,12 @@ def model_copy(tiny_model_dir, tmp_path) -> Path:
 
 @pytest.fixture
 def settings(tiny_model_dir, tmp_path) -> Settings:
+    """The app's settings on the tiny model. The model runs in the test's process (--backend
+    inprocess): a worker process per server imports torch and diffusers again (seconds of CPU each,
+    for every test that starts a server); the worker process is tested where it is the subject
+    (@pytest.mark.worker on the `server` fixture, backend="local", and the tests that run webui.py)."""
     return Settings(model=str(tiny_model_dir), outputs_dir=str(tmp_path / "outputs"),
-                    cache_dir=str(tmp_path / "cache"), idle_unload_s=0, idle_drop_s=0)
+                    cache_dir=str(tmp_path / "cache"), idle_unload_s=0, idle_drop_s=0, backend="inprocess")
 
 
 def free_port() -> int:
@@ -88,11 +92,11 @@ def start_server():
 
 @pytest.fixture
 def server(start_server, settings, request) -> RunningServer:
-    """The app on the tiny model; the model runs in a worker process (--backend local), or with
-    @pytest.mark.inprocess in the test's own process, for tests that reach into the manager (Gate,
-    break_the_pipeline, a slowed loader, a moved outputs folder)."""
-    if request.node.get_closest_marker("inprocess"):
-        settings = dataclasses.replace(settings, backend="inprocess")
+    """The app on the tiny model; the model runs in the test's own process (the `settings` fixture),
+    or with @pytest.mark.worker in a model worker process (--backend local, the app's default).
+    @pytest.mark.inprocess says a test needs the manager in this process (it reaches into it)."""
+    if request.node.get_closest_marker("worker"):
+        settings = dataclasses.replace(settings, backend="local")
     return start_server(settings)
 
 

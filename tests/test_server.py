@@ -1,4 +1,5 @@
 """app.create_backend: the backend the settings ask for."""
+import dataclasses
 import sys
 
 import pytest
@@ -11,7 +12,7 @@ from zimage.engine.manager import PipelineManager
 def test_local_is_the_default_backend_a_worker_process(settings):
     from zimage.scale.worker_backend import WorkerBackend
 
-    assert type(create_backend(settings)) is WorkerBackend
+    assert type(create_backend(dataclasses.replace(settings, backend=Settings().backend))) is WorkerBackend
 
 
 def test_inprocess_backend_is_the_manager_itself(settings):

@@ -18,6 +18,8 @@ from conftest import ROOT, free_port, wait_for
 LONG = {"prompt": "a long one", "width": 1024, "height": 1024, "num_inference_steps": 40}
 SHORT = {"prompt": "a short one", "width": 256, "height": 256, "num_inference_steps": 2}
 
+pytestmark = pytest.mark.worker          # the `server` fixture's model runs in a worker process here
+
 
 def post_in_thread(url: str, body: dict) -> dict:
     """POST in a thread; the returned dict gets "response" once it answers."""
@@ -66,7 +68,7 @@ def test_kill_9_mid_generation_fails_that_job_by_name_and_runs_the_queued_one(se
 
 def test_status_says_restarting_until_the_new_worker_reports(start_server, settings, monkeypatch):
     monkeypatch.setenv("ZIMAGE_WORKER_START_DELAY_S", "0")
-    srv = start_server(settings)
+    srv = start_server(dataclasses.replace(settings, backend="local"))
     backend = srv.manager
     wait_for(lambda: backend._report is not None, 60, message="the worker's first report")
     monkeypatch.setenv("ZIMAGE_WORKER_START_DELAY_S", "30")     # the next worker takes its time

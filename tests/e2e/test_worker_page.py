@@ -11,7 +11,7 @@ from conftest import wait_for
 
 def test_the_page_is_up_and_shows_the_load_while_the_worker_imports(start_server, settings, monkeypatch):
     monkeypatch.setenv("ZIMAGE_WORKER_START_DELAY_S", "20")        # a slow disk's imports
-    srv = start_server(dataclasses.replace(settings, preload=True))
+    srv = start_server(dataclasses.replace(settings, preload=True, backend="local"))
     assert requests.get(srv.url + "/", timeout=10).status_code == 200
     assert srv.manager._report is None                               # the worker has said nothing yet
     with browser_page(srv.url) as page:
