@@ -16,13 +16,12 @@ import contextlib
 import io
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
-from ..request import parse_infotext
+from ..request import finite_number, parse_infotext
 
 log = logging.getLogger(__name__)
 
@@ -251,17 +250,6 @@ def _int(value: Any) -> int | None:
     return value if ok else None
 
 
-def _num(value: Any) -> float | None:
-    """A finite float of a JSON number, None else (float() of a 400-digit int raises OverflowError)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _kind(node: dict, key: str = "class_type") -> str:
     """A node's type; "" when the graph gives something else (a list was a TypeError: unhashable)."""
     value = node.get(key)
@@ -302,7 +290,7 @@ def comfy_prompt(graph: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"prompt": _node_text(graph, inputs.get("positive")),
                            "negative_prompt": _node_text(graph, inputs.get("negative")), "params": {}}
     seed = _int(inputs.get("seed", inputs.get("noise_seed")))
-    steps, cfg = _int(inputs.get("steps")), _num(inputs.get("cfg"))
+    steps, cfg = _int(inputs.get("steps")), finite_number(inputs.get("cfg"))
     for key, value in (("seed", seed), ("steps", steps), ("guidance_scale", cfg)):
         if value is not None:
             out[key] = value
@@ -347,7 +335,7 @@ def comfy_workflow(graph: Any) -> dict[str, Any]:
         sampler = samplers[0]
         values = sampler["widgets_values"]
         seed, steps, cfg = (values + [None] * 4)[0], (values + [None] * 4)[2], (values + [None] * 4)[3]
-        for key, value in (("seed", _int(seed)), ("steps", _int(steps)), ("guidance_scale", _num(cfg))):
+        for key, value in (("seed", _int(seed)), ("steps", _int(steps)), ("guidance_scale", finite_number(cfg))):
             if value is not None:
                 out[key] = value
         for slot in sampler.get("inputs", []) if isinstance(sampler.get("inputs"), list) else []:
