@@ -100,6 +100,22 @@ def matches(job: Job, owner: str | None, user: str | None) -> bool:
 
 
 
+UNLOAD_TARGETS = ("cpu", "none")        # unload(to=...): "cpu" keeps the weights in RAM, "none" frees VRAM and RAM
+
+
+def check_unload_target(to: Any) -> None:
+    """Every backend's unload refuses another target before anything is queued or sent."""
+    if to not in UNLOAD_TARGETS:
+        raise ValueError(f"unload target must be 'cpu' or 'none', got {to!r}")
+
+
+def preload_and_wait(backend: Backend, timeout: float | None = None) -> Status:
+    """Every backend's ensure_ready: its preload (one load however many ask), waited for, then its status."""
+    backend.preload().future.result(timeout)
+    return backend.status()
+
+
+
 def settle(future: Future, outcome: Any) -> None:
     """Give `future` the outcome: an exception, a value, or (a Future) whatever that one resolves to."""
     if isinstance(outcome, BaseException):

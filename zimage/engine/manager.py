@@ -24,7 +24,8 @@ from typing import Any, Callable
 from .. import startup
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
-from ..jobs import CACHE, ENHANCE, GENERATE, IDLE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches, settle
+from ..jobs import (CACHE, ENHANCE, GENERATE, IDLE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, check_unload_target, matches,
+                   preload_and_wait, settle)
 from ..request import GenerationRequest, GenerationResult
 from ..state import READY_STATES, LoadState, MemoryInfo, Status
 from ..store.cache_ops import check_confirmed
@@ -147,8 +148,7 @@ class PipelineManager(LoadJobs, CompileJobs, GenerateJobs, AdapterJobs, CacheJob
             return job
 
     def ensure_ready(self, timeout: float | None = None) -> Status:
-        self.preload().future.result(timeout)
-        return self.status()
+        return preload_and_wait(self, timeout)
 
     def import_model_stack(self) -> Job:
         """Import torch and diffusers on the worker (never beside a load: diffusers' lazy module
@@ -170,8 +170,7 @@ class PipelineManager(LoadJobs, CompileJobs, GenerateJobs, AdapterJobs, CacheJob
             return self._load_job
 
     def unload(self, to: str = "none") -> Job:
-        if to not in ("cpu", "none"):
-            raise ValueError(f"unload target must be 'cpu' or 'none', got {to!r}")
+        check_unload_target(to)
         with self._lock:
             return self._enqueue_locked(UNLOAD, lambda job: self._run_unload(to))
 

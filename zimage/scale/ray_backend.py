@@ -23,7 +23,7 @@ from typing import Any
 
 from ..config import ConfigError, Settings
 from ..errors import BackendUnavailable, Cancelled, QueueFull, ReplicaFailed, ZImageError
-from ..jobs import CACHE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches
+from ..jobs import CACHE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, check_unload_target, matches, preload_and_wait
 from ..request import GeneratedImage, GenerationRequest, GenerationResult
 from ..state import LoadState, MemoryInfo, Status
 from ..store.cache_ops import check_confirmed
@@ -300,12 +300,10 @@ class RayBackend:
         return self._broadcast(LOAD, "preload")
 
     def ensure_ready(self, timeout: float | None = None) -> Status:
-        self.preload().future.result(timeout)
-        return self.status()
+        return preload_and_wait(self, timeout)
 
     def unload(self, to: str = "none") -> Job:
-        if to not in ("cpu", "none"):
-            raise ValueError(f"unload target must be 'cpu' or 'none', got {to!r}")
+        check_unload_target(to)
         return self._broadcast(UNLOAD, "unload", to)
 
     def set_low_vram(self, enabled: bool) -> Job:

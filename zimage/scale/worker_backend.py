@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 from .. import startup
 from ..config import Settings
 from ..errors import BackendUnavailable, Cancelled, QueueFull
-from ..jobs import CACHE, ENHANCE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, matches
+from ..jobs import (CACHE, ENHANCE, GENERATE, IMPORT, LOAD, LOW_VRAM, UNLOAD, Job, check_unload_target, matches,
+                   preload_and_wait)
 from ..request import GenerationRequest, GenerationResult
 from ..state import MemoryInfo, Status
 from ..store.cache_ops import check_confirmed
@@ -232,12 +233,10 @@ class WorkerBackend(WorkerLink):
         return pending or self._act(LOAD, "preload")
 
     def ensure_ready(self, timeout: float | None = None) -> Status:
-        self.preload().future.result(timeout)
-        return self.status()
+        return preload_and_wait(self, timeout)
 
     def unload(self, to: str = "none") -> Job:
-        if to not in ("cpu", "none"):
-            raise ValueError(f"unload target must be 'cpu' or 'none', got {to!r}")
+        check_unload_target(to)
         inner = self._act(UNLOAD, "unload", to)
         if to == "cpu":
             return inner

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 
 from ..errors import BadRequestBody, BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
 from ..i18n import language_of
-from ..jobs import Backend
+from ..jobs import UNLOAD_TARGETS, Backend
 from ..explore.batches import batch_count_of, batch_requests, first_seed, run_batches
 from ..explore.prompting import dynamic_request
 from ..request import GenerationRequest
@@ -222,7 +222,7 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
         try:
             data = await read_json(request, required=False)
             to = data.get("to", "none") if isinstance(data, dict) else None
-            if to not in ("cpu", "none"):
+            if to not in UNLOAD_TARGETS:
                 raise InvalidRequest("to", "must be \"cpu\" (keep in RAM) or \"none\"")
             await asyncio.wrap_future(manager.unload(to).future)
         except ZImageError as e:

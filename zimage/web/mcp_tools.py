@@ -27,7 +27,7 @@ import gradio as gr
 from ..config import ConfigError, Settings
 from ..enhance_request import EnhanceRequest
 from ..errors import InvalidRequest, ZImageError
-from ..jobs import Backend
+from ..jobs import UNLOAD_TARGETS, Backend
 from ..model_defaults import TURBO_STEPS
 from ..request import GenerationRequest
 from .api import job_owner, request_caller, request_language
@@ -134,7 +134,7 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
             JSON text of the status, as the status tool gives it.
         """
         try:
-            if to not in ("cpu", "none"):
+            if to not in UNLOAD_TARGETS:
                 raise InvalidRequest("to", f"must be \"cpu\" (keep in RAM) or \"none\", got {str(to)[:40]!r}")
             await asyncio.wrap_future(manager.unload(to).future)
         except ZImageError as e:
