@@ -67,7 +67,7 @@ def test_one_row_that_cannot_be_stored_costs_only_that_row(tmp_path, monkeypatch
                         if e.prompt == "picture 2" else real_row(e))
     store = OutputStore(root)
     assert sorted(e.prompt for e in store.history.query().entries) == ["picture 0", "picture 1", "picture 3"]
-    assert not store.history._db.in_transaction
+    assert not store.history._sqlite.db.in_transaction
     monkeypatch.undo()
     save(store, "saved after", 9)
     store.history.close()

@@ -20,18 +20,14 @@ import logging
 import math
 import os
 import re
-import sqlite3
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time as dtime, timedelta
 from pathlib import Path
 
 from ..errors import HistoryBusy, InvalidRequest
 from ..request import parse_infotext, parse_loras
-from .sqlite_file import (INT64_MAX, ROW_ERRORS, clamp_int64, confirmed_damage, connect, is_busy, is_damage,
-                          move_aside, sqlite_int, sqlite_real, transaction)
+from .sqlite_file import INT64_MAX, ROW_ERRORS, SqliteFile, clamp_int64, sqlite_int, sqlite_real, transaction
 
 log = logging.getLogger(__name__)
 
@@ -176,77 +172,29 @@ def scan_pngs(root: Path) -> dict[str, os.stat_result]:
 
 class HistoryIndex:
     """Owned by OutputStore (which calls `add` for each image it saves and `remove` for each it
-    deletes). One connection behind `_lock`: every call is one short statement or transaction,
-    from the saver thread or a page handler."""
+    deletes). One connection behind a lock (sqlite_file.SqliteFile): every call is one short
+    statement or transaction, from the saver thread or a page handler."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.file = self.root / INDEX_DIR / INDEX_FILE
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    # ---- the database file ---------------------------------------------------------------------
-    @contextmanager
-    def _using(self):
-        """The open index under `_lock`; a lock another program held past the busy wait is
-        HistoryBusy (typed, the page says "try again"), never a reason to touch the file."""
-        with self._lock:
-            try:
-                yield self._conn()
-            except sqlite3.OperationalError as e:
-                if is_busy(e):
-                    raise HistoryBusy(str(self.file)) from e
-                raise
-
-    def _conn(self) -> sqlite3.Connection:
-        """The open index, created (or rebuilt after a damaged file) on first use. Call under _lock."""
-        if self._db is None:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._db = self._open()
-            except sqlite3.DatabaseError as e:
-                # Only SQLite's own "malformed"/"not a database", confirmed by a fresh quick_check,
-                # moves the file (and its WAL, which belongs to it) aside; a lock or a full disk raises.
-                if not is_damage(e) or not confirmed_damage(self.file):
-                    raise
-                log.warning("the history index %s cannot be read (%s); rebuilding it from the images", self.file, e)
-                move_aside(self.file)
-                self._db = self._open()
-        return self._db
-
-    def _open(self) -> sqlite3.Connection:
-        db = connect(self.file)
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:        # written only when it differs: a write waits on other copies
-                with transaction(db):
-                    if version != 0:
-                        db.execute("DROP TABLE IF EXISTS images")
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except BaseException:
-            db.close()
-            raise
-        return db
+        self._sqlite = SqliteFile(self.file, _SCHEMA, SCHEMA_VERSION, busy=HistoryBusy,
+                                  drop_old="DROP TABLE IF EXISTS images",    # derived: rebuilt from the PNGs
+                                  what="the history index", on_damage="rebuilding it from the images")
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._sqlite.close()
 
     # ---- writes ----------------------------------------------------------------------------------
     def add(self, path: Path, seconds: float | None = None, text: str | None = None,
             size: tuple[int, int] | None = None) -> HistoryEntry:
         entry = read_entry(self.root, Path(path), seconds, text, size)
-        with self._using() as db:
+        with self._sqlite.using() as db:
             db.execute(_UPSERT, _row(entry))
         return entry
 
     def remove(self, rel_path: str) -> None:
-        with self._using() as db:
+        with self._sqlite.using() as db:
             db.execute("DELETE FROM images WHERE path = ?", (rel_path,))
 
     def reconcile(self) -> ReconcileReport:
@@ -254,7 +202,7 @@ class HistoryIndex:
         One file that cannot be read or stored is left out and logged; the others are kept."""
         began = time.perf_counter()
         on_disk = scan_pngs(self.root)
-        with self._using() as db:
+        with self._sqlite.using() as db:
             known = dict(db.execute("SELECT path, mtime_ns || ':' || bytes FROM images"))
         gone = [p for p in known if p not in on_disk]
         fresh = []
@@ -267,7 +215,7 @@ class HistoryIndex:
             except Exception as e:          # not a PNG Pillow reads: left out of the history, not fatal
                 log.warning("history: %s left out (%s)", rel, e)
         added = updated = dropped = 0
-        with self._using() as db, transaction(db):
+        with self._sqlite.using() as db, transaction(db):
             for rel in gone:
                 # Looked at again: another copy of the app may have saved it since the scan.
                 if not (self.root / rel).is_file():
@@ -288,7 +236,7 @@ class HistoryIndex:
 
     # ---- reads -----------------------------------------------------------------------------------
     def get(self, rel_path: str) -> HistoryEntry | None:
-        with self._using() as db:
+        with self._sqlite.using() as db:
             row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM images WHERE path = ?", (rel_path,)).fetchone()
         return _entry(row) if row else None
 
@@ -298,7 +246,7 @@ class HistoryIndex:
         where, params = _where(q)
         limit, offset = max(1, min(int(q.limit), PAGE_MAX)), min(max(0, int(q.offset)), INT64_MAX)
         for _ in range(3):
-            with self._using() as db:
+            with self._sqlite.using() as db:
                 total = db.execute(f"SELECT COUNT(*) FROM images{where}", params).fetchone()[0]
                 rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM images{where} "
                                   "ORDER BY created DESC, path DESC LIMIT ? OFFSET ?",
@@ -308,7 +256,7 @@ class HistoryIndex:
             if not gone:
                 break
             try:
-                with self._using() as db:
+                with self._sqlite.using() as db:
                     db.executemany("DELETE FROM images WHERE path = ?", [(e.path,) for e in gone])
             except HistoryBusy:             # housekeeping: the page is shown without them this time
                 entries, total = [e for e in entries if e not in gone], total - len(gone)
@@ -317,13 +265,13 @@ class HistoryIndex:
 
     def sizes(self) -> list[tuple[int, int, int]]:
         """(width, height, images) of every size in the index, the most common first."""
-        with self._using() as db:
+        with self._sqlite.using() as db:
             return [tuple(r) for r in db.execute(
                 "SELECT width, height, COUNT(*) FROM images WHERE width IS NOT NULL "
                 "GROUP BY width, height ORDER BY COUNT(*) DESC, width, height")]
 
     def count(self) -> int:
-        with self._using() as db:
+        with self._sqlite.using() as db:
             return db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
 
 

@@ -20,17 +20,14 @@ import logging
 import os
 import secrets
 import shutil
-import sqlite3
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import QueueBusy
 from ..hires_request import HiresSpec
 from ..request import ControlUnit, GenerationRequest, parse_loras
-from .sqlite_file import INT64_MAX, confirmed_damage, connect, is_busy, is_damage, move_aside, transaction
+from .sqlite_file import INT64_MAX, SqliteFile, transaction
 
 log = logging.getLogger(__name__)
 
@@ -103,62 +100,23 @@ def _load_png(path: Path, mode: str):
 
 
 class JobQueue:
-    """One connection behind `_lock`, as HistoryIndex. Thread-safe; every call is one short statement
-    or transaction."""
+    """One connection behind a lock (sqlite_file.SqliteFile), as HistoryIndex. Thread-safe; every call
+    is one short statement or transaction."""
 
     def __init__(self, outputs: str | Path):
         self.root = Path(outputs).expanduser().resolve()
         self.file = self.root / INDEX_DIR / QUEUE_FILE
         self.files_dir = self.root / INDEX_DIR / FILES_DIR
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    # ---- the database file -----------------------------------------------------------------------
-    @contextmanager
-    def _using(self):
-        with self._lock:
-            try:
-                yield self._conn()
-            except sqlite3.OperationalError as e:
-                if is_busy(e):
-                    raise QueueBusy(str(self.file)) from e
-                raise
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._db = self._open()
-            except sqlite3.DatabaseError as e:
-                if not is_damage(e) or not confirmed_damage(self.file):
-                    raise
-                log.warning("the kept queue %s cannot be read (%s); moved aside, the queue starts empty", self.file, e)
-                move_aside(self.file)
-                self._db = self._open()
-        return self._db
-
-    def _open(self) -> sqlite3.Connection:
-        db = connect(self.file)
-        try:
-            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                with transaction(db):
-                    db.execute(_SCHEMA)
-                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except BaseException:
-            db.close()
-            raise
-        return db
+        self._sqlite = SqliteFile(self.file, _SCHEMA, SCHEMA_VERSION, busy=QueueBusy,
+                                  what="the kept queue", on_damage="moved aside, the queue starts empty")
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._sqlite.close()
 
     def open(self) -> list[KeptJob]:
         """At start: the rows still `running` become `interrupted` (this process runs nothing yet),
         image folders no row names are removed. Returns the kept jobs, oldest first."""
-        with self._using() as db, transaction(db):
+        with self._sqlite.using() as db, transaction(db):
             db.execute("UPDATE jobs SET state = ? WHERE state = ?", (INTERRUPTED, RUNNING))
             named = {r[0] for r in db.execute("SELECT files FROM jobs")}
         try:
@@ -192,7 +150,7 @@ class JobQueue:
         row = (WAITING, req.prompt, req.width, req.height, time.time() if created is None else created, owner, user,
                json.dumps(params), token)
         try:
-            with self._using() as db:
+            with self._sqlite.using() as db:
                 return db.execute("INSERT INTO jobs (state, prompt, width, height, created, owner, user, params, files) "
                                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row).lastrowid
         except BaseException:
@@ -203,12 +161,12 @@ class JobQueue:
     def mark(self, job_id: int, state: str) -> bool:
         if state not in STATES:
             raise ValueError(f"state must be one of {STATES}, got {state!r}")
-        with self._using() as db:
+        with self._sqlite.using() as db:
             return db.execute("UPDATE jobs SET state = ? WHERE id = ?", (state, job_id)).rowcount > 0
 
     def remove(self, job_id: int) -> bool:
         """Drop exactly this job's row, then its images; False when no such job is kept."""
-        with self._using() as db:
+        with self._sqlite.using() as db:
             row = db.execute("SELECT files FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return False
@@ -219,13 +177,13 @@ class JobQueue:
 
     # ---- reads -----------------------------------------------------------------------------------
     def get(self, job_id: int) -> KeptJob | None:
-        with self._using() as db:
+        with self._sqlite.using() as db:
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _kept(row) if row is not None else None
 
     def list(self) -> list[KeptJob]:
         """Every kept job, oldest first; a row that cannot be read is left out and logged."""
-        with self._using() as db:
+        with self._sqlite.using() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY id").fetchall()
         return [job for job in map(_kept, rows) if job is not None]
 

@@ -8,12 +8,16 @@ file, moved the live index aside and deleted its WAL.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+log = logging.getLogger(__name__)
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 # How long a statement waits for another connection's write lock before "database is locked". A
@@ -120,3 +124,72 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+class SqliteFile:
+    """One derived SQLite file and its one connection behind `_lock`, as History and the kept queue
+    use it: opened on first use with its schema, a file SQLite calls damaged (confirmed by a fresh
+    quick_check) moved aside with its WAL and started anew, a lock another program held past the busy
+    wait raised as the owner's typed `busy` error (never a reason to touch the file). Every use is
+    one short statement or transaction: `with file.using() as db:`."""
+
+    def __init__(self, file: Path, schema: str, version: int, *, busy: Callable[[str], Exception],
+                 what: str, on_damage: str, drop_old: str = ""):
+        self.file = file
+        self.schema = schema              # statements split on ';', each CREATE ... IF NOT EXISTS
+        self.version = version            # PRAGMA user_version of the schema
+        self.drop_old = drop_old          # run first when the file has another non-zero version
+        self.busy = busy                  # the owner's typed error, given the file's path
+        self.what, self.on_damage = what, on_damage     # logged: "<what> <file> cannot be read (...); <on_damage>"
+        self._lock = threading.Lock()
+        self.db: sqlite3.Connection | None = None
+
+    @contextmanager
+    def using(self) -> Iterator[sqlite3.Connection]:
+        """The open file under `_lock`; "database is locked" after the busy wait is `busy`."""
+        with self._lock:
+            try:
+                yield self._conn()
+            except sqlite3.OperationalError as e:
+                if is_busy(e):
+                    raise self.busy(str(self.file)) from e
+                raise
+
+    def _conn(self) -> sqlite3.Connection:
+        """The open file, created (or started anew after a damaged one) on first use. Call under _lock."""
+        if self.db is None:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.db = self._open()
+            except sqlite3.DatabaseError as e:
+                # Only SQLite's own "malformed"/"not a database", confirmed by a fresh quick_check,
+                # moves the file (and its WAL, which belongs to it) aside; a lock or a full disk raises.
+                if not is_damage(e) or not confirmed_damage(self.file):
+                    raise
+                log.warning("%s %s cannot be read (%s); %s", self.what, self.file, e, self.on_damage)
+                move_aside(self.file)
+                self.db = self._open()
+        return self.db
+
+    def _open(self) -> sqlite3.Connection:
+        db = connect(self.file)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != self.version:        # written only when it differs: a write waits on other copies
+                with transaction(db):
+                    if version != 0 and self.drop_old:
+                        db.execute(self.drop_old)
+                    for statement in self.schema.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version={self.version}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            if self.db is not None:
+                self.db.close()
+                self.db = None
