@@ -12,19 +12,17 @@ import importlib
 import json
 import logging
 from pathlib import Path
-from typing import Callable
 
 from .. import startup
 from ..errors import ModelLoadFailed
 from ..state import LoadStage
 from ..store.cache import weight_files
 from ..store.model_source import ModelParts
+from .assemble import PIPELINE_CLASS, LoadProgress, assemble_pipeline
 
 log = logging.getLogger(__name__)
 
 ALLOWED_LIBRARIES = ("diffusers", "transformers")
-PIPELINE_CLASS = "ZImagePipeline"
-LoadProgress = Callable[[LoadStage, int, int, str], None]   # stage, bytes_done, bytes_total, component
 
 
 def read_model_index(model_dir: Path) -> dict[str, tuple[str, str]]:
@@ -231,21 +229,7 @@ def load_pipeline(model_dir: Path, dtype, device: str = "cpu", on_progress: Load
         components[name] = _load_plain(_source_dir(model_dir, name, None, bf16_dir).parent, name,
                                        _component_class(library, class_name), dtype, bool(sizes[name]))
         done += sizes[name]
-    startup.mark(startup.READ)
-    if on_progress:
-        on_progress(LoadStage.READ, total, total, "")
-        on_progress(LoadStage.BUILD, total, total, PIPELINE_CLASS)
-    import diffusers
-
-    from .placement import TorchPlacement
-
-    pipe = getattr(diffusers, PIPELINE_CLASS)(**components)
-    pipe.set_progress_bar_config(disable=True)
-    startup.mark(startup.BUILT)
-    if device != "cpu":   # plain components still sit in RAM
-        TorchPlacement.move_modules(pipe, device, on_progress=on_progress and (
-            lambda d, t, n: on_progress(LoadStage.MOVE, d, t, n)))
-    startup.mark(startup.ON_DEVICE)
+    pipe = assemble_pipeline(components, total, device, on_progress)
     if bf16_dir is None and quant_dir is None and bf16_copy.wanted(model_dir, dtype):
         bf16_copy.start_copy(model_dir)      # after the load: never in the way of the first image
     return pipe

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ModelFileUnsupported, ModelLoadFailed
 from ..state import LoadStage
 from ..store.model_source import ModelParts
+from .assemble import LoadProgress, assemble_pipeline
 
 log = logging.getLogger(__name__)
 
-LoadProgress = Callable[[LoadStage, int, int, str], None]
-PIPELINE_CLASS = "ZImagePipeline"
 SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 DROPPED_KEYS = ("scaled_fp8", "lm_head.weight")     # ComfyUI's fp8 marker; the tied LM head
 
@@ -104,10 +102,7 @@ def load_single_file_pipeline(parts: ModelParts, classes: dict[str, type], dtype
                               on_progress: LoadProgress | None = None, quant_dir: Path | None = None):
     """The pipeline from the parts, on `device`; `classes`: the companion's model_index, checked
     (loader.component_classes). The tokenizer and scheduler come from the companion."""
-    import diffusers
-
     from .. import startup
-    from .placement import TorchPlacement
 
     if quant_dir is not None:
         raise ModelFileUnsupported(f"--quantize int8 works on diffusers folders, not on {parts.dit.name}.",
@@ -129,18 +124,7 @@ def load_single_file_pipeline(parts: ModelParts, classes: dict[str, type], dtype
     for name in ("tokenizer", "scheduler"):
         components[name] = _guarded(name, parts.companion, lambda: classes[name].from_pretrained(
             str(parts.companion), subfolder=name, local_files_only=True))
-    startup.mark(startup.READ)
-    if on_progress:
-        on_progress(LoadStage.READ, total, total, "")
-        on_progress(LoadStage.BUILD, total, total, PIPELINE_CLASS)
-    pipe = getattr(diffusers, PIPELINE_CLASS)(**components)
-    pipe.set_progress_bar_config(disable=True)
-    startup.mark(startup.BUILT)
-    if device != "cpu":
-        TorchPlacement.move_modules(pipe, device, on_progress=on_progress and (
-            lambda d, t, n: on_progress(LoadStage.MOVE, d, t, n)))
-    startup.mark(startup.ON_DEVICE)
-    return pipe
+    return assemble_pipeline(components, total, device, on_progress)
 
 
 def _part_files(path: Path) -> list[Path]:
