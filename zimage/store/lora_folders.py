@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import LoraNotFound
 from .loras import LoraFile, a1111_list, resolve, scan
-from .model_roots import ModelRootError, folders_of
+from .model_roots import ModelRootError, folders_of, unique_name
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +27,13 @@ def lora_folders(settings) -> list[Path]:
     return out
 
 
-def _renamed(name: str, taken: set[str]) -> str:
-    out, n = name, 2
-    while out.lower() in taken:
-        out, n = f"{name} ({n})", n + 1
-    taken.add(out.lower())
-    return out
-
-
 def listing(folders: list[Path], hashes: dict | None = None, hash_files: bool = True,
             described: dict | None = None) -> list[tuple[LoraFile, Path]]:
     """(file under its unique name, its folder) for every folder, earlier folders' names first."""
     out, taken = [], set()
     for folder in folders:
         for f in scan(folder, hashes, hash_files, described):
-            out.append((f if f.name.lower() not in taken else _with_name(f, _renamed(f.name, taken)), folder))
+            out.append((f if f.name.lower() not in taken else _with_name(f, unique_name(f.name, taken)), folder))
             taken.add(f.name.lower())
     return out
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from .cache import candidate_dirs, modelscope_cache_base, scan_cache
 from .model_files import FoundModel, discover, is_pipeline_folder, kind_of, read_info
 from .model_hash import sha256_listing, short
-from .model_roots import ModelRootError
+from .model_roots import ModelRootError, unique_name
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,6 @@ def _bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    out, n = name, 2
-    while out.lower() in taken:
-        out, n = f"{name} ({n})", n + 1
-    taken.add(out.lower())
-    return out
-
-
 def list_models(model: str, cache_dir: str, roots: tuple[str, ...] | list[str], hash_dir: Path) -> list[ListedModel]:
     """The configured model first, then the cache's, then the roots'; one entry per file or folder."""
     cache_base = modelscope_cache_base(cache_dir)
@@ -119,7 +111,7 @@ def list_models(model: str, cache_dir: str, roots: tuple[str, ...] | list[str], 
             continue
         seen.append(where)
         digest = sha256_listing(m.path, hash_dir) if m.path.exists() else ""
-        out.append(ListedModel(_unique(m.name, taken), m.kind, m.format, m.precision, m.size_bytes, source, digest))
+        out.append(ListedModel(unique_name(m.name, taken), m.kind, m.format, m.precision, m.size_bytes, source, digest))
     return out
 
 

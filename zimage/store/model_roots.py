@@ -126,3 +126,13 @@ def folders_of(root: Path) -> RootFolders:
             for folder in folders:
                 found.add(part, folder)
     return found
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or "name (2)", "name (3)" ... when another root already gave one (compared without
+    case, as the pickers and A1111's lists match names); the name returned is added to `taken`."""
+    out, n = name, 2
+    while out.lower() in taken:
+        out, n = f"{name} ({n})", n + 1
+    taken.add(out.lower())
+    return out
