@@ -40,6 +40,19 @@ def model_copy(tiny_model_dir, tmp_path) -> Path:
 
 
 @pytest.fixture
+def hub(tiny_model_dir, tmp_path, monkeypatch):
+    """The fake ModelScope hub serving the tiny model as Tongyi-MAI/Z-Image-Turbo, the real
+    `modelscope` client pointed at it and its default cache inside the test's folder. A test file
+    that needs another hub (another model, no retries) defines its own `hub`."""
+    from zimage.testing.fake_hub import FakeHub
+
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "default-cache"))
+    with FakeHub({"Tongyi-MAI/Z-Image-Turbo": tiny_model_dir}) as fake:
+        fake.configure_client(monkeypatch.setenv)
+        yield fake
+
+
+@pytest.fixture
 def settings(tiny_model_dir, tmp_path) -> Settings:
     """The app's settings on the tiny model. The model runs in the test's process (--backend
     inprocess): a worker process per server imports torch and diffusers again (seconds of CPU each,

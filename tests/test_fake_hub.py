@@ -26,14 +26,6 @@ def repo_files(folder: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def hub(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "default-cache"))
-    with FakeHub({MODEL_ID: tiny_model_dir}) as fake:
-        fake.configure_client(monkeypatch.setenv)
-        yield fake
-
-
-@pytest.fixture
 def cache(tmp_path) -> Path:
     return tmp_path / "cache"
 

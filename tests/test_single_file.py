@@ -38,14 +38,6 @@ def a1111_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def hub(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "default-cache"))
-    with FakeHub({MODEL_ID: tiny_model_dir}) as fake:
-        fake.configure_client(monkeypatch.setenv)
-        yield fake
-
-
 @pytest.fixture(scope="session")
 def reference_png(tmp_path_factory, tiny_model_dir) -> np.ndarray:
     """The image the diffusers folder of the tiny model makes for REQUEST, through the real server."""
