@@ -194,7 +194,6 @@ KNOWN_BROKEN = {
     "tests/e2e/test_hires_page.py::test_upscale_a_result_then_generate_with_hires_fix",   # failed in the final -n 3 run
     "tests/e2e/test_model_picker_page.py::test_pick_the_second_model_and_generate_with_it",   # failed in the final -n 3 run
     "tests/e2e/test_page_restart.py::test_a_job_looks_right",   # failed in the final -n 3 run
-    "tests/test_history_sqlite.py::test_two_processes_saving_into_one_folder_lose_nothing",   # failed in the final -n 3 run
     "tests/test_uploads.py::test_a_file_that_is_no_image_is_refused_at_the_upload",   # failed in the final -n 3 run
     "tests/e2e/test_browser.py::test_a_page_opened_while_preload_starts_turns_into_the_app_by_itself",
     "tests/test_fuzz_gradio.py::test_malformed_gradio_requests_get_4xx_and_the_page_keeps_working",

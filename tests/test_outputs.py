@@ -75,6 +75,8 @@ def test_a_kill_mid_write_leaves_no_partial_png_and_a_restart_cleans_up(tmp_path
     try:
         wait_for(lambda: marker.exists() or child.poll() is not None, 60, message="the write to be half done")
         assert child.poll() is None, "the child finished without pausing mid-write"
+        OutputStore(root).history.close()                 # another copy of the app starts beside the live save
+        assert len(list(root.glob("*/.*.part"))) == 1     # and leaves the file being written alone
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(30)

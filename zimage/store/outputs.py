@@ -11,6 +11,11 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
+try:
+    import fcntl                 # POSIX: a temporary file being written is locked by its writer
+except ImportError:              # Windows: no advisory locks; recover() removes every temporary file
+    fcntl = None
+
 from ..errors import HistoryItemChanged, HistoryItemNotFound, HistoryPathRefused
 from ..request import MODEL_LABEL, GeneratedImage, GenerationRequest, GenerationResult, infotext
 from .history import HistoryEntry, HistoryIndex, split_id
@@ -50,8 +55,7 @@ class OutputStore:
         if not self.root.is_dir():
             return
         for temp in self.root.glob(f"*/.*{TEMP_SUFFIX}"):
-            log.info("removing %s, left by an interrupted save", temp)
-            temp.unlink(missing_ok=True)
+            _remove_if_abandoned(temp)
         for png in self.root.glob("*/*.png"):
             try:
                 with open(png, "rb") as fh:
@@ -125,6 +129,7 @@ class OutputStore:
             # "xb": exclusive create. The bytes reach the disk before any final name points at them,
             # so a kill -9 or a full disk leaves only a temporary file (removed here or at start).
             with open(temp, "xb") as fh:
+                _lock(fh, blocking=True)        # another copy's recover() leaves it alone while held
                 _write_bytes(fh, data)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -141,6 +146,33 @@ class OutputStore:
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.root))
+
+
+def _lock(fh, blocking: bool) -> bool:
+    """An exclusive advisory lock on an open file (released by the kernel when its process dies);
+    True where held or where the system has no such locks."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _remove_if_abandoned(temp: Path) -> None:
+    """Remove a temporary file a killed save left, not one another copy of the app, saving into the
+    same folder, is writing now (its writer holds the file's lock until it is linked and removed)."""
+    try:
+        with open(temp, "rb") as fh:
+            if not _lock(fh, blocking=False):
+                return
+            log.info("removing %s, left by an interrupted save", temp)
+            temp.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("could not check %s: %s", temp, e)
 
 
 def _link(temp: Path, path: Path) -> None:
