@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from ..explore.prompting import dynamic_request
 from ..i18n import status_text
 from ..jobs import Backend, Job
 from ..model_defaults import TURBO_STEPS
-from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest, as_int
+from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest
 from ..state import LoadState
 from ..store.page_memory import page_secret
 from .control_api import model_label
@@ -34,47 +32,24 @@ from .ui_edit import build_edit_tab
 from .ui_edit_session import PageParts, wire_edit_session
 from .ui_explore import StepProgress, build_batch_controls, build_seed_tools, build_xyz_tab, wire_seed_tools
 from .ui_history import GenerateControls, build_history_tab
-from .ui_hires import (HiresPicks, build_hires_panel, gallery_path, history_path, page_refusal, picked_index,
-                       upscale_button, upscale_handler, with_page_hires)
+from .ui_hires import HiresPicks, UpscaleSpots, build_hires_panel, page_refusal, upscale_button, wire_upscale, with_page_hires
 from .ui_inputs import page_error_text, prompt_box, seed_value
-from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
+from .ui_lora import build_lora_panel, with_loras
 from .ui_models import build_model_picker
 from .ui_page import SWITCH_JS
 from .ui_params import gallery_caption
 from .ui_pnginfo import build_pnginfo_tab
 from .ui_queue import build_queue_panel
+from .ui_saved import SAVED_FIELDS, SAVE_SETTINGS_JS, restored_values  # noqa: F401 (SAVED_FIELDS: tests' import)
 from .ui_preview import build_live_preview, job_progress
+from .ui_size import CUSTOM, SIZE_PRESETS, parse_preset, preset_for, size_problem, wire_size  # noqa: F401 (tests')
 from .ui_slider import SizeSlider
 from .ui_status import build_model_buttons, queued_note, render_replicas, render_status  # noqa: F401 (tests' import)
 
 log = logging.getLogger(__name__)
 
-SIZE_PRESETS = ["1024x1024", "1152x896", "896x1152", "1216x832", "832x1216", "1344x768", "768x1344",
-                "1280x720", "720x1280", "768x768", "512x512"]
 UNLOAD_CHOICES = [("unload_keep_ram", "cpu"), ("unload_free_all", "none")]    # (page_text key, unload(to=))
 GALLERY_MAX = 48
-CUSTOM = "Custom"
-SAVED_DEFAULTS = ("", "", 1024, 1024, TURBO_STEPS, 0.0, -1, 1, *LORA_DEFAULTS)   # the controls' defaults, in SAVED_FIELDS order
-def size_problem(width, height, lang: str = "en") -> str:
-    """What is wrong with a width and height, naming the field ('' when both are fine)."""
-    out = []
-    for key, raw in (("width", width), ("height", height)):
-        name, value = text(key, lang), as_int(raw)
-        if value is None:
-            out.append(text("size_whole", lang, name=name))
-        elif not MIN_SIZE <= value <= MAX_SIZE:
-            out.append(text("size_range", lang, name=name, lo=MIN_SIZE, hi=MAX_SIZE, value=value))
-        elif value % SIZE_MULTIPLE:
-            below = value - value % SIZE_MULTIPLE
-            out.append(text("size_multiple", lang, name=name, m=SIZE_MULTIPLE, value=value, below=below,
-                            above=below + SIZE_MULTIPLE))
-    return " ".join(out)
-
-
-def preset_for(width, height) -> str:
-    """The size preset that width and height make, or "Custom"."""
-    key = f"{as_int(width)}x{as_int(height)}"
-    return key if key in SIZE_PRESETS else CUSTOM
 
 
 def failure_text(e: BaseException, lang: str = "en") -> str:
@@ -93,28 +68,6 @@ def gpu_absent(settings: Settings) -> bool | None:
     if torch is None:
         return None
     return not torch.cuda.is_available()
-
-
-
-def parse_preset(preset: str) -> tuple[int, int]:
-    w, _, h = preset.partition("x")
-    return int(w), int(h)
-
-
-SAVED_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed", "count",
-                *(f"lora{i}" for i in range(1, LORA_SLOTS + 1)),
-                *(f"lora{i}_strength" for i in range(1, LORA_SLOTS + 1)))
-# The settings as BrowserState keeps them ({field: value}), made in the browser from the controls.
-SAVE_SETTINGS_JS = f"(...values) => Object.fromEntries({json.dumps(list(SAVED_FIELDS))}.map((k, i) => [k, values[i]]))"
-
-
-def _restored(saved, name: str, default):
-    """A saved setting when it has the type of its control (localStorage is the browser's to edit)."""
-    value = saved.get(name) if isinstance(saved, dict) else None
-    if isinstance(default, str):
-        return value if isinstance(value, str) else gr.skip()
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return value if ok else gr.skip()
 
 
 def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = None) -> gr.Blocks:
@@ -272,7 +225,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
     def on_load(client, saved, request: gr.Request = None):
         client_id = valid_client_id(client) or new_client_id()
-        restored = [_restored(saved, name, default) for name, default in zip(SAVED_FIELDS, SAVED_DEFAULTS)]
+        restored = restored_values(saved)
         lang = request_lang(request)
         return [client_id, *restored, registry.gallery(client_id, lang), gr.Timer(active=bool(registry.running(client_id))),
                 lang, status_html(lang), *tab_labels(lang)]
@@ -312,14 +265,6 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         lang = request_lang(request)
         manager.set_low_vram(bool(enabled))
         return status_html(lang), (text("no_gpu_low_vram", lang) if enabled and gpu_absent(settings) else "")
-
-    def on_preset(preset):
-        if preset == CUSTOM:
-            return gr.skip(), gr.skip()
-        return parse_preset(preset)
-
-    def on_size(width, height, request: gr.Request = None):
-        return size_problem(width, height, request_lang(request)), gr.Dropdown(value=preset_for(width, height))
 
     def tab_labels(lang: str) -> list:
         """The tabs' titles from the server: Gradio's tab bar keeps the titles it drew first, so the
@@ -411,7 +356,6 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                             send_btn = gr.Button(label("send_to_edit"), size="sm", elem_id="send-to-edit")
                             upscale_btn = upscale_button("upscale-btn")
                         picked = gr.State(None)     # the gallery image ♻ takes its seed from (own results only)
-                        picked_at = gr.State(None)  # its index, for Upscale (which reads the gallery's checked value)
             edit = build_edit_tab(settings, run_edit, client_id, manager, demo)
             generate_controls = GenerateControls(prompt, negative, width, height, steps, guidance, seed, count,
                                                  lora_picks, lora_strengths)
@@ -452,9 +396,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # The script first (the cookie that later requests carry, the browser's labels), then the server's text.
         lang_switch.input(on_lang, [lang_switch, width, height, client_id], [status_box, size_error, *tab_outputs, gallery],
                           js=SWITCH_JS, **private)
-        preset.input(on_preset, preset, [width, height], **private)
-        gr.on([width.change, height.change], on_size, [width, height], [size_error, preset],
-              show_progress="hidden", **private)
+        wire_size(preset, width, height, size_error)
         # No prompt.submit: Enter in the prompt is a newline; Ctrl/Cmd+Enter clicks Generate (ui_page).
         # A click while this browser's job runs is queued behind it ("multiple"; Gradio's "once" dropped
         # it without a word) and says so; one progress bar, the live panel's: none of Gradio's on the results.
@@ -468,22 +410,6 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         wire_seed_tools(seed_dice, seed_reuse, seed, picked, client_id, registry)
         wire_edit_session(edit, PageParts(demo, tabs, client_id, generate_controls.all(), gallery, send_btn, generate_btn,
                                           registry, edit_jobs, pnginfo, resumer(edit_jobs), on_stop, waiting_room))
-        # Upscale (ui_hires) on Generate's and Edit's galleries and History's viewer: queued as a generation,
-        # its result in the gallery it was asked from (History's: Generate's)
-        to_generate = functools.partial(run_edit, jobs=registry)
-        on_upscale = upscale_handler(settings, hires_picks, to_generate, functools.partial(gallery_path, registry))
-        queued = dict(concurrency_id="gpu", concurrency_limit=waiting_room, api_visibility="private")
-        gallery.select(picked_index, None, picked_at, **private)
-        upscale_btn.click(on_upscale, [picked_at, client_id], [gallery, info], **queued)
-        with edit.tab:
-            edit_upscale_btn, edit_picked_at = upscale_button("edit-upscale-btn"), gr.State(None)
-        on_edit_upscale = upscale_handler(settings, hires_picks, run_edit, functools.partial(gallery_path, edit_jobs))
-        edit.gallery.select(picked_index, None, edit_picked_at, **private)
-        edit_upscale_btn.click(on_edit_upscale, [edit_picked_at, client_id], [edit.gallery, edit.info], **queued)
-        with history_tab:
-            history_upscale_btn = upscale_button("history-upscale-btn")
-        on_history_upscale = upscale_handler(settings, hires_picks, to_generate,
-                                             lambda item, _client: history_path(store, item))
-        history_upscale_btn.click(on_history_upscale, [history_tab.viewer_selected, client_id], [gallery, info],
-                                  **queued).then(lambda: gr.Tabs(selected="generate"), None, tabs, **private)
+        wire_upscale(UpscaleSpots(settings, hires_picks, run_edit, registry, edit_jobs, store, client_id, tabs,
+                                  waiting_room), gallery, info, upscale_btn, edit, history_tab)
     return demo
