@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
+from ..explore.axes import AXES
 from ..explore.grid import cell_entry, grid_infotext, grid_picture, plan_grid, run_grid, save_grid
 from ..jobs import Backend
 from ..store.outputs import encode_png
@@ -22,7 +23,7 @@ from .api import error_response, job_owner, read_json, request_caller, request_l
 from .openapi import ANY_JSON, BODY_ERRORS, INT, RUN_ERRORS, STRING, obj, route_docs
 
 AXIS = {"type": "object", "required": ["field", "values"], "properties": {
-    "field": {"enum": ["seed", "steps", "guidance", "size", "lora_strength", "prompt_sr"]},
+    "field": {"enum": list(AXES)},
     "values": {"description": "a list, or A1111's text: \"1-5\", \"1-10 (+2)\", \"0-1 [3]\", \"a, b, c\""}}}
 GRID_BODY = {"type": "object", "required": ["base", "x"], "properties": {
     "base": {**ANY_JSON, "description": "a /generate body (num_images 1)"}, "x": AXIS, "y": AXIS, "z": AXIS}}

@@ -45,6 +45,7 @@ from .ui_preview import build_live_preview, job_progress
 from .ui_size import CUSTOM, SIZE_PRESETS, parse_preset, preset_for, size_problem, wire_size  # noqa: F401 (tests')
 from .ui_slider import SizeSlider
 from .ui_status import build_model_buttons, queued_note, render_replicas, render_status  # noqa: F401 (tests' import)
+from .ui_variety import build_variety_slider
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +147,14 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
     def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
                     lora1=None, lora2=None, lora3=None, lora1_strength=1.0, lora2_strength=1.0,
-                    lora3_strength=1.0, batch_count=1, forever=False, request: gr.Request = None,
-                    progress=gr.Progress()):
+                    lora3_strength=1.0, batch_count=1, forever=False, variety=0.0,
+                    request: gr.Request = None, progress=gr.Progress()):
         client_id, lang = valid_client_id(client), request_lang(request)
         try:
             data = {"prompt": with_loras(prompt or "", (lora1, lora2, lora3), (lora1_strength, lora2_strength,
                                                                                lora3_strength)),
                     "negative_prompt": negative or "", "width": width, "height": height, "num_inference_steps": steps,
-                    "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count}
+                    "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count, "variety": variety}
             batches = None if forever is True else batch_count_of(1 if batch_count is None else batch_count)
             data = first_seed(data) if batches != 1 else data
             control = control_unit(control_picks.get(request.session_hash if request else None), model_label(settings))
@@ -334,6 +335,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                             seed_dice, seed_reuse = build_seed_tools()
                             count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label=label("images_label"),
                                               elem_id="count")
+                        variety = build_variety_slider()
                         batch_count, forever = build_batch_controls()
                         with gr.Accordion(label("settings_label"), open=False, elem_id="settings-panel"):
                             unload_to = gr.Radio([(label(key), to) for key, to in UNLOAD_CHOICES], value=gpu_default,
@@ -358,18 +360,19 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                         picked = gr.State(None)     # the gallery image ♻ takes its seed from (own results only)
             edit = build_edit_tab(settings, run_edit, client_id, manager, demo)
             generate_controls = GenerateControls(prompt, negative, width, height, steps, guidance, seed, count,
-                                                 lora_picks, lora_strengths)
+                                                 lora_picks, lora_strengths, variety)
             history_tab = build_history_tab(manager, tabs, generate_controls, edit)
             with gr.Tab(label("tab_pnginfo"), id="pnginfo") as pnginfo_tab:
-                pnginfo = build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
-            build_xyz_tab(manager, settings, [prompt, negative, width, height, steps, guidance, seed],
+                pnginfo = build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed, variety],
+                                            tabs)
+            build_xyz_tab(manager, settings, [prompt, negative, width, height, steps, guidance, seed, variety],
                           [*lora_picks, *lora_strengths], client_id, owner_of)
 
         private = dict(queue=False, api_visibility="private")
         tab_outputs = [generate_tab, edit.tab, history_tab, pnginfo_tab]      # in tab_labels' order
         controls = [prompt, negative, width, height, steps, guidance, seed, count]
         lora_controls = [*lora_picks, *lora_strengths]
-        saved_controls = [*controls, *lora_controls]       # in SAVED_FIELDS order
+        saved_controls = [*controls, *lora_controls, variety]       # in SAVED_FIELDS order
         # Every tab's generation reaches the manager's queue (which counts it and enforces queue_max
         # with QueueFull); with a limit of 1 here the others waited in Gradio's queue, uncounted.
         waiting_room = settings.generation_concurrency + settings.queue_max + 1
@@ -401,7 +404,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # A click while this browser's job runs is queued behind it ("multiple"; Gradio's "once" dropped
         # it without a word) and says so; one progress bar, the live panel's: none of Gradio's on the results.
         generate_btn.click(on_click, client_id, [stop_btn, preview_timer, info], show_progress="hidden", **private)
-        generate_btn.click(on_generate, [*controls, client_id, *lora_controls, batch_count, forever], [gallery, info],
+        generate_btn.click(on_generate, [*controls, client_id, *lora_controls, batch_count, forever, variety],
+                           [gallery, info],
                            api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room,
                            trigger_mode="multiple", show_progress="hidden").then(*preview_off, **private)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
