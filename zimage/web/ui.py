@@ -30,6 +30,7 @@ from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
 from .ui_edit import build_edit_tab
 from .ui_edit_session import PageParts, wire_edit_session
+from .ui_enhance import EnhanceRuns, build_enhance_buttons, build_enhancer_setting, original_prompt, wire_enhance
 from .ui_explore import StepProgress, build_batch_controls, build_seed_tools, build_xyz_tab, wire_seed_tools
 from .ui_history import GenerateControls, build_history_tab
 from .ui_hires import HiresPicks, UpscaleSpots, build_hires_panel, page_refusal, upscale_button, wire_upscale, with_page_hires
@@ -143,18 +144,20 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         return [item for item in (r.gallery_item(lang) for r in entries) if item], result_info(result, lang)
 
     runs: dict = {}                       # client -> its Generate runs under way (Batch count, Generate forever)
+    enhance_runs = EnhanceRuns()          # the clients whose Enhance runs (Stop stops it)
     runs_lock = threading.Lock()
 
     def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
                     lora1=None, lora2=None, lora3=None, lora1_strength=1.0, lora2_strength=1.0,
-                    lora3_strength=1.0, batch_count=1, forever=False, variety=0.0,
+                    lora3_strength=1.0, batch_count=1, forever=False, variety=0.0, link=None,
                     request: gr.Request = None, progress=gr.Progress()):
         client_id, lang = valid_client_id(client), request_lang(request)
         try:
             data = {"prompt": with_loras(prompt or "", (lora1, lora2, lora3), (lora1_strength, lora2_strength,
                                                                                lora3_strength)),
                     "negative_prompt": negative or "", "width": width, "height": height, "num_inference_steps": steps,
-                    "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count, "variety": variety}
+                    "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count, "variety": variety,
+                    "original_prompt": original_prompt(prompt, link)}
             batches = None if forever is True else batch_count_of(1 if batch_count is None else batch_count)
             data = first_seed(data) if batches != 1 else data
             control = control_unit(control_picks.get(request.session_hash if request else None), model_label(settings))
@@ -244,7 +247,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     def on_tick(client, request: gr.Request = None):
         status = manager.status()
         client = valid_client_id(client)
-        mine = bool(registry.running(client) or edit_jobs.running(client)) or runs.get(client, 0) > 0   # between batches too
+        mine = bool(registry.running(client) or edit_jobs.running(client)) or runs.get(client, 0) > 0 or \
+            enhance_runs.running(client)                # between batches too, and while Enhance runs
         return (render_status(status, manager.memory(), request_lang(request), settings),
                 gr.Button(visible=status.state == LoadState.DOWNLOADING), *[gr.Button(interactive=mine)] * 2)
 
@@ -291,6 +295,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         secret = page_secret(store.root)
         client_id = gr.BrowserState(None, storage_key="zimage-client", secret=secret)
         saved = gr.BrowserState({}, storage_key="zimage-settings", secret=secret)
+        enhanced = gr.BrowserState(None, storage_key="zimage-enhance", secret=secret)    # ui_enhance's link
         with gr.Row(elem_id="status-row", equal_height=True):
             with gr.Column(scale=0, min_width=200, elem_id="title-col"):
                 gr.Markdown("## Z-Image-Turbo", elem_id="page-title")
@@ -307,6 +312,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                     with gr.Column(scale=6, min_width=200):
                         prompt = prompt_box(settings.max_prompt_chars, "prompt", label=label("prompt_label"), lines=3,
                                             placeholder=label("prompt_hint"))
+                        enhance = build_enhance_buttons()
                     with gr.Column(scale=1, min_width=96, elem_id="generate-col"):
                         generate_btn = gr.Button(label("generate_btn"), variant="primary", elem_id="generate-btn")
                         stop_btn = gr.Button(label("stop_btn"), variant="stop", elem_id="stop-btn", interactive=False)
@@ -345,6 +351,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                                    elem_id="low-vram",
                                                    info=label("no_gpu_low_vram") if no_gpu_at_start else None)
                             controls_note = gr.Markdown("", elem_id="controls-note")
+                            enhancer_system = build_enhancer_setting()
                             build_cache_panel(manager, settings)
                         build_queue_panel(manager)
                     with gr.Column(scale=3, elem_id="results-col"):
@@ -372,7 +379,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         tab_outputs = [generate_tab, edit.tab, history_tab, pnginfo_tab]      # in tab_labels' order
         controls = [prompt, negative, width, height, steps, guidance, seed, count]
         lora_controls = [*lora_picks, *lora_strengths]
-        saved_controls = [*controls, *lora_controls, variety]       # in SAVED_FIELDS order
+        saved_controls = [*controls, *lora_controls, variety, enhancer_system]       # in SAVED_FIELDS order
         # Every tab's generation reaches the manager's queue (which counts it and enforces queue_max
         # with QueueFull); with a limit of 1 here the others waited in Gradio's queue, uncounted.
         waiting_room = settings.generation_concurrency + settings.queue_max + 1
@@ -404,7 +411,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # A click while this browser's job runs is queued behind it ("multiple"; Gradio's "once" dropped
         # it without a word) and says so; one progress bar, the live panel's: none of Gradio's on the results.
         generate_btn.click(on_click, client_id, [stop_btn, preview_timer, info], show_progress="hidden", **private)
-        generate_btn.click(on_generate, [*controls, client_id, *lora_controls, batch_count, forever, variety],
+        generate_btn.click(on_generate, [*controls, client_id, *lora_controls, batch_count, forever, variety, enhanced],
                            [gallery, info],
                            api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room,
                            trigger_mode="multiple", show_progress="hidden").then(*preview_off, **private)
@@ -412,6 +419,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         stop_btn.click(on_stop, client_id, info, **private)
         gallery.select(on_pick, None, picked, **private)
         wire_seed_tools(seed_dice, seed_reuse, seed, picked, client_id, registry)
+        wire_enhance(manager, settings, demo, prompt, enhance, enhancer_system, enhanced, client_id, owner_of, enhance_runs,
+                     waiting_room)
         wire_edit_session(edit, PageParts(demo, tabs, client_id, generate_controls.all(), gallery, send_btn, generate_btn,
                                           registry, edit_jobs, pnginfo, resumer(edit_jobs), on_stop, waiting_room))
         wire_upscale(UpscaleSpots(settings, hires_picks, run_edit, registry, edit_jobs, store, client_id, tabs,

@@ -14,9 +14,9 @@ from .ui_lora import LORA_DEFAULTS, LORA_SLOTS
 
 SAVED_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed", "count",
                 *(f"lora{i}" for i in range(1, LORA_SLOTS + 1)),
-                *(f"lora{i}_strength" for i in range(1, LORA_SLOTS + 1)), "variety")
+                *(f"lora{i}_strength" for i in range(1, LORA_SLOTS + 1)), "variety", "enhancer_prompt")
 # The controls' defaults, in SAVED_FIELDS order
-SAVED_DEFAULTS = ("", "", 1024, 1024, TURBO_STEPS, 0.0, -1, 1, *LORA_DEFAULTS, VARIETY_DEFAULT)
+SAVED_DEFAULTS = ("", "", 1024, 1024, TURBO_STEPS, 0.0, -1, 1, *LORA_DEFAULTS, VARIETY_DEFAULT, "")
 # The settings as BrowserState keeps them ({field: value}), made in the browser from the controls.
 SAVE_SETTINGS_JS = f"(...values) => Object.fromEntries({json.dumps(list(SAVED_FIELDS))}.map((k, i) => [k, values[i]]))"
 
