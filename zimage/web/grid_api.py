@@ -1,4 +1,4 @@
-"""POST /grid: the X/Y/Z plot over HTTP. The body is {"base": <a /generate body>, "x": {"field":
+"""POST /grid: the X/Y/Z plot over HTTP (and grid_answer, its work, for the MCP grid tool too). The body is {"base": <a /generate body>, "x": {"field":
 "seed", "values": [1, 2]}, "y": ..., "z": ...}; the answer the grid picture (base64 PNG, also saved
 in the outputs) and each cell's file and parameters. The cells are checked first (a bad value is a
 422 naming its axis and value) and run one after another through the backend's queue; a Stop
@@ -32,6 +32,29 @@ GRID_ANSWER = obj({"image": {**STRING, "description": "the grid, PNG, base64"}, 
                    "stopped": {"type": "boolean"}}, required=["image", "cells", "cells_total", "stopped"])
 
 
+async def grid_answer(manager: Backend, settings: Settings, body, owner: str, user: str | None) -> dict:
+    """A /grid body checked, its cells made in turn, the grid saved: the answer POST /grid gives
+    (the MCP grid tool's too; it reads "file" and leaves "image" out). Raises the typed refusal,
+    Cancelled when a Stop came before any cell was made."""
+    plan = plan_grid(body, settings.wildcards_folder, settings.grid_max_cells, settings.max_prompt_chars)
+    started = time.perf_counter()
+    run = await asyncio.to_thread(run_grid, manager, plan, owner, user)
+    if not run.done:
+        raise Cancelled()
+    path = await asyncio.to_thread(save_grid, run, manager._store)
+    picture = path.read_bytes() if path is not None else encode_png(grid_picture(run), grid_infotext(run))
+    root = manager._store.root
+    answer = {"image": base64.b64encode(picture).decode("ascii"), "file": str(path) if path else None,
+              "cells": [cell_entry(cell, item, root) for cell, item in run.done],
+              "cells_total": len(plan.cells), "stopped": run.stopped,
+              "seconds": round(time.perf_counter() - started, 3)}
+    if path is not None:
+        answer["url"] = "/outputs/" + path.resolve().relative_to(root.resolve()).as_posix()
+    if run.warnings:
+        answer["warning"] = " ".join(dict.fromkeys(run.warnings))
+    return answer
+
+
 def build_grid_router(manager: Backend, settings: Settings) -> APIRouter:
     router = APIRouter()
     auth_on = bool(settings.api_auth_pairs)
@@ -40,25 +63,9 @@ def build_grid_router(manager: Backend, settings: Settings) -> APIRouter:
     async def grid(request: Request):
         try:
             body = await read_json(request)
-            plan = plan_grid(body, settings.wildcards_folder, settings.grid_max_cells, settings.max_prompt_chars)
             client, user = request_caller(request, auth_on)
-            started = time.perf_counter()
-            run = await asyncio.to_thread(run_grid, manager, plan, job_owner(client), user)
-            if not run.done:
-                raise Cancelled()
-            path = await asyncio.to_thread(save_grid, run, manager._store)
-            picture = path.read_bytes() if path is not None else encode_png(grid_picture(run), grid_infotext(run))
+            return await grid_answer(manager, settings, body, job_owner(client), user)
         except ZImageError as e:
             return error_response(e, request_language(request))
-        root = manager._store.root
-        answer = {"image": base64.b64encode(picture).decode("ascii"), "file": str(path) if path else None,
-                  "cells": [cell_entry(cell, item, root) for cell, item in run.done],
-                  "cells_total": len(plan.cells), "stopped": run.stopped,
-                  "seconds": round(time.perf_counter() - started, 3)}
-        if path is not None:
-            answer["url"] = "/outputs/" + path.resolve().relative_to(root.resolve()).as_posix()
-        if run.warnings:
-            answer["warning"] = " ".join(dict.fromkeys(run.warnings))
-        return answer
 
     return router
