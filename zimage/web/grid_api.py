@@ -1,9 +1,9 @@
-"""POST /grid: the X/Y/Z plot over HTTP (and grid_answer, its work, for the MCP grid tool too). The body is {"base": <a /generate body>, "x": {"field":
-"seed", "values": [1, 2]}, "y": ..., "z": ...}; the answer the grid picture (base64 PNG, also saved
-in the outputs) and each cell's file and parameters. The cells are checked first (a bad value is a
-422 naming its axis and value) and run one after another through the backend's queue; a Stop
-(/sdapi/v1/interrupt by the same caller) answers the cells made so far and their partial grid, with
-"stopped": true.
+"""POST /grid: the X/Y/Z plot over HTTP (grid_answer, its work, serves the MCP grid tool too). The
+body is {"base": <a /generate body>, "x": {"field": "seed", "values": [1, 2]}, "y": ..., "z": ...};
+the answer the grid picture (base64 PNG, also saved in the outputs) and each cell's file and
+parameters. The cells are checked first (a bad value is a 422 naming its axis and value) and run one
+after another through the backend's queue; a Stop (/sdapi/v1/interrupt by the same caller) answers
+the cells made so far and their partial grid, with "stopped": true.
 """
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ from .ui_edit_session import PageParts, wire_edit_session
 from .ui_enhance import EnhanceRuns, build_enhance_buttons, build_enhancer_setting, original_prompt, wire_enhance
 from .ui_explore import StepProgress, build_batch_controls, build_seed_tools, build_xyz_tab, wire_seed_tools
 from .ui_history import GenerateControls, build_history_tab
-from .ui_hires import HiresPicks, UpscaleSpots, build_hires_panel, page_refusal, upscale_button, wire_upscale, with_page_hires
+from .ui_hires import (HiresPicks, UpscaleSpots, build_hires_panel, page_refusal, upscale_button, wire_upscale,
+                       with_page_hires)
 from .ui_inputs import page_error_text, prompt_box, seed_value
 from .ui_lora import build_lora_panel, with_loras
 from .ui_models import build_model_picker

@@ -2,7 +2,7 @@
 enhancer (Backend.enhance_prompt after EnhanceRequest.from_mapping, as POST /sdapi/v1/prompt-enhance
 and the MCP tool do), ↶ Undo puts back exactly what the person wrote, and the instruction the
 enhancer gets is a setting kept in the browser with the others (empty: the server's
---enhancer-system-prompt, else the built-in one).
+enhancer_system_prompt from the config file, else the built-in one).
 
 The link between a rewrite and the prompt it came from, {"before", "after"}, is kept in the browser
 (a BrowserState, beside the saved prompt: Undo still works after a reload). Typing in the prompt
