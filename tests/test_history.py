@@ -219,12 +219,16 @@ def test_delete_refuses_a_changed_file_and_paths_outside_the_images(tmp_path):
 
 
 def test_settings_for_the_generate_tab_put_loras_in_the_slots():
+    import gradio as gr
+
     from zimage.store.history import HistoryEntry
     from zimage.web.ui_history import settings_values
 
     entry = HistoryEntry(path="d/x.png", mtime_ns=1, bytes=1, width=832, height=1216, prompt="a cat <lora:ink:0.5>",
                          negative="dull", seed=7, steps=8, guidance=1.5, loras=(("ink", 0.5),))
-    assert settings_values(entry) == ["a cat", "dull", 832, 1216, 8, 1.5, 7, 1, "ink", "None", "None", 0.5, 1.0, 1.0]
+    assert settings_values(entry, 0.3) == ["a cat", "dull", 832, 1216, 8, 1.5, 7, 1, "ink", "None", "None", 0.5, 1.0,
+                                           1.0, 0.3]
+    assert settings_values(entry)[-1] == gr.skip()        # its file unread: the Variety slider left as it is
 
 
 def test_a_bad_date_filter_names_its_field():

@@ -1,5 +1,6 @@
-"""--mcp: Gradio's MCP server with the tools generate, status, preload and unload, driven by the
-official `mcp` Python client (streamable HTTP) against the real server on the tiny model."""
+"""--mcp: Gradio's MCP server with the tools generate, grid, status, preload, unload and enhance_prompt
+(tests/test_enhance.py), driven by the official `mcp` Python client (streamable HTTP) against the
+real server on the tiny model."""
 from __future__ import annotations
 
 import asyncio
@@ -18,6 +19,8 @@ from mcp import ClientSession  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 MCP_URL = "/gradio_api/mcp/"
+TOOLS = ["enhance_prompt", "generate", "grid", "preload", "status", "unload"]
+GRID_BASE = {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 2}
 
 
 async def _session_calls(url: str, calls: list[tuple[str, dict]], auth=None, headers=None) -> tuple[list[str], list]:
@@ -45,7 +48,7 @@ def test_mcp_lists_the_tools_and_runs_them(start_server, settings):
         ("status", {}), ("preload", {"wait": True}),
         ("generate", {"prompt": "a red fox", "width": 256, "height": 320, "num_inference_steps": 2, "seed": 7}),
         ("unload", {}), ("generate", {"prompt": "x", "width": 250})])
-    assert sorted(names) == ["enhance_prompt", "generate", "preload", "status", "unload"]
+    assert sorted(names) == TOOLS
     assert json.loads(_text(status))["state"] == "unloaded"
     assert not preload.isError and json.loads(_text(preload))["status"] == "healthy"
 
@@ -85,7 +88,7 @@ def test_mcp_with_auth_needs_the_api_login(start_server, settings):
         run_mcp(srv.url + MCP_URL, auth=("me", "wrong"))
     names, (status, bad) = run_mcp(srv.url + MCP_URL, [("status", {}), ("generate", {"prompt": "x", "width": 250})],
                                    auth=("me", "secret"), headers={"Accept-Language": "zh-CN"})
-    assert sorted(names) == ["enhance_prompt", "generate", "preload", "status", "unload"]
+    assert sorted(names) == TOOLS
     assert json.loads(_text(status))["state"] == "unloaded"
     assert bad.isError and "invalid_request: width: 必须在 256 到 2048 之间" in _text(bad)   # the request's language
 
@@ -118,3 +121,68 @@ def test_mcp_refuses_huge_numbers_deep_nesting_and_lone_surrogates_with_json_rpc
     _, (status,) = run_mcp(srv.url + MCP_URL, [("status", {})])      # still serving, the real client too
     assert json.loads(_text(status))["state"] == "unloaded"
     assert srv.manager.load_count == 0
+
+
+def _image(result) -> Image.Image:
+    images = [c for c in result.content if c.type == "image"]
+    assert len(images) == 1 and images[0].mimeType == "image/png", result.content
+    return Image.open(io.BytesIO(base64.b64decode(images[0].data)))
+
+
+def test_mcp_generate_takes_variety_with_the_apis_checks(start_server, settings):
+    srv = start_server(dataclasses.replace(settings, mcp=True))
+    one = {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 2, "seed": 3}
+    _, results = run_mcp(srv.url + MCP_URL, [("generate", dict(one, variety=0.4)), ("generate", dict(one, variety=2)),
+                                             ("generate", dict(one, variety=-0.1)), ("generate", dict(one, variety=True))])
+    made, *refused, typed = results
+    assert not made.isError, _text(made)
+    assert typed.isError and "not of type 'number'" in _text(typed)     # the tool's schema, checked by the mcp library
+    info = json.loads(_text(made).split("\n")[-1])
+    assert info["variety"] == 0.4 and "Variety: 0.4" in info["parameters"]
+    with Image.open(info["file"]) as im:
+        assert "Variety: 0.4" in im.info["parameters"]
+    for bad, value in zip(refused, (2, -0.1)):            # /generate's words for the same values
+        answer = requests.post(srv.url + "/generate", json=dict(one, variety=value), timeout=30).json()["error"]
+        assert bad.isError and f"invalid_request: {answer['message']}" in _text(bad), (_text(bad), answer)
+
+
+def test_mcp_grid_makes_the_grid_as_post_grid_does(start_server, settings):
+    srv = start_server(dataclasses.replace(settings, mcp=True, grid_max_cells=4))
+    body = {"base": GRID_BASE, "x": {"field": "seed", "values": [11, 12]}, "y": {"field": "variety", "values": "0, 0.5"}}
+    _, (made,) = run_mcp(srv.url + MCP_URL, [("grid", body)])
+    assert not made.isError, _text(made)
+    answer = json.loads(_text(made).split("\n")[-1])
+    assert answer["cells_total"] == 4 and len(answer["cells"]) == 4 and answer["stopped"] is False
+    assert "image" not in answer                           # the picture is the image content, not base64 text
+    picture = _image(made)
+    with Image.open(answer["file"]) as saved_grid:
+        assert saved_grid.size == picture.size and "Script: X/Y/Z plot" in saved_grid.info["parameters"]
+        assert picture.convert("RGB").tobytes() == saved_grid.convert("RGB").tobytes()
+    assert requests.get(answer["url"], timeout=10).status_code == 200
+    seen = set()
+    for cell in answer["cells"]:
+        with Image.open(cell["file"]) as im:
+            params = im.info["parameters"]
+        assert f"Seed: {cell['values']['x']}" in params
+        assert (f"Variety: {cell['values']['y']:g}" in params) == (cell["values"]["y"] > 0)
+        seen.add((cell["values"]["x"], cell["values"]["y"]))
+        assert requests.get(cell["url"], timeout=10).status_code == 200
+    assert seen == {(11, 0.0), (12, 0.0), (11, 0.5), (12, 0.5)}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_mcp_grid_refuses_what_post_grid_refuses_in_the_same_words(start_server, settings, lang):
+    srv = start_server(dataclasses.replace(settings, mcp=True, grid_max_cells=4))
+    bodies = [{"base": GRID_BASE, "x": {"field": "steps", "values": [2, 80]}},
+              {"base": GRID_BASE, "x": {"field": "seed", "values": "1-3"}, "y": {"field": "seed", "values": "1-2"}},
+              {"base": GRID_BASE, "x": {"field": "colour", "values": [1]}},
+              {"base": {**GRID_BASE, "width": 100}, "x": {"field": "seed", "values": [1]}},
+              {"base": GRID_BASE, "x": {"field": "variety", "values": [0, 1.5]}},
+              {"base": {**GRID_BASE, "num_images": 2}, "x": {"field": "seed", "values": [1]}},
+              {"base": GRID_BASE, "x": {"field": "seed", "values": [1]}, "z": {"field": "seed", "values": 5}}]
+    headers = {"Accept-Language": "zh-CN"} if lang == "zh" else {}
+    _, results = run_mcp(srv.url + MCP_URL, [("grid", b) for b in bodies], headers=headers)
+    for body, result in zip(bodies, results):
+        error = requests.post(srv.url + "/grid", json=body, headers=headers, timeout=30).json()["error"]
+        assert result.isError and f"{error['code']}: {error['message']}" in _text(result), (_text(result), error)
+    assert srv.manager.load_count == 0                     # refused before any cell ran

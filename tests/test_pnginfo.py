@@ -8,6 +8,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from zimage.errors import ZImageError
+from zimage.request import parse_infotext
 from zimage.store.pnginfo import comfy_prompt, comfy_workflow, parameters_of, read_image_info
 from zimage.web.ui_params import gallery_caption, generate_values
 
@@ -185,9 +186,13 @@ def test_generate_values_fit_the_controls():
     values = generate_values({"prompt": "p", "negative_prompt": "n", "steps": 80, "seed": 2**40, "width": 500,
                               "height": 100_000, "guidance_scale": 30.0})
     assert values == {"prompt": "p", "negative": "n", "steps": 50, "seed": -1, "width": 496, "height": 2048,
-                      "guidance": 20.0}
+                      "guidance": 20.0, "variety": 0.0}       # it names its seed but no variety: made without
     assert generate_values({"prompt": "only"}) == {"prompt": "only"}
     assert generate_values({"params": {}, "prompt": ""}) == {}
+    assert generate_values({"prompt": "p", "seed": 5, "variety": 0.35})["variety"] == 0.35
+    assert generate_values(parse_infotext("a fox\nSteps: 2, Seed: 5, Size: 256x256, Variety: 0.4"))["variety"] == 0.4
+    for odd in ("3", "-0.5", "nan", "x" * 40):          # out of range or not a number: the image made without
+        assert generate_values(parse_infotext(f"a\nSteps: 2, Seed: 5, Size: 256x256, Variety: {odd}"))["variety"] == 0.0
 
 
 def test_gallery_caption_names_the_parameters():

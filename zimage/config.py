@@ -70,7 +70,7 @@ class Settings:
     auth: str = ""                          # "user:pass[,user2:pass2]"; required when host is not loopback
     auth_file: str = ""                     # a file of user:pass lines (A1111's --gradio-auth-path)
     api_auth: str = ""                      # "user:pass[,...]" for the HTTP API routes only (A1111's --api-auth)
-    mcp: bool = False                       # serve the MCP tools (generate, status, preload, unload, enhance_prompt) at /gradio_api/mcp
+    mcp: bool = False                       # serve the MCP tools (generate, grid, status, preload, unload, enhance_prompt) at /gradio_api/mcp
     device: str = "auto"                    # auto | cuda | cuda:N | cpu
     dtype: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
     max_prompt_chars: int = 4000
@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-auth", dest="api_auth", metavar="USER:PASS[,...]",
                    help="HTTP Basic users for the API routes only (/generate, /sdapi/v1, /v1)")
     p.add_argument("--mcp", action="store_true",
-                   help="serve the MCP tools generate, status, preload, unload, enhance_prompt at /gradio_api/mcp (same login as the API)")
+                   help="serve the MCP tools generate, grid, status, preload, unload, enhance_prompt at /gradio_api/mcp (same login as the API)")
     p.add_argument("--device", help="auto, cuda, cuda:N or cpu")
     p.add_argument("--dtype", help="auto, bfloat16, float16 or float32")
     p.add_argument("--loader", help="fast (default) or plain (diffusers from_pretrained, the fallback)")

@@ -9,11 +9,14 @@ English text and fills a Chinese template with the same parts:
   subclass). A message no pattern knows becomes that sentence with the English text after it, so a
   Chinese reader always gets Chinese first and loses no detail.
 - MESSAGES_ZH / INVALID_ZH / HINTS_ZH: (English pattern, Chinese template) for the messages the app
-  raises; InvalidRequest's "<field>: <detail>" keeps the field name as sent.
+  raises; InvalidRequest's "<field>: <detail>" keeps the field name as sent. The refusals of hires
+  fix, Variety, the enhancer, the grid and wildcards are i18n_features' (added to these tables).
 """
 from __future__ import annotations
 
 import re
+
+from .i18n_features import HINTS_MORE, INVALID_MORE, MESSAGES_MORE, nested_zh
 
 LANGUAGES = ("en", "zh")
 DEFAULT_LANGUAGE = "en"
@@ -308,10 +311,10 @@ IMAGE_ZH: list[tuple[str, str]] = [
 _IMAGE_SENTENCE = re.compile(r"(?P<s>The uploaded image|The Edit image|The PNG info image|The ControlNet image)"
                              r"(?: \((?P<f>[^)]*)\))? (?P<what>.+)\.", re.DOTALL)
 
-_INVALID = [(re.compile(p, re.DOTALL), t) for p, t in INVALID_ZH]
+_INVALID = [(re.compile(p, re.DOTALL), t) for p, t in INVALID_ZH + INVALID_MORE]
 _IMAGE = [(re.compile(p, re.DOTALL), t) for p, t in IMAGE_ZH]
-_MESSAGES = [(re.compile(p, re.DOTALL), t) for p, t in MESSAGES_ZH]
-_HINTS = [(re.compile(p, re.DOTALL), t) for p, t in HINTS_ZH]
+_MESSAGES = [(re.compile(p, re.DOTALL), t) for p, t in MESSAGES_ZH + MESSAGES_MORE]
+_HINTS = [(re.compile(p, re.DOTALL), t) for p, t in HINTS_ZH + HINTS_MORE]
 
 
 def _match(table, text: str) -> str | None:
@@ -322,13 +325,18 @@ def _match(table, text: str) -> str | None:
     return None
 
 
+def _detail_zh(detail: str) -> str | None:
+    """InvalidRequest's detail in Chinese, one that carries another refusal inside it included."""
+    return _match(_INVALID, detail) or nested_zh(detail, _detail_zh)
+
+
 def message_zh(code: str, message: str, field: str | None = None) -> str:
     """The Chinese text of an error message: a catalog pattern filled with the message's own parts,
     else the code's sentence followed by the English message."""
     if not message:
         return ERROR_ZH.get(code, ERROR_ZH["internal_error"])
     if field is not None and message.startswith(f"{field}: "):
-        detail = _match(_INVALID, message[len(field) + 2:])
+        detail = _detail_zh(message[len(field) + 2:])
         if detail is not None:
             return f"{field}: {detail}"
     found = _match(_MESSAGES, message) or _image_zh(message)

@@ -194,8 +194,10 @@ def test_status_is_a_live_region_slider_limits_meet_aa_and_the_page_has_a_langua
     wait_for(lambda: len(page.evaluate(CONTRAST, limits)) == 4, 20, message="the slider limits drawn")
     ratios = page.evaluate(CONTRAST, limits)
     assert len(ratios) == 4 and min(ratios) >= 4.5, ratios
-    # Keyboard focus shows: Tab onto Generate draws a ring.
+    # Keyboard focus shows: Tab from the prompt onto Enhance (it acts on the prompt; Undo is off until
+    # there is something to undo), then onto Generate, draws a ring each time.
     page.locator("#prompt textarea").focus()
-    page.keyboard.press("Tab")
-    ring = page.evaluate("() => { const s = getComputedStyle(document.activeElement); return [document.activeElement.id, s.outlineStyle, parseFloat(s.outlineWidth)] }")
-    assert ring[0] == "generate-btn" and ring[1] != "none" and ring[2] >= 2, ring
+    for expected in ("enhance-btn", "generate-btn"):
+        page.keyboard.press("Tab")
+        ring = page.evaluate("() => { const s = getComputedStyle(document.activeElement); return [document.activeElement.id, s.outlineStyle, parseFloat(s.outlineWidth)] }")
+        assert ring[0] == expected and ring[1] != "none" and ring[2] >= 2, ring

@@ -1,9 +1,9 @@
-"""POST /grid: the X/Y/Z plot over HTTP. The body is {"base": <a /generate body>, "x": {"field":
-"seed", "values": [1, 2]}, "y": ..., "z": ...}; the answer the grid picture (base64 PNG, also saved
-in the outputs) and each cell's file and parameters. The cells are checked first (a bad value is a
-422 naming its axis and value) and run one after another through the backend's queue; a Stop
-(/sdapi/v1/interrupt by the same caller) answers the cells made so far and their partial grid, with
-"stopped": true.
+"""POST /grid: the X/Y/Z plot over HTTP (grid_answer, its work, serves the MCP grid tool too). The
+body is {"base": <a /generate body>, "x": {"field": "seed", "values": [1, 2]}, "y": ..., "z": ...};
+the answer the grid picture (base64 PNG, also saved in the outputs) and each cell's file and
+parameters. The cells are checked first (a bad value is a 422 naming its axis and value) and run one
+after another through the backend's queue; a Stop (/sdapi/v1/interrupt by the same caller) answers
+the cells made so far and their partial grid, with "stopped": true.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
+from ..explore.axes import AXES
 from ..explore.grid import cell_entry, grid_infotext, grid_picture, plan_grid, run_grid, save_grid
 from ..jobs import Backend
 from ..store.outputs import encode_png
@@ -22,13 +23,36 @@ from .api import error_response, job_owner, read_json, request_caller, request_l
 from .openapi import ANY_JSON, BODY_ERRORS, INT, RUN_ERRORS, STRING, obj, route_docs
 
 AXIS = {"type": "object", "required": ["field", "values"], "properties": {
-    "field": {"enum": ["seed", "steps", "guidance", "size", "lora_strength", "prompt_sr"]},
+    "field": {"enum": list(AXES)},
     "values": {"description": "a list, or A1111's text: \"1-5\", \"1-10 (+2)\", \"0-1 [3]\", \"a, b, c\""}}}
 GRID_BODY = {"type": "object", "required": ["base", "x"], "properties": {
     "base": {**ANY_JSON, "description": "a /generate body (num_images 1)"}, "x": AXIS, "y": AXIS, "z": AXIS}}
 GRID_ANSWER = obj({"image": {**STRING, "description": "the grid, PNG, base64"}, "file": STRING, "url": STRING,
                    "cells": {"type": "array", "items": ANY_JSON}, "cells_total": INT,
                    "stopped": {"type": "boolean"}}, required=["image", "cells", "cells_total", "stopped"])
+
+
+async def grid_answer(manager: Backend, settings: Settings, body, owner: str, user: str | None) -> dict:
+    """A /grid body checked, its cells made in turn, the grid saved: the answer POST /grid gives
+    (the MCP grid tool's too; it reads "file" and leaves "image" out). Raises the typed refusal,
+    Cancelled when a Stop came before any cell was made."""
+    plan = plan_grid(body, settings.wildcards_folder, settings.grid_max_cells, settings.max_prompt_chars)
+    started = time.perf_counter()
+    run = await asyncio.to_thread(run_grid, manager, plan, owner, user)
+    if not run.done:
+        raise Cancelled()
+    path = await asyncio.to_thread(save_grid, run, manager._store)
+    picture = path.read_bytes() if path is not None else encode_png(grid_picture(run), grid_infotext(run))
+    root = manager._store.root
+    answer = {"image": base64.b64encode(picture).decode("ascii"), "file": str(path) if path else None,
+              "cells": [cell_entry(cell, item, root) for cell, item in run.done],
+              "cells_total": len(plan.cells), "stopped": run.stopped,
+              "seconds": round(time.perf_counter() - started, 3)}
+    if path is not None:
+        answer["url"] = "/outputs/" + path.resolve().relative_to(root.resolve()).as_posix()
+    if run.warnings:
+        answer["warning"] = " ".join(dict.fromkeys(run.warnings))
+    return answer
 
 
 def build_grid_router(manager: Backend, settings: Settings) -> APIRouter:
@@ -39,25 +63,9 @@ def build_grid_router(manager: Backend, settings: Settings) -> APIRouter:
     async def grid(request: Request):
         try:
             body = await read_json(request)
-            plan = plan_grid(body, settings.wildcards_folder, settings.grid_max_cells, settings.max_prompt_chars)
             client, user = request_caller(request, auth_on)
-            started = time.perf_counter()
-            run = await asyncio.to_thread(run_grid, manager, plan, job_owner(client), user)
-            if not run.done:
-                raise Cancelled()
-            path = await asyncio.to_thread(save_grid, run, manager._store)
-            picture = path.read_bytes() if path is not None else encode_png(grid_picture(run), grid_infotext(run))
+            return await grid_answer(manager, settings, body, job_owner(client), user)
         except ZImageError as e:
             return error_response(e, request_language(request))
-        root = manager._store.root
-        answer = {"image": base64.b64encode(picture).decode("ascii"), "file": str(path) if path else None,
-                  "cells": [cell_entry(cell, item, root) for cell, item in run.done],
-                  "cells_total": len(plan.cells), "stopped": run.stopped,
-                  "seconds": round(time.perf_counter() - started, 3)}
-        if path is not None:
-            answer["url"] = "/outputs/" + path.resolve().relative_to(root.resolve()).as_posix()
-        if run.warnings:
-            answer["warning"] = " ".join(dict.fromkeys(run.warnings))
-        return answer
 
     return router

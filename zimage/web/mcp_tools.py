@@ -1,4 +1,4 @@
-"""The MCP tools (--mcp): generate, status, preload, unload and enhance_prompt, served by Gradio's MCP server.
+"""The MCP tools (--mcp): generate, grid, status, preload, unload and enhance_prompt, served by Gradio's MCP server.
 
 Gradio turns every public API endpoint of the Blocks into a tool named after its function, so the
 tools are dedicated `gr.api` functions added only with --mcp, and `keep_only_mcp_tools` drops the
@@ -12,13 +12,15 @@ for /generate.
 Transports: streamable HTTP at /gradio_api/mcp (SSE at /gradio_api/mcp/sse). With auth, those
 paths take the API's HTTP Basic login (security.GuardMiddleware, MCP_PATH in launch.add_guards).
 An image comes back as MCP image content (the saved PNG) plus a text item with its parameters and
-the URL of the file under /outputs/.
+the URL of the file under /outputs/. Each tool checks its input as its HTTP route does (generate:
+GenerationRequest.from_mapping, as /generate; grid: grid_api.grid_answer, POST /grid's own work).
 """
 # No `from __future__ import annotations`: gr.api reads the number of outputs from the return
 # annotation unevaluated (gradio.utils.get_return_types), and a string is one output.
 import asyncio
 import json
 import logging
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -31,10 +33,11 @@ from ..jobs import UNLOAD_TARGETS, Backend
 from ..model_defaults import TURBO_STEPS
 from ..request import GenerationRequest
 from .api import job_owner, request_caller, request_language
+from .grid_api import grid_answer
 
 log = logging.getLogger(__name__)
 
-MCP_TOOLS = ("generate", "status", "preload", "unload", "enhance_prompt")
+MCP_TOOLS = ("generate", "grid", "status", "preload", "unload", "enhance_prompt")
 MCP_OWNER = "mcp"                     # the owner of MCP generations sent without X-Client-Id
 # User-facing text (one place, for the later translation round).
 NO_IMAGE_SAVED = "The image could not be saved, so it cannot be returned: {warning}"
@@ -52,13 +55,26 @@ def _refusal(err: ZImageError, request: gr.Request | None) -> gr.Error:
     return gr.Error(f"{err.code}: {err.user_text(lang)}", print_exception=False)
 
 
+def _file_data(path, root) -> tuple[dict, str]:
+    """(Gradio's FileData of a saved PNG, its URL under /outputs/): Gradio's MCP server reads the file
+    into image content and prefixes the relative URL with the server's root."""
+    rel = path.resolve().relative_to(root.resolve()).as_posix()
+    return {"path": str(path), "url": f"/outputs/{rel}", "orig_name": path.name, "mime_type": "image/png",
+            "meta": {"_type": "gradio.FileData"}}, f"/outputs/{rel}"
+
+
+def _server_root(request: gr.Request | None) -> str:
+    url = urlsplit(str(request.url)) if request is not None else None
+    return f"{url.scheme}://{url.netloc}" if url is not None else ""
+
+
 def add_mcp_tools(manager: Backend, settings: Settings) -> None:
     """Add the tools to the Blocks whose context is open (server.create_app opens it)."""
     auth_on = bool(settings.api_auth_pairs)
 
     async def generate(prompt: str, negative_prompt: str = "", width: int = 1024, height: int = 1024,
                        num_inference_steps: int = TURBO_STEPS, guidance_scale: float = 0.0, seed: int = -1,
-                       request: gr.Request = None) -> tuple[dict, str]:
+                       variety: float = 0.0, request: gr.Request = None) -> tuple[dict, str]:
         """Make one image with Z-Image-Turbo from a text prompt (loads the model first if needed).
 
         Args:
@@ -69,6 +85,7 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
             num_inference_steps: Denoising steps; Z-Image-Turbo is made for 8 (transformer passes).
             guidance_scale: 0 for Z-Image-Turbo (its default); higher follows the prompt more literally.
             seed: -1 for a random seed; the same seed and settings give the same image.
+            variety: 0 (off) to 1: seeded noise on the prompt for the first steps, so seeds differ more.
 
         Returns:
             The PNG image, and a JSON text with its seed, size, steps, seconds, file and URL.
@@ -76,7 +93,8 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
         try:
             req = GenerationRequest.from_mapping(
                 {"prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height,
-                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "seed": seed},
+                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "seed": seed,
+                 "variety": variety},
                 settings.max_prompt_chars)
             client, user = request_caller(request, auth_on)
             owner = client if client is not None else MCP_OWNER
@@ -86,18 +104,42 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
         item = result.images[0]
         if item.path is None:
             raise gr.Error(NO_IMAGE_SAVED.format(warning=result.warning), print_exception=False)
-        rel = item.path.resolve().relative_to(manager._store.root.resolve()).as_posix()
-        url = urlsplit(str(request.url)) if request is not None else None
-        root = f"{url.scheme}://{url.netloc}" if url is not None else ""
+        image, url = _file_data(item.path, manager._store.root)
         info = {"seed": item.seed, "width": req.width, "height": req.height,
                 "num_inference_steps": req.num_inference_steps, "guidance_scale": req.guidance_scale,
-                "seconds": round(result.seconds, 3), "file": str(item.path), "url": f"{root}/outputs/{rel}",
-                "parameters": item.infotext}
-        # A FileData dict: Gradio's MCP server reads the file into image content, and prefixes the
-        # relative URL with the server's root.
-        image = {"path": str(item.path), "url": f"/outputs/{rel}", "orig_name": item.path.name,
-                 "mime_type": "image/png", "meta": {"_type": "gradio.FileData"}}
+                "variety": req.variety, "seconds": round(result.seconds, 3), "file": str(item.path),
+                "url": _server_root(request) + url, "parameters": item.infotext}
         return image, json.dumps(info)
+
+    async def grid(base: dict, x: dict, y: dict | None = None, z: dict | None = None,
+                   request: gr.Request = None) -> tuple[dict, str]:
+        """An X/Y/Z plot: one image per combination of up to three axes over a generate request, and the labelled grid of them (as POST /grid).
+
+        Args:
+            base: The request every cell starts from, as the generate tool takes it: {"prompt": "a fox", "width": 512, "height": 512, "num_inference_steps": 8, "seed": 1, "variety": 0}.
+            x: The first axis: {"field": F, "values": V}. F is one of seed, steps, guidance, size, lora_strength, prompt_sr (search and replace: the first value is the text replaced), variety. V is a list ([1, 2, 3], ["512x512", "768x768"]) or A1111's text: "1-5", "1-10 (+2)", "0-1 [3]", "a, b, c".
+            y: The second axis, the same shape (optional).
+            z: The third axis, the same shape (optional): one grid per value, side by side.
+
+        Returns:
+            The grid PNG, and a JSON text: file, url, cells (each cell's values, seed, file, url and parameters), cells_total, stopped, seconds.
+        """
+        try:
+            client, user = request_caller(request, auth_on)
+            owner = client if client is not None else MCP_OWNER
+            body = {key: value for key, value in (("base", base), ("x", x), ("y", y), ("z", z)) if value is not None}
+            answer = await grid_answer(manager, settings, body, job_owner(owner), user)
+        except ZImageError as e:
+            raise _refusal(e, request) from None
+        answer.pop("image")
+        if answer["file"] is None:
+            raise gr.Error(NO_IMAGE_SAVED.format(warning=answer.get("warning", "")), print_exception=False)
+        image, url = _file_data(Path(answer["file"]), manager._store.root)
+        answer["url"] = _server_root(request) + url
+        for cell in answer["cells"]:
+            if "url" in cell:
+                cell["url"] = _server_root(request) + cell["url"]
+        return image, json.dumps(answer, ensure_ascii=False)
 
     def status() -> str:
         """The model's state now: loaded or not, on which device, download/load progress, queue length and the last image's time.
@@ -162,7 +204,7 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
         return json.dumps({"prompt": result.prompt, "original_prompt": result.original_prompt, "seed": result.seed,
                            "seconds": round(result.seconds, 3), "tokens": result.tokens}, ensure_ascii=False)
 
-    for fn in (generate, status, preload, unload, enhance_prompt):
+    for fn in (generate, grid, status, preload, unload, enhance_prompt):
         gr.api(fn, api_name=f"mcp_{fn.__name__}", queue=False)
 
 

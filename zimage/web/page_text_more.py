@@ -68,6 +68,9 @@ def lora_reason(reason: str, lang: str) -> str:
 
 
 from .page_text_explore import EXPLORE_EN, EXPLORE_ZH  # noqa: E402  (issue 33's words, merged with these)
+from .page_text_prompt import PROMPT_EN, PROMPT_ZH  # noqa: E402  (issue 32's Variety and Enhance)
 
 MORE_EN.update(EXPLORE_EN)
 MORE_ZH.update(EXPLORE_ZH)
+MORE_EN.update(PROMPT_EN)
+MORE_ZH.update(PROMPT_ZH)

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from ..explore.prompting import dynamic_request
 from ..i18n import status_text
 from ..jobs import Backend, Job
 from ..model_defaults import TURBO_STEPS
-from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest, as_int
+from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest
 from ..state import LoadState
 from ..store.page_memory import page_secret
 from .control_api import model_label
@@ -32,49 +30,29 @@ from .ui_cache import build_cache_panel
 from .ui_controlnet import ControlPicks, build_controlnet_panel, control_unit
 from .ui_edit import build_edit_tab
 from .ui_edit_session import PageParts, wire_edit_session
+from .ui_enhance import EnhanceRuns, build_enhance_buttons, build_enhancer_setting, original_prompt, wire_enhance
 from .ui_explore import StepProgress, build_batch_controls, build_seed_tools, build_xyz_tab, wire_seed_tools
 from .ui_history import GenerateControls, build_history_tab
-from .ui_hires import (HiresPicks, build_hires_panel, gallery_path, history_path, page_refusal, picked_index,
-                       upscale_button, upscale_handler, with_page_hires)
+from .ui_hires import (HiresPicks, UpscaleSpots, build_hires_panel, page_refusal, upscale_button, wire_upscale,
+                       with_page_hires)
 from .ui_inputs import page_error_text, prompt_box, seed_value
-from .ui_lora import LORA_DEFAULTS, LORA_SLOTS, build_lora_panel, with_loras
+from .ui_lora import build_lora_panel, with_loras
 from .ui_models import build_model_picker
 from .ui_page import SWITCH_JS
 from .ui_params import gallery_caption
 from .ui_pnginfo import build_pnginfo_tab
 from .ui_queue import build_queue_panel
+from .ui_saved import SAVED_FIELDS, SAVE_SETTINGS_JS, restored_values  # noqa: F401 (SAVED_FIELDS: tests' import)
 from .ui_preview import build_live_preview, job_progress
+from .ui_size import CUSTOM, SIZE_PRESETS, parse_preset, preset_for, size_problem, wire_size  # noqa: F401 (tests')
 from .ui_slider import SizeSlider
 from .ui_status import build_model_buttons, queued_note, render_replicas, render_status  # noqa: F401 (tests' import)
+from .ui_variety import build_variety_slider
 
 log = logging.getLogger(__name__)
 
-SIZE_PRESETS = ["1024x1024", "1152x896", "896x1152", "1216x832", "832x1216", "1344x768", "768x1344",
-                "1280x720", "720x1280", "768x768", "512x512"]
 UNLOAD_CHOICES = [("unload_keep_ram", "cpu"), ("unload_free_all", "none")]    # (page_text key, unload(to=))
 GALLERY_MAX = 48
-CUSTOM = "Custom"
-SAVED_DEFAULTS = ("", "", 1024, 1024, TURBO_STEPS, 0.0, -1, 1, *LORA_DEFAULTS)   # the controls' defaults, in SAVED_FIELDS order
-def size_problem(width, height, lang: str = "en") -> str:
-    """What is wrong with a width and height, naming the field ('' when both are fine)."""
-    out = []
-    for key, raw in (("width", width), ("height", height)):
-        name, value = text(key, lang), as_int(raw)
-        if value is None:
-            out.append(text("size_whole", lang, name=name))
-        elif not MIN_SIZE <= value <= MAX_SIZE:
-            out.append(text("size_range", lang, name=name, lo=MIN_SIZE, hi=MAX_SIZE, value=value))
-        elif value % SIZE_MULTIPLE:
-            below = value - value % SIZE_MULTIPLE
-            out.append(text("size_multiple", lang, name=name, m=SIZE_MULTIPLE, value=value, below=below,
-                            above=below + SIZE_MULTIPLE))
-    return " ".join(out)
-
-
-def preset_for(width, height) -> str:
-    """The size preset that width and height make, or "Custom"."""
-    key = f"{as_int(width)}x{as_int(height)}"
-    return key if key in SIZE_PRESETS else CUSTOM
 
 
 def failure_text(e: BaseException, lang: str = "en") -> str:
@@ -93,28 +71,6 @@ def gpu_absent(settings: Settings) -> bool | None:
     if torch is None:
         return None
     return not torch.cuda.is_available()
-
-
-
-def parse_preset(preset: str) -> tuple[int, int]:
-    w, _, h = preset.partition("x")
-    return int(w), int(h)
-
-
-SAVED_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed", "count",
-                *(f"lora{i}" for i in range(1, LORA_SLOTS + 1)),
-                *(f"lora{i}_strength" for i in range(1, LORA_SLOTS + 1)))
-# The settings as BrowserState keeps them ({field: value}), made in the browser from the controls.
-SAVE_SETTINGS_JS = f"(...values) => Object.fromEntries({json.dumps(list(SAVED_FIELDS))}.map((k, i) => [k, values[i]]))"
-
-
-def _restored(saved, name: str, default):
-    """A saved setting when it has the type of its control (localStorage is the browser's to edit)."""
-    value = saved.get(name) if isinstance(saved, dict) else None
-    if isinstance(default, str):
-        return value if isinstance(value, str) else gr.skip()
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return value if ok else gr.skip()
 
 
 def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = None) -> gr.Blocks:
@@ -189,18 +145,20 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         return [item for item in (r.gallery_item(lang) for r in entries) if item], result_info(result, lang)
 
     runs: dict = {}                       # client -> its Generate runs under way (Batch count, Generate forever)
+    enhance_runs = EnhanceRuns()          # the clients whose Enhance runs (Stop stops it)
     runs_lock = threading.Lock()
 
     def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
                     lora1=None, lora2=None, lora3=None, lora1_strength=1.0, lora2_strength=1.0,
-                    lora3_strength=1.0, batch_count=1, forever=False, request: gr.Request = None,
-                    progress=gr.Progress()):
+                    lora3_strength=1.0, batch_count=1, forever=False, variety=0.0, link=None,
+                    request: gr.Request = None, progress=gr.Progress()):
         client_id, lang = valid_client_id(client), request_lang(request)
         try:
             data = {"prompt": with_loras(prompt or "", (lora1, lora2, lora3), (lora1_strength, lora2_strength,
                                                                                lora3_strength)),
                     "negative_prompt": negative or "", "width": width, "height": height, "num_inference_steps": steps,
-                    "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count}
+                    "guidance_scale": guidance, "seed": seed_value(seed), "num_images": count, "variety": variety,
+                    "original_prompt": original_prompt(prompt, link)}
             batches = None if forever is True else batch_count_of(1 if batch_count is None else batch_count)
             data = first_seed(data) if batches != 1 else data
             control = control_unit(control_picks.get(request.session_hash if request else None), model_label(settings))
@@ -272,7 +230,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
     def on_load(client, saved, request: gr.Request = None):
         client_id = valid_client_id(client) or new_client_id()
-        restored = [_restored(saved, name, default) for name, default in zip(SAVED_FIELDS, SAVED_DEFAULTS)]
+        restored = restored_values(saved)
         lang = request_lang(request)
         return [client_id, *restored, registry.gallery(client_id, lang), gr.Timer(active=bool(registry.running(client_id))),
                 lang, status_html(lang), *tab_labels(lang)]
@@ -290,7 +248,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
     def on_tick(client, request: gr.Request = None):
         status = manager.status()
         client = valid_client_id(client)
-        mine = bool(registry.running(client) or edit_jobs.running(client)) or runs.get(client, 0) > 0   # between batches too
+        mine = bool(registry.running(client) or edit_jobs.running(client)) or runs.get(client, 0) > 0 or \
+            enhance_runs.running(client)                # between batches too, and while Enhance runs
         return (render_status(status, manager.memory(), request_lang(request), settings),
                 gr.Button(visible=status.state == LoadState.DOWNLOADING), *[gr.Button(interactive=mine)] * 2)
 
@@ -312,14 +271,6 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         lang = request_lang(request)
         manager.set_low_vram(bool(enabled))
         return status_html(lang), (text("no_gpu_low_vram", lang) if enabled and gpu_absent(settings) else "")
-
-    def on_preset(preset):
-        if preset == CUSTOM:
-            return gr.skip(), gr.skip()
-        return parse_preset(preset)
-
-    def on_size(width, height, request: gr.Request = None):
-        return size_problem(width, height, request_lang(request)), gr.Dropdown(value=preset_for(width, height))
 
     def tab_labels(lang: str) -> list:
         """The tabs' titles from the server: Gradio's tab bar keeps the titles it drew first, so the
@@ -345,6 +296,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         secret = page_secret(store.root)
         client_id = gr.BrowserState(None, storage_key="zimage-client", secret=secret)
         saved = gr.BrowserState({}, storage_key="zimage-settings", secret=secret)
+        enhanced = gr.BrowserState(None, storage_key="zimage-enhance", secret=secret)    # ui_enhance's link
         with gr.Row(elem_id="status-row", equal_height=True):
             with gr.Column(scale=0, min_width=200, elem_id="title-col"):
                 gr.Markdown("## Z-Image-Turbo", elem_id="page-title")
@@ -361,6 +313,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                     with gr.Column(scale=6, min_width=200):
                         prompt = prompt_box(settings.max_prompt_chars, "prompt", label=label("prompt_label"), lines=3,
                                             placeholder=label("prompt_hint"))
+                        enhance = build_enhance_buttons()
                     with gr.Column(scale=1, min_width=96, elem_id="generate-col"):
                         generate_btn = gr.Button(label("generate_btn"), variant="primary", elem_id="generate-btn")
                         stop_btn = gr.Button(label("stop_btn"), variant="stop", elem_id="stop-btn", interactive=False)
@@ -389,6 +342,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                             seed_dice, seed_reuse = build_seed_tools()
                             count = gr.Slider(1, MAX_IMAGES, value=1, step=1, label=label("images_label"),
                                               elem_id="count")
+                        variety = build_variety_slider()
                         batch_count, forever = build_batch_controls()
                         with gr.Accordion(label("settings_label"), open=False, elem_id="settings-panel"):
                             unload_to = gr.Radio([(label(key), to) for key, to in UNLOAD_CHOICES], value=gpu_default,
@@ -398,6 +352,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                                    elem_id="low-vram",
                                                    info=label("no_gpu_low_vram") if no_gpu_at_start else None)
                             controls_note = gr.Markdown("", elem_id="controls-note")
+                            enhancer_system = build_enhancer_setting()
                             build_cache_panel(manager, settings)
                         build_queue_panel(manager)
                     with gr.Column(scale=3, elem_id="results-col"):
@@ -411,21 +366,21 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                             send_btn = gr.Button(label("send_to_edit"), size="sm", elem_id="send-to-edit")
                             upscale_btn = upscale_button("upscale-btn")
                         picked = gr.State(None)     # the gallery image ♻ takes its seed from (own results only)
-                        picked_at = gr.State(None)  # its index, for Upscale (which reads the gallery's checked value)
             edit = build_edit_tab(settings, run_edit, client_id, manager, demo)
             generate_controls = GenerateControls(prompt, negative, width, height, steps, guidance, seed, count,
-                                                 lora_picks, lora_strengths)
+                                                 lora_picks, lora_strengths, variety)
             history_tab = build_history_tab(manager, tabs, generate_controls, edit)
             with gr.Tab(label("tab_pnginfo"), id="pnginfo") as pnginfo_tab:
-                pnginfo = build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed], tabs)
-            build_xyz_tab(manager, settings, [prompt, negative, width, height, steps, guidance, seed],
+                pnginfo = build_pnginfo_tab(settings, [prompt, negative, width, height, steps, guidance, seed, variety],
+                                            tabs)
+            build_xyz_tab(manager, settings, [prompt, negative, width, height, steps, guidance, seed, variety],
                           [*lora_picks, *lora_strengths], client_id, owner_of)
 
         private = dict(queue=False, api_visibility="private")
         tab_outputs = [generate_tab, edit.tab, history_tab, pnginfo_tab]      # in tab_labels' order
         controls = [prompt, negative, width, height, steps, guidance, seed, count]
         lora_controls = [*lora_picks, *lora_strengths]
-        saved_controls = [*controls, *lora_controls]       # in SAVED_FIELDS order
+        saved_controls = [*controls, *lora_controls, variety, enhancer_system]       # in SAVED_FIELDS order
         # Every tab's generation reaches the manager's queue (which counts it and enforces queue_max
         # with QueueFull); with a limit of 1 here the others waited in Gradio's queue, uncounted.
         waiting_room = settings.generation_concurrency + settings.queue_max + 1
@@ -452,38 +407,23 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # The script first (the cookie that later requests carry, the browser's labels), then the server's text.
         lang_switch.input(on_lang, [lang_switch, width, height, client_id], [status_box, size_error, *tab_outputs, gallery],
                           js=SWITCH_JS, **private)
-        preset.input(on_preset, preset, [width, height], **private)
-        gr.on([width.change, height.change], on_size, [width, height], [size_error, preset],
-              show_progress="hidden", **private)
+        wire_size(preset, width, height, size_error)
         # No prompt.submit: Enter in the prompt is a newline; Ctrl/Cmd+Enter clicks Generate (ui_page).
         # A click while this browser's job runs is queued behind it ("multiple"; Gradio's "once" dropped
         # it without a word) and says so; one progress bar, the live panel's: none of Gradio's on the results.
         generate_btn.click(on_click, client_id, [stop_btn, preview_timer, info], show_progress="hidden", **private)
-        generate_btn.click(on_generate, [*controls, client_id, *lora_controls, batch_count, forever], [gallery, info],
+        generate_btn.click(on_generate, [*controls, client_id, *lora_controls, batch_count, forever, variety, enhanced],
+                           [gallery, info],
                            api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room,
                            trigger_mode="multiple", show_progress="hidden").then(*preview_off, **private)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
         stop_btn.click(on_stop, client_id, info, **private)
         gallery.select(on_pick, None, picked, **private)
         wire_seed_tools(seed_dice, seed_reuse, seed, picked, client_id, registry)
+        wire_enhance(manager, settings, demo, prompt, enhance, enhancer_system, enhanced, client_id, owner_of, enhance_runs,
+                     waiting_room)
         wire_edit_session(edit, PageParts(demo, tabs, client_id, generate_controls.all(), gallery, send_btn, generate_btn,
                                           registry, edit_jobs, pnginfo, resumer(edit_jobs), on_stop, waiting_room))
-        # Upscale (ui_hires) on Generate's and Edit's galleries and History's viewer: queued as a generation,
-        # its result in the gallery it was asked from (History's: Generate's)
-        to_generate = functools.partial(run_edit, jobs=registry)
-        on_upscale = upscale_handler(settings, hires_picks, to_generate, functools.partial(gallery_path, registry))
-        queued = dict(concurrency_id="gpu", concurrency_limit=waiting_room, api_visibility="private")
-        gallery.select(picked_index, None, picked_at, **private)
-        upscale_btn.click(on_upscale, [picked_at, client_id], [gallery, info], **queued)
-        with edit.tab:
-            edit_upscale_btn, edit_picked_at = upscale_button("edit-upscale-btn"), gr.State(None)
-        on_edit_upscale = upscale_handler(settings, hires_picks, run_edit, functools.partial(gallery_path, edit_jobs))
-        edit.gallery.select(picked_index, None, edit_picked_at, **private)
-        edit_upscale_btn.click(on_edit_upscale, [edit_picked_at, client_id], [edit.gallery, edit.info], **queued)
-        with history_tab:
-            history_upscale_btn = upscale_button("history-upscale-btn")
-        on_history_upscale = upscale_handler(settings, hires_picks, to_generate,
-                                             lambda item, _client: history_path(store, item))
-        history_upscale_btn.click(on_history_upscale, [history_tab.viewer_selected, client_id], [gallery, info],
-                                  **queued).then(lambda: gr.Tabs(selected="generate"), None, tabs, **private)
+        wire_upscale(UpscaleSpots(settings, hires_picks, run_edit, registry, edit_jobs, store, client_id, tabs,
+                                  waiting_room), gallery, info, upscale_btn, edit, history_tab)
     return demo

@@ -72,10 +72,10 @@ def generate_controls_values(params: dict[str, Any], max_prompt_chars: int) -> l
     """ui_history.GenerateControls.all()'s values from `params`: count 1 (the image again)."""
     values = generate_values(params, max_prompt_chars)
     if "prompt" not in values:
-        return [gr.skip()] * (8 + 2 * LORA_SLOTS)
+        return [gr.skip()] * (9 + 2 * LORA_SLOTS)
     prompt, picks, strengths = lora_slots(values["prompt"])
     return [prompt, *(_known(values, k) for k in ("negative", "width", "height", "steps", "guidance", "seed")), 1,
-            *picks, *strengths]
+            *picks, *strengths, _known(values, "variety")]
 
 
 def picked_path(jobs: PageJobs, client: Any, evt: gr.SelectData) -> str | None:

@@ -22,7 +22,8 @@ from .ui_preview import job_progress
 
 DICE, REUSE = "🎲", "♻"          # symbols in both languages
 AXIS_CHOICES = [("xyz_none", "none"), ("xyz_seed", "seed"), ("xyz_steps", "steps"), ("xyz_guidance", "guidance"),
-                ("xyz_size", "size"), ("xyz_lora_strength", "lora_strength"), ("xyz_prompt_sr", "prompt_sr")]
+                ("xyz_size", "size"), ("xyz_lora_strength", "lora_strength"), ("xyz_prompt_sr", "prompt_sr"),
+                ("xyz_variety", "variety")]
 
 
 def build_seed_tools() -> tuple[gr.Button, gr.Button]:
@@ -87,7 +88,7 @@ class StepProgress:
 def build_xyz_tab(manager: Backend, settings: Settings, base_inputs: list, lora_controls: list, client_id,
                   owner_of: Callable) -> gr.Tab:
     """The X/Y/Z plot tab: axes over the Generate tab's prompt and settings (`base_inputs`: prompt,
-    negative, width, height, steps, guidance, seed)."""
+    negative, width, height, steps, guidance, seed, variety)."""
 
     def wait(progress, lang: str, i: int, n: int, job: Job) -> None:
         step = StepProgress(progress, i, n, "xyz_progress", lang)
@@ -95,13 +96,13 @@ def build_xyz_tab(manager: Backend, settings: Settings, base_inputs: list, lora_
             step(*job_progress(job, manager.status(), lang))
             time.sleep(0.2)
 
-    def on_grid(prompt, negative, width, height, steps, guidance, seed, client, xf, xv, yf, yv, zf, zv,
+    def on_grid(prompt, negative, width, height, steps, guidance, seed, variety, client, xf, xv, yf, yv, zf, zv,
                 *loras, request: gr.Request = None, progress=gr.Progress()):
         lang = request_lang(request)
         names, strengths = loras[:len(loras) // 2], loras[len(loras) // 2:]
         base = {"prompt": with_loras(prompt or "", names, strengths), "negative_prompt": negative or "",
                 "width": width, "height": height, "num_inference_steps": steps, "guidance_scale": guidance,
-                "seed": seed_value(seed)}
+                "seed": seed_value(seed), "variety": variety}
         body = {"base": base}
         for name, field, values in (("x", xf, xv), ("y", yf, yv), ("z", zf, zv)):
             if field and field != "none":

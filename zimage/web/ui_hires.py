@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -164,3 +165,41 @@ def upscale_handler(settings: Settings, picks: HiresPicks, run: Callable[..., tu
 def picked_index(evt: gr.SelectData):
     """The index of the gallery image clicked (Upscale's pick)."""
     return evt.index if isinstance(evt.index, int) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class UpscaleSpots:
+    """What the Upscale buttons need from the page (ui.build_ui): `run_edit` queues and tracks a
+    request, (gallery, info) of the PageJobs it is given; `registry` and `edit_jobs` are Generate's
+    and Edit's results."""
+    settings: Settings
+    picks: HiresPicks
+    run_edit: Callable[..., tuple]
+    registry: Any
+    edit_jobs: Any
+    store: Any
+    client_id: Any
+    tabs: gr.Tabs
+    waiting_room: int
+
+
+def wire_upscale(at: UpscaleSpots, gallery, info, button: gr.Button, edit, history_tab) -> None:
+    """Upscale on Generate's and Edit's galleries and History's viewer: queued as a generation, its
+    result in the gallery it was asked from (History's: Generate's)."""
+    private = dict(queue=False, api_visibility="private")
+    queued = dict(concurrency_id="gpu", concurrency_limit=at.waiting_room, api_visibility="private")
+    to_generate = functools.partial(at.run_edit, jobs=at.registry)
+    picked_at = gr.State(None)      # the gallery's picked index (Upscale reads the browser's results by it)
+    on_upscale = upscale_handler(at.settings, at.picks, to_generate, functools.partial(gallery_path, at.registry))
+    gallery.select(picked_index, None, picked_at, **private)
+    button.click(on_upscale, [picked_at, at.client_id], [gallery, info], **queued)
+    with edit.tab:
+        edit_button, edit_picked_at = upscale_button("edit-upscale-btn"), gr.State(None)
+    on_edit = upscale_handler(at.settings, at.picks, at.run_edit, functools.partial(gallery_path, at.edit_jobs))
+    edit.gallery.select(picked_index, None, edit_picked_at, **private)
+    edit_button.click(on_edit, [edit_picked_at, at.client_id], [edit.gallery, edit.info], **queued)
+    with history_tab:
+        history_button = upscale_button("history-upscale-btn")
+    on_history = upscale_handler(at.settings, at.picks, to_generate, lambda item, _client: history_path(at.store, item))
+    history_button.click(on_history, [history_tab.viewer_selected, at.client_id], [gallery, info],
+                         **queued).then(lambda: gr.Tabs(selected="generate"), None, at.tabs, **private)

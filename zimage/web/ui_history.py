@@ -20,6 +20,7 @@ from ..store.history import HistoryEntry, HistoryQuery, split_id
 from ..units import human_bytes
 from .page_text import label, request_lang, text
 from .ui_lora import LORA_SLOTS, NO_LORA
+from .ui_variety import file_variety
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,11 @@ class GenerateControls:
     count: Any
     lora_picks: list
     lora_strengths: list
+    variety: Any
 
     def all(self) -> list:
         return [self.prompt, self.negative, self.width, self.height, self.steps, self.guidance, self.seed,
-                self.count, *self.lora_picks, *self.lora_strengths]
+                self.count, *self.lora_picks, *self.lora_strengths, self.variety]
 
 
 def parse_day(text: str, field: str) -> date | None:
@@ -110,10 +112,11 @@ def render_detail(entry: HistoryEntry, lang: str = "en") -> str:
     return f'<table class="zi-history-detail">{body}</table>'
 
 
-def settings_values(entry: HistoryEntry) -> list:
+def settings_values(entry: HistoryEntry, variety: float | None = None) -> list:
     """The Generate controls' values (GenerateControls.all order) for this image: its own seed and
     count 1 (the image itself again); LoRAs from its prompt's tags go to the slots (the prompt keeps
-    them when there are more tags than slots). gr.skip() where the image does not say."""
+    them when there are more tags than slots); `variety`: its file's (ui_variety.file_variety, not
+    in the index). gr.skip() where the image does not say."""
     keep = gr.skip()
     loras = entry.loras if len(entry.loras) <= LORA_SLOTS else ()
     prompt = strip_loras(entry.prompt) if loras else entry.prompt
@@ -124,7 +127,7 @@ def settings_values(entry: HistoryEntry) -> list:
         return keep if value is None else value
 
     return [prompt, entry.negative, known(entry.width), known(entry.height), known(entry.steps),
-            known(entry.guidance), known(entry.seed), 1, *picks, *strengths]
+            known(entry.guidance), known(entry.seed), 1, *picks, *strengths, known(variety)]
 
 
 def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControls, edit=None) -> gr.Tab:
@@ -191,7 +194,7 @@ def build_history_tab(manager: Backend, tabs: gr.Tabs, generate: GenerateControl
         if entry is None:
             gr.Warning(text("history_gone", request_lang(request)))
             return [gr.skip()] * len(generate.all()) + [gr.skip()]
-        return [*settings_values(entry), gr.Tabs(selected="generate")]
+        return [*settings_values(entry, file_variety(store.root / entry.path)), gr.Tabs(selected="generate")]
 
     def on_reuse_seed(item, request: gr.Request = None):
         entry = current(item)

@@ -20,7 +20,7 @@ from .page_text import text
 FIELD_KEYS = {"prompt": "field_prompt", "negative_prompt": "field_negative", "seed": "field_seed",
               "num_inference_steps": "field_steps", "guidance_scale": "field_guidance", "width": "width",
               "height": "height", "num_images": "images_label", "strength": "edit_strength", "mask_blur": "edit_blur",
-              "inpaint_full_res_padding": "edit_padding"}
+              "inpaint_full_res_padding": "edit_padding", "variety": "variety_label"}
 # Fields whose details are whole sentences that say which control ("Add an image first: drop, paste
 # or send one to the Edit tab."): shown without the field in front.
 SENTENCE_FIELDS = {"image", "mask"}

@@ -6,10 +6,11 @@ import math
 from typing import Any, Mapping, Sequence
 
 from ..request import LORA_TAG, MAX_GUIDANCE, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, MIN_STEPS, SIZE_MULTIPLE
+from ..variety import MAX_VARIETY
 from .page_text import text as page_text
 
-# The Generate controls a parameters dict can fill, by SAVED_FIELDS name (ui.py), in this order.
-CONTROL_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed")
+# The Generate controls a parameters dict can fill, by SAVED_FIELDS name (ui_saved), in this order.
+CONTROL_FIELDS = ("prompt", "negative", "width", "height", "steps", "guidance", "seed", "variety")
 CAPTION_PROMPT_CHARS = 40           # a gallery tile shows about this much on a 1440px screen
 
 
@@ -30,7 +31,9 @@ def generate_values(params: Mapping[str, Any], max_prompt_chars: int = 4000) -> 
     """The Generate controls' values from a parameters dict ({"prompt", "negative_prompt", "steps",
     "seed", "guidance_scale", "width", "height", ...}): only the fields it has, each fitted to its
     control's range (an A1111 image of 40 steps at 512x768 gives 40 -> MAX_STEPS, 512, 768). The
-    prompt keeps its <lora:NAME:w> tags: the Generate tab reads them as it reads typed ones."""
+    prompt keeps its <lora:NAME:w> tags: the Generate tab reads them as it reads typed ones. Variety
+    is the image's, or 0 when it names its seed but no variety (it was made without: the slider's
+    value would make another picture of that seed)."""
     out: dict[str, Any] = {}
     for key, name in (("prompt", "prompt"), ("negative_prompt", "negative")):
         if isinstance(params.get(key), str) and (params[key] or key == "negative_prompt"):
@@ -48,6 +51,11 @@ def generate_values(params: Mapping[str, Any], max_prompt_chars: int = 4000) -> 
     seed = _int(params.get("seed"))
     if seed is not None:
         out["seed"] = seed if 0 <= seed <= MAX_SEED else -1
+    variety = params.get("variety")      # request.parse_infotext's: a float within the range, or absent
+    if isinstance(variety, float) and 0.0 <= variety <= MAX_VARIETY:
+        out["variety"] = variety
+    elif seed is not None:
+        out["variety"] = 0.0
     return out
 
 
