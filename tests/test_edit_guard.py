@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from test_fuzz_gradio import API, page_facts, read_call_stream
+from page_events import API, event_data, page_facts, read_call_stream
 from test_security import file_data
 from test_uploads import bomb_png, upload
 
@@ -33,13 +33,10 @@ def editor_id(srv) -> int:
     return dep["inputs"][0]
 
 
-def edit_data(_srv, value, mode="Inpaint (draw the mask)") -> list:
-    """The edit event's values in order (editor, mode, prompt, negative, strength, blur, only masked,
-    padding, 4 sides, image size, width, height, steps, seed, count), the LoRA slots and guidance."""
-    from zimage.web.ui_lora import NO_LORA
-
-    values = [value, mode, "a red square", "", 1.0, 4, False, 32, 0, 0, 0, 0, True, 1024, 1024, 2, 5, 1]
-    return values + [None] + [NO_LORA] * 3 + [1.0] * 3 + [0.0]   # the browser's client id, the LoRA slots, guidance
+def edit_data(srv, value, mode="Inpaint (draw the mask)") -> list:
+    """The edit event's values (event_data: the page's defaults for every input not named here)."""
+    return event_data(page_facts(srv.url), "edit", value=value, mode_label=mode, prompt="a red square", negative="",
+                      strength=1.0, width=1024, height=1024, steps=2, seed=5)
 
 
 def blob(srv, data: bytes, component: int | None = None, kind="background") -> requests.Response:

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from zimage.web.ui_lora import LORA_DEFAULTS
+from page_events import API, page_facts, position, read_call_stream, run_event, small_generate
 
 from conftest import wait_for
 
-API = "/gradio_api"
 JSON = {"Content-Type": "application/json"}
 NASTY = [None, True, -1, 0, 2**31, 2**63, -2**63, 1.5, float("nan"), "", "0", "x", "🐈", [], [1], {}, {"a": 1}]
 TEN_MB = 10_000_000
@@ -35,15 +34,6 @@ class Case:
 
 def json_case(path: str, body, must_refuse: bool = True) -> Case:
     return Case("POST", path, {"data": json.dumps(body, allow_nan=True), "headers": JSON}, must_refuse)
-
-
-def page_facts(url: str, http=requests) -> dict:
-    cfg = http.get(url + "/config", timeout=10).json()
-    deps = cfg["dependencies"]
-    public = [d for d in deps if d.get("api_name") and d.get("api_visibility") == "public"]
-    return {"deps": deps, "public": public, "gen": next(d for d in public if d["api_name"] == "generate"),
-            "block_ids": {c["id"] for c in cfg["components"]},
-            "types": {c["id"]: c.get("type") for c in cfg["components"]}}
 
 
 # Values of the wrong type for an input, by the component type the page's config names (issue 36:
@@ -294,24 +284,8 @@ def test_malformed_gradio_requests_get_4xx_and_the_page_keeps_working(server, se
     # Still serving: the API, and the page's own event path (join, then read the stream to the end).
     assert requests.get(server.url + "/health", timeout=10).json()["status"] in ("unloaded", "healthy")
     assert server.manager.load_count == 0                     # no malformed event reached the model
-    assert run_event(server.url, facts, "generate", ["a fox", "", 256, 256, 1, 0.0, 5, 1, [], *LORA_DEFAULTS])["success"]
+    assert run_event(server.url, facts, "generate", small_generate(facts, "a fox", 5))["success"]
     assert server.manager.load_count == 1
-
-
-def run_event(url: str, facts: dict, api_name: str, data: list, session: str = "fuzz-after") -> dict:
-    """Join the queue the way the browser does, then read the event stream to its completion message."""
-    dep = next(d for d in facts["deps"] if d.get("api_name") == api_name)
-    trigger = dep["targets"][0][0]
-    r = requests.post(url + API + "/queue/join", json={"data": data, "fn_index": dep["id"], "trigger_id": trigger,
-                                                         "session_hash": session, "event_data": None}, timeout=10)
-    assert r.status_code == 200, r.text
-    with requests.get(url + API + "/queue/data", params={"session_hash": session}, stream=True, timeout=60) as s:
-        for line in s.iter_lines():
-            if line.startswith(b"data: "):
-                msg = json.loads(line[6:])
-                if msg.get("msg") == "process_completed":
-                    return msg
-    raise AssertionError("the event stream ended without process_completed")
 
 
 @pytest.mark.parametrize("path,body", [
@@ -336,23 +310,9 @@ def test_stream_of_an_unknown_session_is_a_404_not_a_cut_stream(server, server_e
     assert not server_errors
 
 
-def read_call_stream(url: str, path: str, event_id: str) -> tuple[str, object]:
-    """The last event of a /call stream: ("complete", outputs) or ("error", message)."""
-    last = ("", None)
-    with requests.get(f"{url}{API}{path}/{event_id}", stream=True, timeout=60) as s:
-        assert s.status_code == 200, s.text
-        kind = ""
-        for line in s.iter_lines(decode_unicode=True):
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind in ("complete", "error"):
-                last = (kind, json.loads(line[6:]))
-    return last
-
-
 def test_well_formed_calls_by_name_pass_the_guard_and_complete(server, caplog):
     caplog.set_level(logging.INFO, logger="zimage.web.gradio_guard")
-    data = ["a lighthouse", "", 256, 256, 1, 0.0, 11, 1, [], *LORA_DEFAULTS]
+    data = small_generate(page_facts(server.url), "a lighthouse", 11)
     r = requests.post(server.url + API + "/call/generate", json={"data": data}, timeout=10)
     assert r.status_code == 200, r.text
     kind, outputs = read_call_stream(server.url, "/call/generate", r.json()["event_id"])
@@ -377,7 +337,7 @@ def test_with_auth_events_still_need_the_login(start_server, settings):
     assert login.post(srv.url + "/login", data={"username": "me", "password": "secret"}, timeout=10).ok
     facts = page_facts(srv.url, login)
     gen = facts["gen"]
-    good = {"data": ["a cat", "", 256, 256, 1, 0.0, 3, 1, [], *LORA_DEFAULTS], "fn_index": gen["id"], "session_hash": "auth"}
+    good = {"data": small_generate(facts, "a cat", 3), "fn_index": gen["id"], "session_hash": "auth"}
     anonymous = requests.post(srv.url + API + "/queue/join", json=good, timeout=10)
     assert anonymous.status_code == 401
     bad = requests.post(srv.url + API + "/queue/join", json=dict(good, fn_index=-1), timeout=10)
@@ -388,15 +348,16 @@ def test_with_auth_events_still_need_the_login(start_server, settings):
     wait_for(lambda: srv.manager.load_count == 1, 60, message="the logged-in event to run")
 
 
-
 def test_wrong_typed_values_are_refused_naming_the_field(server, server_errors, capfd):
     """A value of the wrong type for one input of a well-formed event: a 422 naming that input, by
     queue/join, call and call/v2, never a traceback, never queued."""
     facts = page_facts(server.url)
     gen = facts["gen"]
-    good = ["a fox", "", 256, 256, 1, 0.0, 5, 1, None, *LORA_DEFAULTS]
+    good = small_generate(facts, "a fox", 5)
     pairs = list(wrong_typed(facts, gen))
     assert {type(v) for _, v in pairs} >= {str, dict, list, bool, float, type(None)}
+    # the controls added since (batch count, Generate forever) are checked like the first ones
+    assert {position(facts, "generate", name) for name in ("batch_count", "forever")} <= {i for i, _ in pairs}
     for i, value in pairs:
         data = list(good)
         data[i] = value
@@ -414,4 +375,4 @@ def test_wrong_typed_values_are_refused_naming_the_field(server, server_errors, 
     assert "must be a number" in r.json()["error"]["message"]
     assert server.manager.load_count == 0
     assert not server_errors and "Traceback" not in capfd.readouterr().err
-    assert run_event(server.url, facts, "generate", ["a fox", "", 256, 256, 1, 0.0, 5, 1, [], *LORA_DEFAULTS])["success"]
+    assert run_event(server.url, facts, "generate", small_generate(facts, "a fox", 5))["success"]

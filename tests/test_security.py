@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_fuzz_gradio import API, page_facts, read_call_stream, run_event
-
-from zimage.web.ui_lora import LORA_DEFAULTS
+from page_events import API, page_facts, read_call_stream, run_event, small_generate
 
 from conftest import wait_for
 
@@ -139,9 +137,7 @@ def test_gradio_itself_refuses_event_files_outside_its_allowed_paths(server):
 
 def test_file_route_serves_only_this_pages_images(server, outputs_link):
     facts = page_facts(server.url)
-    n = len(facts["gen"]["inputs"])
-    base = ["a fox", "", 256, 256, 1, 0.0, 5, 1, [], *LORA_DEFAULTS]
-    data = base[:n] + [[]] * max(0, n - len(base))
+    data = small_generate(facts, "a fox", 5)
     done = run_event(server.url, facts, "generate", data)
     assert done["success"], done
     shown = done["output"]["data"][0][0]["image"]                  # the gallery's first image, as the page gets it
@@ -153,14 +149,7 @@ def test_file_route_serves_only_this_pages_images(server, outputs_link):
     index = Path(server.settings.outputs_dir) / ".index" / "history.sqlite3"
     assert index.is_file()
     assert requests.get(f"{server.url}{API}/file={index.resolve()}", timeout=10).status_code == 404
-    # A page reloaded with that gallery sends its images back: a copy Gradio made passes the guard.
-    gen_inputs = facts["gen"]["inputs"]
-    gallery_id = next(c["id"] for c in requests.get(server.url + "/config", timeout=10).json()["components"]
-                      if c.get("type") == "gallery")
-    if gallery_id in gen_inputs:
-        again = list(data)
-        again[gen_inputs.index(gallery_id)] = done["output"]["data"][0]
-        assert run_event(server.url, facts, "generate", again, session="again")["success"]
+    # (No event takes the gallery back as an input: tests/test_ui.py checks that no event takes a file.)
     # A file in Gradio's upload folder that this page did not make (another app's, an old copy).
     from gradio.utils import get_upload_folder
 
@@ -277,9 +266,7 @@ def test_openai_429_says_when_to_come_back(held):
 
 def test_gradio_queue_full_503_says_when_to_come_back(held):
     srv, entered = held
-    facts = page_facts(srv.url)
-    n = len(facts["gen"]["inputs"])
-    data = ["x", "", 256, 256, 1, 0.0, 1, 1, [], *LORA_DEFAULTS][:n]
+    data = small_generate(page_facts(srv.url), "x", 1)
     codes = []
     first = requests.post(srv.url + API + "/call/generate", json={"data": data}, timeout=10)
     assert first.status_code == 200
@@ -298,9 +285,7 @@ def test_gradio_queue_full_503_says_when_to_come_back(held):
 
 def test_an_open_event_stream_of_a_running_generation_does_not_keep_the_server_up(held):
     srv, entered = held
-    facts = page_facts(srv.url)
-    n = len(facts["gen"]["inputs"])
-    data = ["x", "", 256, 256, 1, 0.0, 1, 1, [], *LORA_DEFAULTS][:n]
+    data = small_generate(page_facts(srv.url), "x", 1)
     first = requests.post(srv.url + API + "/call/generate", json={"data": data}, timeout=10)
     ended = threading.Event()
 

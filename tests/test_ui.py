@@ -3,6 +3,7 @@ import json
 import pytest
 import requests
 from gradio_client import Client
+from page_events import page_facts, position, small_generate
 from PIL import Image
 
 from zimage.errors import QueueFull
@@ -99,7 +100,8 @@ def test_page_jobs_keeps_results_per_browser_bounded_and_only_existing_files(tmp
 
 def test_gradio_client_generates_through_the_page_endpoint(server):
     client = Client(server.url, verbose=False)
-    gallery, info = client.predict("a lighthouse", "", 256, 320, 2, 0.0, 77, 1, [], api_name="/generate")
+    gallery, info = client.predict(prompt="a lighthouse", negative="", width=256, height=320, steps=2, seed=77,
+                                   api_name="/generate")      # by name: the other inputs take their defaults
     assert len(gallery) == 1 and "seed 77" in gallery[0]["caption"]
     image = gallery[0]["image"]
     img = Image.open(image if isinstance(image, str) else image["path"])
@@ -121,7 +123,7 @@ def test_gradio_client_generates_through_the_page_endpoint(server):
 def test_gradio_client_validation_error_is_shown_not_a_crash(server):
     client = Client(server.url, verbose=False)
     with pytest.raises(Exception, match="multiple of 16"):
-        client.predict("x", "", 264, 256, 2, 0.0, 1, 1, [], api_name="/generate")
+        client.predict(prompt="x", negative="", width=264, height=256, steps=2, seed=1, api_name="/generate")
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
 
 
@@ -188,9 +190,11 @@ def test_no_event_of_the_page_takes_a_file_and_a_crafted_gallery_downloads_nothi
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"not yours")
     item = {"image": {"path": str(secret), "meta": {"_type": "gradio.FileData"}}, "caption": "x"}
-    data = ["a lighthouse", "", 256, 256, 1, 0.0, 5, 1, [item]]
+    facts = page_facts(server.url)
+    data = small_generate(facts, "a lighthouse", 5, client=[item])      # in the one input that takes any JSON
     r = requests.post(server.url + "/gradio_api/call/generate", json={"data": data}, timeout=10)
     assert r.status_code == 422 and "not yours" not in r.text
+    assert r.json()["error"]["field"].startswith(f"data[{position(facts, 'generate', 'client')}]"), r.text
 
 
 def test_the_settings_are_saved_in_the_browser_with_no_round_trip(server):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import requests
 from PIL import Image
-from test_fuzz_gradio import API
+from page_events import API, read_call_stream
 from test_security import file_data
-from test_uploads import png, png_info, read_call_stream, upload
+from test_uploads import png, png_info, upload
 
 from conftest import wait_for
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from test_fuzz_gradio import API, page_facts, read_call_stream
+from page_events import API, page_facts, read_call_stream
 from test_security import file_data, the_issue_request
 
 from zimage.request import GenerationRequest, infotext
