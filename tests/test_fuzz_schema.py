@@ -54,8 +54,50 @@ GENERATE_EDIT_FIELDS = ("image", "mask", "mode", "strength", "outpaint", "mask_b
                         "inpaint_full_res", "inpaint_full_res_padding", "resize_mode")
 
 
-def small_images(schema: dict) -> dict:
-    """The schema with every generating body bounded to small, few, short images, sizes required."""
+# /grid's axes that a schema can fully describe (lora_strength needs a <lora:> tag in the base prompt,
+# prompt_sr its first value in it); positive grids have at most 2 x 2 x 2 small cells, x given.
+GRID_AXES = {"seed": None, "steps": {"type": "integer", "minimum": 1, "maximum": 2}, "guidance": None,
+             "size": {"enum": [256, 320]}, "variety": None}
+GRID_VALUES = 2
+
+
+def small_grid(body: dict) -> None:
+    """POST /grid's body, bounded as /generate's (its base) and its axes to GRID_AXES' typed lists
+    (A1111's range text, "1-99999", is valid by any schema a server could write, yet too many cells)."""
+    small_body(body["properties"]["base"])
+    variants = []
+    for variant in body["properties"]["x"]["anyOf"][0]["oneOf"]:
+        field = variant["properties"]["field"]["enum"][0]
+        if field in GRID_AXES:
+            values = variant["properties"]["values"]["anyOf"][0]
+            typed = GRID_AXES[field] or values["items"]["anyOf"][0]
+            variants.append({**variant, "properties": {"field": variant["properties"]["field"], "values": {
+                **values, "maxItems": GRID_VALUES, "items": typed}}})
+    assert {v["properties"]["field"]["enum"][0] for v in variants} == set(GRID_AXES)
+    axis = {"oneOf": variants}
+    body["properties"].update(x=axis, y={"anyOf": [axis, {"type": "null"}]}, z={"anyOf": [axis, {"type": "null"}]})
+    body["required"] = ["base", "x"]
+
+
+def small_body(body: dict) -> None:
+    """A generating body's sizes required and its costs bounded (SMALL, SMALL_HIRES, SMALL_SIZES)."""
+    props = body.get("properties", {})
+    for name, limit in SMALL_HIRES.items():
+        if "maximum" in props.get("hires", {}).get("properties", {}).get(name, {}):
+            props["hires"]["properties"][name]["maximum"] = limit
+    for name, limit in SMALL.items():
+        if "maximum" in props.get(name, {}):
+            props[name]["maximum"] = limit
+    if "size" in props:
+        props["size"] = {"enum": SMALL_SIZES}
+    for name in ("width", "height", "size"):
+        if name in props:
+            body["required"] = sorted({*body.get("required", []), name})
+
+
+def small_images(schema: dict, checkpoints: list[str]) -> dict:
+    """The schema with every generating body bounded to small, few, short images, sizes required;
+    a checkpoint named only from `checkpoints` (the served list: no schema can hold it)."""
     schema = copy.deepcopy(schema)
     image, mask = valid_uploads()
     schema["paths"].pop("/v1/images/edits", None)
@@ -63,29 +105,25 @@ def small_images(schema: dict) -> dict:
         for operation in item.values():
             body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
             props = (body or {}).get("properties", {})
+            if path == "/grid":
+                small_grid(body)
+                continue
+            if "sd_model_checkpoint" in props:
+                props["sd_model_checkpoint"] = {"enum": checkpoints}
             if path == "/generate":
                 for name in GENERATE_EDIT_FIELDS:
                     props.pop(name, None)
             if path in ("/sdapi/v1/png-info", "/sdapi/v1/extra-single-image"):
                 props["image"] = {"enum": [image]}
-            for name, limit in SMALL_HIRES.items():
-                if "maximum" in props.get("hires", {}).get("properties", {}).get(name, {}):
-                    props["hires"]["properties"][name]["maximum"] = limit
             if "init_images" in props:
                 props["init_images"]["items"] = {"enum": [image]}
                 props["mask"] = {"enum": [None, mask]}
-            for name, limit in SMALL.items():
-                if "maximum" in props.get(name, {}):
-                    props[name]["maximum"] = limit
-            if "size" in props:
-                props["size"] = {"enum": SMALL_SIZES}
             # A ControlNet unit is valid only with an image that decodes and a start below its end,
             # which a schema cannot say: tests/test_controlnet.py covers it.
             props.pop("control", None)
             props.pop("alwayson_scripts", None)
-            for name in ("width", "height", "size"):
-                if name in props:
-                    body["required"] = sorted({*body.get("required", []), name})
+            if body is not None:
+                small_body(body)
     return schema
 
 
@@ -125,7 +163,9 @@ def test_schema_fuzz_no_server_errors_and_every_answer_as_documented(server):
     raw = openapi_schema(server.server.config.app.state.api_routers)
     assert {"/health", "/generate", "/preload", "/unload", "/sdapi/v1/txt2img", "/v1/images/generations",
             "/v1/models"} <= set(raw["paths"])
-    modes = [(GenerationMode.POSITIVE, schemathesis.openapi.from_dict(small_images(raw)), POSITIVE_EXAMPLES),
+    checkpoints = [m["title"] for m in requests.get(server.url + "/sdapi/v1/sd-models", timeout=30).json()]
+    modes = [(GenerationMode.POSITIVE, schemathesis.openapi.from_dict(small_images(raw, checkpoints)),
+              POSITIVE_EXAMPLES),
              (GenerationMode.NEGATIVE, schemathesis.openapi.from_dict(raw), NEGATIVE_EXAMPLES)]
     statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     failures: list[str] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import json
 import threading
 
 import pytest
@@ -101,6 +102,28 @@ def test_options_unknown_checkpoint_is_4xx_naming_the_field(start_server, two_mo
     r = requests.post(srv.url + "/sdapi/v1/txt2img", json={"prompt": "x", "width": 256, "height": 256,
                                                             "override_settings": {"sd_model_checkpoint": 5}}, timeout=30)
     assert r.status_code == 422 and "override_settings.sd_model_checkpoint" in r.text
+    # names no file can have (a NUL byte, a lone surrogate, over NAME_MAX) were a 500 from the path lookup
+    for name in ("a\x00b", "a\ud8e6b", "x" * 5000, "/tmp/\x00"):
+        body = json.dumps({"sd_model_checkpoint": name})            # ensure_ascii: the surrogate as an escape
+        r = requests.post(srv.url + "/sdapi/v1/options", data=body, headers={"Content-Type": "application/json"},
+                          timeout=30)
+        assert r.status_code == 422 and "sd_model_checkpoint" in r.text, (name[:20], r.status_code, r.text[:200])
+        r = requests.post(srv.url + "/generate", data=json.dumps({"prompt": "x", "model": name}), timeout=30,
+                          headers={"Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "model", (name[:20], r.text[:200])
+
+
+def test_refresh_checkpoints_takes_nothing_or_an_object(server):
+    """A1111's action routes take no fields: an empty body or an object (ignored); anything else is
+    refused as the other actions refuse it (it was read by no one and answered 200)."""
+    import webuiapi
+
+    assert webuiapi.WebUIApi(host="127.0.0.1", port=server.settings.port).refresh_checkpoints() == {}
+    url = server.url + "/sdapi/v1/refresh-checkpoints"
+    assert requests.post(url, json={"any": 1}, timeout=30).json() == {}
+    for body in ("[1]", "null", "5", "\x00"):
+        r = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        assert 400 <= r.status_code < 500 and "body" in r.json()["detail"], (body, r.status_code, r.text[:200])
 
 
 def test_override_settings_uses_the_model_then_puts_it_back(start_server, two_models):

@@ -48,7 +48,7 @@ class ListedModel:
 def _same(a: str, b: str) -> bool:
     try:
         return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    except OSError:
+    except (OSError, ValueError):      # ValueError: a NUL byte, or a lone surrogate no file name can hold
         return a == b
 
 

@@ -98,6 +98,12 @@ async def read_json(request: Request, required: bool = True, max_bytes: int = MA
     return data
 
 
+async def read_empty_object(request: Request) -> None:
+    """The body of a route that takes no fields: nothing, or a JSON object (ignored)."""
+    if not isinstance(await read_json(request, required=False), dict):
+        raise InvalidRequest("body", "must be a JSON object (or empty)")
+
+
 def _at(data, dotted: str):
     """data["a"]["b"] for "a.b", None where a level is missing or not an object."""
     for part in dotted.split("."):

@@ -24,7 +24,8 @@ from ..explore.prompting import dynamic_request
 from ..jobs import Backend
 from ..request import MAX_IMAGES, MAX_SIZE, MIN_SIZE, MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
 from ..store.outputs import png_bytes
-from .api import API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_json, request_caller, request_language
+from .api import (API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_empty_object, read_json, request_caller,
+                  request_language)
 from .control_api import a1111_control, a1111_unit_images
 from .edit_fields import caps, edit_body_cap
 from .a1111_errors import _a1111_error  # noqa: F401  (edit_api, enhance_api import it from here)
@@ -185,12 +186,6 @@ def _openai_error(err: ZImageError, request: Request) -> SafeJSONResponse:
     return SafeJSONResponse({"error": {"message": err.user_text(lang), "type": kind,
                                    "param": getattr(err, "field", None), "code": err.code}}, status_code=status,
                         headers=headers)
-
-
-async def read_empty_object(request: Request) -> None:
-    """The body of a route that takes no fields: nothing, or a JSON object (ignored)."""
-    if not isinstance(await read_json(request, required=False), dict):
-        raise InvalidRequest("body", "must be a JSON object (or empty)")
 
 
 def _preview(manager: Backend, job) -> str | None:

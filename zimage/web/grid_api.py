@@ -15,19 +15,52 @@ from fastapi import APIRouter, Request
 
 from ..config import Settings
 from ..errors import Cancelled, ZImageError
-from ..explore.axes import AXES
+from ..explore.axes import ALIASES, AXES, MAX_VALUE_CHARS
 from ..explore.grid import cell_entry, grid_infotext, grid_picture, plan_grid, run_grid, save_grid
 from ..jobs import Backend
+from ..request import MAX_LORA_STRENGTH, MAX_STEPS, MIN_LORA_STRENGTH, MIN_STEPS, GenerationRequest
 from ..store.outputs import encode_png
+from ..variety import MAX_VARIETY
 from .api import error_response, job_owner, read_json, request_caller, request_language
-from .openapi import ANY_JSON, BODY_ERRORS, INT, RUN_ERRORS, STRING, obj, route_docs
+from .openapi import (ANY_JSON, BODY_ERRORS, GUIDANCE, INT, NULLABLE_STRING, RUN_ERRORS, SEED, SIZE, STRING,
+                      generate_body, integer, obj, route_docs)
 
-AXIS = {"type": "object", "required": ["field", "values"], "properties": {
-    "field": {"enum": list(AXES)},
-    "values": {"description": "a list, or A1111's text: \"1-5\", \"1-10 (+2)\", \"0-1 [3]\", \"a, b, c\""}}}
-GRID_BODY = {"type": "object", "required": ["base", "x"], "properties": {
-    "base": {**ANY_JSON, "description": "a /generate body (num_images 1)"}, "x": AXIS, "y": AXIS, "z": AXIS}}
-GRID_ANSWER = obj({"image": {**STRING, "description": "the grid, PNG, base64"}, "file": STRING, "url": STRING,
+def _axis_item(field: str) -> dict:
+    """One value of an axis on `field`, as the cell's request checks it."""
+    numbers = {"guidance": GUIDANCE, "variety": {"type": "number", "minimum": 0, "maximum": MAX_VARIETY},
+               "lora_strength": {"type": "number", "minimum": MIN_LORA_STRENGTH, "maximum": MAX_LORA_STRENGTH}}
+    return {"seed": SEED, "steps": integer(MIN_STEPS, MAX_STEPS), "size": {**SIZE, "description": "a square side"},
+            "prompt_sr": {"type": "string", "maxLength": MAX_VALUE_CHARS}}.get(field) or numbers[field]
+
+
+def axis_schema(field: str, max_values: int) -> dict:
+    """An axis on `field` (or one of its aliases): its values a list (each typed, or A1111's text for
+    one or more values), or one A1111 text ("1-5", "1-10 (+2)", "0-1 [3]", "a, b, c")."""
+    text = {"type": "string", "maxLength": MAX_VALUE_CHARS, "description": "A1111's text: \"1-5\", \"1-10 (+2)\", "
+            "\"0-1 [3]\", \"a, b, c\"" + ("; a size \"1024x768\"" if field == "size" else "")}
+    names = [field, *sorted(alias for alias, to in ALIASES.items() if to == field)]
+    return {"type": "object", "required": ["field", "values"], "properties": {
+        "field": {"enum": names},
+        "values": {"anyOf": [{"type": "array", "minItems": 1, "maxItems": max_values,
+                              "items": {"anyOf": [_axis_item(field), text]}}, text]}}}
+
+
+def grid_body(max_prompt_chars: int, max_cells: int) -> dict:
+    """POST /grid: the base (the txt2img fields of a /generate body, one image) and up to three axes.
+    Beyond a schema: y and z need x, the axes' values multiplied at most `max_cells` cells, a
+    lora_strength axis a <lora:NAME:1> tag in the prompt, a prompt_sr axis its first value in it."""
+    fields = generate_body(max_prompt_chars)["properties"]
+    base = {"type": "object", "additionalProperties": False, "required": ["prompt"],
+            "description": "a /generate body's text-to-image fields; num_images 1",
+            "properties": {**{name: fields[name] for name in GenerationRequest.FIELDS},
+                           "num_images": {"const": 1, "default": 1}}}
+    axis = {"anyOf": [{"oneOf": [axis_schema(field, max_cells) for field in AXES]}, {"type": "null"}]}
+    return {"type": "object", "additionalProperties": False, "required": ["base"],
+            "description": f"at most {max_cells} cells (--grid-max-cells); y and z need x",
+            "properties": {"base": base, "x": axis, "y": axis, "z": axis}}
+
+
+GRID_ANSWER = obj({"image": {**STRING, "description": "the grid, PNG, base64"}, "file": NULLABLE_STRING, "url": STRING,
                    "cells": {"type": "array", "items": ANY_JSON}, "cells_total": INT,
                    "stopped": {"type": "boolean"}}, required=["image", "cells", "cells_total", "stopped"])
 
@@ -59,7 +92,8 @@ def build_grid_router(manager: Backend, settings: Settings) -> APIRouter:
     router = APIRouter()
     auth_on = bool(settings.api_auth_pairs)
 
-    @router.post("/grid", **route_docs(ok=GRID_ANSWER, body=GRID_BODY, errors=BODY_ERRORS + RUN_ERRORS))
+    @router.post("/grid", **route_docs(ok=GRID_ANSWER, body=grid_body(settings.max_prompt_chars, settings.grid_max_cells),
+                                       errors=BODY_ERRORS + RUN_ERRORS))
     async def grid(request: Request):
         try:
             body = await read_json(request)

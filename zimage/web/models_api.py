@@ -14,14 +14,18 @@ from fastapi import APIRouter, Request
 from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
 from ..request import GenerationRequest
-from .api import job_owner, read_json, request_caller
+from .a1111_errors import _a1111_error
+from .api import job_owner, read_empty_object, read_json, request_caller
 from .json_text import SafeJSONResponse
 from .model_choice import model_choice
-from .openapi import A1111_ERROR, ANY_JSON, BODY_ERRORS, STRING, obj, route_docs
+from .openapi import A1111_ERROR, BODY_ERRORS, NOT_BLANK, STRING, obj, route_docs
 
 EMPTY = {"type": "object"}
 
 CHECKPOINT = "sd_model_checkpoint"
+# POST /sdapi/v1/options: only the checkpoint changes anything; A1111's other options are accepted and ignored.
+OPTIONS_BODY = {"type": ["object", "null"], "properties": {
+    CHECKPOINT: {"type": "string", "pattern": NOT_BLANK, "description": "a title or name from GET /sdapi/v1/sd-models"}}}
 
 
 async def switch_and_wait(manager: Backend, wanted, field: str) -> None:
@@ -57,8 +61,14 @@ def build_models_router(manager: Backend) -> APIRouter:
     async def sd_models():
         return [m.a1111() for m in await asyncio.to_thread(choice.models)]
 
-    @router.post("/sdapi/v1/refresh-checkpoints", **route_docs(ok=EMPTY, body=EMPTY, body_required=False))
-    async def refresh_checkpoints():
+    @router.post("/sdapi/v1/refresh-checkpoints", **route_docs(ok=EMPTY, body=EMPTY, body_required=False,
+                                                               errors=BODY_ERRORS + (422,), error_schema=A1111_ERROR))
+    async def refresh_checkpoints(request: Request):
+        """Read the model roots again; the body, if any, is an object (ignored), as the other A1111 actions'."""
+        try:
+            await read_empty_object(request)
+        except ZImageError as e:
+            return _a1111_error(e, request)
         await asyncio.to_thread(choice.models, True)
         return {}
 
@@ -69,12 +79,10 @@ def build_models_router(manager: Backend) -> APIRouter:
                 "sd_checkpoint_hash": current.sha256 if current else None,
                 "samples_format": "png", "outdir_txt2img_samples": str(manager._store.root)}
 
-    @router.post("/sdapi/v1/options", **route_docs(ok=EMPTY, body=ANY_JSON, body_required=False,
+    @router.post("/sdapi/v1/options", **route_docs(ok=EMPTY, body=OPTIONS_BODY, body_required=False,
                                                    errors=BODY_ERRORS + (422,), error_schema=A1111_ERROR))
     async def set_options(request: Request):
         """Only sd_model_checkpoint changes anything; the other options are accepted and ignored."""
-        from .a1111_errors import _a1111_error
-
         try:
             body = await read_json(request, required=False)
             if body is not None and not isinstance(body, dict):
