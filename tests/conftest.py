@@ -1,4 +1,3 @@
-import atexit
 import dataclasses
 import os
 import shutil
@@ -16,12 +15,22 @@ import requests
 
 from zimage.config import Settings
 
-# Gradio's upload folder (GRADIO_TEMP_DIR, else /tmp/gradio), one per test process: it names an
-# upload by its bytes' hash and its file name, so two xdist workers (or two pytest runs) uploading
-# the same test image got the same path, and one's read-once delete or server stop removed the
-# other's upload mid-test; a snapshot of the folder ("nothing was written") saw the other's files.
-os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix=f"zimage-gradio-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
-atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], True)
+
+def pytest_configure(config):
+    """Gradio's upload folder (GRADIO_TEMP_DIR, else /tmp/gradio), one per test process: Gradio names
+    an upload by its bytes' hash and its file name, so two xdist workers (or two pytest runs) that
+    uploaded the same test image got the same path, and one's read-once delete or server stop removed
+    the other's upload mid-test; a snapshot of the folder ("nothing was written") saw the other's files.
+    Set before any test module imports gradio (its App reads the folder once, when made)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    config._zimage_upload_dir = tempfile.mkdtemp(prefix=f"zimage-gradio-{worker}-")
+    os.environ["GRADIO_TEMP_DIR"] = config._zimage_upload_dir
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_zimage_upload_dir", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def wait_for(predicate, timeout=30.0, interval=0.05, message="condition"):
