@@ -8,12 +8,14 @@ import logging
 import os
 import secrets
 import threading
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 try:
-    import fcntl                 # POSIX: a temporary file being written is locked by its writer
-except ImportError:              # Windows: no advisory locks; recover() removes every temporary file
+    import fcntl
+except ImportError:                     # Windows
     fcntl = None
 
 from ..errors import HistoryItemChanged, HistoryItemNotFound, HistoryPathRefused
@@ -51,12 +53,26 @@ class OutputStore:
         its end chunk (written by a version before the temporary names, or by hand) moves to
         .quarantine/ as .png.partial, out of the page's and /outputs' way but not destroyed: it is
         the user's folder. Only the last 12 bytes of each PNG are read (10,000 images in well
-        under a second), not a full decode."""
+        under a second), not a full decode. A day folder another process is saving into (a second
+        copy of the app on this folder: it holds the folder's lock, _folder_lock) is left alone:
+        its temporary file is a save in progress, which this clean-up deleted (the image was lost)."""
         if not self.root.is_dir():
             return
-        for temp in self.root.glob(f"*/.*{TEMP_SUFFIX}"):
-            _remove_if_abandoned(temp)
-        for png in self.root.glob("*/*.png"):
+        for day in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            with _folder_lock(day, exclusive=True) as held:
+                if held:
+                    self._recover_day(day)
+                else:
+                    log.info("%s is being saved into by another process; not cleaned now", day)
+
+    def _recover_day(self, day: Path) -> None:
+        for temp in day.glob(f".*{TEMP_SUFFIX}"):
+            log.info("removing %s, left by an interrupted save", temp)
+            try:
+                temp.unlink(missing_ok=True)
+            except OSError as e:          # Windows: a file another process has open cannot be deleted
+                log.warning("could not remove %s: %s", temp, e)
+        for png in day.glob("*.png"):
             try:
                 with open(png, "rb") as fh:
                     size = fh.seek(0, 2)
@@ -123,13 +139,16 @@ class OutputStore:
     def _write(self, seed: int, data: bytes) -> Path:
         day = self.root / datetime.now().strftime("%Y-%m-%d")
         day.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(day, exclusive=False):      # another copy's start-up clean-up waits for this save
+            return self._write_in(day, seed, data)
+
+    def _write_in(self, day: Path, seed: int, data: bytes) -> Path:
         stamp = datetime.now().strftime("%H%M%S")
         temp = day / f".{stamp}-{seed}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         try:
             # "xb": exclusive create. The bytes reach the disk before any final name points at them,
             # so a kill -9 or a full disk leaves only a temporary file (removed here or at start).
             with open(temp, "xb") as fh:
-                _lock(fh, blocking=True)        # another copy's recover() leaves it alone while held
                 _write_bytes(fh, data)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -148,31 +167,31 @@ class OutputStore:
         return str(path.relative_to(self.root))
 
 
-def _lock(fh, blocking: bool) -> bool:
-    """An exclusive advisory lock on an open file (released by the kernel when its process dies);
-    True where held or where the system has no such locks."""
+@contextmanager
+def _folder_lock(folder: Path, exclusive: bool) -> Iterator[bool]:
+    """flock on a day folder: every save holds it shared, recover() takes it exclusive without
+    waiting (yields False when a save holds it). Released by the system when a process dies, so a
+    killed save's leftovers are cleaned at the next start. Without flock (Windows, a filesystem that
+    refuses it) saves go unlocked and recover() goes ahead (Windows refuses to delete an open file)."""
     if fcntl is None:
-        return True
+        yield True
+        return
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        return True
-    except BlockingIOError:
-        return False
-
-
-def _remove_if_abandoned(temp: Path) -> None:
-    """Remove a temporary file a killed save left, not one another copy of the app, saving into the
-    same folder, is writing now (its writer holds the file's lock until it is linked and removed)."""
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield True
+        return
     try:
-        with open(temp, "rb") as fh:
-            if not _lock(fh, blocking=False):
-                return
-            log.info("removing %s, left by an interrupted save", temp)
-            temp.unlink(missing_ok=True)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        log.warning("could not check %s: %s", temp, e)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            yield False
+            return
+        except OSError as e:              # ENOLCK, EINVAL: no locks on this filesystem
+            log.debug("no lock on %s: %s", folder, e)
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _link(temp: Path, path: Path) -> None:
