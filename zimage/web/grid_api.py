@@ -25,6 +25,7 @@ from .api import error_response, job_owner, read_json, request_caller, request_l
 from .openapi import (ANY_JSON, BODY_ERRORS, GUIDANCE, INT, NULLABLE_STRING, RUN_ERRORS, SEED, SIZE, STRING,
                       generate_body, integer, obj, route_docs)
 
+
 def _axis_item(field: str) -> dict:
     """One value of an axis on `field`, as the cell's request checks it."""
     numbers = {"guidance": GUIDANCE, "variety": {"type": "number", "minimum": 0, "maximum": MAX_VARIETY},
