@@ -82,6 +82,8 @@ def first_launch(tiny_model_dir, tmp_path_factory):
         try:
             wait_for(lambda: spawned, 60, message="the compile process started (queue quiet)")
             seen["process"] = spawned[0]
+            seen["nice"] = wait_for(lambda: os.getpriority(os.PRIO_PROCESS, spawned[0].pid) or None, 30,
+                                    message="the compile process lowered its CPU priority")
             seen["eager"] = [pixels(m.generate(req(width=w, height=h), timeout=120)) for w, h in ((256, 256), (256, 384))]
             seen["eager_lora"] = pixels(m.generate(LORA, timeout=120))
             seen["packaged_meanwhile"] = bool(aot_blocks.packaged(m._pipe.transformer))
@@ -104,6 +106,7 @@ def test_the_blocks_compile_in_another_process_and_the_images_match_eager(first_
     assert not seen["packaged_meanwhile"]                      # the eager blocks served while it compiled
     process = seen["process"]
     assert process.pid != os.getpid() and process.poll() == 0
+    assert seen["nice"] == min(19, 19 + os.getpriority(os.PRIO_PROCESS, 0))      # below the serving threads
     manifest = json.loads((package_folder(cache) / "manifest.json").read_text())
     assert manifest["pid"] == process.pid and set(manifest["kinds"]) == {"mod", "plain"}
     assert len(seen["forwards"]) == seen["blocks"]             # every block through its kind's package
