@@ -240,9 +240,46 @@ def test_a_cancelled_compile_ends_its_process(tiny_model_dir, tmp_path):
     assert bg.process.returncode == -9 and bg.error is None and not bg.swap_into(pipe)
 
 
+def test_a_closed_manager_leaves_no_compile_process(settings, monkeypatch, tmp_path):
+    spawned = []
+    real_spawn = aot_blocks.PackageCompile._spawn
+    monkeypatch.setattr(aot_blocks.PackageCompile, "_spawn", lambda self: spawned.append(real_spawn(self)) or spawned[-1])
+    m = launch(settings, tmp_path / "cache", monkeypatch)
+    try:
+        wait_for(lambda: spawned, 60, message="the compile process started")
+    finally:
+        m.close()
+    assert spawned[0].wait(30) == -9
+
+
 def test_the_setting():
     assert load_settings([], env={}, default_config=None).compile_process == "auto"
     assert load_settings(["--compile-process", "off"], env={}, default_config=None).compile_process == "off"
     assert load_settings([], env={"ZIMAGE_COMPILE_PROCESS": "on"}, default_config=None).compile_process == "on"
     with pytest.raises(ConfigError, match="compile_process"):
         load_settings([], env={"ZIMAGE_COMPILE_PROCESS": "sometimes"}, default_config=None)
+
+
+def test_a_failed_compile_process_falls_back_to_the_in_thread_compile(settings, monkeypatch, caplog, tmp_path):
+    """Whatever the process cannot compile (an attention backend torch.export refuses, say), the
+    worker compiles on its thread as before: compiled blocks either way, the log says why."""
+    import subprocess
+    import sys
+
+    def failing(self):
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen([sys.executable, "-c", "import sys; print('export refused'); sys.exit(1)"],
+                                stdin=subprocess.PIPE, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+    monkeypatch.setattr(aot_blocks.PackageCompile, "_spawn", failing)
+    real_warm = speed.warm_compiled
+    monkeypatch.setattr(speed, "warm_compiled", lambda pipe: real_warm(pipe, size=64))
+    caplog.set_level(logging.WARNING, logger="zimage.engine.manager_compile")
+    m = launch(settings, tmp_path / "cache", monkeypatch)
+    try:
+        wait_for(lambda: startup.COMPILED in startup.timeline_dict() or startup.COMPILE_FAILED in
+                 startup.timeline_dict(), 300, interval=0.2, message="the in-thread compile swapped in")
+        assert startup.COMPILED in startup.timeline_dict()
+        assert "compiling in a process failed" in caplog.text and "export refused" in caplog.text
+        assert accel.is_compiled(m._pipe) and not aot_blocks.packaged(m._pipe.transformer)   # compile_bg's twin
+    finally:
+        m.close()

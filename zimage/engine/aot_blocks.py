@@ -8,8 +8,8 @@ follows at once; else a compile process builds it (another pid, lowest CPU prior
 eager blocks serve, and the swap is queued when it ends. Kept on today's in-thread compile:
 - low-VRAM plans (their streaming hooks around each block's forward; manager_compile's plan compile),
 - fp8 or int8 blocks and GGUF layers with LoRA side paths (not plain Linears: `unpackable`),
-- the VAE decoder, which this path leaves eager (accel.compiled_extras compiles it in-thread: ~50 ms
-  an image at 1024² on the H200, against the GIL the compile would take),
+- the VAE decoder, which this path leaves eager: compiled (in-thread, accel.compiled_extras) it
+  saved ~50 ms an image at 1024² on the H200, but compiling it here would take the GIL again,
 - any compile process that fails (manager_compile falls back to the in-thread compile, logged).
 A package that cannot be loaded is removed (the next launch compiles it afresh) and the blocks stay
 eager (startup COMPILE_FAILED, the log says why).
@@ -271,7 +271,12 @@ class PackageCompile:
             self.loaded_artifacts = True
             self._finish()
             return self
-        self.process = self._spawn()
+        try:
+            self.process = self._spawn()
+        except OSError as e:             # no process (a full disk, a fork refused): the in-thread compile
+            self.process_failed, self.error = True, e
+            self._finish()
+            return self
         log.info("compiling the blocks in process %d (log %s)", self.process.pid, self.log_path)
         threading.Thread(target=self._watch, name="zimage-compile-process", daemon=True).start()
         return self
