@@ -180,6 +180,7 @@ class PackagedForward:
 
         return (attn_mask is None and noise_mask is None and not torch.is_grad_enabled()
                 and (adaln_input is not None) == self._modulated and x.dim() == 3
+                and (adaln_input is None or (adaln_input.dtype == x.dtype and adaln_input.shape[0] == x.shape[0]))
                 and 1 <= x.shape[0] <= self._batch_max and 2 <= x.shape[1] <= self._seq_max
                 and str(x.dtype).removeprefix("torch.") == self._dtype and str(x.device) == self._device
                 and freqs_cis.dtype == torch.complex64 and freqs_cis.shape[:2] == x.shape[:2])
