@@ -15,6 +15,10 @@ Cases, each with the page cache dropped ("cold", root only; said in `caches_drop
                     page itself (the starting page before it answers 503: first_answer_s)
   webui_auto_empty  the same, compile auto with an empty compile cache (GPU only)
   webui_auto_warm   the same, compile auto with the cache the previous case left (GPU only)
+                    (compile auto compiles in a process of its own by default: `--compile-process auto`,
+                    engine/aot_compile; the warm case loads the package the empty one left)
+  webui_thread_empty  webui_auto_empty with `--compile-process off`: the in-thread compile, its own cache
+  webui_thread_warm   the same with the cache webui_thread_empty left (GPU only)
   manager           PipelineManager without the web server (compile auto, an empty compile cache)
   manager_warm      the same with the compile cache (and cache artifacts) the previous case left
   bare_gradio       a one-textbox Gradio app: its first 200 is the page's baseline
@@ -42,8 +46,10 @@ import requests
 from bench.load_bench import drop_caches
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES = ("seed", "webui_off", "webui_auto_empty", "webui_auto_warm", "manager", "manager_warm", "bare_gradio",
-         "webui_off_tree")
+CASES = ("seed", "webui_off", "webui_auto_empty", "webui_auto_warm", "webui_thread_empty", "webui_thread_warm",
+         "manager", "manager_warm", "bare_gradio", "webui_off_tree")
+COMPILING = ("webui_auto_empty", "webui_auto_warm", "webui_thread_empty", "webui_thread_warm")
+WHILE_COMPILING_TARGET = 1.15       # issue 30 item 2: images served while compiling, against eager
 CPU_TARGETS = {"first_image_vs_seed": 1.3, "page_200_vs_bare_gradio": 1.3}     # issue 19, tiny model
 
 
@@ -110,11 +116,13 @@ def webui(case: str, folder: str, size: int, steps: int, cache_dir: str, cold: b
     client sends the seed's /generate at once."""
     dropped = drop_caches() if cold else None
     port = free_port()
-    compile_ = "auto" if case.startswith("webui_auto") else "off"
+    compile_ = "auto" if case in COMPILING else "off"
+    process = "off" if case.startswith("webui_thread") else "auto"
     outputs = tempfile.mkdtemp(prefix="zimage-startup-out-")
     cmd = [sys.executable, "webui.py", "--model", folder, "--preload", "--port", str(port), "--outputs", outputs,
-           "--cache-dir", cache_dir, "--compile", compile_, "--idle-unload", "0", "--idle-drop", "0", *extra]
-    out: dict = {"case": case, "cold": cold, "caches_dropped": dropped, "compile": compile_}
+           "--cache-dir", cache_dir, "--compile", compile_, "--compile-process", process, "--idle-unload", "0",
+           "--idle-drop", "0", *extra]
+    out: dict = {"case": case, "cold": cold, "caches_dropped": dropped, "compile": compile_, "compile_process": process}
     url = f"http://127.0.0.1:{port}"
     body = {"prompt": "warmup", "width": size, "height": size, "num_inference_steps": steps, "seed": 1}
     log = open(os.path.join(outputs, "server.log"), "w")
@@ -191,6 +199,19 @@ def cpu_targets_line(fig, cold: bool, runs: int) -> dict:
     return out
 
 
+def compile_line(case: str, cold: bool, meanwhile: float, eager: float | None, runs: list[dict]) -> dict:
+    """Issue 30 item 2's figures for one compiling case: s/image right after launch (while it
+    compiles, unless the swap came first), against webui_off's eager s/image in the same run, and
+    when the compiled blocks were in use (s since launch, the median of the runs)."""
+    ready = median([r.get("timeline", {}).get("compiled blocks in use") for r in runs])
+    failed = [r["timeline"]["compile failed"] for r in runs if "compile failed" in r.get("timeline", {})]
+    return {"figure": f"images while compiling and compiled-ready, {'cold' if cold else 'warm'} page cache",
+            "case": case, "while_compiling_s": meanwhile, "eager_s": eager, "ratio_vs_eager": ratio(meanwhile, eager),
+            "target": f"<= {WHILE_COMPILING_TARGET}x eager", "compiled_in_use_after_launch_s": ready,
+            "compile_failed_at_s": failed or None,
+            "every_image_s": [r.get("eager_images_s") for r in runs]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("dir")
@@ -215,13 +236,14 @@ def main() -> None:
     size, steps = a.size or (1024 if gpu else 512), a.steps or (9 if gpu else 1)
     cases = [c for c in a.only.split(",") if c in CASES and (c != "webui_off_tree" or tree)]
     if not gpu:        # compile auto is off without CUDA: those cases would repeat webui_off
-        cases = [c for c in cases if not c.startswith("webui_auto")]
+        cases = [c for c in cases if c not in COMPILING]
     meta = {"figure": "machine", "python": platform.python_version(), "cpus": os.cpu_count(), "gpu": gpu,
             "size": size, "steps": steps, "date": time.strftime("%Y-%m-%d %H:%M"), "root": os.geteuid() == 0,
             "load_avg": os.getloadavg()[0], "tree": tree or None}
     print(json.dumps(meta), flush=True)
     compile_cache = tempfile.mkdtemp(prefix="zimage-startup-cache-")     # empty: webui_auto_empty fills it
     manager_cache = tempfile.mkdtemp(prefix="zimage-startup-mcache-")    # the same for manager, manager_warm
+    thread_cache = tempfile.mkdtemp(prefix="zimage-startup-tcache-")     # and for webui_thread_*
     results: dict[tuple[str, bool], list[dict]] = {}
     temperatures = [False] if a.warm_only else [True, False]
     for _ in range(a.repeat):
@@ -241,10 +263,11 @@ def main() -> None:
                 elif case == "webui_off_tree":
                     r = webui(case, folder, size, steps, compile_cache, cold, a.steady, root=tree)
                 else:
-                    if case == "webui_auto_empty":
-                        shutil.rmtree(compile_cache, ignore_errors=True)
-                        os.makedirs(compile_cache)
-                    r = webui(case, folder, size, steps, compile_cache, cold, a.steady)
+                    cache = thread_cache if case.startswith("webui_thread") else compile_cache
+                    if case.endswith("_empty"):
+                        shutil.rmtree(cache, ignore_errors=True)
+                        os.makedirs(cache)
+                    r = webui(case, folder, size, steps, cache, cold, a.steady)
                 r.setdefault("case", case)
                 r["cold"] = cold
                 print(json.dumps(r), flush=True)
@@ -258,7 +281,7 @@ def main() -> None:
 
     for cold in temperatures:
         seed = fig("seed", cold, "first_image_s")
-        for case in ("webui_off", "webui_off_tree", "webui_auto_empty", "webui_auto_warm", "manager", "manager_warm"):
+        for case in ("webui_off", "webui_off_tree", *COMPILING, "manager", "manager_warm"):
             ours = fig(case, cold, "first_image_s")
             if ours is not None:
                 print(json.dumps({"figure": f"launch to first image, {'cold' if cold else 'warm'} page cache (s)",
@@ -267,6 +290,11 @@ def main() -> None:
                                   "steady_compiled_s": fig(case, cold, "steady_compiled_s"),
                                   "target": "<= 1.3x seed (CPU, tiny model)" if not gpu else
                                   ("<= 15 s" if cold else "<= 6 s")}), flush=True)
+        eager = fig("webui_off", cold, "steady_eager_s")
+        for case in COMPILING:
+            meanwhile = fig(case, cold, "steady_eager_s")
+            if meanwhile is not None:
+                print(json.dumps(compile_line(case, cold, meanwhile, eager, results.get((case, cold), []))), flush=True)
         bare = fig("bare_gradio", cold, "page_200_s")
         for case in ("webui_off", "webui_off_tree"):
             page = fig(case, cold, "page_200_s")
@@ -278,6 +306,7 @@ def main() -> None:
             print(json.dumps(cpu_targets_line(fig, cold, a.repeat)), flush=True)
     shutil.rmtree(compile_cache, ignore_errors=True)
     shutil.rmtree(manager_cache, ignore_errors=True)
+    shutil.rmtree(thread_cache, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ class Settings:
     quantize: str = "none"                  # none | int8: weight-only int8 copy of the transformer and text encoder
     attention: str = "auto"                 # auto (fastest safe on this GPU) or a diffusers attention backend name
     compile: str = "auto"                   # auto (on with a CUDA GPU and Triton, resident or a low-VRAM plan) | on | off
+    compile_process: str = "auto"           # auto (on a CUDA GPU) | on | off: the resident blocks compiled in a process of their own (engine/aot_blocks)
     fp8: str = "off"                        # off | on: float8 matmuls in the transformer blocks (Ada/Hopper, compiled)
     batch_max: int = 1                      # images queued requests of one size may share a pipeline call (1 = off)
     backend: str = "local"                  # local (a model worker process) | inprocess (one process) | ray
@@ -192,6 +193,8 @@ class Settings:
             raise ConfigError(f"batch_max must be 1-16, got {self.batch_max}", "batch_max")
         if self.compile not in ("auto", "on", "off"):
             raise ConfigError(f"compile must be auto, on or off, got {self.compile!r}", "compile")
+        if self.compile_process not in ("auto", "on", "off"):
+            raise ConfigError(f"compile_process must be auto, on or off, got {self.compile_process!r}", "compile_process")
         if self.attention != "auto":
             if self.attention not in KNOWN_BACKENDS:
                 raise ConfigError(f"attention must be auto or one of {', '.join(KNOWN_BACKENDS)}, "
@@ -415,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", choices=["auto", "on", "off"],
                    help="regional torch.compile of the transformer blocks, resident or in a low-VRAM plan, built "
                         "between requests (auto: on a GPU)")
+    p.add_argument("--compile-process", choices=["auto", "on", "off"], dest="compile_process",
+                   help="compile the resident blocks in a process of their own, kept as a package later launches "
+                        "load in seconds (auto: on a GPU; off: on a thread of the model worker)")
     p.add_argument("--backend", help="local (default: the model in a worker process the page restarts if it "
                    "dies), inprocess (one process: tests, benchmarks) or ray (Ray Serve replicas, one per GPU)")
     p.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",

@@ -78,8 +78,16 @@ def rotate_real(x_in, freqs):
     kernels ("Torchinductor does not support code generation for complex operators")."""
     import torch
 
+    return rotate_pairs(x_in, torch.view_as_real(freqs))
+
+
+def rotate_pairs(x_in, pairs):
+    """rotate_real with the rotation given as real (cos, sin) pairs, [batch, seq, pairs, 2]: the
+    packaged blocks (aot_compile) take it so, since an exported program takes no complex input."""
+    import torch
+
     x = x_in.float().reshape(*x_in.shape[:-1], -1, 2)
-    f = torch.view_as_real(freqs).unsqueeze(2)            # [batch, seq, 1, pairs, (cos, sin)]
+    f = pairs.unsqueeze(2)                                 # [batch, seq, 1, pairs, (cos, sin)]
     cos, sin = f[..., 0], f[..., 1]
     re, im = x[..., 0], x[..., 1]
     return torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1).flatten(3).type_as(x_in)
@@ -93,6 +101,8 @@ def real_rope_processor():
     from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnProcessor
 
     class RealRopeAttnProcessor(ZSingleStreamAttnProcessor):
+        rotate = staticmethod(rotate_real)          # aot_compile's subclass takes real pairs
+
         def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, freqs_cis=None):
             query, key, value = (proj(hidden_states).unflatten(-1, (attn.heads, -1))
                                  for proj in (attn.to_q, attn.to_k, attn.to_v))
@@ -101,7 +111,7 @@ def real_rope_processor():
             if attn.norm_k is not None:
                 key = attn.norm_k(key)
             if freqs_cis is not None:
-                query, key = rotate_real(query, freqs_cis), rotate_real(key, freqs_cis)
+                query, key = self.rotate(query, freqs_cis), self.rotate(key, freqs_cis)
             if attention_mask is not None and attention_mask.ndim == 2:
                 attention_mask = attention_mask[:, None, None, :]
             out = dispatch_attention_fn(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,

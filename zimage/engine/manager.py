@@ -102,6 +102,7 @@ class PipelineManager(LoadJobs, CompileJobs, GenerateJobs, AdapterJobs, CacheJob
     def close(self, timeout: float = 10.0) -> None:
         self._queue.close(timeout)
         self._runner.close()           # images already made are written before we return
+        self._cancel_compile()         # a compile process (aot_blocks) ends with the manager
 
     # ---- reading -----------------------------------------------------------------------------
     def status(self) -> Status:

@@ -77,13 +77,24 @@ class CompileJobs:
         log.info("compiled blocks in use under the low-VRAM plan")
         return True
 
-    def _compile_in_background(self) -> None:
+    def _compile_in_background(self, in_process: bool | None = None) -> None:
+        """The blocks compiled in a process of their own (aot_blocks: a package swapped in, from the
+        disk when a launch before made it) where `compile_process` wants it and the blocks are plain;
+        else (or `in_process=False`) compiled on a thread of this process, beside the serving (compile_bg)."""
+        from . import aot_blocks
         from .accel import compile_transformer, compiled_extras
         from .compile_bg import BackgroundCompile, artifact_path
 
         if self._compiling is not None and self._compiling.pipe is self._pipe and not self._compiling.cancelled.is_set():
             return
         cache = speed.compile_cache_dir(self.settings)
+        if in_process is None:
+            in_process = aot_blocks.wanted(self.settings.compile_process, self._pipe.transformer)
+        if in_process:
+            self._compiling = aot_blocks.PackageCompile(self._pipe, cache, self._compile_finished)
+            startup.mark(startup.COMPILING)
+            self._compiling.start()
+            return
         backend = speed.COMPILE_BACKEND
         self._compiling = BackgroundCompile(self._pipe, lambda twin: compile_transformer(twin, cache, backend),
                                             speed.warm_compiled, self._compile_finished,
@@ -104,17 +115,26 @@ class CompileJobs:
         self._compiling = None
         if bg.cancelled.is_set():
             return False
+        resident = self._status.state == LoadState.ON_GPU and self._pipe is bg.pipe
+        if getattr(bg, "process_failed", False):       # the compile process: today's in-thread compile instead
+            log.warning("compiling in a process failed (%s): compiling in this process instead", bg.error)
+            if resident:
+                self._compile_in_background(in_process=False)
+            return False
         if bg.error is not None:
             startup.mark(startup.COMPILE_FAILED)
             log.warning("background compile failed (%s): the eager blocks keep serving", bg.error)
             return False
-        if self._status.state != LoadState.ON_GPU or self._pipe is not bg.pipe:
+        if not resident:
             return False
-        self._loras.drop()               # the base weights under the twin too (shared tensors); fused again on use
+        if getattr(bg, "replaces_transformer", True):
+            self._loras.drop()           # the base weights under the twin too (shared tensors); fused again on use
         swapped = bg.swap_into(self._pipe)
         if swapped:
             startup.mark(startup.COMPILED)
             log.info("compiled blocks in use%s", " (from the saved cache artifacts)" if bg.loaded_artifacts else "")
+        elif bg.error is not None:       # a package that would not load (aot_blocks removed it; the log says why)
+            startup.mark(startup.COMPILE_FAILED)
         return swapped
 
     def _cancel_compile(self) -> None:
