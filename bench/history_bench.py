@@ -68,7 +68,7 @@ def naive_first_page(root: Path) -> float:
     """Without an index: every PNG's parameters read, then the newest 24."""
     from PIL import Image
 
-    from zimage.request import parse_infotext
+    from zimage.infotext import parse_infotext
 
     began = time.perf_counter()
     rows = []

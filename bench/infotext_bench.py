@@ -25,7 +25,7 @@ def seconds(fn, text: str) -> float:
 
 
 def main() -> None:
-    from zimage.request import parse_infotext
+    from zimage.infotext import parse_infotext
 
     p = argparse.ArgumentParser()
     p.add_argument("--max-baseline-chars", type=int, default=8_000)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from diffusers.models.transformers.transformer_z_image import ZSingleStreamAttnProcessor
 
-from zimage.config import ConfigError, load_settings
+from zimage.config import ConfigError
+from zimage.config_load import load_settings
 from zimage.engine import accel
 from zimage.engine.loader import load_pipeline
 

@@ -20,7 +20,8 @@ import torch
 from test_manager import FakeGpuPlacement, cpu_loader, req
 
 from zimage import startup
-from zimage.config import ConfigError, Settings, load_settings
+from zimage.config import ConfigError, Settings
+from zimage.config_load import load_settings
 from zimage.engine import accel, aot_blocks, speed
 from zimage.engine.anatomy import transformer_blocks
 from zimage.engine.loader import load_pipeline

@@ -1,6 +1,7 @@
 import pytest
 
-from zimage.config import ConfigError, Settings, load_settings
+from zimage.config import ConfigError, Settings
+from zimage.config_load import load_settings
 
 
 def write(tmp_path, name, text):
@@ -83,7 +84,7 @@ def test_listening_beyond_loopback_requires_auth():
 
 
 def test_repo_default_config_parses():
-    from zimage.config import DEFAULT_CONFIG
+    from zimage.config_load import DEFAULT_CONFIG
 
     assert DEFAULT_CONFIG.exists()
     assert load_settings([], env={}).model == "Tongyi-MAI/Z-Image-Turbo"

@@ -11,7 +11,8 @@ import pytest
 import requests
 from PIL import Image
 
-from zimage.request import GenerationRequest, parse_infotext
+from zimage.infotext import parse_infotext
+from zimage.request import GenerationRequest
 
 SIZE = 256
 FAST = {"num_inference_steps": 4, "seed": 11}

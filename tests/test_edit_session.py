@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from zimage.request import GenerationRequest, infotext
+from zimage.infotext import infotext
+from zimage.request import GenerationRequest
 from zimage.web.page_jobs import PageJobs, Result, new_client_id
 from zimage.web.ui_edit_send import edit_values, file_params, generate_controls_values, picked_path
 from zimage.web.ui_edit_session import EDIT_FIELDS, restored

@@ -15,7 +15,7 @@ import pytest
 from conftest import wait_for
 from zimage.enhance_request import DEFAULT_SYSTEM_PROMPT, EnhanceRequest, clean_answer
 from zimage.errors import Cancelled, EnhancerTimeout, InvalidRequest
-from zimage.request import parse_infotext
+from zimage.infotext import parse_infotext
 
 ROUTE = "/sdapi/v1/prompt-enhance"
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from zimage.config import ConfigError, load_settings
+from zimage.config import ConfigError
+from zimage.config_load import load_settings
 from zimage.engine import fp8
 from zimage.engine.anatomy import transformer_blocks
 from zimage.engine.loader import load_pipeline

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import wait_for
 from zimage.explore.grid_image import layout
-from zimage.request import parse_infotext
+from zimage.infotext import parse_infotext
 
 BASE = {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 2}
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 from PIL import Image
 
-from zimage.request import parse_infotext
+from zimage.infotext import parse_infotext
 from zimage.testing.tiny_upscaler import make_tiny_upscalers
 
 

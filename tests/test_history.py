@@ -11,7 +11,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from zimage.errors import HistoryItemChanged, HistoryItemNotFound, HistoryPathRefused, InvalidRequest
-from zimage.request import GenerationRequest, infotext
+from zimage.infotext import infotext
+from zimage.request import GenerationRequest
 from zimage.store.history import INDEX_DIR, INDEX_FILE, HistoryQuery
 from zimage.store.outputs import OutputStore
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from zimage.infotext import infotext
 from zimage.infotext_text import escape_prompt, quote, unescape_line, unquote
-from zimage.request import GenerationRequest, infotext
+from zimage.request import GenerationRequest
 from zimage.store.outputs import OutputStore
 from zimage.store.pnginfo import read_image_info
 

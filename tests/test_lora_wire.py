@@ -14,11 +14,13 @@ import requests
 import torch
 from PIL import Image
 
-from zimage.config import Settings, load_settings
+from zimage.config import Settings
+from zimage.config_load import load_settings
 from zimage.engine.manager import PipelineManager
 from zimage.errors import (InvalidRequest, LoraMismatch, LoraModeUnsupported, LoraNameRefused, LoraNotFound,
                            LoraUnreadable)
-from zimage.request import GenerationRequest, batch_key, infotext
+from zimage.infotext import infotext
+from zimage.request import GenerationRequest, batch_key
 from zimage.store.loras import autov3_hash
 from zimage.testing.tiny_lora import make_tiny_loras
 

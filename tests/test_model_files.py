@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from zimage.config import ConfigError, load_settings
+from zimage.config import ConfigError
+from zimage.config_load import load_settings
 from zimage.store.model_files import discover, kind_of
 from zimage.store.model_roots import ModelRootError, folders_of
 from zimage.testing.tiny_comfy import DIT_FILE, TE_FILE, VAE_FILE, make_tiny_a1111, make_tiny_comfy

@@ -8,7 +8,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from zimage.errors import ZImageError
-from zimage.request import parse_infotext
+from zimage.infotext import parse_infotext
 from zimage.store.pnginfo import comfy_prompt, comfy_workflow, parameters_of, read_image_info
 from zimage.web.ui_params import gallery_caption, generate_values
 

@@ -1,8 +1,9 @@
-"""request.py: the one validator every route shares, seeds, A1111's infotext."""
+"""request.py: the one validator every route shares, seeds; infotext.py: A1111's infotext, written and read back."""
 import pytest
 
 from zimage.errors import InvalidRequest
-from zimage.request import GenerationRequest, infotext
+from zimage.infotext import infotext
+from zimage.request import GenerationRequest
 
 OK = {"prompt": "a cat", "width": 512, "height": 768, "num_inference_steps": 4, "seed": 7}
 
@@ -80,7 +81,8 @@ def test_a_lone_surrogate_names_its_field(field):
 
 
 def test_parse_infotext_reads_back_what_infotext_writes():
-    from zimage.request import GenerationRequest, infotext, parse_infotext
+    from zimage.infotext import infotext, parse_infotext
+    from zimage.request import GenerationRequest
 
     req = GenerationRequest.from_mapping({"prompt": "a cat, on a mat: <lora:style:0.8>\nsecond line",
                                           "negative_prompt": "blurry", "width": 768, "height": 512,
@@ -95,7 +97,7 @@ def test_parse_infotext_reads_back_what_infotext_writes():
 
 
 def test_parse_infotext_takes_a1111_text_and_leaves_plain_prompts_alone():
-    from zimage.request import parse_infotext
+    from zimage.infotext import parse_infotext
 
     a1111 = ("masterpiece, 1girl\nNegative prompt: lowres, bad hands\nSteps: 20, Sampler: DPM++ 2M, "
              'Schedule type: Karras, CFG scale: 7, Seed: 3735928559, Size: 512x768, Model hash: abc, '
@@ -117,7 +119,7 @@ def test_parse_infotext_takes_time_in_proportion_to_the_text():
     took 2.1 s here). Keys are bounded now, and a last line over 64 KB is prompt text."""
     import time
 
-    from zimage.request import MAX_PARAMS_LINE, parse_infotext
+    from zimage.infotext import MAX_PARAMS_LINE, parse_infotext
 
     started = time.perf_counter()
     assert parse_infotext("x" * 20_000)["params"] == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zimage.config import load_settings
+from zimage.config_load import load_settings
 from zimage.engine import fp8, speed
 from zimage.engine.loader import load_pipeline
 

@@ -92,7 +92,8 @@ def test_the_upload_folder_rule_is_gradios(monkeypatch, tmp_path):
 def test_the_weight_reads_start_before_the_page_imports_gradio(tmp_path):
     """serve() checks the outputs folder before it starts the worker: that check imported gradio
     (2.5 s), so the reads and the model's imports began only after it."""
-    code = ("import sys; from zimage.config import load_settings; from zimage.web.server import outputs_dir_checked; "
+    code = ("import sys; from zimage.config_load import load_settings; "
+            "from zimage.web.server import outputs_dir_checked; "
             f"outputs_dir_checked(load_settings(['--outputs', {str(tmp_path / 'out')!r}], env={{}})); "
             "print('gradio' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

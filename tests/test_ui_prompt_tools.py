@@ -9,7 +9,8 @@ from PIL import Image
 
 from zimage.enhance_request import MAX_SYSTEM_PROMPT_CHARS, EnhanceRequest
 from zimage.errors import InvalidRequest
-from zimage.request import GenerationRequest, infotext
+from zimage.infotext import infotext
+from zimage.request import GenerationRequest
 from zimage.store.outputs import OutputStore
 from zimage.web.ui_enhance import enhance_refusal, linked, original_prompt
 from zimage.web.ui_variety import file_variety

@@ -15,7 +15,8 @@ from PIL.PngImagePlugin import PngInfo
 from page_events import API, page_facts, read_call_stream
 from test_security import file_data, the_issue_request
 
-from zimage.request import GenerationRequest, infotext
+from zimage.infotext import infotext
+from zimage.request import GenerationRequest
 
 from conftest import wait_for
 

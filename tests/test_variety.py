@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from zimage.errors import InvalidRequest
-from zimage.request import GenerationRequest, infotext, parse_infotext
+from zimage.infotext import infotext, parse_infotext
+from zimage.request import GenerationRequest
 from zimage.variety import noisy_steps
 
 OK = {"prompt": "a red fox in snow", "width": 256, "height": 256, "num_inference_steps": 4, "seed": 11}

@@ -11,7 +11,7 @@ from PIL import Image
 
 from zimage.errors import InvalidRequest
 from zimage.explore.wildcards import Wildcards, expand
-from zimage.request import parse_infotext
+from zimage.infotext import parse_infotext
 
 BASE = {"width": 256, "height": 256, "num_inference_steps": 1}
 

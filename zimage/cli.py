@@ -12,7 +12,8 @@ import sys
 # file) so the terminal shows our one download bar, which opts back in with disable=False.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from .config import ConfigError, load_settings
+from .config import ConfigError
+from .config_load import load_settings
 
 
 def serve_main(argv: list[str]) -> int:

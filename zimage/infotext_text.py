@@ -1,6 +1,6 @@
 """The text rules of A1111's `parameters` infotext that make a value read back as it was written:
 quoting a parameter's value, and keeping a prompt line from passing for the negative prompt's.
-Pure, stdlib only; request.infotext writes with them, request.parse_infotext reads with them.
+Pure, stdlib only; infotext.infotext writes with them, infotext.parse_infotext reads with them.
 
 Quoting is A1111's own (modules/infotext_utils.py `quote`/`unquote`): a value holding a `,`, `:`
 or a newline is written as a JSON string (its parser takes `"..."` whole and json-loads it). We

@@ -198,7 +198,7 @@ def test_model_errors_show_in_the_status_panel_and_the_api(start_server, setting
     import requests
     from playwright.sync_api import sync_playwright
 
-    from zimage.config import load_settings
+    from zimage.config_load import load_settings
 
     if fault.startswith("config"):
         missing = tmp_path / "no-such-model"

@@ -39,7 +39,7 @@ def test_seed_tools_and_generate_forever_stop(server):
         wait_for(lambda: seed_of(page) not in ("-1", ""), 10, message="♻ to set the last seed")
         from PIL import Image
 
-        from zimage.request import parse_infotext
+        from zimage.infotext import parse_infotext
         newest = max(server.manager._store.root.glob("*/*.png"), key=lambda p: p.stat().st_mtime_ns)
         seeds = {parse_infotext(Image.open(p).info["parameters"])["seed"]
                  for p in server.manager._store.root.glob("*/*.png")}

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from zimage.request import GenerationRequest, infotext
+from zimage.infotext import infotext
+from zimage.request import GenerationRequest
 from zimage.store.outputs import OutputStore
 
 from .test_browser import CHROMIUM, browser_page, guard_refusals, page  # noqa: F401: fixtures

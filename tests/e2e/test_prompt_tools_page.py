@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from zimage.enhance_request import DEFAULT_SYSTEM_PROMPT
-from zimage.request import GenerationRequest, parse_infotext
+from zimage.infotext import parse_infotext
+from zimage.request import GenerationRequest
 
 from .test_browser import CHROMIUM, browser_page, guard_refusals, open_settings, page, set_slider  # noqa: F401
 from conftest import Gate, wait_for

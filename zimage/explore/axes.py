@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import InvalidRequest
-from ..request import LORA_TAG, as_int
+from ..lora_tags import LORA_TAG
+from ..request import as_int
 
 # field -> (label in the grid, value kind). Prompt S/R: the first value is the text searched for
 # in the prompt and negative prompt; each value (the first included) replaces it, as in A1111.

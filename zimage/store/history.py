@@ -26,7 +26,8 @@ from datetime import date, datetime, time as dtime, timedelta
 from pathlib import Path
 
 from ..errors import HistoryBusy, InvalidRequest
-from ..request import parse_infotext, parse_loras
+from ..infotext import parse_infotext
+from ..lora_tags import parse_loras
 from .sqlite_file import INT64_MAX, ROW_ERRORS, SqliteFile, clamp_int64, sqlite_int, sqlite_real, transaction
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ..errors import QueueBusy
 from ..hires_request import HiresSpec
-from ..request import ControlUnit, GenerationRequest, parse_loras
+from ..lora_tags import parse_loras
+from ..request import ControlUnit, GenerationRequest
 from .sqlite_file import INT64_MAX, SqliteFile, transaction
 
 log = logging.getLogger(__name__)

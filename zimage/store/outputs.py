@@ -19,7 +19,8 @@ except ImportError:                     # Windows
     fcntl = None
 
 from ..errors import HistoryItemChanged, HistoryItemNotFound, HistoryPathRefused
-from ..request import MODEL_LABEL, GeneratedImage, GenerationRequest, GenerationResult, infotext
+from ..infotext import MODEL_LABEL, infotext
+from ..request import GeneratedImage, GenerationRequest, GenerationResult
 from .history import HistoryEntry, HistoryIndex, split_id
 from .sqlite_file import clamp_int64
 

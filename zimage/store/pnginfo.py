@@ -3,7 +3,7 @@
 Sources, in the order they are tried: a PNG `parameters` text chunk (ours, A1111's, Forge's,
 SD.Next's: tEXt, zTXt or iTXt), ComfyUI's `prompt` (API graph) and `workflow` (UI graph) JSON
 chunks, and the EXIF UserComment A1111 writes into JPEG and WebP files. The text is read back by
-request.parse_infotext, so every source gives the same dict.
+infotext.parse_infotext, so every source gives the same dict.
 
 An upload is untrusted: its type is taken from its first bytes (not its name), its header size is
 checked before any pixel is decoded, Pillow's decompression-bomb guard stays on, and the one full
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType, ZImageError
-from ..request import finite_number, parse_infotext
+from ..infotext import parse_infotext
+from ..request import finite_number
 
 log = logging.getLogger(__name__)
 

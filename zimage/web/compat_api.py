@@ -21,8 +21,9 @@ from fastapi.responses import FileResponse
 
 from ..errors import InvalidRequest, ZImageError
 from ..explore.prompting import dynamic_request
+from ..infotext import MODEL_LABEL, SAMPLER_LABEL
 from ..jobs import Backend
-from ..request import MAX_IMAGES, MAX_SIZE, MIN_SIZE, MODEL_LABEL, SAMPLER_LABEL, GenerationRequest, as_int
+from ..request import MAX_IMAGES, MAX_SIZE, MIN_SIZE, GenerationRequest, as_int
 from ..store.outputs import png_bytes
 from .api import (API_CLIENT, MAX_BODY_BYTES, job_owner, log_refusal, read_empty_object, read_json, request_caller,
                   request_language)

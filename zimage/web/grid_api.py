@@ -18,7 +18,8 @@ from ..errors import Cancelled, ZImageError
 from ..explore.axes import ALIASES, AXES, MAX_VALUE_CHARS
 from ..explore.grid import cell_entry, grid_infotext, grid_picture, plan_grid, run_grid, save_grid
 from ..jobs import Backend
-from ..request import MAX_LORA_STRENGTH, MAX_STEPS, MIN_LORA_STRENGTH, MIN_STEPS, GenerationRequest
+from ..lora_tags import MAX_LORA_STRENGTH, MIN_LORA_STRENGTH
+from ..request import MAX_STEPS, MIN_STEPS, GenerationRequest
 from ..store.outputs import encode_png
 from ..variety import MAX_VARIETY
 from .api import error_response, job_owner, read_json, request_caller, request_language

@@ -10,7 +10,8 @@ from typing import Any, Mapping
 from ..config import Settings
 from ..errors import InvalidRequest
 from ..hires_request import A1111_NAMES, GENERATE_NAMES, parse_hires
-from ..request import MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest, fit_size, parse_infotext
+from ..infotext import parse_infotext
+from ..request import MAX_SIZE, MIN_SIZE, SIZE_MULTIPLE, GenerationRequest, fit_size
 from ..store import upscalers
 
 EXTRAS_NAMES = {"scale": "upscaling_resize", "upscaler": "upscaler_1", "steps": "steps",

@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..config import Settings
 from ..errors import InvalidRequest, ZImageError
-from ..request import parse_loras, strip_loras
+from ..lora_tags import parse_loras, strip_loras
 from ..store.pnginfo import read_image_info
 from .page_jobs import PageJobs, valid_client_id
 from .page_text import text

@@ -12,8 +12,8 @@ from ..config import Settings
 from ..errors import ZImageError
 from ..explore.batches import MAX_BATCH_COUNT
 from ..explore.grid import grid_picture, plan_grid, run_grid, save_grid
+from ..infotext import parse_infotext
 from ..jobs import Backend, Job
-from ..request import parse_infotext
 from .page_jobs import PageJobs, valid_client_id
 from .page_text import label, request_lang, text
 from .ui_inputs import page_error_text, seed_value

@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..errors import InvalidRequest, ZImageError
 from ..jobs import Backend
-from ..request import strip_loras
+from ..lora_tags import strip_loras
 from ..store.history import HistoryEntry, HistoryQuery, split_id
 from ..units import human_bytes
 from .page_text import label, request_lang, text

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import gradio as gr
 
 from ..jobs import Backend
-from ..request import MAX_LORA_STRENGTH, MIN_LORA_STRENGTH
+from ..lora_tags import MAX_LORA_STRENGTH, MIN_LORA_STRENGTH
 from .page_text import label, request_lang, text
 from .page_text_more import lora_reason
 

@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..config import Settings
 from ..errors import ZImageError
-from ..request import parse_loras
+from ..lora_tags import parse_loras
 from ..store.pnginfo import ImageInfo, read_image_info
 from .gradio_uploads import IMAGE_SUFFIXES
 from .page_text import label, request_lang, text

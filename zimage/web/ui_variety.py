@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..request import parse_infotext
+from ..infotext import parse_infotext
 from ..variety import MAX_VARIETY, PAGE_DEFAULT
 from .page_text import label
 
