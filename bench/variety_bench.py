@@ -1,6 +1,6 @@
 """Variety's spread between seeds against off: mean pairwise pixel distance of N seeds' images.
 
-    python3 -m bench.variety_bench [MODEL_DIR] [--size 256] [--steps 9] [--seeds 4]
+    python3 -m bench.variety_bench [MODEL_DIR] [--size 256] [--steps 9] [--seeds 4] [--varieties 0,0.1,0.3]
 
 Without MODEL_DIR, the tiny random model (written to a temporary folder). One JSON line per variety
 (0 = off, the baseline, measured in the same run): `spread` is the mean absolute difference (0-255)
@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=9)
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--varieties", default=",".join(f"{v:g}" for v in VARIETIES),
+                   help="the varieties measured, in this order (the first is the baseline: 0, off)")
     args = p.parse_args(argv)
+    varieties = [float(v) for v in args.varieties.split(",") if v]
     model = args.model
     if model is None:
         from zimage.testing.tiny_model import make_tiny_model
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
                "torch": torch.__version__, "diffusers": diffusers.__version__, "python": sys.version.split()[0]}
     base_images = None
     base_spread = None
-    for variety in VARIETIES:
+    for variety in varieties:
         started = time.perf_counter()
         images = []
         for seed in range(1, args.seeds + 1):
