@@ -89,12 +89,13 @@ class Bench:
         self.say(f"item {item} {name}: {'failed' if error else 'done'} in {seconds:.0f} s")
         return lines
 
-    def case(self, item, name: str, module: str, args: list[str], estimate: str) -> list[dict]:
-        """`python -m module *args --device D` in a fresh process, within the budget."""
+    def case(self, item, name: str, module: str, args: list[str], estimate: str, env: dict | None = None) -> list[dict]:
+        """`python -m module *args --device D` in a fresh process (`env` added to its environment),
+        within the budget."""
         timeout = self.admit(item, name, estimate)
         if timeout is None:
             return []
-        lines, error, seconds = run_module(module, [*args, "--device", self.a.device], timeout)
+        lines, error, seconds = run_module(module, [*args, "--device", self.a.device], timeout, env)
         return self.record(item, name, lines, error, seconds)
 
     def get(self, name: str, key: str):

@@ -13,8 +13,8 @@ every case a fresh process, plain diffusers beside ours in the same run.
     (the app makes it in the background after its first load; the launches before it run without one).
     Goals (issue 34): warm <= 0.5x plain, cold <= 0.6x.
  3  seconds per image while the background compile runs, against eager, and the time until the compiled
-    blocks are in use, with an empty compile cache and then the warm one it left (gpu34_probe compile).
-    Goal: <= 1.15x eager.
+    blocks are in use, with an empty compile cache and then the warm one it left (gpu34_probe compile;
+    the app's compile cache and Triton's, TRITON_CACHE_DIR, in a new folder). Goal: <= 1.15x eager.
 Items 1 (warm and cold), 2, 4 and 5 of the issue with the bf16 folder: `python -m bench.startup_bench DIR
 --only seed,webui_off` (cold and warm) and `python -m bench.process_bench DIR --size 1024 --steps 8
 --repeat 1`. The fp32 folder and its copy (37 GB at full scale) are deleted at the end unless --keep-fp32.
@@ -97,9 +97,10 @@ def item1(b: Bench) -> None:
 def item3(b: Bench) -> None:
     a = b.a
     cache = tempfile.mkdtemp(prefix="gpu34-compile-")           # empty: the first case fills it
+    triton = {"TRITON_CACHE_DIR": str(Path(cache) / "triton")}   # Triton's kernels too, not ~/.triton's
     for name in ("compile_empty", "compile_warm"):
         b.case(3, name, "bench.gpu34_probe", ["compile", a.folder, "--cache", cache, "--size", str(a.size),
-                                              "--steps", str(a.steps), "--max-wait", str(a.max_wait)], name)
+                                              "--steps", str(a.steps), "--max-wait", str(a.max_wait)], name, triton)
     for name in ("compile_empty", "compile_warm"):
         r = b.results.get(name, {})
         b.emit({"item": 3, "figure": f"images while compiling, {name.split('_')[1]} compile cache",
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
     b = Bench(a, "gpu34", GPU_ESTIMATE_S)
     b.emit({"figure": "machine", "date": time.strftime("%Y-%m-%d %H:%M"), "gpu": gpu_name(), "device": a.device,
-            "python": sys.version.split()[0], **{p: version(p) for p in ("torch", "diffusers", "transformers", "gradio")},
+            "python": sys.version.split()[0],
+            **{p: version(p) for p in ("torch", "diffusers", "transformers", "gradio")},
             "folder": a.folder, "items": a.items, "size": a.size, "steps": a.steps, "budget_s": a.budget_s})
     if 1 in a.items:
         item1(b)

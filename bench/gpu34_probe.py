@@ -11,11 +11,12 @@ fp32: OUT becomes DIR with its DiT stored in fp32, as the official Turbo repo st
 copy: the bf16 copy of OUT's fp32 DiT (engine/bf16_copy.make_copy, what the app makes in the background
   after its first bf16 load); its seconds and bytes, or that one was already there.
 compile: the app's manager (compile auto, its compile cache under C: an empty C is an empty cache, the
-  same C again a warm one). First --eager+1 requests sent at once, so the queue never empties and the
-  background compile (which waits for a quiet queue) does not start: eager s/image. Then one request at
-  a time while the compile runs beside them, until its compiled blocks are swapped in or --max-wait:
-  s/image while compiling. Then 2 compiled images. The timeline's marks (ready, compiling, compiled
-  blocks in use) in seconds since the process started.
+  same C again a warm one). Requests are sent with the next one always queued, as a busy page sends
+  them, in every phase: first the load and --eager images, the queue never empty, so the background
+  compile (which waits for a quiet queue) has not started: eager s/image; then, once it has started,
+  images until its compiled blocks are swapped in or --max-wait: s/image while compiling (an image that
+  ended after the swap counts as compiled); then 3 compiled images. The timeline's marks (ready,
+  compiling, compiled blocks in use) in seconds since the process started.
 """
 from __future__ import annotations
 
@@ -126,34 +127,53 @@ def compile_case(a) -> dict:
     def events() -> dict:
         return startup.timeline_dict()
 
-    jobs = [manager.submit(req(i)) for i in range(a.eager + 1)]    # the first one loads the model
-    eager = [round(j.future.result(900).seconds, 3) for j in jobs]
+    count = iter(range(10**6))
+
+    def pipelined(more) -> list[tuple[float, float]]:
+        """Requests with the next one always queued (as a busy page sends them) while `more(n sent)`:
+        each one's (seconds, when it ended since the process started). The same pattern in every phase."""
+        results, waiting, sent = [], [manager.submit(req(next(count)))], 1
+        while waiting:
+            if more(sent):
+                waiting.append(manager.submit(req(next(count))))
+                sent += 1
+            r = waiting.pop(0).future.result(900)
+            results.append((round(r.seconds, 3), round(startup.since_start_s(), 2)))
+        return results
+
+    def finished() -> bool:
+        return bool({startup.COMPILED, startup.COMPILE_FAILED} & set(events()))
+
+    # The first request loads the model. The queue never empties meanwhile, so the background compile
+    # (it waits for a quiet queue) starts once these are done: eager images.
+    eager = pipelined(lambda sent: sent < a.eager + 1)
     out: dict = {"case": "compile", "cache": a.cache, "cache_was_empty": fresh, "size": a.size, "steps": a.steps,
-                 "first_image_s": eager[0], "eager_times": eager[1:], "eager_s": _median(eager[1:])}
+                 "first_image_s": eager[0][0], "eager_times": [s for s, _ in eager[1:]],
+                 "eager_s": _median([s for s, _ in eager[1:]])}
     waited = time.monotonic()
     while startup.COMPILING not in events() and time.monotonic() - waited < 10:
         time.sleep(0.1)
-    during: list[tuple[float, float]] = []
     deadline = time.monotonic() + a.max_wait
-    i = a.eager + 1
-    if startup.COMPILING in events():
-        while not ({startup.COMPILED, startup.COMPILE_FAILED} & set(events())) and time.monotonic() < deadline:
-            r = manager.generate(req(i), timeout=900)
-            during.append((round(r.seconds, 3), round(startup.since_start_s(), 2)))
-            i += 1
-        while not ({startup.COMPILED, startup.COMPILE_FAILED} & set(events())) and time.monotonic() < deadline:
-            time.sleep(0.2)
+    during = pipelined(lambda sent: not finished() and time.monotonic() < deadline) \
+        if startup.COMPILING in events() else []
+    while not finished() and startup.COMPILING in events() and time.monotonic() < deadline:
+        time.sleep(0.2)
     e = events()
-    out.update(while_compiling_times=[s for s, _ in during], while_compiling_s=_median([s for s, _ in during]),
-               ready_at_s=e.get(startup.READY), compiling_at_s=e.get(startup.COMPILING),
-               compiled_at_s=e.get(startup.COMPILED), compile_failed=startup.COMPILE_FAILED in e)
+    swapped = e.get(startup.COMPILED)
+    # an image that ended after the swap (a job between two requests) started after it: compiled
+    compiled = [s for s, end in during if swapped is not None and end > swapped]
+    during = [s for s, end in during if swapped is None or end <= swapped]
+    out.update(while_compiling_times=during, while_compiling_s=_median(during), ready_at_s=e.get(startup.READY),
+               compiling_at_s=e.get(startup.COMPILING), compiled_at_s=swapped,
+               compile_failed=startup.COMPILE_FAILED in e)
     out["ratio_while_compiling_vs_eager"] = round(out["while_compiling_s"] / out["eager_s"], 3) \
         if out["while_compiling_s"] and out["eager_s"] else None
-    if out["compiled_at_s"] is not None and out["compiling_at_s"] is not None:
-        out["compile_s"] = round(out["compiled_at_s"] - out["compiling_at_s"], 2)
-        out["compiled_after_ready_s"] = round(out["compiled_at_s"] - out["ready_at_s"], 2)
-        out["compiled_times"] = [round(manager.generate(req(i + k), timeout=900).seconds, 3) for k in range(2)]
-        out["compiled_s"] = min(out["compiled_times"])
+    if swapped is not None and out["compiling_at_s"] is not None:
+        out["compile_s"] = round(swapped - out["compiling_at_s"], 2)
+        out["compiled_after_ready_s"] = round(swapped - out["ready_at_s"], 2)
+        compiled += [s for s, _ in pipelined(lambda sent: sent < 3)]
+        out["compiled_times"] = compiled
+        out["compiled_s"] = min(compiled)
     elif not out["compile_failed"]:
         out["compile_not_done_after_s"] = a.max_wait
     return out

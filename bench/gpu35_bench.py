@@ -90,7 +90,8 @@ def item1(b: Bench) -> None:
                 "ours_s_per_image": ours, "plain_s_per_image": plain, "ratio": ratio(ours, plain),
                 "ours_peak_vram_gb": b.get(f"{fmt}_ours", "peak_vram_gb"),
                 "plain_peak_vram_gb": b.get(f"{fmt}_plain", "peak_vram_gb"),
-                "ours_vs_plain_image": compare(f"g35_{fmt}_ours", f"g35_{fmt}_plain"), "goal": "ours <= plain diffusers"}
+                "ours_vs_plain_image": compare(f"g35_{fmt}_ours", f"g35_{fmt}_plain"),
+                "goal": "ours <= plain diffusers"}
         if fmt != "folder":             # the file's quantization against the bf16 weights
             line["ours_vs_plain_bf16_folder_image"] = compare(f"g35_{fmt}_ours", "g35_folder_plain")
         line["on_device_ratio"] = ratio(line["ours_on_device_s"], line["plain_on_device_s"])
@@ -133,7 +134,8 @@ def item3(b: Bench) -> None:
         b.case(3, name, "bench.lowvram_probe", ["app", a.folder, f"g35_{name}", *generation_args(b, fmt, steps=8),
                                                 "--budget", str(a.vram_gb), "--no-reference"], "plan")
     line = {"item": 3, "figure": f"{a.vram_gb:g} GiB budget: quantized-resident plan vs streamed bf16",
-            "resident_s_per_image": resident, "resident_from": source, "budget_gb": a.vram_gb, "goal": "<= 1.2x resident"}
+            "resident_s_per_image": resident, "resident_from": source, "budget_gb": a.vram_gb,
+            "goal": "<= 1.2x resident"}
     for name in plans:
         s = b.get(name, "s_per_image")
         peak = b.get(name, "peak_reserved_gb")
