@@ -212,17 +212,18 @@ def hires(a) -> dict:
             out[f"{key}_job_s"] = round(r.seconds, 3)
             out[f"{key}_peak_vram_gb"] = _gib(torch.cuda.max_memory_allocated()) if _cuda(a) else None
             out[f"{key}_size"] = list(r.images[0].image.size)
-        return r.images[0].image
+        return r.images[0]
 
     def spec(size: int, **more):
         return parse_hires({"scale": 2, "upscaler": FULL_NAME, **more}, size, size, paths)
 
     half = max(256, a.size // 2 // 16 * 16)              # warm-up: the same path at half the size
     run(GenerationRequest(prompt="warm-up", seed=0, width=half, height=half, hires=spec(half)))
-    image = run(GenerationRequest(prompt=PROMPT, seed=1, width=a.size, height=a.size), "first_pass")
+    first = run(GenerationRequest(prompt=PROMPT, seed=1, width=a.size, height=a.size), "first_pass")
     run(GenerationRequest(prompt=prompt_for(2), seed=2, width=a.size, height=a.size, hires=spec(a.size)), "hires")
-    run(upscale_request(image, {"scale": 2, "upscaler": FULL_NAME, "strength": REFINE}, manager.settings),
-        "upscale_refine")
+    # the page's Upscale action on that picture: its prompt, seed and steps from its own parameters
+    run(upscale_request(first.image, {"scale": 2, "upscaler": FULL_NAME, "strength": REFINE}, manager.settings,
+                        infotext=first.infotext), "upscale_refine")
     out["hires_strength"], out["upscale_strength"] = spec(a.size).strength, REFINE
     return out
 

@@ -133,3 +133,17 @@ def test_gpu35_bench_skips_what_the_budget_cannot_hold(tiny_model_dir, tmp_path)
     skipped = [x for x in lines if "skipped" in x]
     assert {x["item"] for x in skipped} == {1, 2, 3, 4, 5, 6, 7}
     assert all("--budget-s" in x["skipped"] or "not written" in x["skipped"] for x in skipped)
+
+
+def test_zimage_cli_as_a_module_writes_the_full_size_upscaler(tmp_path):
+    """`python -m zimage.cli ...` runs its command (it did nothing before), and the upscaler of a real
+    model's size is one the upscaler folder lists as usable."""
+    from zimage.store import upscalers
+    from zimage.testing.tiny_upscaler import FULL_NAME
+
+    done = subprocess.run([sys.executable, "-m", "zimage.cli", "make-tiny-upscaler", str(tmp_path), "--full"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (found,) = upscalers.scan(tmp_path)
+    assert (found.name, found.arch, found.scale, found.usable) == (FULL_NAME, "RRDBNet", 2, True)
+    assert found.path.stat().st_size > 60e6
