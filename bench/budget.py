@@ -64,22 +64,29 @@ class Bench:
         print(f"[{self.name} +{time.monotonic() - self.t0:.0f} s, {self.left():.0f} s left] {message}",
               file=sys.stderr, flush=True)
 
-    def admit(self, item, name: str, estimate: str) -> float | None:
+    def need(self, estimate: str | float) -> float:
+        """A case's estimate (a kind of case, or seconds) on this device."""
+        seconds = self.estimates[estimate] if isinstance(estimate, str) else estimate
+        return seconds if self.gpu else CPU_ESTIMATE_S
+
+    def admit(self, item, name: str, estimate: str | float) -> float | None:
         """The seconds the case may run, or None (and a skip line) when its estimate does not fit."""
-        need = self.estimates[estimate] if self.gpu else CPU_ESTIMATE_S
+        need = self.need(estimate)
         left = self.left()
         if left < need:
             self.emit({"item": item, "case": name, "skipped": f"{left:.0f} s of --budget-s left, the case needs "
                                                               f"about {need:.0f} s"})
             self.say(f"item {item} {name}: skipped (budget)")
             return None
-        timeout = max(5.0, min(4 * self.estimates[estimate], left - 5) if self.gpu else left - 5)
+        timeout = max(5.0, min(4 * need, left - 5) if self.gpu else left - 5)
         self.say(f"item {item} {name}: started (about {need:.0f} s; stopped after {timeout:.0f} s)")
         return timeout
 
     def record(self, item, name: str, lines: list[dict], error: str, seconds: float) -> list[dict]:
-        """The case's lines tagged with the item and case (and its error), emitted and kept by name."""
-        lines = [{**line, "item": item, "case": name} for line in lines] or [{"item": item, "case": name}]
+        """The case's lines tagged with the case (and its error) and the item where a line has none,
+        emitted; the last one kept by name."""
+        lines = [{**line, "item": line.get("item", item), "case": name} for line in lines]
+        lines = lines or [{"item": item, "case": name}]
         for line in lines:
             line["process_s"] = round(seconds, 2)
             if error:
@@ -89,7 +96,8 @@ class Bench:
         self.say(f"item {item} {name}: {'failed' if error else 'done'} in {seconds:.0f} s")
         return lines
 
-    def case(self, item, name: str, module: str, args: list[str], estimate: str, env: dict | None = None) -> list[dict]:
+    def case(self, item, name: str, module: str, args: list[str], estimate: str | float,
+             env: dict | None = None) -> list[dict]:
         """`python -m module *args --device D` in a fresh process (`env` added to its environment),
         within the budget."""
         timeout = self.admit(item, name, estimate)

@@ -40,17 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.probe_common import (PROMPT, app_manager, capture_first_step, model_settings, plain_pipeline, prompt_for,
-                                wait_compiled)
+from bench.probe_common import (OUT_DIR, PROMPT, app_manager, base_request, capture_first_step, measure,
+                                model_settings, plain_pipeline, prompt_for, wait_compiled)
 
 KW = dict(height=1024, width=1024, num_inference_steps=9, guidance_scale=0.0)
-OUT_DIR = Path("/tmp/lowvram")
-
-
-def _graphs() -> int:
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
 
 
 def _suite_args(argv: list[str]):
@@ -73,28 +66,6 @@ def _suite_args(argv: list[str]):
     p.add_argument("--base", action="store_true")
     p.add_argument("--no-reference", action="store_true")
     return p.parse_args(argv)
-
-
-def _peaks(out: dict, device: str) -> None:
-    if device.startswith("cuda"):
-        out["peak_vram_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        out["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
-
-
-def _reset_peaks(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _base(req):
-    """The request with the base model's defaults for guidance and negative prompt, as the app
-    gives a request that leaves them out (model_defaults.with_model_defaults)."""
-    from dataclasses import replace
-
-    from zimage.model_defaults import with_model_defaults
-
-    return with_model_defaults(replace(req, defaulted=frozenset({"guidance_scale", "negative_prompt"})), "base")
 
 
 def app(a) -> dict:
@@ -126,7 +97,7 @@ def app(a) -> dict:
     def one(seed: int, prompt: str | None = None) -> tuple[float, object]:
         req = GenerationRequest(prompt=prompt or prompt_for(seed), seed=seed, width=a.size, height=a.size,
                                 num_inference_steps=a.steps)
-        r = manager.generate(_base(req) if a.base else req, timeout=900)
+        r = manager.generate(base_request(req) if a.base else req, timeout=900)
         return r.seconds, r.images[0].image
 
     if a.switch:                # resident -> 8 GiB plan -> resident, no disk read
@@ -144,7 +115,7 @@ def app(a) -> dict:
         out["first_image_resident_again_s"] = round(one(4)[0], 3)
         out["disk_loads"] = manager.load_count
         return out
-    _measure(out, a, manager._pipe, one)                  # after the swap: the transformer in use
+    measure(out, a.name, manager._pipe, one, a.images, a.device, not a.no_reference)   # after the swap
     out["disk_loads"] = manager.load_count
     return out
 
@@ -190,25 +161,8 @@ def plain(a) -> dict:
         pipe(prompt="warm-up", height=a.size, width=a.size, num_inference_steps=1, guidance_scale=0.0,
              generator=torch.Generator("cpu").manual_seed(0))
     out["ready_s"] = round(time.perf_counter() - t0, 2)
-    _measure(out, a, pipe, one)
+    measure(out, a.name, pipe, one, a.images, a.device, not a.no_reference)
     return out
-
-
-def _measure(out: dict, a, pipe, one) -> None:
-    """The seed-0 image and first step saved for the quality figures (not with --no-reference),
-    then `a.images` timed images: s/image, graphs compiled meanwhile, peaks."""
-    if not a.no_reference:
-        handle = capture_first_step(pipe, a.name, OUT_DIR)
-        _, image = one(0, PROMPT)
-        handle.remove()
-        np.save(OUT_DIR / f"{a.name}.npy", np.asarray(image))
-        out["finite"] = bool(np.isfinite(np.load(OUT_DIR / f"{a.name}.step1.npy")).all())
-    _reset_peaks(a.device)
-    graphs = _graphs()
-    times = [round(one(1 + i)[0], 3) for i in range(a.images)]
-    out["recompiles"] = _graphs() - graphs
-    out["times"], out["s_per_image"] = times, min(times)
-    _peaks(out, a.device)
 
 
 def main() -> None:

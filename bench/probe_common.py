@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 PROMPT = "a red fox in the snow, golden hour, photo"
+OUT_DIR = Path("/tmp/lowvram")       # seed-0 images and first steps, by name, for lowvram_bench.compare
 
 
 def prompt_for(seed: int) -> str:
@@ -114,3 +115,55 @@ def plain_pipeline(folder: str, dit: str, dtype):
         kw["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
     transformer = ZImageTransformer2DModel.from_single_file(dit, **kw)
     return ZImagePipeline.from_pretrained(folder, transformer=transformer, torch_dtype=dtype, local_files_only=True)
+
+
+def graphs_made() -> int:
+    """Graphs dynamo has made in this process (a compile inside a request shows here)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def reset_peaks(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peaks(out: dict, device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        out["peak_vram_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        out["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+
+
+def measure(out: dict, name: str, pipe, one, images: int, device: str, reference: bool = True) -> None:
+    """With `reference`, the seed-0 image of PROMPT and its first step saved as OUT_DIR/NAME for the
+    quality figures; then `images` timed images (`one(seed) -> (seconds, image)`, a new prompt each):
+    s/image (the fastest), graphs compiled meanwhile, peak VRAM."""
+    if reference:
+        OUT_DIR.mkdir(exist_ok=True)
+        handle = capture_first_step(pipe, name, OUT_DIR)
+        _, image = one(0, PROMPT)
+        handle.remove()
+        np.save(OUT_DIR / f"{name}.npy", np.asarray(image))
+        out["finite"] = bool(np.isfinite(np.load(OUT_DIR / f"{name}.step1.npy")).all())
+    reset_peaks(device)
+    graphs = graphs_made()
+    times = [round(one(1 + i)[0], 3) for i in range(images)]
+    out["recompiles"] = graphs_made() - graphs
+    out["times"], out["s_per_image"] = times, min(times)
+    peaks(out, device)
+
+
+def base_request(req):
+    """The request with the base model's defaults for guidance and negative prompt, as the app
+    gives a request that leaves them out (model_defaults.with_model_defaults)."""
+    from dataclasses import replace
+
+    from zimage.model_defaults import with_model_defaults
+
+    return with_model_defaults(replace(req, defaulted=frozenset({"guidance_scale", "negative_prompt"})), "base")

@@ -22,13 +22,10 @@ PROMPT = "a portrait of a woman in a red coat standing in a snowy street, evenin
 
 
 def main(argv: list[str] | None = None) -> None:
-    import numpy as np
-    import torch
     import diffusers
+    import torch
 
-    from zimage.engine.generate import run_pipeline
     from zimage.engine.loader import load_pipeline
-    from zimage.request import GenerationRequest
 
     p = argparse.ArgumentParser()
     p.add_argument("model", nargs="?")
@@ -52,26 +49,37 @@ def main(argv: list[str] | None = None) -> None:
     machine = {"machine": platform.node(), "cpu": platform.processor() or platform.machine(),
                "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
                "torch": torch.__version__, "diffusers": diffusers.__version__, "python": sys.version.split()[0]}
+    meta = {"model": "tiny" if args.model is None else str(model), **machine}
+    for line in spread_lines(pipe, args.size, args.steps, args.seeds, varieties):
+        print(json.dumps({**line, **meta}), flush=True)
+
+
+def spread_lines(pipe, size: int, steps: int, seeds: int, varieties: list[float]):
+    """One dict per variety (the first is the baseline) for `pipe`: the seeds' images through the
+    app's run_pipeline, their spread, its ratio to the baseline's and each image's drift from its own
+    baseline image. Also run inside bench/gpu35_probe.py's session (issue 35 item 6)."""
+    import numpy as np
+
+    from zimage.engine.generate import run_pipeline
+    from zimage.request import GenerationRequest
+
     base_images = None
     base_spread = None
     for variety in varieties:
         started = time.perf_counter()
         images = []
-        for seed in range(1, args.seeds + 1):
-            req = GenerationRequest.from_mapping({"prompt": PROMPT, "width": args.size, "height": args.size,
-                                                  "num_inference_steps": args.steps, "seed": seed,
-                                                  "variety": variety})
+        for seed in range(1, seeds + 1):
+            req = GenerationRequest.from_mapping({"prompt": PROMPT, "width": size, "height": size,
+                                                  "num_inference_steps": steps, "seed": seed, "variety": variety})
             images.append(np.asarray(run_pipeline(pipe, req, lambda: False)[0], dtype=np.float64))
         spread = float(np.mean([np.abs(a - b).mean() for a, b in itertools.combinations(images, 2)]))
         if base_images is None:
             base_images, base_spread = images, spread
         drift = float(np.mean([np.abs(a - b).mean() for a, b in zip(images, base_images)]))
-        print(json.dumps({"bench": "variety", "model": "tiny" if args.model is None else str(model), "variety": variety,
-                          "size": args.size, "steps": args.steps, "seeds": args.seeds, "spread": round(spread, 3),
-                          "baseline_spread": round(base_spread, 3), "ratio": round(spread / base_spread, 4),
-                          "drift": round(drift, 3), "seconds": round(time.perf_counter() - started, 2), **machine}),
-              flush=True)
-
+        yield {"bench": "variety", "variety": variety, "size": size, "steps": steps, "seeds": seeds,
+               "spread": round(spread, 3), "baseline_spread": round(base_spread, 3),
+               "ratio": round(spread / base_spread, 4), "drift": round(drift, 3),
+               "seconds": round(time.perf_counter() - started, 2)}
 
 if __name__ == "__main__":
     main()

@@ -147,3 +147,22 @@ def test_zimage_cli_as_a_module_writes_the_full_size_upscaler(tmp_path):
     (found,) = upscalers.scan(tmp_path)
     assert (found.name, found.arch, found.scale, found.usable) == (FULL_NAME, "RRDBNet", 2, True)
     assert found.path.stat().st_size > 60e6
+
+
+def test_a_session_runs_its_tasks_on_one_loaded_model_and_a_failing_task_does_not_stop_it(tiny_model_dir):
+    """bench/gpu35_probe.py session: the load line, then one line per task in order (variety: one per
+    variety); a task that fails (enhance asked for 0 tokens) says so and the next one runs."""
+    done = subprocess.run([sys.executable, "-m", "bench.gpu35_probe", "session", str(tiny_model_dir), "--tasks",
+                           "steps,enhance,base,variety", "--tokens", "0", "--size", "256", "--steps", "2",
+                           "--base-steps", "2", "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [x["task"] for x in lines] == ["load", "steps", "enhance", "base"] + ["variety"] * 5
+    steps, enhance, base = lines[1:4]
+    assert steps["item"] == 4 and steps["s_per_image_8"] > 0 and steps["s_per_image_9"] > 0
+    assert enhance["item"] == 5 and "error" in enhance
+    assert base["item"] == 2 and base["guidance"] > 0 and base["s_per_image"] > 0
+    varieties = lines[4:]
+    assert [x["variety"] for x in varieties] == [0.0, 0.1, 0.3, 0.5, 1.0] and varieties[0]["drift"] == 0
+    assert varieties[-1]["drift"] > 0 and varieties[0]["zero_norms_set_to_one"] == []
