@@ -1,7 +1,7 @@
-"""Issue 34's figures that bench/process_bench.py and bench/startup_bench.py do not give, on one GPU;
+"""Issue 34's figure that bench/process_bench.py and bench/startup_bench.py do not give, on one GPU;
 every case a fresh process, plain diffusers beside ours in the same run.
 
-    python -m bench.gpu34_bench DIR --out OUTDIR [--files FILESDIR] [--items 1,3] [--size 1024] [--steps 8]
+    python -m bench.gpu34_bench DIR --out OUTDIR [--files FILESDIR] [--size 1024] [--steps 8]
                                 [--budget-s 540] [--warm-only] [--device cuda:0|cpu] [--keep-fp32]
 
  1  launch to first image with the DiT stored in fp32 (the official repo's layout; FILESDIR/zimage-fp32,
@@ -12,13 +12,11 @@ every case a fresh process, plain diffusers beside ours in the same run.
     caches_dropped) and warm. The copy is made by engine/bf16_copy.make_copy in a process of its own
     (the app makes it in the background after its first load; the launches before it run without one).
     Goals (issue 34): warm <= 0.5x plain, cold <= 0.6x.
- 3  seconds per image while the background compile runs, against eager, and the time until the compiled
-    blocks are in use, with an empty compile cache and then the warm one it left (gpu34_probe compile;
-    the app's compile cache and Triton's, TRITON_CACHE_DIR, in a new folder). Goal: <= 1.15x eager.
-Items 1 (warm and cold), 2, 4 and 5 of the issue with the bf16 folder: `python -m bench.startup_bench DIR
---only seed,webui_off` (cold and warm) and `python -m bench.process_bench DIR --size 1024 --steps 8
---repeat 1`. The fp32 folder and its copy (37 GB at full scale) are deleted at the end unless --keep-fp32.
-Budget, skips and lines as bench/gpu35_bench.py (bench/budget.py): OUTDIR/gpu34.jsonl.
+The issue's other items with the bf16 folder: 1 (cold and warm) `python -m bench.startup_bench DIR --only
+seed,webui_off`; 3 `python -m bench.startup_bench DIR --only webui_off,webui_auto_empty,webui_auto_warm`
+(its "images while compiling and compiled-ready" lines); 2, 4 and 5 `python -m bench.process_bench DIR
+--size 1024 --steps 8 --repeat 1`. The fp32 folder and its copy (37 GB at full scale) are deleted at the
+end unless --keep-fp32. Budget, skips and lines as bench/gpu35_bench.py (bench/budget.py): OUTDIR/gpu34.jsonl.
 """
 from __future__ import annotations
 
@@ -34,7 +32,7 @@ from bench.load_bench import drop_caches
 from bench.runner import run_module
 from bench.startup_bench import webui
 
-GPU_ESTIMATE_S = {"fp32_write": 90, "seed": 50, "webui": 60, "copy": 60, "compile_empty": 330, "compile_warm": 150}
+GPU_ESTIMATE_S = {"fp32_write": 90, "seed": 50, "webui": 60, "copy": 60}
 GOALS = {True: 0.6, False: 0.5}            # launch to first image vs plain diffusers: cold, warm
 
 
@@ -94,34 +92,13 @@ def item1(b: Bench) -> None:
         shutil.rmtree(fp32, ignore_errors=True)
 
 
-def item3(b: Bench) -> None:
-    a = b.a
-    cache = tempfile.mkdtemp(prefix="gpu34-compile-")           # empty: the first case fills it
-    triton = {"TRITON_CACHE_DIR": str(Path(cache) / "triton")}   # Triton's kernels too, not ~/.triton's
-    for name in ("compile_empty", "compile_warm"):
-        b.case(3, name, "bench.gpu34_probe", ["compile", a.folder, "--cache", cache, "--size", str(a.size),
-                                              "--steps", str(a.steps), "--max-wait", str(a.max_wait)], name, triton)
-    for name in ("compile_empty", "compile_warm"):
-        r = b.results.get(name, {})
-        b.emit({"item": 3, "figure": f"images while compiling, {name.split('_')[1]} compile cache",
-                "eager_s": r.get("eager_s"), "while_compiling_s": r.get("while_compiling_s"),
-                "images_while_compiling": len(r.get("while_compiling_times") or []),
-                "ratio": r.get("ratio_while_compiling_vs_eager"), "goal": "<= 1.15x eager",
-                "compiled_after_ready_s": r.get("compiled_after_ready_s"), "compile_s": r.get("compile_s"),
-                "compiled_s": r.get("compiled_s"), "compile_failed": r.get("compile_failed"),
-                "error": r.get("error")})
-    shutil.rmtree(cache, ignore_errors=True)
-
-
 def parse(argv: list[str] | None = None):
     p = argparse.ArgumentParser(prog="python -m bench.gpu34_bench")
     p.add_argument("folder")
     p.add_argument("--out", required=True, help="gpu34.jsonl goes here")
     p.add_argument("--files", default="", help="the fp32 folder goes here (default: --out)")
-    p.add_argument("--items", default="1,3")
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--max-wait", type=float, default=420, help="seconds a compile case waits for the swap")
     p.add_argument("--budget-s", type=float, default=540)
     p.add_argument("--warm-only", action="store_true")
     p.add_argument("--keep-fp32", action="store_true")
@@ -129,9 +106,6 @@ def parse(argv: list[str] | None = None):
     a = p.parse_args(argv)
     a.folder = str(Path(a.folder).resolve())
     a.files = str(Path(a.files or a.out).resolve())
-    a.items = [int(i) for i in a.items.split(",") if i]
-    if set(a.items) - {1, 3}:
-        p.error("--items: 1 (fp32 launches) and 3 (images while compiling)")
     return a
 
 
@@ -141,11 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     b.emit({"figure": "machine", "date": time.strftime("%Y-%m-%d %H:%M"), "gpu": gpu_name(), "device": a.device,
             "python": sys.version.split()[0],
             **{p: version(p) for p in ("torch", "diffusers", "transformers", "gradio")},
-            "folder": a.folder, "items": a.items, "size": a.size, "steps": a.steps, "budget_s": a.budget_s})
-    if 1 in a.items:
-        item1(b)
-    if 3 in a.items:
-        item3(b)
+            "folder": a.folder, "size": a.size, "steps": a.steps, "budget_s": a.budget_s})
+    item1(b)
     b.emit({"figure": "budget", "spent_s": round(time.monotonic() - b.t0, 1), "left_s": round(b.left(), 1)})
     b.log.close()
 

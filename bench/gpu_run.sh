@@ -40,9 +40,11 @@ case $part in
              --items 1,2,4,6 --formats folder,bf16,fp8 --write bf16,fp8,Q8_0,Q4_K "${extra[@]}" ;;
     35b) $py -m bench.gpu35_bench "$ckpt" --out "$out" --files "$files" --budget-s "$budget" \
              --items 1,3,5,7 --formats Q8_0,Q4_K --clean "${extra[@]}" ;;
-    34a) $py -m bench.gpu34_bench "$ckpt" --out "$out" --budget-s "$budget" --items 3 "${extra[@]}" ;;
-    34b) $py -m bench.gpu34_bench "$ckpt" --out "$out" --files "$files" --budget-s "$budget" --items 1 "${extra[@]}" ;;
-    34c) timeout $((budget / 2)) $py -m bench.startup_bench "$ckpt" --only seed,webui_off \
+    34a) timeout "$budget" $py -m bench.startup_bench "$ckpt" --only webui_off,webui_auto_empty,webui_auto_warm \
+             --warm-only --size 1024 --steps 8 --steady 3 | tee "$out/compile.jsonl" \
+             || echo '{"error": "startup_bench stopped at the budget"}' ;;
+    34b) $py -m bench.gpu34_bench "$ckpt" --out "$out" --files "$files" --budget-s "$budget" "${extra[@]}" ;;
+    34c) timeout $((budget / 2)) $py -m bench.startup_bench "$ckpt" --only seed,webui_off --size 1024 --steps 8 \
              | tee "$out/startup.jsonl" || echo '{"error": "startup_bench stopped at its share of the budget"}'
          timeout $((limit - SECONDS - 5)) $py -m bench.process_bench "$ckpt" --size 1024 --steps 8 --repeat 1 \
              | tee "$out/process.jsonl" || echo '{"error": "process_bench stopped at the budget"}' ;;
