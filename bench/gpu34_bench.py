@@ -53,8 +53,9 @@ def ours(b: Bench, name: str, folder: Path, cold: bool) -> dict:
     if timeout is None:
         return {}
     started = time.monotonic()
-    r = webui(name, str(folder), b.a.size, b.a.steps, tempfile.mkdtemp(prefix="gpu34-cache-"), cold, 0,
-              deadline_s=timeout)
+    cache = tempfile.mkdtemp(prefix="gpu34-cache-")        # the app's cache folder (compile off: stays empty)
+    r = webui(name, str(folder), b.a.size, b.a.steps, cache, cold, 0, deadline_s=timeout)
+    shutil.rmtree(cache, ignore_errors=True)
     r.pop("log_tail", None) if "error" not in r else None
     return b.record(1, name, [r], r.get("error", ""), time.monotonic() - started)[-1]
 
