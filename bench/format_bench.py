@@ -35,15 +35,8 @@ if kind == "ours":
         src = resolve_parts(path, ModelOptions(), catalog=Catalog(pipelines=[Path(folder)]))
     pipe = load_pipeline(src, torch.float32)
 else:
-    from diffusers import GGUFQuantizationConfig, ZImagePipeline, ZImageTransformer2DModel
-    kw = dict(config=folder, subfolder="transformer", local_files_only=True, torch_dtype=torch.float32)
-    if path.endswith(".gguf"):
-        kw["quantization_config"] = GGUFQuantizationConfig(compute_dtype=torch.float32)
-    if path == folder:
-        pipe = ZImagePipeline.from_pretrained(folder, torch_dtype=torch.float32, local_files_only=True)
-    else:
-        dit = ZImageTransformer2DModel.from_single_file(path, **kw)
-        pipe = ZImagePipeline.from_pretrained(folder, transformer=dit, torch_dtype=torch.float32, local_files_only=True)
+    from bench.probe_common import plain_pipeline
+    pipe = plain_pipeline(folder, "" if path == folder else path, torch.float32)
 print(json.dumps({"load_s": time.perf_counter() - t0}))
 """
 

@@ -13,6 +13,7 @@ The compiled-plans suite (issue 21; `lowvram_bench.py DIR --compiled`) runs thes
     python -m bench.lowvram_probe app DIR NAME [--budget GB] [--compile auto|on|off] [--quantize none|int8]
                                   [--switch] [--size PX] [--steps N] [--images N] [--device cuda:0|cpu]
     python -m bench.lowvram_probe plain DIR NAME [--diffusers-compile] [--size PX] [--steps N] [--images N]
+      both also: [--dit FILE] [--base] [--no-reference]
 
 `app`: the PipelineManager under Settings(vram_budget, low_vram, compile, quantize), timed once its
 compile (resident: the background twin; a plan: its warm-up images) is in use; `--switch` times
@@ -21,6 +22,12 @@ eager, or with its compile_repeated_blocks. Both count the graphs dynamo makes d
 images (`recompiles`: 0 means no compile inside a request) and take a new prompt per image, as
 speed_probe does. On the CPU (a check of the command with the tiny model) the plans run with the
 CPU as their "GPU" and torch.compile uses ZIMAGE_BENCH_BACKEND (default aot_eager).
+--dit FILE: the DiT from a single file (ComfyUI's .safetensors, fp8, .gguf) with DIR's text encoder,
+VAE and configs (plain: from_single_file, GGUFQuantizationConfig for GGUF). --base: the app's
+base-model settings for what a request leaves out (guidance, negative prompt, CFG options:
+model_defaults.BASE), on both sides. --no-reference: no seed-0 image for the quality figures.
+`on_device_s` (process start to the weights on the device) and `load_s` (from the model code
+imported) are the load figures.
 """
 from __future__ import annotations
 
@@ -33,16 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.probe_common import PROMPT, capture_first_step, prompt_for, wait_compiled
+from bench.probe_common import (OUT_DIR, PROMPT, app_manager, base_request, capture_first_step, measure,
+                                model_settings, plain_pipeline, prompt_for, wait_compiled)
 
 KW = dict(height=1024, width=1024, num_inference_steps=9, guidance_scale=0.0)
-OUT_DIR = Path("/tmp/lowvram")
-
-
-def _graphs() -> int:
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
 
 
 def _suite_args(argv: list[str]):
@@ -61,67 +62,42 @@ def _suite_args(argv: list[str]):
     p.add_argument("--steps", type=int, default=9)
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dit", default="")
+    p.add_argument("--base", action="store_true")
+    p.add_argument("--no-reference", action="store_true")
     return p.parse_args(argv)
 
 
-def _peaks(out: dict, device: str) -> None:
-    if device.startswith("cuda"):
-        out["peak_vram_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        out["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
-
-
-def _reset_peaks(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _cpu_plans():
-    """On the CPU: a placement whose "GPU" is the CPU (so plans are made and streamed), and
-    torch.compile allowed, with a backend that needs no GPU."""
-    from zimage.engine import accel, speed
-    from zimage.engine.placement import TorchPlacement
-
-    class CpuAsGpu(TorchPlacement):
-        def __init__(self):
-            super().__init__("cpu")
-            self.gpu_device = "cpu"
-
-        def vram_budget_bytes(self) -> int:
-            return 64 * 2**30
-
-        def move(self, pipe, device: str, on_progress=None) -> None:
-            self.move_modules(pipe, device, on_progress)        # no page-locked RAM without CUDA
-
-    accel.want_compile = lambda setting, on_cuda, available=None: setting != "off"
-    speed.COMPILE_BACKEND = os.environ.get("ZIMAGE_BENCH_BACKEND", "aot_eager")
-    return CpuAsGpu
-
-
 def app(a) -> dict:
+    from zimage import startup
     from zimage.config import Settings
-    from zimage.engine.manager import PipelineManager
     from zimage.request import GenerationRequest
 
-    out: dict = {"mode": "app", "name": a.name, "budget_gb": a.budget, "compile": a.compile, "quantize": a.quantize}
+    out: dict = {"mode": "app", "name": a.name, "budget_gb": a.budget, "compile": a.compile, "quantize": a.quantize,
+                 "dit": a.dit or None}
     cuda = a.device.startswith("cuda")
     if a.budget and cuda and not a.switch:
         torch.cuda.set_per_process_memory_fraction(a.budget * 2**30 / torch.cuda.get_device_properties(0).total_memory)
-    factory = None if cuda else _cpu_plans()
-    settings = Settings(model=a.folder, outputs_dir="/tmp/lowvram-out", cache_dir="/tmp/lowvram-cache",
-                        idle_unload_s=0, idle_drop_s=0, compile=a.compile, quantize=a.quantize, device=a.device,
+    settings = Settings(**model_settings(a.folder, a.dit), outputs_dir="/tmp/lowvram-out",
+                        cache_dir="/tmp/lowvram-cache", idle_unload_s=0, idle_drop_s=0, compile=a.compile,
+                        quantize=a.quantize, device=a.device,
                         vram_budget=str(a.budget) if a.budget and not a.switch else "auto",
                         low_vram=bool(a.budget) and not a.switch)
     t0 = time.perf_counter()
-    manager = PipelineManager(settings, placement_factory=factory).start()
+    manager = app_manager(settings)
     manager.ensure_ready(900)
     out["ready_s"] = round(time.perf_counter() - t0, 2)
+    events = startup.timeline_dict()
+    out["on_device_s"] = events.get(startup.ON_DEVICE)
+    out["load_s"] = round(out["on_device_s"] - events[startup.MODEL_IMPORTED], 3) \
+        if out["on_device_s"] is not None and startup.MODEL_IMPORTED in events else None
     out["compile_wait_s"] = wait_compiled(manager, a.compile)
     out["plan"] = manager.status().plan
 
     def one(seed: int, prompt: str | None = None) -> tuple[float, object]:
-        r = manager.generate(GenerationRequest(prompt=prompt or prompt_for(seed), seed=seed, width=a.size,
-                                               height=a.size, num_inference_steps=a.steps), timeout=600)
+        req = GenerationRequest(prompt=prompt or prompt_for(seed), seed=seed, width=a.size, height=a.size,
+                                num_inference_steps=a.steps)
+        r = manager.generate(base_request(req) if a.base else req, timeout=900)
         return r.seconds, r.images[0].image
 
     if a.switch:                # resident -> 8 GiB plan -> resident, no disk read
@@ -139,53 +115,54 @@ def app(a) -> dict:
         out["first_image_resident_again_s"] = round(one(4)[0], 3)
         out["disk_loads"] = manager.load_count
         return out
-    _measure(out, a, manager._pipe, one)                  # after the swap: the transformer in use
+    measure(out, a.name, manager._pipe, one, a.images, a.device, not a.no_reference)   # after the swap
     out["disk_loads"] = manager.load_count
     return out
 
 
 def plain(a) -> dict:
-    from diffusers import ZImagePipeline
+    from zimage.startup import since_start_s
 
-    out: dict = {"mode": "plain", "name": a.name, "diffusers_compile": a.diffusers_compile}
-    dtype = torch.bfloat16 if a.device.startswith("cuda") else torch.float32
+    out: dict = {"mode": "plain", "name": a.name, "diffusers_compile": a.diffusers_compile, "dit": a.dit or None}
+    cuda = a.device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    import diffusers  # noqa: F401  (imports done: the load figure starts here, as the app's "model code imported")
+    imported = since_start_s()
     t0 = time.perf_counter()
-    pipe = ZImagePipeline.from_pretrained(a.folder, torch_dtype=dtype).to(a.device)
+    pipe = plain_pipeline(a.folder, a.dit, dtype).to(a.device)
+    if cuda:
+        torch.cuda.synchronize()
+    out["on_device_s"] = round(since_start_s(), 3)
+    out["load_s"] = round(out["on_device_s"] - imported, 3)
     pipe.set_progress_bar_config(disable=True)
     if a.diffusers_compile:
-        backend = "inductor" if a.device.startswith("cuda") else os.environ.get("ZIMAGE_BENCH_BACKEND", "aot_eager")
+        backend = "inductor" if cuda else os.environ.get("ZIMAGE_BENCH_BACKEND", "aot_eager")
         pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=backend)
+    if a.base:
+        from zimage.model_defaults import BASE
+        texts = dict(negative_prompt=BASE.negative_prompt, guidance_scale=BASE.guidance_scale,
+                     cfg_normalization=BASE.cfg_normalization, cfg_truncation=BASE.cfg_truncation)
+    else:
+        texts = dict(guidance_scale=0.0)
 
     def one(seed: int, prompt: str | None = None):
         t = time.perf_counter()
         image = pipe(prompt=prompt or prompt_for(seed), height=a.size, width=a.size, num_inference_steps=a.steps,
-                     guidance_scale=0.0, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
-        if a.device.startswith("cuda"):
+                     generator=torch.Generator("cpu").manual_seed(seed), **texts).images[0]
+        if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - t, image
 
-    for prompt in ("warm-up", "a warm-up prompt of a different length, so that the compiled blocks take "
-                              "any prompt length without compiling again"):   # the app's warm-up prompts
-        one(0, prompt)
+    if a.diffusers_compile:          # the app's warm-up prompts: two lengths, so no request compiles
+        for prompt in ("warm-up", "a warm-up prompt of a different length, so that the compiled blocks take "
+                                  "any prompt length without compiling again"):
+            one(0, prompt)
+    else:                            # eager: one 1-step image, as the app's warm_up
+        pipe(prompt="warm-up", height=a.size, width=a.size, num_inference_steps=1, guidance_scale=0.0,
+             generator=torch.Generator("cpu").manual_seed(0))
     out["ready_s"] = round(time.perf_counter() - t0, 2)
-    _measure(out, a, pipe, one)
+    measure(out, a.name, pipe, one, a.images, a.device, not a.no_reference)
     return out
-
-
-def _measure(out: dict, a, pipe, one) -> None:
-    """The seed-0 image and first step saved for the quality figures, then `a.images` timed images:
-    s/image, graphs compiled meanwhile, peaks."""
-    handle = capture_first_step(pipe, a.name, OUT_DIR)
-    _, image = one(0, PROMPT)
-    handle.remove()
-    np.save(OUT_DIR / f"{a.name}.npy", np.asarray(image))
-    out["finite"] = bool(np.isfinite(np.load(OUT_DIR / f"{a.name}.step1.npy")).all())
-    _reset_peaks(a.device)
-    graphs = _graphs()
-    times = [round(one(1 + i)[0], 3) for i in range(a.images)]
-    out["recompiles"] = _graphs() - graphs
-    out["times"], out["s_per_image"] = times, min(times)
-    _peaks(out, a.device)
 
 
 def main() -> None:

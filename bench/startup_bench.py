@@ -111,9 +111,9 @@ def bare_gradio(cold: bool) -> dict:
 
 
 def webui(case: str, folder: str, size: int, steps: int, cache_dir: str, cold: bool, steady: int,
-          root: str = HERE, extra: tuple = ()) -> dict:
+          root: str = HERE, extra: tuple = (), deadline_s: float = 900) -> dict:
     """The real server as a user starts it (from the checkout `root`, with `extra` arguments); the
-    client sends the seed's /generate at once."""
+    client sends the seed's /generate at once. Stopped after `deadline_s`."""
     dropped = drop_caches() if cold else None
     port = free_port()
     compile_ = "auto" if case in COMPILING else "off"
@@ -128,13 +128,13 @@ def webui(case: str, folder: str, size: int, steps: int, cache_dir: str, cold: b
     log = open(os.path.join(outputs, "server.log"), "w")
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    deadline = started + 900
+    deadline = started + deadline_s
     page = threading.Thread(target=poll_page, args=(url + "/", started, deadline, out), daemon=True)
     page.start()
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                r = requests.post(url + "/generate", json=body, timeout=900)
+                r = requests.post(url + "/generate", json=body, timeout=max(1.0, deadline - time.monotonic()))
                 break
             except requests.ConnectionError:
                 time.sleep(0.02)

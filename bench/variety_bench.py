@@ -1,6 +1,6 @@
 """Variety's spread between seeds against off: mean pairwise pixel distance of N seeds' images.
 
-    python3 -m bench.variety_bench [MODEL_DIR] [--size 256] [--steps 9] [--seeds 4]
+    python3 -m bench.variety_bench [MODEL_DIR] [--size 256] [--steps 9] [--seeds 4] [--varieties 0,0.1,0.3]
 
 Without MODEL_DIR, the tiny random model (written to a temporary folder). One JSON line per variety
 (0 = off, the baseline, measured in the same run): `spread` is the mean absolute difference (0-255)
@@ -22,13 +22,10 @@ PROMPT = "a portrait of a woman in a red coat standing in a snowy street, evenin
 
 
 def main(argv: list[str] | None = None) -> None:
-    import numpy as np
-    import torch
     import diffusers
+    import torch
 
-    from zimage.engine.generate import run_pipeline
     from zimage.engine.loader import load_pipeline
-    from zimage.request import GenerationRequest
 
     p = argparse.ArgumentParser()
     p.add_argument("model", nargs="?")
@@ -36,7 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=9)
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--varieties", default=",".join(f"{v:g}" for v in VARIETIES),
+                   help="the varieties measured, in this order (the first is the baseline: 0, off)")
     args = p.parse_args(argv)
+    varieties = [float(v) for v in args.varieties.split(",") if v]
     model = args.model
     if model is None:
         from zimage.testing.tiny_model import make_tiny_model
@@ -49,26 +49,37 @@ def main(argv: list[str] | None = None) -> None:
     machine = {"machine": platform.node(), "cpu": platform.processor() or platform.machine(),
                "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
                "torch": torch.__version__, "diffusers": diffusers.__version__, "python": sys.version.split()[0]}
+    meta = {"model": "tiny" if args.model is None else str(model), **machine}
+    for line in spread_lines(pipe, args.size, args.steps, args.seeds, varieties):
+        print(json.dumps({**line, **meta}), flush=True)
+
+
+def spread_lines(pipe, size: int, steps: int, seeds: int, varieties: list[float]):
+    """One dict per variety (the first is the baseline) for `pipe`: the seeds' images through the
+    app's run_pipeline, their spread, its ratio to the baseline's and each image's drift from its own
+    baseline image. Also run inside bench/gpu35_probe.py's session (issue 35 item 6)."""
+    import numpy as np
+
+    from zimage.engine.generate import run_pipeline
+    from zimage.request import GenerationRequest
+
     base_images = None
     base_spread = None
-    for variety in VARIETIES:
+    for variety in varieties:
         started = time.perf_counter()
         images = []
-        for seed in range(1, args.seeds + 1):
-            req = GenerationRequest.from_mapping({"prompt": PROMPT, "width": args.size, "height": args.size,
-                                                  "num_inference_steps": args.steps, "seed": seed,
-                                                  "variety": variety})
+        for seed in range(1, seeds + 1):
+            req = GenerationRequest.from_mapping({"prompt": PROMPT, "width": size, "height": size,
+                                                  "num_inference_steps": steps, "seed": seed, "variety": variety})
             images.append(np.asarray(run_pipeline(pipe, req, lambda: False)[0], dtype=np.float64))
         spread = float(np.mean([np.abs(a - b).mean() for a, b in itertools.combinations(images, 2)]))
         if base_images is None:
             base_images, base_spread = images, spread
         drift = float(np.mean([np.abs(a - b).mean() for a, b in zip(images, base_images)]))
-        print(json.dumps({"bench": "variety", "model": "tiny" if args.model is None else str(model), "variety": variety,
-                          "size": args.size, "steps": args.steps, "seeds": args.seeds, "spread": round(spread, 3),
-                          "baseline_spread": round(base_spread, 3), "ratio": round(spread / base_spread, 4),
-                          "drift": round(drift, 3), "seconds": round(time.perf_counter() - started, 2), **machine}),
-              flush=True)
-
+        yield {"bench": "variety", "variety": variety, "size": size, "steps": steps, "seeds": seeds,
+               "spread": round(spread, 3), "baseline_spread": round(base_spread, 3),
+               "ratio": round(spread / base_spread, 4), "drift": round(drift, 3),
+               "seconds": round(time.perf_counter() - started, 2)}
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """`python -m zimage serve [flags]` (the same as webui.py), `download`, `cache list|verify|repair|clear`,
-`make-tiny-model DIR [--layout comfyui|a1111 [--gguf Q8_0]] [--controlnet]`, `make-tiny-lora DIR`, `make-tiny-upscaler DIR`
-and `openapi` (print the HTTP API's schema)."""
+`make-tiny-model DIR [--layout comfyui|a1111 [--gguf Q8_0]] [--controlnet]`, `make-tiny-lora DIR`,
+`make-tiny-upscaler DIR [--full]` and `openapi` (print the HTTP API's schema)."""
 from __future__ import annotations
 
 import argparse
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--layout", choices=("diffusers", "comfyui", "a1111"), default="diffusers",
                       help="diffusers: a pipeline folder; comfyui / a1111: that app's tree of single files")
-    tiny.add_argument("--gguf", choices=("Q8_0", "Q5_0", "Q4_0", "BF16"), default=None,
+    tiny.add_argument("--gguf", choices=("Q8_0", "Q5_0", "Q4_0", "BF16", "Q4_K"), default=None,
                       help="with --layout comfyui or a1111: also the DiT as a .gguf of this type")
     tiny.add_argument("--controlnet", action="store_true",
                       help="write the tiny random ControlNet for it instead (one file, the ModelScope repo's layout)")
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                              "and a refused .pth into DIR")
     tiny_up.add_argument("dir")
     tiny_up.add_argument("--seed", type=int, default=0)
+    tiny_up.add_argument("--full", action="store_true",
+                         help="one random upscaler of a real model's size instead (Real-ESRGAN x2plus, 67 MB)")
     sub.add_parser("openapi", help="print the OpenAPI schema of the HTTP routes (ours, A1111's, OpenAI's)")
     from . import cli_cache
 
@@ -136,10 +138,17 @@ def main(argv: list[str] | None = None) -> int:
 
         for kind, path in make_tiny_loras(args.dir, args.model, seed=args.seed).items():
             print(f"{kind}\t{path}")
-    if args.command == "make-tiny-upscaler":
+    if args.command == "make-tiny-upscaler" and args.full:
+        from .testing.tiny_upscaler import make_full_upscaler
+
+        print(f"rrdb2\t{make_full_upscaler(args.dir, seed=args.seed)}")
+    elif args.command == "make-tiny-upscaler":
         from .testing.tiny_upscaler import make_tiny_upscalers
 
         for kind, path in make_tiny_upscalers(args.dir, seed=args.seed).items():
             print(f"{kind}\t{path}")
     return 0
 
+
+if __name__ == "__main__":        # `python -m zimage.cli ...` as well as `python -m zimage ...`
+    sys.exit(entry())

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 DIT_FILE = "tiny_z_image_turbo_bf16.safetensors"
 TE_FILE = "tiny_qwen_3_4b.safetensors"
 VAE_FILE = "tiny_ae.safetensors"
-GGUF_TYPES = ("Q8_0", "Q5_0", "Q4_0", "BF16")     # the ones gguf-py can write (K-quants it only reads)
+# gguf-py writes the first four; Q4_K (which gguf-py only reads) is quantized by testing/gguf_quant.py
+GGUF_TYPES = ("Q8_0", "Q5_0", "Q4_0", "BF16", "Q4_K")
 COMFY_PREFIX = "model.diffusion_model."
 # diffusers name -> ComfyUI name (the inverse of convert_z_image_transformer_checkpoint_to_diffusers)
 _DIT_RENAMES = (("all_final_layer.2-1.", "final_layer."), ("all_x_embedder.2-1.", "x_embedder."),
@@ -92,21 +93,21 @@ def _check_inverse(dit: dict, vae: dict, vae_config: dict, comfy_dit: dict, ldm_
 
 def write_gguf(path: Path, comfy_dit: dict, gguf_type: str) -> Path:
     """The DiT as ComfyUI-GGUF writes it: no prefix, arch lumina2; 2-D weights whose rows fit the
-    quant's blocks are quantized, the rest (norms, biases, pad tokens, odd widths) stay F32."""
+    quant's blocks are quantized (testing/gguf_quant.py: in torch, on the tensors' device), the rest
+    (norms, biases, pad tokens, odd widths) stay F32."""
     import gguf
-    import numpy as np
-    from gguf import quants
+
+    from .gguf_quant import block_size, quantize
 
     qtype = getattr(gguf.GGMLQuantizationType, gguf_type)
-    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    block = block_size(gguf_type)
     writer = gguf.GGUFWriter(str(path), arch="lumina2")
     for key, value in comfy_dit.items():
         name = key.removeprefix(COMFY_PREFIX)
-        array = value.float().numpy()
-        if name.endswith(".weight") and array.ndim == 2 and array.shape[-1] % block == 0:
-            writer.add_tensor(name, quants.quantize(array, qtype), raw_dtype=qtype)
+        if name.endswith(".weight") and value.ndim == 2 and value.shape[-1] % block == 0:
+            writer.add_tensor(name, quantize(value, gguf_type), raw_dtype=qtype)
         else:
-            writer.add_tensor(name, array.astype(np.float32))
+            writer.add_tensor(name, value.float().cpu().numpy())
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
