@@ -15,7 +15,7 @@ Cases, each with the page cache dropped ("cold", root only; said in `caches_drop
                     page itself (the starting page before it answers 503: first_answer_s)
   webui_auto_empty  the same, compile auto with an empty compile cache (GPU only)
   webui_auto_warm   the same, compile auto with the cache the previous case left (GPU only)
-                    (compile auto compiles in a process of its own by default: `--compile-process auto`,
+                    (compile auto with `--compile-process auto` (not the default): in a process of its own,
                     engine/aot_compile; the warm case loads the package the empty one left)
   webui_thread_empty  webui_auto_empty with `--compile-process off`: the in-thread compile, its own cache
   webui_thread_warm   the same with the cache webui_thread_empty left (GPU only)

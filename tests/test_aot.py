@@ -129,6 +129,8 @@ def test_a_second_launch_swaps_the_package_in_without_compiling(first_launch, se
         assert len(aot_blocks.packaged(m._pipe.transformer)) == seen["blocks"]
         assert "swapped in" in caplog.text
         assert np.abs(pixels(m.generate(req(), timeout=120)) - seen["eager"][0]).max() <= 1
+        folder = package_folder(cache)           # the package ran: no mark says a worker died trying it
+        assert not folder.with_name(folder.name + ".trying").exists() and not folder.with_name(folder.name + ".crashed").exists()
         m.set_low_vram(True).future.result(120)          # a plan keeps today's path: the packaged forwards come off
         assert not aot_blocks.packaged(m._pipe.transformer)
         startup.reset()
@@ -168,6 +170,26 @@ def test_a_broken_package_leaves_the_blocks_eager_with_a_log_line(first_launch, 
         assert not folder.exists()                    # the next launch compiles it afresh
         assert not aot_blocks.packaged(m._pipe.transformer)
         assert np.abs(pixels(m.generate(req(), timeout=120)) - seen["eager"][0]).max() <= 1
+    finally:
+        m.close()
+
+
+def test_a_package_that_answers_otherwise_than_eager_is_refused_at_the_swap(first_launch, settings, monkeypatch,
+                                                                          caplog, tmp_path):
+    """The swap runs one small input through each kind's package and its eager block first."""
+    cache, seen = first_launch
+    other = tmp_path / "cache"
+    shutil.copytree(cache, other, ignore=shutil.ignore_patterns("outputs"))
+    folder = package_folder(other)
+    monkeypatch.setattr(aot_blocks, "CHECK_TOLERANCE", -1.0)            # no answer can agree now
+    monkeypatch.setattr(aot_blocks.PackageCompile, "_spawn", lambda self: pytest.fail("compiled instead"))
+    caplog.set_level(logging.INFO, logger="zimage.engine.aot_blocks")
+    m = launch(settings, other, monkeypatch)
+    try:
+        wait_for(lambda: startup.COMPILE_FAILED in startup.timeline_dict(), 120, message="the swap refused")
+        assert "differs from the eager block" in caplog.text and not folder.exists()
+        assert not aot_blocks.packaged(m._pipe.transformer)
+        assert not folder.with_name(folder.name + ".trying").exists()   # refused, not crashed
     finally:
         m.close()
 
@@ -253,8 +275,37 @@ def test_a_closed_manager_leaves_no_compile_process(settings, monkeypatch, tmp_p
     assert spawned[0].wait(30) == -9
 
 
+def test_a_package_that_killed_a_worker_is_never_loaded_again(first_launch, settings, monkeypatch, caplog, tmp_path):
+    """A worker that died loading or first running the package (SIGSEGV in torch 2.11's CUDA loader,
+    H100) left its `.trying` mark: the next worker neither loads the package (a crash loop) nor
+    compiles it again; the in-thread compile serves, in this launch and the next."""
+    cache, seen = first_launch
+    crashed_cache = tmp_path / "cache"
+    shutil.copytree(cache, crashed_cache, ignore=shutil.ignore_patterns("outputs"))
+    folder = package_folder(crashed_cache)
+    folder.with_name(folder.name + ".trying").write_text("12345")       # as the dead worker left it
+    monkeypatch.setattr(aot_blocks.PackageCompile, "_spawn", lambda self: pytest.fail("compiled in a process again"))
+    monkeypatch.setattr(aot_blocks, "swap_in", lambda *a, **k: pytest.fail("loaded the package again"))
+    real_warm = speed.warm_compiled
+    monkeypatch.setattr(speed, "warm_compiled", lambda pipe: real_warm(pipe, size=64))
+    caplog.set_level(logging.WARNING)
+    for _ in range(2):                                                  # this launch and the next
+        m = launch(settings, crashed_cache, monkeypatch)
+        try:
+            wait_for(lambda: startup.COMPILED in startup.timeline_dict() or startup.COMPILE_FAILED in
+                     startup.timeline_dict(), 300, interval=0.2, message="the in-thread compile swapped in")
+            assert startup.COMPILED in startup.timeline_dict()
+            assert accel.is_compiled(m._pipe) and not aot_blocks.packaged(m._pipe.transformer)
+            assert np.abs(pixels(m.generate(req(), timeout=120)) - seen["eager"][0]).max() <= 1
+        finally:
+            m.close()
+        assert not folder.exists() and folder.with_name(folder.name + ".crashed").exists()
+    assert caplog.text.count("died while loading") == 1
+
+
 def test_the_setting():
-    assert load_settings([], env={}, default_config=None).compile_process == "auto"
+    assert load_settings([], env={}, default_config=None).compile_process == "off"
+    assert load_settings(["--compile-process", "auto"], env={}, default_config=None).compile_process == "auto"
     assert load_settings(["--compile-process", "off"], env={}, default_config=None).compile_process == "off"
     assert load_settings([], env={"ZIMAGE_COMPILE_PROCESS": "on"}, default_config=None).compile_process == "on"
     with pytest.raises(ConfigError, match="compile_process"):

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_single_file import REQUEST, comfy_root, generate, hub  # noqa: F401  (fixtures)
+from test_single_file import REQUEST, comfy_root, generate  # noqa: F401  (fixtures)
 
 from zimage.engine.lora_side import SidePaths, is_packed, weight_shape
 from zimage.testing.tiny_lora import make_tiny_loras

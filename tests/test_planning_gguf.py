@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from test_manager import CpuAsGpuPlacement, _tiny_working_set, cpu_loader, req
-from test_single_file import comfy_root, hub  # noqa: F401  (fixtures)
+from test_single_file import comfy_root  # noqa: F401  (fixtures)
 
 from zimage.engine.manager import PipelineManager
 from zimage.engine.planning import sizes_of

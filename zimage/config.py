@@ -77,7 +77,10 @@ class Settings:
     quantize: str = "none"                  # none | int8: weight-only int8 copy of the transformer and text encoder
     attention: str = "auto"                 # auto (fastest safe on this GPU) or a diffusers attention backend name
     compile: str = "auto"                   # auto (on with a CUDA GPU and Triton, resident or a low-VRAM plan) | on | off
-    compile_process: str = "auto"           # auto (on a CUDA GPU) | on | off: the resident blocks compiled in a process of their own (engine/aot_blocks)
+    # auto (on a CUDA GPU) | on | off: the resident blocks compiled in a process of their own (engine/aot_blocks).
+    # Off by default: on one H100 (torch 2.11, 2026-12-06) the package compiled in 88 s but loading it
+    # killed the worker (SIGSEGV); docs/BENCHMARKS.md. The in-thread compile serves meanwhile.
+    compile_process: str = "off"
     fp8: str = "off"                        # off | on: float8 matmuls in the transformer blocks (Ada/Hopper, compiled)
     batch_max: int = 1                      # images queued requests of one size may share a pipeline call (1 = off)
     backend: str = "local"                  # local (a model worker process) | inprocess (one process) | ray

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "between requests (auto: on a GPU)")
     p.add_argument("--compile-process", choices=["auto", "on", "off"], dest="compile_process",
                    help="compile the resident blocks in a process of their own, kept as a package later launches "
-                        "load in seconds (auto: on a GPU; off: on a thread of the model worker)")
+                        "load in seconds (auto: on a GPU; off, the default: on a thread of the model worker; on one "
+                        "H100 with torch 2.11 loading the package crashed the worker, see docs/BENCHMARKS.md)")
     p.add_argument("--backend", help="local (default: the model in a worker process the page restarts if it "
                    "dies), inprocess (one process: tests, benchmarks) or ray (Ray Serve replicas, one per GPU)")
     p.add_argument("--ray-address", dest="ray_address", metavar="auto|HOST:PORT",

@@ -228,7 +228,8 @@ def _load(path: str, device_index: int) -> Callable:
 
 def swap_in(transformer, folder: Path) -> int:
     """Each block's forward through its kind's package; returns how many blocks. Raises (nothing
-    swapped) when the package cannot be loaded or does not fit these blocks."""
+    swapped) when the package cannot be loaded, does not fit these blocks, or a kind's first block
+    answers a check input otherwise than its eager forward (check_against_eager)."""
     from .anatomy import transformer_blocks
 
     manifest, runners = load_runners(folder)
@@ -237,10 +238,46 @@ def swap_in(transformer, folder: Path) -> int:
         kind = kind_of(block)
         if kind not in runners or signature(block) != manifest["kinds"][kind]["weights"]:
             raise ValueError(f"the package does not fit the {kind} blocks' weights")
-    for block in blocks:
-        block.forward = PackagedForward(block, runners[kind_of(block)], manifest["kinds"][kind_of(block)]["weights"],
-                                        manifest)
+    forwards = [PackagedForward(block, runners[kind_of(block)], manifest["kinds"][kind_of(block)]["weights"], manifest)
+                for block in blocks]
+    checked: set[str] = set()
+    for block, forward in zip(blocks, forwards):
+        if kind_of(block) not in checked:
+            check_against_eager(block, forward)
+            checked.add(kind_of(block))
+    for block, forward in zip(blocks, forwards):
+        block.forward = forward
     return len(blocks)
+
+
+CHECK_TOKENS = 32               # the check input's length: a few milliseconds, any model size
+CHECK_TOLERANCE = 0.05          # of the eager output's largest magnitude (bf16 fused kernels round once, not per op)
+
+
+def check_against_eager(block, forward: "PackagedForward") -> None:
+    """One small input through the package and through the block's eager forward: the package must
+    run (a loader or kernel fault shows here, before any request) and agree."""
+    import torch
+    from diffusers.models.transformers.transformer_z_image import ADALN_EMBED_DIM
+
+    weight = next(block.parameters())
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(1, CHECK_TOKENS, block.dim, generator=gen).to(weight.device, weight.dtype)
+    angles = torch.rand(1, CHECK_TOKENS, block.head_dim // 2, generator=gen) * 6.28
+    freqs = torch.polar(torch.ones_like(angles), angles).to(weight.device)
+    adaln = (torch.randn(1, min(block.dim, ADALN_EMBED_DIM), generator=gen).to(weight.device, weight.dtype)
+             if block.modulation else None)
+    with torch.no_grad():
+        before = forward.packaged_calls
+        got = forward(x, None, freqs, adaln)
+        if forward.packaged_calls == before:
+            raise ValueError("the package does not cover the check input")
+        want = type(block).forward(block, x, None, freqs, adaln)
+    scale = want.float().abs().max().item()
+    err = (got.float() - want.float()).abs().max().item()
+    if not err <= CHECK_TOLERANCE * scale + 1e-3:
+        raise ValueError(f"the package's output differs from the eager block's (max {err:.3g}, scale {scale:.3g})")
+    forward.packaged_calls = 0
 
 
 def packaged(transformer) -> list[PackagedForward]:
@@ -260,6 +297,12 @@ class PackageCompile:
         self.spec = package_spec(pipe.transformer, cache_dir)
         self.folder = Path(self.spec["folder"])
         self.log_path = self.folder.with_name(self.folder.name + ".log")
+        # Written before a swap (the load and its check run), removed after: found by a later worker, it
+        # says the last one died loading or running it (a SIGSEGV in torch 2.11's CUDA package loader, H100,
+        # 2026-12-06: every restarted worker loaded the package again and died again). Then `.crashed`
+        # keeps this package key off, for this launch and the next: the in-thread compile serves instead.
+        self.trying = self.folder.with_name(self.folder.name + ".trying")
+        self.crashed = self.folder.with_name(self.folder.name + ".crashed")
         self.process: subprocess.Popen | None = None
         self.error: BaseException | None = None
         self.process_failed = False       # the compile process failed (not the load): the in-thread compile may go on
@@ -268,6 +311,17 @@ class PackageCompile:
         self.swap_s: float | None = None
 
     def start(self) -> "PackageCompile":
+        if self.trying.exists():
+            os.replace(self.trying, self.crashed)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            log.warning("a model worker died while loading or checking the compiled blocks package %s: "
+                        "it is removed and the blocks compile in the worker's thread (delete %s to try the "
+                        "package again)", self.folder, self.crashed)
+        if self.crashed.exists():
+            self.process_failed = True
+            self.error = RuntimeError(f"the compiled blocks package crashed a worker before ({self.crashed})")
+            self._finish()
+            return self
         if (self.folder / MANIFEST).is_file():
             self.loaded_artifacts = True
             self._finish()
@@ -326,12 +380,15 @@ class PackageCompile:
             return False
         started = time.perf_counter()
         try:
-            count = swap_in(pipe.transformer, self.folder)
+            self.trying.write_text(str(os.getpid()))
+            count = swap_in(pipe.transformer, self.folder)      # a crash here leaves `trying` for the next worker
         except Exception as e:
             self.error = e
             log.warning("compiled blocks package %s unusable (%s): removed, the blocks stay eager", self.folder, e)
             shutil.rmtree(self.folder, ignore_errors=True)
             return False
+        finally:
+            self.trying.unlink(missing_ok=True)
         self.swap_s = time.perf_counter() - started
         log.info("compiled blocks package loaded and %d blocks swapped in %.2f s", count, self.swap_s)
         return True
