@@ -207,21 +207,7 @@ def small_disk(tmp_path):
 # kept queue and upload budget met older tests' fixed event data): skipped BY NAME so that every other
 # test guards main, and listed in the closing note to be fixed first next session. Remove a line when
 # its test is fixed.
-KNOWN_BROKEN = {
-    "tests/e2e/test_edit_page.py::test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0",   # failed in the final -n 3 run
-    "tests/e2e/test_hires_page.py::test_upscale_a_result_then_generate_with_hires_fix",   # failed in the final -n 3 run
-    "tests/e2e/test_model_picker_page.py::test_pick_the_second_model_and_generate_with_it",   # failed in the final -n 3 run
-    "tests/e2e/test_page_restart.py::test_a_job_looks_right",   # failed in the final -n 3 run
-    "tests/e2e/test_browser.py::test_a_page_opened_while_preload_starts_turns_into_the_app_by_itself",
-    "tests/test_lora_wire.py::test_different_lora_sets_never_share_a_batch_and_the_infotext_has_their_hashes",
-    "tests/test_lora_wire.py::test_manager_fuses_switches_and_restores_without_reloading",
-    "tests/e2e/test_explore_page.py::test_seed_tools_and_generate_forever_stop",
-    "tests/test_page_text.py::test_every_key_is_used_and_every_used_key_exists",
-    "tests/test_page_text.py::test_both_languages_fill_the_same_parts_and_the_chinese_is_chinese",
-    "tests/e2e/test_history_page.py::test_history_search_pick_the_second_reuse_and_delete_it",
-    "tests/e2e/test_i18n_page.py::test_a_chinese_browser_gets_the_page_in_chinese",
-    "tests/e2e/test_page_layout.py::test_the_live_preview_shows_steps_images_eta_and_the_queue_position",
-}
+KNOWN_BROKEN: set[str] = set()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -19,8 +19,12 @@ from .page_text import label, request_lang, text
 log = logging.getLogger(__name__)
 
 
+# A model's kind (store.model_files.kind_of: "turbo" or "base") as the page words it.
+KIND_WORDS = {"turbo": "model_kind_turbo", "base": "model_kind_base"}
+
+
 def choices(models, lang: str = "en") -> list[tuple[str, str]]:
-    return [(text("model_choice", lang, name=m.name, kind=text(f"model_kind_{m.kind}", lang), format=m.format,
+    return [(text("model_choice", lang, name=m.name, kind=text(KIND_WORDS[m.kind], lang), format=m.format,
                   size=human_bytes(m.size_bytes) if m.size_bytes else "?"), m.name) for m in models]
 
 
