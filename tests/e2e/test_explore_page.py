@@ -1,5 +1,6 @@
 """Issue 33's page controls in a real browser on the tiny model: the X/Y/Z tab makes a grid, 🎲 and
 ♻ set the seed, Generate forever runs until Stop."""
+import re
 import time
 
 from conftest import wait_for
@@ -28,13 +29,19 @@ def test_seed_tools_and_generate_forever_stop(server):
         wait_for(lambda: len(list(server.manager._store.root.glob("*/*.png"))) >= 3, 120,
                  message="Generate forever to make three images")
         page.locator("#stop-btn").click()
-        # the Stop's own words and the run's last answer may arrive in either order: what counts is
-        # that nothing runs any more and no image is made after it
+        # Stop ends the run now, also in the instant between two images when no job of it is queued
+        # (the tiny model makes an image faster than the page looks): the run answers with its own
+        # words, which replace the Stop's "Stopping…", and nothing runs or is made after them.
+        wait_for(lambda: re.fullmatch(r"Stopped after \d+ batches; their images are kept\.",
+                                      page.locator("#result-info").inner_text().strip()), 60,
+                 message="the run to say it stopped")
         wait_for(lambda: server.manager.current_generation() is None, 60, message="nothing running")
         made = len(list(server.manager._store.root.glob("*/*.png")))
-        time.sleep(3)          # a forever loop not stopped makes one image a second or faster here
-        assert server.manager.current_generation() is None
+        assert made >= 3
+        time.sleep(2)          # a forever loop not stopped makes several images a second here
+        assert server.manager.current_generation() is None and server.manager.status().queue_length == 0
         assert len(list(server.manager._store.root.glob("*/*.png"))) == made      # nothing after the Stop
+        wait_for(lambda: not page.locator("#stop-btn").is_enabled(), 20, message="Stop off once the run ended")
         page.locator("#seed-reuse").click()
         wait_for(lambda: seed_of(page) not in ("-1", ""), 10, message="♻ to set the last seed")
         from PIL import Image

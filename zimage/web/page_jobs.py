@@ -118,3 +118,41 @@ class PageJobs:
     def gallery(self, client: str | None, lang: str = "en") -> list[tuple[Any, str]]:
         """The client's recent results as gallery items, captioned in `lang`; files deleted since are left out."""
         return [item for item in (r.gallery_item(lang) for r in self.results(client)) if item is not None]
+
+
+class PageRuns:
+    """The page's runs of several jobs under way (Batch count, Generate forever), by owner (the
+    browser's client id, else its session): Stop stays on between their jobs, and a Stop ends the
+    run even in the instant when none of its jobs is in the backend's queue (explore/in_turn.py).
+    Thread-safe: the generate handlers, Stop and the timer reach it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stops: dict[str | None, list[threading.Event]] = {}
+
+    def begin(self, owner: str | None) -> threading.Event:
+        """A run starts; the event it gets is set by `stop`."""
+        event = threading.Event()
+        with self._lock:
+            self._stops.setdefault(owner, []).append(event)
+        return event
+
+    def end(self, owner: str | None, event: threading.Event) -> None:
+        with self._lock:
+            runs = self._stops.get(owner, [])
+            if event in runs:
+                runs.remove(event)
+            if not runs:
+                self._stops.pop(owner, None)
+
+    def stop(self, owner: str | None) -> int:
+        """Stop the owner's runs; how many there were."""
+        with self._lock:
+            runs = list(self._stops.get(owner, []))
+        for event in runs:
+            event.set()
+        return len(runs)
+
+    def active(self, owner: str | None) -> bool:
+        with self._lock:
+            return bool(self._stops.get(owner))

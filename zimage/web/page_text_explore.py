@@ -8,6 +8,7 @@ EXPLORE_EN: dict[str, str] = {
     "forever_label": "Generate forever (until Stop)",
     "batch_progress": "Batch {i} of {n} · {desc}",
     "batch_forever_progress": "Batch {i} (until Stop) · {desc}",
+    "batches_stopped": "Stopped after {k} batches; their images are kept.",
     "tab_xyz": "X/Y/Z plot",
     "xyz_intro": "A grid over one to three settings, from the Generate tab's prompt and settings. Values as A1111 "
                  "writes them: 1-5, 1-10 (+2), 0-1 [3], a, b, c (Prompt S/R: the first value is the text replaced).",
@@ -29,6 +30,7 @@ EXPLORE_ZH: dict[str, str] = {
     "forever_label": "无限生成（直到点击停止）",
     "batch_progress": "第 {i} 批，共 {n} 批 · {desc}",
     "batch_forever_progress": "第 {i} 批（直到停止）· {desc}",
+    "batches_stopped": "已在 {k} 批后停止；这些批次的图片已保留。",
     "tab_xyz": "X/Y/Z 图表",
     "xyz_intro": "在一到三个设置上生成对比网格，使用“生成”标签页的提示词和设置。值的写法与 A1111 相同："
                  "1-5、1-10 (+2)、0-1 [3]、a, b, c（提示词搜索/替换：第一个值是被替换的文字）。",

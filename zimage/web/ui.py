@@ -23,7 +23,7 @@ from ..request import MAX_GUIDANCE, MAX_IMAGES, MAX_SIZE, MAX_STEPS, MIN_SIZE, S
 from ..state import LoadState
 from ..store.page_memory import page_secret
 from .control_api import model_label
-from .page_jobs import PageJobs, Result, new_client_id, valid_client_id
+from .page_jobs import PageJobs, PageRuns, Result, new_client_id, valid_client_id
 from .page_gallery import KeptGalleries
 from .page_text import LANG_CHOICES, label, request_lang, text
 from .ui_cache import build_cache_panel
@@ -144,9 +144,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         entries = result_entries(result, lang)
         return [item for item in (r.gallery_item(lang) for r in entries) if item], result_info(result, lang)
 
-    runs: dict = {}                       # client -> its Generate runs under way (Batch count, Generate forever)
+    runs = PageRuns()                     # Generate's runs under way (Batch count, Generate forever), for Stop
     enhance_runs = EnhanceRuns()          # the clients whose Enhance runs (Stop stops it)
-    runs_lock = threading.Lock()
 
     def on_generate(prompt, negative, width, height, steps, guidance, seed, count, client=None,
                     lora1=None, lora2=None, lora3=None, lora1_strength=1.0, lora2_strength=1.0,
@@ -169,11 +168,12 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         except ZImageError as e:          # validation errors included: they name the control (hires' too)
             raise gr.Error(page_refusal(e, lang))
         jobs: dict = {}                   # job -> its recorded event; the last one waited for answers
-        with runs_lock:                   # Stop stays enabled for the whole run, not only while a batch runs
-            runs[client_id] = runs.get(client_id, 0) + 1
+        made: list = []                   # the run's finished batches (a Stop keeps them)
+        owner = owner_of(client_id, request)
+        stop = runs.begin(owner)          # Stop stays enabled for the whole run, not only while a batch runs
 
         def start(req: GenerationRequest) -> Job:
-            job = submit(req, owner_of(client_id, request), request)
+            job = submit(req, owner, request)
             jobs[job] = track(client_id, job, lang) if client_id else None
             return job
 
@@ -182,7 +182,11 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             step = StepProgress(progress, i, batches, "batch_progress", lang) if batches != 1 else progress
             wait_for_job(job, jobs[job].is_set if jobs[job] else job.future.done, step, lang)
         try:
-            run_in_turn(start, requests, lambda *_: None, wait)
+            stopped = run_in_turn(start, requests, lambda i, job, result: made.append(result), wait, stop)
+            if stopped and batches != 1 and made:       # whether the Stop met a job or came between two
+                words = text("batches_stopped", lang, k=len(made))
+                gr.Info(words)
+                return (registry.gallery(client_id, lang) if client_id else []), words
         except Cancelled:
             pass
         except ZImageError as e:
@@ -191,8 +195,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         except Exception:                 # the job's failure: outcome() says what happened
             pass
         finally:
-            with runs_lock:
-                runs[client_id] -= 1
+            runs.end(owner, stop)
         return outcome(jobs["last"], client_id, lang)
 
     def run_edit(req: GenerationRequest, client, request: gr.Request | None, progress,
@@ -242,14 +245,15 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
     def on_stop(client, request: gr.Request):
         owner = owner_of(valid_client_id(client), request)
-        n = manager.cancel(owner=owner, user=getattr(request, "username", None))
+        n = runs.stop(owner)              # first: a job the run submits meanwhile is then the cancel's to find
+        n += manager.cancel(owner=owner, user=getattr(request, "username", None))
         return text("stopping" if n else "nothing_to_stop", request_lang(request))
 
     def on_tick(client, request: gr.Request = None):
         status = manager.status()
         client = valid_client_id(client)
-        mine = bool(registry.running(client) or edit_jobs.running(client)) or runs.get(client, 0) > 0 or \
-            enhance_runs.running(client)                # between batches too, and while Enhance runs
+        mine = (bool(registry.running(client) or edit_jobs.running(client))
+                or runs.active(owner_of(client, request)) or enhance_runs.running(client))   # between batches too
         return (render_status(status, manager.memory(), request_lang(request), settings),
                 gr.Button(visible=status.state == LoadState.DOWNLOADING), *[gr.Button(interactive=mine)] * 2)
 
