@@ -1,4 +1,7 @@
 """The History tab in a real browser (Playwright driving Debian's chromium), on the tiny model."""
+import re
+from pathlib import Path
+
 import pytest
 from e2e.test_browser import CHROMIUM, guard_refusals, page  # noqa: F401  (fixtures)
 
@@ -16,8 +19,10 @@ def make_images(manager):
 
     paths = {}
     for seed, prompt in IMAGES:
+        # guidance above 0, or the negative prompt has no effect and is left out of the infotext
         req = GenerationRequest.from_mapping({"prompt": prompt, "negative_prompt": f"not {prompt}", "seed": seed,
-                                              "width": 256, "height": 256, "num_inference_steps": 2})
+                                              "width": 256, "height": 256, "num_inference_steps": 2,
+                                              "guidance_scale": 1.5})
         paths[seed] = manager.generate(req, timeout=120).images[0].path
     return paths
 
@@ -48,7 +53,10 @@ def test_history_search_pick_the_second_reuse_and_delete_it(page, server):
     wait_for(lambda: "a red boat" in page.inner_text("#history-detail"), 20, message="the detail of the second")
     wait_for(lambda: all(page.is_enabled(f"#{b}") for b in ACTIONS), 10, message="the actions enabled by the pick")
     detail = page.inner_text("#history-detail")
-    assert "101" in detail and "256x256" in detail and "Z-Image-Turbo" in detail and "not a red boat" in detail
+    assert "101" in detail and "256x256" in detail and "not a red boat" in detail
+    # the model as the picker lists it: the tiny model's folder name
+    assert re.search(rf"Model\s+{re.escape(Path(server.settings.model).name)}\n", detail), detail
+    assert re.search(r"Guidance\s+1\.5\n", detail), detail
     page.wait_for_selector("#history-image img")
 
     page.click("#history-use")
@@ -58,6 +66,7 @@ def test_history_search_pick_the_second_reuse_and_delete_it(page, server):
     assert page.input_value("#seed input") == "101"
     assert page.input_value("#width input[type=number]") == "256"
     assert page.input_value("#steps input[type=number]") == "2"
+    assert float(page.input_value("#guidance input[type=number]")) == 1.5
 
     page.locator("#seed input").fill("5")
     page.locator("#seed input").press("Tab")
