@@ -44,9 +44,11 @@ def test_a_chinese_browser_gets_the_page_in_chinese(open_page):
     box.press("Enter")
     wait_for(lambda: "宽度" in page.inner_text("#size-error"), 15, message="the size error in Chinese")
     assert "必须在 256 到 2048 之间" in page.inner_text("#size-error")
-    # Generate without a prompt: the server's refusal (a toast) is in Chinese too, naming the field as sent.
+    # Generate without a prompt: the server's refusal (a toast) is in Chinese too, naming the control
+    # as the page labels it (web/ui_inputs.page_error_text), not the request's field.
     page.click("#generate-btn")
-    page.get_by_text("prompt: 不能为空").first.wait_for(state="visible", timeout=15_000)
+    page.get_by_text(f"{ZH['prompt_label']}: 不能为空").first.wait_for(state="visible", timeout=15_000)
+    assert page.get_by_text("prompt: 不能为空").count() == 0
     # The memory controls' choices too.
     page.locator("#settings-panel").get_by_text(ZH["settings_label"]).click()
     page.locator("#unload-to").get_by_text(ZH["unload_free_all"], exact=True).wait_for(state="visible")
