@@ -1,5 +1,6 @@
 """The page in a real browser (Playwright driving Debian's chromium), on the tiny model."""
 import contextlib
+import json
 import logging
 import os
 import re
@@ -84,6 +85,55 @@ def set_slider(page, elem_id: str, value: int) -> None:
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(str(value))
     box.press("Enter")
+
+
+class EventCalls:
+    """Waits until an action's direct event calls are answered: Gradio's /run/predict, the
+    queue=False events such as a gallery pick or the Hires fix settings, which the server keeps for
+    the next Generate or Upscale. The click that reads such a value goes to the server on its own
+    way (the queue); on a loaded machine it was handled first (the upscale ran with the default
+    refine steps). A person's pause between the two is not a number a test can know."""
+
+    def __init__(self, page):
+        self.page, self.sent = page, 0
+        config = page.evaluate("() => window.gradio_config")
+        self.ids = {c.get("props", {}).get("elem_id"): c["id"] for c in config["components"]}
+        self.deps = config["dependencies"]
+        self.calls: list[list] = []          # [number, fn_index, trigger_id, answered, data]
+        self._open: dict = {}                # request -> its entry in calls
+        page.on("request", self._sent)
+        page.on("requestfinished", self._answered)
+        page.on("requestfailed", self._answered)
+
+    def _sent(self, request) -> None:
+        if "/run/predict" not in request.url:
+            return
+        try:
+            body = json.loads(request.post_data or "{}")
+        except ValueError:
+            body = {}
+        self.sent += 1
+        self._open[request] = [self.sent, body.get("fn_index"), body.get("trigger_id"), False, body.get("data")]
+        self.calls.append(self._open[request])
+
+    def _answered(self, request) -> None:
+        entry = self._open.pop(request, None)
+        if entry is not None:
+            entry[3] = True
+
+    def settled(self, since: int, elem_id: str, event: str, timeout: float = 30) -> list:
+        """Until every direct event call of `event` on `elem_id` (one per handler the page wires
+        to it) sent since the count was `since` is answered; the inputs the last one sent."""
+        target = [self.ids[elem_id], event]
+        fns = {d["id"] for d in self.deps if target in d["targets"] and d["backend_fn"] and not d["queue"]}
+        assert fns, f"no direct event call answers {event} on #{elem_id}"
+
+        def done() -> bool:
+            self.page.evaluate("0")          # lets Playwright deliver the network events
+            mine = [c for c in self.calls if c[0] > since and c[1] in fns and c[2] == target[0]]
+            return {c[1] for c in mine} == fns and all(c[3] for c in mine)
+        wait_for(done, timeout, interval=0.1, message=f"the {event} calls of #{elem_id} answered")
+        return [c for c in self.calls if c[0] > since and c[1] in fns and c[2] == target[0]][-1][4]
 
 
 def test_preload_progress_generate_unload(page, server):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .test_browser import ARGS, CHROMIUM, guard_refusals, page, set_slider  # noqa: F401: fixtures
+from .test_browser import ARGS, CHROMIUM, EventCalls, guard_refusals, page, set_slider  # noqa: F401: fixtures
 from conftest import wait_for
 
 pytestmark = [pytest.mark.browser,
@@ -137,7 +137,10 @@ def test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0(pa
     page.click("#generate-btn")
     wait_for(lambda: page.locator("#gallery img").count() > 0, 120, message="the generated image")
     generated = saved_images(server)[-1]
+    calls = EventCalls(page)
+    since = calls.sent
     page.locator("#gallery img").first.click()
+    calls.settled(since, "gallery", "select")       # the pick, kept server-side, before the send reads it
     page.click("#send-to-edit")
     tab = page.get_by_role("tab", name="Edit")
     wait_for(lambda: tab.get_attribute("aria-selected") == "true", 30, message="the Edit tab")
