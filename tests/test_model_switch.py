@@ -14,6 +14,7 @@ import requests
 from PIL import Image
 
 from conftest import Gate, wait_for
+from zimage.request import GenerationRequest
 from zimage.web.model_choice import model_choice
 
 BASE = "Z-Image-base-tiny"       # "z-image" without "turbo": the base model's kind and defaults
@@ -170,3 +171,28 @@ def test_loras_from_models_from_join_the_list(start_server, two_models, other_ro
     assert r.status_code == 200, r.text
     assert "far_style" in r.json()["info"]
     assert not any(p.name.endswith((".tmp", ".json")) for p in (other_root / "models" / "loras").iterdir())
+
+
+@pytest.mark.inprocess
+def test_the_same_pick_twice_at_once_queues_one_switch_and_both_wait_for_it(start_server, two_models):
+    """The page's picker sends its input event twice for one pick, and the two calls run at once: the
+    second queued a second load, or answered "is the model in use" while the load had not run yet
+    (the page then said so instead of "Switching to"). Both get the one queued switch now."""
+    srv = start_server(dataclasses.replace(two_models, backend="inprocess"))
+    gate = Gate(srv.manager)
+    held = srv.manager.submit(GenerationRequest.from_mapping({"prompt": "x", "width": 256, "height": 256,
+                                                              "num_inference_steps": 1}))
+    assert gate.entered.wait(30)                     # the switch waits behind this generation
+    choice, jobs = model_choice(srv.manager), []
+    pickers = [threading.Thread(target=lambda: jobs.append(choice.switch(BASE))) for _ in range(2)]
+    for t in pickers:
+        t.start()
+    for t in pickers:
+        t.join(30)
+    assert len(jobs) == 2 and jobs[0] is not None and jobs[0] is jobs[1]
+    assert choice.switch(BASE) is jobs[0]           # asked again while it waits: the same switch
+    gate.release.set()
+    held.future.result(60)
+    jobs[0].future.result(60)
+    assert srv.manager.load_count == 2 and srv.manager.settings.model.endswith(BASE)
+    assert choice.switch(BASE) is None              # loaded: nothing to do

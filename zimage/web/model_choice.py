@@ -22,6 +22,11 @@ class ModelChoice:
         self._lock = threading.Lock()
         self._models: list[ListedModel] | None = None
         self._selected = ""              # the last switch's model: the in-process manager takes it when the job runs
+        # One switch decided at a time: the page's picker sends its input event twice for one pick
+        # (Gradio's dropdown), and the two calls run at once; the second queued a second load or
+        # answered "is the model in use" while the first one's load had not run yet.
+        self._switching = threading.Lock()
+        self._pending: Job | None = None     # the last switch's job
 
     def models(self, refresh: bool = False) -> list[ListedModel]:
         """The list, read once (headers and small files) and again on `refresh`; big files' hashes
@@ -57,17 +62,25 @@ class ModelChoice:
         return found
 
     def switch(self, wanted, field: str = "model") -> Job | None:
-        """Queue a switch to the named model; None when it is the current one already."""
-        target = self.find(wanted, field)
-        current = self.current()
-        if current is not None and current.source == target.source:
-            return None
-        switch_model = getattr(self.backend, "switch_model", None)
-        if switch_model is None:
-            raise InvalidRequest(field, "this backend cannot switch models; start the app with --model instead")
-        job = switch_model(target.source, target.name)
-        self._selected = target.source
-        return job
+        """Queue a switch to the named model; the queued switch's job when it is the model a switch
+        is loading now; None when it is the current one already."""
+        return self.switch_asked(wanted, field)[0]
+
+    def switch_asked(self, wanted, field: str = "model") -> tuple[Job | None, bool]:
+        """switch(), and whether this call queued the switch (False: the model is the current one,
+        or the one a switch asked before is loading)."""
+        with self._switching:
+            target = self.find(wanted, field)
+            current = self.current()
+            if current is not None and current.source == target.source:
+                pending = self._pending
+                return (pending if pending is not None and not pending.future.done() else None), False
+            switch_model = getattr(self.backend, "switch_model", None)
+            if switch_model is None:
+                raise InvalidRequest(field, "this backend cannot switch models; start the app with --model instead")
+            job = switch_model(target.source, target.name)
+            self._selected, self._pending = target.source, job
+            return job, True
 
     def prepare(self, req: GenerationRequest, wanted=None, field: str = "model") -> GenerationRequest:
         """A request's model (switching to it first, when named) and its defaults for the fields it left out."""

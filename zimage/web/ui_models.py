@@ -66,11 +66,16 @@ def build_model_picker(manager: Backend, demo: gr.Blocks, steps, guidance, negat
             return gr.update(), gr.update(), gr.update(), "", old_kind
         try:
             target = choice.find(name, "model")
-            job = choice.switch(name, "model")
+            job, queued_now = choice.switch_asked(name, "model")
         except ZImageError as e:
             return gr.update(), gr.update(), gr.update(), text("model_failed", lang, error=e.user_text(lang)), old_kind
         old, new = defaults_for(old_kind), defaults_for(target.kind)
         shown = text("model_switching" if job is not None else "model_current", lang, name=target.name)
+        if not queued_now:
+            # The model in use or on its way: its defaults are in the fields already. (Gradio's dropdown
+            # sends one pick twice, at once; the second read the kind the first had stored with the
+            # fields' values from before it, and put Turbo's steps back.)
+            return gr.skip(), gr.skip(), gr.skip(), shown, gr.skip()
         return (kept_or_default(steps_v, old.steps, new.steps),
                 kept_or_default(guidance_v, old.guidance_scale, new.guidance_scale),
                 kept_or_default(negative_v or "", old.negative_prompt, new.negative_prompt), shown, target.kind)
