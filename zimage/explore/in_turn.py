@@ -62,6 +62,15 @@ def run_in_turn(submit: Callable[[GenerationRequest], Job], requests: Iterable[G
             job.cancel_event.set()
         pending.clear()
 
+    def stopped() -> bool:
+        """A Stop ended the run: the queued job is cancelled; one that had finished already (the tiny
+        model's next image is often made before the caller looks) still gives its result."""
+        for i, job in pending:
+            if job.future.done() and not job.future.cancelled() and job.future.exception() is None:
+                on_result(i, job, job.future.result())
+        drop_pending()
+        return True
+
     try:
         top_up()
         while pending:
@@ -71,12 +80,10 @@ def run_in_turn(submit: Callable[[GenerationRequest], Job], requests: Iterable[G
             try:
                 result = job.future.result()
             except Cancelled:
-                drop_pending()
-                return True
+                return stopped()
             on_result(i, job, result)
             if job.cancelled or stopping():   # stopped after some of its images: they are kept, the run ends
-                drop_pending()
-                return True
+                return stopped()
             top_up()
     except BaseException:
         drop_pending()
