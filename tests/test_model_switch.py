@@ -196,3 +196,30 @@ def test_the_same_pick_twice_at_once_queues_one_switch_and_both_wait_for_it(star
     jobs[0].future.result(60)
     assert srv.manager.load_count == 2 and srv.manager.settings.model.endswith(BASE)
     assert choice.switch(BASE) is None              # loaded: nothing to do
+
+
+def test_a_model_axis_runs_each_models_cells_together_and_puts_the_model_back(start_server, two_models):
+    """X/Y/Z with a model axis (issue 33): each cell made by its model (its PNG says so), the cells of
+    one model in a row (one switch there, one back: not one per cell), the model before in use after."""
+    srv = start_server(two_models)
+    health = lambda: requests.get(srv.url + "/health", timeout=10).json()      # noqa: E731
+    assert requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256},
+                         timeout=120).status_code == 200                            # tiny in use
+    before = health()["load_count"]
+    r = requests.post(srv.url + "/grid", json={"base": {"prompt": "a fox", "width": 256, "height": 256,
+                                                         "num_inference_steps": 2, "seed": 5},
+                                                "x": {"field": "model", "values": ["tiny", BASE]},
+                                                "y": {"field": "seed", "values": [1, 2]}}, timeout=300)
+    assert r.status_code == 200, r.text
+    cells = r.json()["cells"]
+    assert len(cells) == 4 and {(c["values"]["x"], c["values"]["y"]) for c in cells} == {
+        ("tiny", 1), ("tiny", 2), (BASE, 1), (BASE, 2)}
+    for c in cells:
+        with Image.open(c["file"]) as im:
+            assert f"Model: {c['values']['x']}," in im.info["parameters"] and c["model"] == c["values"]["x"]
+    r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256}, timeout=120)
+    assert r.status_code == 200 and "Model: tiny," in r.json()["info"]              # the model before came back
+    assert health()["load_count"] - before == 2     # to the base model once and back (cell by cell: 4)
+    r = requests.post(srv.url + "/grid", json={"base": {"prompt": "a fox", "width": 256, "height": 256},
+                                                "x": {"field": "model", "values": ["tiny", "nope"]}}, timeout=30)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "x.values" and "nope" in r.text

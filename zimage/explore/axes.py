@@ -28,9 +28,11 @@ AXES: dict[str, tuple[str, str]] = {
     "lora_strength": ("LoRA strength", "float"),
     "prompt_sr": ("Prompt S/R", "text"),
     "variety": ("Variety", "float"),
+    "model": ("Model", "text"),          # a listed model's name: the grid runs each model's cells together
 }
 ALIASES = {"num_inference_steps": "steps", "guidance_scale": "guidance", "cfg_scale": "guidance", "cfg": "guidance",
-           "prompt s/r": "prompt_sr", "prompt_s/r": "prompt_sr", "lora": "lora_strength"}
+           "prompt s/r": "prompt_sr", "prompt_s/r": "prompt_sr", "lora": "lora_strength",
+           "checkpoint": "model", "checkpoint name": "model"}
 AXIS_NAMES = ("x", "y", "z")
 MAX_VALUE_CHARS = 4000
 _INT_RANGE = re.compile(r"\s*([+-]?\d+)\s*-\s*([+-]?\d+)\s*(?:\(\s*([+-]\d+)\s*\)|\[\s*(\d+)\s*\])?\s*")
@@ -179,6 +181,8 @@ def apply(body: dict, axis: Axis, value) -> dict:
         out["guidance_scale"] = value
     elif axis.field == "variety":
         out["variety"] = value
+    elif axis.field == "model":
+        out["model"] = value
     elif axis.field == "size":
         out["width"], out["height"] = value
     elif axis.field == "lora_strength":

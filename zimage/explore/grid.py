@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from ..errors import InvalidRequest
 from ..jobs import Backend, Job
@@ -32,6 +32,16 @@ class Cell:
     at: tuple[int, int, int]          # (ix, iy, iz)
     request: GenerationRequest
     values: dict                      # axis name -> the value this cell has
+    model: str | None = None          # the model a model axis names (None: the one in use)
+
+
+class ModelSwitch(Protocol):
+    """How a grid with a model axis switches models (web.model_choice.ModelChoice)."""
+
+    def find(self, wanted, field: str): ...            # the listed model, or the InvalidRequest naming `field`
+    def current(self): ...                             # the listed model in use (its .name), or None
+    def prepare(self, req: GenerationRequest, wanted=None) -> GenerationRequest: ...   # switch first, its defaults
+    def switch(self, wanted, field: str = "model"): ...
 
 
 @dataclass(frozen=True)
@@ -61,8 +71,10 @@ def _reworded(err: InvalidRequest, where: str, what: str) -> InvalidRequest:
     return InvalidRequest(where, f"{what}: {err.message}")
 
 
-def plan_grid(body: Any, wildcards_folder: Path, max_cells: int, max_prompt_chars: int) -> GridPlan:
-    """The checked cells of a /grid body {"base": {...}, "x": {...}, "y": ..., "z": ...}."""
+def plan_grid(body: Any, wildcards_folder: Path, max_cells: int, max_prompt_chars: int,
+              models: ModelSwitch | None = None) -> GridPlan:
+    """The checked cells of a /grid body {"base": {...}, "x": {...}, "y": ..., "z": ...}. A model
+    axis needs `models` (each name must be a listed model)."""
     if not isinstance(body, Mapping):
         raise InvalidRequest("body", "must be a JSON object")
     unknown = sorted(set(body) - set(GRID_KEYS))
@@ -77,6 +89,7 @@ def plan_grid(body: Any, wildcards_folder: Path, max_cells: int, max_prompt_char
     wildcards = Wildcards(wildcards_folder)
 
     def request(data: dict) -> GenerationRequest:
+        data = {k: v for k, v in data.items() if k != "model"}      # a model axis' value: the switch's, not the request's
         return dynamic_request(data, wildcards_folder, max_prompt_chars, wildcards=wildcards)
 
     try:
@@ -94,6 +107,12 @@ def plan_grid(body: Any, wildcards_folder: Path, max_cells: int, max_prompt_char
         raise InvalidRequest("grid", f"has {total} cells ({' x '.join(map(str, counts))}); at most {max_cells} "
                              "(--grid-max-cells)")
     for axis in filter(None, axes):            # each value alone first: a refusal names its axis and value
+        if axis.field == "model":
+            if models is None:
+                raise InvalidRequest(f"{axis.name}.field", "a model axis is not available here")
+            for value in axis.values:
+                models.find(value, f"{axis.name}.values")
+            continue
         for value in axis.values:
             try:
                 request(apply(base, axis, value))
@@ -113,25 +132,40 @@ def plan_grid(body: Any, wildcards_folder: Path, max_cells: int, max_prompt_char
         except InvalidRequest as e:
             where = ", ".join(f"{a.name}={a.label(values[a.name])!r}" for a in axes if a)
             raise _reworded(e, "grid", f"the cell {where}") from None
-        cells.append(Cell(index, at, req, values))
+        cells.append(Cell(index, at, req, values, data.get("model")))
     return GridPlan(axes, tuple(cells))
 
 
 def run_grid(backend: Backend, plan: GridPlan, owner: str | None, user: str | None = None,
-             progress: Callable[[int, int, Job], None] | None = None) -> GridRun:
+             progress: Callable[[int, int, Job], None] | None = None, models: ModelSwitch | None = None) -> GridRun:
     """Make the cells in order; `progress(index, total, job)` while each runs. A Stop ends the run
-    with the cells made so far (GridRun.stopped)."""
+    with the cells made so far (GridRun.stopped). With a model axis the cells of one model run
+    together (one load per model; each switch is a job queued behind the cells before it), and the
+    model in use before comes back at the end, as A1111's X/Y/Z plot does."""
     run = GridRun(plan)
+    first = {}
+    for cell in plan.cells:
+        first.setdefault(cell.model, len(first))
+    cells = sorted(plan.cells, key=lambda c: first[c.model])          # stable: the grid's order within a model
+    switching = models is not None and any(c.model is not None for c in cells)
+    before = models.current() if switching else None
 
     def on_result(i: int, job: Job, result) -> None:
         if result.images:
-            run.done.append((plan.cells[i], result.images[0]))
+            run.done.append((cells[i], result.images[0]))
         if result.warning:
             run.warnings.append(result.warning)
 
-    wait = (lambda i, job: progress(i, len(plan.cells), job)) if progress is not None else None
-    run.stopped = run_in_turn(lambda req: backend.submit(req, owner, user), (c.request for c in plan.cells),
-                              on_result, wait)
+    def requests():
+        for cell in cells:
+            yield models.prepare(cell.request, cell.model) if switching and cell.model is not None else cell.request
+
+    wait = (lambda i, job: progress(i, len(cells), job)) if progress is not None else None
+    try:
+        run.stopped = run_in_turn(lambda req: backend.submit(req, owner, user), requests(), on_result, wait)
+    finally:
+        if switching and before is not None:
+            models.switch(before.name)              # queued; a no-op when the grid ended on it
     return run
 
 
@@ -173,6 +207,8 @@ def cell_entry(cell: Cell, item: GeneratedImage, store_root: Path) -> dict:
            "seed": item.seed, "prompt": req.prompt, "width": req.width, "height": req.height,
            "num_inference_steps": req.num_inference_steps, "guidance_scale": req.guidance_scale,
            "file": str(item.path) if item.path else None, "parameters": item.infotext}
+    if cell.model is not None:
+        out["model"] = cell.model
     if item.path is not None:
         try:
             out["url"] = "/outputs/" + item.path.resolve().relative_to(store_root.resolve()).as_posix()

@@ -17,6 +17,7 @@ from ..config import Settings
 from ..errors import Cancelled, ZImageError
 from ..explore.axes import ALIASES, AXES, MAX_VALUE_CHARS
 from ..explore.grid import cell_entry, grid_infotext, grid_picture, plan_grid, run_grid, save_grid
+from .model_choice import model_choice
 from ..jobs import Backend
 from ..lora_tags import MAX_LORA_STRENGTH, MIN_LORA_STRENGTH
 from ..request import MAX_STEPS, MIN_STEPS, GenerationRequest
@@ -32,7 +33,9 @@ def _axis_item(field: str) -> dict:
     numbers = {"guidance": GUIDANCE, "variety": {"type": "number", "minimum": 0, "maximum": MAX_VARIETY},
                "lora_strength": {"type": "number", "minimum": MIN_LORA_STRENGTH, "maximum": MAX_LORA_STRENGTH}}
     return {"seed": SEED, "steps": integer(MIN_STEPS, MAX_STEPS), "size": {**SIZE, "description": "a square side"},
-            "prompt_sr": {"type": "string", "maxLength": MAX_VALUE_CHARS}}.get(field) or numbers[field]
+            "prompt_sr": {"type": "string", "maxLength": MAX_VALUE_CHARS},
+            "model": {"type": "string", "maxLength": MAX_VALUE_CHARS, "description": "a listed model's name (GET /sdapi/v1/sd-models)"}
+            }.get(field) or numbers[field]
 
 
 def axis_schema(field: str, max_values: int) -> dict:
@@ -71,9 +74,11 @@ async def grid_answer(manager: Backend, settings: Settings, body, owner: str, us
     """A /grid body checked, its cells made in turn, the grid saved: the answer POST /grid gives
     (the MCP grid tool's too; it reads "file" and leaves "image" out). Raises the typed refusal,
     Cancelled when a Stop came before any cell was made."""
-    plan = plan_grid(body, settings.wildcards_folder, settings.grid_max_cells, settings.max_prompt_chars)
+    models = model_choice(manager)
+    plan = await asyncio.to_thread(plan_grid, body, settings.wildcards_folder, settings.grid_max_cells,
+                                   settings.max_prompt_chars, models)       # a model axis reads the model list
     started = time.perf_counter()
-    run = await asyncio.to_thread(run_grid, manager, plan, owner, user)
+    run = await asyncio.to_thread(run_grid, manager, plan, owner, user, None, models)
     if not run.done:
         raise Cancelled()
     path = await asyncio.to_thread(save_grid, run, manager._store)

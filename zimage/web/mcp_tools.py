@@ -117,7 +117,7 @@ def add_mcp_tools(manager: Backend, settings: Settings) -> None:
 
         Args:
             base: The request every cell starts from, as the generate tool takes it: {"prompt": "a fox", "width": 512, "height": 512, "num_inference_steps": 8, "seed": 1, "variety": 0}.
-            x: The first axis: {"field": F, "values": V}. F is one of seed, steps, guidance, size, lora_strength, prompt_sr (search and replace: the first value is the text replaced), variety. V is a list ([1, 2, 3], ["512x512", "768x768"]) or A1111's text: "1-5", "1-10 (+2)", "0-1 [3]", "a, b, c".
+            x: The first axis: {"field": F, "values": V}. F is one of seed, steps, guidance, size, lora_strength, prompt_sr (search and replace: the first value is the text replaced), variety, model (a listed model name; each model's cells run together and the model in use comes back after). V is a list ([1, 2, 3], ["512x512", "768x768"]) or A1111's text: "1-5", "1-10 (+2)", "0-1 [3]", "a, b, c".
             y: The second axis, the same shape (optional).
             z: The third axis, the same shape (optional): one grid per value, side by side.
 

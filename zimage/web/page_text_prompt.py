@@ -6,7 +6,7 @@ PROMPT_EN: dict[str, str] = {
     "variety_label": "Variety",
     "variety_info": "0 = off. Seeded noise on the prompt for the first steps: seeds differ more, "
                     "text and prompt adherence hold.",
-    "xyz_variety": "Variety",
+    "xyz_variety": "Variety", "xyz_model": "Model",
     "enhance_btn": "✨ Enhance",
     "enhance_undo": "↶ Undo",
     "enhancer_system_label": "Enhance: instruction (empty: the built-in one)",
@@ -23,7 +23,7 @@ PROMPT_EN: dict[str, str] = {
 PROMPT_ZH: dict[str, str] = {
     "variety_label": "多样性",
     "variety_info": "0 = 关闭。在前几步给提示词加入由种子决定的噪声：不同种子的图片差别更大，文字和提示词的遵循不受影响。",
-    "xyz_variety": "多样性",
+    "xyz_variety": "多样性", "xyz_model": "模型",
     "enhance_btn": "✨ 优化提示词",
     "enhance_undo": "↶ 撤销",
     "enhancer_system_label": "提示词优化：指令（留空：使用内置指令）",

@@ -12,6 +12,7 @@ from ..config import Settings
 from ..errors import ZImageError
 from ..explore.batches import MAX_BATCH_COUNT
 from ..explore.grid import grid_picture, plan_grid, run_grid, save_grid
+from .model_choice import model_choice
 from ..infotext import parse_infotext
 from ..jobs import Backend, Job
 from .page_jobs import PageJobs, valid_client_id
@@ -23,7 +24,7 @@ from .ui_preview import job_progress
 DICE, REUSE = "🎲", "♻"          # symbols in both languages
 AXIS_CHOICES = [("xyz_none", "none"), ("xyz_seed", "seed"), ("xyz_steps", "steps"), ("xyz_guidance", "guidance"),
                 ("xyz_size", "size"), ("xyz_lora_strength", "lora_strength"), ("xyz_prompt_sr", "prompt_sr"),
-                ("xyz_variety", "variety")]
+                ("xyz_variety", "variety"), ("xyz_model", "model")]
 
 
 def build_seed_tools() -> tuple[gr.Button, gr.Button]:
@@ -108,10 +109,11 @@ def build_xyz_tab(manager: Backend, settings: Settings, base_inputs: list, lora_
             if field and field != "none":
                 body[name] = {"field": field, "values": values or ""}
         try:
-            plan = plan_grid(body, settings.wildcards_folder, settings.grid_max_cells, settings.max_prompt_chars)
+            models = model_choice(manager)
+            plan = plan_grid(body, settings.wildcards_folder, settings.grid_max_cells, settings.max_prompt_chars, models)
             started = time.perf_counter()
             run = run_grid(manager, plan, owner_of(valid_client_id(client), request), getattr(request, "username", None),
-                           lambda i, n, job: wait(progress, lang, i, n, job))
+                           lambda i, n, job: wait(progress, lang, i, n, job), models)
         except ZImageError as e:
             raise gr.Error(page_error_text(e, lang))
         n, k = len(plan.cells), len(run.done)
