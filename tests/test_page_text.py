@@ -1,4 +1,4 @@
-"""The page's English and Chinese tables (zimage/web/page_text.py): every key the page modules use is
+"""The page's English and Chinese tables (zimage/web/page/page_text.py): every key the page modules use is
 in both tables, every table key is used, both languages fill the same {parts}, and no label, button,
 toast or tab title is written as a bare English string any more. Plus the server's side: the text
 it builds follows the request's language (the switch's cookie, else Accept-Language)."""
@@ -14,10 +14,10 @@ import requests
 
 from zimage.i18n import LANG_COOKIE
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
-from zimage.web import page_text
-from zimage.web.page_text import EN, ZH, request_lang, text
+from zimage.web.page import page_text
+from zimage.web.page.page_text import EN, ZH, request_lang, text
 
-WEB = Path(__file__).resolve().parent.parent / "zimage" / "web"
+WEB = Path(__file__).resolve().parent.parent / "zimage" / "web" / "page"
 PAGE_MODULES = sorted(WEB.glob("ui*.py"))
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # The same in both languages: names (LoRA, ControlNet, EXIF, the model's "Turbo"), and the switch's
@@ -111,8 +111,8 @@ def test_server_text_follows_the_request_language():
 
 def test_status_progress_and_size_messages_in_chinese():
     from zimage.jobs import Job
-    from zimage.web.ui import render_status, size_problem
-    from zimage.web.ui_preview import job_progress
+    from zimage.web.page.ui import render_status, size_problem
+    from zimage.web.page.ui_preview import job_progress
 
     mem = MemoryInfo(process_rss_bytes=2**30, ram_available_bytes=2**33, ram_total_bytes=2**34)
     zh = render_status(Status(state=LoadState.LOADING, stage=LoadStage.MOVE, progress=0.5), mem, "zh")
@@ -158,7 +158,7 @@ def test_a_size_out_of_range_is_refused_naming_the_field_in_the_callers_language
 def test_the_start_up_timeline_in_chinese():
     """The status panel's start-up line was English in the Chinese page (ui_startup)."""
     from zimage import startup
-    from zimage.web.ui import render_status
+    from zimage.web.page.ui import render_status
 
     mem = MemoryInfo(process_rss_bytes=2**30, ram_available_bytes=2**33, ram_total_bytes=2**34)
     reading = Status(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.45, bytes_done=45, bytes_total=100,
@@ -177,7 +177,7 @@ def test_the_edit_tab_answers_a_chinese_caller_in_chinese(server):
     the sentence alone (it says which control), not `image: ...`."""
     from gradio_client import Client
 
-    from zimage.web.ui_lora import NO_LORA
+    from zimage.web.page.ui_lora import NO_LORA
 
     args = [None, "Image to image", "x", "", 0.5, 4, False, 32, 0, 0, 0, 0, True, 1024, 1024, 2, 5, 1, None,
             *[NO_LORA] * 3, *[1.0] * 3]
@@ -192,7 +192,7 @@ def test_the_edit_tab_answers_a_chinese_caller_in_chinese(server):
 def test_the_lora_folders_reasons_follow_the_language():
     """Issue 28: a refused LoRA's reason stayed English in the Chinese page."""
     from zimage.store.loras import PICKLE_REFUSED
-    from zimage.web.ui_lora import render_refused
+    from zimage.web.page.ui_lora import render_refused
 
     listing = [{"name": "old", "usable": False, "refused_reason": PICKLE_REFUSED},
                {"name": "cut", "usable": False, "refused_reason": "cut.safetensors is not a safetensors file (only 4 bytes)."}]
