@@ -15,7 +15,7 @@ import requests
 from zimage.i18n import LANG_COOKIE
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
 from zimage.web.page import page_text
-from zimage.web.page.page_text import EN, ZH, request_lang, text
+from zimage.web.page.page_text import EN, ZH, PARTS, merged, request_lang, text
 
 WEB = Path(__file__).resolve().parent.parent / "zimage" / "web" / "page"
 PAGE_MODULES = sorted(WEB.glob("ui*.py"))
@@ -31,11 +31,11 @@ SHOWING_CALLS = {"Button", "DownloadButton", "Tab", "Accordion", "Info", "Warnin
 
 
 def string_constants(path: Path) -> set[str]:
-    """The string literals of a module, less page_text's own two tables."""
+    """The string literals of a module, less the tables of words it holds (`NAME: dict[str, str] = {...}`)."""
     tree = ast.parse(path.read_text())
     skip: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) in ("EN", "ZH"):
+        if isinstance(node, ast.AnnAssign) and ast.unparse(node.annotation) == "dict[str, str]":
             skip.update(id(n) for n in ast.walk(node.value))
     return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
             and id(n) not in skip}
@@ -48,6 +48,12 @@ def fields(template: str) -> set[str]:
 def test_both_tables_have_the_same_keys():
     assert sorted(set(EN) - set(ZH)) == [], "keys missing from the Chinese table"
     assert sorted(set(ZH) - set(EN)) == [], "keys missing from the English table"
+
+
+def test_the_tables_are_put_together_in_one_place_and_no_key_is_in_two():
+    assert len(EN) == sum(len(en) for en, _ in PARTS) and len(ZH) == sum(len(zh) for _, zh in PARTS)
+    with pytest.raises(ValueError, match=r"\['stop_btn'\]"):
+        merged([{"stop_btn": "Stop", "steps": "Steps"}, {"stop_btn": "Halt"}])
 
 
 def test_every_key_is_used_and_every_used_key_exists():

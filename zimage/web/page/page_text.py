@@ -17,15 +17,20 @@ and hints are zimage/i18n.py's (ZImageError.user_text(lang)).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ...i18n import page_language
 from ...state import LoadStage, LoadState, Status
+from .page_text_controlnet import CONTROLNET_EN, CONTROLNET_ZH
 from .page_text_edit import EDIT_EN, EDIT_ZH
-from .page_text_inputs import EN_INPUTS, ZH_INPUTS
+from .page_text_explore import EXPLORE_EN, EXPLORE_ZH
 from .page_text_hires import HIRES_EN, HIRES_ZH
-from .page_text_more import MORE_EN, MORE_ZH
+from .page_text_history import HISTORY_EN, HISTORY_ZH
+from .page_text_inputs import EN_INPUTS, ZH_INPUTS
 from .page_text_models import MODELS_EN, MODELS_ZH
+from .page_text_more import MORE_EN, MORE_ZH
+from .page_text_pnginfo import PNGINFO_EN, PNGINFO_ZH
+from .page_text_prompt import PROMPT_EN, PROMPT_ZH
 from .page_text_queue import QUEUE_EN, QUEUE_ZH
 
 if TYPE_CHECKING:          # gradio is imported on first use: the starting page (web.launch) reads the tables without it
@@ -37,7 +42,9 @@ LANG_CHOICES = [("English", "en"), ("中文", "zh")]    # each in its own langua
 # zh does), so a zh-TW browser does not fall back to English for the app's own words.
 FRONTEND_LOCALES = {"en": "en", "zh": "zh-CN"}
 
-EN: dict[str, str] = {
+# The Generate tab's words, the status panel's, the cache and LoRA panels' and the start-up timeline's;
+# each other part of the page has its own page_text_* module.
+PAGE_EN: dict[str, str] = {
     # The page (ui.py)
     "lang_label": "Language / 语言",
     "tab_generate": "Generate",
@@ -163,96 +170,6 @@ EN: dict[str, str] = {
     "lora_not_usable": "Not usable:",
     "lora_not_usable_reason": "not usable",
     "lora_triggers": "**{name}** trigger words: {words}",
-    # History (ui_history.py)
-    "history_tab": "History",
-    "history_search": "Search prompts",
-    "history_search_hint": "words in the prompt, then Enter",
-    "history_since": "From (YYYY-MM-DD)",
-    "history_until": "To (YYYY-MM-DD)",
-    "history_size": "Size",
-    "history_any_size": "Any size",
-    "history_square": "Square",
-    "history_landscape": "Landscape",
-    "history_portrait": "Portrait",
-    "history_refresh": "Refresh",
-    "history_newer": "◀ Newer",
-    "history_older": "Older ▶",
-    "history_use": "Use these settings",
-    "history_send_edit": "Send to Edit",
-    "send_to_edit": "Send to Edit",
-    "history_reuse_seed": "Reuse seed",
-    "history_download": "Download",
-    "history_delete": "Delete",
-    "history_confirm": "Yes, delete it",
-    "history_cancel": "Cancel",
-    "history_empty": "No images yet: the ones you generate appear here.",
-    "history_no_match": "No image matches these filters.",
-    "history_pick": "Click an image to see its settings.",
-    "history_gone": "That image is no longer in the outputs folder; press Refresh.",
-    "history_no_seed": "This image does not say its seed.",
-    "history_confirm_text": "Delete **{name}** from the outputs folder? This removes the file from disk.",
-    "history_deleted": "Deleted {name}.",
-    "history_not_deleted": "**Not deleted:** {why}",
-    "history_summary": "{total} image(s) · page {page} of {pages}",
-    "history_none": "none",
-    "field_prompt": "Prompt",
-    "field_negative": "Negative prompt",
-    "field_seed": "Seed",
-    "field_steps": "Steps",
-    "field_guidance": "Guidance",
-    "field_size": "Size",
-    "field_model": "Model",
-    "field_loras": "LoRAs",
-    "field_made": "Made",
-    "field_file": "File",
-    # PNG info (ui_pnginfo.py)
-    "png_upload": "Image (PNG, JPEG or WebP)",
-    "png_send": "Send to Generate",
-    "png_nothing_found": "This image carries no generation parameters (no `parameters` text, ComfyUI graph or "
-                         "EXIF comment).",
-    "png_sent": "Sent to the Generate tab.",
-    "png_nothing_to_send": "Drop an image with parameters first.",
-    "png_source_parameters": "PNG parameters text",
-    "png_source_comfyui": "ComfyUI graph",
-    "png_source_exif": "EXIF UserComment",
-    "png_raw": "Raw text",
-    "png_table_head": "| Field | Value |",
-    "field_cfg": "Guidance (CFG)",
-    "field_sampler": "Sampler",
-    "field_read_from": "Read from",
-    "field_image": "Image",
-    # The Edit tab (ui_edit.py)
-    "tab_edit": "Edit",
-    "edit_mode_label": "Mode",
-    "edit_mode_img2img": "Image to image",
-    "edit_mode_inpaint": "Inpaint (draw the mask)",
-    "edit_mode_outpaint": "Outpaint (extend the canvas)",
-    "edit_image": "Image (drop, paste or send one here; in Inpaint, paint over what should change)",
-    "edit_prompt_hint": "What the edited image shows · <lora:NAME:w> tags work · Ctrl+Enter (⌘+Enter) edits · Esc stops",
-    "edit_strength": "Denoising strength (0 keeps the image, 1 repaints it)",
-    "edit_blur": "Mask blur (px)",
-    "edit_only_masked": "Only masked area (at full resolution)",
-    "edit_padding": "Masked area padding (px)",
-    "edit_extend_left": "Extend left (px)",
-    "edit_extend_right": "Extend right (px)",
-    "edit_extend_top": "Extend top (px)",
-    "edit_extend_bottom": "Extend bottom (px)",
-    "edit_image_size": "Size from the image",
-    "edit_btn": "Edit",
-    "edit_nothing_selected": "Select an image in the results first.",
-    # The ControlNet accordion (ui_controlnet.py)
-    "controlnet_panel": "ControlNet",
-    "controlnet_enable": "Use ControlNet",
-    "controlnet_type": "Control type",
-    "controlnet_canny": "Canny edges (computed from the image)",
-    "controlnet_none": "None: the image is the map (depth, pose, lines...)",
-    "controlnet_image": "Control image (PNG, JPEG or WebP)",
-    "controlnet_preview": "What the ControlNet sees",
-    "controlnet_weight": "Control strength",
-    "controlnet_start": "Guidance start (fraction of the steps)",
-    "controlnet_end": "Guidance end",
-    "controlnet_remove": "Remove control image",
-    "controlnet_loaded": "Control image: {name} ({w}x{h})",
     # The start-up timeline in the status panel (ui_startup.py)
     "startup_title": "Start-up:",
     "startup_importing": "importing the model code (torch, diffusers)",
@@ -275,7 +192,7 @@ EN: dict[str, str] = {
     "startup_compile_failed": "compile failed: eager",
 }
 
-ZH: dict[str, str] = {
+PAGE_ZH: dict[str, str] = {
     "lang_label": "Language / 语言",
     "tab_generate": "生成",
     "tab_pnginfo": "PNG 信息",
@@ -394,91 +311,6 @@ ZH: dict[str, str] = {
     "lora_not_usable": "不可用：",
     "lora_not_usable_reason": "不可用",
     "lora_triggers": "**{name}** 触发词：{words}",
-    "history_tab": "历史记录",
-    "history_search": "搜索提示词",
-    "history_search_hint": "输入提示词中的词语，然后按 Enter",
-    "history_since": "开始日期（YYYY-MM-DD）",
-    "history_until": "结束日期（YYYY-MM-DD）",
-    "history_size": "尺寸",
-    "history_any_size": "任意尺寸",
-    "history_square": "正方形",
-    "history_landscape": "横向",
-    "history_portrait": "纵向",
-    "history_refresh": "刷新",
-    "history_newer": "◀ 较新",
-    "history_older": "较旧 ▶",
-    "history_use": "使用这些设置",
-    "history_send_edit": "发送到编辑",
-    "send_to_edit": "发送到编辑",
-    "history_reuse_seed": "复用种子",
-    "history_download": "下载",
-    "history_delete": "删除",
-    "history_confirm": "是的，删除",
-    "history_cancel": "取消",
-    "history_empty": "还没有图片：你生成的图片会显示在这里。",
-    "history_no_match": "没有符合这些筛选条件的图片。",
-    "history_pick": "点击一张图片查看它的设置。",
-    "history_gone": "这张图片已不在输出文件夹中，请点击“刷新”。",
-    "history_no_seed": "这张图片没有记录种子。",
-    "history_confirm_text": "从输出文件夹删除 **{name}**？这会从磁盘删除该文件。",
-    "history_deleted": "已删除 {name}。",
-    "history_not_deleted": "**未删除：** {why}",
-    "history_summary": "{total} 张图片 · 第 {page} 页，共 {pages} 页",
-    "history_none": "无",
-    "field_prompt": "提示词",
-    "field_negative": "反向提示词",
-    "field_seed": "种子",
-    "field_steps": "步数",
-    "field_guidance": "引导系数",
-    "field_size": "尺寸",
-    "field_model": "模型",
-    "field_loras": "LoRA",
-    "field_made": "生成时间",
-    "field_file": "文件",
-    "png_upload": "图片（PNG、JPEG 或 WebP）",
-    "png_send": "发送到“生成”",
-    "png_nothing_found": "这张图片不含生成参数（没有 `parameters` 文本、ComfyUI 图或 EXIF 注释）。",
-    "png_sent": "已发送到“生成”标签页。",
-    "png_nothing_to_send": "请先放入一张带参数的图片。",
-    "png_source_parameters": "PNG parameters 文本",
-    "png_source_comfyui": "ComfyUI 图",
-    "png_source_exif": "EXIF UserComment",
-    "png_raw": "原始文本",
-    "png_table_head": "| 字段 | 值 |",
-    "field_cfg": "引导系数（CFG）",
-    "field_sampler": "采样器",
-    "field_read_from": "读取自",
-    "field_image": "图片",
-    "tab_edit": "编辑",
-    "edit_mode_label": "模式",
-    "edit_mode_img2img": "图生图",
-    "edit_mode_inpaint": "局部重绘（绘制蒙版）",
-    "edit_mode_outpaint": "扩图（扩展画布）",
-    "edit_image": "图片（拖放、粘贴或发送一张到这里；局部重绘时，涂抹要改变的部分）",
-    "edit_prompt_hint": "编辑后的图片内容 · 可以使用 <lora:NAME:w> 标签 · Ctrl+Enter（⌘+Enter）编辑 · Esc 停止",
-    "edit_strength": "重绘幅度（0 保留原图，1 完全重绘）",
-    "edit_blur": "蒙版模糊（像素）",
-    "edit_only_masked": "仅重绘蒙版区域（全分辨率）",
-    "edit_padding": "蒙版区域边距（像素）",
-    "edit_extend_left": "向左扩展（像素）",
-    "edit_extend_right": "向右扩展（像素）",
-    "edit_extend_top": "向上扩展（像素）",
-    "edit_extend_bottom": "向下扩展（像素）",
-    "edit_image_size": "使用图片的尺寸",
-    "edit_btn": "编辑",
-    "edit_nothing_selected": "请先在结果中选择一张图片。",
-    "controlnet_panel": "ControlNet",
-    "controlnet_enable": "启用 ControlNet",
-    "controlnet_type": "控制类型",
-    "controlnet_canny": "Canny 边缘（由图片计算）",
-    "controlnet_none": "无：图片本身就是控制图（深度、姿势、线稿……）",
-    "controlnet_image": "控制图片（PNG、JPEG 或 WebP）",
-    "controlnet_preview": "ControlNet 看到的图",
-    "controlnet_weight": "控制强度",
-    "controlnet_start": "引导开始（占总步数的比例）",
-    "controlnet_end": "引导结束",
-    "controlnet_remove": "移除控制图片",
-    "controlnet_loaded": "控制图片：{name}（{w}x{h}）",
     "startup_title": "启动：",
     "startup_importing": "正在导入模型代码（torch、diffusers）",
     "startup_reading": "正在读取权重 {pct}%",
@@ -500,12 +332,26 @@ ZH: dict[str, str] = {
     "startup_compile_failed": "编译失败：不经编译运行",
 }
 
-EN.update(MORE_EN), ZH.update(MORE_ZH)       # the newer words, in a module of their own
-EN.update(EN_INPUTS); ZH.update(ZH_INPUTS)     # noqa: E702  (page_text_inputs: the input checks' words)
-EN.update(QUEUE_EN); ZH.update(QUEUE_ZH)       # noqa: E702  (page_text_queue: the Queue panel's words)
-EN.update(MODELS_EN); ZH.update(MODELS_ZH)     # noqa: E702  (page_text_models: the model picker's)
-EN.update(EDIT_EN); ZH.update(EDIT_ZH)         # noqa: E702  (page_text_edit: the Edit tab's)
-EN.update(HIRES_EN); ZH.update(HIRES_ZH)       # noqa: E702  (page_text_hires: hires fix and Upscale)
+# Every table of the page's words as (English, Chinese), put together here and nowhere else.
+PARTS = ((PAGE_EN, PAGE_ZH), (MORE_EN, MORE_ZH), (EXPLORE_EN, EXPLORE_ZH), (PROMPT_EN, PROMPT_ZH),
+         (EN_INPUTS, ZH_INPUTS), (QUEUE_EN, QUEUE_ZH), (MODELS_EN, MODELS_ZH), (EDIT_EN, EDIT_ZH),
+         (HIRES_EN, HIRES_ZH), (HISTORY_EN, HISTORY_ZH), (PNGINFO_EN, PNGINFO_ZH), (CONTROLNET_EN, CONTROLNET_ZH))
+
+
+def merged(tables: Iterable[dict[str, str]]) -> dict[str, str]:
+    """One language's tables as one; a key in two of them is refused (with update(), the later
+    table's words would silently win)."""
+    out: dict[str, str] = {}
+    for table in tables:
+        twice = sorted(out.keys() & table.keys())
+        if twice:
+            raise ValueError(f"page text keys in two tables: {twice}")
+        out.update(table)
+    return out
+
+
+EN = merged(en for en, _ in PARTS)
+ZH = merged(zh for _, zh in PARTS)
 TABLES = {"en": EN, "zh": ZH}
 
 

@@ -1,4 +1,4 @@
-"""The page's newer words (issue 28), in English and Simplified Chinese: merged into page_text's
+"""The page's newer words (issue 28), in English and Simplified Chinese: put into page_text's
 tables (which tests/test_page_text.py checks key by key), kept here so that file stays one size.
 Stdlib only, as page_text is at import: the starting page (web.ui_starting) reads them without gradio.
 Plus the LoRA folder's refusal reasons (store.loras writes them in English) in Chinese."""
@@ -65,12 +65,3 @@ def _fill(table: list[tuple[str, str]], value: str) -> str | None:
 def lora_reason(reason: str, lang: str) -> str:
     """Why the LoRA folder's file is not used, in `lang` (an unknown reason stays as it is)."""
     return (_fill(_LORA_REASONS_ZH, reason) or reason) if lang == "zh" else reason
-
-
-from .page_text_explore import EXPLORE_EN, EXPLORE_ZH  # noqa: E402  (issue 33's words, merged with these)
-from .page_text_prompt import PROMPT_EN, PROMPT_ZH  # noqa: E402  (issue 32's Variety and Enhance)
-
-MORE_EN.update(EXPLORE_EN)
-MORE_ZH.update(EXPLORE_ZH)
-MORE_EN.update(PROMPT_EN)
-MORE_ZH.update(PROMPT_ZH)
