@@ -138,7 +138,7 @@ def main() -> None:
     from zimage.config import Settings
     from zimage.store.history import HistoryQuery
     from zimage.store.outputs import OutputStore
-    from zimage.web.ui import build_ui
+    from zimage.web.page.ui import build_ui
 
     work = Path(tempfile.mkdtemp(prefix="zimage-history-bench-"))
     root = work / "outputs"

@@ -504,7 +504,7 @@ def test_a1111_img2img_with_mask_and_alwayson_controlnet(cn21_server):
 def test_a1111_control_maps_of_any_size_under_the_upload_cap_are_read_by_txt2img_and_img2img(cn21_server):
     """A ControlNet map is an image like an init image: a 600x600 photo's map (over 1 MB of base64)
     passes the body cap of both A1111 routes (it was refused as a body "larger than 256 KB")."""
-    from zimage.web.api import MAX_BODY_BYTES
+    from zimage.web.http.api import MAX_BODY_BYTES
 
     big = b64(png_of(photo(600)))
     assert len(big) > 4 * MAX_BODY_BYTES

@@ -18,7 +18,7 @@ import pytest
 from zimage import startup
 from zimage.engine.cuda_context import DRIVER_LIBRARY, device_ordinal, start_cuda_context
 from zimage.state import Status
-from zimage.web.ui_startup import startup_html
+from zimage.web.page.ui_startup import startup_html
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -193,7 +193,7 @@ def test_outpaint_extents_at_their_edges_run_and_past_them_are_refused_in_their_
 def test_the_edit_tab_with_no_side_extended_names_outpaint(settings, tmp_path):
     """All four sliders at 0 in Outpaint: was "mask: marks nothing to change", a mask the user never drew."""
     from zimage.errors import InvalidRequest
-    from zimage.web.ui_edit import edit_request
+    from zimage.web.page.ui_edit import edit_request
 
     path = tmp_path / "in.png"
     picture(64, 64).save(path)

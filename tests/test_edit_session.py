@@ -1,4 +1,4 @@
-"""The Edit tab's ways in and out (web/ui_edit_send, web/ui_edit_session): what Send to Edit and
+"""The Edit tab's ways in and out (web/page/ui_edit_send, web/page/ui_edit_session): what Send to Edit and
 Send to Generate carry is the picked image's own settings, read from its PNG; only this browser's
 own results can be picked; a reload restores only values of the controls' types; no image or
 gallery of the page offers Share (it failed off Spaces); the edit event takes guidance."""
@@ -14,10 +14,10 @@ from PIL.PngImagePlugin import PngInfo
 
 from zimage.infotext import infotext
 from zimage.request import GenerationRequest
-from zimage.web.page_jobs import PageJobs, Result, new_client_id
-from zimage.web.ui_edit_send import edit_values, file_params, generate_controls_values, picked_path
-from zimage.web.ui_edit_session import EDIT_FIELDS, restored
-from zimage.web.ui_lora import NO_LORA
+from zimage.web.page.page_jobs import PageJobs, Result, new_client_id
+from zimage.web.page.ui_edit_send import edit_values, file_params, generate_controls_values, picked_path
+from zimage.web.page.ui_edit_session import EDIT_FIELDS, restored
+from zimage.web.page.ui_lora import NO_LORA
 
 SKIP = gr.skip()
 
@@ -81,7 +81,7 @@ def test_a_reload_restores_only_values_of_the_controls_type():
 
 
 def test_no_image_or_gallery_offers_share(server):
-    from zimage.web.ui import build_ui
+    from zimage.web.page.ui import build_ui
 
     demo = build_ui(server.manager, server.settings)
     shown = {c.elem_id: c.buttons for c in demo.blocks.values()

@@ -158,7 +158,7 @@ def test_schema_fuzz_no_server_errors_and_every_answer_as_documented(server):
     import schemathesis
     from schemathesis import GenerationMode
 
-    from zimage.web.openapi import openapi_schema
+    from zimage.web.http.openapi import openapi_schema
 
     raw = openapi_schema(server.server.config.app.state.api_routers)
     assert {"/health", "/generate", "/preload", "/unload", "/sdapi/v1/txt2img", "/v1/images/generations",

@@ -223,7 +223,7 @@ def test_settings_for_the_generate_tab_put_loras_in_the_slots():
     import gradio as gr
 
     from zimage.store.history import HistoryEntry
-    from zimage.web.ui_history import settings_values
+    from zimage.web.page.ui_history import settings_values
 
     entry = HistoryEntry(path="d/x.png", mtime_ns=1, bytes=1, width=832, height=1216, prompt="a cat <lora:ink:0.5>",
                          negative="dull", seed=7, steps=8, guidance=1.5, loras=(("ink", 0.5),))
@@ -233,7 +233,7 @@ def test_settings_for_the_generate_tab_put_loras_in_the_slots():
 
 
 def test_a_bad_date_filter_names_its_field():
-    from zimage.web.ui_history import history_query
+    from zimage.web.page.ui_history import history_query
 
     with pytest.raises(InvalidRequest) as err:
         history_query("", "2025-13-01", "", "", 0)
@@ -258,7 +258,7 @@ HUGE = "99999999999999999999"          # over 2**64: what SQLite's INTEGER canno
 def test_date_filters_at_the_ends_of_the_calendar(tmp_path, since, until, expected):
     """0001-01-01 and 9999-12-31 are valid dates: the filter answers (they were 500s: the local time of
     0001-01-01 and the day after 9999-12-31 overflowed)."""
-    from zimage.web.ui_history import history_query
+    from zimage.web.page.ui_history import history_query
 
     store = OutputStore(tmp_path / "out")
     save(store, "one", 1)
@@ -313,7 +313,7 @@ def test_date_filters_at_the_ends_of_the_calendar_over_http(server):
 
 def test_the_detail_view_of_a_file_dated_past_the_platforms_clock():
     from zimage.store.history import HistoryEntry
-    from zimage.web.ui_history import render_detail
+    from zimage.web.page.ui_history import render_detail
 
     entry = HistoryEntry(path="d/x.png", mtime_ns=2**63 - 1, bytes=1, width=8, height=8, prompt="far future",
                          created=1e18)              # time.localtime: OSError "Value too large" (was a page error)

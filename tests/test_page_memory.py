@@ -10,9 +10,9 @@ from PIL import Image
 
 from zimage.store.outputs import OutputStore
 from zimage.store.page_memory import RecentResults, page_secret
-from zimage.web.page_gallery import KeptGalleries
-from zimage.web.page_jobs import PageJobs, Result, new_client_id
-from zimage.web.ui_params import gallery_caption
+from zimage.web.page.page_gallery import KeptGalleries
+from zimage.web.page.page_jobs import PageJobs, Result, new_client_id
+from zimage.web.page.ui_params import gallery_caption
 
 
 def test_the_secret_is_made_once_and_kept_private(tmp_path):

@@ -1,4 +1,4 @@
-"""The page's English and Chinese tables (zimage/web/page_text.py): every key the page modules use is
+"""The page's English and Chinese tables (zimage/web/page/page_text.py): every key the page modules use is
 in both tables, every table key is used, both languages fill the same {parts}, and no label, button,
 toast or tab title is written as a bare English string any more. Plus the server's side: the text
 it builds follows the request's language (the switch's cookie, else Accept-Language)."""
@@ -14,10 +14,10 @@ import requests
 
 from zimage.i18n import LANG_COOKIE
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
-from zimage.web import page_text
-from zimage.web.page_text import EN, ZH, request_lang, text
+from zimage.web.page import page_text
+from zimage.web.page.page_text import EN, ZH, PARTS, merged, request_lang, text
 
-WEB = Path(__file__).resolve().parent.parent / "zimage" / "web"
+WEB = Path(__file__).resolve().parent.parent / "zimage" / "web" / "page"
 PAGE_MODULES = sorted(WEB.glob("ui*.py"))
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # The same in both languages: names (LoRA, ControlNet, EXIF, the model's "Turbo"), and the switch's
@@ -31,11 +31,11 @@ SHOWING_CALLS = {"Button", "DownloadButton", "Tab", "Accordion", "Info", "Warnin
 
 
 def string_constants(path: Path) -> set[str]:
-    """The string literals of a module, less page_text's own two tables."""
+    """The string literals of a module, less the tables of words it holds (`NAME: dict[str, str] = {...}`)."""
     tree = ast.parse(path.read_text())
     skip: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) in ("EN", "ZH"):
+        if isinstance(node, ast.AnnAssign) and ast.unparse(node.annotation) == "dict[str, str]":
             skip.update(id(n) for n in ast.walk(node.value))
     return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
             and id(n) not in skip}
@@ -48,6 +48,12 @@ def fields(template: str) -> set[str]:
 def test_both_tables_have_the_same_keys():
     assert sorted(set(EN) - set(ZH)) == [], "keys missing from the Chinese table"
     assert sorted(set(ZH) - set(EN)) == [], "keys missing from the English table"
+
+
+def test_the_tables_are_put_together_in_one_place_and_no_key_is_in_two():
+    assert len(EN) == sum(len(en) for en, _ in PARTS) and len(ZH) == sum(len(zh) for _, zh in PARTS)
+    with pytest.raises(ValueError, match=r"\['stop_btn'\]"):
+        merged([{"stop_btn": "Stop", "steps": "Steps"}, {"stop_btn": "Halt"}])
 
 
 def test_every_key_is_used_and_every_used_key_exists():
@@ -111,8 +117,8 @@ def test_server_text_follows_the_request_language():
 
 def test_status_progress_and_size_messages_in_chinese():
     from zimage.jobs import Job
-    from zimage.web.ui import render_status, size_problem
-    from zimage.web.ui_preview import job_progress
+    from zimage.web.page.ui import render_status, size_problem
+    from zimage.web.page.ui_preview import job_progress
 
     mem = MemoryInfo(process_rss_bytes=2**30, ram_available_bytes=2**33, ram_total_bytes=2**34)
     zh = render_status(Status(state=LoadState.LOADING, stage=LoadStage.MOVE, progress=0.5), mem, "zh")
@@ -158,7 +164,7 @@ def test_a_size_out_of_range_is_refused_naming_the_field_in_the_callers_language
 def test_the_start_up_timeline_in_chinese():
     """The status panel's start-up line was English in the Chinese page (ui_startup)."""
     from zimage import startup
-    from zimage.web.ui import render_status
+    from zimage.web.page.ui import render_status
 
     mem = MemoryInfo(process_rss_bytes=2**30, ram_available_bytes=2**33, ram_total_bytes=2**34)
     reading = Status(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.45, bytes_done=45, bytes_total=100,
@@ -177,7 +183,7 @@ def test_the_edit_tab_answers_a_chinese_caller_in_chinese(server):
     the sentence alone (it says which control), not `image: ...`."""
     from gradio_client import Client
 
-    from zimage.web.ui_lora import NO_LORA
+    from zimage.web.page.ui_lora import NO_LORA
 
     args = [None, "Image to image", "x", "", 0.5, 4, False, 32, 0, 0, 0, 0, True, 1024, 1024, 2, 5, 1, None,
             *[NO_LORA] * 3, *[1.0] * 3]
@@ -192,7 +198,7 @@ def test_the_edit_tab_answers_a_chinese_caller_in_chinese(server):
 def test_the_lora_folders_reasons_follow_the_language():
     """Issue 28: a refused LoRA's reason stayed English in the Chinese page."""
     from zimage.store.loras import PICKLE_REFUSED
-    from zimage.web.ui_lora import render_refused
+    from zimage.web.page.ui_lora import render_refused
 
     listing = [{"name": "old", "usable": False, "refused_reason": PICKLE_REFUSED},
                {"name": "cut", "usable": False, "refused_reason": "cut.safetensors is not a safetensors file (only 4 bytes)."}]

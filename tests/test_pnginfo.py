@@ -10,7 +10,7 @@ from PIL.PngImagePlugin import PngInfo
 from zimage.errors import ZImageError
 from zimage.infotext import parse_infotext
 from zimage.store.pnginfo import comfy_prompt, comfy_workflow, parameters_of, read_image_info
-from zimage.web.ui_params import gallery_caption, generate_values
+from zimage.web.page.ui_params import gallery_caption, generate_values
 
 A1111 = ("masterpiece, a castle <lora:detail:0.6>\nNegative prompt: lowres, bad hands\n"
          "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 3141592653, Size: 512x768, "

@@ -1,4 +1,4 @@
-"""The kept queue over HTTP (web/queue_api.py on the real server): the live queue is listed with
+"""The kept queue over HTTP (web/http/queue_api.py on the real server): the live queue is listed with
 ids and states, DELETE and run act on exactly the id given, jobs kept by an earlier run are listed
 and run again with their input images, bad ids are a 4xx naming `id`, and the API login applies."""
 import dataclasses

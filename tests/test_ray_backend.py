@@ -144,7 +144,7 @@ class Borrowed:
 
 def test_http_routes_and_the_status_panel_go_through_the_replicas(backend):
     from zimage.state import MemoryInfo
-    from zimage.web.ui import render_status
+    from zimage.web.page.ui import render_status
 
     srv = RunningServer(dataclasses.replace(backend.settings), manager_factory=lambda s: Borrowed(backend))
     try:

@@ -13,7 +13,7 @@ import requests
 from PIL import Image
 
 from tests.conftest import wait_for
-from zimage.web.ui_preview import job_progress
+from zimage.web.page.ui_preview import job_progress
 
 BODY = {"prompt": "four foxes", "width": 256, "height": 256, "num_inference_steps": 3, "seed": 100,
         "num_images": 4}

@@ -14,7 +14,7 @@ import pytest
 import requests
 from gradio_client import Client
 
-from zimage.web.page_text import text as page_words
+from zimage.web.page.page_text import text as page_words
 
 from conftest import free_port, wait_for
 
@@ -145,7 +145,7 @@ def test_refused_requests_log_one_line_naming_the_field_and_no_traceback(cli_ser
         r = requests.post(url + path, json=body, timeout=30)
         assert r.status_code in (400, 422) and f"{fields[path]}: " in r.text, (path, r.text)
     client = Client(url, verbose=False)
-    for width in (13, 264):          # out of range, then not a multiple of 16: both ours (web/ui_slider.py)
+    for width in (13, 264):          # out of range, then not a multiple of 16: both ours (web/page/ui_slider.py)
         with pytest.raises(Exception, match="256|multiple of 16"):
             client.predict(prompt="a fox", negative="", width=width, height=256, steps=1, seed=5, api_name="/generate")
     wait_for(lambda: terminal().count("page request refused") >= 2, 10, message="the refusals to be logged")
@@ -154,7 +154,7 @@ def test_refused_requests_log_one_line_naming_the_field_and_no_traceback(cli_ser
     refused = [line for line in text.splitlines() if "page request refused" in line]
     assert len(refused) == 2, text[-4000:]
     width = page_words("width", "en")       # the page's name for the field, as the page said it
-    assert f"{width}: must be between 256 and 2048, got 13" in refused[0]    # ours (web/ui_slider.py), not Gradio's
+    assert f"{width}: must be between 256 and 2048, got 13" in refused[0]    # ours (web/page/ui_slider.py), not Gradio's
     assert f"{width}: must be a multiple of 16, got 264" in refused[1]
     api = [line for line in text.splitlines() if "request refused (4" in line]     # one line per API refusal
     assert len(api) == 3 and [f for f in fields.values() if any(f"{f}: " in line for line in api)] == \

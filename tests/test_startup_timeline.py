@@ -11,8 +11,8 @@ import requests
 
 from zimage import startup
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
-from zimage.web.ui import render_status
-from zimage.web.ui_startup import current_step, startup_html
+from zimage.web.page.ui import render_status
+from zimage.web.page.ui_startup import current_step, startup_html
 
 ROOT = Path(__file__).resolve().parent.parent
 MEM = MemoryInfo(process_rss_bytes=2**30, ram_total_bytes=8 * 2**30, ram_available_bytes=4 * 2**30)
@@ -68,7 +68,7 @@ def test_the_page_does_not_read_a_torch_that_is_still_being_imported(monkeypatch
     import importlib.machinery
     import types
 
-    from zimage.web.ui import gpu_absent
+    from zimage.web.page.ui import gpu_absent
 
     partial = types.ModuleType("torch")
     partial.__spec__ = importlib.machinery.ModuleSpec("torch", None)
@@ -121,7 +121,7 @@ def test_a_late_preload_shows_the_loads_own_durations(start_server, settings):
 
 def test_the_starting_page_uses_the_pages_words_and_look():
     """Issue 28: the --preload starting page showed raw state names ("on_cpu, read 45%") unstyled."""
-    from zimage.web.ui_starting import starting_page
+    from zimage.web.page.ui_starting import starting_page
 
     loading = Status(state=LoadState.LOADING, stage=LoadStage.READ, progress=0.45, bytes_done=45,
                      startup=((startup.WEB_IMPORTED, 0.3), (startup.READING, 0.5), (startup.MODEL_IMPORTED, 2.5)))

@@ -9,9 +9,9 @@ from PIL import Image
 from zimage.errors import QueueFull
 from zimage.jobs import Job
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
-from zimage.web.page_jobs import PageJobs, Result, new_client_id, valid_client_id
-from zimage.web.ui import failure_text, job_progress, parse_preset, preset_for, render_status, size_problem
-from zimage.web.ui_lora import NO_LORA, lora_tags, render_refused, render_triggers, with_loras
+from zimage.web.page.page_jobs import PageJobs, Result, new_client_id, valid_client_id
+from zimage.web.page.ui import failure_text, job_progress, parse_preset, preset_for, render_status, size_problem
+from zimage.web.page.ui_lora import NO_LORA, lora_tags, render_refused, render_triggers, with_loras
 
 from conftest import wait_for
 
@@ -200,7 +200,7 @@ def test_no_event_of_the_page_takes_a_file_and_a_crafted_gallery_downloads_nothi
 def test_the_settings_are_saved_in_the_browser_with_no_round_trip(server):
     """The save went to the server and back: under load a reload overtook it and a width set a
     moment before came back as 1024. Every event that writes the saved settings runs in the browser."""
-    from zimage.web.ui import SAVED_FIELDS
+    from zimage.web.page.ui import SAVED_FIELDS
 
     config = requests.get(server.url + "/config", timeout=10).json()
     store = next(c["id"] for c in config["components"] if c.get("props", {}).get("storage_key") == "zimage-settings")

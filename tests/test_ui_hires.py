@@ -11,8 +11,8 @@ import pytest
 from zimage.config import Settings
 from zimage.errors import InvalidRequest
 from zimage.request import GenerationRequest
-from zimage.web.page_jobs import PageJobs, Result
-from zimage.web.ui_hires import HiresPicks, gallery_path, page_refusal, with_page_hires
+from zimage.web.page.page_jobs import PageJobs, Result
+from zimage.web.page.ui_hires import HiresPicks, gallery_path, page_refusal, with_page_hires
 
 
 def req() -> GenerationRequest:

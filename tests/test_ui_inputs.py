@@ -1,4 +1,4 @@
-"""The page's inputs and image refusals in the page's words (zimage/web/ui_inputs.py, ui_refusals.py):
+"""The page's inputs and image refusals in the page's words (zimage/web/page/ui_inputs.py, ui_refusals.py):
 an empty Seed is random, a prompt over the limit is refused with its count, refusals name the
 control the user sees (never `data[0]`, `files`, `prompt:`), in English and Chinese."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ from gradio_client import Client
 
 from zimage.i18n import IMAGE_SUBJECTS_ZH
 from zimage.web.gradio_uploads import UPLOAD_SUBJECTS, UPLOADED
-from zimage.web.ui_inputs import seed_value
-from zimage.web.ui_refusals import drop_refusal
+from zimage.web.page.ui_inputs import seed_value
+from zimage.web.page.ui_refusals import drop_refusal
 
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9"}
 

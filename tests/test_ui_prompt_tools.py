@@ -12,8 +12,8 @@ from zimage.errors import InvalidRequest
 from zimage.infotext import infotext
 from zimage.request import GenerationRequest
 from zimage.store.outputs import OutputStore
-from zimage.web.ui_enhance import enhance_refusal, linked, original_prompt
-from zimage.web.ui_variety import file_variety
+from zimage.web.page.ui_enhance import enhance_refusal, linked, original_prompt
+from zimage.web.page.ui_variety import file_variety
 
 
 def test_an_image_files_variety(tmp_path):

@@ -1,8 +1,8 @@
-"""The Queue panel's handlers (web/ui_queue.py) on a real kept backend, in both languages."""
+"""The Queue panel's handlers (web/page/ui_queue.py) on a real kept backend, in both languages."""
 from zimage.app import create_backend
 from zimage.kept_queue import with_kept_queue
 from zimage.request import GenerationRequest
-from zimage.web.ui_queue import drop_picked, listing, run_picked
+from zimage.web.page.ui_queue import drop_picked, listing, run_picked
 
 
 def test_the_panel_lists_and_answers_in_english_and_chinese(settings):

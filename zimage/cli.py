@@ -39,9 +39,9 @@ def print_openapi() -> int:
     import json
 
     from .app import create_backend
-    from .web.api import build_router
-    from .web.compat_api import build_compat_router
-    from .web.openapi import openapi_schema
+    from .web.http.api import build_router
+    from .web.http.compat_api import build_compat_router
+    from .web.http.openapi import openapi_schema
 
     try:
         settings = load_settings([])

@@ -20,7 +20,7 @@ from .i18n_features import HINTS_MORE, INVALID_MORE, MESSAGES_MORE, nested_zh
 
 LANGUAGES = ("en", "zh")
 DEFAULT_LANGUAGE = "en"
-LANG_COOKIE = "zimage-lang"          # set by the page's switch (web/ui_page.LANG_JS)
+LANG_COOKIE = "zimage-lang"          # set by the page's switch (web/page/ui_page.LANG_JS)
 # Every Chinese tag counts as zh: Simplified is the only Chinese table, and a zh-TW reader reads it
 # more easily than English (the page round may add zh-Hant).
 _TAG = re.compile(r"\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9](?:\.[0-9]{0,3})?))?\s*")
@@ -162,7 +162,7 @@ INVALID_ZH: list[tuple[str, str]] = [
     (r"(?P<v>.+) is not an event of this page", "{v} 不是此页面的事件"),
     (r"(?P<v>.+) is not a component of this page", "{v} 不是此页面的组件"),
     (r"(?P<v>.+) is not an image this server generated", "{v} 不是本服务器生成的图片"),
-    # The Edit tab's and the ControlNet panel's (zimage/web/ui_edit.py, ui_controlnet.py)
+    # The Edit tab's and the ControlNet panel's (zimage/web/page/ui_edit.py, ui_controlnet.py)
     (r"Add an image first: drop, paste or send one to the Edit tab\.", "请先添加一张图片：拖放、粘贴或发送一张到“编辑”标签页。"),
     (r"Paint over the part of the image to change \(Inpaint mode\), or choose Image to image\.",
      "请涂抹图片中要改变的部分（局部重绘模式），或选择“图生图”。"),

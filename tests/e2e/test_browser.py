@@ -540,7 +540,7 @@ def test_a_page_opened_while_preload_starts_turns_into_the_app_by_itself(backend
     from playwright.sync_api import sync_playwright
 
     from conftest import free_port
-    from zimage.web.page_text import text
+    from zimage.web.page.page_text import text
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

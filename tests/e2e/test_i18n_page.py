@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from zimage.web.page_text import EN, ZH
+from zimage.web.page.page_text import EN, ZH
 
 from .test_browser import CHROMIUM, guard_refusals, open_page  # noqa: F401: fixtures
 from conftest import wait_for
@@ -45,7 +45,7 @@ def test_a_chinese_browser_gets_the_page_in_chinese(open_page):
     wait_for(lambda: "宽度" in page.inner_text("#size-error"), 15, message="the size error in Chinese")
     assert "必须在 256 到 2048 之间" in page.inner_text("#size-error")
     # Generate without a prompt: the server's refusal (a toast) is in Chinese too, naming the control
-    # as the page labels it (web/ui_inputs.page_error_text), not the request's field.
+    # as the page labels it (web/page/ui_inputs.page_error_text), not the request's field.
     page.click("#generate-btn")
     page.get_by_text(f"{ZH['prompt_label']}: 不能为空").first.wait_for(state="visible", timeout=15_000)
     assert page.get_by_text("prompt: 不能为空").count() == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from zimage.web.page_text import text
+from zimage.web.page.page_text import text
 
 from .test_browser import ARGS, CHROMIUM, guard_refusals, page, set_slider  # noqa: F401: fixtures
 from .test_edit_page import drop_into_editor, picture, shows_the_picture

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..config import Settings
 from ..errors import InvalidRequest
 from ..request import CONTROL_MODULES, ControlUnit
 from . import images
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 CANNY_LOW, CANNY_HIGH = 100, 200
 UNIT_FIELDS = ("image", "module", "model", "weight", "guidance_start", "guidance_end")
 MAX_CONTROL_WEIGHT = 2.0
+
+
+def model_label(settings: Settings) -> str:
+    """The ControlNet as the infotext names it: the repo's or folder's last part."""
+    return settings.controlnet.rstrip("/").rsplit("/", 1)[-1]
 
 
 def load_image(path: str | Path, max_bytes: int, max_pixels: int, field_name: str):

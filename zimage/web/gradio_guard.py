@@ -48,10 +48,10 @@ from typing import Any, Callable
 import anyio
 
 from ..errors import BodyTooLarge, InvalidRequest, UnknownEndpoint, UnsupportedMediaType, ZImageError
-from .api import decode_json
 from .asgi_body import is_multipart, read_body, replay, with_retry_after
 from .event_values import check_values, is_int, kinds_of
 from .gradio_event_checks import blob_values, check_stream, check_uploads, upload_slots
+from .json_text import decode_json
 from .guard_answer import language as _language, send_error
 from .gradio_files import (FILE_ROUTE, PROXY_ROUTE, FileNotServed, check_files, check_upload_value, page_file_sets,
                            servable_file)

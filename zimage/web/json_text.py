@@ -1,5 +1,6 @@
-"""JSON that can always be written back: the check every JSON body passes (api.read_json, the MCP
-guard) and the answer class of our routes.
+"""JSON that can always be written back: the reading (decode_json) and the check every JSON body
+passes (api.read_json, the MCP guard; the Gradio guard reads its bodies with decode_json too) and the
+answer class of our routes.
 
 JSON's "\\ud800" escape decodes to a lone UTF-16 surrogate, a str that Python cannot encode to
 UTF-8, and "1e999" to inf, which JSON cannot write. A1111's answers echo the body (`parameters`,
@@ -17,10 +18,20 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from ..errors import InvalidRequest
+from ..errors import BadRequestBody, InvalidRequest
 
 UNICODE_RULE = "must be valid Unicode text (a lone UTF-16 surrogate at character {at})"
 KEY_RULE = "the key name {key} must be valid Unicode text (a lone UTF-16 surrogate at character {at})"
+
+
+def decode_json(body: bytes):
+    """JSON from an untrusted body; every way it can be broken is a BadRequestBody (400)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequestBody(f"The body is not valid JSON: {e}.") from None
+    except RecursionError:     # "[[[[..." 100k deep fits the size limit; json's C scanner gives up here
+        raise BadRequestBody("The body is not valid JSON: it is nested too deeply.") from None
 
 
 def _surrogate_at(text: str) -> int | None:

@@ -33,7 +33,7 @@ from ..i18n import page_language
 from ..jobs import Backend, Job
 from ..kept_queue import KeptQueueBackend
 from ..state import LoadState
-from .ui_starting import RELOAD_S, starting_page as render_starting_page
+from .page.ui_starting import RELOAD_S, starting_page as render_starting_page
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,14 @@ def starting_page(manager: Backend, show_timeline: bool, lang: str = "en") -> st
 
 def api_routers(settings: Settings, manager: Backend) -> list:
     """Our HTTP routes (no gradio): built once, served by the early app and then the full one."""
-    from .api import build_router
-    from .compat_api import build_compat_router
-    from .edit_api import build_edit_router
-    from .enhance_api import build_enhance_router
-    from .grid_api import build_grid_router
-    from .hires_api import build_hires_router
-    from .models_api import build_models_router
-    from .queue_api import build_queue_router
+    from .http.api import build_router
+    from .http.compat_api import build_compat_router
+    from .http.edit_api import build_edit_router
+    from .http.enhance_api import build_enhance_router
+    from .http.grid_api import build_grid_router
+    from .http.hires_api import build_hires_router
+    from .http.models_api import build_models_router
+    from .http.queue_api import build_queue_router
 
     routers = [build_router(manager, settings.max_prompt_chars), build_compat_router(manager, settings.max_prompt_chars),
                build_edit_router(manager, settings.max_prompt_chars),
@@ -69,9 +69,9 @@ def api_routers(settings: Settings, manager: Backend) -> list:
 
 def add_guards(app, settings: Settings) -> None:
     """Host, origin and API login checks, outermost (the early app's and the full app's)."""
-    from .api import API_PATHS, MCP_PATH
-    from .compat_api import COMPAT_PREFIXES
-    from .queue_api import QUEUE_PATH, QUEUE_PREFIX
+    from .http.api import API_PATHS, MCP_PATH
+    from .http.compat_api import COMPAT_PREFIXES
+    from .http.queue_api import QUEUE_PATH, QUEUE_PREFIX
     from .security import GuardMiddleware
 
     # MCP clients log in as API clients do (HTTP Basic): Gradio's login cookie is the page's, and

@@ -103,11 +103,11 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
 
     from .gradio_guard import GradioEventGuard, gradio_login_check
     from .launch import add_guards, api_routers
-    from .mcp_guard import MCPBodyGuard
-    from .mcp_tools import add_mcp_tools, keep_only_mcp_tools
+    from .http.mcp_guard import MCPBodyGuard
+    from .http.mcp_tools import add_mcp_tools, keep_only_mcp_tools
     from .shutdown import EndStreamsOnStop
-    from .ui import build_ui
-    from .ui_page import page_assets
+    from .page.ui import build_ui
+    from .page.ui_page import page_assets
     from .upload_budget import UploadBudget
 
     startup.mark(startup.WEB_IMPORTED)

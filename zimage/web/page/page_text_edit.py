@@ -1,0 +1,53 @@
+"""The Edit tab's words (web/page/ui_edit.py's layout, its Stop, its send-back buttons, its messages), in English and
+Simplified Chinese; page_text merges them into its two tables, so `label()` and `text()` find them
+and tests/test_page_text.py checks them with the rest."""
+from __future__ import annotations
+
+EDIT_EN: dict[str, str] = {
+    "tab_edit": "Edit",
+    "edit_mode_label": "Mode",
+    "edit_mode_img2img": "Image to image",
+    "edit_mode_inpaint": "Inpaint (draw the mask)",
+    "edit_mode_outpaint": "Outpaint (extend the canvas)",
+    "edit_image": "Image (drop, paste or send one here; in Inpaint, paint over what should change)",
+    "edit_prompt_hint": "What the edited image shows · <lora:NAME:w> tags work · Ctrl+Enter (⌘+Enter) edits · Esc stops",
+    "edit_strength": "Denoising strength (0 keeps the image, 1 repaints it)",
+    "edit_blur": "Mask blur (px)",
+    "edit_only_masked": "Only masked area (at full resolution)",
+    "edit_padding": "Masked area padding (px)",
+    "edit_extend_left": "Extend left (px)",
+    "edit_extend_right": "Extend right (px)",
+    "edit_extend_top": "Extend top (px)",
+    "edit_extend_bottom": "Extend bottom (px)",
+    "edit_image_size": "Size from the image",
+    "edit_btn": "Edit",
+    "edit_nothing_selected": "Select an image in the results first.",
+    "edit_send_again": "Edit again",
+    "edit_send_generate": "Send to Generate",
+    "edit_send_pnginfo": "Send to PNG info",
+    "edit_no_settings": "This image carries no settings: only the picture was sent.",
+}
+EDIT_ZH: dict[str, str] = {
+    "tab_edit": "编辑",
+    "edit_mode_label": "模式",
+    "edit_mode_img2img": "图生图",
+    "edit_mode_inpaint": "局部重绘（绘制蒙版）",
+    "edit_mode_outpaint": "扩图（扩展画布）",
+    "edit_image": "图片（拖放、粘贴或发送一张到这里；局部重绘时，涂抹要改变的部分）",
+    "edit_prompt_hint": "编辑后的图片内容 · 可以使用 <lora:NAME:w> 标签 · Ctrl+Enter（⌘+Enter）编辑 · Esc 停止",
+    "edit_strength": "重绘幅度（0 保留原图，1 完全重绘）",
+    "edit_blur": "蒙版模糊（像素）",
+    "edit_only_masked": "仅重绘蒙版区域（全分辨率）",
+    "edit_padding": "蒙版区域边距（像素）",
+    "edit_extend_left": "向左扩展（像素）",
+    "edit_extend_right": "向右扩展（像素）",
+    "edit_extend_top": "向上扩展（像素）",
+    "edit_extend_bottom": "向下扩展（像素）",
+    "edit_image_size": "使用图片的尺寸",
+    "edit_btn": "编辑",
+    "edit_nothing_selected": "请先在结果中选择一张图片。",
+    "edit_send_again": "再次编辑",
+    "edit_send_generate": "发送到生成",
+    "edit_send_pnginfo": "发送到 PNG 信息",
+    "edit_no_settings": "这张图片没有记录设置：只发送了图片。",
+}
