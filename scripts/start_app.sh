@@ -30,7 +30,7 @@ APP=$!
 trap 'kill $APP 2>/dev/null' INT TERM
 PORT=$(python - "${ARGS[@]+"${ARGS[@]}"}" <<'PY'
 import sys
-from zimage.config import load_settings
+from zimage.config_load import load_settings
 print(load_settings(sys.argv[1:]).port)
 PY
 )
