@@ -41,7 +41,7 @@ def test_serve_with_ray_backend_starts_a_local_cluster_and_serves_through_it(tmp
                 raise AssertionError(log.read_text()[-3000:])
             try:
                 return requests.get(url + "/health", timeout=5).json()["status"] == "healthy"
-            except requests.ConnectionError:
+            except (requests.ConnectionError, ValueError):      # not up, or not yet the JSON answer (seen under load)
                 return False
         wait_for(healthy, 180, interval=0.5, message="the app and its replica to be ready")
         assert "starting a local one" in log.read_text() and ray_processes(ray_tmp)

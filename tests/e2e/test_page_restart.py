@@ -101,6 +101,9 @@ def test_a_job_looks_right(server, stepper, browser):  # noqa: F811: the stepper
     # the worker counts the job out just after its result is handed over (and the page shows it)
     wait_for(lambda: server.manager.status().queue_length == 0, 10, message="the queue empty")
     img = page.locator("#gallery img").first
+    # drawn, not only in the page: an image still loading has no height yet (seen on a loaded machine)
+    wait_for(lambda: img.evaluate("i => i.complete && i.naturalWidth > 0") and img.bounding_box()["height"] > 0, 30,
+             message="the first result drawn")
     shown = img.bounding_box()
     fit = img.evaluate("i => getComputedStyle(i).objectFit")
     assert fit == "contain" or abs(shown["height"] / shown["width"] - 2.0) < 0.1, (fit, shown)   # not cropped square
