@@ -207,12 +207,7 @@ def small_disk(tmp_path):
 # kept queue and upload budget met older tests' fixed event data): skipped BY NAME so that every other
 # test guards main, and listed in the closing note to be fixed first next session. Remove a line when
 # its test is fixed.
-KNOWN_BROKEN: set[str] = {
-    # Flaky on a loaded 2-core machine (failed in 1 of 2 full runs and under 3 busy loops; passes alone):
-    # the result came out square, as if the width/height typed just before Generate had not reached its
-    # event yet. To do: wait for those inputs with e2e/test_browser.EventCalls, as the hires test does.
-    "tests/e2e/test_page_restart.py::test_a_job_looks_right",
-}
+KNOWN_BROKEN: set[str] = set()      # node ids to skip, each with why and what would fix it
 
 
 def pytest_collection_modifyitems(config, items):

@@ -649,7 +649,7 @@ def test_progress_names_each_phase_with_image_counts_and_an_eta(make_manager, mo
 
     def note(*_):
         if job.phase != "waiting":
-            seen.append((job.phase, job.step, job.images_done, job.images_total, job.eta_s))
+            seen.append((job.phase, job.step, job.images_done, job.images_total, (job.eta_s, job.step_seconds)))
     m._pipe.text_encoder.register_forward_pre_hook(note)
     m._pipe.transformer.register_forward_pre_hook(note)
     m._pipe.vae.decoder.register_forward_pre_hook(note)
@@ -665,11 +665,14 @@ def test_progress_names_each_phase_with_image_counts_and_an_eta(make_manager, mo
                       ("generating", 2, 0, 2), ("decoding", 3, 0, 2),
                       ("generating", 0, 1, 2), ("generating", 1, 1, 2), ("generating", 2, 1, 2),
                       ("decoding", 3, 1, 2), ("saving", 3, 0, 2), ("saving", 3, 1, 2)]
-    etas = [eta for *_, eta in seen]
+    etas = [eta for *_, (eta, _) in seen]
+    step_s = [step for *_, (_, step) in seen]                        # the mean step time then (it moves under load)
     decode, save = job.decode_s_per_image, job.save_s_per_image     # measured on the first image
     assert decode > 0 and save > 0
     assert etas[:2] == [None, None]                                  # no step timed yet
-    assert etas[2] > etas[4] > etas[6] > etas[8] > 0                 # steps, decodes and saves left
+    # the steps, decodes and saves left, at the step time measured so far
+    for at, (steps, decodes) in zip((2, 4, 6), ((5, 2), (3, 2), (2, 1))):
+        assert step_s[at] > 0 and etas[at] == pytest.approx(steps * step_s[at] + decodes * decode + 2 * save), at
     assert etas[8] == pytest.approx(decode + 2 * save) and etas[9] == pytest.approx(2 * save)
     assert etas[10] == pytest.approx(save)                           # "image 2 of 2" being saved
     assert job.step_seconds > 0 and job.phase == "done" and job.eta_s == 0.0

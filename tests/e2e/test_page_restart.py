@@ -2,6 +2,7 @@
 results; the status line says the server is gone while it is; the look of a job (results whole,
 one progress bar, a preview at the result's size, Preload/Unload on the first screen, a second
 Generate click answered)."""
+import contextlib
 import os
 import time
 
@@ -67,6 +68,38 @@ def test_the_server_down_says_so_in_chinese(server, browser):
     page = opened(browser.new_context(viewport=DESKTOP, locale="zh-CN"), server.url)
     server.stop()
     wait_for(lambda: "服务器无法连接" in page.inner_text("#status-panel"), 20, message="the Chinese line")
+
+
+def test_a_slow_server_is_not_a_gone_one_and_its_page_is_never_reloaded(server, browser):
+    """On a loaded machine /health answered late, the line said the server was gone and the page
+    reloaded itself 6 s later, losing a width typed a moment before (the generation then ran 1024
+    wide). Now a late answer must come twice running, and only another server (a restart) reloads."""
+    page = opened(browser.new_context(viewport=DESKTOP), server.url)
+    page.evaluate("() => { window.ziNotReloaded = true }")
+    asked, held = [], []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/health") else None)
+
+    def pumped(check):
+        return lambda: page.wait_for_timeout(100) or check()
+    # A server too busy to answer anything for a while: /health and the page's events (the status tick) wait.
+    for pattern in ("**/health", "**/run/predict"):
+        page.route(pattern, lambda route: held.append(route))
+    since = len(asked)
+    wait_for(pumped(lambda: len(asked) >= since + 2), 20, message="a second /health asked after one late answer")
+    assert page.get_attribute("#status-panel .zi-state", "data-state") != "unreachable"   # one late answer
+    wait_for(pumped(lambda: page.get_attribute("#status-panel .zi-state", "data-state") == "unreachable"), 20,
+             message="the line to say the server is gone")
+    set_slider(page, "width", 256)
+    for pattern in ("**/health", "**/run/predict"):
+        page.unroute(pattern)
+    for route in held:                            # the server answers what waited (the browser gave up on /health)
+        with contextlib.suppress(Exception):
+            route.continue_()
+    wait_for(pumped(lambda: page.get_attribute("#status-panel .zi-state", "data-state") != "unreachable"), 20,
+             message="the line back")
+    page.wait_for_timeout(8000)                   # the old page reloaded itself 6 s after the server came back
+    assert page.evaluate("() => window.ziNotReloaded === true")
+    assert page.input_value("#width input[type=number]") == "256"
 
 
 def test_a_job_looks_right(server, stepper, browser):  # noqa: F811: the stepper fixture

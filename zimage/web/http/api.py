@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import re
+import secrets
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -144,10 +145,12 @@ def build_router(manager: Backend, max_prompt_chars: int) -> APIRouter:
     auth_on = bool(manager.settings.api_auth_pairs)
     generate_cap = edit_body_cap(manager.settings.max_upload_bytes, MAX_BODY_BYTES, images=3)   # image, mask, control
 
+    server_id = secrets.token_hex(8)        # new at every start: a page that sees it change reloads (ui_offline)
+
     def health_body() -> dict:
         status = manager.status()
         body = {"status": status.health, "timestamp": datetime.now(timezone.utc).isoformat(),
-                "load_count": manager.load_count}
+                "load_count": manager.load_count, "server_id": server_id}
         body.update(status.to_dict())
         return body
 

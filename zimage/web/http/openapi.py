@@ -188,6 +188,7 @@ NULLABLE_NUMBER, NULLABLE_STRING = {"type": ["number", "null"]}, {"type": ["stri
 
 HEALTH = obj({
     "status": {"enum": ["healthy", "loading", "unloaded", "error"]}, "timestamp": STRING, "load_count": INT,
+    "server_id": {**STRING, "description": "new at every start of the server"},
     "state": {"enum": ["unloaded", "downloading", "loading", "on_cpu", "on_gpu", "offloaded", "error"]},
     "model": STRING, "stage": NULLABLE_STRING, "progress": NUMBER, "bytes_done": INT, "bytes_total": INT,
     "current_file": STRING, "speed_bps": NUMBER, "eta_s": NULLABLE_NUMBER, "device": NULLABLE_STRING,

@@ -1,9 +1,12 @@
 """The status line while the server does not answer (issue 28): it said "Ready" from its last
 answer while the server was down. The browser asks /health every few seconds; when that fails (no
-answer at all: a 401 or 503 is an answer), the line says "Server not reachable" in the page's
-language. When the server answers again the page's own status tick redraws the line; if no tick
-comes (a restarted server's page events), the page reloads, and the browser's settings and results
-come back (BrowserState's secret and the kept gallery: web.page_gallery).
+connection at once, or no answer twice running: a busy server answers late, and a 401 or 503 is an
+answer), the line says "Server not reachable" in the page's language. When the same server answers
+again the page's own status tick redraws the line. When another server answers (its /health
+`server_id` is not the one this page first saw: a restart, whose Gradio sessions are new), the page
+reloads, and the browser's settings and results come back (BrowserState's secret and the kept
+gallery: web.page_gallery). Reloading on a late answer alone lost what was typed a moment before
+on a loaded machine (a 256 width came back 1024), so only a new server reloads the page.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from .page_text import text
 
 POLL_S = 2.0                 # how often the browser asks; a 1-2 s outage may go unseen, which is fine
 ANSWER_WAIT_S = 3.0          # an answer later than this counts as none
-RELOAD_AFTER_S = 6.0         # the server is back but no status tick redrew the line: reload
+LATE_ANSWERS_DOWN = 2        # this many late answers in a row count as the server gone
 
 
 def offline_js() -> str:
@@ -22,7 +25,7 @@ def offline_js() -> str:
     return """
 (() => {
   const WORDS = %s;
-  let down = false, backSince = 0;
+  let late = 0, seen = null, before = null;     // before: the line as the page last drew it
   const panel = () => document.getElementById('status-panel');
   const show = () => {
     const p = panel(); if (!p) return;
@@ -30,20 +33,35 @@ def offline_js() -> str:
     const state = p.querySelector('.zi-state');
     if (state && state.dataset.state === 'unreachable') return;
     const body = p.querySelector('#zi-status-body') || p;
+    before = body.innerHTML;
     body.innerHTML = `<button type="button" class="zi-status-toggle"><span class="zi-state zi-offline" data-state="unreachable"><b>${w.model}</b> ${w.line}</span></button><div class="zi-message">${w.hint}</div>`;
   };
   const ask = async () => {
     const ctl = new AbortController(); const timer = setTimeout(() => ctl.abort(), %d);
-    let ok = false;
-    try { await fetch('/health', {cache: 'no-store', signal: ctl.signal}); ok = true; } catch (e) { ok = false; }
+    let answer = null, gone = false;
+    try {
+      const r = await fetch('/health', {cache: 'no-store', signal: ctl.signal});
+      answer = r.ok ? await r.json().catch(() => ({})) : {};
+    } catch (e) { gone = e.name !== 'AbortError'; }
     clearTimeout(timer);
-    if (!ok) { down = true; backSince = 0; show(); return; }
-    if (!down) return;
-    const state = panel() && panel().querySelector('.zi-state');
-    if (!state || state.dataset.state !== 'unreachable') { down = false; return; }     // a tick redrew it
-    if (!backSince) backSince = Date.now();
-    else if (Date.now() - backSince > %d) location.reload();
+    if (answer === null) {
+      late = gone ? %d : late + 1;
+      if (late >= %d) show();
+      return;
+    }
+    late = 0;
+    const id = answer.server_id;
+    if (id && seen && id !== seen) { location.reload(); return; }      // another server: its sessions are new
+    if (id) seen = id;
+    // The same server: its tick redraws the line, but only with news (Gradio leaves an unchanged value
+    // alone), so the line it last drew comes back until then.
+    const p = panel(), state = p && p.querySelector('.zi-state');
+    if (state && state.dataset.state === 'unreachable' && before !== null) {
+      (p.querySelector('#zi-status-body') || p).innerHTML = before;
+    }
   };
+  ask();
   setInterval(ask, %d);
 })();
-""" % (json.dumps(words, ensure_ascii=False), ANSWER_WAIT_S * 1000, RELOAD_AFTER_S * 1000, POLL_S * 1000)
+""" % (json.dumps(words, ensure_ascii=False), ANSWER_WAIT_S * 1000, LATE_ANSWERS_DOWN, LATE_ANSWERS_DOWN,
+       POLL_S * 1000)
