@@ -159,7 +159,9 @@ def test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0(pa
     newest = server.manager._store.save(picture(), 5, "a gradient\nSteps: 2, Seed: 5, Size: 256x256")
     open_tab(page, "History")
     wait_for(lambda: page.locator("#history-gallery img").count() >= 3, 30, message="the history thumbnails")
+    since = calls.sent
     page.locator("#history-gallery img").first.click()
+    calls.settled(since, "history-gallery", "select")
     page.click("#history-send-edit")
     wait_for(lambda: tab.get_attribute("aria-selected") == "true", 30, message="the Edit tab from History")
     wait_for(lambda: shows_the_picture(shot_of(page, editor)), 30, message="the History image drawn in the editor")

@@ -12,7 +12,7 @@ import threading
 import pytest
 from PIL import Image
 
-from .test_browser import ARGS, CHROMIUM, guard_refusals, page, set_slider  # noqa: F401: fixtures
+from .test_browser import ARGS, CHROMIUM, EventCalls, guard_refusals, page, set_slider  # noqa: F401: fixtures
 from .test_edit_page import EDITOR_CANVAS, drop_into_editor, open_tab, picture, saved_images
 from conftest import wait_for
 
@@ -91,7 +91,10 @@ def test_send_to_edit_carries_the_selected_images_settings_and_no_share_button(p
     wait_for(lambda: "Select an image in the results first." in page.inner_text("body"), 15, message="the warning")
     assert page.get_by_role("tab", name="Generate").get_attribute("aria-selected") == "true"
 
+    calls = EventCalls(page)
+    since = calls.sent
     page.locator("#gallery img").nth(1).click()                       # the second: the older, the fox
+    calls.settled(since, "gallery", "select")       # the pick, kept server-side, before the send reads it
     page.locator("#prompt textarea").fill("whatever the box says now")
     send.click()
     tab = page.get_by_role("tab", name="Edit")
@@ -104,7 +107,9 @@ def test_send_to_edit_carries_the_selected_images_settings_and_no_share_button(p
 
     open_tab(page, "History")
     wait_for(lambda: page.locator("#history-gallery img").count() >= 2, 30, message="the history thumbnails")
+    since = calls.sent
     page.locator("#history-gallery img").first.click()
+    calls.settled(since, "history-gallery", "select")
     page.locator("#history-image img").wait_for(timeout=15_000)       # the viewer shows the image
     page.locator("#history-image").hover()
     assert page.locator(SHARE_BUTTONS).count() == 0
