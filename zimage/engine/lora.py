@@ -219,9 +219,10 @@ def match(transformer, weights: LoraWeights) -> Match:
 
 def check_full_weights(transformer, names, lora: str = "") -> None:
     """Typed refusal when a Linear to fuse into is int8 (a `weight_scale` buffer beside int8 rows)
-    or fp8 (`Fp8Linear`): W + delta there would be rounded to the quantized grid and could not be
-    undone exactly."""
+    or fp8 (`Fp8Linear`, or an fp8 file's weight kept in float8: engine/fp8_storage.py): W + delta
+    there would be rounded to the quantized grid and could not be undone exactly."""
     from .fp8 import Fp8Linear
+    from .fp8_storage import is_fp8_stored
 
     linears = _linears(transformer)
     for name in names:
@@ -233,10 +234,11 @@ def check_full_weights(transformer, names, lora: str = "") -> None:
             kind = "int8"
         else:
             continue
+        hint = ("The DiT file is fp8: load its bf16 or GGUF version to use LoRAs."
+                if is_fp8_stored(module) else "Turn the int8 / fp8 setting off (bf16 weights) to use LoRAs.")
         raise LoraNeedsFullWeights(
             lora, f"LoRA {lora} cannot be applied while the transformer is {kind} ({name}): "
-            f"fusing into quantized weights is not exact.",
-            "Turn the int8 / fp8 setting off (bf16 weights) to use LoRAs.", weights=kind)
+            f"fusing into quantized weights is not exact.", hint, weights=kind)
 
 
 @dataclass(frozen=True)
@@ -316,8 +318,8 @@ class LoraState:
         side = {n for n in touched if is_packed(linears[n])}
         carried = {n for n in touched - side if self.carrier is not None and self.carrier.carries(linears[n])}
         in_place = sorted(touched - carried - side)
-        for m, s in matches:
-            check_full_weights(self.transformer, [n for n in m.fits if s != 0.0 and n in in_place], m.lora)
+        for m, s in matches:      # carried ones too: a streamed fp8 (file) weight's slot is fp8 as well
+            check_full_weights(self.transformer, [n for n in m.fits if s != 0.0 and n not in side], m.lora)
         self.restore()
         with torch.no_grad():
             try:
