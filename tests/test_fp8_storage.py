@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_manager import CpuAsGpuPlacement, _tiny_working_set, cpu_loader
 
-from zimage.engine import fp8_storage, speed
+from zimage.engine import fp8_storage, single_file, speed
 from zimage.engine.planning import make_plan, sizes_of, working_bytes
 from zimage.errors import LoraNeedsFullWeights
 from zimage.store.model_source import ModelOptions, resolve_parts
@@ -64,7 +64,7 @@ def test_fp8_file_stays_float8_and_makes_the_image_of_its_values_read_into_bf16(
     assert all(".attention." in n or ".feed_forward." in n for n in fp8)
     assert fp8_storage.is_fp8_stored(kept.transformer) and kept.transformer.dtype == DTYPE
     with monkeypatch.context() as m:          # the same file read into bf16, as before fp8_storage
-        m.setattr(fp8_storage, "keep_fp8", lambda *a: 0)
+        m.setattr(single_file, "keep_fp8", lambda *a: 0)
         read = load(dit(fp8_root, "z_image_turbo_fp8_e4m3fn.safetensors"), settings)
     assert not float8_linears(read.transformer) and not fp8_storage.is_fp8_stored(read.transformer)
     full = dict(read.transformer.named_modules())
@@ -87,7 +87,7 @@ def test_the_planner_keeps_the_fp8_dit_resident_where_its_float8_bytes_fit(hub, 
     _tiny_working_set(monkeypatch)
     kept = load(dit(fp8_root, "z_image_turbo_fp8_e4m3fn.safetensors"), settings)
     with monkeypatch.context() as m:
-        m.setattr(fp8_storage, "keep_fp8", lambda *a: 0)
+        m.setattr(single_file, "keep_fp8", lambda *a: 0)
         read = load(dit(fp8_root, "z_image_turbo_fp8_e4m3fn.safetensors"), settings)
     small, big = sizes_of(kept), sizes_of(read)
     assert small.dit_format == "fp8" and big.dit_format == "bf16"
@@ -183,3 +183,21 @@ def test_fp8_on_and_the_compile_step_aside_with_a_note(hub, settings, fp8_root):
     assert speed.fp8_stored_note(pipe, load_settings([], env={}), compile_wanted=False) == ""
     assert not speed.plan_compile_wanted(load_settings(["--compile", "on"], env={}), CpuAsGpuPlacement(), pipe)
     assert speed.resident_plan(pipe, on).endswith("fp8 weights in the transformer (cast per layer as they run)")
+
+
+def test_a_controlnet_runs_on_the_fp8_dit_and_leaves_it_float8(hub, settings, fp8_root, tmp_path):
+    """The ControlNet shares the transformer's refiners (their hooks come along) and keeps its own
+    weights in the load dtype: it runs; nothing of the DiT is upcast."""
+    from PIL import Image
+
+    from zimage.engine.controlnet import control_pipeline, load_controlnet
+    from zimage.testing.tiny_controlnet import make_tiny_controlnet
+
+    pipe = load(dit(fp8_root, "z_image_turbo_fp8_e4m3fn.safetensors"), settings)
+    stored = set(float8_linears(pipe.transformer))
+    cn = load_controlnet(Path(make_tiny_controlnet(tmp_path / "cn", version="2.1")), pipe.transformer, DTYPE, "cpu")
+    out = control_pipeline(pipe, cn)(prompt="a fox", control_image=Image.new("RGB", (128, 128), (90, 30, 200)),
+                                     width=128, height=128, num_inference_steps=2, guidance_scale=0.0,
+                                     generator=torch.Generator().manual_seed(1), output_type="np")
+    assert np.isfinite(out.images[0]).all() and out.images[0].std() > 0
+    assert set(float8_linears(pipe.transformer)) == stored

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FP8_HEADER_DTYPES = ("F8_E4M3", "F8_E4M3FN")     # safetensors' names for float8_e4m3fn
 HOOK = "layerwise_casting"                       # diffusers.hooks.layerwise_casting._LAYERWISE_CASTING_HOOK
+SCALE_SUFFIXES = (".scale_weight", ".weight_scale")  # a scaled fp8 file's per-tensor scale, beside its weight
+DROPPED_KEYS = ("scaled_fp8", "lm_head.weight")     # ComfyUI's fp8 marker; the tied LM head (a text encoder's)
 
 
 def fp8_modules(path: Path) -> set[str]:
@@ -51,8 +53,6 @@ def fp8_modules(path: Path) -> set[str]:
     import torch
     from diffusers.loaders.single_file_utils import convert_z_image_transformer_checkpoint_to_diffusers
     from safetensors import safe_open
-
-    from .single_file import DROPPED_KEYS, SCALE_SUFFIXES
 
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())

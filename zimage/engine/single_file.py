@@ -18,11 +18,10 @@ from ..errors import ModelFileUnsupported, ModelLoadFailed
 from ..state import LoadStage
 from ..store.model_source import ModelParts
 from .assemble import LoadProgress, assemble_pipeline
+from .fp8_storage import DROPPED_KEYS, SCALE_SUFFIXES, fp8_modules, keep_fp8
 
 log = logging.getLogger(__name__)
 
-SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
-DROPPED_KEYS = ("scaled_fp8", "lm_head.weight")     # ComfyUI's fp8 marker; the tied LM head
 
 
 def read_state(path: Path, dtype) -> dict:
@@ -66,8 +65,6 @@ def load_transformer(parts: ModelParts, dtype):
     if parts.format == "gguf":
         return _guarded("transformer", parts.dit, lambda: ZImageTransformer2DModel.from_single_file(
             str(parts.dit), quantization_config=GGUFQuantizationConfig(compute_dtype=dtype), **common))
-    from .fp8_storage import fp8_modules, keep_fp8
-
     def build():
         fp8 = fp8_modules(parts.dit)
         model = ZImageTransformer2DModel.from_single_file(read_state(parts.dit, dtype), **common)
