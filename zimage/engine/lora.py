@@ -318,8 +318,11 @@ class LoraState:
         side = {n for n in touched if is_packed(linears[n])}
         carried = {n for n in touched - side if self.carrier is not None and self.carrier.carries(linears[n])}
         in_place = sorted(touched - carried - side)
-        for m, s in matches:      # carried ones too: a streamed fp8 (file) weight's slot is fp8 as well
-            check_full_weights(self.transformer, [n for n in m.fits if s != 0.0 and n not in side], m.lora)
+        # carried float8 weights too (an fp8 file's, streamed): their slot is float8 as well; carried
+        # int8 ones are dequantized into a bf16 slot, where the terms are added exactly
+        fp8 = {n for n in carried if linears[n].weight.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)}
+        for m, s in matches:
+            check_full_weights(self.transformer, [n for n in m.fits if s != 0.0 and (n in in_place or n in fp8)], m.lora)
         self.restore()
         with torch.no_grad():
             try:
