@@ -219,9 +219,10 @@ def match(transformer, weights: LoraWeights) -> Match:
 
 def check_full_weights(transformer, names, lora: str = "") -> None:
     """Typed refusal when a Linear to fuse into is int8 (a `weight_scale` buffer beside int8 rows)
-    or fp8 (`Fp8Linear`): W + delta there would be rounded to the quantized grid and could not be
-    undone exactly."""
+    or fp8 (`Fp8Linear`, or an fp8 file's weight kept in float8: engine/fp8_storage.py): W + delta
+    there would be rounded to the quantized grid and could not be undone exactly."""
     from .fp8 import Fp8Linear
+    from .fp8_storage import is_fp8_stored
 
     linears = _linears(transformer)
     for name in names:
@@ -233,10 +234,11 @@ def check_full_weights(transformer, names, lora: str = "") -> None:
             kind = "int8"
         else:
             continue
+        hint = ("The DiT file is fp8: load its bf16 or GGUF version to use LoRAs."
+                if is_fp8_stored(module) else "Turn the int8 / fp8 setting off (bf16 weights) to use LoRAs.")
         raise LoraNeedsFullWeights(
             lora, f"LoRA {lora} cannot be applied while the transformer is {kind} ({name}): "
-            f"fusing into quantized weights is not exact.",
-            "Turn the int8 / fp8 setting off (bf16 weights) to use LoRAs.", weights=kind)
+            f"fusing into quantized weights is not exact.", hint, weights=kind)
 
 
 @dataclass(frozen=True)
@@ -316,8 +318,11 @@ class LoraState:
         side = {n for n in touched if is_packed(linears[n])}
         carried = {n for n in touched - side if self.carrier is not None and self.carrier.carries(linears[n])}
         in_place = sorted(touched - carried - side)
+        # carried float8 weights too (an fp8 file's, streamed): their slot is float8 as well; carried
+        # int8 ones are dequantized into a bf16 slot, where the terms are added exactly
+        fp8 = {n for n in carried if linears[n].weight.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)}
         for m, s in matches:
-            check_full_weights(self.transformer, [n for n in m.fits if s != 0.0 and n in in_place], m.lora)
+            check_full_weights(self.transformer, [n for n in m.fits if s != 0.0 and (n in in_place or n in fp8)], m.lora)
         self.restore()
         with torch.no_grad():
             try:

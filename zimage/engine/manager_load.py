@@ -163,7 +163,7 @@ class LoadJobs:
             speed.leave_fp8(self._pipe, self.settings, placement)
             plan = self._enable_offload(placement)
             self._set(state=LoadState.OFFLOADED, stage=None, device=placement.gpu_device, progress=1.0, plan=plan)
-            if speed.plan_compile_wanted(self.settings, placement):
+            if speed.plan_compile_wanted(self.settings, placement, self._pipe):
                 epoch, pipe = self._placement_epoch, self._pipe
                 self._compile_when_quiet(pipe, lambda: self._run_plan_compile(pipe, epoch))
         else:

@@ -1,7 +1,7 @@
 """Planning for a VRAM budget: which transformer blocks stay on the GPU, which stream from RAM,
 whether the text encoder visits the GPU only to encode and the VAE decodes in tiles. Pure
 arithmetic on the component sizes as loaded (bf16; int8 with bf16 slots; a GGUF DiT's packed bytes,
-dequantized per layer as it runs), so every budget is tested on the CPU; offload.py carries a plan out.
+dequantized per layer as it runs; an fp8 file's float8 bytes, cast per layer as it runs: fp8_storage), so every budget is tested on the CPU; offload.py carries a plan out.
 """
 from __future__ import annotations
 
@@ -125,6 +125,7 @@ class Plan:
         budget = "no budget" if self.budget_bytes is None else f"budget {self.budget_bytes / GiB:.1f} GiB"
         dit = f"{self.dit_format} DiT {self.dit_bytes / GiB:.1f} GiB".lstrip() if self.dit_bytes else ""
         extra = ((", int8 weights" if self.quantized else "")
+                 + (", fp8 weights cast per layer" if self.dit_format == "fp8" and not self.quantized else "")
                  + (f" ({self.dense_blocks} resident blocks kept in bf16)" if self.dense_blocks else "")
                  + (", VAE in tiles" if self.vae_tiling else ""))
         control = self.control_resident + self.control_streamed
@@ -173,7 +174,8 @@ def make_plan(sizes: Sizes, budget_bytes: int | None) -> Plan:
     layers are streamed, then as many transformer blocks as fit stay resident and the rest are
     streamed. The VAE decodes in tiles only where that keeps more blocks resident (tiles change the
     picture slightly at their seams). int8: resident blocks in bf16 with the room left (with_dense_blocks).
-    The DiT is sized as loaded, so a quantized one (GGUF, int8) that fits stays whole on the GPU."""
+    The DiT is sized as loaded, so a quantized one (GGUF, int8, an fp8 file kept in float8) that
+    fits stays whole on the GPU."""
     whole = _best_fit(sizes, budget_bytes, tiling=False)
     tiled = None
     if not (whole is not None and whole.streamed_blocks == 0 and whole.text_encoder_on_gpu):
@@ -256,8 +258,9 @@ def _quant_name(t) -> str:
 def sizes_of(pipe, controlnet=None) -> Sizes:
     """The pipeline's sizes, and a loaded ControlNet's own (its shared modules are the transformer's).
     Every tensor counts its bytes as held: a GGUF weight its packed bytes (diffusers' GGUFLinear
-    dequantizes one layer at a time as it runs, a transient inside the working memory), an int8 one
-    its int8 bytes with its bf16 slot beside."""
+    dequantizes one layer at a time as it runs, a transient inside the working memory), an fp8
+    file's weight kept in float8 its float8 bytes (likewise cast one layer at a time: fp8_storage),
+    an int8 one its int8 bytes with its bf16 slot beside."""
     blocks_list = transformer_blocks(pipe.transformer)
     text_list = text_encoder_layers(pipe.text_encoder)
     blocks = tuple(_tensor_bytes(b) for b in blocks_list)

@@ -5,8 +5,9 @@ converter), the Qwen3 text encoder from its HF-named file. Every call gets `conf
 folder and `local_files_only=True`: diffusers never looks anything up on the network (its own
 guess maps every Z-Image file to Tongyi-MAI/Z-Image-Turbo, wrong for the base model).
 
-fp8 files (ComfyUI's e4m3fn, plain or "scaled" with a per-tensor `scale_weight`) are read into the
-load dtype: the saving is on disk, not in memory (as in crispz and InvokeAI).
+An fp8 DiT file (ComfyUI's e4m3fn) stays float8 in memory where that is lossless and computes in the
+load dtype (fp8_storage.py: which layers, and why a "scaled" file's scaled weights stay in the load
+dtype). fp8 text encoder and VAE files are read into the load dtype (as in crispz and InvokeAI).
 """
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ from ..errors import ModelFileUnsupported, ModelLoadFailed
 from ..state import LoadStage
 from ..store.model_source import ModelParts
 from .assemble import LoadProgress, assemble_pipeline
+from .fp8_storage import DROPPED_KEYS, SCALE_SUFFIXES, fp8_modules, keep_fp8
 
 log = logging.getLogger(__name__)
 
-SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
-DROPPED_KEYS = ("scaled_fp8", "lm_head.weight")     # ComfyUI's fp8 marker; the tied LM head
 
 
 def read_state(path: Path, dtype) -> dict:
@@ -65,8 +65,12 @@ def load_transformer(parts: ModelParts, dtype):
     if parts.format == "gguf":
         return _guarded("transformer", parts.dit, lambda: ZImageTransformer2DModel.from_single_file(
             str(parts.dit), quantization_config=GGUFQuantizationConfig(compute_dtype=dtype), **common))
-    return _guarded("transformer", parts.dit, lambda: ZImageTransformer2DModel.from_single_file(
-        read_state(parts.dit, dtype), **common))
+    def build():
+        fp8 = fp8_modules(parts.dit)
+        model = ZImageTransformer2DModel.from_single_file(read_state(parts.dit, dtype), **common)
+        keep_fp8(model, fp8, dtype)
+        return model
+    return _guarded("transformer", parts.dit, build)
 
 
 def load_text_encoder(parts: ModelParts, cls, dtype):

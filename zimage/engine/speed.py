@@ -35,9 +35,11 @@ def speed_up(pipe, settings: Settings, placement: Any, *, warm: bool, on_fp8: Ca
     capability = torch.cuda.get_device_capability(device) if on_cuda else None
     attention = accel.set_attention(pipe, accel.choose_attention(settings.attention, capability))
     compiled = accel.want_compile(settings.compile, on_cuda)
+    stored = fp8_stored_note(pipe, settings, compiled)
+    compiled = compiled and not stored
     note = use_fp8(pipe, settings, placement, capability, compiled)
-    if note is not None:
-        on_fp8(note)
+    if note is not None or stored:
+        on_fp8("\n".join(filter(None, [stored, note])))
     if warm:
         on_warm_up()
         log.info("warm-up image in %.2f s (attention %s%s)", warm_up(pipe, prompt=accel.WARMUP_PROMPTS[0]),
@@ -62,13 +64,33 @@ def warm_compiled(pipe, size: int = 1024) -> None:
         log.info("compiled warm-up image in %.2f s", warm_up(pipe, size, size, prompt=prompt))
 
 
-def plan_compile_wanted(settings: Settings, placement: Any) -> bool:
-    """Compile the blocks of a low-VRAM plan (under its streaming hooks)? The same rule as resident."""
+def plan_compile_wanted(settings: Settings, placement: Any, pipe=None) -> bool:
+    """Compile the blocks of a low-VRAM plan (under its streaming hooks)? The same rule as resident
+    (never for a DiT kept in float8: fp8_stored_note)."""
     import torch
 
     from . import accel
+    from .fp8_storage import is_fp8_stored
 
+    if pipe is not None and is_fp8_stored(pipe.transformer):
+        return False
     return accel.want_compile(settings.compile, placement.gpu_device is not None and torch.cuda.is_available())
+
+
+def fp8_stored_note(pipe, settings: Settings, compile_wanted: bool) -> str:
+    """The page's note when the DiT file's weights are kept in float8 (fp8_storage) and so the
+    regional compile and `--fp8 on` step aside: diffusers' layerwise casting changes each layer's
+    weight dtype inside its call, which the compiled blocks were never traced or measured with (no
+    GPU here), and --fp8's own float8 Linears are made from bf16 weights. "" when neither applies."""
+    from .fp8_storage import is_fp8_stored
+
+    if not is_fp8_stored(pipe.transformer) or not (compile_wanted or settings.fp8 != "off"):
+        return ""
+    off = [what for what, on in (("compiled blocks", compile_wanted), ("--fp8 on", settings.fp8 != "off")) if on]
+    note = (f"The DiT file is fp8 and its weights stay fp8 in memory (cast per layer as they run): "
+            f"{' and '.join(off)} not used with it.")
+    log.warning(note)
+    return note
 
 
 def warm_plan_piece(pipe, piece: int, size: int = 1024) -> bool:
@@ -91,7 +113,10 @@ def use_fp8(pipe, settings: Settings, placement: Any, capability: tuple[int, int
     if settings.fp8 == "off":
         return None
     from . import fp8
+    from .fp8_storage import is_fp8_stored
 
+    if is_fp8_stored(pipe.transformer):
+        return ""              # fp8_stored_note says why, once
     use, note = fp8.choose(settings.fp8, capability, compiled)
     if use:
         try:
@@ -126,4 +151,8 @@ def resident_plan(pipe, settings: Settings) -> str:
 
         if fp8.is_applied(pipe):
             return "everything on the GPU, fp8 matmuls in the transformer blocks"
+    from .fp8_storage import is_fp8_stored
+
+    if is_fp8_stored(pipe.transformer):
+        return "everything on the GPU, fp8 weights in the transformer (cast per layer as they run)"
     return "everything on the GPU"

@@ -25,10 +25,10 @@ from .tiny_comfy import GGUF_TYPES, dit_to_comfy, write_gguf
 log = logging.getLogger(__name__)
 
 DIT_DIR = Path("models") / "diffusion_models"
-SAFETENSORS_FORMATS = ("bf16", "fp8")
+SAFETENSORS_FORMATS = ("bf16", "fp8", "fp8_scaled")
 FORMATS = SAFETENSORS_FORMATS + GGUF_TYPES
 # bytes per weight on disk, for a disk-space check before writing (GGUF: the block's bytes / values)
-BYTES_PER_PARAM = {"bf16": 2.0, "fp8": 1.0, "Q8_0": 34 / 32, "Q5_0": 22 / 32, "Q4_0": 18 / 32, "BF16": 2.0,
+BYTES_PER_PARAM = {"bf16": 2.0, "fp8": 1.0, "fp8_scaled": 1.0, "Q8_0": 34 / 32, "Q5_0": 22 / 32, "Q4_0": 18 / 32, "BF16": 2.0,
                    "Q4_K": 144 / 256}
 
 
@@ -37,6 +37,8 @@ def file_name(fmt: str) -> str:
         return "z_image_turbo_bf16.safetensors"
     if fmt == "fp8":
         return "z_image_turbo_fp8_e4m3fn.safetensors"
+    if fmt == "fp8_scaled":
+        return "z_image_turbo_fp8_scaled.safetensors"
     if fmt in GGUF_TYPES:
         return f"z_image_turbo-{fmt}.gguf"
     raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -72,6 +74,25 @@ def _fp8_state(comfy: dict) -> dict:
             .contiguous().cpu() for k, v in comfy.items()}
 
 
+def fp8_scaled_state(comfy: dict, unit: tuple[str, ...] = ()) -> dict:
+    """ComfyUI's "scaled" fp8 layout: every 2-D weight divided by a per-tensor float32
+    `scale_weight` (its largest magnitude over e4m3's 448) and cast, the `scaled_fp8` marker; the
+    weights whose names end with one of `unit` get a scale of exactly 1 (a plain cast)."""
+    import torch
+
+    out = {}
+    for k, v in comfy.items():
+        if v.ndim == 2 and k.endswith(".weight"):
+            scale = torch.ones((), dtype=torch.float32) if k.endswith(unit) else \
+                (v.float().abs().max() / torch.finfo(torch.float8_e4m3fn).max).clamp(min=1e-12).reshape(())
+            out[k] = (v.float() / scale).to(torch.float8_e4m3fn).contiguous().cpu()
+            out[k.removesuffix(".weight") + ".scale_weight"] = scale.cpu()
+        else:
+            out[k] = v.to(torch.bfloat16).contiguous().cpu()
+    out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    return out
+
+
 def write_format(comfy: dict, fmt: str, out_dir: str | Path) -> Path:
     """One file of `fmt` from the ComfyUI-layout state; its path."""
     import torch
@@ -85,6 +106,8 @@ def write_format(comfy: dict, fmt: str, out_dir: str | Path) -> Path:
         save_file({k: v.to(torch.bfloat16).contiguous().cpu() for k, v in comfy.items()}, str(tmp))
     elif fmt == "fp8":
         save_file(_fp8_state(comfy), str(tmp))
+    elif fmt == "fp8_scaled":
+        save_file(fp8_scaled_state(comfy), str(tmp))
     elif fmt in GGUF_TYPES:
         write_gguf(tmp, comfy, fmt)
     else:
