@@ -2,11 +2,12 @@
 
     python -m bench.format_bench [--repeat 3]
 
-Formats: the diffusers folder (our loader), the ComfyUI-layout bf16 .safetensors and the Q8_0 .gguf
-(ours: store/model_source + engine/single_file, the whole pipeline); the baseline is plain
+Formats: the diffusers folder (our loader), the ComfyUI-layout bf16 and fp8 (e4m3fn) .safetensors and
+the Q8_0 .gguf (ours: store/model_source + engine/single_file, the whole pipeline); the baseline is plain
 diffusers doing the same thing by hand: `ZImageTransformer2DModel.from_single_file(config=folder)`
 for the DiT plus `ZImagePipeline.from_pretrained(folder, transformer=...)` for the rest. One JSON
-line per (format, loader, run) with the machine and versions, then one summary line per format.
+line per (format, loader, run) with the machine and versions, then one summary line per format; each
+also gives the bytes the loaded DiT holds in memory (`dit_bytes`: the fp8 file's saving is there).
 """
 from __future__ import annotations
 
@@ -37,14 +38,16 @@ if kind == "ours":
 else:
     from bench.probe_common import plain_pipeline
     pipe = plain_pipeline(folder, "" if path == folder else path, torch.float32)
-print(json.dumps({"load_s": time.perf_counter() - t0}))
+load_s = time.perf_counter() - t0
+dit_bytes = sum(t.numel() * t.element_size() for t in [*pipe.transformer.parameters(), *pipe.transformer.buffers()])
+print(json.dumps({"load_s": load_s, "dit_bytes": dit_bytes}))
 """
 
 
-def run_once(kind: str, path: Path, folder: Path) -> float:
+def run_once(kind: str, path: Path, folder: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, kind, str(path), str(folder)], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parent.parent)
-    return json.loads(out.stdout.strip().splitlines()[-1])["load_s"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -54,6 +57,7 @@ def main() -> int:
     import diffusers
     import torch
 
+    from zimage.testing.single_files import read_comfy_dit, write_format
     from zimage.testing.tiny_comfy import make_tiny_comfy
     from zimage.testing.tiny_model import make_tiny_model
 
@@ -63,17 +67,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_tiny_model(Path(tmp) / "tiny")
         files = make_tiny_comfy(Path(tmp) / "comfy", gguf_type="Q8_0")
-        formats = {"diffusers-folder": folder, "comfyui-bf16-safetensors": files["dit"], "gguf-Q8_0": files["gguf"]}
+        fp8 = write_format(read_comfy_dit(folder), "fp8", Path(tmp) / "fp8")
+        formats = {"diffusers-folder": folder, "comfyui-bf16-safetensors": files["dit"],
+                   "comfyui-fp8-safetensors": fp8, "gguf-Q8_0": files["gguf"]}
         for fmt, path in formats.items():
-            times = {"ours": [], "diffusers": []}
+            times, held = {"ours": [], "diffusers": []}, {}
             for i in range(args.repeat):
                 for kind in times:          # alternated, so a warmer page cache favours neither
-                    seconds = run_once(kind, path, folder)
-                    times[kind].append(seconds)
-                    print(json.dumps({**machine, "format": fmt, "loader": kind, "run": i, "load_s": round(seconds, 3)}))
+                    run = run_once(kind, path, folder)
+                    times[kind].append(run["load_s"])
+                    held[kind] = run["dit_bytes"]
+                    print(json.dumps({**machine, "format": fmt, "loader": kind, "run": i,
+                                      "load_s": round(run["load_s"], 3), "dit_bytes": run["dit_bytes"]}))
             ours, base = statistics.median(times["ours"]), statistics.median(times["diffusers"])
             print(json.dumps({**machine, "format": fmt, "summary": True, "ours_median_s": round(ours, 3),
-                              "diffusers_median_s": round(base, 3), "ratio": round(ours / base, 3)}))
+                              "diffusers_median_s": round(base, 3), "ratio": round(ours / base, 3),
+                              "ours_dit_bytes": held["ours"], "diffusers_dit_bytes": held["diffusers"],
+                              "dit_bytes_ratio": round(held["ours"] / held["diffusers"], 3)}))
     return 0
 
 

@@ -51,6 +51,9 @@ def test_ctrl_enter_on_edit_runs_the_edit_and_escape_stops_it(page, server, tmp_
     page.locator("#edit-prompt textarea").fill("an edited lighthouse")
     set_slider(page, "edit-steps", 2)
     drop_into_editor(page, source)
+    page.locator("#edit-image-size input[type=checkbox]").uncheck()      # 256 px, not the canvas's 800: 4x faster
+    set_slider(page, "edit-width", SIZE)
+    set_slider(page, "edit-height", SIZE)
     before = len(saved_images(server))
     page.locator("#edit-prompt textarea").press("Control+Enter")
     wait_for(lambda: page.locator("#edit-gallery img").count() > 0, 120, message="the edit's result in Edit")
@@ -58,6 +61,7 @@ def test_ctrl_enter_on_edit_runs_the_edit_and_escape_stops_it(page, server, tmp_
     assert len(made) == 1
     params = Image.open(made[0]).info["parameters"]
     assert params.startswith("an edited lighthouse") and "Mode: img2img" in params
+    assert Image.open(made[0]).size == (SIZE, SIZE)
     assert page.locator("#gallery img").count() == 0                  # nothing in Generate's gallery
     assert page.locator("#edit-prompt textarea").input_value() == "an edited lighthouse"   # a newline? no
 
