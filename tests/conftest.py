@@ -210,7 +210,16 @@ def small_disk(tmp_path):
 KNOWN_BROKEN: set[str] = set()      # node ids to skip, each with why and what would fix it
 
 
+# Browser tests race the page's own timers and Gradio's direct events on a loaded 2-core machine: in
+# three full runs on 2026-12-06 one or two of them failed each time, a different one each run, and
+# each passed alone (a Stop not yet enabled by the status tick within 30 s, a select not yet answered).
+# Each gets one more try; a test that fails twice fails the suite. pytest prints an R for a rerun.
+BROWSER_RERUNS = 1
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.flaky(reruns=BROWSER_RERUNS))
         if item.nodeid in KNOWN_BROKEN or item.nodeid.split("[")[0] in KNOWN_BROKEN:
             item.add_marker(pytest.mark.skip(reason="known broken or flaky: see KNOWN_BROKEN in conftest.py"))
