@@ -202,11 +202,8 @@ def small_disk(tmp_path):
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
-# Tests that failed in the last full run after this session's many merges (2026-12-06; the page's
-# generate event gained inputs (batch count, Generate forever, hires), the model picker's words, the
-# kept queue and upload budget met older tests' fixed event data): skipped BY NAME so that every other
-# test guards main, and listed in the closing note to be fixed first next session. Remove a line when
-# its test is fixed.
+# Tests skipped BY NAME while they are known broken, so that every other test guards main; each line
+# says why and what would fix it, and goes when its test is fixed.
 KNOWN_BROKEN: set[str] = set()      # node ids to skip, each with why and what would fix it
 
 

@@ -58,7 +58,7 @@ def fp8_modules(path: Path) -> set[str]:
         keys = list(f.keys())
         scales = {k: f.get_tensor(k) for k in keys if k.endswith(SCALE_SUFFIXES)}
         header = {k: f.get_slice(k) for k in keys if k not in scales}
-        unit = {_scaled_weight(k) for k, s in scales.items() if s.numel() == 1 and float(s) == 1.0}
+        unit = {scaled_weight(k) for k, s in scales.items() if s.numel() == 1 and float(s) == 1.0}
         meta = {}
         for key, piece in header.items():
             if key.removeprefix("model.") in DROPPED_KEYS:
@@ -75,8 +75,9 @@ def fp8_modules(path: Path) -> set[str]:
     return {m for m, all_fp8 in by_module.items() if all_fp8}
 
 
-def _scaled_weight(scale_key: str) -> str:
-    for suffix in (".scale_weight", ".weight_scale"):
+def scaled_weight(scale_key: str) -> str:
+    """The weight a scale key (one of SCALE_SUFFIXES) scales."""
+    for suffix in SCALE_SUFFIXES:
         if scale_key.endswith(suffix):
             return scale_key[: -len(suffix)] + ".weight"
     return scale_key
@@ -84,7 +85,7 @@ def _scaled_weight(scale_key: str) -> str:
 
 def _scale_of(weight_key: str, scales: dict):
     base = weight_key.removesuffix(".weight")
-    return scales.get(base + ".scale_weight", scales.get(base + ".weight_scale"))
+    return next((scales[base + s] for s in SCALE_SUFFIXES if base + s in scales), None)
 
 
 def keep_fp8(transformer, modules: set[str], compute_dtype) -> int:

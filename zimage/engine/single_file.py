@@ -18,10 +18,9 @@ from ..errors import ModelFileUnsupported, ModelLoadFailed
 from ..state import LoadStage
 from ..store.model_source import ModelParts
 from .assemble import LoadProgress, assemble_pipeline
-from .fp8_storage import DROPPED_KEYS, SCALE_SUFFIXES, fp8_modules, keep_fp8
+from .fp8_storage import DROPPED_KEYS, SCALE_SUFFIXES, fp8_modules, keep_fp8, scaled_weight
 
 log = logging.getLogger(__name__)
-
 
 
 def read_state(path: Path, dtype) -> dict:
@@ -39,8 +38,7 @@ def read_state(path: Path, dtype) -> dict:
         state.pop(key, None)
         state.pop("model." + key, None)
     for key, scale in scales.items():
-        weight = key[: -len(".scale_weight")] if key.endswith(".scale_weight") else key[: -len(".weight_scale")]
-        weight += ".weight"
+        weight = scaled_weight(key)
         if weight in state:
             state[weight] = state[weight].to(dtype) * scale.to(dtype)
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
