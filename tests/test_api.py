@@ -24,6 +24,17 @@ def post(srv, path, body=None, **kw):
 
 
 @pytest.mark.inprocess
+def test_health_names_the_server_start_so_a_page_can_tell_a_restart_from_a_late_answer(start_server, settings):
+    """The page reloads itself only when /health's server_id changes (ui_offline)."""
+    first = start_server(settings)
+    ids = {requests.get(first.url + "/health", timeout=10).json()["server_id"] for _ in range(2)}
+    assert len(ids) == 1 and len(next(iter(ids))) >= 16          # one id for the life of the server
+    port = first.settings.port
+    first.stop()
+    again = start_server(settings, port=port)                     # the same address, restarted
+    assert requests.get(again.url + "/health", timeout=10).json()["server_id"] not in ids
+
+
 def test_health_goes_through_the_states_of_a_preload(server):
     h = requests.get(server.url + "/health", timeout=10).json()
     assert h["status"] == "unloaded" and h["state"] == "unloaded" and h["device"] is None
