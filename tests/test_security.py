@@ -264,23 +264,43 @@ def test_openai_429_says_when_to_come_back(held):
     assert r.json()["error"]["code"] == "queue_full"
 
 
-def test_gradio_queue_full_503_says_when_to_come_back(held):
+def test_gradio_queue_full_503_says_when_to_come_back(held, monkeypatch):
+    """Gradio's own queue fills only while every "gpu" slot is busy: one runs (held), one waits in ours, and
+    the third slot's refusal (our QueueFull) is held until the test ends, so the fourth event waits in
+    Gradio's queue (max_size 1) and the fifth is refused there, every run alike."""
     srv, entered = held
+    refusing, done = threading.Event(), threading.Event()
+    submit = srv.manager.submit
+
+    def held_refusal(*args, **kwargs):
+        try:
+            return submit(*args, **kwargs)
+        except Exception:
+            refusing.set()
+            done.wait(30)
+            raise
+    monkeypatch.setattr(srv.manager, "submit", held_refusal)
     data = small_generate(page_facts(srv.url), "x", 1)
-    codes = []
-    first = requests.post(srv.url + API + "/call/generate", json={"data": data}, timeout=10)
-    assert first.status_code == 200
-    threading.Thread(target=read_call_stream, args=(srv.url, "/call/generate", first.json()["event_id"]),
-                     daemon=True).start()
-    assert entered.wait(30)
-    for _ in range(4):                   # one waits in Gradio's queue (max_size 1), then it is full
-        r = requests.post(srv.url + API + "/call/generate", json={"data": data}, timeout=10)
-        codes.append(r.status_code)
-        if r.status_code == 503:
-            assert int(r.headers["Retry-After"]) >= 1, dict(r.headers)
-            break
-    assert 503 in codes, codes
-    assert json.loads(r.text)["detail"]
+
+    def post():
+        return requests.post(srv.url + API + "/call/generate", json={"data": data}, timeout=10)
+    try:
+        first = post()
+        assert first.status_code == 200
+        threading.Thread(target=read_call_stream, args=(srv.url, "/call/generate", first.json()["event_id"]),
+                         daemon=True).start()
+        assert entered.wait(30)
+        assert post().status_code == 200
+        wait_for(lambda: srv.manager.status().queue_length == 2, 10, message="the second job waits in our queue")
+        assert post().status_code == 200
+        assert refusing.wait(10), "the third event did not reach our queue's refusal"
+        assert post().status_code == 200                      # waits in Gradio's queue: every slot is busy
+        r = post()
+        assert r.status_code == 503, r.status_code
+        assert int(r.headers["Retry-After"]) >= 1, dict(r.headers)
+        assert json.loads(r.text)["detail"]
+    finally:
+        done.set()
 
 
 def test_an_open_event_stream_of_a_running_generation_does_not_keep_the_server_up(held):
