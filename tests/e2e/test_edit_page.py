@@ -171,3 +171,21 @@ def test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0(pa
     wait_for(lambda: len(saved_images(server)) > before, 120, message="the History image edited")
     out = np.asarray(Image.open(saved_images(server)[-1]).convert("RGB"), int)
     assert np.abs(out - np.asarray(Image.open(newest).convert("RGB"), int)).max() <= 1
+
+
+def test_a_picture_in_the_editor_is_not_exported_at_each_status_refresh(page, server, tmp_path):
+    """Every Gradio event made Gradio's frontend re-read each component an event ever used, and the
+    editor answers with three PNG exports of its picture: a one-second status tick as a Gradio event
+    kept a page with a picture in Edit busy for good (1.3 CPU-s/s in headless chromium). The panel's
+    refresh is our own fetch (ui_status_feed): it goes on, and nothing is exported meanwhile."""
+    source = tmp_path / "source.png"
+    picture(EDITOR_CANVAS).save(source)
+    open_tab(page, "Edit")
+    drop_into_editor(page, source)
+    fetches = []
+    page.on("request", lambda r: fetches.append(r.url) if "/page/status" in r.url else None)
+    page.evaluate("""() => { window.ziExports = 0; const f = HTMLCanvasElement.prototype.toBlob;
+        HTMLCanvasElement.prototype.toBlob = function (...a) { window.ziExports++; return f.apply(this, a); }; }""")
+    page.wait_for_timeout(3500)
+    assert len(fetches) >= 2, fetches                      # the panel refreshed meanwhile
+    assert page.evaluate("() => window.ziExports") == 0

@@ -99,7 +99,7 @@ def outputs_dir_checked(settings: Settings) -> Path:
 def create_app(settings: Settings, manager: Backend, routers: list | None = None):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import gradio as gr
-    from fastapi import FastAPI
+    from fastapi import APIRouter, FastAPI
 
     from .gradio_guard import GradioEventGuard, gradio_login_check
     from .launch import add_guards, api_routers
@@ -116,7 +116,9 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
     app.state.api_routers = routers or api_routers(settings, manager)   # read by openapi_schema()
     for router in app.state.api_routers:
         app.include_router(router)          # before the "/" mount
-    demo = build_ui(manager, settings)
+    page_router = APIRouter()           # the page's own routes (the status panel's refresh)
+    demo = build_ui(manager, settings, status_router=page_router, status_login=lambda: app.state.page_login)
+    app.include_router(page_router)
     if settings.mcp:
         with demo:
             add_mcp_tools(manager, settings)
@@ -131,12 +133,14 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
     # Gradio checks event files against allowed_paths/blocked_paths only once `has_launched` is true,
     # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
     demo.has_launched = True
+    login = gradio_login_check(app)
+    app.state.page_login = (lambda request: login(request.scope)) if login is not None else None
     if settings.mcp:
         keep_only_mcp_tools(demo)
         app.add_middleware(MCPBodyGuard)        # inside GuardMiddleware: the login is checked first
     # Added first, so it runs inside GuardMiddleware: host, origin and auth are checked before it.
     budget = UploadBudget(settings.upload_client_bytes, settings.upload_total_bytes, settings.upload_unread_keep_s)
-    app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=gradio_login_check(app),
+    app.add_middleware(GradioEventGuard, blocks=demo, outputs=outputs, logged_in=login,
                        max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
                        budget=budget)
     add_guards(app, settings)

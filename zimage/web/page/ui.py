@@ -7,8 +7,10 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
+from fastapi import APIRouter
 
 from ... import startup
 from ...config import Settings
@@ -46,6 +48,7 @@ from .ui_saved import SAVED_FIELDS, SAVE_SETTINGS_JS, restored_values  # noqa: F
 from .ui_preview import build_live_preview, job_progress
 from .ui_size import CUSTOM, SIZE_PRESETS, parse_preset, preset_for, size_problem, wire_size  # noqa: F401 (tests')
 from .ui_slider import SizeSlider
+from .ui_status_feed import LoginCheck, add_status_route, status_tick_js
 from .ui_status import build_model_buttons, queued_note, render_replicas, render_status  # noqa: F401 (tests' import)
 from .ui_variety import build_variety_slider
 
@@ -73,7 +76,11 @@ def gpu_absent(settings: Settings) -> bool | None:
     return not torch.cuda.is_available()
 
 
-def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = None) -> gr.Blocks:
+def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = None,
+             status_router: APIRouter | None = None, status_login: Callable[[], LoginCheck | None] = lambda: None
+             ) -> gr.Blocks:
+    """The page. `status_router` gets the route its status panel refreshes from (ui_status_feed),
+    `status_login` says, once the page is mounted, how to check its login (None: no login)."""
     gpu_default = "cpu"
     store = manager._store      # the gallery's results are kept beside the outputs, for after a restart
     registry = registry or PageJobs(max_results=GALLERY_MAX, kept=KeptGalleries(store.root, store.history, GALLERY_MAX))
@@ -249,13 +256,14 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         n += manager.cancel(owner=owner, user=getattr(request, "username", None))
         return text("stopping" if n else "nothing_to_stop", request_lang(request))
 
-    def on_tick(client, request: gr.Request = None):
+    def status_snapshot(client: str | None, lang: str) -> dict:
+        """What the page's one-second refresh shows (ui_status_feed): the panel, and whether a
+        download runs and this browser has something to stop."""
         status = manager.status()
-        client = valid_client_id(client)
         mine = (bool(registry.running(client) or edit_jobs.running(client))
-                or runs.active(owner_of(client, request)) or enhance_runs.running(client))   # between batches too
-        return (render_status(status, manager.memory(), request_lang(request), settings),
-                gr.Button(visible=status.state == LoadState.DOWNLOADING), *[gr.Button(interactive=mine)] * 2)
+                or runs.active(client) or enhance_runs.running(client))   # between batches too
+        return {"html": render_status(status, manager.memory(), lang, settings),
+                "downloading": status.state == LoadState.DOWNLOADING, "mine": mine}
 
     def on_preload(request: gr.Request = None):
         manager.preload()
@@ -397,9 +405,11 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
             resumer(registry), client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
             concurrency_limit=waiting_room, show_progress="hidden").then(*preview_off, **private)
         timer = gr.Timer(1.0)
-        # Status reads never enter the queue: a full generation queue must not freeze the panel.
-        timer.tick(on_tick, client_id, [status_box, cancel_dl_btn, stop_btn, edit.stop_btn], show_progress="hidden",
-                   **private)
+        # A fetch of our own route, not a Gradio event (ui_status_feed says why); never queued, so a
+        # full generation queue does not freeze the panel.
+        add_status_route(status_router or APIRouter(), status_snapshot, status_login)
+        timer.tick(None, client_id, [status_box, cancel_dl_btn, stop_btn, edit.stop_btn], js=status_tick_js(),
+                   show_progress="hidden", **private)
         # Kept in the browser by the browser, with no round trip: a setting changed a moment before a
         # reload was lost under load, its save still on its way to the server and back.
         gr.on([c.change for c in saved_controls], None, saved_controls, saved, show_progress="hidden",
