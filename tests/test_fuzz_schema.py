@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 POSITIVE_EXAMPLES = 12
@@ -154,7 +155,14 @@ def fuzz_operation(operation, mode, examples: int, base_url: str, http, statuses
         assert mode == GenerationMode.NEGATIVE, label
 
 
-def test_schema_fuzz_no_server_errors_and_every_answer_as_documented(server):
+# Each mode's operations are fuzzed in SHARDS parts (every SHARDS-th operation), each its own test
+# on its own server, so that pytest-xdist spreads the work (one test took 137 s of a 13 min suite).
+SHARDS = 3
+
+
+@pytest.mark.parametrize("shard", range(SHARDS))
+@pytest.mark.parametrize("positive", [True, False], ids=["positive", "negative"])
+def test_schema_fuzz_no_server_errors_and_every_answer_as_documented(server, positive, shard):
     import schemathesis
     from schemathesis import GenerationMode
 
@@ -163,20 +171,24 @@ def test_schema_fuzz_no_server_errors_and_every_answer_as_documented(server):
     raw = openapi_schema(server.server.config.app.state.api_routers)
     assert {"/health", "/generate", "/preload", "/unload", "/sdapi/v1/txt2img", "/v1/images/generations",
             "/v1/models"} <= set(raw["paths"])
-    checkpoints = [m["title"] for m in requests.get(server.url + "/sdapi/v1/sd-models", timeout=30).json()]
-    modes = [(GenerationMode.POSITIVE, schemathesis.openapi.from_dict(small_images(raw, checkpoints)),
-              POSITIVE_EXAMPLES),
-             (GenerationMode.NEGATIVE, schemathesis.openapi.from_dict(raw), NEGATIVE_EXAMPLES)]
+    if positive:
+        checkpoints = [m["title"] for m in requests.get(server.url + "/sdapi/v1/sd-models", timeout=30).json()]
+        mode, schema, examples = (GenerationMode.POSITIVE, schemathesis.openapi.from_dict(small_images(raw, checkpoints)),
+                                  POSITIVE_EXAMPLES)
+    else:
+        mode, schema, examples = GenerationMode.NEGATIVE, schemathesis.openapi.from_dict(raw), NEGATIVE_EXAMPLES
+    operations = [result.ok() for result in schema.get_all_operations()]
+    mine = operations[shard::SHARDS]
+    assert len(operations) > SHARDS and mine
     statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     failures: list[str] = []
     started = time.monotonic()
     with requests.Session() as http:
-        for mode, schema, examples in modes:
-            for result in schema.get_all_operations():
-                fuzz_operation(result.ok(), mode, examples, server.url, http, statuses, failures)
+        for operation in mine:
+            fuzz_operation(operation, mode, examples, server.url, http, statuses, failures)
     seconds = time.monotonic() - started
-    print(f"\nschema fuzz: {sum(map(sum, (c.values() for c in statuses.values())))} requests "
-          f"in {seconds:.0f} s over {len(statuses)} operations")
+    print(f"\nschema fuzz ({mode.value}, part {shard + 1} of {SHARDS}): "
+          f"{sum(map(sum, (c.values() for c in statuses.values())))} requests in {seconds:.0f} s over {len(statuses)} operations")
     for label, counts in sorted(statuses.items()):
         print(f"  {label}: {dict(sorted(counts.items()))}")
     assert not failures, "\n".join(failures[:30]) + f"\n({len(failures)} failures)"
