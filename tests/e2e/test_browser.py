@@ -36,6 +36,13 @@ def page(server, guard_refusals):
     assert guard_refusals() == []
 
 
+def wait_loaded(page) -> None:
+    """Until the page has loaded: its status panel drawn and Generate enabled (the page has its
+    client id; until then its buttons that start a job are disabled)."""
+    page.wait_for_selector("#status-panel")
+    page.wait_for_selector("#generate-btn:not([disabled])")
+
+
 @contextlib.contextmanager
 def browser_page(url: str, viewport: dict | None = None):
     """A page of `url` in a fresh chromium, once the status panel is there (the page fixtures)."""
@@ -45,7 +52,7 @@ def browser_page(url: str, viewport: dict | None = None):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport=viewport or {"width": 1400, "height": 1000})
         page.goto(url)
-        page.wait_for_selector("#status-panel")
+        wait_loaded(page)
         yield page
         browser.close()
 
@@ -62,6 +69,7 @@ def open_page(server, guard_refusals):
         def open_(viewport=DESKTOP, locale: str | None = None):
             page = browser.new_context(viewport=viewport, **({"locale": locale} if locale else {})).new_page()
             page.goto(server.url)
+            wait_loaded(page)
             page.wait_for_selector("#status-panel .zi-state")
             return page
         yield open_
@@ -158,14 +166,33 @@ def test_preload_progress_generate_unload(page, server):
 
 
 def test_stop_during_a_long_generation(page, server):
-    """Stop said "Stopping..." forever (Gradio cancelled the event before "Stopped" could arrive)."""
+    """Stop said "Stopping..." forever (Gradio cancelled the event before "Stopped" could arrive).
+    The tiny model's 50 steps take about a second: on a loaded machine they had all run before the
+    click reached the page (Stop rightly disabled again), so the third step is held until Stop."""
+    import threading
+
     server.manager.ensure_ready(60)
-    assert page.locator("#stop-btn").is_disabled()                  # nothing of this browser runs
-    page.fill("#prompt textarea", "a long one")
-    set_slider(page, "steps", 50)
-    page.click("#generate-btn")
-    wait_for(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="steps to advance")
-    page.click("#stop-btn")
+    held, release, calls = threading.Event(), threading.Event(), []
+
+    def hold_the_third_step(*_):
+        calls.append(1)
+        if len(calls) == 3:
+            held.set()
+            assert release.wait(60)
+    handle = server.manager._pipe.transformer.register_forward_pre_hook(hold_the_third_step)
+    try:
+        assert page.locator("#stop-btn").is_disabled()                  # nothing of this browser runs
+        page.fill("#prompt textarea", "a long one")
+        set_slider(page, "steps", 50)
+        page.click("#generate-btn")
+        wait_for(held.is_set, 60, message="the third step to start")
+        wait_for(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="steps to advance")
+        page.click("#stop-btn")
+        wait_for(lambda: server.manager.current_generation() is None or server.manager.current_generation().cancelled,
+                 30, message="the generation cancelled")
+    finally:
+        release.set()
+        handle.remove()
     wait_for(lambda: "Stopped" in page.inner_text("#result-info"), 60, message="the page to say Stopped")
     assert server.manager.status().queue_length == 0 and not server.manager.status().busy
     assert page.locator("#gallery img").count() == 0

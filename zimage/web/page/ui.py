@@ -243,7 +243,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         restored = restored_values(saved)
         lang = request_lang(request)
         return [client_id, *restored, registry.gallery(client_id, lang), gr.Timer(active=bool(registry.running(client_id))),
-                lang, status_html(lang), *tab_labels(lang)]
+                lang, status_html(lang), *tab_labels(lang), *[gr.Button(interactive=True)] * 2]
 
     def on_click(client, request: gr.Request = None):
         """Generate was clicked: Stop and the live panel on, and a word when it queues behind a job."""
@@ -327,7 +327,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
                                             placeholder=label("prompt_hint"))
                         enhance = build_enhance_buttons()
                     with gr.Column(scale=1, min_width=96, elem_id="generate-col"):
-                        generate_btn = gr.Button(label("generate_btn"), variant="primary", elem_id="generate-btn")
+                        generate_btn = gr.Button(label("generate_btn"), variant="primary", elem_id="generate-btn",
+                                                 interactive=False)     # on_load enables it (ready_buttons)
                         stop_btn = gr.Button(label("stop_btn"), variant="stop", elem_id="stop-btn", interactive=False)
                 with gr.Row(elem_id="work-row"):
                     with gr.Column(scale=2, elem_id="settings-col"):
@@ -390,6 +391,9 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
 
         private = dict(queue=False, api_visibility="private")
         tab_outputs = [generate_tab, edit.tab, history_tab, pnginfo_tab]      # in tab_labels' order
+        # Disabled until the page has its client id: a click before that (a loaded machine, a fast
+        # user) made a job no browser owned: Stop stayed disabled, the result went to no gallery.
+        ready_buttons = [generate_btn, edit.run_btn]
         controls = [prompt, negative, width, height, steps, guidance, seed, count]
         lora_controls = [*lora_picks, *lora_strengths]
         saved_controls = [*controls, *lora_controls, variety, enhancer_system]       # in SAVED_FIELDS order
@@ -400,7 +404,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         preview_off = (lambda client: ((gr.Timer(active=False), "") if not registry.running(valid_client_id(client))
                                        else (gr.skip(), gr.skip())), client_id, [preview_timer, preview_panel])
         demo.load(on_load, [client_id, saved],
-                  [client_id, *saved_controls, gallery, preview_timer, lang_switch, status_box, *tab_outputs],
+                  [client_id, *saved_controls, gallery, preview_timer, lang_switch, status_box, *tab_outputs, *ready_buttons],
                   **private).then(
             resumer(registry), client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
             concurrency_limit=waiting_room, show_progress="hidden").then(*preview_off, **private)

@@ -199,7 +199,8 @@ def build_edit_tab(settings: Settings, run: RunEdit, client_id, manager: Backend
                 prompt = prompt_box(settings.max_prompt_chars, "edit-prompt", label=label("prompt_label"), lines=2,
                                     placeholder=label("edit_prompt_hint"))
             with gr.Column(scale=1, min_width=96):
-                run_btn = gr.Button(label("edit_btn"), variant="primary", elem_id="edit-btn")
+                run_btn = gr.Button(label("edit_btn"), variant="primary", elem_id="edit-btn",
+                                    interactive=False)          # until the page has loaded (ui.ready_buttons)
                 stop_btn = gr.Button(label("stop_btn"), variant="stop", elem_id="edit-stop-btn", interactive=False)
         with gr.Row():
             with gr.Column(scale=3):
