@@ -260,8 +260,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         """What the page's one-second refresh shows (ui_status_feed): the panel, and whether a
         download runs and this browser has something to stop."""
         status = manager.status()
-        mine = (bool(registry.running(client) or edit_jobs.running(client))
-                or runs.active(client) or enhance_runs.running(client))   # between batches too
+        mine = client is not None and (bool(registry.running(client) or edit_jobs.running(client))
+                                       or runs.active(client) or enhance_runs.running(client))   # between batches too
         return {"html": render_status(status, manager.memory(), lang, settings),
                 "downloading": status.state == LoadState.DOWNLOADING, "mine": mine}
 

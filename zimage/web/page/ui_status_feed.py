@@ -6,9 +6,9 @@ component that was ever an input or output of an event (its loading-status pass 
 `get_data`), and the image editor answers that by exporting its picture: three `readPixels` and
 three PNG encodings. With an 800x800 picture in Edit, a one-second Gradio tick kept headless
 chromium at 1.3 CPU-s/s, for as long as the page stayed open; with this fetch (a front-end-only
-event, which skips that pass) it is 0.08 (measured with `tests/e2e/test_status_feed.py`'s probe,
-2-core machine, 2026-12-06). The preview timer, on only while a job of this browser runs, stays a
-Gradio event."""
+event, which skips that pass) it is 0.09 (chromium's CPU time read with psutil, 2-core machine,
+2026-12-06; e2e/test_edit_page.py counts the exports). The preview timer, on only while a job of
+this browser runs, stays a Gradio event."""
 from __future__ import annotations
 
 import json
