@@ -57,7 +57,8 @@ def test_any_client_value_is_an_answer_never_a_server_error(server, query):
 
 def test_behind_a_login_only_a_logged_in_page_reads_it(start_server, settings):
     srv = start_server(dataclasses.replace(settings, auth="me:secret"))
-    assert status(srv.url, new_client_id()).status_code == 401
+    refused = status(srv.url, new_client_id())
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized", refused.text
     login = requests.Session()
     assert login.post(srv.url + "/login", data={"username": "me", "password": "secret"}, timeout=10).ok
     r = status(srv.url, new_client_id(), http=login)

@@ -17,8 +17,13 @@ def language(scope) -> str:
     return page_language(HTTPConnection(scope).cookies, accept)
 
 
+def error_body(err: ZImageError, lang: str = "en") -> dict:
+    """The refusal's JSON: `error` for API callers, `detail` for Gradio's clients and the page's toasts."""
+    return {"error": err.to_dict(lang), "detail": err.user_text(lang)}
+
+
 async def send_error(send, err: ZImageError, extra: list | None = None, lang: str = "en") -> None:
-    body = json.dumps({"error": err.to_dict(lang), "detail": err.user_text(lang)}).encode()
+    body = json.dumps(error_body(err, lang)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"content-language", lang.encode())]
     if getattr(err, "retry_after_s", None) is not None:

@@ -117,7 +117,7 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
     for router in app.state.api_routers:
         app.include_router(router)          # before the "/" mount
     page_router = APIRouter()           # the page's own routes (the status panel's refresh)
-    demo = build_ui(manager, settings, status_router=page_router, status_login=lambda: app.state.page_login)
+    demo = build_ui(manager, settings, status_router=page_router)
     app.include_router(page_router)
     if settings.mcp:
         with demo:
@@ -134,7 +134,7 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
     # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
     demo.has_launched = True
     login = gradio_login_check(app)
-    app.state.page_login = (lambda request: login(request.scope)) if login is not None else None
+    app.state.page_login = login            # the status route's check (ui_status_feed)
     if settings.mcp:
         keep_only_mcp_tools(demo)
         app.add_middleware(MCPBodyGuard)        # inside GuardMiddleware: the login is checked first

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 from fastapi import APIRouter
@@ -48,7 +47,7 @@ from .ui_saved import SAVED_FIELDS, SAVE_SETTINGS_JS, restored_values  # noqa: F
 from .ui_preview import build_live_preview, job_progress
 from .ui_size import CUSTOM, SIZE_PRESETS, parse_preset, preset_for, size_problem, wire_size  # noqa: F401 (tests')
 from .ui_slider import SizeSlider
-from .ui_status_feed import LoginCheck, add_status_route, status_tick_js
+from .ui_status_feed import add_status_route, status_tick_js
 from .ui_status import build_model_buttons, queued_note, render_replicas, render_status  # noqa: F401 (tests' import)
 from .ui_variety import build_variety_slider
 
@@ -77,10 +76,8 @@ def gpu_absent(settings: Settings) -> bool | None:
 
 
 def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = None,
-             status_router: APIRouter | None = None, status_login: Callable[[], LoginCheck | None] = lambda: None
-             ) -> gr.Blocks:
-    """The page. `status_router` gets the route its status panel refreshes from (ui_status_feed),
-    `status_login` says, once the page is mounted, how to check its login (None: no login)."""
+             status_router: APIRouter | None = None) -> gr.Blocks:
+    """The page. `status_router` gets the route its status panel refreshes from (ui_status_feed)."""
     gpu_default = "cpu"
     store = manager._store      # the gallery's results are kept beside the outputs, for after a restart
     registry = registry or PageJobs(max_results=GALLERY_MAX, kept=KeptGalleries(store.root, store.history, GALLERY_MAX))
@@ -411,7 +408,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         timer = gr.Timer(1.0)
         # A fetch of our own route, not a Gradio event (ui_status_feed says why); never queued, so a
         # full generation queue does not freeze the panel.
-        add_status_route(status_router or APIRouter(), status_snapshot, status_login)
+        add_status_route(status_router or APIRouter(), status_snapshot)
         timer.tick(None, client_id, [status_box, cancel_dl_btn, stop_btn, edit.stop_btn], js=status_tick_js(),
                    show_progress="hidden", **private)
         # Kept in the browser by the browser, with no round trip: a setting changed a moment before a

@@ -17,25 +17,26 @@ from typing import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from ..gradio_guard import LoginRequired
+from ..guard_answer import error_body
 from .page_jobs import valid_client_id
 from .page_text import request_lang
 
 STATUS_PATH = "/page/status"
-# Logged in when the page has a login: `logged_in(request)` (set once Gradio's app is mounted).
-LoginCheck = Callable[[Request], bool]
 
 
-def add_status_route(router: APIRouter, snapshot: Callable[[str | None, str], dict],
-                     logged_in: Callable[[], LoginCheck | None]) -> None:
+def add_status_route(router: APIRouter, snapshot: Callable[[str | None, str], dict]) -> None:
     """GET STATUS_PATH?client=<id>: `snapshot(client_id or None, language)` as JSON (the panel's
-    HTML, whether a download runs, whether this browser has something to stop)."""
+    HTML, whether a download runs, whether this browser has something to stop). Behind a login,
+    the page's own: `app.state.page_login` is the check the Gradio event guard runs (None: no login)."""
     @router.get(STATUS_PATH, include_in_schema=False)
     def page_status(request: Request, client: str = "") -> JSONResponse:
-        check = logged_in()
-        if check is not None and not check(request):
-            return JSONResponse({"detail": "Log in first."}, status_code=401)
-        return JSONResponse(snapshot(valid_client_id(client), request_lang(request)),
-                            headers={"Cache-Control": "no-store"})
+        lang = request_lang(request)
+        logged_in = request.app.state.page_login
+        if logged_in is not None and not logged_in(request.scope):
+            err = LoginRequired()
+            return JSONResponse(error_body(err, lang), status_code=err.http_status, headers={"Content-Language": lang})
+        return JSONResponse(snapshot(valid_client_id(client), lang), headers={"Cache-Control": "no-store"})
 
 
 def status_tick_js() -> str:
