@@ -15,6 +15,8 @@ import requests
 
 from zimage.config import Settings
 
+pytest_plugins = ["scheduling"]         # how the suite is spread over xdist's workers
+
 
 def pytest_configure(config):
     """Gradio's upload folder (GRADIO_TEMP_DIR, else /tmp/gradio), one per test process: Gradio names
@@ -28,9 +30,30 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    import chromium
+
+    chromium.stop()
     folder = getattr(config, "_zimage_upload_dir", None)
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_runtest_setup(item):
+    """The shared chromium (tests/chromium.py) runs only while browser tests do: Playwright's sync API
+    leaves the thread's asyncio loop marked as running, which another test's asyncio.run() refuses."""
+    if not item.get_closest_marker("browser"):
+        import chromium
+
+        chromium.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """Whatever contexts a browser test left open go with it: the next test starts with none."""
+    if item.get_closest_marker("browser"):
+        import chromium
+
+        chromium.close_contexts()
 
 
 def wait_for(predicate, timeout=30.0, interval=0.05, message="condition"):

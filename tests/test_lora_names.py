@@ -38,9 +38,9 @@ def folder(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def settings(tiny_model_dir, tmp_path, folder) -> Settings:
-    return Settings(model=str(tiny_model_dir), outputs_dir=str(tmp_path / "outputs"),
-                    cache_dir=str(tmp_path / "cache"), idle_unload_s=0, idle_drop_s=0, lora_dir=str(folder))
+def settings(settings, folder) -> Settings:
+    """conftest's (the model in the test's process), on this folder of LoRAs."""
+    return dataclasses.replace(settings, lora_dir=str(folder))
 
 
 # ---- names --------------------------------------------------------------------------------------

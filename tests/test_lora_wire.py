@@ -34,10 +34,9 @@ def lora_files(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def settings(tiny_model_dir, tmp_path, lora_files) -> Settings:
-    return Settings(model=str(tiny_model_dir), outputs_dir=str(tmp_path / "outputs"),
-                    cache_dir=str(tmp_path / "cache"), idle_unload_s=0, idle_drop_s=0,
-                    lora_dir=str(lora_files[0]))
+def settings(settings, lora_files) -> Settings:
+    """conftest's (the model in the test's process), on the tiny LoRAs' folder."""
+    return dataclasses.replace(settings, lora_dir=str(lora_files[0]))
 
 
 def pixels(image) -> np.ndarray:

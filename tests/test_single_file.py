@@ -46,7 +46,7 @@ def reference_png(tmp_path_factory, tiny_model_dir) -> np.ndarray:
 
     out = tmp_path_factory.mktemp("ref")
     srv = RunningServer(Settings(model=str(tiny_model_dir), outputs_dir=str(out / "o"), cache_dir=str(out / "c"),
-                                 idle_unload_s=0, idle_drop_s=0))
+                                 idle_unload_s=0, idle_drop_s=0, backend="inprocess"))
     try:
         return generate(srv)
     finally:

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
+import chromium
+from chromium import CHROMIUM
 from conftest import wait_for
 
-CHROMIUM = os.environ.get("ZIMAGE_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
@@ -45,35 +44,27 @@ def wait_loaded(page) -> None:
 
 @contextlib.contextmanager
 def browser_page(url: str, viewport: dict | None = None):
-    """A page of `url` in a fresh chromium, once the status panel is there (the page fixtures)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport=viewport or {"width": 1400, "height": 1000})
+    """A page of `url` in a context of its own, once the status panel is there (the page fixtures)."""
+    with chromium.new_page(viewport) as page:
         page.goto(url)
         wait_loaded(page)
         yield page
-        browser.close()
 
 
 @pytest.fixture
 def open_page(server, guard_refusals):
     """open_page(viewport, locale) -> a page of the running server in a fresh browser context (its
     own localStorage, so its own client id; `locale` sets navigator.language and Accept-Language)."""
-    from playwright.sync_api import sync_playwright
+    browser = chromium.browser()
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-
-        def open_(viewport=DESKTOP, locale: str | None = None):
-            page = browser.new_context(viewport=viewport, **({"locale": locale} if locale else {})).new_page()
-            page.goto(server.url)
-            wait_loaded(page)
-            page.wait_for_selector("#status-panel .zi-state")
-            return page
-        yield open_
-        browser.close()
+    def open_(viewport=DESKTOP, locale: str | None = None):
+        page = browser.new_context(viewport=viewport, **({"locale": locale} if locale else {})).new_page()
+        page.goto(server.url)
+        wait_loaded(page)
+        page.wait_for_selector("#status-panel .zi-state")
+        return page
+    yield open_
+    chromium.close_contexts()
     assert guard_refusals() == []
 
 
@@ -225,8 +216,6 @@ def test_model_cache_panel_verify_repair_delete(hub, start_server, settings, gua
     import dataclasses
     from pathlib import Path
 
-    from playwright.sync_api import sync_playwright
-
     srv = start_server(dataclasses.replace(settings, model=MODEL_ID))
     srv.manager.ensure_ready(60)                     # downloaded through the fake hub
     srv.manager.unload("none").future.result(30)
@@ -235,9 +224,7 @@ def test_model_cache_panel_verify_repair_delete(hub, start_server, settings, gua
     data = bytearray(shard.read_bytes())
     data[-1] ^= 1
     shard.write_bytes(bytes(data))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    with chromium.new_page({"width": 1400, "height": 1400}) as page:
         page.goto(srv.url)
         open_settings(page)
         page.get_by_text("Model cache").click()
@@ -263,7 +250,6 @@ def test_model_cache_panel_verify_repair_delete(hub, start_server, settings, gua
         wait_for(lambda: "Deleted" in page.inner_text("#cache-result"), 60, message="Deleted")
         assert not folder.exists()
         page.screenshot(path=str(Path(settings.outputs_dir).parent / "cache-panel.png"))
-        browser.close()
     assert guard_refusals() == []
 
 
@@ -273,7 +259,6 @@ def test_model_errors_show_in_the_status_panel_and_the_api(start_server, setting
     import dataclasses
 
     import requests
-    from playwright.sync_api import sync_playwright
 
     from zimage.config_load import load_settings
 
@@ -288,16 +273,13 @@ def test_model_errors_show_in_the_status_panel_and_the_api(start_server, setting
         (model_copy / "model_index.json").write_text('{"_class_name": "ZImagePipeline", ')
         srv = start_server(dataclasses.replace(settings, model=str(model_copy)))
         says, hint = "model_index.json: unreadable", "copy the damaged files again"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with chromium.new_page({"width": 1400, "height": 1000}) as page:
         page.goto(srv.url)
         page.wait_for_selector("#status-panel")
         open_settings(page)
         page.click("#preload-btn")
         wait_for(lambda: state_of(page) == "error", 30, message="the status panel to show the error")
         panel = page.inner_text("#status-panel")
-        browser.close()
     assert "Model: Error" in panel and says in panel and hint in panel
     r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256}, timeout=60)
     assert r.status_code == 503 and says in r.json()["error"]["message"] and hint in r.json()["error"]["hint"]
@@ -319,8 +301,6 @@ def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypat
     selector back to the first model, and Delete removed that one (the 20 GB default)."""
     import dataclasses
 
-    from playwright.sync_api import sync_playwright
-
     from zimage.store.cache import modelscope_cache_base, scan_cache
     from zimage.store.hub import download
     from zimage.testing.fake_hub import FakeHub
@@ -333,9 +313,7 @@ def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypat
         shard = sorted(roots[OTHER_ID].rglob("*.safetensors"))[0]
         shard.write_bytes(shard.read_bytes()[:-8])                 # truncated
         srv = start_server(dataclasses.replace(settings, model=MODEL_ID))
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        with chromium.new_page({"width": 1400, "height": 1400}) as page:
             page.goto(srv.url)
             open_settings(page)
             page.get_by_text("Model cache").click()
@@ -360,7 +338,6 @@ def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypat
             wait_for(lambda: "Deleted" in page.inner_text("#cache-result"), 60, message="Deleted")
             assert f"Deleted {OTHER_ID}" in page.inner_text("#cache-result")
             wait_for(lambda: OTHER_ID not in page.inner_text("#cache-table"), 30, message="the list reloaded")
-            browser.close()
         assert roots[MODEL_ID].exists() and not roots[OTHER_ID].exists()
     assert guard_refusals() == []
 
@@ -449,11 +426,7 @@ def test_controls_say_what_they_do(page, server):
 def generated_image_width(url: str, prompt: str, then=None) -> int:
     """Open the page at `url`, make a 256x256 image and return the gallery image's width once the
     browser has loaded it (0 would be a broken image). `then(page)` runs before the browser closes."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with chromium.new_page({"width": 1400, "height": 1000}) as page:
         page.goto(url)
         page.wait_for_selector("#status-panel")
         page.fill("#prompt textarea", prompt)
@@ -466,7 +439,6 @@ def generated_image_width(url: str, prompt: str, then=None) -> int:
             30, message="the gallery image to load")
         if then is not None:
             then(page)
-        browser.close()
     return loaded
 
 
@@ -499,8 +471,6 @@ def test_the_lora_picker_lists_the_folder_and_its_pick_reaches_the_image(tiny_mo
     import shutil
 
     from PIL import Image
-    from playwright.sync_api import sync_playwright
-
     from zimage.testing.tiny_lora import make_tiny_loras
 
     make_tiny_loras(tmp_path / "loras", tiny_model_dir)
@@ -513,9 +483,7 @@ def test_the_lora_picker_lists_the_folder_and_its_pick_reaches_the_image(tiny_mo
         newest = max(outputs.rglob("*.png"), key=lambda p: p.stat().st_mtime_ns)
         return Image.open(newest).text["parameters"]
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with chromium.new_page({"width": 1400, "height": 1000}) as page:
         page.goto(srv.url)
         page.wait_for_selector("#status-panel")
         page.locator("#lora-panel").get_by_text("LoRA", exact=True).first.click()
@@ -548,7 +516,6 @@ def test_the_lora_picker_lists_the_folder_and_its_pick_reaches_the_image(tiny_mo
         page.click("#lora-refresh")                     # a file added while the page is open
         page.click("#lora-2 input")
         page.get_by_role("option", name="added_later", exact=True).wait_for(timeout=20_000)
-        browser.close()
     assert guard_refusals() == []
 
 
@@ -564,8 +531,6 @@ def test_a_page_opened_while_preload_starts_turns_into_the_app_by_itself(backend
     import sys
 
     import requests
-    from playwright.sync_api import sync_playwright
-
     from conftest import free_port
     from zimage.web.page.page_text import text
 
@@ -587,15 +552,12 @@ def test_a_page_opened_while_preload_starts_turns_into_the_app_by_itself(backend
             except requests.ConnectionError:
                 return False
         wait_for(answered, 180, interval=0.02, message="the port to take connections")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport=DESKTOP)
+        with chromium.new_page(DESKTOP) as page:
             page.goto(url)
             started_on = page.title()
             page.wait_for_selector("#status-panel .zi-state", timeout=120_000)
             # the tiny model preloaded on this CPU machine, shown without a reload
             page.wait_for_selector('#status-panel .zi-state[data-state="on_cpu"]', timeout=120_000)
-            browser.close()
         if backend == "local":
             assert first == [200] and started_on != text("starting_title"), (first, started_on)
         else:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .test_browser import ARGS, CHROMIUM, EventCalls, guard_refusals, page, set_slider  # noqa: F401: fixtures
+from .test_browser import CHROMIUM, EventCalls, guard_refusals, page, set_slider  # noqa: F401: fixtures
 from conftest import wait_for
 
 pytestmark = [pytest.mark.browser,

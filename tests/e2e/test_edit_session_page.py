@@ -12,7 +12,7 @@ import threading
 import pytest
 from PIL import Image
 
-from .test_browser import ARGS, CHROMIUM, EventCalls, guard_refusals, page, set_slider  # noqa: F401: fixtures
+from .test_browser import CHROMIUM, EventCalls, guard_refusals, page, set_slider  # noqa: F401: fixtures
 from .test_edit_page import EDITOR_CANVAS, drop_into_editor, open_tab, picture, saved_images
 from conftest import wait_for
 

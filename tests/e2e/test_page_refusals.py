@@ -14,7 +14,9 @@ from PIL import Image
 
 from zimage.web.page.page_text import text
 
-from .test_browser import ARGS, CHROMIUM, guard_refusals, page, set_slider  # noqa: F401: fixtures
+import chromium
+
+from .test_browser import CHROMIUM, guard_refusals, page, set_slider  # noqa: F401: fixtures
 from .test_edit_page import drop_into_editor, picture, shows_the_picture
 from conftest import wait_for
 
@@ -24,15 +26,10 @@ pytestmark = [pytest.mark.browser,
 
 @contextlib.contextmanager
 def page_in(url: str, locale: str):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_context(locale=locale, viewport={"width": 1400, "height": 1000}).new_page()
+    with chromium.new_page({"width": 1400, "height": 1000}, locale) as pg:
         pg.goto(url)
         pg.wait_for_selector("#status-panel .zi-state")
         yield pg
-        browser.close()
 
 
 def toasts(pg) -> list[str]:

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from .test_browser import ARGS, CHROMIUM, DESKTOP, set_slider
+import chromium
+
+from .test_browser import CHROMIUM, DESKTOP, set_slider
 from .test_page_layout import stepper  # noqa: F401: fixture
 from conftest import wait_for
 
@@ -18,12 +20,8 @@ pytestmark = [pytest.mark.browser,
 
 @pytest.fixture
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
+    """The shared chromium; the contexts a test opens are closed after it (conftest)."""
+    return chromium.browser()
 
 
 def opened(context, url: str):
