@@ -61,3 +61,12 @@ def test_gradio_user_errors_are_one_log_line_other_errors_keep_their_traceback(c
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: a real bug" in err
     assert printer.format_exc is not None          # the rest of the traceback module is still there
+
+
+def test_the_page_queue_looks_for_work_every_20_ms(server):
+    """Gradio's own 1 ms poll kept an idle app at 2.7% of a core (server.QUEUE_POLL_S); the page's
+    events through this queue are the browser and Gradio-client tests'."""
+    from zimage.web.server import QUEUE_POLL_S
+
+    queue = next(r.app.blocks._queue for r in server.app.routes if hasattr(getattr(r, "app", None), "blocks"))
+    assert queue.sleep_when_free == queue.progress_update_sleep_when_free == QUEUE_POLL_S == 0.02
