@@ -60,14 +60,9 @@ def units(nodeids: list[str], workers: int) -> tuple[dict[str, str], dict[str, f
     unit_of, unit_s = {}, collections.Counter()
     for nodeid in nodeids:
         m = module_of(nodeid)
-        if m in share_of:
-            unit, s = f"browser-{share_of[m]}", module_s[m] / counts[m]
-        elif shares_a_fixture(m):
-            unit, s = m, module_s[m] / counts[m]
-        else:
-            unit, s = nodeid, module_s[m] / counts[m]
+        unit = f"browser-{share_of[m]}" if m in share_of else m if shares_a_fixture(m) else nodeid
         unit_of[nodeid] = unit
-        unit_s[unit] += s
+        unit_s[unit] += module_s[m] / counts[m]
     return unit_of, dict(unit_s)
 
 

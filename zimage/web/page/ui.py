@@ -240,7 +240,7 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         restored = restored_values(saved)
         lang = request_lang(request)
         return [client_id, *restored, registry.gallery(client_id, lang), gr.Timer(active=bool(registry.running(client_id))),
-                lang, status_html(lang), *tab_labels(lang), *[gr.Button(interactive=True)] * 2]
+                lang, status_html(lang), *tab_labels(lang), *[gr.Button(interactive=True) for _ in ready_buttons]]
 
     def on_click(client, request: gr.Request = None):
         """Generate was clicked: Stop and the live panel on, and a word when it queues behind a job."""
