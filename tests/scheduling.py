@@ -2,7 +2,10 @@
 the longest first, each worker asking for the next as it ends one.
 
 A unit is one test; or a whole module that has a module- or class-scoped fixture (a Ray cluster, a
-folder of LoRAs), which split over workers would be built once on each; or one of `-n` shares of
+folder of LoRAs), which split over workers would be built once on each; or all the modules marked
+`ray` together, since Ray's `auto` joins any cluster running on the machine (it looks for a GCS
+process), so two at once join each other's cluster and kill each other's replica board (CI,
+2026-12-07: 8 Ray tests failed when test_ray_server ran beside test_ray_backend); or one of `-n` shares of
 the browser tests (tests/e2e), so that each worker starts its chromium once (tests/chromium.py) and
 every worker takes part of them. Units are ordered by the measured seconds of their modules
 (MODULE_SECONDS, written by a run with `--store-module-seconds`); a module not in it counts
@@ -27,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULE_SECONDS = Path(__file__).with_name("module_seconds.json")
 DEFAULT_TEST_SECONDS = 2.0
 BROWSER_DIR = "tests/e2e/"
+RAY_UNIT = "ray"
 _SHARED_FIXTURE = re.compile(r"""scope\s*=\s*["'](module|class)["']""")
+_RAY_MARK = re.compile(r"pytest\.mark\.ray\b")
 
 
 def module_of(nodeid: str) -> str:
@@ -35,11 +40,26 @@ def module_of(nodeid: str) -> str:
 
 
 @lru_cache(maxsize=None)
-def shares_a_fixture(module: str) -> bool:
-    """Whether the module defines a module- or class-scoped fixture (read from its source, so that
-    the controller, which collects nothing, decides as the workers do)."""
+def _source(module: str) -> str:
+    """The module's source: read, not collected, so that the controller, which collects nothing,
+    decides as the workers do."""
     path = ROOT / module
-    return path.suffix == ".py" and bool(_SHARED_FIXTURE.search(path.read_text()))
+    return path.read_text() if path.suffix == ".py" and path.exists() else ""
+
+
+def shares_a_fixture(module: str) -> bool:
+    """Whether the module defines a module- or class-scoped fixture."""
+    return bool(_SHARED_FIXTURE.search(_source(module)))
+
+
+def starts_ray(module: str) -> bool:
+    """Whether the module is marked `ray` (it starts a Ray cluster)."""
+    return bool(_RAY_MARK.search(_source(module)))
+
+
+def module_unit(module: str) -> str | None:
+    """The unit every test of the module belongs to, or None where each test is its own."""
+    return RAY_UNIT if starts_ray(module) else module if shares_a_fixture(module) else None
 
 
 def measured_seconds() -> dict[str, float]:
@@ -60,7 +80,7 @@ def units(nodeids: list[str], workers: int) -> tuple[dict[str, str], dict[str, f
     unit_of, unit_s = {}, collections.Counter()
     for nodeid in nodeids:
         m = module_of(nodeid)
-        unit = f"browser-{share_of[m]}" if m in share_of else m if shares_a_fixture(m) else nodeid
+        unit = f"browser-{share_of[m]}" if m in share_of else module_unit(m) or nodeid
         unit_of[nodeid] = unit
         unit_s[unit] += module_s[m] / counts[m]
     return unit_of, dict(unit_s)
