@@ -99,6 +99,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: (-unit_s[unit_of[item.nodeid]], first[unit_of[item.nodeid]]))
 
 
+@pytest.hookimpl(optionalhook=True)        # a run with `-p no:xdist` has no such hook
 def pytest_xdist_make_scheduler(config, log):
     if config.getoption("dist") != "load":
         return None

