@@ -32,15 +32,22 @@ def browser():
     return _running["browser"]
 
 
-@contextlib.contextmanager
-def new_page(viewport: dict | None = None, locale: str | None = None):
-    """A page in a context of its own (`locale` sets navigator.language and Accept-Language)."""
+def open_page(viewport: dict | None = None, locale: str | None = None):
+    """A page in a context of its own, left open until close_contexts() (`locale` sets
+    navigator.language and Accept-Language)."""
     context = browser().new_context(viewport=viewport or {"width": 1400, "height": 1000},
                                     **({"locale": locale} if locale else {}))
+    return context.new_page()
+
+
+@contextlib.contextmanager
+def new_page(viewport: dict | None = None, locale: str | None = None):
+    """open_page's page, its context closed when the block ends."""
+    page = open_page(viewport, locale)
     try:
-        yield context.new_page()
+        yield page
     finally:
-        context.close()
+        page.context.close()
 
 
 def close_contexts() -> None:

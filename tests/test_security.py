@@ -13,6 +13,8 @@ import pytest
 import requests
 from page_events import API, page_facts, read_call_stream, run_event, small_generate
 
+from zimage.web.server import mounted_gradio_app
+
 from conftest import wait_for
 
 PASSWD = Path("/etc/passwd").read_bytes()
@@ -34,9 +36,7 @@ def gallery_item(fd: dict) -> dict:
 
 def leaked_copies(srv) -> list[str]:
     """Files Gradio copied for this page whose bytes are /etc/passwd's."""
-    from gradio.routes import App
-
-    demo = next(r.app for r in srv.app.routes if isinstance(getattr(r, "app", None), App)).get_blocks()
+    demo = mounted_gradio_app(srv.app).get_blocks()
     return [p for names in demo.temp_file_sets for p in list(names)
             if os.path.isfile(p) and Path(p).read_bytes() == PASSWD]
 
@@ -122,9 +122,8 @@ def test_gradio_itself_refuses_event_files_outside_its_allowed_paths(server):
     from gradio import processing_utils
     from gradio.context import LocalContext
     from gradio.exceptions import InvalidPathError
-    from gradio.routes import App
 
-    demo = next(r.app for r in server.app.routes if isinstance(getattr(r, "app", None), App)).get_blocks()
+    demo = mounted_gradio_app(server.app).get_blocks()
     gallery = next(b for b in demo.blocks.values() if type(b).__name__ == "Gallery")
     token = LocalContext.blocks.set(demo)
     try:

@@ -68,7 +68,9 @@ def test_the_page_queue_looks_for_work_every_20_ms(server):
     events through this queue are the browser and Gradio-client tests'."""
     from zimage.web.server import QUEUE_POLL_S
 
-    queue = next(r.app.blocks._queue for r in server.app.routes if hasattr(getattr(r, "app", None), "blocks"))
+    from zimage.web.server import mounted_gradio_app
+
+    queue = mounted_gradio_app(server.app).get_blocks()._queue
     assert queue.sleep_when_free == queue.progress_update_sleep_when_free == QUEUE_POLL_S == 0.02
 
 

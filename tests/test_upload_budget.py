@@ -14,6 +14,8 @@ from page_events import API, read_call_stream
 from test_security import file_data
 from test_uploads import png, png_info, upload
 
+from zimage.web.server import mounted_gradio_app
+
 from conftest import wait_for
 
 
@@ -33,9 +35,7 @@ def noisy_png(seed: int) -> bytes:
 
 
 def blocks_of(srv):
-    from gradio.routes import App
-
-    return next(r.app for r in srv.app.routes if isinstance(getattr(r, "app", None), App)).get_blocks()
+    return mounted_gradio_app(srv.app).get_blocks()
 
 
 def the_editor(srv):

@@ -55,10 +55,8 @@ def browser_page(url: str, viewport: dict | None = None):
 def open_page(server, guard_refusals):
     """open_page(viewport, locale) -> a page of the running server in a fresh browser context (its
     own localStorage, so its own client id; `locale` sets navigator.language and Accept-Language)."""
-    browser = chromium.browser()
-
     def open_(viewport=DESKTOP, locale: str | None = None):
-        page = browser.new_context(viewport=viewport, **({"locale": locale} if locale else {})).new_page()
+        page = chromium.open_page(viewport, locale)
         page.goto(server.url)
         wait_loaded(page)
         page.wait_for_selector("#status-panel .zi-state")

@@ -18,24 +18,18 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
 
 
-@pytest.fixture
-def browser():
-    """The shared chromium; the contexts a test opens are closed after it (conftest)."""
-    return chromium.browser()
-
-
-def opened(context, url: str):
-    page = context.new_page()
+def opened(page, url: str):
+    """`page` at `url`, its status line drawn. Pages of chromium.open_page: their contexts are closed
+    after the test (conftest)."""
     page.goto(url)
     page.wait_for_selector("#status-panel .zi-state")
     return page
 
 
-def test_a_restart_keeps_the_settings_and_this_browsers_results(start_server, settings, browser):
+def test_a_restart_keeps_the_settings_and_this_browsers_results(start_server, settings):
     srv = start_server(settings)
     srv.manager.ensure_ready(60)
-    context = browser.new_context(viewport=DESKTOP)
-    page = opened(context, srv.url)
+    page = opened(chromium.open_page(DESKTOP), srv.url)
     page.fill("#prompt textarea", "a restart survivor")
     set_slider(page, "width", 256)
     set_slider(page, "height", 512)
@@ -52,27 +46,27 @@ def test_a_restart_keeps_the_settings_and_this_browsers_results(start_server, se
     srv2 = start_server(settings, port=port)           # the same outputs folder, the same browser context
     wait_for(lambda: page.get_attribute("#status-panel .zi-state", "data-state") not in (None, "unreachable"), 40,
              message="the status line back")
-    again = opened(context, srv2.url)                  # a reload after the restart
+    again = opened(page.context.new_page(), srv2.url)      # a reload after the restart
     wait_for(lambda: again.locator("#gallery img").count() == 1, 20, message="this browser's result back")
     assert again.input_value("#prompt textarea") == "a restart survivor"
     assert again.input_value("#height input[type=number]") == "512"
     # Another browser has its own (empty) gallery: the results are this browser's, not everyone's.
-    other = opened(browser.new_context(viewport=DESKTOP), srv2.url)
+    other = opened(chromium.open_page(DESKTOP), srv2.url)
     time.sleep(1)     # what there is to wait for is nothing arriving
     assert other.locator("#gallery img").count() == 0
 
 
-def test_the_server_down_says_so_in_chinese(server, browser):
-    page = opened(browser.new_context(viewport=DESKTOP, locale="zh-CN"), server.url)
+def test_the_server_down_says_so_in_chinese(server):
+    page = opened(chromium.open_page(DESKTOP, "zh-CN"), server.url)
     server.stop()
     wait_for(lambda: "服务器无法连接" in page.inner_text("#status-panel"), 20, message="the Chinese line")
 
 
-def test_a_slow_server_is_not_a_gone_one_and_its_page_is_never_reloaded(server, browser):
+def test_a_slow_server_is_not_a_gone_one_and_its_page_is_never_reloaded(server):
     """On a loaded machine /health answered late, the line said the server was gone and the page
     reloaded itself 6 s later, losing a width typed a moment before (the generation then ran 1024
     wide). Now a late answer must come twice running, and only another server (a restart) reloads."""
-    page = opened(browser.new_context(viewport=DESKTOP), server.url)
+    page = opened(chromium.open_page(DESKTOP), server.url)
     page.evaluate("() => { window.ziNotReloaded = true }")
     asked, held = [], []
     page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/health") else None)
@@ -100,8 +94,8 @@ def test_a_slow_server_is_not_a_gone_one_and_its_page_is_never_reloaded(server, 
     assert page.input_value("#width input[type=number]") == "256"
 
 
-def test_a_job_looks_right(server, stepper, browser):  # noqa: F811: the stepper fixture
-    page = opened(browser.new_context(viewport=DESKTOP), server.url)
+def test_a_job_looks_right(server, stepper):  # noqa: F811: the stepper fixture
+    page = opened(chromium.open_page(DESKTOP), server.url)
     # Preload and Unload beside the status, on the first screen without scrolling.
     for button in ("#preload-btn", "#unload-btn"):
         box = page.locator(button).bounding_box()

@@ -388,13 +388,12 @@ def _json_of(scope, body: bytes) -> Any:
     return decode_json(body)
 
 
-def gradio_login_check(app) -> Callable[[dict], bool] | None:
-    """For a FastAPI app with a Gradio page mounted with auth: a check of Gradio's own login cookie
-    (the one its /user route reads). None when the page has no login."""
+def gradio_login_check(gradio_app) -> Callable[[dict], bool] | None:
+    """For the Gradio App that serves the page (server.mounted_gradio_app): a check of Gradio's own
+    login cookie (the one its /user route reads). None when the page has no login."""
     from starlette.requests import HTTPConnection
 
-    gradio_app = next((r.app for r in app.routes if hasattr(getattr(r, "app", None), "tokens")), None)
-    if gradio_app is None or not getattr(gradio_app, "auth", None):
+    if not getattr(gradio_app, "auth", None):
         return None
 
     def logged_in(scope: dict) -> bool:

@@ -133,11 +133,11 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
         max_file_size=settings.max_upload_bytes, ssr_mode=False, mcp_server=settings.mcp, enable_monitoring=False,
         show_error=False, footer_links=[], run_history=False, **page_assets(),
     )
-    serve_the_queue_from_the_mounted_app(app, demo)
+    page_app = serve_the_queue_from_the_mounted_app(app, demo)
     # Gradio checks event files against allowed_paths/blocked_paths only once `has_launched` is true,
     # which only launch() sets: mounted, any path sent as an event input was copied out to the caller.
     demo.has_launched = True
-    login = gradio_login_check(app)
+    login = gradio_login_check(page_app)
     app.state.page_login = login            # the status route's check (ui_status_feed)
     if settings.mcp:
         keep_only_mcp_tools(demo)
@@ -191,16 +191,26 @@ def gradio_app_deferred():
             gradio.blocks.App = real
 
 
-def serve_the_queue_from_the_mounted_app(app, demo) -> None:
-    """The queue runs events with `demo.app`'s session store and iterators, the routes with the
-    mounted App's: launch() makes them one App, mount_gradio_app does not (the queue kept the App
-    queue() built, so a page's session state was kept twice). Here, as under launch(), one."""
+def mounted_gradio_app(app):
+    """The Gradio App that serves the page on `app` (there is one)."""
     from gradio.routes import App
 
     mounted = [r.app for r in app.routes if isinstance(getattr(r, "app", None), App)]
-    if len(mounted) != 1 or mounted[0].get_blocks() is not demo:
-        raise RuntimeError("the Gradio page is not mounted once")
-    demo.app = mounted[0]
+    if len(mounted) != 1:
+        raise RuntimeError(f"the Gradio page is mounted {len(mounted)} times, not once")
+    return mounted[0]
+
+
+def serve_the_queue_from_the_mounted_app(app, demo):
+    """The queue runs events with `demo.app`'s session store and iterators, the routes with the
+    mounted App's: launch() makes them one App, mount_gradio_app does not (the queue kept the App
+    queue() built, so a page's session state was kept twice). Here, as under launch(), one; it is
+    returned."""
+    page_app = mounted_gradio_app(app)
+    if page_app.get_blocks() is not demo:
+        raise RuntimeError("the mounted Gradio page is not this page")
+    demo.app = page_app
+    return page_app
 
 
 def make_server(app, settings: Settings):
