@@ -1,9 +1,9 @@
 """Gradio without its type-stub rewrite at import: each of its component classes, as it is defined,
 reads and parses its own source file and rewrites the `.pyi` stub beside it in site-packages (for
 editors' type hints; `gradio.component_meta.create_or_modify_pyi`, no setting turns it off). Nothing
-at run time reads those stubs. Skipped, `import gradio` took 1.6 CPU-s, not 2.7 (three runs each,
-2-core machine, 2026-12-07): over a second of every start of the page process, and of each test
-process. Installed by zimage/web/__init__.py, before any module of the page imports gradio."""
+at run time reads those stubs. Skipped, `import gradio` took 1.41 CPU-s, not 2.34 (medians of 5
+fresh processes, `python -m bench.gradio_start_bench`, 2-core machine, 2026-12-07): about a second
+of every start of the page process, and of each test process. Installed by zimage/web/__init__.py, before any module of the page imports gradio."""
 from __future__ import annotations
 
 import importlib.abc

@@ -173,8 +173,8 @@ def gradio_app_deferred():
     """Gradio builds a whole App (its ~90 FastAPI routes, each route's signature read) each time a
     Blocks' `with` ends and again at queue(), for launch(); mounted, all of them are thrown away:
     mount_gradio_app builds the one that serves. Four Apps were built a start (five with --mcp), one
-    now: a warm start of the app took 0.18 CPU-s, not 0.32 (tests' RunningServer, 2-core machine,
-    2026-12-07). Inside this block the Apps are not built; serve_the_queue_from_the_mounted_app then
+    now: building the page took 0.155 CPU-s, not 0.29 (`python -m bench.gradio_start_bench`, 2-core
+    machine, 2026-12-07). Inside this block the Apps are not built; serve_the_queue_from_the_mounted_app then
     gives the Blocks the mounted one."""
     import gradio.blocks
 
