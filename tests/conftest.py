@@ -1,5 +1,13 @@
-import dataclasses
 import os
+
+# One OpenMP thread per test process (and the app processes tests start, which inherit it): the
+# suite runs three workers and chromium on two cores, where torch's default (a thread per core) has
+# its threads spin-waiting for each other. test_compile_bg + test_quantize alone took 40.4 user
+# CPU-s with it, 45.0 without; test_api + test_edit 33.0 and 35.0 (2-core machine, 2026-12-07). Set
+# before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import dataclasses
 import shutil
 import signal
 import socket
@@ -101,6 +109,15 @@ def settings(tiny_model_dir, tmp_path) -> Settings:
     (@pytest.mark.worker on the `server` fixture, backend="local", and the tests that run webui.py)."""
     return Settings(model=str(tiny_model_dir), outputs_dir=str(tmp_path / "outputs"),
                     cache_dir=str(tmp_path / "cache"), idle_unload_s=0, idle_drop_s=0, backend="inprocess")
+
+
+def page_client(url: str, **kw):
+    """gradio_client's Client on the page's API. Its config fetch keeps httpx's 5 s read timeout, which
+    a server thread starved on the loaded 2-core CI machine once passed (CI, 2026-12-07: ReadTimeout in
+    Client() for a fresh server); here it waits as long as the suite's other waits."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, httpx_kwargs={"timeout": 60}, **kw)
 
 
 def free_port() -> int:

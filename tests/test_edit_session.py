@@ -18,6 +18,7 @@ from zimage.web.page.page_jobs import PageJobs, Result, new_client_id
 from zimage.web.page.ui_edit_send import edit_values, file_params, generate_controls_values, picked_path
 from zimage.web.page.ui_edit_session import EDIT_FIELDS, restored
 from zimage.web.page.ui_lora import NO_LORA
+from conftest import page_client
 
 SKIP = gr.skip()
 
@@ -94,11 +95,11 @@ def test_no_image_or_gallery_offers_share(server):
 
 
 def test_the_edit_event_takes_guidance(server, tmp_path):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     source = tmp_path / "in.png"
     Image.new("RGB", (256, 256), (200, 80, 40)).save(source)
-    client = Client(server.url, verbose=False)
+    client = page_client(server.url)
     picture = {"background": handle_file(str(source)), "layers": [], "composite": None}
     client.predict(picture, "Image to image", "a guided edit", "", 0.5, 4, False, 32, 0, 0, 0, 0, True, 256, 256, 2,
                    5, 1, None, *[NO_LORA] * 3, *[1.0] * 3, 1.5, api_name="/edit")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from gradio_client import Client
+from conftest import page_client
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"prompt": "a full disk", "width": 256, "height": 256, "num_inference_steps": 1, "seed": 3}
@@ -29,7 +29,7 @@ def test_full_disk_returns_the_image_with_a_warning_and_leaves_no_partial_file(s
     assert len(body["images"]) == 1 and body["files"] == []
     assert "No space left on device" in body["warning"] and "not saved" in body["warning"]
     # The page says the same, and still shows the image.
-    gallery, info = Client(srv.url, verbose=False).predict("a full disk", "", 256, 256, 1, 0.0, 4, 1, [],
+    gallery, info = page_client(srv.url).predict("a full disk", "", 256, 256, 1, 0.0, 4, 1, [],
                                                            api_name="/generate")
     assert len(gallery) == 1 and "No space left on device" in info
     # No half-written PNG is left behind, and the earlier file is untouched.
@@ -88,6 +88,6 @@ def test_damaged_model_index_is_a_clear_error_and_the_server_keeps_serving(start
     assert health["status"] == "error" and says in health["message"] and health["hint"]
     # The page's own call gets the same words (the status panel is checked in the browser test).
     with pytest.raises(Exception, match=says.split(":")[0]):
-        Client(srv.url, verbose=False).predict("x", "", 256, 256, 1, 0.0, 1, 1, [], api_name="/generate")
+        page_client(srv.url).predict("x", "", 256, 256, 1, 0.0, 1, 1, [], api_name="/generate")
     assert srv.manager.load_count == 0
 

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from gradio_client import Client
 
 from zimage import startup
 
-from conftest import free_port, wait_for
+from conftest import free_port, page_client, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"prompt": "a fox", "width": 256, "height": 256, "num_inference_steps": 1, "seed": 1}
@@ -92,7 +91,7 @@ def test_the_api_answers_while_the_model_loads_and_the_page_comes_after(launch):
     assert timeline[startup.READY] <= timeline[startup.WEB_IMPORTED] <= timeline[startup.PAGE_UP], timeline
     assert startup.FIRST_IMAGE in timeline, timeline
     # The page's own queue runs (Gradio starts it in its lifespan, entered at the switch).
-    result = Client(app.url, verbose=False).predict("a fox", "", 256, 256, 1, 0.0, 5, 1, [], api_name="/generate")
+    result = page_client(app.url).predict("a fox", "", 256, 256, 1, 0.0, 5, 1, [], api_name="/generate")
     assert result, result
     assert app.stop() and "Traceback" not in app.log.read_text(), app.log.read_text()[-3000:]
 

@@ -21,6 +21,7 @@ from zimage.errors import LoraNameRefused
 from zimage.store import loras
 from zimage.store.lora_names import aliases, taggable
 from zimage.testing.tiny_lora import make_tiny_loras
+from conftest import page_client
 
 LONG = "a" * 300                                    # over NAME_MAX (255 bytes): ENAMETOOLONG on any call
 
@@ -114,9 +115,7 @@ def test_a_lora_name_too_long_is_a_4xx_without_a_server_path(server, folder, rou
 
 
 def test_the_page_says_a_name_is_too_long_without_a_server_path(server, folder):
-    from gradio_client import Client
-
-    client = Client(server.url, verbose=False)
+    client = page_client(server.url)
     with pytest.raises(Exception) as err:
         client.predict(f"a cat <lora:{LONG}:1>", "", 256, 256, 2, 0.0, 7, 1, [], api_name="/generate")
     assert "too long" in str(err.value) and str(folder) not in str(err.value)

@@ -23,6 +23,7 @@ from zimage.infotext import infotext, parse_infotext
 from zimage.request import GenerationRequest, batch_key
 from zimage.store.loras import autov3_hash
 from zimage.testing.tiny_lora import make_tiny_loras
+from conftest import page_client
 
 SMALL = {"width": 256, "height": 256, "num_inference_steps": 2, "seed": 7}
 
@@ -418,9 +419,7 @@ def test_the_ray_backend_lists_the_local_lora_folder(settings, manager):
 
 
 def test_the_page_honours_the_prompt_syntax(server):
-    from gradio_client import Client
-
-    client = Client(server.url, verbose=False)
+    client = page_client(server.url)
 
     def page(prompt: str):
         gallery, _info = client.predict(prompt, "", 256, 256, 2, 0.0, 7, 1, [], api_name="/generate")

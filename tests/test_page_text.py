@@ -16,6 +16,7 @@ from zimage.i18n import LANG_COOKIE
 from zimage.state import LoadStage, LoadState, MemoryInfo, Status
 from zimage.web.page import page_text
 from zimage.web.page.page_text import EN, ZH, PARTS, merged, request_lang, text
+from conftest import page_client
 
 WEB = Path(__file__).resolve().parent.parent / "zimage" / "web" / "page"
 PAGE_MODULES = sorted(WEB.glob("ui*.py"))
@@ -151,12 +152,10 @@ def test_a_size_out_of_range_is_refused_naming_the_field_in_the_callers_language
     """Gradio's own slider check answered a width of 250 with "Value 250 is less than minimum value
     256.", in English and naming no field; the app's check answers now (ui_slider.SizeSlider), naming
     the slider as the page labels it (ui_inputs)."""
-    from gradio_client import Client
-
-    zh = Client(server.url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    zh = page_client(server.url, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     with pytest.raises(Exception, match="宽度: 必须在 256 到 2048 之间，收到的是 250"):
         zh.predict("x", "", 250, 256, 2, 0.0, 1, 1, [], api_name="/generate")
-    en = Client(server.url, verbose=False)
+    en = page_client(server.url)
     with pytest.raises(Exception, match="Height: must be between 256 and 2048, got 4096"):
         en.predict("x", "", 256, 4096, 2, 0.0, 1, 1, [], api_name="/generate")
 
@@ -181,16 +180,14 @@ def test_the_start_up_timeline_in_chinese():
 def test_the_edit_tab_answers_a_chinese_caller_in_chinese(server):
     """Edit without an image: the refusal named the field in English to a Chinese page; now it is
     the sentence alone (it says which control), not `image: ...`."""
-    from gradio_client import Client
-
     from zimage.web.page.ui_lora import NO_LORA
 
     args = [None, "Image to image", "x", "", 0.5, 4, False, 32, 0, 0, 0, 0, True, 1024, 1024, 2, 5, 1, None,
             *[NO_LORA] * 3, *[1.0] * 3]
-    zh = Client(server.url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    zh = page_client(server.url, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     with pytest.raises(Exception, match="^请先添加一张图片"):
         zh.predict(*args, api_name="/edit")
-    en = Client(server.url, verbose=False)
+    en = page_client(server.url)
     with pytest.raises(Exception, match="^Add an image first"):
         en.predict(*args, api_name="/edit")
 

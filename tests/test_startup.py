@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from gradio_client import Client
 
 from zimage.web.page.page_text import text as page_words
 
-from conftest import free_port, wait_for
+from conftest import free_port, page_client, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,7 +143,7 @@ def test_refused_requests_log_one_line_naming_the_field_and_no_traceback(cli_ser
                        ("/v1/images/generations", {"prompt": "x", "size": "13x13"})]:
         r = requests.post(url + path, json=body, timeout=30)
         assert r.status_code in (400, 422) and f"{fields[path]}: " in r.text, (path, r.text)
-    client = Client(url, verbose=False)
+    client = page_client(url)
     for width in (13, 264):          # out of range, then not a multiple of 16: both ours (web/page/ui_slider.py)
         with pytest.raises(Exception, match="256|multiple of 16"):
             client.predict(prompt="a fox", negative="", width=width, height=256, steps=1, seed=5, api_name="/generate")

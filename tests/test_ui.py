@@ -2,7 +2,6 @@ import json
 
 import pytest
 import requests
-from gradio_client import Client
 from page_events import page_facts, position, small_generate
 from PIL import Image
 
@@ -13,7 +12,7 @@ from zimage.web.page.page_jobs import PageJobs, Result, new_client_id, valid_cli
 from zimage.web.page.ui import failure_text, job_progress, parse_preset, preset_for, render_status, size_problem
 from zimage.web.page.ui_lora import NO_LORA, lora_tags, render_refused, render_triggers, with_loras
 
-from conftest import wait_for
+from conftest import page_client, wait_for
 
 MEM = MemoryInfo(process_rss_bytes=2**30, ram_total_bytes=16 * 2**30, ram_available_bytes=8 * 2**30)
 
@@ -99,7 +98,7 @@ def test_page_jobs_keeps_results_per_browser_bounded_and_only_existing_files(tmp
 
 
 def test_gradio_client_generates_through_the_page_endpoint(server):
-    client = Client(server.url, verbose=False)
+    client = page_client(server.url)
     gallery, info = client.predict(prompt="a lighthouse", negative="", width=256, height=320, steps=2, seed=77,
                                    api_name="/generate")      # by name: the other inputs take their defaults
     assert len(gallery) == 1 and "seed 77" in gallery[0]["caption"]
@@ -121,7 +120,7 @@ def test_gradio_client_generates_through_the_page_endpoint(server):
 
 
 def test_gradio_client_validation_error_is_shown_not_a_crash(server):
-    client = Client(server.url, verbose=False)
+    client = page_client(server.url)
     with pytest.raises(Exception, match="multiple of 16"):
         client.predict(prompt="x", negative="", width=264, height=256, steps=2, seed=1, api_name="/generate")
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
@@ -212,7 +211,7 @@ def test_the_settings_are_saved_in_the_browser_with_no_round_trip(server):
 def test_every_waiting_page_job_is_counted_in_the_queue(server):
     """Three pages waiting: the status panel's queue said 1 (Gradio held the other two back)."""
     server.manager.ensure_ready(60)
-    clients = [Client(server.url, verbose=False) for _ in range(3)]
+    clients = [page_client(server.url) for _ in range(3)]
     jobs = [c.submit(f"slow {i}", "", 256, 256, 40, 0.0, i, 1, None, api_name="/generate")
             for i, c in enumerate(clients)]
     try:

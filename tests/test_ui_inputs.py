@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from gradio_client import Client
 
 from zimage.i18n import IMAGE_SUBJECTS_ZH
 from zimage.web.gradio_uploads import UPLOAD_SUBJECTS, UPLOADED
 from zimage.web.page.ui_inputs import seed_value
 from zimage.web.page.ui_refusals import drop_refusal
+from conftest import page_client
 
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9"}
 
@@ -22,7 +22,7 @@ def generate(client: Client, prompt: str, seed) -> tuple:
 
 def test_an_empty_seed_is_random_and_generates(server):
     """gr.Number sends None for an emptied box: int(None) was a TypeError shown to the user."""
-    gallery, info = generate(Client(server.url, verbose=False), "a lighthouse", None)
+    gallery, info = generate(page_client(server.url), "a lighthouse", None)
     assert len(gallery) == 1 and "seeds " in info
     assert [seed_value(v) for v in (None, "", " ", float("nan"), 7.0, 7)] == [-1, -1, -1, -1, 7, 7]
 
@@ -30,14 +30,14 @@ def test_an_empty_seed_is_random_and_generates(server):
 def test_a_prompt_over_the_limit_is_refused_with_its_count_in_both_languages(start_server, settings):
     srv = start_server(dataclasses.replace(settings, max_prompt_chars=50))
     with pytest.raises(Exception, match=r"^Prompt is too long: 53 / 50 characters\. Shorten it"):
-        generate(Client(srv.url, verbose=False), "a" * 53, 1)
+        generate(page_client(srv.url), "a" * 53, 1)
     with pytest.raises(Exception, match=r"^提示词太长：53 / 50 个字符"):
-        generate(Client(srv.url, verbose=False, headers=ZH), "a" * 53, 1)
+        generate(page_client(srv.url, headers=ZH), "a" * 53, 1)
     assert srv.manager.load_count == 0
 
 
 def test_refusals_name_the_control_not_the_request_field(server):
-    en, zh = Client(server.url, verbose=False), Client(server.url, verbose=False, headers=ZH)
+    en, zh = page_client(server.url), page_client(server.url, headers=ZH)
     with pytest.raises(Exception, match=r"^Seed: must be -1 \(random\) or an integer"):
         generate(en, "x", -5)
     with pytest.raises(Exception, match=r"^种子: 必须是 -1（随机）"):

@@ -426,7 +426,7 @@ def generated_image_width(url: str, prompt: str, then=None) -> int:
     browser has loaded it (0 would be a broken image). `then(page)` runs before the browser closes."""
     with chromium.new_page({"width": 1400, "height": 1000}) as page:
         page.goto(url)
-        page.wait_for_selector("#status-panel")
+        wait_loaded(page)       # the page's load restores the sliders: set before it, they went back to 1024
         page.fill("#prompt textarea", prompt)
         set_slider(page, "width", 256)
         set_slider(page, "height", 256)
@@ -483,7 +483,7 @@ def test_the_lora_picker_lists_the_folder_and_its_pick_reaches_the_image(tiny_mo
 
     with chromium.new_page({"width": 1400, "height": 1000}) as page:
         page.goto(srv.url)
-        page.wait_for_selector("#status-panel")
+        wait_loaded(page)
         page.locator("#lora-panel").get_by_text("LoRA", exact=True).first.click()
         page.wait_for_selector("#lora-1 input")
         # listed when the page opens (issue 36: never while the page is built, before the server listens)
