@@ -139,6 +139,29 @@ def test_override_settings_uses_the_model_then_puts_it_back(start_server, two_mo
 
 
 @pytest.mark.inprocess
+def test_an_image_saved_after_a_switch_names_the_model_it_was_made_on(start_server, two_models):
+    """The PNG is written on the saver thread while the worker goes on to the next job: a switch
+    queued behind a generation (override_settings' put-back) can run before that image is saved.
+    Its PNG named the model switched to (a full run, 2026-12-07: "Model: tiny" for BASE's image).
+    Here the saver thread is held, as a slow PNG before it would, until the switch back is done."""
+    srv = start_server(dataclasses.replace(two_models, backend="inprocess"))
+    choice = model_choice(srv.manager)
+    choice.switch(BASE).future.result(60)
+    switched = threading.Event()
+    held = srv.manager._runner._saver.submit(switched.wait, 60)
+    job = srv.manager.submit(GenerationRequest.from_mapping({"prompt": "x", "width": 256, "height": 256,
+                                                             "num_inference_steps": 2}))
+    choice.switch("tiny").future.result(60)
+    assert srv.manager.settings.model.endswith("tiny") and not job.future.done()
+    switched.set()
+    assert held.result(10)
+    result = job.future.result(60)
+    with Image.open(result.images[0].path) as png:
+        assert f"Model: {BASE}," in png.info["parameters"] + ","
+    assert f"Model: {BASE}" in result.images[0].infotext
+
+
+@pytest.mark.inprocess
 def test_switch_waits_for_the_running_generation(start_server, two_models):
     """The switch is queued behind the running generation: that one finishes on its own model."""
     srv = start_server(dataclasses.replace(two_models, backend="inprocess"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from ..errors import Cancelled, GenerationFailed, ZImageError
@@ -45,6 +45,15 @@ def stopped_note(kept: int, asked: int) -> str:
     return f"Stopped after {kept} of {asked} images; the finished ones were kept."
 
 
+@dataclass
+class ModelIdentity:
+    """What a PNG names: the model's name, its file or folder, and its hash once read (on the saver
+    thread). A switch makes a new one, so images made before it keep the model they were made on."""
+    name: str
+    path: Path
+    sha256: str = ""
+
+
 class GenerationRunner:
     """Owned by the manager. Its two figures are written by the worker (decode) and the saver
     thread (save) alone and only copied into a job when it starts: a float's assignment is atomic,
@@ -53,8 +62,7 @@ class GenerationRunner:
     def __init__(self, store: OutputStore, model_label: str, model: tuple[str, str] | None = None):
         self._store = store
         self._model_label = model_label
-        self._model: tuple[str, Path] | None = None    # the model's name and file or folder, for the PNG
-        self._model_sha256 = ""
+        self._model: ModelIdentity | None = None       # the model the PNGs name
         if model is not None:
             self.identify(*model)
         self.decode_s_per_image: float | None = None  # last measured VAE decode and PNG save, for Job.eta_s
@@ -66,17 +74,18 @@ class GenerationRunner:
         from ..store.model_list import name_and_path
 
         listed, path = name_and_path(model, cache_dir)
-        self._model, self._model_sha256 = (name or listed, path), ""
+        self._model = ModelIdentity(name or listed, path)
 
-    def model_identity(self) -> tuple[str, str]:
-        """(the PNG's Model, its Model hash or ""): a big file's hash once its background hashing ends."""
-        if self._model is None:
+    def model_identity(self, model: ModelIdentity | None) -> tuple[str, str]:
+        """(the PNG's Model, its Model hash or "") of `model`, the one an image was made on: a big
+        file's hash once its background hashing ends."""
+        if model is None:
             return self._model_label, ""
-        if not self._model_sha256 and self._model[1].exists():
+        if not model.sha256 and model.path.exists():
             from ..store.model_hash import sha256_listing, short
 
-            self._model_sha256 = short(sha256_listing(self._model[1], self._store.root / ".index"))
-        return self._model[0], self._model_sha256
+            model.sha256 = short(sha256_listing(model.path, self._store.root / ".index"))
+        return model.name, model.sha256
 
     def close(self) -> None:
         self._saver.shutdown(wait=True)           # images already made are written before we return
@@ -170,15 +179,16 @@ class GenerationRunner:
             if len(images) < m.request.num_images:
                 note = "\n".join(filter(None, [warning, stopped_note(len(images), m.request.num_images)]))
             m.phase, m.images_done = "saving", 0
+            # the model is taken now, on the worker: a switch queued behind this job may run before the save
             outcomes.append(self._saver.submit(self._save, m, images, seconds, shared, note, peak,
-                                                lora_hashes))
+                                                lora_hashes, self._model))
         return outcomes
 
     def _save(self, job: Job, images: list, seconds: float, shared: int, warning: str,
-              peak: int | None, lora_hashes: dict[str, str] | None = None) -> GenerationResult:
+              peak: int | None, lora_hashes: dict[str, str] | None, model: ModelIdentity | None) -> GenerationResult:
         try:
             started = time.perf_counter()
-            label, model_hash = self.model_identity()
+            label, model_hash = self.model_identity(model)
             result = save_result(job.request, images, seconds, _CountingStore(self._store, job),
                                  label, batch_images=shared, lora_hashes=lora_hashes, model_hash=model_hash)
             if images:
