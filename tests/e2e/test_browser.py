@@ -10,7 +10,7 @@ import pytest
 
 import chromium
 from chromium import CHROMIUM
-from conftest import wait_for
+from conftest import wait_for, wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -137,7 +137,7 @@ def test_preload_progress_generate_unload(page, server):
     assert state_of(page) == "unloaded"
     open_settings(page)
     page.click("#preload-btn")
-    wait_for(lambda: state_of(page) == "on_cpu", 60, message="status panel to show ready")
+    wait_for_page(lambda: state_of(page) == "on_cpu", 60, message="status panel to show ready")
     assert "Ready (CPU / RAM)" in page.inner_text("#status-panel")
     page.fill("#prompt textarea", "a lighthouse at dusk")
     set_slider(page, "width", 256)
@@ -145,12 +145,12 @@ def test_preload_progress_generate_unload(page, server):
     page.locator("#seed input").fill("1234")
     page.click("#generate-btn")
     page.wait_for_selector("#gallery img", timeout=60_000)
-    wait_for(lambda: "seeds 1234" in page.inner_text("#result-info"), 30, message="result info")
+    wait_for_page(lambda: "seeds 1234" in page.inner_text("#result-info"), 30, message="result info")
     files = list((server.manager._store.root).rglob("*-1234.png"))
     assert len(files) == 1
     page.locator("#unload-to label", has_text="Free VRAM and RAM").click()
     page.click("#unload-btn")
-    wait_for(lambda: state_of(page) == "unloaded", 30, message="unloaded")
+    wait_for_page(lambda: state_of(page) == "unloaded", 30, message="unloaded")
     assert server.manager.load_count == 1
 
 
@@ -175,25 +175,25 @@ def test_stop_during_a_long_generation(page, server):
         set_slider(page, "steps", 50)
         page.click("#generate-btn")
         wait_for(held.is_set, 60, message="the third step to start")
-        wait_for(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="steps to advance")
+        wait_for_page(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="steps to advance")
         page.click("#stop-btn")
         wait_for(lambda: server.manager.current_generation() is None or server.manager.current_generation().cancelled,
                  30, message="the generation cancelled")
     finally:
         release.set()
         handle.remove()
-    wait_for(lambda: "Stopped" in page.inner_text("#result-info"), 60, message="the page to say Stopped")
+    wait_for_page(lambda: "Stopped" in page.inner_text("#result-info"), 60, message="the page to say Stopped")
     assert server.manager.status().queue_length == 0 and not server.manager.status().busy
     assert page.locator("#gallery img").count() == 0
     assert list(server.manager._store.root.rglob("*.png")) == []
-    wait_for(lambda: page.locator("#stop-btn").is_disabled(), 10, message="Stop disabled again")
+    wait_for_page(lambda: page.locator("#stop-btn").is_disabled(), 10, message="Stop disabled again")
 
 
 def test_low_vram_toggle_reaches_the_manager(page, server):
     open_settings(page)
     page.locator("#low-vram input").check()
     wait_for(lambda: server.manager.status().low_vram, 20, message="low VRAM on")
-    wait_for(lambda: "Low VRAM: on" in page.inner_text("#status-panel"), 20, message="panel shows it")
+    wait_for_page(lambda: "Low VRAM: on" in page.inner_text("#status-panel"), 20, message="panel shows it")
     page.locator("#low-vram input").uncheck()
     wait_for(lambda: not server.manager.status().low_vram, 20, message="low VRAM off")
 
@@ -226,26 +226,26 @@ def test_model_cache_panel_verify_repair_delete(hub, start_server, settings, gua
         page.goto(srv.url)
         open_settings(page)
         page.get_by_text("Model cache").click()
-        wait_for(lambda: MODEL_ID in page.inner_text("#cache-table"), 30, message="the cache table")
+        wait_for_page(lambda: MODEL_ID in page.inner_text("#cache-table"), 30, message="the cache table")
         assert settings.cache_dir in page.inner_text("#cache-summary")
         page.click("#cache-verify")
-        wait_for(lambda: "problem" in page.inner_text("#cache-result"), 60, message="problem")
+        wait_for_page(lambda: "problem" in page.inner_text("#cache-result"), 60, message="problem")
         assert shard.name in page.inner_text("#cache-result")
         page.click("#cache-repair")
-        wait_for(lambda: "re-downloaded" in page.inner_text("#cache-result"), 60, message="re-downloaded")
-        wait_for(lambda: state_of(page) == "on_cpu", 60, message="reload after repair")
+        wait_for_page(lambda: "re-downloaded" in page.inner_text("#cache-result"), 60, message="re-downloaded")
+        wait_for_page(lambda: state_of(page) == "on_cpu", 60, message="reload after repair")
         page.click("#cache-delete")
-        wait_for(lambda: "Tick **Delete" in page.inner_text("#cache-result") or "Tick Delete" in page.inner_text("#cache-result"), 60, message="asks to tick the confirmation")
+        wait_for_page(lambda: "Tick **Delete" in page.inner_text("#cache-result") or "Tick Delete" in page.inner_text("#cache-result"), 60, message="asks to tick the confirmation")
         page.locator("#cache-confirm input").check()
         page.click("#cache-delete")
-        wait_for(lambda: "cannot be deleted" in page.inner_text("#cache-result"), 60, message="cannot be deleted")   # it is loaded
+        wait_for_page(lambda: "cannot be deleted" in page.inner_text("#cache-result"), 60, message="cannot be deleted")   # it is loaded
         assert folder.exists()
         page.locator("#unload-to label", has_text="Free VRAM and RAM").click()
         page.click("#unload-btn")
-        wait_for(lambda: state_of(page) == "unloaded", 30, message="unloaded")
+        wait_for_page(lambda: state_of(page) == "unloaded", 30, message="unloaded")
         page.locator("#cache-confirm input").check()
         page.click("#cache-delete")
-        wait_for(lambda: "Deleted" in page.inner_text("#cache-result"), 60, message="Deleted")
+        wait_for_page(lambda: "Deleted" in page.inner_text("#cache-result"), 60, message="Deleted")
         assert not folder.exists()
         page.screenshot(path=str(Path(settings.outputs_dir).parent / "cache-panel.png"))
     assert guard_refusals() == []
@@ -276,7 +276,7 @@ def test_model_errors_show_in_the_status_panel_and_the_api(start_server, setting
         page.wait_for_selector("#status-panel")
         open_settings(page)
         page.click("#preload-btn")
-        wait_for(lambda: state_of(page) == "error", 30, message="the status panel to show the error")
+        wait_for_page(lambda: state_of(page) == "error", 30, message="the status panel to show the error")
         panel = page.inner_text("#status-panel")
     assert "Model: Error" in panel and says in panel and hint in panel
     r = requests.post(srv.url + "/generate", json={"prompt": "x", "width": 256, "height": 256}, timeout=60)
@@ -290,7 +290,7 @@ OTHER_ID = "someone/Other-Model"
 def pick(page, elem_id: str, option: str) -> None:
     page.locator(f"#{elem_id} input").click()
     page.locator(f"li[role=option][aria-label=\"{option}\"]").first.click()
-    wait_for(lambda: page.input_value(f"#{elem_id} input") == option, 10, message=f"{option} selected")
+    wait_for_page(lambda: page.input_value(f"#{elem_id} input") == option, 10, message=f"{option} selected")
 
 
 def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypatch, start_server, settings,
@@ -315,27 +315,27 @@ def test_cache_panel_acts_on_the_selected_second_model(tiny_model_dir, monkeypat
             page.goto(srv.url)
             open_settings(page)
             page.get_by_text("Model cache").click()
-            wait_for(lambda: OTHER_ID in page.inner_text("#cache-table"), 30, message="the cache table")
+            wait_for_page(lambda: OTHER_ID in page.inner_text("#cache-table"), 30, message="the cache table")
             assert page.input_value("#cache-model input") == MODEL_ID      # the first one, sorted
             pick(page, "cache-model", OTHER_ID)
             assert page.eval_on_selector("#cache-model input", "e => e.scrollWidth <= e.clientWidth")
             page.click("#cache-verify")
-            wait_for(lambda: "problem" in page.inner_text("#cache-result"), 60, message="problem")
+            wait_for_page(lambda: "problem" in page.inner_text("#cache-result"), 60, message="problem")
             assert OTHER_ID in page.inner_text("#cache-result") and shard.name in page.inner_text("#cache-result")
-            wait_for(lambda: "Verifying" not in page.inner_text("body"), 30, message="the list reloaded")
+            wait_for_page(lambda: "Verifying" not in page.inner_text("body"), 30, message="the list reloaded")
             assert page.input_value("#cache-model input") == OTHER_ID         # still the one the user picked
-            wait_for(lambda: f"Delete {OTHER_ID}, " in page.inner_text("#cache-confirm"), 10,
-                     message="the confirmation names the model and its size")
+            wait_for_page(lambda: f"Delete {OTHER_ID}, " in page.inner_text("#cache-confirm"), 10,
+                          message="the confirmation names the model and its size")
             page.locator("#cache-confirm input").check()
             pick(page, "cache-model", MODEL_ID)                               # another model: confirmation gone
-            wait_for(lambda: not page.locator("#cache-confirm input").is_checked(), 10, message="cleared")
+            wait_for_page(lambda: not page.locator("#cache-confirm input").is_checked(), 10, message="cleared")
             assert f"Delete {MODEL_ID}, " in page.inner_text("#cache-confirm")
             pick(page, "cache-model", OTHER_ID)
             page.locator("#cache-confirm input").check()
             page.click("#cache-delete")
-            wait_for(lambda: "Deleted" in page.inner_text("#cache-result"), 60, message="Deleted")
+            wait_for_page(lambda: "Deleted" in page.inner_text("#cache-result"), 60, message="Deleted")
             assert f"Deleted {OTHER_ID}" in page.inner_text("#cache-result")
-            wait_for(lambda: OTHER_ID not in page.inner_text("#cache-table"), 30, message="the list reloaded")
+            wait_for_page(lambda: OTHER_ID not in page.inner_text("#cache-table"), 30, message="the list reloaded")
         assert roots[MODEL_ID].exists() and not roots[OTHER_ID].exists()
     assert guard_refusals() == []
 
@@ -363,14 +363,14 @@ def test_a_reload_keeps_the_settings_the_running_job_and_the_gallery(page, serve
     wait_for(lambda: server.manager.current_generation() is not None, 30, message="the generation to start")
     page.reload()
     page.wait_for_selector("#status-panel")
-    wait_for(lambda: page.input_value("#prompt textarea") == "a reload-proof fox", 20, message="the prompt back")
+    wait_for_page(lambda: page.input_value("#prompt textarea") == "a reload-proof fox", 20, message="the prompt back")
     assert page.input_value("#width input[type=number]") == "256"
     assert page.input_value("#steps input[type=number]") == "50" and page.input_value("#seed input") == "4321"
-    wait_for(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="the job's progress")
+    wait_for_page(lambda: re.search(r"Step \d+ of 50", page.inner_text("body")), 60, message="the job's progress")
     assert page.locator("#gallery img").count() == 0
     gate.set()
     page.wait_for_selector("#gallery img", timeout=120_000)
-    wait_for(lambda: "seeds 4321" in page.inner_text("#result-info"), 30, message="the job's result")
+    wait_for_page(lambda: "seeds 4321" in page.inner_text("#result-info"), 30, message="the job's result")
     page.reload()
     page.wait_for_selector("#gallery img", timeout=30_000)         # this browser's recent results
     assert page.locator("#gallery img").count() == 1
@@ -387,7 +387,7 @@ def test_an_unexpected_error_is_named_on_the_page_and_the_page_keeps_working(pag
     set_slider(page, "height", 256)
     set_slider(page, "steps", 1)
     page.click("#generate-btn")
-    wait_for(lambda: "injected fault in the transformer" in page.inner_text("body"), 60, message="the error")
+    wait_for_page(lambda: "injected fault in the transformer" in page.inner_text("body"), 60, message="the error")
     assert "The generation failed" in page.inner_text("body")
     monkeypatch.undo()
     page.click("#generate-btn")
@@ -399,24 +399,24 @@ def test_controls_say_what_they_do(page, server):
     not follow the sizes; Cancel download and Stop showed when there was nothing to cancel; Low VRAM
     and Unload (keep in RAM) silently did nothing without a GPU; an empty cache offered its buttons."""
     set_slider(page, "width", 1000)
-    wait_for(lambda: "multiple of 16" in page.inner_text("#size-error"), 10, message="the size error")
+    wait_for_page(lambda: "multiple of 16" in page.inner_text("#size-error"), 10, message="the size error")
     assert "Width" in page.inner_text("#size-error") and page.input_value("#preset input") == "Custom"
     set_slider(page, "width", 512)
     set_slider(page, "height", 512)
-    wait_for(lambda: page.input_value("#preset input") == "512x512", 10, message="the preset to follow")
+    wait_for_page(lambda: page.input_value("#preset input") == "512x512", 10, message="the preset to follow")
     assert page.inner_text("#size-error").strip() == ""
     pick(page, "preset", "1216x832")
-    wait_for(lambda: page.input_value("#width input[type=number]") == "1216", 10, message="the preset's width")
+    wait_for_page(lambda: page.input_value("#width input[type=number]") == "1216", 10, message="the preset's width")
     assert not page.locator("#cancel-download-btn").is_visible()     # nothing downloads
     assert page.locator("#stop-btn").is_disabled()
     open_settings(page)
     page.locator("#low-vram input").check()
-    wait_for(lambda: "changes nothing" in page.inner_text("#controls-note"), 10, message="the low VRAM note")
+    wait_for_page(lambda: "changes nothing" in page.inner_text("#controls-note"), 10, message="the low VRAM note")
     page.locator("#low-vram input").uncheck()
     page.click("#unload-btn")                                          # "Free VRAM (keep in RAM)"
-    wait_for(lambda: "already lives in RAM" in page.inner_text("#controls-note"), 10, message="the unload note")
+    wait_for_page(lambda: "already lives in RAM" in page.inner_text("#controls-note"), 10, message="the unload note")
     page.get_by_text("Model cache").click()
-    wait_for(lambda: "Nothing cached yet" in page.inner_text("#cache-summary"), 20, message="the empty cache")
+    wait_for_page(lambda: "Nothing cached yet" in page.inner_text("#cache-summary"), 20, message="the empty cache")
     for button in ("verify", "repair", "delete"):
         assert page.locator(f"#cache-{button}").is_disabled()
 
@@ -432,7 +432,7 @@ def generated_image_width(url: str, prompt: str, then=None) -> int:
         set_slider(page, "height", 256)
         page.click("#generate-btn")
         page.wait_for_selector("#gallery img", timeout=120_000)
-        loaded = wait_for(lambda: page.evaluate(
+        loaded = wait_for_page(lambda: page.evaluate(
             "() => { const i = document.querySelector('#gallery img'); return i.complete && i.naturalWidth }"),
             30, message="the gallery image to load")
         if then is not None:
@@ -457,7 +457,7 @@ def test_on_a_full_disk_the_page_still_shows_the_image_and_says_why(start_server
     srv = start_server(dataclasses.replace(settings, outputs_dir=str(small_disk)))
 
     def warned(page) -> None:
-        wait_for(lambda: "No space left on device" in page.inner_text("#result-info"), 30, message="the warning")
+        wait_for_page(lambda: "No space left on device" in page.inner_text("#result-info"), 30, message="the warning")
     assert generated_image_width(srv.url, "a full disk", then=warned) == 256
 
 
@@ -487,8 +487,8 @@ def test_the_lora_picker_lists_the_folder_and_its_pick_reaches_the_image(tiny_mo
         page.locator("#lora-panel").get_by_text("LoRA", exact=True).first.click()
         page.wait_for_selector("#lora-1 input")
         # listed when the page opens (issue 36: never while the page is built, before the server listens)
-        refused = wait_for(lambda: "pickled" in page.inner_text("#lora-refused") and page.inner_text("#lora-refused"),
-                           20, message="the refused LoRAs listed")
+        refused = wait_for_page(lambda: "pickled" in page.inner_text("#lora-refused") and page.inner_text("#lora-refused"),
+                                20, message="the refused LoRAs listed")
         assert "Not usable" in refused
         page.fill("#prompt textarea", "a fox")
         set_slider(page, "width", 256)
@@ -505,7 +505,7 @@ def test_the_lora_picker_lists_the_folder_and_its_pick_reaches_the_image(tiny_mo
         page.reload()                                   # the pick is kept with the other settings
         page.wait_for_selector("#status-panel")
         page.locator("#lora-panel").get_by_text("LoRA", exact=True).first.click()
-        wait_for(lambda: page.input_value("#lora-1 input") == "diffusers_style", 20, message="the pick restored")
+        wait_for_page(lambda: page.input_value("#lora-1 input") == "diffusers_style", 20, message="the pick restored")
         page.click("#lora-1 input")
         page.get_by_role("option", name="None", exact=True).click()
         text = generate(2)

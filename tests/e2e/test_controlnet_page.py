@@ -10,7 +10,7 @@ from PIL import Image
 from test_controlnet import cn_server, hub, square_png, tiny_controlnet_dir  # noqa: F401: fixtures
 
 from .test_browser import CHROMIUM, browser_page, guard_refusals, set_slider  # noqa: F401: fixtures
-from conftest import wait_for
+from conftest import wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -30,7 +30,7 @@ def generate(page, seed: int) -> None:
     set_slider(page, "steps", 2)
     page.locator("#seed input").fill(str(seed))
     page.click("#generate-btn")
-    wait_for(lambda: f"seeds {seed}" in page.inner_text("#result-info"), 120, message="result info")
+    wait_for_page(lambda: f"seeds {seed}" in page.inner_text("#result-info"), 120, message="result info")
 
 
 def parameters(server, seed: int) -> str:
@@ -48,7 +48,7 @@ def test_controlnet_panel_previews_the_canny_map_and_steers_the_image(cn_page, c
     control.write_bytes(square_png())
     page.locator("#controlnet-image input[type=file]").set_input_files(str(control))
     page.locator("#controlnet-preview img").wait_for(state="visible", timeout=30_000)
-    wait_for(lambda: "square.png (256x256)" in page.inner_text("#controlnet-note"), 10, message="the image named")
+    wait_for_page(lambda: "square.png (256x256)" in page.inner_text("#controlnet-note"), 10, message="the image named")
     assert not hub.file_requests                      # the preview is computed here; nothing downloaded yet
     set_slider(page, "controlnet-weight", 0.8)
     generate(page, 1234)

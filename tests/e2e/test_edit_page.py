@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from .test_browser import CHROMIUM, EventCalls, guard_refusals, page, set_slider  # noqa: F401: fixtures
-from conftest import wait_for
+from conftest import wait_for, wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -54,7 +54,7 @@ def shows_the_tiny_models_image(png: bytes) -> bool:
 def open_tab(page, name: str) -> None:
     tab = page.get_by_role("tab", name=name)
     tab.click()
-    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {name} tab")
+    wait_for_page(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {name} tab")
 
 
 def shot_of(page, element) -> bytes:
@@ -104,8 +104,8 @@ def test_inpaint_a_drawn_mask(page, server, tmp_path):
     set_slider(page, "edit-steps", 2)
     drop_into_editor(page, source)
     canvas = page.locator("#edit-image canvas").first
-    wait_for(lambda: canvas.bounding_box() is not None and canvas.bounding_box()["width"] > 50, 20,
-             message="the editor's canvas")
+    wait_for_page(lambda: canvas.bounding_box() is not None and canvas.bounding_box()["width"] > 50, 20,
+                  message="the editor's canvas")
     brush = page.locator("#edit-image").get_by_role("button", name="Brush")
     if brush.count():
         brush.first.click()
@@ -119,7 +119,7 @@ def test_inpaint_a_drawn_mask(page, server, tmp_path):
     before = len(saved_images(server))
     page.click("#edit-btn")
     wait_for(lambda: len(saved_images(server)) > before, 120, message="the inpainted image saved")
-    wait_for(lambda: page.locator("#edit-gallery img").count() > 0, 30, message="the result shown")
+    wait_for_page(lambda: page.locator("#edit-gallery img").count() > 0, 30, message="the result shown")
     out = Image.open(saved_images(server)[-1])
     assert "Mode: inpaint" in out.info["parameters"] and "Mask blur: 4" in out.info["parameters"]
     result = np.asarray(out.convert("RGB"), int)
@@ -144,7 +144,7 @@ def test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0(pa
     set_slider(page, "height", SIZE)
     set_slider(page, "steps", 2)
     page.click("#generate-btn")
-    wait_for(lambda: page.locator("#gallery img").count() > 0, 120, message="the generated image")
+    wait_for_page(lambda: page.locator("#gallery img").count() > 0, 120, message="the generated image")
     generated = saved_images(server)[-1]
     calls = EventCalls(page)
     since = calls.sent
@@ -152,7 +152,7 @@ def test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0(pa
     calls.settled(since, "gallery", "select")       # the pick, kept server-side, before the send reads it
     page.click("#send-to-edit")
     tab = page.get_by_role("tab", name="Edit")
-    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 30, message="the Edit tab")
+    wait_for_page(lambda: tab.get_attribute("aria-selected") == "true", 30, message="the Edit tab")
     assert page.locator("#edit-prompt textarea").input_value() == "a lighthouse"
     editor = page.locator("#edit-image")
     wait_for(lambda: shows_the_tiny_models_image(shot_of(page, editor)), 30, LOOK_EVERY_S, message="the image drawn in the editor")
@@ -167,12 +167,12 @@ def test_send_to_edit_from_the_gallery_and_history_then_img2img_at_strength_0(pa
     # so the editor is seen to change to it before Edit is clicked.
     newest = server.manager._store.save(picture(), 5, "a gradient\nSteps: 2, Seed: 5, Size: 256x256")
     open_tab(page, "History")
-    wait_for(lambda: page.locator("#history-gallery img").count() >= 3, 30, message="the history thumbnails")
+    wait_for_page(lambda: page.locator("#history-gallery img").count() >= 3, 30, message="the history thumbnails")
     since = calls.sent
     page.locator("#history-gallery img").first.click()
     calls.settled(since, "history-gallery", "select")
     page.click("#history-send-edit")
-    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 30, message="the Edit tab from History")
+    wait_for_page(lambda: tab.get_attribute("aria-selected") == "true", 30, message="the Edit tab from History")
     wait_for(lambda: shows_the_picture(shot_of(page, editor)), 30, LOOK_EVERY_S, message="the History image drawn in the editor")
     assert page.locator("#edit-prompt textarea").input_value() == "a gradient"
     before = len(saved_images(server))

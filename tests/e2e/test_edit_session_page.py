@@ -14,7 +14,7 @@ from PIL import Image
 
 from .test_browser import CHROMIUM, EventCalls, guard_refusals, page, set_slider  # noqa: F401: fixtures
 from .test_edit_page import EDITOR_CANVAS, drop_into_editor, open_tab, picture, saved_images
-from conftest import wait_for
+from conftest import wait_for, wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -62,7 +62,7 @@ def test_ctrl_enter_on_edit_runs_the_edit_and_escape_stops_it(page, server, tmp_
     set_slider(page, "edit-height", SIZE)
     before = len(saved_images(server))
     page.locator("#edit-prompt textarea").press("Control+Enter")
-    wait_for(lambda: page.locator("#edit-gallery img").count() > 0, 120, message="the edit's result in Edit")
+    wait_for_page(lambda: page.locator("#edit-gallery img").count() > 0, 120, message="the edit's result in Edit")
     made = saved_images(server)[before:]
     assert len(made) == 1
     params = Image.open(made[0]).info["parameters"]
@@ -75,12 +75,12 @@ def test_ctrl_enter_on_edit_runs_the_edit_and_escape_stops_it(page, server, tmp_
     set_slider(page, "edit-steps", 50)
     page.locator("#edit-prompt textarea").press("Control+Enter")
     wait_for(lambda: server.manager.current_generation() is not None, 30, message="the edit to start")
-    wait_for(lambda: page.locator("#edit-stop-btn").is_enabled(), 30, message="Edit's Stop enabled")
+    wait_for_page(lambda: page.locator("#edit-stop-btn").is_enabled(), 30, message="Edit's Stop enabled")
     page.keyboard.press("Escape")
     wait_for(lambda: server.manager.current_generation() is None or server.manager.current_generation().cancelled,
              60, message="the edit cancelled")
     gate.set()
-    wait_for(lambda: "Stopped" in page.inner_text("#edit-info"), 60, message="the edit stopped")
+    wait_for_page(lambda: "Stopped" in page.inner_text("#edit-info"), 60, message="the edit stopped")
     assert server.manager.status().queue_length == 0 and len(saved_images(server)) == before + 1
 
 
@@ -94,11 +94,11 @@ def test_send_to_edit_carries_the_selected_images_settings_and_no_share_button(p
         page.locator("#seed input").fill(seed)
         page.locator("#seed input").press("Enter")
         page.click("#generate-btn")
-        wait_for(lambda: f"seeds {seed}" in page.inner_text("#result-info"), 120, message=f"the image of {seed}")
-    wait_for(lambda: page.locator("#gallery img").count() == 2, 30, message="both images in the gallery")
+        wait_for_page(lambda: f"seeds {seed}" in page.inner_text("#result-info"), 120, message=f"the image of {seed}")
+    wait_for_page(lambda: page.locator("#gallery img").count() == 2, 30, message="both images in the gallery")
 
     send.click()                                                       # nothing selected: said in the page
-    wait_for(lambda: "Select an image in the results first." in page.inner_text("body"), 15, message="the warning")
+    wait_for_page(lambda: "Select an image in the results first." in page.inner_text("body"), 15, message="the warning")
     assert page.get_by_role("tab", name="Generate").get_attribute("aria-selected") == "true"
 
     calls = EventCalls(page)
@@ -108,15 +108,15 @@ def test_send_to_edit_carries_the_selected_images_settings_and_no_share_button(p
     page.locator("#prompt textarea").fill("whatever the box says now")
     send.click()
     tab = page.get_by_role("tab", name="Edit")
-    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 15, message="the Edit tab")
-    wait_for(lambda: page.locator("#edit-prompt textarea").input_value() == "a first fox", 15, message="its prompt")
+    wait_for_page(lambda: tab.get_attribute("aria-selected") == "true", 15, message="the Edit tab")
+    wait_for_page(lambda: page.locator("#edit-prompt textarea").input_value() == "a first fox", 15, message="its prompt")
     assert page.locator("#edit-seed input").input_value() == "111"
     assert page.locator("#edit-steps input[type=number]").input_value() == "2"
-    wait_for(lambda: page.locator("#edit-image canvas").count() > 0, 20, message="the image in the editor")
+    wait_for_page(lambda: page.locator("#edit-image canvas").count() > 0, 20, message="the image in the editor")
     assert page.locator(SHARE_BUTTONS).count() == 0
 
     open_tab(page, "History")
-    wait_for(lambda: page.locator("#history-gallery img").count() >= 2, 30, message="the history thumbnails")
+    wait_for_page(lambda: page.locator("#history-gallery img").count() >= 2, 30, message="the history thumbnails")
     since = calls.sent
     page.locator("#history-gallery img").first.click()
     calls.settled(since, "history-gallery", "select")
@@ -144,14 +144,14 @@ def test_edit_settings_a_running_edit_and_its_results_survive_a_reload(page, ser
     page.reload()
     page.wait_for_selector("#status-panel")
     open_tab(page, "Edit")
-    wait_for(lambda: page.input_value("#edit-prompt textarea") == "a reload-proof edit", 20, message="the prompt back")
+    wait_for_page(lambda: page.input_value("#edit-prompt textarea") == "a reload-proof edit", 20, message="the prompt back")
     assert page.input_value("#edit-negative textarea") == "blur"
     assert page.input_value("#edit-steps input[type=number]") == str(EDIT_STEPS)
     assert page.input_value("#edit-guidance input[type=number]") == "1.5"
     assert page.input_value("#edit-seed input") == "4321"
     assert page.locator("#edit-mode input[value^='Outpaint']").is_checked()
     assert page.input_value("#edit-extend-right input[type=number]") == "64"
-    wait_for(lambda: re.search(rf"Step \d+ of {EDIT_STEPS}", page.inner_text("#edit-tab")), 60, message="the edit's progress")
+    wait_for_page(lambda: re.search(rf"Step \d+ of {EDIT_STEPS}", page.inner_text("#edit-tab")), 60, message="the edit's progress")
     gate.set()
     page.wait_for_selector("#edit-gallery img", timeout=120_000)
     made = Image.open(saved_images(server)[-1])

@@ -3,7 +3,7 @@
 import re
 import time
 
-from conftest import wait_for
+from conftest import wait_for, wait_for_page
 from e2e.test_browser import CHROMIUM, browser_page, pytestmark, set_slider  # noqa: F401
 
 
@@ -23,7 +23,7 @@ def test_seed_tools_and_generate_forever_stop(server):
         page.locator("#seed input").fill("1234")
         page.locator("#seed input").press("Enter")
         page.locator("#seed-random").click()
-        wait_for(lambda: seed_of(page) == "-1", 10, message="🎲 to set -1")
+        wait_for_page(lambda: seed_of(page) == "-1", 10, message="🎲 to set -1")
         page.locator("#generate-forever input").check()
         page.locator("#generate-btn").click()
         wait_for(lambda: len(list(server.manager._store.root.glob("*/*.png"))) >= 3, 120,
@@ -43,9 +43,9 @@ def test_seed_tools_and_generate_forever_stop(server):
         time.sleep(2)          # a forever loop not stopped makes several images a second here
         assert server.manager.current_generation() is None and server.manager.status().queue_length == 0
         assert len(list(server.manager._store.root.glob("*/*.png"))) == made      # nothing after the Stop
-        wait_for(lambda: not page.locator("#stop-btn").is_enabled(), 20, message="Stop off once the run ended")
+        wait_for_page(lambda: not page.locator("#stop-btn").is_enabled(), 20, message="Stop off once the run ended")
         page.locator("#seed-reuse").click()
-        wait_for(lambda: seed_of(page) not in ("-1", ""), 10, message="♻ to set the last seed")
+        wait_for_page(lambda: seed_of(page) not in ("-1", ""), 10, message="♻ to set the last seed")
         from PIL import Image
 
         from zimage.infotext import parse_infotext
@@ -61,6 +61,6 @@ def test_the_xyz_tab_makes_a_grid(server):
         page.locator("#main-tabs").get_by_role("tab", name="X/Y/Z plot").click()
         page.locator("#xyz-x-values input, #xyz-x-values textarea").first.fill("5, 6")
         page.locator("#xyz-run").click()
-        wait_for(lambda: "2 of 2 cells" in page.locator("#xyz-info").inner_text(), 120, message="the grid")
+        wait_for_page(lambda: "2 of 2 cells" in page.locator("#xyz-info").inner_text(), 120, message="the grid")
         page.locator("#xyz-grid img").wait_for()
         assert len(list(server.manager._store.root.glob("*/*.png"))) == 3     # two cells and the grid

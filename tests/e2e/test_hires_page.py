@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from .test_browser import CHROMIUM, EventCalls, guard_refusals, page, set_slider  # noqa: F401: fixtures
-from conftest import wait_for
+from conftest import wait_for, wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -47,8 +47,8 @@ def test_upscale_a_result_then_generate_with_hires_fix(page, server):
     calls.settled(since, "gallery", "select")
     page.click("#upscale-btn")
     wait_for(lambda: len(saved(server)) == 2, 120, message="the upscaled picture saved")
-    wait_for(lambda: page.locator("#gallery .thumbnail-item, #gallery button img").count() >= 2 or
-             page.locator("#gallery img").count() >= 2, 30, message="two pictures in the gallery")
+    wait_for_page(lambda: page.locator("#gallery .thumbnail-item, #gallery button img").count() >= 2 or
+                  page.locator("#gallery img").count() >= 2, 30, message="two pictures in the gallery")
     upscaled = Image.open(saved(server)[-1])
     assert upscaled.size == (512, 512)
     params = upscaled.text["parameters"]
@@ -71,9 +71,9 @@ def test_upscale_a_result_then_generate_with_hires_fix(page, server):
     page.get_by_role("tab", name="History").click()
     page.wait_for_selector("#history-gallery img", timeout=30_000)
     page.locator("#history-gallery img").last.click()                  # the oldest: the 256x256 first picture
-    wait_for(lambda: page.locator("#history-upscale-btn").is_visible(), 30, message="History's Upscale")
+    wait_for_page(lambda: page.locator("#history-upscale-btn").is_visible(), 30, message="History's Upscale")
     page.click("#history-upscale-btn")
     wait_for(lambda: len(saved(server)) == 4, 120, message="History's picture upscaled")
     assert Image.open(saved(server)[-1]).size == (512, 512)
-    wait_for(lambda: page.get_by_role("tab", name="Generate").get_attribute("aria-selected") == "true", 60,
-             message="back on Generate")
+    wait_for_page(lambda: page.get_by_role("tab", name="Generate").get_attribute("aria-selected") == "true", 60,
+                  message="back on Generate")

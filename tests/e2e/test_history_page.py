@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from e2e.test_browser import CHROMIUM, guard_refusals, page  # noqa: F401  (fixtures)
 
-from conftest import wait_for
+from conftest import wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -41,17 +41,17 @@ def test_history_search_pick_the_second_reuse_and_delete_it(page, server):
     page.reload()
     page.wait_for_selector("#status-panel")
     open_history(page)
-    wait_for(lambda: thumbnails(page).count() == 3, 20, message="three thumbnails")
+    wait_for_page(lambda: thumbnails(page).count() == 3, 20, message="three thumbnails")
     assert "3 image(s)" in page.inner_text("#history-summary")
 
     page.fill("#history-search textarea, #history-search input", "BOAT")
     page.press("#history-search textarea, #history-search input", "Enter")
-    wait_for(lambda: thumbnails(page).count() == 2, 20, message="the search to leave the two boats")
+    wait_for_page(lambda: thumbnails(page).count() == 2, 20, message="the search to leave the two boats")
     # Nothing picked: nothing for the actions to act on (they answered "no longer in the outputs folder").
     assert not any(page.is_enabled(f"#{b}") for b in ACTIONS)
     thumbnails(page).nth(1).click()                 # newest first: the blue boat, then the red one
-    wait_for(lambda: "a red boat" in page.inner_text("#history-detail"), 20, message="the detail of the second")
-    wait_for(lambda: all(page.is_enabled(f"#{b}") for b in ACTIONS), 10, message="the actions enabled by the pick")
+    wait_for_page(lambda: "a red boat" in page.inner_text("#history-detail"), 20, message="the detail of the second")
+    wait_for_page(lambda: all(page.is_enabled(f"#{b}") for b in ACTIONS), 10, message="the actions enabled by the pick")
     detail = page.inner_text("#history-detail")
     assert "101" in detail and "256x256" in detail and "not a red boat" in detail
     # the model as the picker lists it: the tiny model's folder name
@@ -60,8 +60,8 @@ def test_history_search_pick_the_second_reuse_and_delete_it(page, server):
     page.wait_for_selector("#history-image img")
 
     page.click("#history-use")
-    wait_for(lambda: page.locator("#prompt textarea").is_visible(), 20, message="the Generate tab")
-    wait_for(lambda: page.input_value("#prompt textarea") == "a red boat", 20, message="the prompt filled")
+    wait_for_page(lambda: page.locator("#prompt textarea").is_visible(), 20, message="the Generate tab")
+    wait_for_page(lambda: page.input_value("#prompt textarea") == "a red boat", 20, message="the prompt filled")
     assert page.input_value("#negative-prompt textarea") == "not a red boat"
     assert page.input_value("#seed input") == "101"
     assert page.input_value("#width input[type=number]") == "256"
@@ -72,8 +72,8 @@ def test_history_search_pick_the_second_reuse_and_delete_it(page, server):
     page.locator("#seed input").press("Tab")
     page.get_by_role("tab", name="History").click()
     page.click("#history-reuse-seed")
-    wait_for(lambda: page.locator("#seed input").is_visible() and page.input_value("#seed input") == "101", 20,
-             message="Reuse seed to fill the seed")
+    wait_for_page(lambda: page.locator("#seed input").is_visible() and page.input_value("#seed input") == "101", 20,
+                  message="Reuse seed to fill the seed")
 
     page.get_by_role("tab", name="History").click()
     page.click("#history-delete")
@@ -86,15 +86,15 @@ def test_history_search_pick_the_second_reuse_and_delete_it(page, server):
     assert name.evaluate("e => getComputedStyle(e).wordBreak") == "normal"
     assert all(p.exists() for p in paths.values())                  # asked first, nothing removed yet
     page.click("#history-confirm")
-    wait_for(lambda: f"Deleted {red}" in page.inner_text("#history-result"), 20, message="the deletion reported")
+    wait_for_page(lambda: f"Deleted {red}" in page.inner_text("#history-result"), 20, message="the deletion reported")
     assert not paths[101].exists() and paths[102].exists() and paths[103].exists()
-    wait_for(lambda: thumbnails(page).count() == 1, 20, message="one boat left")
-    wait_for(lambda: not any(page.is_enabled(f"#{b}") for b in ACTIONS), 10, message="the actions off once it is gone")
+    wait_for_page(lambda: thumbnails(page).count() == 1, 20, message="one boat left")
+    wait_for_page(lambda: not any(page.is_enabled(f"#{b}") for b in ACTIONS), 10, message="the actions off once it is gone")
 
     page.reload()
     page.wait_for_selector("#status-panel")
     open_history(page)
-    wait_for(lambda: thumbnails(page).count() == 2, 20, message="two images after a reload")
+    wait_for_page(lambda: thumbnails(page).count() == 2, 20, message="two images after a reload")
     assert "2 image(s)" in page.inner_text("#history-summary")
     assert server.manager._store.history.count() == 2
 
@@ -102,7 +102,7 @@ def test_history_search_pick_the_second_reuse_and_delete_it(page, server):
 def test_a_new_image_shows_in_history_on_refresh(page, server):
     open_history_empty = page.get_by_role("tab", name="History")
     open_history_empty.click()
-    wait_for(lambda: "No images yet" in page.inner_text("#history-summary"), 20, message="the empty history")
+    wait_for_page(lambda: "No images yet" in page.inner_text("#history-summary"), 20, message="the empty history")
     make_images(server.manager)
     page.click("#history-refresh")
-    wait_for(lambda: thumbnails(page).count() == 3, 20, message="the new images after Refresh")
+    wait_for_page(lambda: thumbnails(page).count() == 3, 20, message="the new images after Refresh")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from .test_browser import CHROMIUM, DESKTOP, PHONE, guard_refusals, open_page  # noqa: F401: fixtures
-from conftest import wait_for
+from conftest import wait_for, wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -66,10 +66,10 @@ def test_phone_has_prompt_and_generate_on_the_first_screen_and_results_under_the
     assert box(page, "#status-panel")["height"] < 100
     assert not page.locator("#status-panel .zi-status-more").is_visible()
     page.click("#status-panel .zi-status-toggle")
-    wait_for(lambda: page.locator("#status-panel .zi-status-more").is_visible(), 10, message="the status to expand")
+    wait_for_page(lambda: page.locator("#status-panel .zi-status-more").is_visible(), 10, message="the status to expand")
     assert "RAM: process" in page.inner_text("#status-panel")
-    wait_for(lambda: page.get_attribute("#status-panel .zi-status-toggle", "aria-expanded") == "true", 10,
-             message="aria-expanded")
+    wait_for_page(lambda: page.get_attribute("#status-panel .zi-status-toggle", "aria-expanded") == "true", 10,
+                  message="aria-expanded")
     # Preload and Unload sit with the status (issue 28: they were below the fold), above the prompt.
     for button in ("#preload-btn", "#unload-btn"):
         assert page.locator(button).is_visible() and box(page, button)["y"] < box(page, "#prompt")["y"], button
@@ -90,7 +90,7 @@ def test_desktop_puts_generate_right_of_the_prompt_a_short_status_and_a_free_gal
     page.fill("#prompt textarea", "four foxes")
     small_job(page, steps=1, count=4)
     page.click("#generate-btn")
-    wait_for(lambda: page.locator("#gallery img").count() >= 4, 120, message="four images")
+    wait_for_page(lambda: page.locator("#gallery img").count() >= 4, 120, message="four images")
     assert inner_scrollers(page, "#gallery") == []
     gallery = box(page, "#gallery")
     assert gallery["height"] > 300                                           # grew with its images
@@ -117,8 +117,8 @@ def test_ctrl_enter_and_cmd_enter_generate_and_enter_is_a_newline(open_page, ser
     # Neither Enter nor Shift+Enter made an image: the one saved carries the whole two-line prompt.
     text = Image.open(first[0]).text["parameters"]
     assert len(first) == 1 and "a fox\n" in text and "in the snow" in text
-    wait_for(lambda: page.locator("#gallery img").count() == 1, 60, message="the image shown")
-    wait_for(lambda: page.locator("#stop-btn").is_disabled(), 30, message="the job over")
+    wait_for_page(lambda: page.locator("#gallery img").count() == 1, 60, message="the image shown")
+    wait_for_page(lambda: page.locator("#stop-btn").is_disabled(), 30, message="the job over")
     page.locator("#seed input").click()                 # anywhere on the page, not only in the prompt
     page.keyboard.press("Meta+Enter")
     assert len(generated(server, 2)) == 2
@@ -130,13 +130,13 @@ def test_escape_stops_this_browsers_long_job(open_page, server, stepper):
     small_job(page, steps=50)
     page.click("#generate-btn")
     stepper.release(3)
-    wait_for(lambda: re.search(r"Step 3 of 50", page.inner_text("#live-preview")), 60, message="step 3 shown")
-    wait_for(lambda: page.locator("#stop-btn").is_enabled(), 30, message="Stop enabled for this browser's job")
+    wait_for_page(lambda: re.search(r"Step 3 of 50", page.inner_text("#live-preview")), 60, message="step 3 shown")
+    wait_for_page(lambda: page.locator("#stop-btn").is_enabled(), 30, message="Stop enabled for this browser's job")
     page.keyboard.press("Escape")
     wait_for(lambda: server.manager.current_generation() is None or server.manager.current_generation().cancelled,
              30, message="the job cancelled")
     stepper.release(100)
-    wait_for(lambda: "Stopped" in page.inner_text("#result-info"), 60, message="the page to say Stopped")
+    wait_for_page(lambda: "Stopped" in page.inner_text("#result-info"), 60, message="the page to say Stopped")
     assert list(Path(server.settings.outputs_dir).rglob("*.png")) == []
 
 
@@ -152,8 +152,8 @@ def test_the_live_preview_shows_steps_images_eta_and_the_queue_position(open_pag
     small_job(page, steps=20, count=2)
     page.click("#generate-btn")
     stepper.release(2)
-    first = wait_for(lambda: (lambda s: s if s and s[0] == "2" else None)(preview_state(page)), 60,
-                     message="the preview of step 2")
+    first = wait_for_page(lambda: (lambda s: s if s and s[0] == "2" else None)(preview_state(page)), 60,
+                          message="the preview of step 2")
     line = page.inner_text("#live-preview")
     assert "Step 2 of 20" in line and "Image 1 of 2" in line and "s left" in line
     # A second browser's job waits behind this one: that page says where it is in the queue.
@@ -161,18 +161,18 @@ def test_the_live_preview_shows_steps_images_eta_and_the_queue_position(open_pag
     other.fill("#prompt textarea", "a second fox")
     small_job(other, steps=1)
     other.click("#generate-btn")
-    wait_for(lambda: "Waiting in queue (position 1)" in other.inner_text("#live-preview"), 60,
-             message="the queue position")
+    wait_for_page(lambda: "Waiting in queue (position 1)" in other.inner_text("#live-preview"), 60,
+                  message="the queue position")
     assert "Waiting in queue" not in page.inner_text("#live-preview")        # each page shows its own job
     stepper.release(5)
-    later = wait_for(lambda: (lambda s: s if s and s[0] == "7" else None)(preview_state(page)), 60,
-                     message="the preview of step 7")
+    later = wait_for_page(lambda: (lambda s: s if s and s[0] == "7" else None)(preview_state(page)), 60,
+                          message="the preview of step 7")
     assert later[1] != first[1]                                              # a new picture, not only a new number
     assert "Step 7 of 20" in page.inner_text("#live-preview")
     stepper.release(1000)
-    wait_for(lambda: page.locator("#gallery img").count() == 2, 120, message="the two images")
-    wait_for(lambda: not page.locator("#live-preview .zi-live").count(), 30, message="the preview cleared")
-    wait_for(lambda: other.locator("#gallery img").count() == 1, 120, message="the second page's image")
+    wait_for_page(lambda: page.locator("#gallery img").count() == 2, 120, message="the two images")
+    wait_for_page(lambda: not page.locator("#live-preview .zi-live").count(), 30, message="the preview cleared")
+    wait_for_page(lambda: other.locator("#gallery img").count() == 1, 120, message="the second page's image")
 
 
 CONTRAST = """(sel) => {
@@ -188,10 +188,10 @@ CONTRAST = """(sel) => {
 
 def test_status_is_a_live_region_slider_limits_meet_aa_and_the_page_has_a_language(open_page, server):
     page = open_page(DESKTOP)
-    wait_for(lambda: page.get_attribute("#status-panel", "aria-live") == "polite", 10, message="aria-live")
+    wait_for_page(lambda: page.get_attribute("#status-panel", "aria-live") == "polite", 10, message="aria-live")
     assert page.evaluate("document.documentElement.lang") == "en"
     limits = "#steps .min_value, #steps .max_value, #width .min_value, #width .max_value"
-    wait_for(lambda: len(page.evaluate(CONTRAST, limits)) == 4, 20, message="the slider limits drawn")
+    wait_for_page(lambda: len(page.evaluate(CONTRAST, limits)) == 4, 20, message="the slider limits drawn")
     ratios = page.evaluate(CONTRAST, limits)
     assert len(ratios) == 4 and min(ratios) >= 4.5, ratios
     # Keyboard focus shows: Tab from the prompt onto Enhance (it acts on the prompt; Undo is off until

@@ -18,7 +18,7 @@ import chromium
 
 from .test_browser import CHROMIUM, guard_refusals, page, set_slider  # noqa: F401: fixtures
 from .test_edit_page import drop_into_editor, picture, shows_the_picture
-from conftest import wait_for
+from conftest import wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -39,7 +39,7 @@ def toasts(pg) -> list[str]:
 def open_tab(pg, key: str, lang: str) -> None:
     tab = pg.get_by_role("tab", name=text(key, lang))
     tab.click()
-    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {key} tab")
+    wait_for_page(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {key} tab")
 
 
 @pytest.mark.parametrize("locale,lang,words", [("en-US", "en", "The uploaded image is not a PNG, JPEG or WebP image"),
@@ -50,7 +50,7 @@ def test_a_file_that_is_no_image_is_refused_in_a_toast_of_words(server, tmp_path
     with page_in(server.url, locale) as pg:
         open_tab(pg, "tab_pnginfo", lang)
         pg.locator("#pnginfo-file input[type=file]").set_input_files(str(notes))
-        shown = wait_for(lambda: [t for t in toasts(pg) if words in t], 20, message="the refusal's toast")
+        shown = wait_for_page(lambda: [t for t in toasts(pg) if words in t], 20, message="the refusal's toast")
         for toast in shown:
             assert "{" not in toast and "HTTP 4" not in toast and "\\u" not in toast, toast
 
@@ -65,10 +65,10 @@ def test_a_broken_or_tiny_image_dropped_into_the_editor_is_refused_when_dropped(
     open_tab(page, "tab_edit", "en")
     editor = page.locator("#edit-image")
     editor.locator("input[type=file]").set_input_files(str(broken))
-    wait_for(lambda: any("The Edit image could not be read" in t for t in toasts(page)), 15,
-             message="the broken image refused")
+    wait_for_page(lambda: any("The Edit image could not be read" in t for t in toasts(page)), 15,
+                  message="the broken image refused")
     editor.locator("input[type=file]").set_input_files(str(tiny))
-    wait_for(lambda: any("The Edit image is 32x32 pixels; an image to edit must be at least 64x64" in t
+    wait_for_page(lambda: any("The Edit image is 32x32 pixels; an image to edit must be at least 64x64" in t
                          for t in toasts(page)), 15, message="the tiny image refused")
     assert not shows_the_picture(editor.screenshot())       # neither reached the editor
     assert all("data[" not in t and "{" not in t for t in toasts(page))
@@ -80,21 +80,21 @@ def test_a_broken_or_tiny_image_dropped_into_the_editor_is_refused_when_dropped(
 def test_an_empty_seed_generates_and_a_long_prompt_is_refused_by_its_counter(page, server):
     cap = server.settings.max_prompt_chars
     page.locator("#prompt textarea").fill("a" * (cap + 3))
-    wait_for(lambda: page.inner_text("#prompt-count").strip() == f"{cap + 3} / {cap}", 10, message="the counter")
+    wait_for_page(lambda: page.inner_text("#prompt-count").strip() == f"{cap + 3} / {cap}", 10, message="the counter")
     assert page.input_value("#prompt textarea") == "a" * (cap + 3)          # nothing cut
     page.click("#generate-btn")
-    wait_for(lambda: any(f"Prompt is too long: {cap + 3} / {cap} characters" in t for t in toasts(page)), 20,
-             message="the refusal naming the prompt and its count")
+    wait_for_page(lambda: any(f"Prompt is too long: {cap + 3} / {cap} characters" in t for t in toasts(page)), 20,
+                  message="the refusal naming the prompt and its count")
     assert server.manager.load_count == 0
 
     page.locator("#prompt textarea").fill("a lighthouse")
-    wait_for(lambda: page.inner_text("#prompt-count").strip() == f"12 / {cap}", 10, message="the counter again")
+    wait_for_page(lambda: page.inner_text("#prompt-count").strip() == f"12 / {cap}", 10, message="the counter again")
     page.locator("#seed input").fill("")
     set_slider(page, "width", 256)
     set_slider(page, "height", 256)
     set_slider(page, "steps", 2)
     page.click("#generate-btn")
-    wait_for(lambda: page.locator("#gallery img").count() > 0, 120, message="the image of a random seed")
+    wait_for_page(lambda: page.locator("#gallery img").count() > 0, 120, message="the image of a random seed")
     saved = sorted(Path(server.settings.outputs_dir).rglob("*.png"))
     assert len(saved) == 1 and "Seed: " in Image.open(saved[0]).info["parameters"]
     assert not any("int()" in t or "NoneType" in t for t in toasts(page))

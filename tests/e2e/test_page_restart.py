@@ -12,7 +12,7 @@ import chromium
 
 from .test_browser import CHROMIUM, DESKTOP, set_slider
 from .test_page_layout import stepper  # noqa: F401: fixture
-from conftest import wait_for
+from conftest import wait_for, wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -35,19 +35,19 @@ def test_a_restart_keeps_the_settings_and_this_browsers_results(start_server, se
     set_slider(page, "height", 512)
     set_slider(page, "steps", 2)
     page.click("#generate-btn")
-    wait_for(lambda: page.locator("#gallery img").count() == 1, 60, message="the result")
+    wait_for_page(lambda: page.locator("#gallery img").count() == 1, 60, message="the result")
     port = srv.settings.port
     srv.stop()
     # Down: the line must not go on saying "Ready" from its last answer.
-    wait_for(lambda: page.get_attribute("#status-panel .zi-state", "data-state") == "unreachable", 20,
-             message="the status line to say the server is gone")
+    wait_for_page(lambda: page.get_attribute("#status-panel .zi-state", "data-state") == "unreachable", 20,
+                  message="the status line to say the server is gone")
     assert "Server not reachable" in page.inner_text("#status-panel")
     assert "Ready" not in page.inner_text("#status-panel")
     srv2 = start_server(settings, port=port)           # the same outputs folder, the same browser context
-    wait_for(lambda: page.get_attribute("#status-panel .zi-state", "data-state") not in (None, "unreachable"), 40,
-             message="the status line back")
+    wait_for_page(lambda: page.get_attribute("#status-panel .zi-state", "data-state") not in (None, "unreachable"), 40,
+                  message="the status line back")
     again = opened(page.context.new_page(), srv2.url)      # a reload after the restart
-    wait_for(lambda: again.locator("#gallery img").count() == 1, 20, message="this browser's result back")
+    wait_for_page(lambda: again.locator("#gallery img").count() == 1, 20, message="this browser's result back")
     assert again.input_value("#prompt textarea") == "a restart survivor"
     assert again.input_value("#height input[type=number]") == "512"
     # Another browser has its own (empty) gallery: the results are this browser's, not everyone's.
@@ -59,7 +59,7 @@ def test_a_restart_keeps_the_settings_and_this_browsers_results(start_server, se
 def test_the_server_down_says_so_in_chinese(server):
     page = opened(chromium.open_page(DESKTOP, "zh-CN"), server.url)
     server.stop()
-    wait_for(lambda: "服务器无法连接" in page.inner_text("#status-panel"), 20, message="the Chinese line")
+    wait_for_page(lambda: "服务器无法连接" in page.inner_text("#status-panel"), 20, message="the Chinese line")
 
 
 def test_a_slow_server_is_not_a_gone_one_and_its_page_is_never_reloaded(server):
@@ -79,16 +79,16 @@ def test_a_slow_server_is_not_a_gone_one_and_its_page_is_never_reloaded(server):
     since = len(asked)
     wait_for(pumped(lambda: len(asked) >= since + 2), 20, message="a second /health asked after one late answer")
     assert page.get_attribute("#status-panel .zi-state", "data-state") != "unreachable"   # one late answer
-    wait_for(pumped(lambda: page.get_attribute("#status-panel .zi-state", "data-state") == "unreachable"), 20,
-             message="the line to say the server is gone")
+    wait_for_page(pumped(lambda: page.get_attribute("#status-panel .zi-state", "data-state") == "unreachable"), 20,
+                  message="the line to say the server is gone")
     set_slider(page, "width", 256)
     for pattern in ("**/health", "**/run/predict"):
         page.unroute(pattern)
     for route in held:                            # the server answers what waited (the browser gave up on /health)
         with contextlib.suppress(Exception):
             route.continue_()
-    wait_for(pumped(lambda: page.get_attribute("#status-panel .zi-state", "data-state") != "unreachable"), 20,
-             message="the line back")
+    wait_for_page(pumped(lambda: page.get_attribute("#status-panel .zi-state", "data-state") != "unreachable"), 20,
+                  message="the line back")
     page.wait_for_timeout(8000)                   # the old page reloaded itself 6 s after the server came back
     assert page.evaluate("() => window.ziNotReloaded === true")
     assert page.input_value("#width input[type=number]") == "256"
@@ -118,17 +118,17 @@ def test_a_job_looks_right(server, stepper):  # noqa: F811: the stepper fixture
     assert len(bars) == 1, bars
     # A second click while the job runs: queued, and the page says so.
     page.click("#generate-btn")
-    wait_for(lambda: "Queued" in page.inner_text("#result-info") or "Queued" in page.inner_text("#live-preview"), 20,
-             message="the second click's answer")
+    wait_for_page(lambda: "Queued" in page.inner_text("#result-info") or "Queued" in page.inner_text("#live-preview"), 20,
+                  message="the second click's answer")
     preview = page.locator("#live-preview img.zi-live-image").bounding_box()
     stepper.release(100)
-    wait_for(lambda: page.locator("#gallery img").count() == 2, 60, message="both results")
+    wait_for_page(lambda: page.locator("#gallery img").count() == 2, 60, message="both results")
     # the worker counts the job out just after its result is handed over (and the page shows it)
     wait_for(lambda: server.manager.status().queue_length == 0, 10, message="the queue empty")
     img = page.locator("#gallery img").first
     # drawn, not only in the page: an image still loading has no height yet (seen on a loaded machine)
-    wait_for(lambda: img.evaluate("i => i.complete && i.naturalWidth > 0") and img.bounding_box()["height"] > 0, 30,
-             message="the first result drawn")
+    wait_for_page(lambda: img.evaluate("i => i.complete && i.naturalWidth > 0") and img.bounding_box()["height"] > 0, 30,
+                  message="the first result drawn")
     shown = img.bounding_box()
     fit = img.evaluate("i => getComputedStyle(i).objectFit")
     assert fit == "contain" or abs(shown["height"] / shown["width"] - 2.0) < 0.1, (fit, shown)   # not cropped square

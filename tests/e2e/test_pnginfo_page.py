@@ -14,7 +14,7 @@ from zimage.request import GenerationRequest
 from zimage.store.outputs import OutputStore
 
 from .test_browser import CHROMIUM, browser_page, guard_refusals, page  # noqa: F401: fixtures
-from conftest import wait_for
+from conftest import wait_for_page
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")]
@@ -31,7 +31,7 @@ def value_of(page, selector: str) -> str:
 def open_tab(page, name: str) -> None:
     tab = page.get_by_role("tab", name=name)
     tab.click()
-    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {name} tab")
+    wait_for_page(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {name} tab")
 
 
 def drop(page, path) -> None:
@@ -44,14 +44,14 @@ def test_read_our_png_and_an_a1111_png_and_send_them_to_generate(page, tmp_path,
     ours = OutputStore(tmp_path / "theirs").save(Image.new("RGB", (64, 96)), 4242, infotext(req, 4242))
     open_tab(page, "PNG info")
     drop(page, ours)
-    wait_for(lambda: value_of(page, "#pnginfo-prompt textarea") == "a lighthouse at dusk", 30, message="prompt read")
+    wait_for_page(lambda: value_of(page, "#pnginfo-prompt textarea") == "a lighthouse at dusk", 30, message="prompt read")
     assert value_of(page, "#pnginfo-negative textarea") == "fog"
     summary = page.inner_text("#pnginfo-summary")
     assert "4242" in summary and "832x1216" in summary and "Z-Image-Turbo" in summary
     assert "Seed: 4242" in value_of(page, "#pnginfo-raw textarea")
     page.click("#pnginfo-send")
-    wait_for(lambda: page.locator("#prompt textarea").is_visible(), 10, message="the Generate tab")
-    wait_for(lambda: value_of(page, "#prompt textarea") == "a lighthouse at dusk", 10, message="prompt sent")
+    wait_for_page(lambda: page.locator("#prompt textarea").is_visible(), 10, message="the Generate tab")
+    wait_for_page(lambda: value_of(page, "#prompt textarea") == "a lighthouse at dusk", 10, message="prompt sent")
     assert value_of(page, "#negative-prompt textarea") == "fog"
     assert value_of(page, "#seed input") == "4242"
     assert value_of(page, "#width input[type=number]") == "832"
@@ -65,11 +65,11 @@ def test_read_our_png_and_an_a1111_png_and_send_them_to_generate(page, tmp_path,
     Image.new("RGB", (51, 76)).save(a1111, pnginfo=meta)
     open_tab(page, "PNG info")
     drop(page, a1111)
-    wait_for(lambda: value_of(page, "#pnginfo-prompt textarea") == "masterpiece, a castle on a hill", 30,
-             message="A1111 prompt read")
+    wait_for_page(lambda: value_of(page, "#pnginfo-prompt textarea") == "masterpiece, a castle on a hill", 30,
+                  message="A1111 prompt read")
     assert "v1-5-pruned-emaonly" in page.inner_text("#pnginfo-summary")
     page.click("#pnginfo-send")
-    wait_for(lambda: value_of(page, "#prompt textarea") == "masterpiece, a castle on a hill", 10, message="sent")
+    wait_for_page(lambda: value_of(page, "#prompt textarea") == "masterpiece, a castle on a hill", 10, message="sent")
     assert value_of(page, "#steps input[type=number]") == "28"
     assert value_of(page, "#width input[type=number]") == "512"
     assert value_of(page, "#seed input") == "3141592653"
@@ -91,9 +91,9 @@ def test_a_broken_file_says_what_is_wrong(page_with_refusals, tmp_path, guard_re
     broken.write_bytes(buf.getvalue()[:20_000])             # cut inside the image data
     open_tab(page, "PNG info")
     drop(page, broken)
-    wait_for(lambda: "The uploaded image could not be read: image file is truncated."
-             in page.inner_text("body"), 30, message="the error shown, when the file is dropped")
+    wait_for_page(lambda: "The uploaded image could not be read: image file is truncated."
+                  in page.inner_text("body"), 30, message="the error shown, when the file is dropped")
     assert value_of(page, "#pnginfo-prompt textarea") == ""
     assert [m for m in guard_refusals() if "truncated" not in m] == []       # the one refusal is that file's
     page.click("#pnginfo-send")
-    wait_for(lambda: "Drop an image" in page.inner_text("#pnginfo-note"), 10, message="nothing to send")
+    wait_for_page(lambda: "Drop an image" in page.inner_text("#pnginfo-note"), 10, message="nothing to send")

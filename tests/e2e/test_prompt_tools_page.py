@@ -20,7 +20,7 @@ from zimage.infotext import parse_infotext
 from zimage.request import GenerationRequest
 
 from .test_browser import CHROMIUM, browser_page, guard_refusals, open_settings, page, set_slider  # noqa: F401
-from conftest import Gate, wait_for
+from conftest import Gate, wait_for, wait_for_page
 from test_enhance import FakeOpenAI
 
 pytestmark = [pytest.mark.browser,
@@ -45,7 +45,7 @@ def variety_of(page) -> str:
 def open_tab(page, name: str) -> None:
     tab = page.get_by_role("tab", name=name)
     tab.click()
-    wait_for(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {name} tab")
+    wait_for_page(lambda: tab.get_attribute("aria-selected") == "true", 10, message=f"the {name} tab")
 
 
 def prompt_of(page) -> str:
@@ -66,9 +66,9 @@ def test_variety_goes_into_the_png_and_pnginfo_and_history_put_it_back(page, ser
     open_tab(page, "History")
     page.wait_for_selector("#history-gallery .thumbnail-item")
     page.locator("#history-gallery .thumbnail-item").first.click()
-    wait_for(lambda: page.is_enabled("#history-use"), 20, message="History's Use these settings")
+    wait_for_page(lambda: page.is_enabled("#history-use"), 20, message="History's Use these settings")
     page.click("#history-use")
-    wait_for(lambda: variety_of(page) == "0.35", 20, message="History's variety back on the slider")
+    wait_for_page(lambda: variety_of(page) == "0.35", 20, message="History's variety back on the slider")
 
     # An image made without variety sends 0 (its seed alone would make another picture with 0.35 left on)
     plain = server.manager.generate(GenerationRequest(prompt="a plain one", width=256, height=256,
@@ -78,10 +78,10 @@ def test_variety_goes_into_the_png_and_pnginfo_and_history_put_it_back(page, ser
         open_tab(page, "PNG info")
         page.locator("#pnginfo-file input[type=file]").set_input_files(str(path))
         # this PNG's own text (the one read before stays until the new one is read: Send sent it)
-        wait_for(lambda: page.input_value("#pnginfo-raw textarea").startswith(prompt), 30, message="the PNG read")
+        wait_for_page(lambda: page.input_value("#pnginfo-raw textarea").startswith(prompt), 30, message="the PNG read")
         page.click("#pnginfo-send")
-        wait_for(lambda: page.locator("#prompt textarea").is_visible(), 10, message="the Generate tab")
-        wait_for(lambda: variety_of(page) == expected, 10, message=f"PNG info's variety {expected}")
+        wait_for_page(lambda: page.locator("#prompt textarea").is_visible(), 10, message="the Generate tab")
+        wait_for_page(lambda: variety_of(page) == expected, 10, message=f"PNG info's variety {expected}")
 
 
 @pytest.fixture
@@ -104,20 +104,20 @@ def test_enhance_undo_the_instruction_setting_and_the_original_in_the_png(start_
         assert page.is_disabled("#enhance-undo")
         page.fill("#prompt textarea", mine)
         page.click("#enhance-btn")
-        wait_for(lambda: prompt_of(page) == FakeOpenAI.answer, 30, message="the rewrite in the prompt")
+        wait_for_page(lambda: prompt_of(page) == FakeOpenAI.answer, 30, message="the rewrite in the prompt")
         system, user = FakeOpenAI.seen[-1][1]["messages"]
         assert system == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}    # the setting empty: the built-in
         assert user == {"role": "user", "content": mine}
         assert "Prompt enhanced" in page.inner_text("#enhance-note")
-        wait_for(lambda: page.is_enabled("#enhance-undo"), 10, message="Undo enabled")
+        wait_for_page(lambda: page.is_enabled("#enhance-undo"), 10, message="Undo enabled")
         page.click("#enhance-undo")
-        wait_for(lambda: prompt_of(page) == mine, 10, message="the person's prompt back")
-        wait_for(lambda: page.is_disabled("#enhance-undo"), 10, message="nothing left to undo")
+        wait_for_page(lambda: prompt_of(page) == mine, 10, message="the person's prompt back")
+        wait_for_page(lambda: page.is_disabled("#enhance-undo"), 10, message="nothing left to undo")
 
         open_settings(page)
         page.fill("#enhancer-system-prompt textarea", "Answer in capitals.")
         page.click("#enhance-btn")
-        wait_for(lambda: prompt_of(page) == FakeOpenAI.answer, 30, message="the second rewrite")
+        wait_for_page(lambda: prompt_of(page) == FakeOpenAI.answer, 30, message="the second rewrite")
         assert FakeOpenAI.seen[-1][1]["messages"][0]["content"] == "Answer in capitals."
         box = page.locator("#prompt textarea")                     # an edit by hand keeps the link
         box.press("End")
@@ -130,24 +130,24 @@ def test_enhance_undo_the_instruction_setting_and_the_original_in_the_png(start_
 
         page.reload()                                               # kept in the browser: setting, prompt, link
         page.wait_for_selector("#status-panel .zi-state")
-        wait_for(lambda: prompt_of(page) == FakeOpenAI.answer + " Extra.", 20, message="the prompt kept")
+        wait_for_page(lambda: prompt_of(page) == FakeOpenAI.answer + " Extra.", 20, message="the prompt kept")
         open_settings(page)
         assert page.input_value("#enhancer-system-prompt textarea") == "Answer in capitals."
-        wait_for(lambda: page.is_enabled("#enhance-undo"), 20, message="Undo still there after the reload")
+        wait_for_page(lambda: page.is_enabled("#enhance-undo"), 20, message="Undo still there after the reload")
         page.click("#enhance-undo")
-        wait_for(lambda: prompt_of(page) == mine, 10, message="the person's prompt back after a reload")
+        wait_for_page(lambda: prompt_of(page) == mine, 10, message="the person's prompt back after a reload")
 
         httpd.shutdown()                                            # the enhancer cannot run: the page says why
         httpd.server_close()
         page.click("#enhance-btn")
-        wait_for(lambda: "could not be enhanced" in page.inner_text("#enhance-note"), 30, message="the failure said")
+        wait_for_page(lambda: "could not be enhanced" in page.inner_text("#enhance-note"), 30, message="the failure said")
         note = page.inner_text("#enhance-note")
         assert "cannot be reached" in note and "--enhancer-url" in note and "unchanged" in note
         assert prompt_of(page) == mine
         page.locator("#lang-switch").get_by_text("中文").click()
-        wait_for(lambda: page.locator("#lang-switch input[value=zh]").is_checked(), 15, message="the switch")
+        wait_for_page(lambda: page.locator("#lang-switch input[value=zh]").is_checked(), 15, message="the switch")
         page.click("#enhance-btn")
-        wait_for(lambda: "无法优化提示词" in page.inner_text("#enhance-note"), 30, message="the failure in Chinese")
+        wait_for_page(lambda: "无法优化提示词" in page.inner_text("#enhance-note"), 30, message="the failure in Chinese")
         note = page.inner_text("#enhance-note")
         assert "无法连接" in note and "cannot be reached" not in note and "你的提示词没有改变" in note, note
         assert prompt_of(page) == mine
@@ -161,28 +161,28 @@ def test_enhance_waits_for_a_running_generation_stop_ends_it_then_the_text_encod
     page.click("#generate-btn")
     assert gate.entered.wait(60)
     page.click("#enhance-btn")
-    wait_for(lambda: any("waits for the model" in t.inner_text()
+    wait_for_page(lambda: any("waits for the model" in t.inner_text()
                          for t in page.locator("[data-testid=toast-text]").all()), 20, message="the busy note")
-    wait_for(lambda: page.is_enabled("#stop-btn"), 20, message="Stop enabled")
+    wait_for_page(lambda: page.is_enabled("#stop-btn"), 20, message="Stop enabled")
     page.click("#stop-btn")
     gate.release.set()
-    wait_for(lambda: "Enhance stopped" in page.inner_text("#enhance-note"), 30, message="the enhancement stopped")
+    wait_for_page(lambda: "Enhance stopped" in page.inner_text("#enhance-note"), 30, message="the enhancement stopped")
     assert prompt_of(page) == "a cat"
 
     page.click("#enhance-btn")                     # the tiny model's own text encoder writes (random words)
-    wait_for(lambda: "Prompt enhanced" in page.inner_text("#enhance-note"), 60, message="the rewrite")
+    wait_for_page(lambda: "Prompt enhanced" in page.inner_text("#enhance-note"), 60, message="the rewrite")
     assert prompt_of(page) not in ("", "a cat")
     page.click("#enhance-undo")
-    wait_for(lambda: prompt_of(page) == "a cat", 10, message="Undo")
+    wait_for_page(lambda: prompt_of(page) == "a cat", 10, message="Undo")
 
 
 def test_an_enhancer_whose_model_cannot_load_says_so_in_chinese(start_server, settings, tmp_path, guard_refusals):
     srv = start_server(dataclasses.replace(settings, model=str(tmp_path / "no-such-model")))
     with browser_page(srv.url) as page:
         page.locator("#lang-switch").get_by_text("中文").click()
-        wait_for(lambda: page.locator("#lang-switch input[value=zh]").is_checked(), 15, message="the switch")
+        wait_for_page(lambda: page.locator("#lang-switch input[value=zh]").is_checked(), 15, message="the switch")
         page.fill("#prompt textarea", "一只猫")
         page.click("#enhance-btn")
-        wait_for(lambda: "无法优化提示词" in page.inner_text("#enhance-note"), 60, message="the failure in Chinese")
+        wait_for_page(lambda: "无法优化提示词" in page.inner_text("#enhance-note"), 60, message="the failure in Chinese")
         note = page.inner_text("#enhance-note")
         assert "找不到模型文件夹" in note and "你的提示词没有改变" in note and prompt_of(page) == "一只猫", note

@@ -3,7 +3,7 @@ of two removes exactly that one, Run of the other makes its image (issue 30)."""
 import pytest
 from e2e.test_browser import CHROMIUM, guard_refusals, page  # noqa: F401  (fixtures)
 
-from conftest import wait_for
+from conftest import wait_for, wait_for_page
 from zimage.app import create_backend
 from zimage.kept_queue import with_kept_queue
 from zimage.request import GenerationRequest
@@ -37,14 +37,14 @@ def test_the_queue_panel_deletes_the_second_of_two_and_runs_the_first(page, serv
     assert "waiting" in page.inner_text("#queue-slot-1")
 
     page.click("#queue-delete-1")
-    wait_for(lambda: f"#{second} deleted" in page.inner_text("#queue-note"), 20, message="the deletion reported")
+    wait_for_page(lambda: f"#{second} deleted" in page.inner_text("#queue-note"), 20, message="the deletion reported")
     page.wait_for_selector("#queue-slot-1", state="hidden")
     assert [j.id for j in server.manager.kept_jobs()] == [first] and "a kept fox" in page.inner_text("#queue-slot-0")
 
     page.click("#queue-run-0")
-    wait_for(lambda: f"#{first} submitted" in page.inner_text("#queue-note"), 20, message="the run reported")
+    wait_for_page(lambda: f"#{first} submitted" in page.inner_text("#queue-note"), 20, message="the run reported")
     wait_for(lambda: server.manager.kept_jobs() == [], 60, message="the job to be made and leave the queue")
     assert len(scan_pngs(server.settings.outputs_dir)) == 1
     page.click("#queue-refresh")
-    wait_for(lambda: "No kept jobs" in page.inner_text("#queue-note"), 20, message="the empty queue")
+    wait_for_page(lambda: "No kept jobs" in page.inner_text("#queue-note"), 20, message="the empty queue")
     page.wait_for_selector("#queue-slot-0", state="hidden")
