@@ -271,3 +271,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.flaky(reruns=BROWSER_RERUNS))
         if item.nodeid in KNOWN_BROKEN or item.nodeid.split("[")[0] in KNOWN_BROKEN:
             item.add_marker(pytest.mark.skip(reason="known broken or flaky: see KNOWN_BROKEN in conftest.py"))
+
+
+# Why each rerun test failed its first try, at the end of the run (pytest names them, -rR, but keeps
+# the failure to itself): a flaky test is then fixed from CI's output, not guessed at.
+RERUN_LINES = 15
+_first_failures: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.outcome == "rerun":
+        _first_failures.append((report.nodeid, report.longreprtext))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _first_failures:
+        terminalreporter.section("why the rerun tests failed their first try")
+        for nodeid, text in _first_failures:
+            terminalreporter.write_line(nodeid)
+            for line in text.strip().splitlines()[-RERUN_LINES:]:
+                terminalreporter.write_line("    " + line)
