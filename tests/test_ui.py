@@ -63,6 +63,19 @@ def test_job_progress_names_the_phase_step_image_and_eta():
     assert parse_preset("1216x832") == (1216, 832)
 
 
+def test_a_stopped_job_says_stopping_where_its_progress_was_until_it_ends():
+    """Stop's "Stopping…" is the job's progress line (the live panel), no longer an answer to the
+    result line, where it could land after the run's "Stopped" and stay there."""
+    from zimage.web.page.ui_preview import progress_key
+
+    job = Job(kind="generate", fn=lambda j: None, phase="generating", total_steps=9, step=3)
+    frac, before = job_progress(job, Status())[0], progress_key(job)
+    job.cancel_event.set()
+    assert job_progress(job, Status()) == (frac, "Stopping… (the image being made ends after its current step)")
+    assert job_progress(job, Status(), "zh")[1].startswith("正在停止")
+    assert progress_key(job) != before                 # the panel's tick sends the new line
+
+
 def test_size_problems_name_the_field_and_the_preset_follows():
     assert size_problem(1024, 1008) == ""
     assert "**Width** must be a multiple of 16: 1000 lies between 992 and 1008" in size_problem(1000, 512)

@@ -251,7 +251,8 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         owner = owner_of(valid_client_id(client), request)
         n = runs.stop(owner)              # first: a job the run submits meanwhile is then the cancel's to find
         n += manager.cancel(owner=owner, user=getattr(request, "username", None))
-        return text("stopping" if n else "nothing_to_stop", request_lang(request))
+        # what it stopped says "Stopping…" in the live panel (job_progress), then "Stopped" here
+        return gr.skip() if n else text("nothing_to_stop", request_lang(request))
 
     def status_snapshot(client: str | None, lang: str) -> dict:
         """What the page's one-second refresh shows (ui_status_feed): the panel, and whether a

@@ -37,8 +37,16 @@ def eta_seconds(job: Job) -> float | None:
 
 
 def job_progress(job: Job, status: Status, lang: str = "en") -> tuple[float, str]:
-    """(fraction, description) for Gradio's progress bar while `job` waits or runs, in `lang`: the
-    phase it is in, step k of n, image k of n, and an ETA once a step has been timed."""
+    """(fraction, description) for Gradio's progress bar and the live panel while `job` waits or
+    runs, in `lang`: the phase it is in, step k of n, image k of n, and an ETA once a step has been
+    timed; "Stopping…" once it is stopped. Stop's own answer wrote that into the result line, where
+    it could land after the run's "Stopped" (two answers to one line, in either order on a loaded
+    machine: the page said "Stopping…" for good); the panel goes when the run ends."""
+    fraction, desc = _phase_progress(job, status, lang)
+    return (fraction, text("stopping", lang)) if job.cancelled else (fraction, desc)
+
+
+def _phase_progress(job: Job, status: Status, lang: str) -> tuple[float, str]:
     phase = job.phase
     if phase == "waiting":
         return 0.0, text("progress_waiting", lang, n=job.queue_position)
@@ -73,7 +81,7 @@ def _made(images: float, images_total: int) -> float:
 
 def progress_key(job: Job) -> str:
     """What the preview shows of `job`; a tick that finds the same key sends nothing."""
-    return f"{job.id}:{job.phase}:{job.step}:{job.images_done}:{job.queue_position}"
+    return f"{job.id}:{job.phase}:{job.step}:{job.images_done}:{job.queue_position}:{job.cancelled}"
 
 
 def render_live(job: Job, status: Status, png: bytes | None, lang: str = "en", queued: int = 0) -> str:
