@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +76,17 @@ LOOK_EVERY_S = 0.5
 
 
 def drop_into_editor(page, path: Path, waits_s: tuple[float, ...] = (10, 20, 30)) -> None:
-    """Give the editor a file and wait until it draws it, as a person would before painting. Under
-    load Gradio's editor can drop a file given to it just after its tab opens and go on showing
-    "Upload an image" (reproduced with three busy loops on two cores): a person drops it again,
-    waiting longer each time (a drop made while a slow one is still being drawn starts it over)."""
+    """Give the editor a file and wait until it draws it, as a person would before painting. The
+    editor draws on canvases it makes once its tab is shown: a file given before them was lost (the
+    editor went on showing "Upload an image"; 1 page in 4 in a probe on a quiet machine, 2026-12-07).
+    A person drops it again; each drop here is a copy under a new name: chromium fires no change event
+    when a file input is given the file it holds (a probe: two sets of one file, 1 event; then another
+    name, 2), so the drops after a lost first one never reached the editor (CI, 2026-12-07)."""
     editor = page.locator("#edit-image")
-    for wait_s in waits_s:
-        editor.locator("input[type=file]").set_input_files(str(path))
+    wait_for_page(lambda: editor.locator("canvas").count() > 0, 30, message="the editor's canvas")
+    for n, wait_s in enumerate(waits_s):
+        drop = path if n == 0 else Path(shutil.copyfile(path, path.with_name(f"{path.stem}-{n}{path.suffix}")))
+        editor.locator("input[type=file]").set_input_files(str(drop))
         try:
             wait_for(lambda: shows_the_picture(shot_of(page, editor)), wait_s, LOOK_EVERY_S,
                      message="the picture drawn in the editor")
