@@ -107,6 +107,7 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
     from .http.mcp_guard import MCPBodyGuard
     from .http.mcp_tools import add_mcp_tools, keep_only_mcp_tools
     from .shutdown import EndStreamsOnStop
+    from .page.gradio_frontend import frontend_router
     from .page.ui import build_ui
     from .page.ui_page import page_assets
     from .upload_budget import UploadBudget
@@ -125,6 +126,7 @@ def create_app(settings: Settings, manager: Backend, routers: list | None = None
                 add_mcp_tools(manager, settings)
         demo.queue(default_concurrency_limit=1, max_size=settings.queue_max)
     app.include_router(page_router)
+    app.include_router(frontend_router())       # a fixed file of Gradio's, at the path Gradio serves it from
     quieter_queue_polls(demo)
     app = gr.mount_gradio_app(
         app, demo, path="/", server_name=settings.host, server_port=settings.port,

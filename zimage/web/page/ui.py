@@ -44,7 +44,7 @@ from .ui_params import gallery_caption
 from .ui_pnginfo import build_pnginfo_tab
 from .ui_queue import build_queue_panel
 from .ui_saved import SAVED_FIELDS, SAVE_SETTINGS_JS, restored_values  # noqa: F401 (SAVED_FIELDS: tests' import)
-from .ui_preview import build_live_preview, job_progress
+from .ui_preview import build_live_preview, end_live_preview, job_progress
 from .ui_size import CUSTOM, SIZE_PRESETS, parse_preset, preset_for, size_problem, wire_size  # noqa: F401 (tests')
 from .ui_slider import SizeSlider
 from .ui_status_feed import add_status_route, status_tick_js
@@ -398,14 +398,11 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # Every tab's generation reaches the manager's queue (which counts it and enforces queue_max
         # with QueueFull); with a limit of 1 here the others waited in Gradio's queue, uncounted.
         waiting_room = settings.generation_concurrency + settings.queue_max + 1
-        # After a job's event: the live panel goes once none of this browser's jobs runs (a second click queued one).
-        preview_off = (lambda client: ((gr.Timer(active=False), "") if not registry.running(valid_client_id(client))
-                                       else (gr.skip(), gr.skip())), client_id, [preview_timer, preview_panel])
-        demo.load(on_load, [client_id, saved],
-                  [client_id, *saved_controls, gallery, preview_timer, lang_switch, status_box, *tab_outputs, *ready_buttons],
-                  **private).then(
+        live_panel = (registry, client_id, preview_timer, preview_panel)
+        end_live_preview(demo.load(on_load, [client_id, saved], [client_id, *saved_controls, gallery, preview_timer, lang_switch,
+                                                             status_box, *tab_outputs, *ready_buttons], **private).then(
             resumer(registry), client_id, [gallery, info], api_visibility="private", concurrency_id="resume",
-            concurrency_limit=waiting_room, show_progress="hidden").then(*preview_off, **private)
+            concurrency_limit=waiting_room, show_progress="hidden"), *live_panel)
         timer = gr.Timer(1.0)
         # A fetch of our own route, not a Gradio event (ui_status_feed says why); never queued, so a
         # full generation queue does not freeze the panel.
@@ -427,11 +424,13 @@ def build_ui(manager: Backend, settings: Settings, registry: PageJobs | None = N
         # No prompt.submit: Enter in the prompt is a newline; Ctrl/Cmd+Enter clicks Generate (ui_page).
         # A click while this browser's job runs is queued behind it ("multiple"; Gradio's "once" dropped
         # it without a word) and says so; one progress bar, the live panel's: none of Gradio's on the results.
-        generate_btn.click(on_click, client_id, [stop_btn, preview_timer, info], show_progress="hidden", **private)
-        generate_btn.click(on_generate, [*controls, client_id, *lora_controls, batch_count, forever, variety, enhanced],
-                           [gallery, info],
-                           api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room,
-                           trigger_mode="multiple", show_progress="hidden").then(*preview_off, **private)
+        # In one chain, the live panel's timer is on before the job's event starts, and off after it ends:
+        # as two events, a refused request (an empty prompt) could end before on_click's answer came.
+        end_live_preview(generate_btn.click(on_click, client_id, [stop_btn, preview_timer, info], show_progress="hidden",
+                                            trigger_mode="multiple", **private).then(
+            on_generate, [*controls, client_id, *lora_controls, batch_count, forever, variety, enhanced], [gallery, info],
+            api_name="generate", concurrency_id="gpu", concurrency_limit=waiting_room,
+            trigger_mode="multiple", show_progress="hidden"), *live_panel)
         # No `cancels=`: Gradio would end the event before "Stopped" could arrive; the handler reports it.
         stop_btn.click(on_stop, client_id, info, **private)
         gallery.select(on_pick, None, picked, **private)
