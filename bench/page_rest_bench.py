@@ -26,16 +26,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 REST = """
-import json, os, sys, tempfile, time
+import json, os, sys, tempfile, threading, time
 import psutil
-sys.path.insert(0, "tests")
+from playwright.sync_api import sync_playwright
 import zimage.web.page.gradio_frontend as frontend
 if sys.argv[1] == "baseline":
     frontend.fixed_tracker = lambda folder=None: None         # Gradio's own file is served
 from zimage.app import create_backend
 from zimage.config import Settings
 from zimage.web.server import create_app, make_server
-import threading, chromium
 out = tempfile.mkdtemp()
 settings = Settings(model=sys.argv[2], outputs_dir=out + "/o", cache_dir=out + "/c", backend="inprocess", port=int(sys.argv[4]))
 manager = create_backend(settings).start()
@@ -43,7 +42,10 @@ server = make_server(create_app(settings, manager), settings)
 threading.Thread(target=server.run, daemon=True).start()
 while not server.started:
     time.sleep(0.05)
-page = chromium.open_page({"width": 1400, "height": 1000})
+driver = sync_playwright().start()
+browser = driver.chromium.launch(executable_path=os.environ.get("ZIMAGE_CHROMIUM", "/usr/bin/chromium"),
+                                 args=["--headless", "--no-sandbox", "--disable-gpu"])
+page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
 page.add_init_script("window.ziFrames = 0; const ask = window.requestAnimationFrame.bind(window);"
                      "window.requestAnimationFrame = (cb) => { window.ziFrames += 1; return ask(cb); };")
 page.goto(f"http://127.0.0.1:{settings.port}")
@@ -63,7 +65,8 @@ frames, cpu = page.evaluate("window.ziFrames"), chromium_cpu()
 time.sleep(seconds)
 frames, cpu = page.evaluate("window.ziFrames") - frames, chromium_cpu() - cpu
 print(json.dumps({"cpu": cpu / seconds, "frames": frames / seconds}))
-chromium.stop()
+browser.close()
+driver.stop()
 server.should_exit = True
 manager.close()
 """

@@ -3,8 +3,8 @@
 Gradio 6.31's StatusTracker times a pending event with a requestAnimationFrame loop that only a
 later status change stops. A tracker unmounted while pending keeps asking for a frame 60 times a
 second for as long as the tab is open: every page has one, the page's own "Loading..." tracker,
-gone once the app is drawn. Headless chromium with our page at rest used 0.084 CPU-s a second
-and asked for 64 frames; with the fix 0.022 and 4 (medians of 3 fresh processes, 2-core machine,
+gone once the app is drawn. Headless chromium with our page at rest used 0.089 CPU-s a second
+and asked for 64 frames; with the fix 0.025 and 4 (medians of 3 fresh processes, 2-core machine,
 2026-12-07: `python -m bench.page_rest_bench`, docs/BENCHMARKS.md). A laptop's browser pays it too,
 for every open tab of the app.
 
