@@ -11,6 +11,7 @@ import pytest
 import chromium
 
 from .test_browser import CHROMIUM, DESKTOP, wait_loaded
+from .test_page_refusals import toasts
 from conftest import wait_for_page
 
 pytestmark = [pytest.mark.browser,
@@ -53,8 +54,7 @@ def test_the_page_at_rest_and_after_a_refused_generate_asks_for_no_frames_and_se
 
         pg.fill("#prompt textarea", "")
         pg.click("#generate-btn")
-        wait_for_page(lambda: any("Prompt" in t.inner_text() for t in pg.locator("[data-testid=toast-text]").all()),
-                      30, message="the empty prompt's refusal")
+        wait_for_page(lambda: any("Prompt" in t for t in toasts(pg)), 30, message="the empty prompt's refusal")
         wait_for_page(lambda: not events or time.monotonic() - events[-1] > 1.0, 20,
                       message="the page to stop sending events after the refusal")
         sent = len(events)
